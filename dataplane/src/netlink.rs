@@ -1,0 +1,372 @@
+//! Links, addresses, routes and neighbours over rtnetlink, in the namespace
+//! the connection was opened in.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourExtFlags, NeighbourState};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::netns::NetNs;
+use crate::Error;
+
+/// A MAC address.
+pub type Mac = [u8; 6];
+
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn parse_mac(s: &str) -> Result<Mac, Error> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || Error::Invalid(format!("bad MAC address {s:?} (want aa:bb:cc:dd:ee:ff)"));
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(Error::Invalid(format!("MAC {s} is not a unicast address")));
+    }
+    Ok(mac)
+}
+
+/// A locally administered unicast MAC derived from an IPv4 address, the
+/// way Docker derives container MACs (02:42:a.b.c.d), so it is stable.
+pub fn mac_from_ip(ip: Ipv4Addr) -> Mac {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// A rtnetlink connection bound to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// A connection in the calling thread's namespace. Needs a tokio runtime.
+    pub fn connect() -> Result<Self, Error> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("netlink socket".into(), e))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// A connection inside `ns` (the socket is opened there, then used from here).
+    pub fn connect_in(ns: &NetNs) -> Result<Self, Error> {
+        let (conn, handle, _) = ns
+            .run(rtnetlink::new_connection)?
+            .map_err(|e| Error::io(format!("netlink socket in {}", ns.name()), e))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    async fn get_link(&self, name: &str) -> Result<Option<LinkMessage>, Error> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(l) => Ok(l),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(Error::netlink(format!("get link {name}"), e)),
+        }
+    }
+
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>, Error> {
+        Ok(self.get_link(name).await?.map(|l| l.header.index))
+    }
+
+    pub async fn require_index(&self, name: &str) -> Result<u32, Error> {
+        self.link_index(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))
+    }
+
+    pub async fn link_mac(&self, name: &str) -> Result<Mac, Error> {
+        let link = self
+            .get_link(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
+        for attr in link.attributes {
+            if let LinkAttribute::Address(a) = attr {
+                if a.len() == 6 {
+                    let mut mac = [0u8; 6];
+                    mac.copy_from_slice(&a);
+                    return Ok(mac);
+                }
+            }
+        }
+        Err(Error::NotFound(format!("MAC of {name}")))
+    }
+
+    pub async fn link_mtu(&self, name: &str) -> Result<u32, Error> {
+        let link = self
+            .get_link(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
+        link.attributes
+            .iter()
+            .find_map(|a| {
+                if let LinkAttribute::Mtu(m) = a {
+                    Some(*m)
+                } else {
+                    None
+                }
+            })
+            .ok_or_else(|| Error::NotFound(format!("MTU of {name}")))
+    }
+
+    /// Names of all links in this namespace.
+    pub async fn link_names(&self) -> Result<Vec<String>, Error> {
+        let mut out = vec![];
+        let mut links = self.handle.link().get().execute();
+        while let Some(l) = links
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink("list links".into(), e))?
+        {
+            for a in l.attributes {
+                if let LinkAttribute::IfName(n) = a {
+                    out.push(n);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a veth pair: `name` here, `peer` in `peer_ns` (or here).
+    pub async fn add_veth(
+        &self,
+        name: &str,
+        peer: &str,
+        peer_ns: Option<&NetNs>,
+        peer_mac: Option<Mac>,
+        mtu: Option<u32>,
+    ) -> Result<(), Error> {
+        let mut peer_msg = LinkUnspec::new_with_name(peer);
+        if let Some(ns) = peer_ns {
+            peer_msg = peer_msg.setns_by_fd(ns.raw_fd());
+        }
+        if let Some(mac) = peer_mac {
+            peer_msg = peer_msg.address(mac.to_vec());
+        }
+        if let Some(mtu) = mtu {
+            peer_msg = peer_msg.mtu(mtu);
+        }
+        let mut msg = LinkVeth::new(name, peer)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())));
+        if let Some(mtu) = mtu {
+            msg = msg.mtu(mtu);
+        }
+        self.handle
+            .link()
+            .add(msg.build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add veth {name}/{peer}"), e))
+    }
+
+    pub async fn add_bridge(&self, name: &str) -> Result<(), Error> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add bridge {name}"), e))
+    }
+
+    pub async fn set_master(&self, index: u32, master: u32) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(master).build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set master of {index}"), e))
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set link {index} up"), e))
+    }
+
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set mtu of {index}"), e))
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<(), Error> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("set mac of {index}"), e))
+    }
+
+    pub async fn is_up(&self, name: &str) -> Result<bool, Error> {
+        Ok(self
+            .get_link(name)
+            .await?
+            .map(|l| l.header.flags.contains(LinkFlags::Up))
+            .unwrap_or(false))
+    }
+
+    pub async fn del_link(&self, name: &str) -> Result<(), Error> {
+        if let Some(index) = self.link_index(name).await? {
+            self.handle
+                .link()
+                .del(index)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("delete link {name}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Adds an address; an existing identical one is fine.
+    pub async fn add_addr(&self, index: u32, ip: IpAddr, prefix: u8) -> Result<(), Error> {
+        match self.handle.address().add(index, ip, prefix).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(Error::netlink(format!("add address {ip}/{prefix}"), e)),
+        }
+    }
+
+    /// Adds (or replaces) a default route via `gw`.
+    pub async fn add_default_route(&self, gw: Ipv4Addr, oif: u32) -> Result<(), Error> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(oif)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add default route via {gw}"), e))
+    }
+
+    /// A permanent neighbour entry `ip lladdr mac`.
+    pub async fn add_neigh(&self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), Error> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("add neighbour {ip}"), e))
+    }
+
+    /// A "managed" neighbour entry: the kernel resolves it and keeps it
+    /// fresh by itself (Linux 5.16+), so XDP's FIB lookups find the VTEP's MAC.
+    pub async fn add_managed_neigh(&self, index: u32, ip: Ipv4Addr) -> Result<(), Error> {
+        let mut req = self
+            .handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .state(NeighbourState::None);
+        req.message_mut()
+            .attributes
+            .push(NeighbourAttribute::ExtFlags(NeighbourExtFlags::Managed));
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(Error::netlink(format!("add managed neighbour {ip}"), e)),
+        }
+    }
+}
+
+/// Brings `lo` up in the calling thread's namespace (new namespaces start
+/// with it down). Runs its own small runtime: it is called from plain threads.
+pub fn set_lo_up_blocking() -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime".into(), e))?;
+    rt.block_on(async {
+        let nl = Netlink::connect()?;
+        let lo = nl.require_index("lo").await?;
+        nl.set_up(lo).await
+    })
+}
+
+/// Turns GRO on or off for `ifname` in the calling thread's namespace
+/// (ETHTOOL_SGRO). Written by hand because no maintained crate wraps the
+/// ethtool ioctl; a veth only accepts XDP_REDIRECTed frames when its peer
+/// has GRO on (or an XDP program).
+pub fn set_gro(ifname: &str, on: bool) -> Result<(), Error> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_SGRO: u32 = 0x0000_002c;
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(Error::Invalid(format!("interface name {ifname} too long")));
+    }
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_SGRO,
+        data: on as u32,
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut value,
+        _pad: [0; 16],
+    };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: a plain socket and an ioctl on a correctly laid out ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(Error::io("socket".into(), std::io::Error::last_os_error()));
+        }
+        let rc = libc::ioctl(fd, SIOCETHTOOL, &mut req as *mut IfReq);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 {
+            return Err(Error::io(format!("ethtool -K {ifname} gro"), err));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a sysctl under /proc/sys (for the calling thread's namespace when
+/// the key is per-namespace, e.g. net.*).
+pub fn sysctl(key: &str, value: &str) -> Result<(), Error> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| Error::io(format!("sysctl {key}"), e))
+}

@@ -1,0 +1,203 @@
+//! Typed access to the overlay's pinned maps. Opening by pin path (not
+//! through the loaded object) lets `shoal debug` read a node's tables
+//! without loading anything.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use serde::{Deserialize, Serialize};
+use shoal_ebpf::{map, Config, DropReason, EpKey, EpValue, IfaceValue, Stat, VniValue};
+
+use crate::Error;
+
+/// The overlay's maps of one daemon.
+pub struct Maps {
+    endpoints: HashMap<MapData, EpKey, EpValue>,
+    ifaces: HashMap<MapData, u32, IfaceValue>,
+    vnis: HashMap<MapData, u32, VniValue>,
+    config: Array<MapData, Config>,
+    drops: PerCpuArray<MapData, u64>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
+    let path = dir.join(name);
+    MapData::from_pin(&path)
+        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
+}
+
+macro_rules! typed {
+    ($variant:ident, $dir:expr, $name:expr) => {
+        Map::$variant(open($dir, $name)?)
+            .try_into()
+            .map_err(|e| Error::bpf(format!("map {}", $name), e))?
+    };
+}
+
+/// Forwarding and drop counters summed over CPUs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub stats: Vec<(String, u64)>,
+    pub drops: Vec<(String, u64)>,
+}
+
+impl Counters {
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops
+            .iter()
+            .find(|(l, _)| l == reason.label())
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+    pub fn stat(&self, s: Stat) -> u64 {
+        self.stats
+            .iter()
+            .find(|(l, _)| l == s.label())
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
+    }
+}
+
+pub fn ip_key(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+pub fn key_ip(k: u32) -> Ipv4Addr {
+    Ipv4Addr::from(k.to_ne_bytes())
+}
+
+impl Maps {
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            endpoints: typed!(HashMap, dir, map::ENDPOINTS),
+            ifaces: typed!(HashMap, dir, map::IFACES),
+            vnis: typed!(HashMap, dir, map::VNIS),
+            config: typed!(Array, dir, map::CONFIG),
+            drops: typed!(PerCpuArray, dir, map::DROPS),
+            stats: typed!(PerCpuArray, dir, map::STATS),
+        })
+    }
+
+    pub fn set_config(&mut self, cfg: Config) -> Result<(), Error> {
+        self.config
+            .set(0, cfg, 0)
+            .map_err(|e| Error::bpf("write config", e))
+    }
+
+    pub fn config(&self) -> Result<Config, Error> {
+        self.config
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("read config", e))
+    }
+
+    pub fn upsert_endpoint(&mut self, vni: u32, ip: Ipv4Addr, v: EpValue) -> Result<(), Error> {
+        self.endpoints
+            .insert(
+                EpKey {
+                    vni,
+                    ip: ip_key(ip),
+                },
+                v,
+                0,
+            )
+            .map_err(|e| Error::bpf(format!("write endpoint {vni}/{ip}"), e))
+    }
+
+    pub fn remove_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<bool, Error> {
+        match self.endpoints.remove(&EpKey {
+            vni,
+            ip: ip_key(ip),
+        }) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::bpf(format!("remove endpoint {vni}/{ip}"), e)),
+        }
+    }
+
+    pub fn endpoint(&self, vni: u32, ip: Ipv4Addr) -> Option<EpValue> {
+        self.endpoints
+            .get(
+                &EpKey {
+                    vni,
+                    ip: ip_key(ip),
+                },
+                0,
+            )
+            .ok()
+    }
+
+    pub fn endpoints(&self) -> Vec<(EpKey, EpValue)> {
+        self.endpoints.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    pub fn set_iface(&mut self, ifindex: u32, v: IfaceValue) -> Result<(), Error> {
+        self.ifaces
+            .insert(ifindex, v, 0)
+            .map_err(|e| Error::bpf(format!("write iface {ifindex}"), e))
+    }
+
+    pub fn remove_iface(&mut self, ifindex: u32) -> Result<(), Error> {
+        match self.ifaces.remove(&ifindex) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::bpf(format!("remove iface {ifindex}"), e)),
+        }
+    }
+
+    pub fn ifaces(&self) -> Vec<(u32, IfaceValue)> {
+        self.ifaces.iter().filter_map(|r| r.ok()).collect()
+    }
+
+    pub fn add_vni(&mut self, vni: u32) -> Result<(), Error> {
+        self.vnis
+            .insert(vni, VniValue { flags: 0 }, 0)
+            .map_err(|e| Error::bpf(format!("write vni {vni}"), e))
+    }
+
+    pub fn remove_vni(&mut self, vni: u32) -> Result<(), Error> {
+        match self.vnis.remove(&vni) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::bpf(format!("remove vni {vni}"), e)),
+        }
+    }
+
+    pub fn vnis(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.vnis.keys().filter_map(|r| r.ok()).collect();
+        v.sort();
+        v
+    }
+
+    pub fn counters(&self) -> Counters {
+        let sum = |m: &PerCpuArray<MapData, u64>, i: u32| {
+            m.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0)
+        };
+        Counters {
+            stats: Stat::ALL
+                .iter()
+                .map(|s| (s.label().to_string(), sum(&self.stats, *s as u32)))
+                .collect(),
+            drops: DropReason::ALL
+                .iter()
+                .skip(1)
+                .map(|d| (d.label().to_string(), sum(&self.drops, *d as u32)))
+                .collect(),
+        }
+    }
+}

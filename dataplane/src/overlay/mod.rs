@@ -1,0 +1,276 @@
+//! The eBPF overlay: loading the programs, attaching them (as pinned links,
+//! so they outlive the agent), and reading/writing the pinned maps.
+//!
+//! Layout under a daemon's bpffs directory:
+//!
+//! ```text
+//! DIR/shoal_endpoints, shoal_ifaces, ...   maps (pinned by name from C)
+//! DIR/links/ul_tc_eth0, ep_tc_veth1234     one pinned link per attachment
+//! ```
+
+mod maps;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::xdp::XdpLink;
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use serde::{Deserialize, Serialize};
+use shoal_ebpf::{prog, OVERLAY_OBJ};
+
+pub use maps::{ip_key, key_ip, Counters, Maps};
+
+use crate::Error;
+
+/// Which hooks carry the overlay. `Tc` everywhere is the fast path on veths
+/// (XDP on a veth turns GSO off); `Xdp` runs encap on the endpoint veths'
+/// XDP hook and decap on the underlay's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Tc,
+    Xdp,
+}
+
+impl std::str::FromStr for Accel {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "tc" => Ok(Accel::Tc),
+            "xdp" => Ok(Accel::Xdp),
+            other => Err(Error::Invalid(format!(
+                "unknown accel {other:?} (want tc or xdp)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Tc => "tc",
+            Accel::Xdp => "xdp",
+        })
+    }
+}
+
+/// Where a program is attached, as recorded by its pinned link.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    /// `ul` (underlay ingress) or `ep` (endpoint host-side veth ingress).
+    pub role: String,
+    /// `tc` or `xdp`.
+    pub hook: String,
+    pub interface: String,
+    /// The program's id in the kernel, when the link could be queried.
+    pub prog_id: Option<u32>,
+}
+
+/// The loaded overlay object of one node agent.
+pub struct Overlay {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    accel: Accel,
+}
+
+impl Overlay {
+    /// Loads the programs; maps are created in (or reused from) `pin_dir`.
+    pub fn load(pin_dir: &Path, accel: Accel) -> Result<Self, Error> {
+        crate::ensure_bpffs()?;
+        std::fs::create_dir_all(pin_dir.join("links"))
+            .map_err(|e| Error::io(format!("mkdir {}", pin_dir.display()), e))?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(OVERLAY_OBJ)
+            .map_err(|e| Error::bpf("load overlay object", e))?;
+        for name in [prog::EP_TC, prog::UL_TC] {
+            let p: &mut SchedClassifier = prog_mut(&mut ebpf, name)?;
+            p.load()
+                .map_err(|e| Error::bpf(format!("load {name}"), verifier(e)))?;
+        }
+        for name in [prog::EP_XDP, prog::UL_XDP] {
+            let p: &mut Xdp = prog_mut(&mut ebpf, name)?;
+            p.load()
+                .map_err(|e| Error::bpf(format!("load {name}"), verifier(e)))?;
+        }
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.to_path_buf(),
+            accel,
+        })
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    pub fn maps(&self) -> Result<Maps, Error> {
+        Maps::open(&self.pin_dir)
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Attaches decap to the underlay device's ingress.
+    pub fn attach_underlay(&mut self, ifname: &str) -> Result<(), Error> {
+        match self.accel {
+            Accel::Tc => self.attach_tc(prog::UL_TC, "ul", ifname),
+            Accel::Xdp => self.attach_xdp(prog::UL_XDP, "ul", ifname),
+        }
+    }
+
+    /// Attaches ARP/local delivery/encap to an endpoint's host-side veth.
+    pub fn attach_endpoint(&mut self, ifname: &str) -> Result<(), Error> {
+        match self.accel {
+            Accel::Tc => self.attach_tc(prog::EP_TC, "ep", ifname),
+            Accel::Xdp => self.attach_xdp(prog::EP_XDP, "ep", ifname),
+        }
+    }
+
+    fn link_pin(&self, role: &str, hook: &str, ifname: &str) -> PathBuf {
+        link_pin(&self.pin_dir, role, hook, ifname)
+    }
+
+    /// Attaches `name` on tc ingress of `ifname` through a pinned TCX link.
+    /// An existing pin is reused and its program swapped atomically, so an
+    /// agent restart never leaves the interface without a program.
+    fn attach_tc(&mut self, name: &str, role: &str, ifname: &str) -> Result<(), Error> {
+        let pin = self.link_pin(role, "tc", ifname);
+        let p: &mut SchedClassifier = prog_mut(&mut self.ebpf, name)?;
+        if pin.exists() {
+            let reused = PinnedLink::from_pin(&pin)
+                .ok()
+                .map(FdLink::from)
+                .and_then(|l| SchedClassifierLink::try_from(l).ok())
+                .and_then(|l| p.attach_to_link(l).ok());
+            if let Some(id) = reused {
+                // The link stays attached through its pin; drop our fd.
+                drop(p.take_link(id));
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&pin);
+        }
+        let id = p
+            .attach_with_options(
+                ifname,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| Error::bpf(format!("attach {name} to {ifname}"), e))?;
+        let link = p.take_link(id).map_err(|e| Error::bpf("take link", e))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e| Error::bpf("tc link is not a bpf_link (kernel < 6.6?)", e))?;
+        fd.pin(&pin)
+            .map_err(|e| Error::bpf(format!("pin {}", pin.display()), e))?;
+        Ok(())
+    }
+
+    fn attach_xdp(&mut self, name: &str, role: &str, ifname: &str) -> Result<(), Error> {
+        let pin = self.link_pin(role, "xdp", ifname);
+        let p: &mut Xdp = prog_mut(&mut self.ebpf, name)?;
+        if pin.exists() {
+            let reused = PinnedLink::from_pin(&pin)
+                .ok()
+                .map(FdLink::from)
+                .and_then(|l| XdpLink::try_from(l).ok())
+                .and_then(|l| p.attach_to_link(l).ok());
+            if let Some(id) = reused {
+                drop(p.take_link(id));
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&pin);
+        }
+        let id = p
+            .attach(ifname, XdpMode::Driver)
+            .map_err(|e| Error::bpf(format!("attach {name} (native XDP) to {ifname}"), e))?;
+        let link = p.take_link(id).map_err(|e| Error::bpf("take link", e))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e| Error::bpf("xdp link is not a bpf_link", e))?;
+        fd.pin(&pin)
+            .map_err(|e| Error::bpf(format!("pin {}", pin.display()), e))?;
+        Ok(())
+    }
+}
+
+fn link_pin(pin_dir: &Path, role: &str, hook: &str, ifname: &str) -> PathBuf {
+    pin_dir
+        .join("links")
+        .join(format!("{role}_{hook}_{ifname}"))
+}
+
+/// Detaches whatever Shoal attached to `ifname` (both hooks).
+pub fn detach(pin_dir: &Path, ifname: &str) {
+    for role in ["ul", "ep"] {
+        for hook in ["tc", "xdp"] {
+            let _ = std::fs::remove_file(link_pin(pin_dir, role, hook, ifname));
+        }
+    }
+}
+
+/// The attachments recorded under `pin_dir`, with their kernel program ids.
+pub fn attachments(pin_dir: &Path) -> Vec<Attachment> {
+    let Ok(dir) = std::fs::read_dir(pin_dir.join("links")) else {
+        return vec![];
+    };
+    let mut out: Vec<Attachment> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let mut parts = name.splitn(3, '_');
+            let (role, hook, interface) = (parts.next()?, parts.next()?, parts.next()?);
+            let prog_id = PinnedLink::from_pin(e.path())
+                .ok()
+                .and_then(|l| FdLink::from(l).info().ok())
+                .map(|i| i.program_id());
+            Some(Attachment {
+                role: role.into(),
+                hook: hook.into(),
+                interface: interface.into(),
+                prog_id,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.role, &a.interface).cmp(&(&b.role, &b.interface)));
+    out
+}
+
+/// Removes every pin of a daemon (maps and links): the programs detach and
+/// the maps are freed once nothing else holds them.
+pub fn remove_pins(pin_dir: &Path) -> Result<(), Error> {
+    if pin_dir.exists() {
+        std::fs::remove_dir_all(pin_dir)
+            .map_err(|e| Error::io(format!("remove {}", pin_dir.display()), e))?;
+    }
+    Ok(())
+}
+
+fn prog_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program>,
+{
+    let p = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::NotFound(format!("program {name}")))?;
+    p.try_into()
+        .map_err(|_| Error::Bpf(format!("program {name} has an unexpected type")))
+}
+
+/// Keeps the verifier's log when a load fails: it is the only useful part.
+fn verifier(e: aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            format!("{io_error}\n{verifier_log}")
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The overlay's maps. All are pinned by name under the daemon's bpffs
+ * directory, so a restarted agent finds the same tables and traffic keeps
+ * flowing while it is away.
+ */
+#ifndef SHOAL_MAPS_H
+#define SHOAL_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "shoal.h"
+
+#define SHOAL_MAX_ENDPOINTS 65536
+#define SHOAL_MAX_IFACES 4096
+#define SHOAL_MAX_VNIS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MAX_ENDPOINTS);
+	__type(key, struct ep_key);
+	__type(value, struct ep_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct iface_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MAX_VNIS);
+	__type(key, __u32);
+	__type(value, struct vni_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_vnis SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct shoal_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_stats SEC(".maps");
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&shoal_drops, &reason);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void count_stat(__u32 stat)
+{
+	__u64 *c = bpf_map_lookup_elem(&shoal_stats, &stat);
+	if (c)
+		*c += 1;
+}
+
+static __always_inline struct shoal_config *get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&shoal_config, &zero);
+}
+
+#endif

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Shoal's map key/value layouts and constants. Every struct here has a
+ * #[repr(C)] mirror in ebpf/src/lib.rs; change both together (a unit test
+ * checks the sizes).
+ */
+#ifndef SHOAL_H
+#define SHOAL_H
+
+#include <linux/types.h>
+
+#define SHOAL_VXLAN_HLEN 8
+/* outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) */
+#define SHOAL_ENCAP_LEN 50
+
+/* ep_value.flags */
+#define EP_F_LOCAL 1  /* lives on this node, behind ifindex */
+#define EP_F_REMOTE 2 /* lives behind the VTEP vtep */
+
+/* An endpoint as the dataplane sees it: (VNI, overlay IPv4) -> where it is. */
+struct ep_key {
+	__u32 vni;
+	__u32 ip; /* network byte order */
+};
+
+struct ep_value {
+	__u32 ifindex; /* host-side veth, for local endpoints */
+	__u32 vtep;    /* remote VTEP IPv4, network byte order, for remote ones */
+	__u8 mac[6];   /* the endpoint's own MAC */
+	__u16 flags;   /* EP_F_* */
+};
+
+/* A local endpoint, keyed by the ifindex of its host-side veth: what the
+ * encap program needs to know about the frames it sees there. */
+struct iface_value {
+	__u32 vni;
+	__u32 ip;       /* the endpoint's overlay IP, network byte order */
+	__u32 gateway;  /* network's gateway IP, network byte order */
+	__u32 prefix_len;
+	__u8 mac[6];      /* the endpoint's MAC */
+	__u8 host_mac[6]; /* the host-side veth's MAC (answers ARP for the gateway) */
+};
+
+struct vni_value {
+	__u32 flags;
+};
+
+/* Node-wide settings, slot 0 of an array. */
+struct shoal_config {
+	__u32 underlay_ifindex;
+	__u32 vtep_ip;    /* network byte order */
+	__u16 vxlan_port; /* network byte order */
+	__u16 flags;
+	__u32 pad;
+};
+
+/* Drop reasons: index into shoal_drops. Mirrored by DropReason in Rust. */
+enum shoal_drop {
+	DROP_NONE = 0,
+	DROP_TRUNCATED,         /* outer/VXLAN/inner headers shorter than they claim */
+	DROP_BAD_VXLAN_FLAGS,   /* VXLAN I flag not set */
+	DROP_UNKNOWN_VNI,       /* no network with this VNI on this node */
+	DROP_UNKNOWN_INNER_DST, /* inner destination is not a local endpoint */
+	DROP_INNER_MALFORMED,   /* inner IPv4/ARP header is invalid */
+	DROP_UNSUPPORTED,       /* inner or endpoint frame is not IPv4/ARP */
+	DROP_OUTER_FRAGMENT,    /* fragmented VXLAN datagram */
+	DROP_NO_NEIGH,          /* underlay next hop not resolved (XDP) */
+	DROP_ENCAP_FAILED,      /* the kernel refused to grow the packet */
+	DROP_DECAP_FAILED,      /* the kernel refused to shrink the packet */
+	DROP_UNKNOWN_ENDPOINT,  /* endpoint sent to an unknown IP of its subnet */
+	DROP_NOT_CONFIGURED,    /* frame on an interface the agent does not know */
+	DROP_FIB_FAILED,        /* no route to the remote VTEP */
+	DROP_ARP_UNKNOWN,       /* ARP request for an address nobody has */
+	DROP_MAX,
+};
+
+/* Forwarding counters: index into shoal_stats. Mirrored by Stat in Rust. */
+enum shoal_stat {
+	STAT_ENCAP = 0,    /* frames encapsulated towards a remote VTEP */
+	STAT_DECAP,        /* VXLAN frames delivered to a local endpoint */
+	STAT_LOCAL,        /* endpoint to endpoint on the same node */
+	STAT_ARP_REPLY,    /* ARP requests answered by the dataplane */
+	STAT_PASS_UNDERLAY,/* underlay frames that were not ours */
+	STAT_PASS_ENDPOINT,/* endpoint frames to off-subnet destinations */
+	STAT_MAX,
+};
+
+#endif

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * The overlay's four entry points, one per attach point:
+ *
+ *   shoal_ep_tc   tc ingress of an endpoint's host-side veth (frames the
+ *                 endpoint sends): ARP answers, same-node delivery, encap.
+ *   shoal_ul_tc   tc ingress of the underlay device: decap and delivery.
+ *   shoal_ep_xdp  the same as shoal_ep_tc, for the XDP hook.
+ *   shoal_ul_xdp  the same as shoal_ul_tc, for the XDP hook.
+ *
+ * The packet logic lives in include/overlay.h; this file only maps its
+ * decisions onto each hook's helpers.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "include/shoal.h"
+#include "include/maps.h"
+#include "include/overlay.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* Debian 12's uapi headers predate the decap flags (kernel 6.3); the running
+ * kernel's BTF has them. */
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#endif
+
+/* Encap keeps gso_size: the endpoint MTU already leaves room for the outer
+ * headers, so segments of the inner MSS fit the underlay. */
+#define ENCAP_FLAGS                                                                          \
+	(BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | \
+	 BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN))
+
+/* Note: the kernel answers FWD_DISABLED unless forwarding is on for the
+ * underlay device, even for BPF_FIB_LOOKUP_OUTPUT; the agent turns it on. */
+static __always_inline int fib_to_vtep(void *ctx, const struct shoal_config *cfg, __be32 vtep,
+				       __u32 tot_len, struct bpf_fib_lookup *p)
+{
+	__builtin_memset(p, 0, sizeof(*p));
+	p->family = AF_INET;
+	p->ipv4_src = cfg->vtep_ip;
+	p->ipv4_dst = vtep;
+	p->tot_len = tot_len;
+	p->ifindex = cfg->underlay_ifindex;
+	return bpf_fib_lookup(ctx, p, sizeof(*p), BPF_FIB_LOOKUP_OUTPUT);
+}
+
+/* ---- tc ---------------------------------------------------------------- */
+
+static __always_inline int tc_drop(__u32 reason)
+{
+	count_drop(reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
+{
+	struct shoal_config *cfg = get_config();
+	struct bpf_fib_lookup p;
+	__u32 inner_len = skb->len;
+	__be16 sport;
+	void *data, *data_end;
+	int rc;
+
+	if (!cfg)
+		return tc_drop(DROP_NOT_CONFIGURED);
+	sport = flow_sport(bpf_get_hash_recalc(skb));
+	if (bpf_skb_adjust_room(skb, SHOAL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
+		return tc_drop(DROP_ENCAP_FAILED);
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + SHOAL_ENCAP_LEN + ETH_HLEN > data_end) {
+		if (bpf_skb_pull_data(skb, SHOAL_ENCAP_LEN + ETH_HLEN))
+			return tc_drop(DROP_ENCAP_FAILED);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		if (data + SHOAL_ENCAP_LEN + ETH_HLEN > data_end)
+			return tc_drop(DROP_ENCAP_FAILED);
+	}
+	/* The original Ethernet header is still at 0: it becomes the inner one. */
+	__builtin_memcpy(data + SHOAL_ENCAP_LEN, data, ETH_HLEN);
+	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
+		return tc_drop(DROP_ENCAP_FAILED);
+
+	rc = fib_to_vtep(skb, cfg, d->ep.vtep, inner_len + SHOAL_ENCAP_LEN - ETH_HLEN, &p);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		struct ethhdr *eth = data;
+
+		mac_copy(eth->h_dest, p.dmac);
+		mac_copy(eth->h_source, p.smac);
+		count_stat(STAT_ENCAP);
+		return bpf_redirect(p.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Let the neighbour subsystem resolve the next hop and queue
+		 * the packet meanwhile, as a routed packet would be. */
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
+
+		count_stat(STAT_ENCAP);
+		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
+	}
+	return tc_drop(DROP_FIB_FAILED);
+}
+
+SEC("classifier")
+int shoal_ep_tc(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct iface_value *ifc = bpf_map_lookup_elem(&shoal_ifaces, &ifindex);
+	struct decision d = {};
+	void *data, *data_end;
+
+	if (!ifc)
+		return tc_drop(DROP_NOT_CONFIGURED);
+	/* Headers up to an ARP body or an IPv4 header must be linear. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + sizeof(struct arp_eth_ipv4) > data_end) {
+		bpf_skb_pull_data(skb, ETH_HLEN + sizeof(struct arp_eth_ipv4));
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
+	case D_ARP_REPLY:
+		count_stat(STAT_ARP_REPLY);
+		return bpf_redirect(ifindex, 0);
+	case D_LOCAL: {
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return tc_drop(DROP_TRUNCATED);
+		mac_copy(eth->h_dest, d.ep.mac);
+		count_stat(STAT_LOCAL);
+		return bpf_redirect_peer(d.ep.ifindex, 0);
+	}
+	case D_REMOTE:
+		return tc_encap(skb, &d);
+	case D_PASS:
+		count_stat(STAT_PASS_ENDPOINT);
+		return TC_ACT_OK;
+	default:
+		return tc_drop(d.reason);
+	}
+}
+
+SEC("classifier")
+int shoal_ul_tc(struct __sk_buff *skb)
+{
+	struct shoal_config *cfg = get_config();
+	struct decision d = {};
+	struct ethhdr inner;
+	void *data, *data_end;
+	__u64 flags;
+
+	if (!cfg) {
+		count_stat(STAT_PASS_UNDERLAY);
+		return TC_ACT_OK;
+	}
+	/* Outer headers + VXLAN + inner Ethernet + inner IPv4/ARP. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + 128 > data_end) {
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	switch (classify_from_underlay(data, data_end, cfg, &d)) {
+	case D_PASS:
+		count_stat(STAT_PASS_UNDERLAY);
+		return TC_ACT_OK;
+	case D_DECAP:
+		break;
+	default:
+		return tc_drop(d.reason);
+	}
+
+	if (d.inner_off > 128 || bpf_skb_load_bytes(skb, d.inner_off, &inner, sizeof(inner)))
+		return tc_drop(DROP_TRUNCATED);
+	mac_copy(inner.h_dest, d.ep.mac);
+	/* IPv4 inside: tell the kernel the tunnel is gone (clears the UDP
+	 * tunnel GSO type and resets skb->protocol); ARP is re-parsed by the
+	 * veth on its way in, below. */
+	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
+	if (d.inner_proto == bpf_htons(ETH_P_IP))
+		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
+	if (bpf_skb_adjust_room(skb, -(__s32)d.inner_off, BPF_ADJ_ROOM_MAC, flags))
+		return tc_drop(DROP_DECAP_FAILED);
+	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
+		return tc_drop(DROP_DECAP_FAILED);
+	count_stat(STAT_DECAP);
+	if (d.inner_proto == bpf_htons(ETH_P_IP))
+		return bpf_redirect_peer(d.ep.ifindex, 0);
+	return bpf_redirect(d.ep.ifindex, 0);
+}
+
+/* ---- XDP --------------------------------------------------------------- */
+
+static __always_inline int xdp_drop(__u32 reason)
+{
+	count_drop(reason);
+	return XDP_DROP;
+}
+
+static __always_inline int xdp_encap(struct xdp_md *ctx, struct decision *d)
+{
+	struct shoal_config *cfg = get_config();
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 inner_len = data_end - data;
+	struct bpf_fib_lookup p;
+	__be16 sport;
+	int rc;
+
+	if (!cfg)
+		return xdp_drop(DROP_NOT_CONFIGURED);
+	sport = flow_sport(inner_flow_hash(data, data_end));
+	if (bpf_xdp_adjust_head(ctx, -SHOAL_ENCAP_LEN))
+		return xdp_drop(DROP_ENCAP_FAILED);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	/* The original frame now starts at offset 50: it is the inner frame. */
+	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
+		return xdp_drop(DROP_ENCAP_FAILED);
+
+	rc = fib_to_vtep(ctx, cfg, d->ep.vtep, inner_len + SHOAL_ENCAP_LEN - ETH_HLEN, &p);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return xdp_drop(DROP_ENCAP_FAILED);
+		mac_copy(eth->h_dest, p.dmac);
+		mac_copy(eth->h_source, p.smac);
+		count_stat(STAT_ENCAP);
+		return bpf_redirect(p.ifindex, 0);
+	}
+	/* XDP cannot queue a packet while ARP resolves; the agent keeps the
+	 * VTEP neighbours resolved (managed entries), so this is rare. */
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return xdp_drop(DROP_NO_NEIGH);
+	return xdp_drop(DROP_FIB_FAILED);
+}
+
+SEC("xdp")
+int shoal_ep_xdp(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct iface_value *ifc = bpf_map_lookup_elem(&shoal_ifaces, &ifindex);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct decision d = {};
+
+	if (!ifc)
+		return xdp_drop(DROP_NOT_CONFIGURED);
+	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
+	case D_ARP_REPLY:
+		count_stat(STAT_ARP_REPLY);
+		return XDP_TX;
+	case D_LOCAL: {
+		struct ethhdr *eth = data;
+
+		if ((void *)(eth + 1) > data_end)
+			return xdp_drop(DROP_TRUNCATED);
+		mac_copy(eth->h_dest, d.ep.mac);
+		count_stat(STAT_LOCAL);
+		return bpf_redirect(d.ep.ifindex, 0);
+	}
+	case D_REMOTE:
+		return xdp_encap(ctx, &d);
+	case D_PASS:
+		count_stat(STAT_PASS_ENDPOINT);
+		return XDP_PASS;
+	default:
+		return xdp_drop(d.reason);
+	}
+}
+
+SEC("xdp")
+int shoal_ul_xdp(struct xdp_md *ctx)
+{
+	struct shoal_config *cfg = get_config();
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct decision d = {};
+	struct ethhdr *eth;
+
+	if (!cfg) {
+		count_stat(STAT_PASS_UNDERLAY);
+		return XDP_PASS;
+	}
+	switch (classify_from_underlay(data, data_end, cfg, &d)) {
+	case D_PASS:
+		count_stat(STAT_PASS_UNDERLAY);
+		return XDP_PASS;
+	case D_DECAP:
+		break;
+	default:
+		return xdp_drop(d.reason);
+	}
+	if (bpf_xdp_adjust_head(ctx, d.inner_off))
+		return xdp_drop(DROP_DECAP_FAILED);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return xdp_drop(DROP_TRUNCATED);
+	mac_copy(eth->h_dest, d.ep.mac);
+	count_stat(STAT_DECAP);
+	return bpf_redirect(d.ep.ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
