@@ -64,8 +64,13 @@ impl Netlink {
 
     /// A connection inside `ns` (the socket is opened there, then used from here).
     pub fn connect_in(ns: &NetNs) -> Result<Self, Error> {
+        let rt = tokio::runtime::Handle::current();
         let (conn, handle, _) = ns
-            .run(rtnetlink::new_connection)?
+            .run(move || {
+                // The socket registers with this runtime's reactor.
+                let _guard = rt.enter();
+                rtnetlink::new_connection()
+            })?
             .map_err(|e| Error::io(format!("netlink socket in {}", ns.name()), e))?;
         tokio::spawn(conn);
         Ok(Self { handle })
@@ -127,6 +132,65 @@ impl Netlink {
                 }
             })
             .ok_or_else(|| Error::NotFound(format!("MTU of {name}")))
+    }
+
+    /// Whether `name` is a virtual device (veth, bridge, ...): it has a
+    /// link kind, which physical NICs do not.
+    pub async fn is_virtual(&self, name: &str) -> Result<bool, Error> {
+        let link = self
+            .get_link(name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("link {name}")))?;
+        Ok(link.attributes.iter().any(|a| {
+            matches!(a, LinkAttribute::LinkInfo(infos)
+                if infos.iter().any(|i| matches!(i, netlink_packet_route::link::LinkInfo::Kind(_))))
+        }))
+    }
+
+    /// The name of the device that holds address `ip`.
+    pub async fn dev_of_addr(&self, ip: Ipv4Addr) -> Result<Option<String>, Error> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(a) = addrs
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink("list addresses".into(), e))?
+        {
+            let has = a
+                .attributes
+                .iter()
+                .any(|at| matches!(at, AddressAttribute::Address(IpAddr::V4(x)) if *x == ip));
+            if has {
+                let index = a.header.index;
+                let mut links = self.handle.link().get().match_index(index).execute();
+                if let Some(l) = links
+                    .try_next()
+                    .await
+                    .map_err(|e| Error::netlink("get link".into(), e))?
+                {
+                    for at in l.attributes {
+                        if let LinkAttribute::IfName(n) = at {
+                            return Ok(Some(n));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The name of the link with this index.
+    pub async fn link_name(&self, index: u32) -> Result<Option<String>, Error> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.try_next().await {
+            Ok(Some(l)) => Ok(l.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })),
+            Ok(None) => Ok(None),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(Error::netlink(format!("get link {index}"), e)),
+        }
     }
 
     /// Names of all links in this namespace.

@@ -90,7 +90,9 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
 		return tc_drop(DROP_ENCAP_FAILED);
 
-	rc = fib_to_vtep(skb, cfg, d->ep.vtep, inner_len + SHOAL_ENCAP_LEN - ETH_HLEN, &p);
+	/* tot_len 0: a GSO super-packet is larger than the MTU by design; the
+	 * kernel then checks the skb itself (is_skb_forwardable knows GSO). */
+	rc = fib_to_vtep(skb, cfg, d->ep.vtep, 0, &p);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		struct ethhdr *eth = data;
 
@@ -107,7 +109,7 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 		count_stat(STAT_ENCAP);
 		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
 	}
-	return tc_drop(DROP_FIB_FAILED);
+	return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED : DROP_FIB_FAILED);
 }
 
 SEC("classifier")
@@ -247,7 +249,7 @@ static __always_inline int xdp_encap(struct xdp_md *ctx, struct decision *d)
 	 * VTEP neighbours resolved (managed entries), so this is rare. */
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
 		return xdp_drop(DROP_NO_NEIGH);
-	return xdp_drop(DROP_FIB_FAILED);
+	return xdp_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED : DROP_FIB_FAILED);
 }
 
 SEC("xdp")

@@ -127,6 +127,7 @@ counters! {
         NotConfigured = "not_configured",
         FibFailed = "no_route_to_vtep",
         ArpUnknown = "arp_unknown_target",
+        FragNeeded = "too_big_for_underlay",
     }
 }
 
@@ -164,7 +165,7 @@ mod tests {
 
     #[test]
     fn counter_enums_cover_the_c_enums() {
-        assert_eq!(DropReason::ALL.len(), 15); // DROP_MAX
+        assert_eq!(DropReason::ALL.len(), 16); // DROP_MAX
         assert_eq!(Stat::ALL.len(), 6); // STAT_MAX
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use shoal_ebpf::{prog, Config, DropReason, EpValue, IfaceValue, EP_F_LOCAL, EP_F_REMOTE};
 
-use super::{Accel, Maps, Overlay};
+use super::{Accel, Hook, Maps, Overlay};
 use crate::netlink::{Mac, Netlink};
 use crate::netns::NetNs;
 
@@ -92,7 +92,7 @@ fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
             crate::netlink::sysctl("net.ipv4.conf.ul0.forwarding", "1").unwrap();
             let epa = nl.require_index("epa").await.unwrap();
             let epb = nl.require_index("epb").await.unwrap();
-            let overlay = Overlay::load(&pins, Accel::Tc).unwrap();
+            let overlay = Overlay::load(&pins, Accel::Tc.hooks(true)).unwrap();
             let mut maps = overlay.maps().unwrap();
             maps.set_config(Config {
                 underlay_ifindex: ul,
@@ -146,12 +146,6 @@ fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
     })
     .expect("run in test netns");
     drop(fx);
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Hook {
-    Tc,
-    Xdp,
 }
 
 const HOOKS: [Hook; 2] = [Hook::Tc, Hook::Xdp];

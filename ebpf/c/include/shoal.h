@@ -71,6 +71,7 @@ enum shoal_drop {
 	DROP_NOT_CONFIGURED,    /* frame on an interface the agent does not know */
 	DROP_FIB_FAILED,        /* no route to the remote VTEP */
 	DROP_ARP_UNKNOWN,       /* ARP request for an address nobody has */
+	DROP_FRAG_NEEDED,       /* encapsulated frame exceeds the underlay MTU */
 	DROP_MAX,
 };
 

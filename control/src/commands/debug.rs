@@ -1,0 +1,365 @@
+//! `shoal debug`: a node's dataplane as the kernel holds it: maps, counters
+//! by reason, attached programs; and static VTEP peers.
+//!
+//! It reads the pinned maps directly, so it works while the agent is down.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use shoal_dataplane::ebpf::{EpValue, EP_F_LOCAL, EP_F_REMOTE};
+use shoal_dataplane::netlink::{format_mac, parse_mac, Netlink};
+use shoal_dataplane::netns::NetNs;
+use shoal_dataplane::overlay::{self, ip_key, key_ip, Attachment, Counters, Maps};
+
+use crate::lab::Lab;
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Args, Debug)]
+pub struct DebugArgs {
+    /// The node's pin directory (what its daemon got as --bpffs-dir).
+    #[arg(long, global = true)]
+    pub bpffs_dir: Option<PathBuf>,
+    /// A lab node instead: --lab LAB --node NODE.
+    #[arg(long, global = true)]
+    pub lab: Option<String>,
+    #[arg(long, global = true)]
+    pub node: Option<String>,
+    #[arg(long, value_enum, default_value_t, global = true)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub cmd: DebugCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCmd {
+    /// Everything below at once.
+    Maps,
+    /// The endpoint/tunnel table: (VNI, IP) -> local veth or remote VTEP.
+    Endpoints,
+    /// Forwarding counters and drops by reason.
+    Drops,
+    /// Which programs are attached where.
+    Programs,
+    /// Static VTEP peers (remote endpoints behind a foreign VTEP).
+    #[command(subcommand)]
+    Peer(PeerCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    Add {
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        ip: Ipv4Addr,
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        vtep: Ipv4Addr,
+    },
+    Rm {
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    Ls,
+}
+
+/// Where to look: the pin dir and, for a lab node, its namespace.
+struct Target {
+    pins: PathBuf,
+    netns: Option<String>,
+}
+
+fn target(a: &DebugArgs) -> Result<Target> {
+    match (&a.lab, &a.node, &a.bpffs_dir) {
+        (Some(_), _, Some(_)) => bail!("give either --bpffs-dir or --lab/--node, not both"),
+        (Some(lab), Some(node), None) => {
+            let lab = Lab::load(lab)?;
+            let n = lab.node(node)?;
+            Ok(Target {
+                pins: n.bpffs_dir.clone(),
+                netns: Some(n.netns.clone()),
+            })
+        }
+        (Some(_), None, None) => bail!("--lab needs --node NODE"),
+        (None, Some(_), _) => bail!("--node needs --lab LAB"),
+        (None, None, dir) => Ok(Target {
+            pins: dir.clone().unwrap_or_else(|| "/sys/fs/bpf/shoal".into()),
+            netns: None,
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct EndpointRow {
+    vni: u32,
+    ip: Ipv4Addr,
+    mac: String,
+    /// "local" or "remote".
+    kind: &'static str,
+    interface: Option<String>,
+    ifindex: Option<u32>,
+    vtep: Option<Ipv4Addr>,
+}
+
+#[derive(Serialize)]
+struct MapsView {
+    vtep: Ipv4Addr,
+    underlay_ifindex: u32,
+    vxlan_port: u16,
+    vnis: Vec<u32>,
+    endpoints: Vec<EndpointRow>,
+    counters: Counters,
+    programs: Vec<Attachment>,
+}
+
+pub fn run(a: DebugArgs) -> Result<()> {
+    let t = target(&a)?;
+    let open = || {
+        Maps::open(&t.pins).with_context(|| {
+            format!(
+                "no Shoal dataplane pinned at {} (is the daemon running there?)",
+                t.pins.display()
+            )
+        })
+    };
+    match &a.cmd {
+        DebugCmd::Maps => {
+            let maps = open()?;
+            let cfg = maps.config()?;
+            let view = MapsView {
+                vtep: key_ip(cfg.vtep_ip),
+                underlay_ifindex: cfg.underlay_ifindex,
+                vxlan_port: u16::from_be(cfg.vxlan_port),
+                vnis: maps.vnis(),
+                endpoints: endpoint_rows(&t, &maps)?,
+                counters: maps.counters(),
+                programs: overlay::attachments(&t.pins),
+            };
+            match a.format {
+                Format::Json => print_json(&view),
+                Format::Table => {
+                    println!(
+                        "VTEP {}  port {}  underlay ifindex {}",
+                        view.vtep, view.vxlan_port, view.underlay_ifindex
+                    );
+                    println!("VNIs {:?}\n", view.vnis);
+                    print_endpoints(&view.endpoints);
+                    println!();
+                    print_counters(&view.counters);
+                    println!();
+                    print_programs(&view.programs);
+                    Ok(())
+                }
+            }
+        }
+        DebugCmd::Endpoints => {
+            let rows = endpoint_rows(&t, &open()?)?;
+            match a.format {
+                Format::Json => print_json(&rows),
+                Format::Table => {
+                    print_endpoints(&rows);
+                    Ok(())
+                }
+            }
+        }
+        DebugCmd::Drops => {
+            let c = open()?.counters();
+            match a.format {
+                Format::Json => print_json(&c),
+                Format::Table => {
+                    print_counters(&c);
+                    Ok(())
+                }
+            }
+        }
+        DebugCmd::Programs => {
+            let p = overlay::attachments(&t.pins);
+            match a.format {
+                Format::Json => print_json(&p),
+                Format::Table => {
+                    print_programs(&p);
+                    Ok(())
+                }
+            }
+        }
+        DebugCmd::Peer(p) => peer(&t, p, a.format, open()?),
+    }
+}
+
+fn peer(t: &Target, cmd: &PeerCmd, format: Format, mut maps: Maps) -> Result<()> {
+    match cmd {
+        PeerCmd::Add { vni, ip, mac, vtep } => {
+            check_vni(*vni)?;
+            let mac = parse_mac(mac)?;
+            if let Some(existing) = maps.endpoint(*vni, *ip) {
+                if existing.flags & EP_F_LOCAL != 0 {
+                    bail!(
+                        "{ip} on VNI {vni} is a local endpoint of this node; refusing to shadow it"
+                    );
+                }
+            }
+            maps.upsert_endpoint(
+                *vni,
+                *ip,
+                EpValue {
+                    ifindex: 0,
+                    vtep: ip_key(*vtep),
+                    mac,
+                    flags: EP_F_REMOTE,
+                },
+            )?;
+            maps.add_vni(*vni)?;
+            println!(
+                "peer {ip} (vni {vni}, {}) behind VTEP {vtep}",
+                format_mac(&mac)
+            );
+            Ok(())
+        }
+        PeerCmd::Rm { vni, ip } => {
+            check_vni(*vni)?;
+            match maps.endpoint(*vni, *ip) {
+                None => bail!("no peer {ip} on VNI {vni}"),
+                Some(e) if e.flags & EP_F_LOCAL != 0 => {
+                    bail!("{ip} on VNI {vni} is a local endpoint, not a peer")
+                }
+                Some(_) => {
+                    maps.remove_endpoint(*vni, *ip)?;
+                    println!("peer {ip} (vni {vni}) removed");
+                    Ok(())
+                }
+            }
+        }
+        PeerCmd::Ls => {
+            let rows: Vec<EndpointRow> = endpoint_rows(t, &maps)?
+                .into_iter()
+                .filter(|r| r.kind == "remote")
+                .collect();
+            match format {
+                Format::Json => print_json(&rows),
+                Format::Table => {
+                    print_endpoints(&rows);
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+fn check_vni(vni: u32) -> Result<()> {
+    if vni == 0 || vni > 0xff_ffff {
+        bail!("VNI {vni} out of range (1-16777215)");
+    }
+    Ok(())
+}
+
+fn endpoint_rows(t: &Target, maps: &Maps) -> Result<Vec<EndpointRow>> {
+    let entries = maps.endpoints();
+    // Interface names live in the node's namespace.
+    let indexes: Vec<u32> = entries
+        .iter()
+        .filter(|(_, v)| v.flags & EP_F_LOCAL != 0)
+        .map(|(_, v)| v.ifindex)
+        .collect();
+    let names = resolve_names(t, indexes)?;
+    let mut rows: Vec<EndpointRow> = entries
+        .into_iter()
+        .map(|(k, v)| {
+            let local = v.flags & EP_F_LOCAL != 0;
+            EndpointRow {
+                vni: k.vni,
+                ip: key_ip(k.ip),
+                mac: format_mac(&v.mac),
+                kind: if local { "local" } else { "remote" },
+                interface: if local {
+                    names
+                        .iter()
+                        .find(|(i, _)| *i == v.ifindex)
+                        .and_then(|(_, n)| n.clone())
+                } else {
+                    None
+                },
+                ifindex: local.then_some(v.ifindex),
+                vtep: (!local).then(|| key_ip(v.vtep)),
+            }
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.vni, u32::from(r.ip)));
+    Ok(rows)
+}
+
+fn resolve_names(t: &Target, indexes: Vec<u32>) -> Result<Vec<(u32, Option<String>)>> {
+    let netns = t.netns.clone();
+    super::runtime()?.block_on(async move {
+        let nl = match &netns {
+            Some(ns) => Netlink::connect_in(&NetNs::open(ns)?)?,
+            None => Netlink::connect()?,
+        };
+        let mut out = vec![];
+        for i in indexes {
+            out.push((i, nl.link_name(i).await.ok().flatten()));
+        }
+        Ok(out)
+    })
+}
+
+fn print_endpoints(rows: &[EndpointRow]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let via = match (r.kind, &r.interface, r.ifindex, r.vtep) {
+                ("local", Some(n), Some(i), _) => format!("{n} (ifindex {i})"),
+                ("local", None, Some(i), _) => format!("ifindex {i}"),
+                (_, _, _, Some(v)) => format!("VTEP {v}"),
+                _ => "?".into(),
+            };
+            vec![
+                r.vni.to_string(),
+                r.ip.to_string(),
+                r.mac.clone(),
+                r.kind.to_string(),
+                via,
+            ]
+        })
+        .collect();
+    print_table(&["VNI", "IP", "MAC", "KIND", "VIA"], &rows);
+}
+
+fn print_counters(c: &Counters) {
+    let mut rows: Vec<Vec<String>> = c
+        .stats
+        .iter()
+        .map(|(k, v)| vec!["forward".into(), k.clone(), v.to_string()])
+        .collect();
+    rows.extend(
+        c.drops
+            .iter()
+            .map(|(k, v)| vec!["drop".into(), k.clone(), v.to_string()]),
+    );
+    print_table(&["TYPE", "COUNTER", "PACKETS"], &rows);
+}
+
+fn print_programs(p: &[Attachment]) {
+    let rows: Vec<Vec<String>> = p
+        .iter()
+        .map(|a| {
+            let what = if a.role == "ul" {
+                "underlay ingress (decap)"
+            } else {
+                "endpoint ingress (encap)"
+            };
+            vec![
+                a.interface.clone(),
+                a.hook.clone(),
+                what.into(),
+                a.prog_id.map(|i| i.to_string()).unwrap_or("-".into()),
+            ]
+        })
+        .collect();
+    print_table(&["INTERFACE", "HOOK", "ROLE", "PROG ID"], &rows);
+}

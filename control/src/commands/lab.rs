@@ -1,0 +1,133 @@
+//! `shoal lab up|down|ls|exec|restart`.
+
+use clap::{Args, Subcommand};
+
+use crate::lab::{self, Lab, UpOptions};
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Args, Debug, Clone)]
+pub struct LabName {
+    /// The lab's name: prefix of all its namespaces and links.
+    #[arg(long, default_value = "lab")]
+    pub name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LabCmd {
+    /// Build a cluster: N hosts on an underlay bridge, an agent in each.
+    Up {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Endpoints per node, all on one overlay network.
+        #[arg(long, default_value_t = 2)]
+        endpoints: u32,
+        /// auto, tc or xdp (see `shoal daemon --help`).
+        #[arg(long, default_value = "auto")]
+        accel: String,
+    },
+    /// Remove the lab: agents, pins, namespaces, state.
+    Down {
+        #[command(flatten)]
+        lab: LabName,
+    },
+    /// List the lab's nodes and endpoints.
+    Ls {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Run a command in a node's or an endpoint's namespace (`ul` for the underlay).
+    Exec {
+        #[command(flatten)]
+        lab: LabName,
+        /// n1, n1-e2, ul ...
+        target: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Restart a node's agent (the dataplane keeps forwarding meanwhile).
+    Restart {
+        #[command(flatten)]
+        lab: LabName,
+        node: String,
+    },
+}
+
+pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
+    match cmd {
+        LabCmd::Up {
+            lab,
+            nodes,
+            endpoints,
+            accel,
+        } => {
+            let opts = UpOptions {
+                name: lab.name,
+                nodes,
+                endpoints,
+                accel,
+            };
+            let lab = super::runtime()?.block_on(lab::up(opts))?;
+            print_summary(&lab);
+            Ok(())
+        }
+        LabCmd::Down { lab } => lab::down(&lab.name),
+        LabCmd::Ls { lab, format } => {
+            let lab = Lab::load(&lab.name)?;
+            match format {
+                Format::Json => print_json(&lab),
+                Format::Table => {
+                    print_summary(&lab);
+                    Ok(())
+                }
+            }
+        }
+        LabCmd::Exec { lab, target, cmd } => lab::exec(&Lab::load(&lab.name)?, &target, &cmd),
+        LabCmd::Restart { lab, node } => {
+            let lab = Lab::load(&lab.name)?;
+            let pid = lab::restart_node(&lab, &node)?;
+            println!("agent of {node} restarted (pid {pid})");
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(lab: &Lab) {
+    let rows: Vec<Vec<String>> = lab
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.netns.clone(),
+                format!("{} ({})", n.underlay_ip, n.underlay_dev),
+                n.pid
+                    .map(|p| format!("running (pid {p})"))
+                    .unwrap_or_else(|| "stopped".into()),
+            ]
+        })
+        .collect();
+    print_table(&["NODE", "NETNS", "UNDERLAY", "AGENT"], &rows);
+    println!();
+    let rows: Vec<Vec<String>> = lab
+        .endpoints
+        .iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                e.netns.clone(),
+                e.node.clone(),
+                format!("{} (vni {})", e.network, e.vni),
+                e.ip.to_string(),
+                e.mac.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["ENDPOINT", "NETNS", "NODE", "NETWORK", "IP", "MAC"],
+        &rows,
+    );
+}

@@ -1,0 +1,137 @@
+//! Starting and stopping a lab node's agent: `shoal daemon` run inside the
+//! node's namespace (setns in the child, no new mount namespace, so bpffs
+//! stays visible), detached into its own session, logging to a file.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{Lab, LabNode};
+use crate::agent::{AgentState, STATE_FILE};
+
+/// PID of the node's agent if it is alive.
+pub fn running_pid(node: &LabNode) -> Option<u32> {
+    let text = std::fs::read_to_string(node.data_dir.join(STATE_FILE)).ok()?;
+    let st: AgentState = serde_json::from_str(&text).ok()?;
+    alive(st.pid).then_some(st.pid)
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie counts as dead: it only waits to be reaped.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Starts the node's agent and waits until it has programmed its table.
+pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
+    std::fs::create_dir_all(&node.data_dir)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)?;
+    let ns = File::open(shoal_dataplane::netns::NetNs::path_of(&node.netns))
+        .with_context(|| format!("namespace {} of node {}", node.netns, node.name))?;
+    let _ = std::fs::remove_file(node.data_dir.join(STATE_FILE));
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("daemon")
+        .args(["--node-name", &node.name])
+        .args(["--advertise-addr", &node.underlay_ip.to_string()])
+        .args(["--underlay-dev", &node.underlay_dev])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .arg("--bpffs-dir")
+        .arg(&node.bpffs_dir)
+        .arg("--static-table")
+        .arg(Lab::table_path(&lab.name))
+        .args(["--accel", &lab.accel])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: only async-signal-safe syscalls (setns, setsid) between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("spawn shoal daemon")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if running_pid(node) == Some(pid) {
+            // Reap it in the background if it ever exits while we live.
+            std::thread::spawn(move || child.wait());
+            return Ok(pid);
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "agent of {} exited ({status}) before it was ready:\n{}",
+                node.name,
+                log_tail(node)
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            bail!(
+                "agent of {} was not ready within 30 s:\n{}",
+                node.name,
+                log_tail(node)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops the node's agent (SIGTERM, then SIGKILL after 5 s). The dataplane
+/// stays attached.
+pub fn stop_node(node: &LabNode) -> Result<()> {
+    let Some(pid) = running_pid(node) else {
+        return Ok(());
+    };
+    stop_pid(pid);
+    Ok(())
+}
+
+pub(super) fn stop_pid(pid: u32) {
+    let p = Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive(pid) {
+        let _ = kill(p, Signal::SIGKILL);
+    }
+}
+
+pub fn restart_node(lab: &Lab, name: &str) -> Result<u32> {
+    let node = lab.node(name)?;
+    stop_node(node)?;
+    start_node(lab, node)
+}
+
+fn log_tail(node: &LabNode) -> String {
+    let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}

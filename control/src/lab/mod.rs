@@ -1,0 +1,176 @@
+//! `shoal lab`: a whole cluster on one machine. Hosts are network
+//! namespaces on an underlay bridge (itself in a namespace, so nothing
+//! touches the root namespace), each with its own node agent, state dir and
+//! bpffs pin dir. Every namespace and link carries the prefix `LAB-`.
+
+mod daemon;
+mod down;
+mod up;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub use daemon::restart_node;
+pub use down::down;
+pub use up::{up, UpOptions};
+
+use crate::table::Table;
+
+/// Root of all lab state (one directory per lab).
+pub const STATE_ROOT: &str = "/run/shoal/lab";
+/// Root of all lab pin dirs on bpffs.
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf/shoal-lab";
+
+/// The lab as `shoal lab ls --format json` prints it: a stable interface.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lab {
+    pub name: String,
+    pub accel: String,
+    /// Namespace holding the underlay bridge.
+    pub underlay_netns: String,
+    pub underlay_bridge: String,
+    pub nodes: Vec<LabNode>,
+    pub networks: Vec<crate::table::Network>,
+    pub endpoints: Vec<crate::table::Endpoint>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabNode {
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    pub underlay_dev: String,
+    pub data_dir: PathBuf,
+    pub bpffs_dir: PathBuf,
+    pub log: PathBuf,
+    /// PID of the node agent, when it is running.
+    pub pid: Option<u32>,
+}
+
+impl Lab {
+    pub fn state_dir(name: &str) -> PathBuf {
+        Path::new(STATE_ROOT).join(name)
+    }
+
+    pub fn bpffs_dir(name: &str) -> PathBuf {
+        Path::new(BPFFS_ROOT).join(name)
+    }
+
+    pub fn table_path(name: &str) -> PathBuf {
+        Self::state_dir(name).join("table.json")
+    }
+
+    fn lab_path(name: &str) -> PathBuf {
+        Self::state_dir(name).join("lab.json")
+    }
+
+    pub fn exists(name: &str) -> bool {
+        Self::lab_path(name).exists()
+    }
+
+    /// Loads the lab and refreshes each node's agent PID from its state file.
+    pub fn load(name: &str) -> Result<Self> {
+        validate_name(name)?;
+        let path = Self::lab_path(name);
+        let text = std::fs::read_to_string(&path).map_err(|_| {
+            anyhow::anyhow!("no lab named {name:?} (start one with `shoal lab up --name {name}`)")
+        })?;
+        let mut lab: Lab =
+            serde_json::from_str(&text).with_context(|| format!("bad {}", path.display()))?;
+        for n in &mut lab.nodes {
+            n.pid = daemon::running_pid(n);
+        }
+        Ok(lab)
+    }
+
+    pub fn save(&self) -> Result<()> {
+        let dir = Self::state_dir(&self.name);
+        std::fs::create_dir_all(&dir)?;
+        let table = Table {
+            networks: self.networks.clone(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| crate::table::Node {
+                    name: n.name.clone(),
+                    netns: n.netns.clone(),
+                    underlay_ip: n.underlay_ip,
+                    underlay_dev: n.underlay_dev.clone(),
+                })
+                .collect(),
+            endpoints: self.endpoints.clone(),
+        };
+        write_atomic(
+            &Self::table_path(&self.name),
+            &serde_json::to_vec_pretty(&table)?,
+        )?;
+        write_atomic(
+            &Self::lab_path(&self.name),
+            &serde_json::to_vec_pretty(self)?,
+        )
+    }
+
+    pub fn node(&self, name: &str) -> Result<&LabNode> {
+        self.nodes.iter().find(|n| n.name == name).with_context(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!(
+                "lab {} has no node {name:?} (nodes: {})",
+                self.name,
+                names.join(", ")
+            )
+        })
+    }
+
+    /// The namespace of a node, an endpoint, or the underlay (`ul`).
+    pub fn netns_of(&self, target: &str) -> Result<String> {
+        if target == "ul" || target == "underlay" {
+            return Ok(self.underlay_netns.clone());
+        }
+        if let Some(n) = self.nodes.iter().find(|n| n.name == target) {
+            return Ok(n.netns.clone());
+        }
+        if let Some(e) = self.endpoints.iter().find(|e| e.name == target) {
+            return Ok(e.netns.clone());
+        }
+        bail!(
+            "lab {} has no node or endpoint named {target:?} (see `shoal lab ls --name {}`)",
+            self.name,
+            self.name
+        )
+    }
+}
+
+/// Lab names become namespace and link prefixes (links have 15 characters).
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 6
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        bail!("invalid lab name {name:?}: use 1-6 lowercase letters or digits");
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs a command inside one of the lab's namespaces, replacing this process.
+pub fn exec(lab: &Lab, target: &str, cmd: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    if cmd.is_empty() {
+        bail!("no command given: shoal lab exec {target} -- CMD [ARGS...]");
+    }
+    let ns = shoal_dataplane::netns::NetNs::open(&lab.netns_of(target)?)?;
+    ns.enter()?;
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    bail!("cannot run {}: {err}", cmd[0])
+}

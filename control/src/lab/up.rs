@@ -1,0 +1,155 @@
+//! `shoal lab up`: underlay namespace with a bridge, N node namespaces
+//! joined to it by veths (198.18.0.0/15 addresses), one agent per node, K
+//! endpoints per node on one overlay network. On any failure the partial
+//! lab is torn down again.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use shoal_dataplane::netlink::{self, format_mac, mac_from_ip, Netlink};
+use shoal_dataplane::netns::NetNs;
+
+use super::{daemon, Lab, LabNode};
+use crate::table::{Endpoint, Network};
+
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub name: String,
+    pub nodes: u32,
+    pub endpoints: u32,
+    pub accel: String,
+}
+
+/// The lab's one overlay network (Docker's first user network would get a
+/// /24 from 10.0.0.0/8 the same way).
+pub fn lab_network() -> Network {
+    Network {
+        name: "labnet".into(),
+        vni: 4097,
+        subnet: Ipv4Addr::new(10, 0, 1, 0),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 0, 1, 1),
+    }
+}
+
+pub fn node_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, i as u8)
+}
+
+pub async fn up(opts: UpOptions) -> Result<Lab> {
+    super::validate_name(&opts.name)?;
+    if opts.nodes == 0 || opts.nodes > 64 {
+        bail!("--nodes must be between 1 and 64");
+    }
+    if opts.nodes * opts.endpoints > 250 {
+        bail!("--nodes x --endpoints must be at most 250 (one /24 overlay)");
+    }
+    opts.accel.parse::<shoal_dataplane::overlay::Accel>()?;
+    let prefix = format!("{}-", opts.name);
+    if Lab::exists(&opts.name) || !NetNs::list(&prefix).is_empty() {
+        bail!(
+            "lab {:?} already exists; remove it with `shoal lab down --name {}`",
+            opts.name,
+            opts.name
+        );
+    }
+    match build(&opts).await {
+        Ok(lab) => Ok(lab),
+        Err(e) => {
+            let _ = super::down(&opts.name);
+            Err(e)
+        }
+    }
+}
+
+async fn build(opts: &UpOptions) -> Result<Lab> {
+    shoal_dataplane::ensure_bpffs()?;
+    let name = &opts.name;
+    let state_dir = Lab::state_dir(name);
+    std::fs::create_dir_all(&state_dir)?;
+
+    let ul_ns_name = format!("{name}-ul");
+    let bridge = format!("{name}-br");
+    let ul_ns = NetNs::create(&ul_ns_name)?;
+    let ul = Netlink::connect_in(&ul_ns)?;
+    ul.add_bridge(&bridge).await?;
+    let br = ul.require_index(&bridge).await?;
+    ul.set_up(br).await?;
+
+    let net = lab_network();
+    let mut lab = Lab {
+        name: name.clone(),
+        accel: opts.accel.clone(),
+        underlay_netns: ul_ns_name,
+        underlay_bridge: bridge,
+        nodes: vec![],
+        networks: vec![net.clone()],
+        endpoints: vec![],
+    };
+
+    let mut next_ip = u32::from(net.gateway) + 1;
+    for i in 1..=opts.nodes {
+        let node_name = format!("n{i}");
+        let node = LabNode {
+            name: node_name.clone(),
+            netns: format!("{name}-{node_name}"),
+            underlay_ip: node_ip(i),
+            underlay_dev: format!("{name}-eth0"),
+            data_dir: state_dir.join("nodes").join(&node_name),
+            bpffs_dir: Lab::bpffs_dir(name).join(&node_name),
+            log: state_dir.join("nodes").join(format!("{node_name}.log")),
+            pid: None,
+        };
+        let ns = NetNs::create(&node.netns)?;
+        // Underlay port: LAB-nI on the bridge, LAB-eth0 inside the node.
+        let port = format!("{name}-{node_name}");
+        ul.add_veth(
+            &port,
+            &node.underlay_dev,
+            Some(&ns),
+            Some(mac_from_ip(node.underlay_ip)),
+            None,
+        )
+        .await
+        .with_context(|| format!("underlay link of {node_name}"))?;
+        let port_idx = ul.require_index(&port).await?;
+        ul.set_master(port_idx, br).await?;
+        ul.set_up(port_idx).await?;
+        // XDP_REDIRECT into the node's underlay veth only delivers when
+        // its peer (this bridge port) has GRO on.
+        let port2 = port.clone();
+        ul_ns.run(move || netlink::set_gro(&port2, true))??;
+
+        let inside = Netlink::connect_in(&ns)?;
+        let dev = inside.require_index(&node.underlay_dev).await?;
+        inside.set_up(dev).await?;
+        inside.add_addr(dev, node.underlay_ip.into(), 24).await?;
+
+        for k in 1..=opts.endpoints {
+            let ip = Ipv4Addr::from(next_ip);
+            next_ip += 1;
+            let ep_name = format!("{node_name}-e{k}");
+            lab.endpoints.push(Endpoint {
+                netns: format!("{name}-{ep_name}"),
+                name: ep_name,
+                node: node_name.clone(),
+                network: net.name.clone(),
+                vni: net.vni,
+                ip,
+                mac: format_mac(&mac_from_ip(ip)),
+                host_if: format!("{name}-e{}", lab.endpoints.len() + 1),
+            });
+        }
+        lab.nodes.push(node);
+    }
+    lab.save()?;
+
+    for node in lab.nodes.clone() {
+        let pid = daemon::start_node(&lab, &node)?;
+        if let Some(n) = lab.nodes.iter_mut().find(|n| n.name == node.name) {
+            n.pid = Some(pid);
+        }
+    }
+    lab.save()?;
+    Ok(lab)
+}
