@@ -381,11 +381,26 @@ pub fn set_lo_up_blocking() -> Result<(), Error> {
     })
 }
 
-/// Turns GRO on or off for `ifname` in the calling thread's namespace
-/// (ETHTOOL_SGRO). Written by hand because no maintained crate wraps the
-/// ethtool ioctl; a veth only accepts XDP_REDIRECTed frames when its peer
-/// has GRO on (or an XDP program).
+/// Turns GRO on or off for `ifname` in the calling thread's namespace.
+/// A veth only accepts XDP_REDIRECTed frames when its peer has GRO on (or
+/// an XDP program).
 pub fn set_gro(ifname: &str, on: bool) -> Result<(), Error> {
+    const ETHTOOL_SGRO: u32 = 0x0000_002c;
+    ethtool_set(ifname, ETHTOOL_SGRO, on, "gro")
+}
+
+/// Turns TX checksum offload on or off. Frames that an XDP program
+/// redirects leave as raw frames: a checksum left for "hardware" would
+/// never be filled in, so endpoints behind XDP compute their own.
+pub fn set_tx_csum(ifname: &str, on: bool) -> Result<(), Error> {
+    const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
+    ethtool_set(ifname, ETHTOOL_STXCSUM, on, "tx")
+}
+
+/// One ethtool "set value" ioctl (`ethtool -K IF FEATURE on|off`). Written
+/// by hand because no maintained crate wraps the legacy ethtool ioctl, and
+/// it is one syscall.
+fn ethtool_set(ifname: &str, cmd: u32, on: bool, what: &str) -> Result<(), Error> {
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -398,12 +413,11 @@ pub fn set_gro(ifname: &str, on: bool) -> Result<(), Error> {
         _pad: [u8; 16],
     }
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_SGRO: u32 = 0x0000_002c;
     if ifname.len() >= libc::IFNAMSIZ {
         return Err(Error::Invalid(format!("interface name {ifname} too long")));
     }
     let mut value = EthtoolValue {
-        cmd: ETHTOOL_SGRO,
+        cmd,
         data: on as u32,
     };
     let mut req = IfReq {
@@ -422,7 +436,7 @@ pub fn set_gro(ifname: &str, on: bool) -> Result<(), Error> {
         let err = std::io::Error::last_os_error();
         libc::close(fd);
         if rc < 0 {
-            return Err(Error::io(format!("ethtool -K {ifname} gro"), err));
+            return Err(Error::io(format!("ethtool -K {ifname} {what}"), err));
         }
     }
     Ok(())

@@ -16,6 +16,41 @@ use crate::Error;
 
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
+/// Makes /run/netns a shared mount of itself, exactly as `ip netns add`
+/// does, so namespaces created by Shoal and by iproute2 mix without
+/// leaving mounts behind that cannot be removed.
+fn ensure_run_dir() -> Result<(), Error> {
+    std::fs::create_dir_all(NETNS_RUN_DIR).map_err(|e| Error::io("create /run/netns".into(), e))?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        shared,
+        None::<&str>,
+    )
+    .is_ok()
+    {
+        return Ok(());
+    }
+    mount(
+        Some(NETNS_RUN_DIR),
+        NETNS_RUN_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("bind-mount /run/netns", e))?;
+    mount(
+        None::<&str>,
+        NETNS_RUN_DIR,
+        None::<&str>,
+        shared,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("make /run/netns shared", e))
+}
+
 /// A named network namespace (a file under /run/netns).
 #[derive(Debug)]
 pub struct NetNs {
@@ -54,8 +89,7 @@ impl NetNs {
 
     /// Creates a new namespace and pins it at /run/netns/NAME.
     pub fn create(name: &str) -> Result<Self, Error> {
-        std::fs::create_dir_all(NETNS_RUN_DIR)
-            .map_err(|e| Error::io("create /run/netns".into(), e))?;
+        ensure_run_dir()?;
         let path = Self::path_of(name);
         File::create(&path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
         let target = path.clone();
@@ -93,7 +127,12 @@ impl NetNs {
         if !path.exists() {
             return Ok(());
         }
-        let _ = umount2(&path, MntFlags::MNT_DETACH);
+        // Bind mounts may be stacked (e.g. propagated copies): peel them all.
+        for _ in 0..8 {
+            if umount2(&path, MntFlags::MNT_DETACH).is_err() {
+                break;
+            }
+        }
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))
     }
 

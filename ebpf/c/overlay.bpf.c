@@ -72,8 +72,17 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
 	sport = flow_sport(bpf_get_hash_recalc(skb));
-	if (bpf_skb_adjust_room(skb, SHOAL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
-		return tc_drop(DROP_ENCAP_FAILED);
+	if (d->inner_proto == bpf_htons(ETH_P_IP)) {
+		/* adjust_room keeps GSO/checksum offload state right for the
+		 * tunnel, but only takes IP packets. */
+		if (bpf_skb_adjust_room(skb, SHOAL_ENCAP_LEN, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS))
+			return tc_drop(DROP_ENCAP_FAILED);
+	} else {
+		/* ARP replies: small, never offloaded; push room in front so
+		 * the original frame becomes the inner frame at offset 50. */
+		if (bpf_skb_change_head(skb, SHOAL_ENCAP_LEN, 0))
+			return tc_drop(DROP_ENCAP_FAILED);
+	}
 
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -85,8 +94,10 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 		if (data + SHOAL_ENCAP_LEN + ETH_HLEN > data_end)
 			return tc_drop(DROP_ENCAP_FAILED);
 	}
-	/* The original Ethernet header is still at 0: it becomes the inner one. */
-	__builtin_memcpy(data + SHOAL_ENCAP_LEN, data, ETH_HLEN);
+	/* adjust_room left the original Ethernet header at 0: it becomes the
+	 * inner one. */
+	if (d->inner_proto == bpf_htons(ETH_P_IP))
+		__builtin_memcpy(data + SHOAL_ENCAP_LEN, data, ETH_HLEN);
 	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
 		return tc_drop(DROP_ENCAP_FAILED);
 
@@ -265,8 +276,10 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 		return xdp_drop(DROP_NOT_CONFIGURED);
 	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
 	case D_ARP_REPLY:
+		/* Not XDP_TX: a veth only kicks its peer's NAPI for XDP_TX when
+		 * the peer runs XDP itself; a redirect flushes either way. */
 		count_stat(STAT_ARP_REPLY);
-		return XDP_TX;
+		return bpf_redirect(ifindex, 0);
 	case D_LOCAL: {
 		struct ethhdr *eth = data;
 

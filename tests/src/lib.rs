@@ -1,1 +1,205 @@
+//! The harness for integration tests: a lab with a unique name that is
+//! torn down when the test ends, pass or fail; helpers to run the real
+//! `shoal` binary and real clients (ping, iperf3, tcpdump) inside it.
 
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde::Deserialize;
+
+pub mod pcap;
+
+/// The `shoal` binary next to the test executable (built by the test script;
+/// `SHOAL_BIN` overrides).
+pub fn shoal_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SHOAL_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("shoal");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build --workspace` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `shoal ARGS` and returns its output.
+pub fn shoal(args: &[&str]) -> Output {
+    Command::new(shoal_bin())
+        .args(args)
+        .output()
+        .expect("run shoal")
+}
+
+/// Runs `shoal ARGS`, panicking with its stderr unless it succeeds.
+pub fn shoal_ok(args: &[&str]) -> String {
+    let out = shoal(args);
+    assert!(
+        out.status.success(),
+        "shoal {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LabNode {
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: String,
+    pub underlay_dev: String,
+    pub pid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LabEndpoint {
+    pub name: String,
+    pub netns: String,
+    pub node: String,
+    pub vni: u32,
+    pub ip: String,
+    pub mac: String,
+    pub host_if: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LabInfo {
+    pub name: String,
+    pub underlay_netns: String,
+    pub underlay_bridge: String,
+    pub nodes: Vec<LabNode>,
+    pub endpoints: Vec<LabEndpoint>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique lab name for this test (6 characters at most).
+pub fn unique_name() -> String {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    format!(
+        "t{:03}{}",
+        std::process::id() % 1000,
+        (b'a' + (n % 26) as u8) as char
+    )
+}
+
+/// A running lab; `shoal lab down` runs when it is dropped.
+pub struct Lab {
+    pub name: String,
+}
+
+impl Lab {
+    pub fn up(nodes: u32, endpoints: u32, accel: &str) -> Self {
+        let name = unique_name();
+        let lab = Lab { name: name.clone() };
+        shoal_ok(&[
+            "lab",
+            "up",
+            "--name",
+            &name,
+            "--nodes",
+            &nodes.to_string(),
+            "--endpoints",
+            &endpoints.to_string(),
+            "--accel",
+            accel,
+        ]);
+        lab
+    }
+
+    pub fn info(&self) -> LabInfo {
+        let out = shoal_ok(&["lab", "ls", "--name", &self.name, "--format", "json"]);
+        serde_json::from_str(&out).expect("lab ls json")
+    }
+
+    /// Runs a command in a lab namespace (`ip netns exec`), killed after
+    /// 60 s so a hung client cannot hang the suite.
+    pub fn run(&self, netns: &str, cmd: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["60", "ip", "netns", "exec", netns])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    pub fn run_ok(&self, netns: &str, cmd: &[&str]) -> String {
+        let out = self.run(netns, cmd);
+        assert!(
+            out.status.success(),
+            "in {netns}: {} failed: {}{}",
+            cmd.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn debug_json(&self, node: &str, what: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "debug", "--lab", &self.name, "--node", node, "--format", "json",
+        ];
+        args.extend_from_slice(what);
+        serde_json::from_str(&shoal_ok(&args)).expect("debug json")
+    }
+
+    /// A forwarding or drop counter of a node.
+    pub fn counter(&self, node: &str, name: &str) -> u64 {
+        let c = self.debug_json(node, &["drops"]);
+        for list in ["stats", "drops"] {
+            for pair in c[list].as_array().unwrap() {
+                if pair[0] == name {
+                    return pair[1].as_u64().unwrap();
+                }
+            }
+        }
+        panic!("no counter {name}")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = shoal(&["lab", "down", "--name", &self.name]);
+        if !out.status.success() {
+            eprintln!(
+                "lab down {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Runs an iperf3 client against a server started in `server_ns`; returns
+/// iperf3's JSON report.
+pub fn iperf3(
+    lab: &Lab,
+    server_ns: &str,
+    client_ns: &str,
+    server_ip: &str,
+    extra: &[&str],
+) -> serde_json::Value {
+    let port = 5201 + (SEQ.fetch_add(1, Ordering::SeqCst) % 500) as u16;
+    let port = port.to_string();
+    lab.run_ok(server_ns, &["iperf3", "-s", "-1", "-D", "-p", &port]);
+    // The daemonised server needs a moment to listen.
+    let mut last = String::new();
+    for _ in 0..50 {
+        let mut args = vec!["iperf3", "-c", server_ip, "-p", &port, "-J"];
+        args.extend_from_slice(extra);
+        let out = lab.run(client_ns, &args);
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            return serde_json::from_str(&last).expect("iperf3 json");
+        }
+        if !last.contains("Connection refused") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("iperf3 {client_ns} -> {server_ip} failed: {last}");
+}

@@ -27,7 +27,7 @@ pub async fn ensure(
     net: &Network,
     mac: Mac,
     mtu: u32,
-    gro_on_peer: bool,
+    behind_xdp: bool,
 ) -> Result<Plumbed> {
     let ns = NetNs::open_or_create(&ep.netns)
         .with_context(|| format!("namespace of endpoint {}", ep.name))?;
@@ -51,12 +51,12 @@ pub async fn ensure(
     inside.add_default_route(net.gateway, idx).await?;
     // IPv4 only for now: keep the endpoint from chattering IPv6 (router
     // solicitations, DAD) into a dataplane that drops it.
-    let gro = gro_on_peer;
     ns.run(move || -> Result<()> {
         netlink::sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         netlink::sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        if gro {
+        if behind_xdp {
             netlink::set_gro(EP_IFNAME, true)?;
+            netlink::set_tx_csum(EP_IFNAME, false)?;
         }
         Ok(())
     })??;

@@ -158,7 +158,7 @@ impl Agent {
         let table = Table::load(path)?;
         let me = self.cfg.node_name.clone();
         let mtu = self.ul_mtu - shoal_dataplane::ebpf::ENCAP_LEN;
-        let gro = self.overlay.hooks().endpoint == Hook::Xdp;
+        let behind_xdp = self.overlay.hooks().endpoint == Hook::Xdp;
         let (mut local, mut remote) = (0, 0);
         let mut vteps = BTreeSet::new();
         for ep in &table.endpoints {
@@ -167,7 +167,7 @@ impl Agent {
             })?;
             let (ip, mac) = endpoint::parse_ip_mac(ep)?;
             if ep.node == me {
-                let p = endpoint::ensure(&self.nl, ep, net, mac, mtu, gro).await?;
+                let p = endpoint::ensure(&self.nl, ep, net, mac, mtu, behind_xdp).await?;
                 self.overlay.attach_endpoint(&ep.host_if)?;
                 self.maps.set_iface(
                     p.host_ifindex,

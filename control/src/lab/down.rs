@@ -18,12 +18,15 @@ pub fn down(name: &str) -> Result<()> {
     }
     // Pins first: detaching the programs before the devices disappear.
     shoal_dataplane::overlay::remove_pins(&Lab::bpffs_dir(name))?;
+    // The shared roots go too once the last lab is gone.
+    let _ = std::fs::remove_dir(super::BPFFS_ROOT);
     for ns in NetNs::list(&format!("{name}-")) {
         NetNs::delete(&ns)?;
     }
     if state_dir.exists() {
         std::fs::remove_dir_all(&state_dir)?;
     }
+    let _ = std::fs::remove_dir(super::STATE_ROOT);
     Ok(())
 }
 

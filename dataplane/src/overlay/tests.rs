@@ -34,7 +34,6 @@ const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -417,6 +416,17 @@ fn encap_handles_tiny_max_options_and_fragments() {
             let (rc, out) = run(env, h, false, env.epa_ifindex, &opt);
             assert_eq!(rc, verdict_redirect(h), "{h:?} options+MF");
             assert_eq!(&out[50..], &opt[..]);
+            // An ARP reply to a remote peer's request is encapsulated too
+            // (tc cannot use adjust_room for non-IP frames).
+            let mut rep = eth(MAC_R, MAC_A, 0x0806);
+            rep.extend(arp(2, MAC_A, EP_A, MAC_R, EP_R));
+            let (rc, out) = run(env, h, false, env.epa_ifindex, &rep);
+            assert_eq!(rc, verdict_redirect(h), "{h:?} ARP reply");
+            assert_eq!(&out[0..6], &REMOTE_VTEP_MAC);
+            assert_eq!(&out[12..14], &[0x08, 0x00]);
+            assert_eq!(csum(&out[14..34]), 0);
+            assert_eq!(&out[42..50], &[0x08, 0, 0, 0, 0x00, 0x10, 0x01, 0x00]);
+            assert_eq!(&out[50..], &rep[..], "{h:?} ARP reply is the inner frame");
         }
     });
 }
@@ -439,11 +449,7 @@ fn same_node_traffic_goes_endpoint_to_endpoint() {
 fn arp_is_answered_without_a_bridge() {
     with_env(|env| {
         for h in HOOKS {
-            let tx = if h == Hook::Tc {
-                TC_ACT_REDIRECT
-            } else {
-                XDP_TX
-            };
+            let tx = verdict_redirect(h);
             for (target, mac) in [(EP_R, MAC_R), (EP_B, MAC_B), (GW, env.epa_host_mac)] {
                 let mut req = eth([0xff; 6], MAC_A, 0x0806);
                 req.extend(arp(1, MAC_A, EP_A, [0; 6], target));

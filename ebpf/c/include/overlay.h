@@ -69,7 +69,7 @@ struct decision {
 	__u32 reason;
 	__u32 vni;
 	__u32 inner_off; /* decap: offset of the inner Ethernet header */
-	__u16 inner_proto; /* decap: inner ethertype, network order */
+	__u16 inner_proto; /* ethertype of the (inner) frame, network order */
 	__u8 tos;
 	__u8 pad;
 	struct ep_value ep;
@@ -202,6 +202,7 @@ static __always_inline int classify_from_endpoint(void *data, void *data_end,
 
 	if ((void *)(eth + 1) > data_end)
 		return drop(d, DROP_TRUNCATED);
+	d->inner_proto = eth->h_proto;
 
 	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
 		struct arp_eth_ipv4 *arp = (void *)(eth + 1);

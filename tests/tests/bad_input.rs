@@ -1,0 +1,144 @@
+//! Bad input: malformed VXLAN on the wire is dropped and counted while the
+//! agent keeps serving; invalid CLI input gets one line naming the problem
+//! and changes nothing.
+
+use std::net::UdpSocket;
+use std::os::fd::AsFd;
+
+use shoal_tests::{shoal, Lab};
+
+/// Sends raw UDP payloads to `dst:4789` from inside namespace `ns`.
+fn send_udp(ns: &str, dst: &str, payloads: &[Vec<u8>]) {
+    let ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    let dst = format!("{dst}:4789");
+    let payloads = payloads.to_vec();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for p in payloads {
+            s.send_to(&p, &dst).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn malformed_vxlan_is_dropped_counted_and_survived() {
+    let lab = Lab::up(2, 1, "tc");
+    let info = lab.info();
+    let n1 = &info.nodes[0];
+    let inner_to_ep = |vni: u32, flags: u8| {
+        let mut p = vec![flags, 0, 0, 0];
+        p.extend_from_slice(&(vni << 8).to_be_bytes());
+        p.extend_from_slice(&[0x02, 0x42, 10, 0, 1, 2, 0x02, 0x42, 10, 0, 1, 9, 0x08, 0x00]);
+        p.extend_from_slice(&[
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 1, 9, 10, 0, 1, 2,
+        ]);
+        p
+    };
+    let before = |c: &str| lab.counter("n1", c);
+    let (t0, f0, v0, d0) = (
+        before("truncated"),
+        before("bad_vxlan_flags"),
+        before("unknown_vni"),
+        before("unknown_inner_dst"),
+    );
+    let mut bad: Vec<Vec<u8>> = vec![];
+    bad.push(vec![0x08, 0, 0]); // shorter than a VXLAN header
+    bad.push(vec![0x08, 0, 0, 0, 0, 0x10, 0x01, 0]); // no inner frame
+    bad.push(inner_to_ep(4097, 0x00)); // I flag clear
+    bad.push(inner_to_ep(77, 0x08)); // unknown VNI
+    let mut wrong_dst = inner_to_ep(4097, 0x08);
+    wrong_dst[41] = 99; // inner destination 10.0.1.99: nobody
+    bad.push(wrong_dst);
+    for _ in 0..10 {
+        send_udp(&info.nodes[1].netns, &n1.underlay_ip, &bad);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(before("truncated") - t0, 20);
+    assert_eq!(before("bad_vxlan_flags") - f0, 10);
+    assert_eq!(before("unknown_vni") - v0, 10);
+    assert_eq!(before("unknown_inner_dst") - d0, 10);
+    // The agent lives and the overlay still works.
+    assert!(lab.info().nodes.iter().all(|n| n.pid.is_some()));
+    lab.run_ok(
+        &info.endpoints[1].netns,
+        &["ping", "-c", "1", "-W", "2", &info.endpoints[0].ip],
+    );
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
+fn one_line_error(args: &[&str], needle: &str) {
+    let out = shoal(args);
+    assert!(
+        !out.status.success(),
+        "shoal {} should fail",
+        args.join(" ")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(needle),
+        "shoal {}: expected {needle:?} in {err:?}",
+        args.join(" ")
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+}
+
+#[test]
+fn invalid_cli_input_is_refused_with_one_line_and_changes_nothing() {
+    let lab = Lab::up(1, 1, "tc");
+    let l = lab.name.as_str();
+    one_line_error(&["lab", "up", "--name", "Bad_Name"], "invalid lab name");
+    one_line_error(&["lab", "up", "--name", "zz9", "--nodes", "0"], "--nodes");
+    one_line_error(
+        &["lab", "up", "--name", "zz9", "--accel", "fast"],
+        "unknown accel",
+    );
+    one_line_error(&["lab", "up", "--name", l], "already exists");
+    one_line_error(&["lab", "ls", "--name", "nosuch"], "no lab named");
+    one_line_error(
+        &["lab", "exec", "--name", l, "n7", "--", "true"],
+        "no node or endpoint",
+    );
+    let peer = |vni: &str, ip: &str, mac: &str, vtep: &str| {
+        vec![
+            "debug", "--lab", l, "--node", "n1", "peer", "add", "--vni", vni, "--ip", ip, "--mac",
+            mac, "--vtep", vtep,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>()
+    };
+    let p = peer("0", "10.0.1.9", "02:00:00:00:00:09", "198.18.0.9");
+    one_line_error(&refs(&p), "out of range");
+    let p = peer("16777216", "10.0.1.9", "02:00:00:00:00:09", "198.18.0.9");
+    one_line_error(&refs(&p), "out of range");
+    let p = peer("4097", "10.0.1.9", "zz:00:00:00:00:09", "198.18.0.9");
+    one_line_error(&refs(&p), "bad MAC");
+    let p = peer("4097", "10.0.1.9", "01:00:00:00:00:09", "198.18.0.9");
+    one_line_error(&refs(&p), "not a unicast");
+    let p = peer("4097", "10.0.1.2", "02:00:00:00:00:09", "198.18.0.9");
+    one_line_error(&refs(&p), "local endpoint");
+    let out = shoal(&refs(&peer(
+        "4097",
+        "10.0.1.300",
+        "02:00:00:00:00:09",
+        "198.18.0.9",
+    )));
+    assert!(!out.status.success());
+    one_line_error(
+        &["debug", "--lab", l, "--node", "n9", "maps"],
+        "has no node",
+    );
+    one_line_error(
+        &["debug", "--bpffs-dir", "/sys/fs/bpf/nothing-here", "maps"],
+        "no Shoal dataplane",
+    );
+    // Nothing changed: the table holds exactly the lab's own endpoint.
+    let eps = lab.debug_json("n1", &["endpoints"]);
+    assert_eq!(eps.as_array().unwrap().len(), 1, "{eps}");
+}
