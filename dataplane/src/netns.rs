@@ -117,7 +117,7 @@ impl NetNs {
         }
         let ns = Self::open(name)?;
         // Loopback up, as `ip netns add` users expect.
-        ns.run(|| crate::netlink::set_lo_up_blocking())??;
+        ns.run(crate::netlink::set_lo_up_blocking)??;
         Ok(ns)
     }
 

@@ -44,14 +44,15 @@ fn malformed_vxlan_is_dropped_counted_and_survived() {
         before("unknown_vni"),
         before("unknown_inner_dst"),
     );
-    let mut bad: Vec<Vec<u8>> = vec![];
-    bad.push(vec![0x08, 0, 0]); // shorter than a VXLAN header
-    bad.push(vec![0x08, 0, 0, 0, 0, 0x10, 0x01, 0]); // no inner frame
-    bad.push(inner_to_ep(4097, 0x00)); // I flag clear
-    bad.push(inner_to_ep(77, 0x08)); // unknown VNI
     let mut wrong_dst = inner_to_ep(4097, 0x08);
     wrong_dst[41] = 99; // inner destination 10.0.1.99: nobody
-    bad.push(wrong_dst);
+    let bad: Vec<Vec<u8>> = vec![
+        vec![0x08, 0, 0],                      // shorter than a VXLAN header
+        vec![0x08, 0, 0, 0, 0, 0x10, 0x01, 0], // no inner frame
+        inner_to_ep(4097, 0x00),               // I flag clear
+        inner_to_ep(77, 0x08),                 // unknown VNI
+        wrong_dst,
+    ];
     for _ in 0..10 {
         send_udp(&info.nodes[1].netns, &n1.underlay_ip, &bad);
     }

@@ -48,6 +48,13 @@ pub enum LabCmd {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Ping every endpoint from every other: the lab's connectivity matrix.
+    Check {
+        #[command(flatten)]
+        lab: LabName,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Restart a node's agent (the dataplane keeps forwarding meanwhile).
     Restart {
         #[command(flatten)]
@@ -86,6 +93,44 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             }
         }
         LabCmd::Exec { lab, target, cmd } => lab::exec(&Lab::load(&lab.name)?, &target, &cmd),
+        LabCmd::Check { lab, format } => {
+            let lab = Lab::load(&lab.name)?;
+            let rows = lab::check(&lab)?;
+            let failed = rows.iter().filter(|r| !r.ok).count();
+            match format {
+                Format::Json => print_json(&rows)?,
+                Format::Table => {
+                    let table: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.from.clone(),
+                                r.to.clone(),
+                                r.ip.to_string(),
+                                if r.same_node {
+                                    "same node"
+                                } else {
+                                    "across nodes"
+                                }
+                                .into(),
+                                if r.ok { "ok".into() } else { "FAILED".into() },
+                                r.rtt_ms.map(|t| format!("{t} ms")).unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["FROM", "TO", "IP", "PATH", "RESULT", "RTT"], &table);
+                    println!(
+                        "\n{} of {} paths reachable",
+                        rows.len() - failed,
+                        rows.len()
+                    );
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} paths failed", rows.len());
+            }
+            Ok(())
+        }
         LabCmd::Restart { lab, node } => {
             let lab = Lab::load(&lab.name)?;
             let pid = lab::restart_node(&lab, &node)?;

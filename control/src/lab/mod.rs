@@ -174,3 +174,56 @@ pub fn exec(lab: &Lab, target: &str, cmd: &[String]) -> Result<()> {
     let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
     bail!("cannot run {}: {err}", cmd[0])
 }
+
+/// One row of `shoal lab check`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathCheck {
+    pub from: String,
+    pub to: String,
+    pub ip: Ipv4Addr,
+    pub same_node: bool,
+    pub ok: bool,
+    pub rtt_ms: Option<f64>,
+}
+
+/// Pings every endpoint from every other (real `ping`, run inside the
+/// source endpoint's namespace): the lab's connectivity matrix.
+pub fn check(lab: &Lab) -> Result<Vec<PathCheck>> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    let mut out = vec![];
+    for a in &lab.endpoints {
+        let ns = std::fs::File::open(shoal_dataplane::netns::NetNs::path_of(&a.netns))
+            .with_context(|| format!("namespace of {}", a.name))?;
+        for b in lab.endpoints.iter().filter(|b| b.name != a.name) {
+            let ns = ns.try_clone()?;
+            let mut cmd = std::process::Command::new("ping");
+            cmd.args(["-c", "1", "-W", "2", &b.ip.to_string()]);
+            // SAFETY: only setns between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)
+                });
+            }
+            let res = cmd
+                .output()
+                .context("run ping (apt-get install iputils-ping)")?;
+            let text = String::from_utf8_lossy(&res.stdout);
+            let rtt_ms = text
+                .split("time=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok());
+            out.push(PathCheck {
+                from: a.name.clone(),
+                to: b.name.clone(),
+                ip: b.ip,
+                same_node: a.node == b.node,
+                ok: res.status.success(),
+                rtt_ms,
+            });
+        }
+    }
+    Ok(out)
+}
