@@ -253,43 +253,44 @@ impl Netlink {
     }
 
     pub async fn set_master(&self, index: u32, master: u32) -> Result<(), Error> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).controller(master).build())
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set master of {index}"), e))
+        self.set_link(
+            LinkUnspec::new_with_index(index).controller(master).build(),
+            || format!("set master of {index}"),
+        )
+        .await
     }
 
     pub async fn set_up(&self, index: u32) -> Result<(), Error> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set link {index} up"), e))
+        self.set_link(LinkUnspec::new_with_index(index).up().build(), || {
+            format!("set link {index} up")
+        })
+        .await
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), Error> {
-        self.handle
-            .link()
-            .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("set mtu of {index}"), e))
+        self.set_link(LinkUnspec::new_with_index(index).mtu(mtu).build(), || {
+            format!("set mtu of {index}")
+        })
+        .await
     }
 
     pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<(), Error> {
+        self.set_link(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+            || format!("set mac of {index}"),
+        )
+        .await
+    }
+
+    async fn set_link(&self, msg: LinkMessage, what: impl FnOnce() -> String) -> Result<(), Error> {
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .address(mac.to_vec())
-                    .build(),
-            )
+            .set(msg)
             .execute()
             .await
-            .map_err(|e| Error::netlink(format!("set mac of {index}"), e))
+            .map_err(|e| Error::netlink(what(), e))
     }
 
     pub async fn is_up(&self, name: &str) -> Result<bool, Error> {

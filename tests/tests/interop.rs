@@ -135,39 +135,30 @@ fn kernel_vxlan_peer_interoperates_both_ways() {
         }
     }
 
-    // Removing the peer stops Shoal from reaching it.
-    shoal_ok(&[
-        "debug",
-        "--lab",
-        &lab.name,
-        "--node",
-        "n1",
-        "peer",
-        "rm",
-        "--vni",
-        "4097",
-        "--ip",
-        KV_OVERLAY_IP,
-    ]);
+    // Removing the peer stops Shoal from reaching it; removing it twice is
+    // a clear error.
+    let rm = || {
+        shoal(&[
+            "debug",
+            "--lab",
+            &lab.name,
+            "--node",
+            "n1",
+            "peer",
+            "rm",
+            "--vni",
+            "4097",
+            "--ip",
+            KV_OVERLAY_IP,
+        ])
+    };
+    assert!(rm().status.success());
     let out = lab.run(
         &info.endpoints[0].netns,
         &["ping", "-c", "1", "-W", "1", KV_OVERLAY_IP],
     );
     assert!(!out.status.success(), "peer removed but still reachable");
-    // Removing it twice is a clear error.
-    let out = shoal(&[
-        "debug",
-        "--lab",
-        &lab.name,
-        "--node",
-        "n1",
-        "peer",
-        "rm",
-        "--vni",
-        "4097",
-        "--ip",
-        KV_OVERLAY_IP,
-    ]);
+    let out = rm();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no peer"));
 }

@@ -67,6 +67,20 @@ pub fn key_ip(k: u32) -> Ipv4Addr {
     Ipv4Addr::from(k.to_ne_bytes())
 }
 
+/// A map removal where "was not there" is not an error: whether it was.
+fn removed(r: Result<(), aya::maps::MapError>) -> Result<bool, aya::maps::MapError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 impl Maps {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         Ok(Self {
@@ -142,17 +156,9 @@ impl Maps {
             .map_err(|e| Error::bpf(format!("write iface {ifindex}"), e))
     }
 
-    pub fn remove_iface(&mut self, ifindex: u32) -> Result<(), Error> {
-        match self.ifaces.remove(&ifindex) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(Error::bpf(format!("remove iface {ifindex}"), e)),
-        }
+    pub fn remove_iface(&mut self, ifindex: u32) -> Result<bool, Error> {
+        removed(self.ifaces.remove(&ifindex))
+            .map_err(|e| Error::bpf(format!("remove iface {ifindex}"), e))
     }
 
     pub fn ifaces(&self) -> Vec<(u32, IfaceValue)> {
@@ -165,17 +171,8 @@ impl Maps {
             .map_err(|e| Error::bpf(format!("write vni {vni}"), e))
     }
 
-    pub fn remove_vni(&mut self, vni: u32) -> Result<(), Error> {
-        match self.vnis.remove(&vni) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(Error::bpf(format!("remove vni {vni}"), e)),
-        }
+    pub fn remove_vni(&mut self, vni: u32) -> Result<bool, Error> {
+        removed(self.vnis.remove(&vni)).map_err(|e| Error::bpf(format!("remove vni {vni}"), e))
     }
 
     pub fn vnis(&self) -> Vec<u32> {

@@ -152,6 +152,12 @@ static __always_inline __u16 ipv4_csum(struct iphdr *ip)
 	return (__u16)~sum;
 }
 
+static __always_inline int arp_is_eth_ipv4(const struct arp_eth_ipv4 *arp)
+{
+	return arp->htype == bpf_htons(ARPHRD_ETHER) && arp->ptype == bpf_htons(ETH_P_IP) &&
+	       arp->hlen == ETH_ALEN && arp->plen == 4;
+}
+
 /* Turn an ARP request in place into the reply "tpa is at mac". */
 static __always_inline void arp_make_reply(struct ethhdr *eth, struct arp_eth_ipv4 *arp,
 					   const __u8 *mac)
@@ -209,8 +215,7 @@ static __always_inline int classify_from_endpoint(void *data, void *data_end,
 
 		if ((void *)(arp + 1) > data_end)
 			return drop(d, DROP_TRUNCATED);
-		if (arp->htype != bpf_htons(ARPHRD_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) ||
-		    arp->hlen != ETH_ALEN || arp->plen != 4)
+		if (!arp_is_eth_ipv4(arp))
 			return drop(d, DROP_UNSUPPORTED);
 		if (arp->op == bpf_htons(ARPOP_REQUEST)) {
 			if (lookup_ep(d, ifc->vni, arp->tpa)) {
@@ -315,8 +320,7 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 
 		if ((void *)(arp + 1) > data_end)
 			return drop(d, DROP_TRUNCATED);
-		if (arp->htype != bpf_htons(ARPHRD_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) ||
-		    arp->hlen != ETH_ALEN || arp->plen != 4)
+		if (!arp_is_eth_ipv4(arp))
 			return drop(d, DROP_INNER_MALFORMED);
 		if (!lookup_ep(d, vni, arp->tpa) || !(d->ep.flags & EP_F_LOCAL))
 			return drop(d, DROP_UNKNOWN_INNER_DST);
