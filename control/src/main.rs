@@ -2,10 +2,11 @@
 //! in one binary.
 
 mod agent;
+mod api;
 mod commands;
+mod gossip;
 mod lab;
 mod output;
-mod table;
 
 use clap::Parser;
 
@@ -17,13 +18,23 @@ fn main() {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        use tracing_subscriber::Layer;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    // No colour codes in journald or log files.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
+            .with(gossip::transport::MalformedCounter)
+            .init();
+    }
     if let Err(e) = commands::run(cli) {
         // One line naming the problem, as operators expect from a CLI.
         eprintln!("shoal: {e:#}");

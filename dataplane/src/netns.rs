@@ -77,6 +77,15 @@ impl NetNs {
         })
     }
 
+    /// Wraps an already opened namespace file (any path: /run/netns/X,
+    /// /proc/PID/ns/net, ...).
+    pub fn from_file(name: &str, file: File) -> Self {
+        Self {
+            name: name.to_string(),
+            file,
+        }
+    }
+
     /// Opens the namespace or creates it, like `ip netns add`.
     pub fn open_or_create(name: &str) -> Result<Self, Error> {
         if Self::exists(name) {

@@ -34,6 +34,8 @@ pub mod map {
 pub const ENCAP_LEN: u32 = 50;
 pub const EP_F_LOCAL: u16 = 1;
 pub const EP_F_REMOTE: u16 = 2;
+/// A static peer (`shoal debug peer add`): gossip never removes it.
+pub const EP_F_STATIC: u16 = 4;
 
 /// `struct ep_key`: an endpoint by network and overlay address.
 #[repr(C)]

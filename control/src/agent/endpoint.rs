@@ -2,13 +2,14 @@
 //! it to the node, and its Docker-like view of the network (address with the
 //! subnet's prefix, default route via the gateway, MTU = underlay - 50).
 
+use std::fs::File;
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
 use shoal_dataplane::netlink::{self, Mac, Netlink};
 use shoal_dataplane::netns::NetNs;
 
-use crate::table::{Endpoint, Network};
+use crate::api::{Endpoint, Network};
 
 /// What the dataplane needs to know about a plumbed endpoint.
 pub struct Plumbed {
@@ -19,18 +20,34 @@ pub struct Plumbed {
 /// Name of the interface inside the endpoint's namespace, as in Docker.
 pub const EP_IFNAME: &str = "eth0";
 
-/// Creates the endpoint's namespace and veth pair unless they exist
-/// (a restarted agent must not re-create them: traffic would stop).
+/// Host-side veth name: stable per endpoint (like Docker's vethXXXXXXX).
+pub fn host_if_name(network: &str, ip: Ipv4Addr) -> String {
+    // FNV-1a: tiny, stable across versions (std's hasher is not).
+    let mut h: u32 = 0x811c_9dc5;
+    for b in network.bytes().chain(ip.octets()) {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("sh{h:08x}")
+}
+
+/// Opens the endpoint's namespace file (a path).
+fn open_ns(path: &str) -> Result<File> {
+    File::open(path).with_context(|| format!("network namespace {path}"))
+}
+
+/// Creates the veth pair unless it exists (a restarted agent must not
+/// re-create it: traffic would stop) and configures the inside.
 pub async fn ensure(
     nl: &Netlink,
     ep: &Endpoint,
     net: &Network,
-    mac: Mac,
     mtu: u32,
     behind_xdp: bool,
 ) -> Result<Plumbed> {
-    let ns = NetNs::open_or_create(&ep.netns)
-        .with_context(|| format!("namespace of endpoint {}", ep.name))?;
+    let mac = netlink::parse_mac(&ep.mac)?;
+    let ns_file = open_ns(&ep.netns)?;
+    let ns = NetNs::from_file(&ep.netns, ns_file);
     if nl.link_index(&ep.host_if).await?.is_none() {
         nl.add_veth(&ep.host_if, EP_IFNAME, Some(&ns), Some(mac), Some(mtu))
             .await
@@ -47,11 +64,11 @@ pub async fn ensure(
         .await
         .with_context(|| format!("{EP_IFNAME} of {}", ep.name))?;
     inside.set_up(idx).await?;
-    inside.add_addr(idx, ep.ip.into(), net.prefix_len).await?;
+    inside.add_addr(idx, ep.ip.into(), ep.prefix_len).await?;
     inside.add_default_route(net.gateway, idx).await?;
-    // IPv4 only for now: keep the endpoint from chattering IPv6 (router
-    // solicitations, DAD) into a dataplane that drops it.
     ns.run(move || -> Result<()> {
+        // IPv4 only for now: keep the endpoint from chattering IPv6 (router
+        // solicitations, DAD) into a dataplane that drops it.
         netlink::sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         netlink::sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         if behind_xdp {
@@ -66,6 +83,13 @@ pub async fn ensure(
     })
 }
 
-pub fn parse_ip_mac(ep: &Endpoint) -> Result<(Ipv4Addr, Mac)> {
-    Ok((ep.ip, netlink::parse_mac(&ep.mac)?))
+/// Removes the veth pair, and the namespace when the agent created it.
+pub async fn remove(nl: &Netlink, ep: &Endpoint) -> Result<()> {
+    nl.del_link(&ep.host_if).await?;
+    if ep.owns_netns {
+        if let Some(name) = ep.netns.strip_prefix("/run/netns/") {
+            NetNs::delete(name)?;
+        }
+    }
+    Ok(())
 }

@@ -1,54 +1,67 @@
-//! The node agent (`shoal daemon`): owns the node's dataplane. It loads the
-//! overlay (maps pinned under its bpffs dir), attaches decap to the underlay
-//! device, plumbs the endpoints that live on this node and programs every
-//! endpoint of the table into the maps.
+//! The node agent (`shoal daemon`): owns the node's dataplane, serves the
+//! local API, and gossips endpoint tables with the other nodes.
 //!
 //! Stopping the agent detaches nothing: links and maps are pinned, so
 //! traffic keeps flowing and a restarted agent picks up the same state.
 
 pub mod endpoint;
+mod service;
+pub mod store;
+pub mod sync;
 
-use std::collections::BTreeSet;
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use shoal_dataplane::ebpf::{Config, EpValue, IfaceValue, EP_F_LOCAL, EP_F_REMOTE};
+use shoal_dataplane::ebpf::Config;
 use shoal_dataplane::netlink::{self, Netlink};
-use shoal_dataplane::overlay::{ip_key, Accel, Hook, Hooks, Maps, Overlay};
+use shoal_dataplane::overlay::{ip_key, Accel, Hooks, Overlay};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
-use crate::table::Table;
+use crate::api::NodeInfo;
+use crate::gossip::{Gossip, GossipConfig};
+use store::{State, Store};
+use sync::Programmer;
+
+pub use service::Agent;
 
 /// Everything the agent is told at start.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub node_name: String,
     pub advertise_addr: Ipv4Addr,
+    /// Gossip listen address (default: 0.0.0.0:7946).
+    pub listen_addr: SocketAddr,
     pub underlay_dev: Option<String>,
     pub data_dir: PathBuf,
     pub bpffs_dir: PathBuf,
-    pub static_table: Option<PathBuf>,
+    pub socket: PathBuf,
+    pub join: Vec<String>,
+    pub cluster_id: String,
     pub accel: Accel,
     pub vxlan_port: u16,
+    pub gossip_interval: Duration,
+    pub phi_threshold: f64,
 }
 
-/// Written to DATA_DIR/agent.json once the agent has programmed its table;
-/// the lab waits for it, `shoal debug` reads where the maps are.
+/// Written to DATA_DIR/agent.json once the agent serves its API; the lab
+/// waits for it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AgentState {
     pub pid: u32,
     pub node: String,
+    pub socket: PathBuf,
     pub underlay_dev: String,
     pub vtep: Ipv4Addr,
     pub hooks: Hooks,
     pub bpffs_dir: PathBuf,
-    pub local_endpoints: usize,
-    pub remote_endpoints: usize,
 }
 
 pub const STATE_FILE: &str = "agent.json";
@@ -71,8 +84,31 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<DirLock> {
     Ok(DirLock(f))
 }
 
+/// Refuses a socket another daemon listens on; removes a stale one.
+fn claim_socket(path: &std::path::Path) -> Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "another shoal daemon is already listening on {}",
+            path.display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    Ok(())
+}
+
+fn generation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub async fn run(cfg: AgentConfig) -> Result<()> {
     let _lock = lock_data_dir(&cfg.data_dir)?;
+    claim_socket(&cfg.socket)?;
     let state_path = cfg.data_dir.join(STATE_FILE);
     let _ = std::fs::remove_file(&state_path);
 
@@ -107,135 +143,100 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     overlay.attach_underlay(&dev)?;
     info!(node = %cfg.node_name, %dev, vtep = %cfg.advertise_addr, ?hooks, "dataplane attached");
 
-    let mut agent = Agent {
-        cfg,
-        nl,
-        overlay,
-        maps,
-        ul_mtu,
-        dev,
+    let store = Store::new(&cfg.data_dir);
+    let state = store.load()?;
+    let generation = generation();
+    let gossip_cfg = GossipConfig {
+        node: cfg.node_name.clone(),
+        generation,
+        advertise: SocketAddr::new(cfg.advertise_addr.into(), cfg.listen_addr.port()),
+        listen: cfg.listen_addr,
+        seeds: cfg.join.clone(),
+        cluster_id: cfg.cluster_id.clone(),
+        interval: cfg.gossip_interval,
+        phi_threshold: cfg.phi_threshold,
     };
-    agent.apply_table().await?;
+    let initial = service::records(&state);
+    let gossip = Gossip::start(&gossip_cfg, initial).await?;
+    // Keep what a previous run programmed until gossip had time to confirm it.
+    let programmer = Programmer::new(&maps, cfg.gossip_interval * 25);
+    let info = NodeInfo {
+        node: cfg.node_name.clone(),
+        generation,
+        vtep: cfg.advertise_addr,
+        gossip_addr: gossip_cfg.advertise,
+        cluster_id: cfg.cluster_id.clone(),
+        underlay_dev: dev.clone(),
+        hooks,
+        pid: std::process::id(),
+    };
+    let agent = Arc::new(Agent {
+        info,
+        nl,
+        gossip,
+        mtu: ul_mtu - shoal_dataplane::ebpf::ENCAP_LEN,
+        inner: Mutex::new(service::Inner {
+            overlay,
+            maps,
+            state: State::default(),
+            store,
+            programmer,
+        }),
+        changed: Notify::new(),
+    });
+    agent.restore(state).await;
+
+    let sync_task = tokio::spawn(service::sync_loop(agent.clone()));
+    let listener = crate::api::server::bind(&cfg.socket)?;
+    let shutdown = Arc::new(Notify::new());
+    let server = tokio::spawn(crate::api::server::serve(
+        listener,
+        agent.clone(),
+        shutdown.clone(),
+    ));
+
+    let st = AgentState {
+        pid: std::process::id(),
+        node: cfg.node_name.clone(),
+        socket: cfg.socket.clone(),
+        underlay_dev: dev,
+        vtep: cfg.advertise_addr,
+        hooks,
+        bpffs_dir: cfg.bpffs_dir.clone(),
+    };
+    let tmp = state_path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?)?;
+    std::fs::rename(&tmp, &state_path)?;
+    info!(socket = %cfg.socket.display(), gossip = %gossip_cfg.advertise, "serving");
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                info!("SIGHUP: re-reading the endpoint table");
-                if let Err(e) = agent.apply_table().await {
-                    warn!("re-applying the table failed: {e:#}");
-                }
-            }
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    // SIGTERM/SIGINT: leaving, peers drop this node's endpoints at once.
+    // SIGUSR1: restarting, no goodbye; the next generation takes over the
+    // same endpoints before the failure detector convicts this one.
+    let leaving = tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+        _ = usr1.recv() => false,
+    };
+    info!(leaving, "stopping; the dataplane stays attached (pinned)");
+    shutdown.notify_waiters();
+    let _ = server.await;
+    sync_task.abort();
+    let agent = match Arc::try_unwrap(agent) {
+        Ok(a) => a,
+        Err(_) => {
+            warn!("API still busy at shutdown; leaving without a goodbye");
+            let _ = std::fs::remove_file(&cfg.socket);
+            let _ = std::fs::remove_file(&state_path);
+            return Ok(());
         }
+    };
+    if leaving {
+        agent.gossip.leave().await;
     }
-    info!("stopping; dataplane stays attached (pinned)");
+    let _ = std::fs::remove_file(&cfg.socket);
     let _ = std::fs::remove_file(&state_path);
     Ok(())
-}
-
-struct Agent {
-    cfg: AgentConfig,
-    nl: Netlink,
-    overlay: Overlay,
-    maps: Maps,
-    ul_mtu: u32,
-    dev: String,
-}
-
-impl Agent {
-    /// Programs the static table: plumbs this node's endpoints and writes
-    /// every endpoint into the maps. Idempotent; entries it does not know
-    /// (e.g. `shoal debug peer add`) are left alone.
-    async fn apply_table(&mut self) -> Result<()> {
-        let Some(path) = &self.cfg.static_table else {
-            self.write_state(0, 0)?;
-            return Ok(());
-        };
-        let table = Table::load(path)?;
-        let me = self.cfg.node_name.clone();
-        let mtu = self.ul_mtu - shoal_dataplane::ebpf::ENCAP_LEN;
-        let behind_xdp = self.overlay.hooks().endpoint == Hook::Xdp;
-        let (mut local, mut remote) = (0, 0);
-        let mut vteps = BTreeSet::new();
-        for ep in &table.endpoints {
-            let net = table.network(&ep.network).with_context(|| {
-                format!("endpoint {} names unknown network {}", ep.name, ep.network)
-            })?;
-            let (ip, mac) = endpoint::parse_ip_mac(ep)?;
-            if ep.node == me {
-                let p = endpoint::ensure(&self.nl, ep, net, mac, mtu, behind_xdp).await?;
-                self.overlay.attach_endpoint(&ep.host_if)?;
-                self.maps.set_iface(
-                    p.host_ifindex,
-                    IfaceValue {
-                        vni: net.vni,
-                        ip: ip_key(ip),
-                        gateway: ip_key(net.gateway),
-                        prefix_len: net.prefix_len as u32,
-                        mac,
-                        host_mac: p.host_mac,
-                    },
-                )?;
-                self.maps.upsert_endpoint(
-                    net.vni,
-                    ip,
-                    EpValue {
-                        ifindex: p.host_ifindex,
-                        vtep: 0,
-                        mac,
-                        flags: EP_F_LOCAL,
-                    },
-                )?;
-                self.maps.add_vni(net.vni)?;
-                local += 1;
-            } else {
-                let node = table.node(&ep.node).with_context(|| {
-                    format!("endpoint {} names unknown node {}", ep.name, ep.node)
-                })?;
-                self.maps.upsert_endpoint(
-                    net.vni,
-                    ip,
-                    EpValue {
-                        ifindex: 0,
-                        vtep: ip_key(node.underlay_ip),
-                        mac,
-                        flags: EP_F_REMOTE,
-                    },
-                )?;
-                vteps.insert(node.underlay_ip);
-                remote += 1;
-            }
-        }
-        if self.overlay.hooks().endpoint == Hook::Xdp {
-            // XDP cannot wait for ARP: keep the VTEPs' MACs resolved.
-            let ul = self.nl.require_index(&self.dev).await?;
-            for v in vteps {
-                self.nl.add_managed_neigh(ul, v).await?;
-            }
-        }
-        info!(local, remote, "endpoint table programmed");
-        self.write_state(local, remote)
-    }
-
-    fn write_state(&self, local: usize, remote: usize) -> Result<()> {
-        let st = AgentState {
-            pid: std::process::id(),
-            node: self.cfg.node_name.clone(),
-            underlay_dev: self.dev.clone(),
-            vtep: self.cfg.advertise_addr,
-            hooks: self.overlay.hooks(),
-            bpffs_dir: self.cfg.bpffs_dir.clone(),
-            local_endpoints: local,
-            remote_endpoints: remote,
-        };
-        let path = self.cfg.data_dir.join(STATE_FILE);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
-    }
 }

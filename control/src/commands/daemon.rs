@@ -1,7 +1,8 @@
 //! `shoal daemon`: the node agent.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use shoal_dataplane::overlay::Accel;
@@ -13,9 +14,18 @@ pub struct DaemonArgs {
     /// This node's name (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// Underlay address other nodes reach this node at (its VTEP).
+    /// Underlay address other nodes reach this node at (its VTEP and gossip address).
     #[arg(long)]
     pub advertise_addr: Ipv4Addr,
+    /// Gossip listen address.
+    #[arg(long, default_value = "0.0.0.0:7946")]
+    pub listen_addr: SocketAddr,
+    /// Gossip seeds (HOST:PORT), any live node of the cluster.
+    #[arg(long, num_args = 1..)]
+    pub join: Vec<String>,
+    /// Only nodes with the same cluster id gossip with each other.
+    #[arg(long, default_value = "shoal")]
+    pub cluster_id: String,
     /// Underlay device (default: the device holding --advertise-addr).
     #[arg(long)]
     pub underlay_dev: Option<String>,
@@ -24,15 +34,22 @@ pub struct DaemonArgs {
     /// Where the dataplane's maps and links are pinned.
     #[arg(long, default_value = "/sys/fs/bpf/shoal")]
     pub bpffs_dir: PathBuf,
-    /// A static endpoint table to program (the lab writes one).
-    #[arg(long)]
-    pub static_table: Option<PathBuf>,
+    /// The local API socket.
+    #[arg(long, default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     /// Which hooks carry the overlay: auto, tc or xdp.
     #[arg(long, default_value = "auto", value_parser = parse_accel)]
     pub accel: Accel,
     /// UDP port of the VXLAN data path.
     #[arg(long, default_value_t = 4789)]
     pub data_path_port: u16,
+    /// Gossip round interval in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub gossip_interval_ms: u64,
+    /// Failure detector's phi threshold: lower convicts dead nodes sooner
+    /// (about threshold x interval x 2.3; 5 x 200 ms -> ~2.3 s).
+    #[arg(long, default_value_t = 5.0)]
+    pub phi_threshold: f64,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -44,15 +61,23 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         Some(n) => n,
         None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
     };
+    if a.gossip_interval_ms < 10 {
+        anyhow::bail!("--gossip-interval-ms must be at least 10");
+    }
     let cfg = AgentConfig {
         node_name,
         advertise_addr: a.advertise_addr,
+        listen_addr: a.listen_addr,
         underlay_dev: a.underlay_dev,
         data_dir: a.data_dir,
         bpffs_dir: a.bpffs_dir,
-        static_table: a.static_table,
+        socket: a.socket,
+        join: a.join,
+        cluster_id: a.cluster_id,
         accel: a.accel,
         vxlan_port: a.data_path_port,
+        gossip_interval: Duration::from_millis(a.gossip_interval_ms),
+        phi_threshold: a.phi_threshold,
     };
     super::runtime()?.block_on(agent::run(cfg))
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use shoal_dataplane::ebpf::{EpValue, EP_F_LOCAL, EP_F_REMOTE};
+use shoal_dataplane::ebpf::{EpValue, EP_F_LOCAL, EP_F_REMOTE, EP_F_STATIC};
 use shoal_dataplane::netlink::{format_mac, parse_mac, Netlink};
 use shoal_dataplane::netns::NetNs;
 use shoal_dataplane::overlay::{self, ip_key, key_ip, Attachment, Counters, Maps};
@@ -27,6 +27,10 @@ pub struct DebugArgs {
     pub lab: Option<String>,
     #[arg(long, global = true)]
     pub node: Option<String>,
+    /// The daemon's API socket, for the commands that ask the daemon
+    /// (default: $SHOAL_SOCKET or /run/shoal/shoal.sock).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t, global = true)]
     pub format: Format,
     #[command(subcommand)]
@@ -46,6 +50,29 @@ pub enum DebugCmd {
     /// Static VTEP peers (remote endpoints behind a foreign VTEP).
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Networks defined locally on the daemon (until the orchestrator
+    /// allocates them).
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Gossip: members, the merged endpoint table, refused gossip.
+    Gossip,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        subnet: String,
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+    },
+    Rm {
+        name: String,
+    },
+    Ls,
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,9 +96,11 @@ pub enum PeerCmd {
     Ls,
 }
 
-/// Where to look: the pin dir and, for a lab node, its namespace.
+/// Where to look: the pin dir, the API socket and, for a lab node, its
+/// namespace.
 struct Target {
     pins: PathBuf,
+    socket: PathBuf,
     netns: Option<String>,
 }
 
@@ -83,6 +112,7 @@ fn target(a: &DebugArgs) -> Result<Target> {
             let n = lab.node(node)?;
             Ok(Target {
                 pins: n.bpffs_dir.clone(),
+                socket: n.socket(),
                 netns: Some(n.netns.clone()),
             })
         }
@@ -90,6 +120,7 @@ fn target(a: &DebugArgs) -> Result<Target> {
         (None, Some(_), _) => bail!("--node needs --lab LAB"),
         (None, None, dir) => Ok(Target {
             pins: dir.clone().unwrap_or_else(|| "/sys/fs/bpf/shoal".into()),
+            socket: crate::api::socket_path(a.socket.as_deref()),
             netns: None,
         }),
     }
@@ -120,6 +151,11 @@ struct MapsView {
 
 pub fn run(a: DebugArgs) -> Result<()> {
     let t = target(&a)?;
+    match &a.cmd {
+        DebugCmd::Network(n) => return network(&t, n, a.format),
+        DebugCmd::Gossip => return gossip(&t, a.format),
+        _ => {}
+    }
     let open = || {
         Maps::open(&t.pins).with_context(|| {
             format!(
@@ -189,6 +225,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
             }
         }
         DebugCmd::Peer(p) => peer(&t, p, a.format, open()?),
+        DebugCmd::Network(_) | DebugCmd::Gossip => unreachable!("handled above"),
     }
 }
 
@@ -211,7 +248,7 @@ fn peer(t: &Target, cmd: &PeerCmd, format: Format, mut maps: Maps) -> Result<()>
                     ifindex: 0,
                     vtep: ip_key(*vtep),
                     mac,
-                    flags: EP_F_REMOTE,
+                    flags: EP_F_REMOTE | EP_F_STATIC,
                 },
             )?;
             maps.add_vni(*vni)?;
@@ -362,4 +399,116 @@ fn print_programs(p: &[Attachment]) {
         })
         .collect();
     print_table(&["INTERFACE", "HOOK", "ROLE", "PROG ID"], &rows);
+}
+
+fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()> {
+    use crate::api::{Network, NetworkCreate};
+    let client = crate::api::client::Client::new(&t.socket);
+    super::runtime()?.block_on(async move {
+        match cmd {
+            NetworkCmd::Add {
+                name,
+                vni,
+                subnet,
+                gateway,
+            } => {
+                let req = NetworkCreate {
+                    name: name.clone(),
+                    vni: *vni,
+                    subnet: subnet.clone(),
+                    gateway: *gateway,
+                };
+                let n: Network = client.post("/v1/networks", &req).await?;
+                println!("{}", n.name);
+                Ok(())
+            }
+            NetworkCmd::Rm { name } => {
+                let n: Network = client.delete(&format!("/v1/networks/{name}")).await?;
+                println!("{}", n.name);
+                Ok(())
+            }
+            NetworkCmd::Ls => {
+                let nets: Vec<Network> = client.get("/v1/networks").await?;
+                match format {
+                    Format::Json => print_json(&nets),
+                    Format::Table => {
+                        let rows: Vec<Vec<String>> = nets
+                            .iter()
+                            .map(|n| {
+                                vec![
+                                    n.name.clone(),
+                                    n.vni.to_string(),
+                                    n.subnet.to_string(),
+                                    n.gateway.to_string(),
+                                ]
+                            })
+                            .collect();
+                        print_table(&["NAME", "VNI", "SUBNET", "GATEWAY"], &rows);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn gossip(t: &Target, format: Format) -> Result<()> {
+    let client = crate::api::client::Client::new(&t.socket);
+    let view: crate::api::GossipView = super::runtime()?.block_on(client.get("/v1/gossip"))?;
+    if format == Format::Json {
+        return print_json(&view);
+    }
+    let rows: Vec<Vec<String>> = view
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                format!("{}{}", m.node, if m.is_self { " (self)" } else { "" }),
+                m.generation.to_string(),
+                m.gossip_addr.to_string(),
+                if m.live { "live".into() } else { "dead".into() },
+                m.heartbeat.to_string(),
+                m.endpoints.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NODE",
+            "GENERATION",
+            "GOSSIP ADDR",
+            "STATE",
+            "HEARTBEAT",
+            "ENDPOINTS",
+        ],
+        &rows,
+    );
+    println!();
+    let rows: Vec<Vec<String>> = view
+        .table
+        .iter()
+        .map(|e| {
+            vec![
+                e.vni.to_string(),
+                e.ip.to_string(),
+                e.mac.clone(),
+                e.node.clone(),
+                e.vtep.to_string(),
+                match (&e.refused, e.programmed) {
+                    (Some(r), _) => format!("refused: {r}"),
+                    (None, true) => "programmed".into(),
+                    (None, false) => "not joined".into(),
+                },
+            ]
+        })
+        .collect();
+    print_table(&["VNI", "IP", "MAC", "NODE", "VTEP", "STATE"], &rows);
+    println!();
+    let rows: Vec<Vec<String>> = view
+        .refused
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    print_table(&["REFUSED", "COUNT"], &rows);
+    Ok(())
 }

@@ -55,6 +55,24 @@ pub enum LabCmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// SIGKILL a node's agent (no goodbye: peers must detect it).
+    Kill {
+        #[command(flatten)]
+        lab: LabName,
+        node: String,
+    },
+    /// Stop a node's agent with SIGTERM: it leaves the cluster.
+    Stop {
+        #[command(flatten)]
+        lab: LabName,
+        node: String,
+    },
+    /// Start a node's agent that was killed or stopped.
+    Start {
+        #[command(flatten)]
+        lab: LabName,
+        node: String,
+    },
     /// Restart a node's agent (the dataplane keeps forwarding meanwhile).
     Restart {
         #[command(flatten)]
@@ -129,6 +147,21 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             if failed > 0 {
                 anyhow::bail!("{failed} of {} paths failed", rows.len());
             }
+            Ok(())
+        }
+        LabCmd::Kill { lab, node } => {
+            let pid = lab::kill_node(&Lab::load(&lab.name)?, &node)?;
+            println!("agent of {node} killed (pid {pid})");
+            Ok(())
+        }
+        LabCmd::Stop { lab, node } => {
+            lab::stop_node_by_name(&Lab::load(&lab.name)?, &node)?;
+            println!("agent of {node} stopped");
+            Ok(())
+        }
+        LabCmd::Start { lab, node } => {
+            let pid = lab::start_node_by_name(&Lab::load(&lab.name)?, &node)?;
+            println!("agent of {node} running (pid {pid})");
             Ok(())
         }
         LabCmd::Restart { lab, node } => {

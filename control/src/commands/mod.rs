@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod debug;
+pub mod endpoint;
 pub mod lab;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the node agent (owns this node's dataplane).
     Daemon(daemon::DaemonArgs),
+    /// Attach network namespaces to overlay networks (the endpoint API).
+    Endpoint(endpoint::EndpointArgs),
     /// A whole cluster of network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -31,6 +34,7 @@ pub enum Cmd {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Daemon(a) => daemon::run(a),
+        Cmd::Endpoint(a) => endpoint::run(a),
         Cmd::Lab(c) => lab::run(c),
         Cmd::Debug(a) => debug::run(a),
     }

@@ -36,7 +36,10 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Starts the node's agent and waits until it has programmed its table.
+/// Gossip tuning of lab daemons (the defaults, spelled out for the tests).
+pub const GOSSIP_INTERVAL_MS: u64 = 200;
+
+/// Starts the node's agent and waits until it serves its API.
 pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
     std::fs::create_dir_all(&node.data_dir)?;
     let log = OpenOptions::new()
@@ -55,8 +58,12 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         .arg(&node.data_dir)
         .arg("--bpffs-dir")
         .arg(&node.bpffs_dir)
-        .arg("--static-table")
-        .arg(Lab::table_path(&lab.name))
+        .arg("--socket")
+        .arg(node.socket())
+        .args(["--cluster-id", &lab.name])
+        .args(["--gossip-interval-ms", &GOSSIP_INTERVAL_MS.to_string()])
+        .arg("--join")
+        .args(seeds(lab, node))
         .args(["--accel", &lab.accel])
         .env(
             "RUST_LOG",
@@ -102,19 +109,27 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
     }
 }
 
-/// Stops the node's agent (SIGTERM, then SIGKILL after 5 s). The dataplane
-/// stays attached.
-pub fn stop_node(node: &LabNode) -> Result<()> {
+/// Stops the node's agent: SIGTERM (it leaves the cluster; peers drop its
+/// endpoints at once) or, for a restart, SIGUSR1 (no goodbye). SIGKILL
+/// after 5 s. The dataplane stays attached either way.
+pub fn stop_node(node: &LabNode, restarting: bool) -> Result<()> {
     let Some(pid) = running_pid(node) else {
         return Ok(());
     };
-    stop_pid(pid);
+    stop_pid(
+        pid,
+        if restarting {
+            Signal::SIGUSR1
+        } else {
+            Signal::SIGTERM
+        },
+    );
     Ok(())
 }
 
-pub(super) fn stop_pid(pid: u32) {
+pub(super) fn stop_pid(pid: u32, sig: Signal) {
     let p = Pid::from_raw(pid as i32);
-    let _ = kill(p, Signal::SIGTERM);
+    let _ = kill(p, sig);
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -124,10 +139,54 @@ pub(super) fn stop_pid(pid: u32) {
     }
 }
 
+/// Every node joins through the first node; the first through the second.
+fn seeds(lab: &Lab, node: &LabNode) -> Vec<String> {
+    let others: Vec<&LabNode> = lab.nodes.iter().filter(|n| n.name != node.name).collect();
+    let seed = if node.name == lab.nodes[0].name {
+        others.first()
+    } else {
+        Some(&&lab.nodes[0])
+    };
+    match seed {
+        Some(s) => vec![format!("{}:7946", s.underlay_ip)],
+        None => vec![format!("{}:7946", node.underlay_ip)],
+    }
+}
+
 pub fn restart_node(lab: &Lab, name: &str) -> Result<u32> {
     let node = lab.node(name)?;
-    stop_node(node)?;
+    stop_node(node, true)?;
     start_node(lab, node)
+}
+
+/// Stops a node's agent gracefully (it leaves the cluster).
+pub fn stop_node_by_name(lab: &Lab, name: &str) -> Result<()> {
+    stop_node(lab.node(name)?, false)
+}
+
+/// Starts a stopped node's agent (no-op when it runs).
+pub fn start_node_by_name(lab: &Lab, name: &str) -> Result<u32> {
+    let node = lab.node(name)?;
+    if let Some(pid) = running_pid(node) {
+        return Ok(pid);
+    }
+    start_node(lab, node)
+}
+
+/// SIGKILLs a node's agent: no goodbye, peers must detect the failure.
+/// The dataplane stays attached.
+pub fn kill_node(lab: &Lab, name: &str) -> Result<u32> {
+    let node = lab.node(name)?;
+    let Some(pid) = running_pid(node) else {
+        bail!("the agent of {name} is not running");
+    };
+    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    while alive(pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its state file would still name the dead PID's socket.
+    let _ = std::fs::remove_file(node.data_dir.join(STATE_FILE));
+    Ok(pid)
 }
 
 fn log_tail(node: &LabNode) -> String {

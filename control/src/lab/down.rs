@@ -14,7 +14,7 @@ pub fn down(name: &str) -> Result<()> {
     // (also agents the lab file no longer knows about).
     let marker = format!("{}/", state_dir.to_string_lossy());
     for pid in agents_with(&marker) {
-        daemon::stop_pid(pid);
+        daemon::stop_pid(pid, nix::sys::signal::Signal::SIGTERM);
     }
     // Pins first: detaching the programs before the devices disappear.
     shoal_dataplane::overlay::remove_pins(&Lab::bpffs_dir(name))?;

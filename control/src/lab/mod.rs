@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use daemon::restart_node;
+pub use daemon::{kill_node, restart_node, start_node_by_name, stop_node_by_name};
 pub use down::down;
 pub use up::{up, UpOptions};
-
-use crate::table::Table;
 
 /// Root of all lab state (one directory per lab).
 pub const STATE_ROOT: &str = "/run/shoal/lab";
@@ -33,8 +31,22 @@ pub struct Lab {
     pub underlay_netns: String,
     pub underlay_bridge: String,
     pub nodes: Vec<LabNode>,
-    pub networks: Vec<crate::table::Network>,
-    pub endpoints: Vec<crate::table::Endpoint>,
+    pub networks: Vec<crate::api::Network>,
+    pub endpoints: Vec<LabEndpoint>,
+}
+
+/// An endpoint the lab asked a node's daemon to create.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabEndpoint {
+    pub name: String,
+    pub netns: String,
+    pub node: String,
+    pub network: String,
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// Host-side veth on the node (named by the daemon).
+    pub host_if: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +62,13 @@ pub struct LabNode {
     pub pid: Option<u32>,
 }
 
+impl LabNode {
+    /// The node daemon's API socket.
+    pub fn socket(&self) -> PathBuf {
+        self.data_dir.join("shoal.sock")
+    }
+}
+
 impl Lab {
     pub fn state_dir(name: &str) -> PathBuf {
         Path::new(STATE_ROOT).join(name)
@@ -57,10 +76,6 @@ impl Lab {
 
     pub fn bpffs_dir(name: &str) -> PathBuf {
         Path::new(BPFFS_ROOT).join(name)
-    }
-
-    pub fn table_path(name: &str) -> PathBuf {
-        Self::state_dir(name).join("table.json")
     }
 
     fn lab_path(name: &str) -> PathBuf {
@@ -87,26 +102,7 @@ impl Lab {
     }
 
     pub fn save(&self) -> Result<()> {
-        let dir = Self::state_dir(&self.name);
-        std::fs::create_dir_all(&dir)?;
-        let table = Table {
-            networks: self.networks.clone(),
-            nodes: self
-                .nodes
-                .iter()
-                .map(|n| crate::table::Node {
-                    name: n.name.clone(),
-                    netns: n.netns.clone(),
-                    underlay_ip: n.underlay_ip,
-                    underlay_dev: n.underlay_dev.clone(),
-                })
-                .collect(),
-            endpoints: self.endpoints.clone(),
-        };
-        write_atomic(
-            &Self::table_path(&self.name),
-            &serde_json::to_vec_pretty(&table)?,
-        )?;
+        std::fs::create_dir_all(Self::state_dir(&self.name))?;
         write_atomic(
             &Self::lab_path(&self.name),
             &serde_json::to_vec_pretty(self)?,
@@ -170,8 +166,20 @@ pub fn exec(lab: &Lab, target: &str, cmd: &[String]) -> Result<()> {
         bail!("no command given: shoal lab exec {target} -- CMD [ARGS...]");
     }
     let ns = shoal_dataplane::netns::NetNs::open(&lab.netns_of(target)?)?;
+    // `shoal` run there talks to that node's daemon.
+    let node = lab.nodes.iter().find(|n| n.name == target).or_else(|| {
+        lab.endpoints
+            .iter()
+            .find(|e| e.name == target)
+            .and_then(|e| lab.nodes.iter().find(|n| n.name == e.node))
+    });
     ns.enter()?;
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if let Some(n) = node {
+        command.env("SHOAL_SOCKET", n.socket());
+    }
+    let err = command.exec();
     bail!("cannot run {}: {err}", cmd[0])
 }
 

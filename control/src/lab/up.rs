@@ -1,16 +1,19 @@
 //! `shoal lab up`: underlay namespace with a bridge, N node namespaces
-//! joined to it by veths (198.18.0.0/15 addresses), one agent per node, K
-//! endpoints per node on one overlay network. On any failure the partial
-//! lab is torn down again.
+//! joined to it by veths (198.18.0.0/15 addresses), one agent per node
+//! joined by gossip, and K endpoints per node created through each node's
+//! endpoint API. Returns once every node has programmed every other node's
+//! endpoints. On any failure the partial lab is torn down again.
 
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use shoal_dataplane::netlink::{self, format_mac, mac_from_ip, Netlink};
+use shoal_dataplane::netlink::{self, mac_from_ip, Netlink};
 use shoal_dataplane::netns::NetNs;
 
-use super::{daemon, Lab, LabNode};
-use crate::table::{Endpoint, Network};
+use super::{daemon, Lab, LabEndpoint, LabNode};
+use crate::api::client::Client;
+use crate::api::{Endpoint, EndpointCreate, GossipView, Network, NetworkCreate};
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {
@@ -26,8 +29,7 @@ pub fn lab_network() -> Network {
     Network {
         name: "labnet".into(),
         vni: 4097,
-        subnet: Ipv4Addr::new(10, 0, 1, 0),
-        prefix_len: 24,
+        subnet: "10.0.1.0/24".parse().expect("valid"),
         gateway: Ipv4Addr::new(10, 0, 1, 1),
     }
 }
@@ -129,15 +131,15 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
             let ip = Ipv4Addr::from(next_ip);
             next_ip += 1;
             let ep_name = format!("{node_name}-e{k}");
-            lab.endpoints.push(Endpoint {
+            lab.endpoints.push(LabEndpoint {
                 netns: format!("{name}-{ep_name}"),
                 name: ep_name,
                 node: node_name.clone(),
                 network: net.name.clone(),
                 vni: net.vni,
                 ip,
-                mac: format_mac(&mac_from_ip(ip)),
-                host_if: format!("{name}-e{}", lab.endpoints.len() + 1),
+                mac: netlink::format_mac(&mac_from_ip(ip)),
+                host_if: String::new(),
             });
         }
         lab.nodes.push(node);
@@ -151,5 +153,67 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         }
     }
     lab.save()?;
+
+    // Networks and endpoints through each node's API, as an orchestrator would.
+    for node in &lab.nodes {
+        let c = Client::new(&node.socket());
+        let req = NetworkCreate {
+            name: net.name.clone(),
+            vni: net.vni,
+            subnet: net.subnet.to_string(),
+            gateway: Some(net.gateway),
+        };
+        let _: Network = c
+            .post("/v1/networks", &req)
+            .await
+            .with_context(|| format!("network on {}", node.name))?;
+    }
+    for ep in &mut lab.endpoints {
+        let node = lab
+            .nodes
+            .iter()
+            .find(|n| n.name == ep.node)
+            .expect("planned on a lab node");
+        let req = EndpointCreate {
+            network: ep.network.clone(),
+            ip: format!("{}/{}", ep.ip, net.subnet.prefix_len()),
+            mac: Some(ep.mac.clone()),
+            netns: None,
+            name: Some(ep.netns.clone()),
+        };
+        let created: Endpoint = Client::new(&node.socket())
+            .post("/v1/endpoints", &req)
+            .await
+            .with_context(|| format!("endpoint {} on {}", ep.name, node.name))?;
+        ep.host_if = created.host_if;
+    }
+    lab.save()?;
+    wait_converged(&lab, Duration::from_secs(30)).await?;
     Ok(lab)
+}
+
+/// Waits until every node has programmed every other node's endpoints.
+pub async fn wait_converged(lab: &Lab, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut missing = vec![];
+        for node in &lab.nodes {
+            let want = lab.endpoints.iter().filter(|e| e.node != node.name).count();
+            let view: GossipView = Client::new(&node.socket()).get("/v1/gossip").await?;
+            let have = view.table.iter().filter(|e| e.programmed).count();
+            if have < want {
+                missing.push(format!("{} has {have} of {want}", node.name));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "gossip did not converge within {timeout:?}: {}",
+                missing.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

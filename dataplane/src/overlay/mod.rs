@@ -152,6 +152,10 @@ impl Overlay {
         self.hooks
     }
 
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
     pub fn maps(&self) -> Result<Maps, Error> {
         Maps::open(&self.pin_dir)
     }

@@ -16,6 +16,7 @@
 /* ep_value.flags */
 #define EP_F_LOCAL 1  /* lives on this node, behind ifindex */
 #define EP_F_REMOTE 2 /* lives behind the VTEP vtep */
+#define EP_F_STATIC 4 /* a static peer (shoal debug peer add): gossip leaves it alone */
 
 /* An endpoint as the dataplane sees it: (VNI, overlay IPv4) -> where it is. */
 struct ep_key {

@@ -1,0 +1,442 @@
+//! What the agent does when asked (the API's handlers land here): networks,
+//! endpoints, the gossip view; and the loop that reprograms remote
+//! endpoints whenever gossip or the local table changes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_LOCAL};
+use shoal_dataplane::netlink::{format_mac, mac_from_ip, parse_mac, Netlink};
+use shoal_dataplane::netns::NetNs;
+use shoal_dataplane::overlay::{self, ip_key, Hook, Maps, Overlay};
+use tokio::sync::{Mutex, Notify};
+use tracing::{info, warn};
+
+use super::endpoint;
+use super::store::{State, Store};
+use super::sync::Programmer;
+use crate::api::{Endpoint, EndpointCreate, GossipView, Network, NetworkCreate, NodeInfo};
+use crate::gossip::table::{self, EpRecord, LocalView};
+use crate::gossip::Gossip;
+
+pub struct Inner {
+    pub overlay: Overlay,
+    pub maps: Maps,
+    pub state: State,
+    pub store: Store,
+    pub programmer: Programmer,
+}
+
+pub struct Agent {
+    pub info: NodeInfo,
+    pub nl: Netlink,
+    pub gossip: Gossip,
+    pub mtu: u32,
+    pub inner: Mutex<Inner>,
+    /// Poked when the local table changes, so the sync loop re-merges.
+    pub changed: Notify,
+}
+
+/// The gossip records of a state's endpoints.
+pub fn records(st: &State) -> Vec<(String, String)> {
+    st.endpoints
+        .iter()
+        .map(|e| {
+            let rec = EpRecord {
+                mac: e.mac.clone(),
+                net: e.network.clone(),
+            };
+            (
+                table::ep_key(e.vni, e.ip),
+                serde_json::to_string(&rec).expect("record serialises"),
+            )
+        })
+        .collect()
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || name.starts_with('-')
+    {
+        bail!("invalid {kind} name {name:?}: use 1-64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+impl Agent {
+    /// Re-plumbs and re-programs the endpoints of a previous run. Nothing
+    /// is re-created that still exists, so established flows survive.
+    pub async fn restore(&self, st: State) {
+        let mut inner = self.inner.lock().await;
+        inner.state.networks = st.networks.clone();
+        for ep in st.endpoints {
+            match self.plumb(&mut inner, &ep).await {
+                Ok(()) => inner.state.endpoints.push(ep),
+                Err(e) => warn!(endpoint = %ep.name, "cannot restore endpoint, dropping it: {e:#}"),
+            }
+        }
+        let _ = inner.store.save(&inner.state);
+        info!(
+            endpoints = inner.state.endpoints.len(),
+            "local endpoints restored"
+        );
+    }
+
+    pub async fn networks(&self) -> Vec<Network> {
+        self.inner.lock().await.state.networks.clone()
+    }
+
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<Network> {
+        valid_name("network", &req.name)?;
+        if req.vni == 0 || req.vni > 0xff_ffff {
+            bail!("VNI {} out of range (1-16777215)", req.vni);
+        }
+        let subnet: ipnet::Ipv4Net = req.subnet.parse().map_err(|_| {
+            anyhow::anyhow!("bad subnet {:?} (want CIDR, e.g. 10.0.1.0/24)", req.subnet)
+        })?;
+        if subnet.trunc() != subnet {
+            bail!(
+                "subnet {subnet} has host bits set (did you mean {}?)",
+                subnet.trunc()
+            );
+        }
+        if subnet.prefix_len() > 30 {
+            bail!("subnet {subnet} is too small (at most /30)");
+        }
+        let gateway = req
+            .gateway
+            .unwrap_or_else(|| subnet.hosts().next().expect("a /30 has hosts"));
+        if !subnet.contains(&gateway)
+            || gateway == subnet.network()
+            || gateway == subnet.broadcast()
+        {
+            bail!("gateway {gateway} is not a host address of {subnet}");
+        }
+        let mut inner = self.inner.lock().await;
+        for n in &inner.state.networks {
+            if n.name == req.name {
+                bail!("network {} already exists", n.name);
+            }
+            if n.vni == req.vni {
+                bail!("VNI {} is already used by network {}", n.vni, n.name);
+            }
+            if n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()) {
+                bail!("subnet {subnet} overlaps network {} ({})", n.name, n.subnet);
+            }
+        }
+        let net = Network {
+            name: req.name,
+            vni: req.vni,
+            subnet,
+            gateway,
+        };
+        inner.state.networks.push(net.clone());
+        inner.store.save(&inner.state)?;
+        info!(network = %net.name, vni = net.vni, subnet = %net.subnet, "network added");
+        Ok(net)
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<Network> {
+        let mut inner = self.inner.lock().await;
+        let Some(pos) = inner.state.networks.iter().position(|n| n.name == name) else {
+            bail!("no network named {name:?}");
+        };
+        let users: Vec<&str> = inner
+            .state
+            .endpoints
+            .iter()
+            .filter(|e| e.network == name)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            bail!("network {name} is in use by endpoints {}", users.join(", "));
+        }
+        let net = inner.state.networks.remove(pos);
+        inner.store.save(&inner.state)?;
+        Ok(net)
+    }
+
+    pub async fn endpoints(&self) -> Vec<Endpoint> {
+        self.inner.lock().await.state.endpoints.clone()
+    }
+
+    /// Validates everything before touching the kernel, so a refused
+    /// request changes nothing.
+    pub async fn create_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
+        let mut inner = self.inner.lock().await;
+        let net = inner
+            .state
+            .networks
+            .iter()
+            .find(|n| n.name == req.network)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "no network named {:?} (create it with `shoal debug network add`)",
+                    req.network
+                )
+            })?;
+        let (ip, prefix) = match req.ip.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (req.ip.as_str(), None),
+        };
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad IP address {:?}", req.ip))?;
+        let prefix_len = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .map_err(|_| anyhow::anyhow!("bad prefix length in {:?}", req.ip))?,
+            None => net.subnet.prefix_len(),
+        };
+        if prefix_len != net.subnet.prefix_len() {
+            bail!(
+                "{} does not have the prefix of network {} ({})",
+                req.ip,
+                net.name,
+                net.subnet
+            );
+        }
+        if !net.subnet.contains(&ip) {
+            bail!(
+                "{ip} is outside network {}'s subnet {}",
+                net.name,
+                net.subnet
+            );
+        }
+        if ip == net.subnet.network() || ip == net.subnet.broadcast() || ip == net.gateway {
+            bail!(
+                "{ip} is the network, broadcast or gateway address of {}",
+                net.subnet
+            );
+        }
+        if let Some(e) = inner
+            .state
+            .endpoints
+            .iter()
+            .find(|e| e.vni == net.vni && e.ip == ip)
+        {
+            bail!(
+                "{ip} is already used on network {} by endpoint {}",
+                net.name,
+                e.name
+            );
+        }
+        if let Some(e) = inner
+            .programmer
+            .last
+            .entries
+            .iter()
+            .find(|e| e.vni == net.vni && e.ip == ip)
+        {
+            bail!(
+                "{ip} is already used on network {} by an endpoint of node {}",
+                net.name,
+                e.node
+            );
+        }
+        let mac = match &req.mac {
+            Some(m) => parse_mac(m)?,
+            None => mac_from_ip(ip),
+        };
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("ep-{}-{}", net.name, ip).replace('.', "-"));
+        valid_name("endpoint", &name)?;
+        if inner.state.endpoints.iter().any(|e| e.name == name) {
+            bail!("an endpoint named {name} already exists");
+        }
+        let (netns, owns_netns) = match &req.netns {
+            Some(path) => {
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open network namespace {path}: {e}"))?;
+                (path.clone(), false)
+            }
+            None => {
+                let existed = NetNs::exists(&name);
+                NetNs::open_or_create(&name)?;
+                (
+                    NetNs::path_of(&name).to_string_lossy().into_owned(),
+                    !existed,
+                )
+            }
+        };
+        let ep = Endpoint {
+            host_if: endpoint::host_if_name(&net.name, ip),
+            name,
+            network: net.name.clone(),
+            vni: net.vni,
+            ip,
+            prefix_len,
+            mac: format_mac(&mac),
+            netns,
+            owns_netns,
+            node: self.info.node.clone(),
+        };
+        if let Err(e) = self.plumb(&mut inner, &ep).await {
+            self.unplumb(&mut inner, &ep).await;
+            return Err(e);
+        }
+        inner.state.endpoints.push(ep.clone());
+        inner.store.save(&inner.state)?;
+        drop(inner);
+        self.gossip
+            .publish(
+                ep.vni,
+                ep.ip,
+                &EpRecord {
+                    mac: ep.mac.clone(),
+                    net: ep.network.clone(),
+                },
+            )
+            .await;
+        self.changed.notify_one();
+        info!(endpoint = %ep.name, ip = %ep.ip, network = %ep.network, "endpoint created");
+        Ok(ep)
+    }
+
+    pub async fn remove_endpoint(&self, name: &str) -> Result<Endpoint> {
+        let mut inner = self.inner.lock().await;
+        let Some(pos) = inner.state.endpoints.iter().position(|e| e.name == name) else {
+            bail!("no endpoint named {name:?}");
+        };
+        let ep = inner.state.endpoints.remove(pos);
+        inner.store.save(&inner.state)?;
+        self.gossip.withdraw(ep.vni, ep.ip).await;
+        self.unplumb(&mut inner, &ep).await;
+        drop(inner);
+        self.changed.notify_one();
+        info!(endpoint = %ep.name, "endpoint removed");
+        Ok(ep)
+    }
+
+    /// Veth, namespace view, program and map entries of a local endpoint.
+    async fn plumb(&self, inner: &mut Inner, ep: &Endpoint) -> Result<()> {
+        let net = inner
+            .state
+            .networks
+            .iter()
+            .find(|n| n.name == ep.network)
+            .cloned()
+            .with_context(|| {
+                format!("endpoint {} names unknown network {}", ep.name, ep.network)
+            })?;
+        let behind_xdp = inner.overlay.hooks().endpoint == Hook::Xdp;
+        let p = endpoint::ensure(&self.nl, ep, &net, self.mtu, behind_xdp).await?;
+        inner.overlay.attach_endpoint(&ep.host_if)?;
+        let mac = parse_mac(&ep.mac)?;
+        inner.maps.set_iface(
+            p.host_ifindex,
+            IfaceValue {
+                vni: net.vni,
+                ip: ip_key(ep.ip),
+                gateway: ip_key(net.gateway),
+                prefix_len: net.subnet.prefix_len() as u32,
+                mac,
+                host_mac: p.host_mac,
+            },
+        )?;
+        inner.maps.upsert_endpoint(
+            net.vni,
+            ep.ip,
+            EpValue {
+                ifindex: p.host_ifindex,
+                vtep: 0,
+                mac,
+                flags: EP_F_LOCAL,
+            },
+        )?;
+        inner.maps.add_vni(net.vni)?;
+        Ok(())
+    }
+
+    /// Best effort: removes whatever of the endpoint exists.
+    async fn unplumb(&self, inner: &mut Inner, ep: &Endpoint) {
+        if let Ok(Some(idx)) = self.nl.link_index(&ep.host_if).await {
+            let _ = inner.maps.remove_iface(idx);
+        }
+        if inner
+            .maps
+            .endpoint(ep.vni, ep.ip)
+            .is_some_and(|v| v.flags & EP_F_LOCAL != 0)
+        {
+            let _ = inner.maps.remove_endpoint(ep.vni, ep.ip);
+        }
+        // Leave the network's VNI when its last local endpoint goes.
+        if !inner.state.endpoints.iter().any(|e| e.vni == ep.vni) {
+            let _ = inner.maps.remove_vni(ep.vni);
+        }
+        overlay::detach(inner.overlay.pin_dir(), &ep.host_if);
+        if let Err(e) = endpoint::remove(&self.nl, ep).await {
+            warn!(endpoint = %ep.name, "cleanup: {e:#}");
+        }
+    }
+
+    /// Re-merges gossip with the local table and reprograms the difference.
+    pub async fn resync(&self) -> Result<()> {
+        let peers = self.gossip.peers().await;
+        let mut inner = self.inner.lock().await;
+        let local = LocalView {
+            networks: inner.state.networks.clone(),
+            endpoints: inner
+                .state
+                .endpoints
+                .iter()
+                .map(|e| (e.vni, e.ip))
+                .collect(),
+        };
+        let merged = table::merge(&local, &peers);
+        let Inner {
+            maps, programmer, ..
+        } = &mut *inner;
+        programmer.apply(maps, merged)?;
+        Ok(())
+    }
+
+    pub async fn gossip_view(&self) -> GossipView {
+        let members = self.gossip.members().await;
+        let inner = self.inner.lock().await;
+        let mut table = inner.programmer.last.entries.clone();
+        for e in &mut table {
+            e.programmed = inner.programmer.is_programmed(e.vni, e.ip) && e.refused.is_none();
+        }
+        let mut refused: BTreeMap<String, u64> = inner
+            .programmer
+            .refused_total
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        for (k, v) in self.gossip.wire_refused() {
+            refused.insert(k.to_string(), v);
+        }
+        GossipView {
+            members,
+            table,
+            refused,
+        }
+    }
+}
+
+/// Reprograms on every gossip change, local change, and once a second (the
+/// adoption grace of a restarted agent ends on a timer).
+pub async fn sync_loop(agent: Arc<Agent>) {
+    let mut watcher = agent.gossip.watcher().await;
+    loop {
+        if let Err(e) = agent.resync().await {
+            warn!("reprogramming remote endpoints failed: {e:#}");
+        }
+        tokio::select! {
+            r = watcher.changed() => if r.is_err() { return },
+            _ = agent.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The daemon's local API: JSON over HTTP/1 on a Unix socket (mode 0600).
+//! The CLI, the lab and, later, a CNI plugin use it. Every type here is the
+//! wire shape.
+
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_SOCKET: &str = "/run/shoal/shoal.sock";
+
+/// The socket the CLI talks to: `--socket`, else `$SHOAL_SOCKET` (the lab
+/// sets it for `shoal lab exec NODE -- shoal ...`), else the default.
+pub fn socket_path(flag: Option<&std::path::Path>) -> std::path::PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    std::env::var_os("SHOAL_SOCKET")
+        .map(Into::into)
+        .unwrap_or_else(|| DEFAULT_SOCKET.into())
+}
+
+/// An overlay network as a node knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub vni: u32,
+    pub subnet: ipnet::Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub vni: u32,
+    /// CIDR, e.g. 10.0.1.0/24.
+    pub subnet: String,
+    /// Default: the subnet's first address.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndpointCreate {
+    pub network: String,
+    /// CIDR with the network's prefix, e.g. 10.0.1.5/24.
+    pub ip: String,
+    pub mac: Option<String>,
+    /// An existing network namespace (a path such as /run/netns/X or
+    /// /proc/PID/ns/net) to attach...
+    pub netns: Option<String>,
+    /// ...or the name of one to create under /run/netns (also the
+    /// endpoint's name).
+    pub name: Option<String>,
+}
+
+/// A local endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub network: String,
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: String,
+    /// Path of the endpoint's network namespace.
+    pub netns: String,
+    /// Whether the daemon created (and so removes) the namespace.
+    pub owns_netns: bool,
+    /// Host-side veth on the node.
+    pub host_if: String,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: String,
+    pub generation: u64,
+    pub vtep: Ipv4Addr,
+    pub gossip_addr: SocketAddr,
+    pub cluster_id: String,
+    pub underlay_dev: String,
+    pub hooks: shoal_dataplane::overlay::Hooks,
+    pub pid: u32,
+}
+
+/// `shoal debug gossip`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GossipView {
+    pub members: Vec<Member>,
+    pub table: Vec<TableEntry>,
+    /// Refused gossip by reason, since the daemon started.
+    pub refused: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Member {
+    pub node: String,
+    pub generation: u64,
+    pub gossip_addr: SocketAddr,
+    pub vtep: Option<Ipv4Addr>,
+    pub heartbeat: u64,
+    /// Milliseconds since this node last heard a newer heartbeat.
+    pub heartbeat_age_ms: Option<u64>,
+    pub live: bool,
+    pub is_self: bool,
+    pub endpoints: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub node: String,
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub vtep: Ipv4Addr,
+    /// In this node's dataplane (remote entries of joined networks).
+    pub programmed: bool,
+    /// Why it was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// An API error: a one-line message for the CLI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}

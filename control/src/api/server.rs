@@ -1,0 +1,105 @@
+//! The daemon side of the local API (axum on a Unix socket, mode 0600).
+//! Every error is a JSON `{"error": "..."}` with a one-line message; a
+//! malformed request changes nothing.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+
+use super::{ApiError, EndpointCreate, NetworkCreate};
+use crate::agent::Agent;
+
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    let l =
+        UnixListener::bind(path).with_context(|| format!("bind API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Notify>) {
+    let app = Router::new()
+        .route("/v1/info", get(info))
+        .route("/v1/networks", get(networks).post(create_network))
+        .route("/v1/networks/{name}", delete(remove_network))
+        .route("/v1/endpoints", get(endpoints).post(create_endpoint))
+        .route("/v1/endpoints/{name}", delete(remove_endpoint))
+        .route("/v1/gossip", get(gossip))
+        .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route".into()) })
+        .with_state(agent);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.notified().await })
+        .await;
+}
+
+type Shared = State<Arc<Agent>>;
+
+fn err(code: StatusCode, msg: String) -> Response {
+    (code, Json(ApiError { error: msg })).into_response()
+}
+
+fn reply<T: serde::Serialize>(r: Result<T>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => err(StatusCode::BAD_REQUEST, format!("{e:#}")),
+    }
+}
+
+/// A request body that is not the expected JSON gets a clear error.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, String> {
+    b.map(|Json(v)| v)
+        .map_err(|e| format!("bad request: {}", e.body_text()))
+}
+
+async fn info(State(a): Shared) -> Response {
+    Json(a.info.clone()).into_response()
+}
+
+async fn networks(State(a): Shared) -> Response {
+    Json(a.networks().await).into_response()
+}
+
+async fn create_network(
+    State(a): Shared,
+    b: Result<Json<NetworkCreate>, JsonRejection>,
+) -> Response {
+    match body(b) {
+        Ok(req) => reply(a.create_network(req).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn remove_network(State(a): Shared, UrlPath(name): UrlPath<String>) -> Response {
+    reply(a.remove_network(&name).await)
+}
+
+async fn endpoints(State(a): Shared) -> Response {
+    Json(a.endpoints().await).into_response()
+}
+
+async fn create_endpoint(
+    State(a): Shared,
+    b: Result<Json<EndpointCreate>, JsonRejection>,
+) -> Response {
+    match body(b) {
+        Ok(req) => reply(a.create_endpoint(req).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn remove_endpoint(State(a): Shared, UrlPath(name): UrlPath<String>) -> Response {
+    reply(a.remove_endpoint(&name).await)
+}
+
+async fn gossip(State(a): Shared) -> Response {
+    Json(a.gossip_view().await).into_response()
+}

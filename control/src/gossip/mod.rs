@@ -1,0 +1,203 @@
+//! Gossip of endpoint tables on UDP 7946 with chitchat (scuttlebutt
+//! anti-entropy + phi-accrual failure detection).
+//!
+//! Each node publishes, as its own chitchat state, its VTEP (`vtep`) and one
+//! key per local endpoint (`ep:VNI:IP` -> MAC and network), so a change costs
+//! one key-version on the wire. A node that leaves gracefully sets `leaving`
+//! and is dropped by every peer at once; a node that dies is dropped when
+//! the failure detector convicts it.
+
+pub mod table;
+pub mod transport;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
+};
+use tokio::sync::watch;
+
+use crate::api::Member;
+use table::{ep_key, EpRecord, PeerState, LEAVING_KEY, VTEP_KEY};
+use transport::{CountingUdpTransport, WireCounters};
+
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    pub node: String,
+    pub generation: u64,
+    /// Where peers reach us (advertise address + gossip port).
+    pub advertise: SocketAddr,
+    pub listen: SocketAddr,
+    pub seeds: Vec<String>,
+    pub cluster_id: String,
+    pub interval: Duration,
+    /// Phi-accrual threshold: lower convicts dead nodes sooner, and falsely
+    /// more often. With a 200 ms interval, 5 convicts in about 2 s.
+    pub phi_threshold: f64,
+}
+
+pub struct Gossip {
+    handle: ChitchatHandle,
+    pub counters: Arc<WireCounters>,
+    interval: Duration,
+}
+
+impl Gossip {
+    pub async fn start(cfg: &GossipConfig, initial: Vec<(String, String)>) -> Result<Self> {
+        let counters = Arc::new(WireCounters::default());
+        let mut kv = vec![(VTEP_KEY.to_string(), cfg.advertise.ip().to_string())];
+        kv.extend(initial);
+        let config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(cfg.node.clone(), cfg.generation, cfg.advertise),
+            cluster_id: cfg.cluster_id.clone(),
+            gossip_interval: cfg.interval,
+            listen_addr: cfg.listen,
+            seed_nodes: cfg.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: cfg.phi_threshold,
+                initial_interval: cfg.interval,
+                dead_node_grace_period: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            // A node is live only while it has a VTEP and has not said goodbye.
+            extra_liveness_predicate: Some(Box::new(|s: &NodeState| {
+                s.get(VTEP_KEY).is_some() && s.get(LEAVING_KEY).is_none()
+            })),
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let transport = CountingUdpTransport {
+            cluster_id: cfg.cluster_id.clone(),
+            counters: counters.clone(),
+        };
+        let handle = spawn_chitchat(config, kv, &transport).await?;
+        Ok(Self {
+            handle,
+            counters,
+            interval: cfg.interval,
+        })
+    }
+
+    pub async fn publish(&self, vni: u32, ip: Ipv4Addr, rec: &EpRecord) {
+        let (k, v) = (
+            ep_key(vni, ip),
+            serde_json::to_string(rec).expect("record serialises"),
+        );
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(k.clone(), v.clone()))
+            .await;
+    }
+
+    pub async fn withdraw(&self, vni: u32, ip: Ipv4Addr) {
+        let k = ep_key(vni, ip);
+        self.handle
+            .with_chitchat(|c| c.self_node_state().delete(&k))
+            .await;
+    }
+
+    /// Fires whenever the set of live nodes or their states change.
+    pub async fn watcher(
+        &self,
+    ) -> watch::Receiver<std::collections::BTreeMap<ChitchatId, NodeState>> {
+        self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    }
+
+    /// The other live nodes' states, ready for [`table::merge`]: live as the
+    /// failure detector *and* the leaving predicate say, newest generation
+    /// of each node only (a restarted node's old self may linger a moment).
+    pub async fn peers(&self) -> Vec<PeerState> {
+        let me = self.handle.chitchat_id().clone();
+        let live = self
+            .handle
+            .with_chitchat(|c| c.live_nodes_watcher().borrow().clone())
+            .await;
+        let mut newest: std::collections::BTreeMap<String, (&ChitchatId, &NodeState)> =
+            Default::default();
+        for (id, st) in &live {
+            if id.node_id == me.node_id {
+                continue;
+            }
+            let e = newest.entry(id.node_id.to_string()).or_insert((id, st));
+            if id.generation_id > e.0.generation_id {
+                *e = (id, st);
+            }
+        }
+        newest
+            .into_iter()
+            .filter_map(|(node, (id, st))| {
+                let gossip_ip = match id.gossip_advertise_addr.ip() {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => return None,
+                };
+                let kv = st
+                    .key_values()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                Some(PeerState {
+                    node,
+                    gossip_ip,
+                    kv,
+                })
+            })
+            .collect()
+    }
+
+    /// Every node chitchat knows, live or not.
+    pub async fn members(&self) -> Vec<Member> {
+        let me = self.handle.chitchat_id().clone();
+        let mut out = self
+            .handle
+            .with_chitchat(|c| {
+                let live: Vec<ChitchatId> =
+                    c.live_nodes_watcher().borrow().keys().cloned().collect();
+                c.node_states()
+                    .iter()
+                    .map(|(id, st)| Member {
+                        node: id.node_id.to_string(),
+                        generation: id.generation_id,
+                        gossip_addr: id.gossip_advertise_addr,
+                        vtep: st.get(VTEP_KEY).and_then(|v| v.parse().ok()),
+                        heartbeat: st.heartbeat().into(),
+                        heartbeat_age_ms: None,
+                        live: live.contains(id) || *id == me,
+                        is_self: *id == me,
+                        endpoints: st
+                            .key_values()
+                            .filter(|(k, _)| k.starts_with(table::EP_PREFIX))
+                            .count(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        out.sort_by(|a, b| (&a.node, a.generation).cmp(&(&b.node, b.generation)));
+        out
+    }
+
+    pub fn wire_refused(&self) -> [(&'static str, u64); 2] {
+        [
+            (
+                "malformed_packets",
+                transport::MALFORMED_PACKETS.load(Ordering::Relaxed),
+            ),
+            (
+                "foreign_cluster",
+                self.counters.foreign_cluster.load(Ordering::Relaxed),
+            ),
+        ]
+    }
+
+    /// Says goodbye: peers drop this node at once instead of waiting for
+    /// the failure detector. Gossips for a few rounds, then stops.
+    pub async fn leave(self) {
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(LEAVING_KEY, "1"))
+            .await;
+        tokio::time::sleep(self.interval * 4).await;
+        let _ = self.handle.shutdown().await;
+    }
+}

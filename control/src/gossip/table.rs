@@ -1,0 +1,291 @@
+//! Merging the endpoint tables that other nodes gossip into the set of
+//! remote endpoints this node programs, refusing what must not be trusted.
+//!
+//! Pure functions over plain data: unit-tested here, driven by the agent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Network, TableEntry};
+
+/// Key prefix of an endpoint in a node's gossip state: `ep:VNI:IP`.
+pub const EP_PREFIX: &str = "ep:";
+/// The node's VTEP address.
+pub const VTEP_KEY: &str = "vtep";
+/// Set when a node leaves gracefully; others drop it at once.
+pub const LEAVING_KEY: &str = "leaving";
+
+/// The value of an `ep:` key. Small on purpose: one key per endpoint, so a
+/// change costs one key on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EpRecord {
+    pub mac: String,
+    pub net: String,
+}
+
+pub fn ep_key(vni: u32, ip: Ipv4Addr) -> String {
+    format!("{EP_PREFIX}{vni}:{ip}")
+}
+
+pub fn parse_ep_key(key: &str) -> Option<(u32, Ipv4Addr)> {
+    let rest = key.strip_prefix(EP_PREFIX)?;
+    let (vni, ip) = rest.split_once(':')?;
+    let vni: u32 = vni.parse().ok()?;
+    if vni == 0 || vni > 0xff_ffff {
+        return None;
+    }
+    Some((vni, ip.parse().ok()?))
+}
+
+/// One other node's gossip state, as chitchat holds it.
+#[derive(Clone, Debug)]
+pub struct PeerState {
+    pub node: String,
+    /// The address it gossips from: its VTEP must be this address.
+    pub gossip_ip: Ipv4Addr,
+    pub kv: Vec<(String, String)>,
+}
+
+/// What this node has locally.
+#[derive(Clone, Debug, Default)]
+pub struct LocalView {
+    pub networks: Vec<Network>,
+    /// (VNI, IP) of local endpoints; their VNIs are the joined networks.
+    pub endpoints: BTreeSet<(u32, Ipv4Addr)>,
+}
+
+/// A remote endpoint to program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remote {
+    pub node: String,
+    pub vtep: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Merged {
+    pub desired: BTreeMap<(u32, Ipv4Addr), Remote>,
+    pub entries: Vec<TableEntry>,
+    /// (node, key, reason) of every refused entry.
+    pub refused: Vec<(String, String, &'static str)>,
+}
+
+/// Merges peers' tables. Rules:
+/// - a node's VTEP is its gossip source address; a `vtep` key that says
+///   otherwise (a node claiming another node's endpoints) refuses all of
+///   that node's entries;
+/// - only networks with a local endpoint are programmed (lazy join, as
+///   Docker's NetworkDB joins networks);
+/// - an entry outside its network's subnet, with a bad MAC, or on a local
+///   endpoint's address is refused;
+/// - an address claimed by two nodes is refused for both: better no path
+///   than a path to the wrong endpoint.
+pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
+    let mut m = Merged::default();
+    let joined: BTreeSet<u32> = local.endpoints.iter().map(|(v, _)| *v).collect();
+    let by_vni: HashMap<u32, &Network> = local.networks.iter().map(|n| (n.vni, n)).collect();
+    let mut claims: BTreeMap<(u32, Ipv4Addr), Vec<(Remote, String)>> = BTreeMap::new();
+
+    for p in peers {
+        let vtep =
+            p.kv.iter()
+                .find(|(k, _)| k == VTEP_KEY)
+                .and_then(|(_, v)| v.parse::<Ipv4Addr>().ok());
+        let vtep_ok = vtep == Some(p.gossip_ip);
+        for (key, value) in &p.kv {
+            if !key.starts_with(EP_PREFIX) {
+                continue;
+            }
+            let mut refuse = |reason: &'static str, vni: u32, ip: Ipv4Addr, mac: String| {
+                m.refused.push((p.node.clone(), key.clone(), reason));
+                m.entries.push(TableEntry {
+                    node: p.node.clone(),
+                    vni,
+                    ip,
+                    mac,
+                    vtep: vtep.unwrap_or(p.gossip_ip),
+                    programmed: false,
+                    refused: Some(reason.to_string()),
+                });
+            };
+            let Some((vni, ip)) = parse_ep_key(key) else {
+                refuse("malformed_key", 0, Ipv4Addr::UNSPECIFIED, String::new());
+                continue;
+            };
+            let Ok(rec) = serde_json::from_str::<EpRecord>(value) else {
+                refuse("malformed_value", vni, ip, String::new());
+                continue;
+            };
+            if !vtep_ok {
+                refuse("foreign_vtep", vni, ip, rec.mac);
+                continue;
+            }
+            let Ok(mac) = shoal_dataplane::netlink::parse_mac(&rec.mac) else {
+                refuse("bad_mac", vni, ip, rec.mac);
+                continue;
+            };
+            if let Some(net) = by_vni.get(&vni) {
+                if !net.subnet.contains(&ip)
+                    || ip == net.subnet.network()
+                    || ip == net.subnet.broadcast()
+                {
+                    refuse("outside_subnet", vni, ip, rec.mac);
+                    continue;
+                }
+            }
+            if local.endpoints.contains(&(vni, ip)) {
+                refuse("duplicate_ip", vni, ip, rec.mac);
+                continue;
+            }
+            claims.entry((vni, ip)).or_default().push((
+                Remote {
+                    node: p.node.clone(),
+                    vtep: p.gossip_ip,
+                    mac,
+                },
+                rec.mac,
+            ));
+        }
+    }
+    for ((vni, ip), cs) in claims {
+        let programmed = cs.len() == 1 && joined.contains(&vni);
+        for (r, mac) in &cs {
+            let refused = (cs.len() > 1).then(|| "duplicate_ip".to_string());
+            if refused.is_some() {
+                m.refused
+                    .push((r.node.clone(), ep_key(vni, ip), "duplicate_ip"));
+            }
+            m.entries.push(TableEntry {
+                node: r.node.clone(),
+                vni,
+                ip,
+                mac: mac.clone(),
+                vtep: r.vtep,
+                programmed,
+                refused,
+            });
+        }
+        if programmed {
+            m.desired.insert((vni, ip), cs[0].0.clone());
+        }
+    }
+    m.entries
+        .sort_by(|a, b| (a.vni, u32::from(a.ip), &a.node).cmp(&(b.vni, u32::from(b.ip), &b.node)));
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> Network {
+        Network {
+            name: "n".into(),
+            vni: 4097,
+            subnet: "10.0.1.0/24".parse().unwrap(),
+            gateway: "10.0.1.1".parse().unwrap(),
+        }
+    }
+
+    fn rec(mac: &str) -> String {
+        serde_json::to_string(&EpRecord {
+            mac: mac.into(),
+            net: "n".into(),
+        })
+        .unwrap()
+    }
+
+    fn peer(node: &str, ip: [u8; 4], vtep: &str, eps: &[(&str, String)]) -> PeerState {
+        let mut kv = vec![(VTEP_KEY.to_string(), vtep.to_string())];
+        kv.extend(eps.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        PeerState {
+            node: node.into(),
+            gossip_ip: Ipv4Addr::from(ip),
+            kv,
+        }
+    }
+
+    fn local() -> LocalView {
+        LocalView {
+            networks: vec![net()],
+            endpoints: [(4097, "10.0.1.2".parse().unwrap())].into(),
+        }
+    }
+
+    #[test]
+    fn programs_valid_entries_of_joined_networks() {
+        let p = peer(
+            "n2",
+            [198, 18, 0, 2],
+            "198.18.0.2",
+            &[("ep:4097:10.0.1.3", rec("02:42:0a:00:01:03"))],
+        );
+        let m = merge(&local(), &[p]);
+        assert_eq!(m.desired.len(), 1);
+        let r = &m.desired[&(4097, "10.0.1.3".parse().unwrap())];
+        assert_eq!(r.vtep, Ipv4Addr::new(198, 18, 0, 2));
+        assert!(m.refused.is_empty());
+    }
+
+    #[test]
+    fn does_not_program_networks_without_local_endpoints() {
+        let p = peer(
+            "n2",
+            [198, 18, 0, 2],
+            "198.18.0.2",
+            &[("ep:5000:10.0.9.3", rec("02:42:0a:00:09:03"))],
+        );
+        let m = merge(&local(), &[p]);
+        assert!(m.desired.is_empty());
+        assert_eq!(m.entries.len(), 1);
+        assert!(!m.entries[0].programmed && m.entries[0].refused.is_none());
+    }
+
+    #[test]
+    fn refuses_hostile_and_malformed_entries() {
+        let good = peer(
+            "n2",
+            [198, 18, 0, 2],
+            "198.18.0.2",
+            &[
+                ("ep:4097:10.0.2.9", rec("02:42:0a:00:02:09")), // outside the subnet
+                ("ep:4097:10.0.1.255", rec("02:42:0a:00:01:ff")), // broadcast
+                ("ep:4097:10.0.1.2", rec("02:42:0a:00:01:02")), // our own endpoint's address
+                ("ep:4097:10.0.1.7", rec("01:00:5e:00:00:01")), // multicast MAC
+                ("ep:4097:10.0.1.8", "{not json".into()),
+                ("ep:0:10.0.1.8", rec("02:42:0a:00:01:08")), // VNI 0
+                ("ep:4097:banana", rec("02:42:0a:00:01:08")),
+                ("ep:4097:10.0.1.5", rec("02:42:0a:00:01:05")), // claimed twice (below)
+            ],
+        );
+        // n3 says its VTEP is n2's address: it claims n2's endpoints.
+        let liar = peer(
+            "n3",
+            [198, 18, 0, 3],
+            "198.18.0.2",
+            &[("ep:4097:10.0.1.4", rec("02:42:0a:00:01:04"))],
+        );
+        let dup = peer(
+            "n4",
+            [198, 18, 0, 4],
+            "198.18.0.4",
+            &[("ep:4097:10.0.1.5", rec("02:42:0a:00:01:15"))],
+        );
+        let m = merge(&local(), &[good, liar, dup]);
+        assert!(m.desired.is_empty(), "{:?}", m.desired);
+        let reasons: Vec<&str> = m.refused.iter().map(|r| r.2).collect();
+        for want in [
+            "outside_subnet",
+            "duplicate_ip",
+            "bad_mac",
+            "malformed_value",
+            "malformed_key",
+            "foreign_vtep",
+        ] {
+            assert!(reasons.contains(&want), "missing {want}: {reasons:?}");
+        }
+        assert_eq!(reasons.iter().filter(|r| **r == "duplicate_ip").count(), 3);
+    }
+}
