@@ -203,3 +203,123 @@ pub fn iperf3(
     }
     panic!("iperf3 {client_ns} -> {server_ip} failed: {last}");
 }
+
+/// Sends raw UDP datagrams to `dst` from inside namespace `ns`.
+pub fn send_udp(ns: &str, dst: &str, payloads: &[Vec<u8>]) {
+    use std::os::fd::AsFd;
+    let ns = std::fs::File::open(format!("/run/netns/{ns}")).expect("namespace");
+    let dst = dst.to_string();
+    let payloads = payloads.to_vec();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for p in payloads {
+            s.send_to(&p, &dst).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+impl Lab {
+    /// Runs `shoal ARGS` inside a lab node, against that node's daemon
+    /// (`shoal lab exec NODE -- shoal ...`).
+    pub fn shoal_on(&self, node: &str, args: &[&str]) -> Output {
+        let bin = shoal_bin();
+        let mut full = vec!["lab", "exec", "--name", &self.name, node, "--"];
+        let b = bin.to_string_lossy().into_owned();
+        full.push(&b);
+        full.extend_from_slice(args);
+        shoal(&full)
+    }
+
+    /// The (VNI, IP) of the remote endpoints in a node's dataplane map.
+    pub fn remote_ips(&self, node: &str) -> Vec<String> {
+        let eps = self.debug_json(node, &["endpoints"]);
+        eps.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "remote")
+            .map(|e| e["ip"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Polls until `cond` holds, up to `timeout`; returns how long it took.
+    pub fn wait_for(
+        &self,
+        timeout: std::time::Duration,
+        mut cond: impl FnMut() -> bool,
+    ) -> Option<std::time::Duration> {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < timeout {
+            if cond() {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// A bare host namespace `LAB-SUFFIX` on the lab's underlay bridge.
+    pub fn extra_host(&self, suffix: &str, ip: &str) -> String {
+        let info = self.info();
+        let ns = format!("{}-{suffix}", self.name);
+        let port = format!("{}-{suffix}p", self.name);
+        let cmd = format!(
+            "ip netns add {ns} && ip -n {ns} link set lo up && \
+             ip -n {ul} link add {port} type veth peer name eth0 netns {ns} && \
+             ip -n {ul} link set {port} master {br} up && \
+             ip -n {ns} link set eth0 up && ip -n {ns} addr add {ip}/24 dev eth0",
+            ul = info.underlay_netns,
+            br = info.underlay_bridge
+        );
+        let out = Command::new("sh").args(["-ec", &cmd]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ns
+    }
+
+    /// Starts a `shoal daemon` (not a lab node) in namespace `ns`; its
+    /// state lives under the lab's dirs, so `lab down` removes it.
+    pub fn spawn_daemon(
+        &self,
+        ns: &str,
+        node: &str,
+        ip: &str,
+        cluster_id: &str,
+    ) -> (std::process::Child, PathBuf) {
+        let data = PathBuf::from(format!("/run/shoal/lab/{}/nodes/{node}", self.name));
+        std::fs::create_dir_all(&data).unwrap();
+        let socket = data.join("shoal.sock");
+        let log = std::fs::File::create(data.with_extension("log")).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(shoal_bin())
+            .args([
+                "daemon",
+                "--node-name",
+                node,
+                "--advertise-addr",
+                ip,
+                "--cluster-id",
+                cluster_id,
+            ])
+            .args(["--join", "198.18.0.1:7946", "--gossip-interval-ms", "200"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--bpffs-dir")
+            .arg(format!("/sys/fs/bpf/shoal-lab/{}/{node}", self.name))
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let ok = self.wait_for(std::time::Duration::from_secs(20), || socket.exists());
+        assert!(ok.is_some(), "daemon {node} did not come up");
+        (child, socket)
+    }
+}

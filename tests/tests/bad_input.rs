@@ -2,26 +2,7 @@
 //! agent keeps serving; invalid CLI input gets one line naming the problem
 //! and changes nothing.
 
-use std::net::UdpSocket;
-use std::os::fd::AsFd;
-
-use shoal_tests::{shoal, Lab};
-
-/// Sends raw UDP payloads to `dst:4789` from inside namespace `ns`.
-fn send_udp(ns: &str, dst: &str, payloads: &[Vec<u8>]) {
-    let ns = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    let dst = format!("{dst}:4789");
-    let payloads = payloads.to_vec();
-    std::thread::spawn(move || {
-        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        for p in payloads {
-            s.send_to(&p, &dst).unwrap();
-        }
-    })
-    .join()
-    .unwrap();
-}
+use shoal_tests::{send_udp, shoal, Lab};
 
 #[test]
 fn malformed_vxlan_is_dropped_counted_and_survived() {
@@ -54,7 +35,11 @@ fn malformed_vxlan_is_dropped_counted_and_survived() {
         wrong_dst,
     ];
     for _ in 0..10 {
-        send_udp(&info.nodes[1].netns, &n1.underlay_ip, &bad);
+        send_udp(
+            &info.nodes[1].netns,
+            &format!("{}:4789", n1.underlay_ip),
+            &bad,
+        );
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert_eq!(before("truncated") - t0, 20);

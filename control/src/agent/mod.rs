@@ -23,7 +23,7 @@ use shoal_dataplane::netlink::{self, Netlink};
 use shoal_dataplane::overlay::{ip_key, Accel, Hooks, Overlay};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Mutex, Notify};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::api::NodeInfo;
 use crate::gossip::{Gossip, GossipConfig};
@@ -224,15 +224,6 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     shutdown.notify_waiters();
     let _ = server.await;
     sync_task.abort();
-    let agent = match Arc::try_unwrap(agent) {
-        Ok(a) => a,
-        Err(_) => {
-            warn!("API still busy at shutdown; leaving without a goodbye");
-            let _ = std::fs::remove_file(&cfg.socket);
-            let _ = std::fs::remove_file(&state_path);
-            return Ok(());
-        }
-    };
     if leaving {
         agent.gossip.leave().await;
     }

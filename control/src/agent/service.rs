@@ -48,6 +48,7 @@ pub fn records(st: &State) -> Vec<(String, String)> {
             let rec = EpRecord {
                 mac: e.mac.clone(),
                 net: e.network.clone(),
+                since: e.since,
             };
             (
                 table::ep_key(e.vni, e.ip),
@@ -280,6 +281,10 @@ impl Agent {
             netns,
             owns_netns,
             node: self.info.node.clone(),
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
         };
         if let Err(e) = self.plumb(&mut inner, &ep).await {
             self.unplumb(&mut inner, &ep).await;
@@ -295,6 +300,7 @@ impl Agent {
                 &EpRecord {
                     mac: ep.mac.clone(),
                     net: ep.network.clone(),
+                    since: ep.since,
                 },
             )
             .await;

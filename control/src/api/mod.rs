@@ -72,6 +72,9 @@ pub struct Endpoint {
     /// Host-side veth on the node.
     pub host_if: String,
     pub node: String,
+    /// Creation time, ms since the epoch (older claims win address conflicts).
+    #[serde(default)]
+    pub since: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -193,11 +193,11 @@ impl Gossip {
 
     /// Says goodbye: peers drop this node at once instead of waiting for
     /// the failure detector. Gossips for a few rounds, then stops.
-    pub async fn leave(self) {
+    pub async fn leave(&self) {
         self.handle
             .with_chitchat(|c| c.self_node_state().set(LEAVING_KEY, "1"))
             .await;
         tokio::time::sleep(self.interval * 4).await;
-        let _ = self.handle.shutdown().await;
+        let _ = self.handle.initiate_shutdown();
     }
 }

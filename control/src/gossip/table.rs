@@ -23,6 +23,10 @@ pub const LEAVING_KEY: &str = "leaving";
 pub struct EpRecord {
     pub mac: String,
     pub net: String,
+    /// When the endpoint was created (ms since the epoch): of two nodes
+    /// claiming one address, the older claim keeps it.
+    #[serde(default)]
+    pub since: u64,
 }
 
 pub fn ep_key(vni: u32, ip: Ipv4Addr) -> String {
@@ -64,6 +68,9 @@ pub struct Remote {
     pub mac: [u8; 6],
 }
 
+/// One node's claim on an address: (since, where, MAC as published).
+type Claim = (u64, Remote, String);
+
 #[derive(Clone, Debug, Default)]
 pub struct Merged {
     pub desired: BTreeMap<(u32, Ipv4Addr), Remote>,
@@ -80,13 +87,14 @@ pub struct Merged {
 ///   Docker's NetworkDB joins networks);
 /// - an entry outside its network's subnet, with a bad MAC, or on a local
 ///   endpoint's address is refused;
-/// - an address claimed by two nodes is refused for both: better no path
-///   than a path to the wrong endpoint.
+/// - an address claimed by two nodes goes to the older claim (then the
+///   lower node name): existing flows keep their endpoint, the newcomer is
+///   refused.
 pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
     let mut m = Merged::default();
     let joined: BTreeSet<u32> = local.endpoints.iter().map(|(v, _)| *v).collect();
     let by_vni: HashMap<u32, &Network> = local.networks.iter().map(|n| (n.vni, n)).collect();
-    let mut claims: BTreeMap<(u32, Ipv4Addr), Vec<(Remote, String)>> = BTreeMap::new();
+    let mut claims: BTreeMap<(u32, Ipv4Addr), Vec<Claim>> = BTreeMap::new();
 
     for p in peers {
         let vtep =
@@ -140,6 +148,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                 continue;
             }
             claims.entry((vni, ip)).or_default().push((
+                rec.since,
                 Remote {
                     node: p.node.clone(),
                     vtep: p.gossip_ip,
@@ -149,11 +158,11 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
             ));
         }
     }
-    for ((vni, ip), cs) in claims {
-        let programmed = cs.len() == 1 && joined.contains(&vni);
-        for (r, mac) in &cs {
-            let refused = (cs.len() > 1).then(|| "duplicate_ip".to_string());
-            if refused.is_some() {
+    for ((vni, ip), mut cs) in claims {
+        cs.sort_by(|a, b| (a.0, &a.1.node).cmp(&(b.0, &b.1.node)));
+        for (i, (_, r, mac)) in cs.iter().enumerate() {
+            let winner = i == 0;
+            if !winner {
                 m.refused
                     .push((r.node.clone(), ep_key(vni, ip), "duplicate_ip"));
             }
@@ -163,12 +172,12 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                 ip,
                 mac: mac.clone(),
                 vtep: r.vtep,
-                programmed,
-                refused,
+                programmed: winner && joined.contains(&vni),
+                refused: (!winner).then(|| "duplicate_ip".to_string()),
             });
         }
-        if programmed {
-            m.desired.insert((vni, ip), cs[0].0.clone());
+        if joined.contains(&vni) {
+            m.desired.insert((vni, ip), cs[0].1.clone());
         }
     }
     m.entries
@@ -190,11 +199,16 @@ mod tests {
     }
 
     fn rec(mac: &str) -> String {
-        serde_json::to_string(&EpRecord {
+        rec_since(mac, 100)
+    }
+
+    fn rec_since(mac: &str, since: u64) -> String {
+        let r = EpRecord {
             mac: mac.into(),
             net: "n".into(),
-        })
-        .unwrap()
+            since,
+        };
+        serde_json::to_string(&r).unwrap()
     }
 
     fn peer(node: &str, ip: [u8; 4], vtep: &str, eps: &[(&str, String)]) -> PeerState {
@@ -271,10 +285,12 @@ mod tests {
             "n4",
             [198, 18, 0, 4],
             "198.18.0.4",
-            &[("ep:4097:10.0.1.5", rec("02:42:0a:00:01:15"))],
+            // n4 claims 10.0.1.5 later than n2 did: n2 keeps it.
+            &[("ep:4097:10.0.1.5", rec_since("02:42:0a:00:01:15", 200))],
         );
         let m = merge(&local(), &[good, liar, dup]);
-        assert!(m.desired.is_empty(), "{:?}", m.desired);
+        assert_eq!(m.desired.len(), 1, "{:?}", m.desired);
+        assert_eq!(m.desired[&(4097, "10.0.1.5".parse().unwrap())].node, "n2");
         let reasons: Vec<&str> = m.refused.iter().map(|r| r.2).collect();
         for want in [
             "outside_subnet",
@@ -286,6 +302,7 @@ mod tests {
         ] {
             assert!(reasons.contains(&want), "missing {want}: {reasons:?}");
         }
-        assert_eq!(reasons.iter().filter(|r| **r == "duplicate_ip").count(), 3);
+        // Our own address, and n4's later claim.
+        assert_eq!(reasons.iter().filter(|r| **r == "duplicate_ip").count(), 2);
     }
 }
