@@ -468,6 +468,9 @@ fn gossip(t: &Target, format: Format) -> Result<()> {
                 m.gossip_addr.to_string(),
                 if m.live { "live".into() } else { "dead".into() },
                 m.heartbeat.to_string(),
+                m.heartbeat_age_ms
+                    .map(|a| format!("{a} ms"))
+                    .unwrap_or_else(|| "-".into()),
                 m.endpoints.to_string(),
             ]
         })
@@ -479,6 +482,7 @@ fn gossip(t: &Target, format: Format) -> Result<()> {
             "GOSSIP ADDR",
             "STATE",
             "HEARTBEAT",
+            "AGE",
             "ENDPOINTS",
         ],
         &rows,
