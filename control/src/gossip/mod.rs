@@ -41,13 +41,16 @@ pub struct GossipConfig {
     pub phi_threshold: f64,
 }
 
+/// (node, generation) -> (last heartbeat seen, when it last advanced).
+type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
+
 pub struct Gossip {
     handle: ChitchatHandle,
     pub counters: Arc<WireCounters>,
     interval: Duration,
     /// (node, generation) -> (last heartbeat seen, when it last advanced):
     /// chitchat keeps no wall-clock age, operators want one.
-    heartbeats: Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>,
+    heartbeats: HeartbeatTable,
 }
 
 impl Gossip {
@@ -227,7 +230,7 @@ impl Gossip {
 /// Notes, once per round, when each node's heartbeat last advanced.
 async fn track_heartbeats(
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
-    table: Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>,
+    table: HeartbeatTable,
     interval: Duration,
 ) {
     let mut tick = tokio::time::interval(interval);
