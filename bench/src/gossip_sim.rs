@@ -96,6 +96,9 @@ async fn run(
             failure_detector_config: FailureDetectorConfig {
                 initial_interval: interval,
                 phi_threshold: 12.0,
+                // Default 1000 samples per peer: N x N x 1000 f64s in one
+                // process (the 2384-node run was OOM-killed at 24 GB).
+                sampling_window_size: 16,
                 ..Default::default()
             },
             marked_for_deletion_grace_period: Duration::from_secs(3600),
