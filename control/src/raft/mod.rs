@@ -1,10 +1,13 @@
 //! The manager core: a Raft log (openraft 0.9, storage-v2) stored in redb,
 //! whose state machine is the cluster's desired state (`state.rs`).
 //!
-//! In progress (issue 4): the store and state machine are here and pass
-//! openraft's conformance suite; the network over mutual TLS on 2377, swarm
+//! In progress (issue 4): the store and state machine pass openraft's
+//! conformance suite; managers replicate, fail over and recover over plain
+//! HTTP between them (`manager.rs`, `network.rs`). Mutual TLS on 2377, swarm
 //! init/join and the node commands come next.
 
+pub mod manager;
+pub mod network;
 pub mod state;
 pub mod store;
 
