@@ -7,6 +7,7 @@
 pub mod endpoint;
 mod service;
 pub mod store;
+mod swarm;
 pub mod sync;
 
 use std::fs::File;
@@ -49,6 +50,8 @@ pub struct AgentConfig {
     pub vxlan_port: u16,
     pub gossip_interval: Duration,
     pub phi_threshold: f64,
+    /// Manager control plane port (Docker's 2377).
+    pub control_port: u16,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -172,6 +175,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     let agent = Arc::new(Agent {
         info,
+        data_dir: cfg.data_dir.clone(),
+        control_port: cfg.control_port,
+        swarm: Mutex::new(None),
         nl,
         gossip,
         mtu: ul_mtu - shoal_dataplane::ebpf::ENCAP_LEN,
@@ -185,6 +191,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         changed: Notify::new(),
     });
     agent.restore(state).await;
+    agent.restore_swarm().await?;
 
     let sync_task = tokio::spawn(service::sync_loop(agent.clone()));
     let listener = crate::api::server::bind(&cfg.socket)?;

@@ -32,6 +32,10 @@ pub struct Inner {
 
 pub struct Agent {
     pub info: NodeInfo,
+    pub data_dir: std::path::PathBuf,
+    /// Port of the manager control plane (Raft between managers).
+    pub control_port: u16,
+    pub swarm: Mutex<Option<super::swarm::Swarm>>,
     pub nl: Netlink,
     pub gossip: Gossip,
     pub mtu: u32,

@@ -130,3 +130,43 @@ pub struct TableEntry {
 pub struct ApiError {
     pub error: String,
 }
+
+/// `shoal swarm init`'s answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmInitReply {
+    pub node_id: String,
+    pub control_addr: String,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmInit {
+    pub advertise_addr: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinTokenReply {
+    pub role: crate::raft::state::Role,
+    pub token: String,
+    pub control_addr: String,
+}
+
+/// A row of `shoal node ls`, with Docker's JSON field names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Hostname")]
+    pub hostname: String,
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(rename = "Availability")]
+    pub availability: String,
+    #[serde(rename = "ManagerStatus")]
+    pub manager_status: String,
+    #[serde(rename = "Self")]
+    pub is_self: bool,
+    #[serde(rename = "Addr")]
+    pub addr: Ipv4Addr,
+}

@@ -16,8 +16,9 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
-use super::{ApiError, EndpointCreate, NetworkCreate};
+use super::{ApiError, EndpointCreate, NetworkCreate, SwarmInit};
 use crate::agent::Agent;
+use crate::raft::state::Role;
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
     let l =
@@ -34,6 +35,13 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/endpoints", get(endpoints).post(create_endpoint))
         .route("/v1/endpoints/{name}", delete(remove_endpoint))
         .route("/v1/gossip", get(gossip))
+        .route("/v1/swarm/init", axum::routing::post(swarm_init))
+        .route("/v1/swarm/join-token/{role}", get(join_token))
+        .route(
+            "/v1/swarm/join-token/{role}/rotate",
+            axum::routing::post(rotate_token),
+        )
+        .route("/v1/nodes", get(nodes))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(agent);
     let _ = axum::serve(listener, app)
@@ -102,4 +110,37 @@ async fn remove_endpoint(State(a): Shared, UrlPath(name): UrlPath<String>) -> Re
 
 async fn gossip(State(a): Shared) -> Response {
     Json(a.gossip_view().await).into_response()
+}
+
+async fn swarm_init(State(a): Shared, b: Result<Json<SwarmInit>, JsonRejection>) -> Response {
+    match body(b) {
+        Ok(req) => reply(a.swarm_init(req.advertise_addr).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+fn role(s: &str) -> anyhow::Result<Role> {
+    match s {
+        "worker" => Ok(Role::Worker),
+        "manager" => Ok(Role::Manager),
+        other => anyhow::bail!("unknown role {other:?} (worker or manager)"),
+    }
+}
+
+async fn join_token(State(a): Shared, UrlPath(r): UrlPath<String>) -> Response {
+    match role(&r) {
+        Ok(r) => reply(a.join_token(r, false).await),
+        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn rotate_token(State(a): Shared, UrlPath(r): UrlPath<String>) -> Response {
+    match role(&r) {
+        Ok(r) => reply(a.join_token(r, true).await),
+        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+async fn nodes(State(a): Shared) -> Response {
+    reply(a.nodes().await)
 }

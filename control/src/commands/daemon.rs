@@ -50,6 +50,9 @@ pub struct DaemonArgs {
     /// (about threshold x interval x 2.3; 5 x 200 ms -> ~2.3 s).
     #[arg(long, default_value_t = 5.0)]
     pub phi_threshold: f64,
+    /// Manager control plane port (Raft between managers).
+    #[arg(long, default_value_t = 2377)]
+    pub control_port: u16,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -78,6 +81,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         vxlan_port: a.data_path_port,
         gossip_interval: Duration::from_millis(a.gossip_interval_ms),
         phi_threshold: a.phi_threshold,
+        control_port: a.control_port,
     };
     super::runtime()?.block_on(agent::run(cfg))
 }

@@ -4,6 +4,8 @@ pub mod daemon;
 pub mod debug;
 pub mod endpoint;
 pub mod lab;
+pub mod node;
+pub mod swarm;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,10 @@ pub enum Cmd {
     Daemon(daemon::DaemonArgs),
     /// Attach network namespaces to overlay networks (the endpoint API).
     Endpoint(endpoint::EndpointArgs),
+    /// Swarm membership (issue 4, in progress: init and join-token).
+    Swarm(swarm::SwarmArgs),
+    /// Swarm nodes (from a manager).
+    Node(node::NodeArgs),
     /// A whole cluster of network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -36,6 +42,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Daemon(a) => daemon::run(a),
         Cmd::Endpoint(a) => endpoint::run(a),
         Cmd::Lab(c) => lab::run(c),
+        Cmd::Swarm(a) => swarm::run(a),
+        Cmd::Node(a) => node::run(a),
         Cmd::Debug(a) => debug::run(a),
     }
 }

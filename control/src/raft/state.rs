@@ -57,12 +57,28 @@ pub struct NodeRecord {
     pub version: u64,
 }
 
+/// Cluster-wide settings and secrets, created by `swarm init`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
 /// A change to the desired state. Tagged, so new commands can be added
 /// without breaking old log entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
-#[allow(clippy::enum_variant_names)] // networks, services and tasks come next
 pub enum Command {
+    ClusterInit {
+        info: ClusterInfo,
+    },
+    TokenRotate {
+        role: Role,
+        token: String,
+    },
     NodeAdd {
         node: NodeRecord,
     },
@@ -103,6 +119,7 @@ pub enum Change {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
+    pub cluster: Option<ClusterInfo>,
     pub nodes: BTreeMap<String, NodeRecord>,
 }
 
@@ -117,7 +134,9 @@ impl ClusterState {
     ) -> Result<Self, serde_json::Error> {
         let mut st = ClusterState::default();
         for (k, v) in rows {
-            if let Some(id) = k.strip_prefix("node/") {
+            if k == "cluster" {
+                st.cluster = Some(serde_json::from_slice(v)?);
+            } else if let Some(id) = k.strip_prefix("node/") {
                 st.nodes.insert(id.to_string(), serde_json::from_slice(v)?);
             }
         }
@@ -140,6 +159,36 @@ impl ClusterState {
     /// Applies a command committed at log `index`.
     pub fn apply(&mut self, index: u64, cmd: Command) -> (CommandResult, Vec<Change>) {
         match cmd {
+            Command::ClusterInit { info } => {
+                if self.cluster.is_some() {
+                    return err("the cluster is already initialised".into());
+                }
+                self.cluster = Some(info.clone());
+                (
+                    CommandResult::Ok,
+                    vec![Change::Put(
+                        "cluster".into(),
+                        serde_json::to_vec(&info).expect("serialise"),
+                    )],
+                )
+            }
+            Command::TokenRotate { role, token } => {
+                let Some(mut c) = self.cluster.clone() else {
+                    return err("the cluster is not initialised".into());
+                };
+                match role {
+                    Role::Worker => c.worker_token = token,
+                    Role::Manager => c.manager_token = token,
+                }
+                self.cluster = Some(c.clone());
+                (
+                    CommandResult::Ok,
+                    vec![Change::Put(
+                        "cluster".into(),
+                        serde_json::to_vec(&c).expect("serialise"),
+                    )],
+                )
+            }
             Command::NodeAdd { mut node } => {
                 if self.nodes.contains_key(&node.id) {
                     return err(format!("node {} already exists", node.id));

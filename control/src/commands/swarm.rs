@@ -1,0 +1,79 @@
+//! `shoal swarm init|join-token` (issue 4, in progress: join and leave
+//! come with mutual TLS on 2377).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::api::client::Client;
+use crate::api::{socket_path, JoinTokenReply, SwarmInit, SwarmInitReply};
+
+#[derive(Args, Debug)]
+pub struct SwarmArgs {
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: SwarmCmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Worker,
+    Manager,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SwarmCmd {
+    /// Make this node the first manager of a new swarm.
+    Init {
+        #[arg(long)]
+        advertise_addr: Option<Ipv4Addr>,
+    },
+    /// Show (or rotate) the token to join as a worker or a manager.
+    JoinToken {
+        role: RoleArg,
+        /// Only the token.
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
+    let client = Client::new(&socket_path(a.socket.as_deref()));
+    super::runtime()?.block_on(async move {
+        match a.cmd {
+            SwarmCmd::Init { advertise_addr } => {
+                let r: SwarmInitReply = client.post("/v1/swarm/init", &SwarmInit { advertise_addr }).await?;
+                println!("Swarm initialized: current node ({}) is now a manager.\n", r.node_id);
+                println!("To add a worker to this swarm, run the following command:\n");
+                println!("    shoal swarm join --token {} {}\n", r.worker_token, r.control_addr);
+                println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
+                Ok(())
+            }
+            SwarmCmd::JoinToken { role, quiet, rotate } => {
+                let r = match role {
+                    RoleArg::Worker => "worker",
+                    RoleArg::Manager => "manager",
+                };
+                let t: JoinTokenReply = if rotate {
+                    client.post(&format!("/v1/swarm/join-token/{r}/rotate"), &()).await?
+                } else {
+                    client.get(&format!("/v1/swarm/join-token/{r}")).await?
+                };
+                if quiet {
+                    println!("{}", t.token);
+                } else {
+                    if rotate {
+                        println!("Successfully rotated {r} join token.\n");
+                    }
+                    println!("To add a {r} to this swarm, run the following command:\n");
+                    println!("    shoal swarm join --token {} {}\n", t.token, t.control_addr);
+                }
+                Ok(())
+            }
+        }
+    })
+}

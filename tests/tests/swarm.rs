@@ -1,0 +1,105 @@
+//! The manager core on a lab cluster (issue 4, in progress): `swarm init`
+//! makes a node the first manager of a Raft group stored on its disk, with
+//! join tokens; `node ls` reads the replicated state; a restarted manager
+//! resumes from disk.
+
+use shoal_tests::Lab;
+
+fn out(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn swarm_init_join_tokens_node_ls_and_restart() {
+    let lab = Lab::up(2, 1, "tc");
+    let init = out(lab.shoal_on("n1", &["swarm", "init", "--advertise-addr", "198.18.0.1"]));
+    assert!(
+        init.starts_with("Swarm initialized: current node ("),
+        "{init}"
+    );
+    assert!(init.contains("is now a manager."), "{init}");
+    let join_line = init
+        .lines()
+        .find(|l| l.contains("shoal swarm join --token"))
+        .expect("join command");
+    assert!(
+        join_line.trim_end().ends_with("198.18.0.1:2377"),
+        "{join_line}"
+    );
+
+    let worker = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
+        .trim()
+        .to_string();
+    let manager = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
+        .trim()
+        .to_string();
+    assert!(join_line.contains(&worker));
+    // SWMTKN-1-<CA digest>-<secret>: same CA digest, different secrets.
+    let parts = |t: &str| t.split('-').map(String::from).collect::<Vec<_>>();
+    let (w, m) = (parts(&worker), parts(&manager));
+    assert_eq!(
+        (
+            w.len(),
+            w[0].as_str(),
+            w[1].as_str(),
+            w[2].len(),
+            w[3].len()
+        ),
+        (4, "SWMTKN", "1", 50, 25)
+    );
+    assert_eq!(w[2], m[2]);
+    assert_ne!(w[3], m[3]);
+    let rotated = out(lab.shoal_on("n1", &["swarm", "join-token", "--rotate", "-q", "worker"]))
+        .trim()
+        .to_string();
+    assert_ne!(rotated, worker);
+    assert_eq!(parts(&rotated)[2], w[2], "rotation keeps the CA");
+    assert_eq!(
+        out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"])).trim(),
+        rotated
+    );
+
+    let ls = out(lab.shoal_on("n1", &["node", "ls", "--format", "json"]));
+    let rows: Vec<serde_json::Value> = ls
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{ls}");
+    assert_eq!(rows[0]["Hostname"], "n1");
+    assert_eq!(rows[0]["Status"], "Ready");
+    assert_eq!(rows[0]["Availability"], "Active");
+    assert_eq!(rows[0]["ManagerStatus"], "Leader");
+    assert_eq!(rows[0]["Self"], true);
+    let table = out(lab.shoal_on("n1", &["node", "ls"]));
+    assert!(table.lines().nth(1).unwrap().contains(" * "), "{table}");
+
+    // Refusals: init twice; swarm commands on a node outside the swarm.
+    let again = lab.shoal_on("n1", &["swarm", "init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already part of a swarm"));
+    let n2 = lab.shoal_on("n2", &["node", "ls"]);
+    assert!(String::from_utf8_lossy(&n2.stderr).contains("not a swarm manager"));
+
+    // The manager restarts from its disk: same node, leader again, same token.
+    shoal_tests::shoal_ok(&["lab", "restart", "--name", &lab.name, "n1"]);
+    let t0 = std::time::Instant::now();
+    let after = loop {
+        let o = lab.shoal_on("n1", &["node", "ls", "--format", "json"]);
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && s.contains("\"Leader\"") {
+            break s;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 15,
+            "no leader after restart: {s} {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(after.contains(rows[0]["ID"].as_str().unwrap()));
+    assert_eq!(
+        out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"])).trim(),
+        rotated
+    );
+}
