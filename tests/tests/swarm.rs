@@ -103,3 +103,103 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
         rotated
     );
 }
+
+#[test]
+fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
+    let lab = Lab::up(4, 1, "tc");
+    out(lab.shoal_on("n1", &["swarm", "init"]));
+    let worker = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
+        .trim()
+        .to_string();
+    let manager = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
+        .trim()
+        .to_string();
+
+    // A token that pins another CA, and one with a wrong secret: refused.
+    let mut other_ca = worker.clone();
+    other_ca.replace_range(9..10, if &worker[9..10] == "a" { "b" } else { "a" });
+    let e = lab.shoal_on(
+        "n4",
+        &["swarm", "join", "--token", &other_ca, "198.18.0.1:2377"],
+    );
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("does not hold the CA"),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
+    let bad_secret = format!(
+        "{}{}",
+        &worker[..worker.len() - 25],
+        "0000000000000000000000000"
+    );
+    let e = lab.shoal_on(
+        "n4",
+        &["swarm", "join", "--token", &bad_secret, "198.18.0.1:2377"],
+    );
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("invalid join token"),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
+    let e = lab.shoal_on(
+        "n4",
+        &[
+            "swarm",
+            "join",
+            "--token",
+            "SWMTKN-1-nope",
+            "198.18.0.1:2377",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&e.stderr).contains("invalid join token"));
+
+    assert!(out(lab.shoal_on(
+        "n2",
+        &["swarm", "join", "--token", &manager, "198.18.0.1:2377"]
+    ))
+    .contains("as a manager"));
+    assert!(out(lab.shoal_on(
+        "n3",
+        &["swarm", "join", "--token", &worker, "198.18.0.1:2377"]
+    ))
+    .contains("as a worker"));
+    let again = lab.shoal_on(
+        "n3",
+        &["swarm", "join", "--token", &worker, "198.18.0.1:2377"],
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already part of a swarm"));
+
+    let rows = |node: &str| -> Vec<serde_json::Value> {
+        out(lab.shoal_on(node, &["node", "ls", "--format", "json"]))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let on_n1 = rows("n1");
+    let status: Vec<(String, String)> = on_n1
+        .iter()
+        .map(|r| {
+            (
+                r["Hostname"].as_str().unwrap().to_string(),
+                r["ManagerStatus"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        vec![
+            ("n1".into(), "Leader".into()),
+            ("n2".into(), "Reachable".into()),
+            ("n3".into(), String::new())
+        ]
+    );
+    // The second manager holds the same replicated state.
+    let t0 = std::time::Instant::now();
+    while rows("n2").len() != 3 {
+        assert!(t0.elapsed().as_secs() < 10, "n2 did not catch up");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A worker is not a manager.
+    let w = lab.shoal_on("n3", &["node", "ls"]);
+    assert!(String::from_utf8_lossy(&w.stderr).contains("not a swarm manager"));
+}

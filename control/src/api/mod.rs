@@ -170,3 +170,10 @@ pub struct NodeView {
     #[serde(rename = "Addr")]
     pub addr: Ipv4Addr,
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmJoin {
+    pub token: String,
+    /// A manager's control address, IP:2377.
+    pub remote: String,
+}

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
-use super::{ApiError, EndpointCreate, NetworkCreate, SwarmInit};
+use super::{ApiError, EndpointCreate, NetworkCreate, SwarmInit, SwarmJoin};
 use crate::agent::Agent;
 use crate::raft::state::Role;
 
@@ -36,6 +36,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/endpoints/{name}", delete(remove_endpoint))
         .route("/v1/gossip", get(gossip))
         .route("/v1/swarm/init", axum::routing::post(swarm_init))
+        .route("/v1/swarm/join", axum::routing::post(swarm_join))
         .route("/v1/swarm/join-token/{role}", get(join_token))
         .route(
             "/v1/swarm/join-token/{role}/rotate",
@@ -143,4 +144,11 @@ async fn rotate_token(State(a): Shared, UrlPath(r): UrlPath<String>) -> Response
 
 async fn nodes(State(a): Shared) -> Response {
     reply(a.nodes().await)
+}
+
+async fn swarm_join(State(a): Shared, b: Result<Json<SwarmJoin>, JsonRejection>) -> Response {
+    match body(b) {
+        Ok(req) => reply(a.swarm_join(&req.token, &req.remote).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
 }

@@ -1,5 +1,5 @@
-//! `shoal swarm init|join-token` (issue 4, in progress: join and leave
-//! come with mutual TLS on 2377).
+//! `shoal swarm init|join|join-token` (issue 4, in progress: leave, and
+//! mutual TLS on 2377, come next).
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::api::client::Client;
-use crate::api::{socket_path, JoinTokenReply, SwarmInit, SwarmInitReply};
+use crate::api::{socket_path, JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin};
 
 #[derive(Args, Debug)]
 pub struct SwarmArgs {
@@ -30,6 +30,12 @@ pub enum SwarmCmd {
         #[arg(long)]
         advertise_addr: Option<Ipv4Addr>,
     },
+    /// Join the swarm of the manager at ADDR:2377 (the token decides the role).
+    Join {
+        #[arg(long)]
+        token: String,
+        remote: String,
+    },
     /// Show (or rotate) the token to join as a worker or a manager.
     JoinToken {
         role: RoleArg,
@@ -51,6 +57,12 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
                 println!("To add a worker to this swarm, run the following command:\n");
                 println!("    shoal swarm join --token {} {}\n", r.worker_token, r.control_addr);
                 println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
+                Ok(())
+            }
+            SwarmCmd::Join { token, remote } => {
+                let r: serde_json::Value = client.post("/v1/swarm/join", &SwarmJoin { token, remote }).await?;
+                let role = r["role"].as_str().unwrap_or("worker");
+                println!("This node joined a swarm as a {role}.");
                 Ok(())
             }
             SwarmCmd::JoinToken { role, quiet, rotate } => {

@@ -48,7 +48,12 @@ fn config() -> Result<Config> {
 impl Manager {
     /// Opens (or creates) the store under `data_dir` and serves Raft RPCs on
     /// `listener`.
-    pub async fn start(id: RaftId, listener: TcpListener, data_dir: &Path) -> Result<Self> {
+    pub async fn start(
+        id: RaftId,
+        listener: TcpListener,
+        data_dir: &Path,
+        extra: Router,
+    ) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let db =
             store::open(&data_dir.join("raft.redb")).map_err(|e| anyhow!("raft store: {e}"))?;
@@ -62,7 +67,8 @@ impl Manager {
             .route("/raft/append", post(append))
             .route("/raft/vote", post(vote))
             .route("/raft/snapshot", post(snapshot))
-            .with_state(raft.clone());
+            .with_state(raft.clone())
+            .merge(extra);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -204,7 +210,7 @@ mod tests {
         for id in 1..=3u64 {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             ms.push(
-                Manager::start(id, l, &base.join(id.to_string()))
+                Manager::start(id, l, &base.join(id.to_string()), Router::new())
                     .await
                     .unwrap(),
             );
@@ -254,7 +260,7 @@ mod tests {
 
         // The old leader's state survives on its disk.
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let back = Manager::start(1, l, &old_dir).await.unwrap();
+        let back = Manager::start(1, l, &old_dir, Router::new()).await.unwrap();
         assert!(
             back.state().nodes.contains_key("a"),
             "state recovered from disk"

@@ -44,8 +44,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 #[derive(Debug)]
-struct Failure {
-    msg: String,
+pub(crate) struct Failure {
+    pub msg: String,
     connect: bool,
 }
 
@@ -56,6 +56,63 @@ impl std::fmt::Display for Failure {
 }
 
 impl std::error::Error for Failure {}
+
+/// One request on a fresh connection, bounded by `ttl`. Any status is
+/// returned with its body (the caller decodes errors).
+pub(crate) async fn request(
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+    ttl: Duration,
+) -> Result<(hyper::StatusCode, Bytes), Failure> {
+    let work = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| Failure {
+                msg: format!("cannot reach {addr}: {e}"),
+                connect: true,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure {
+                msg: format!("handshake {addr}: {e}"),
+                connect: true,
+            })?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "shoal-manager")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Failure {
+                msg: e.to_string(),
+                connect: false,
+            })?;
+        let resp = sender.send_request(req).await.map_err(|e| Failure {
+            msg: e.to_string(),
+            connect: false,
+        })?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| Failure {
+                msg: e.to_string(),
+                connect: false,
+            })?;
+        Ok((status, body))
+    };
+    tokio::time::timeout(ttl, work).await.unwrap_or_else(|_| {
+        Err(Failure {
+            msg: format!("{addr}{path}: timed out"),
+            connect: false,
+        })
+    })
+}
 
 /// One request on a fresh connection, bounded by openraft's deadline.
 async fn post(addr: &str, path: &str, body: Vec<u8>, ttl: Duration) -> Result<Bytes, Failure> {
