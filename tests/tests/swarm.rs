@@ -202,4 +202,27 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     // A worker is not a manager.
     let w = lab.shoal_on("n3", &["node", "ls"]);
     assert!(String::from_utf8_lossy(&w.stderr).contains("not a swarm manager"));
+
+    // Update, inspect and remove through the leader.
+    out(lab.shoal_on(
+        "n1",
+        &[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=b",
+            "n3",
+        ],
+    ));
+    let v: serde_json::Value =
+        serde_json::from_str(&out(lab.shoal_on("n1", &["node", "inspect", "n3"]))).unwrap();
+    assert_eq!(v[0]["Spec"]["Availability"], "drain");
+    assert_eq!(v[0]["Spec"]["Labels"]["zone"], "b");
+    assert_eq!(v[0]["Spec"]["Role"], "worker");
+    let e = lab.shoal_on("n1", &["node", "rm", "n2"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("is a manager"));
+    out(lab.shoal_on("n1", &["node", "rm", "n3"]));
+    assert_eq!(rows("n1").len(), 2);
 }

@@ -457,3 +457,86 @@ fn expect_ok(r: CommandResult) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+impl Agent {
+    /// Finds a node by id, id prefix or hostname.
+    fn find_node(m: &Manager, key: &str) -> Result<NodeRecord> {
+        let st = m.state();
+        // Exact id or hostname first, then a unique id prefix (as Docker).
+        if let Some(n) = st.nodes.values().find(|n| n.id == key || n.hostname == key) {
+            return Ok(n.clone());
+        }
+        let hits: Vec<&NodeRecord> = st
+            .nodes
+            .values()
+            .filter(|n| n.id.starts_with(key))
+            .collect();
+        match hits.as_slice() {
+            [n] => Ok((*n).clone()),
+            [] => bail!("no such node: {key}"),
+            _ => bail!("node {key} is ambiguous (matches {} nodes)", hits.len()),
+        }
+    }
+
+    pub async fn node_inspect(&self, key: &str) -> Result<serde_json::Value> {
+        let swarm = self.swarm.lock().await;
+        let s = swarm.as_ref().context("this node is not a swarm manager")?;
+        let m = s.manager()?;
+        let n = Self::find_node(m, key)?;
+        let leader = m.leader();
+        let ms = n.raft_id.map(|r| {
+            serde_json::json!({"Leader": Some(r) == leader, "Reachability": "reachable", "Addr": format!("{}:{}", n.addr, self.control_port)})
+        });
+        Ok(serde_json::json!({
+            "ID": n.id,
+            "Version": {"Index": n.version},
+            "Spec": {
+                "Labels": n.labels,
+                "Role": match n.role { Role::Manager => "manager", Role::Worker => "worker" },
+                "Availability": match n.availability { Availability::Active => "active", Availability::Pause => "pause", Availability::Drain => "drain" },
+            },
+            "Description": {"Hostname": n.hostname},
+            "Status": {"State": match n.state { NodeState::Ready => "ready", NodeState::Down => "down", NodeState::Unknown => "unknown" }, "Addr": n.addr},
+            "ManagerStatus": ms,
+        }))
+    }
+
+    /// Availability and labels, through the Raft log (on the leader).
+    pub async fn node_update(
+        &self,
+        key: &str,
+        availability: Option<Availability>,
+        labels_add: std::collections::BTreeMap<String, String>,
+        labels_rm: Vec<String>,
+    ) -> Result<String> {
+        let swarm = self.swarm.lock().await;
+        let s = swarm.as_ref().context("this node is not a swarm manager")?;
+        let m = s.manager()?;
+        let n = Self::find_node(m, key)?;
+        let cmd = Command::NodeUpdate {
+            id: n.id.clone(),
+            role: None,
+            availability,
+            labels_add,
+            labels_rm,
+        };
+        expect_ok(m.write(cmd).await?)?;
+        Ok(n.id)
+    }
+
+    /// Removes a worker from the swarm (managers must be demoted first).
+    pub async fn node_rm(&self, key: &str) -> Result<String> {
+        let swarm = self.swarm.lock().await;
+        let s = swarm.as_ref().context("this node is not a swarm manager")?;
+        let m = s.manager()?;
+        let n = Self::find_node(m, key)?;
+        if n.role == Role::Manager {
+            bail!(
+                "node {} is a manager; demote it before removing it",
+                n.hostname
+            );
+        }
+        expect_ok(m.write(Command::NodeRemove { id: n.id.clone() }).await?)?;
+        Ok(n.id)
+    }
+}

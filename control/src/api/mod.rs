@@ -177,3 +177,12 @@ pub struct SwarmJoin {
     /// A manager's control address, IP:2377.
     pub remote: String,
 }
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeUpdate {
+    pub availability: Option<crate::raft::state::Availability>,
+    #[serde(default)]
+    pub labels_add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels_rm: Vec<String>,
+}

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
-use super::{ApiError, EndpointCreate, NetworkCreate, SwarmInit, SwarmJoin};
+use super::{ApiError, EndpointCreate, NetworkCreate, NodeUpdate, SwarmInit, SwarmJoin};
 use crate::agent::Agent;
 use crate::raft::state::Role;
 
@@ -43,6 +43,8 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
             axum::routing::post(rotate_token),
         )
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{key}", get(node_inspect).delete(node_rm))
+        .route("/v1/nodes/{key}/update", axum::routing::post(node_update))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(agent);
     let _ = axum::serve(listener, app)
@@ -149,6 +151,28 @@ async fn nodes(State(a): Shared) -> Response {
 async fn swarm_join(State(a): Shared, b: Result<Json<SwarmJoin>, JsonRejection>) -> Response {
     match body(b) {
         Ok(req) => reply(a.swarm_join(&req.token, &req.remote).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn node_inspect(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {
+    reply(a.node_inspect(&key).await)
+}
+
+async fn node_rm(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {
+    reply(a.node_rm(&key).await)
+}
+
+async fn node_update(
+    State(a): Shared,
+    UrlPath(key): UrlPath<String>,
+    b: Result<Json<NodeUpdate>, JsonRejection>,
+) -> Response {
+    match body(b) {
+        Ok(u) => reply(
+            a.node_update(&key, u.availability, u.labels_add, u.labels_rm)
+                .await,
+        ),
         Err(msg) => err(StatusCode::BAD_REQUEST, msg),
     }
 }

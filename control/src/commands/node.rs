@@ -1,13 +1,14 @@
-//! `shoal node ls` (issue 4, in progress: inspect, promote, demote,
-//! update and rm come next).
+//! `shoal node ls|inspect|update|rm` (issue 4, in progress: promote and
+//! demote come next).
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use crate::api::client::Client;
-use crate::api::{socket_path, NodeView};
+use crate::api::{socket_path, NodeUpdate, NodeView};
 use crate::output::{print_table, Format};
+use crate::raft::state::Availability;
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
@@ -19,6 +20,26 @@ pub struct NodeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
+    /// Show nodes in detail (Docker's JSON field names).
+    Inspect {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Change a node's availability or labels.
+    Update {
+        #[arg(long, value_parser = parse_availability)]
+        availability: Option<Availability>,
+        #[arg(long = "label-add")]
+        label_add: Vec<String>,
+        #[arg(long = "label-rm")]
+        label_rm: Vec<String>,
+        node: String,
+    },
+    /// Remove a (worker) node from the swarm.
+    Rm {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// List the swarm's nodes (from a manager).
     Ls {
         #[arg(long, value_enum, default_value_t)]
@@ -26,9 +47,63 @@ pub enum NodeCmd {
     },
 }
 
+fn parse_availability(s: &str) -> Result<Availability, String> {
+    match s {
+        "active" => Ok(Availability::Active),
+        "pause" => Ok(Availability::Pause),
+        "drain" => Ok(Availability::Drain),
+        other => Err(format!(
+            "unknown availability {other:?} (active, pause or drain)"
+        )),
+    }
+}
+
 pub fn run(a: NodeArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
-    let nodes: Vec<NodeView> = super::runtime()?.block_on(client.get("/v1/nodes"))?;
+    let rt = super::runtime()?;
+    match &a.cmd {
+        NodeCmd::Inspect { nodes } => {
+            let mut out = vec![];
+            for n in nodes {
+                let v: serde_json::Value = rt.block_on(client.get(&format!("/v1/nodes/{n}")))?;
+                out.push(v);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            return Ok(());
+        }
+        NodeCmd::Update {
+            availability,
+            label_add,
+            label_rm,
+            node,
+        } => {
+            let mut labels_add = std::collections::BTreeMap::new();
+            for l in label_add {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                if k.is_empty() {
+                    anyhow::bail!("bad label {l:?} (want key=value)");
+                }
+                labels_add.insert(k.to_string(), v.to_string());
+            }
+            let u = NodeUpdate {
+                availability: *availability,
+                labels_add,
+                labels_rm: label_rm.clone(),
+            };
+            let id: String = rt.block_on(client.post(&format!("/v1/nodes/{node}/update"), &u))?;
+            println!("{id}");
+            return Ok(());
+        }
+        NodeCmd::Rm { nodes } => {
+            for n in nodes {
+                let id: String = rt.block_on(client.delete(&format!("/v1/nodes/{n}")))?;
+                println!("{id}");
+            }
+            return Ok(());
+        }
+        NodeCmd::Ls { .. } => {}
+    }
+    let nodes: Vec<NodeView> = rt.block_on(client.get("/v1/nodes"))?;
     match a.cmd {
         NodeCmd::Ls {
             format: Format::Json,
@@ -58,6 +133,7 @@ pub fn run(a: NodeArgs) -> anyhow::Result<()> {
                 &rows,
             );
         }
+        _ => unreachable!("handled above"),
     }
     Ok(())
 }
