@@ -15,7 +15,28 @@ mod raft;
 use clap::Parser;
 
 fn main() {
-    let cli = commands::Cli::parse();
+    let cli = match commands::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || matches!(
+                    e.kind(),
+                    ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                )
+            {
+                e.exit();
+            }
+            // One line naming the problem (clap adds usage and a hint).
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "shoal: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+    };
     // The daemon logs what it does; CLI commands only warnings.
     let default = if matches!(cli.cmd, commands::Cmd::Daemon(_)) {
         "info"

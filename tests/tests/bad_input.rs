@@ -86,6 +86,13 @@ fn invalid_cli_input_is_refused_with_one_line_and_changes_nothing() {
     );
     one_line_error(&["lab", "up", "--name", l], "already exists");
     one_line_error(&["lab", "ls", "--name", "nosuch"], "no lab named");
+    // Argument errors caught by the parser are one line too.
+    one_line_error(&["lab", "up", "--nodes", "three"], "invalid value");
+    one_line_error(&["lab", "frobnicate"], "unrecognized subcommand");
+    one_line_error(
+        &["node", "update", "--availability", "sometimes", "x"],
+        "unknown availability",
+    );
     one_line_error(
         &["lab", "exec", "--name", l, "n7", "--", "true"],
         "no node or endpoint",
