@@ -5,6 +5,16 @@
 
 use shoal_tests::Lab;
 
+/// Runs `shoal ARGS` on `node`, expecting a refusal that mentions `needle`.
+fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
+    let o = lab.shoal_on(node, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(needle),
+        "{args:?}: expected {needle:?}, got {err}"
+    );
+}
+
 fn out(o: std::process::Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -118,28 +128,22 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     // A token that pins another CA, and one with a wrong secret: refused.
     let mut other_ca = worker.clone();
     other_ca.replace_range(9..10, if &worker[9..10] == "a" { "b" } else { "a" });
-    let e = lab.shoal_on(
+    refused(
+        &lab,
         "n4",
         &["swarm", "join", "--token", &other_ca, "198.18.0.1:2377"],
-    );
-    assert!(
-        String::from_utf8_lossy(&e.stderr).contains("does not hold the CA"),
-        "{}",
-        String::from_utf8_lossy(&e.stderr)
+        "does not hold the CA",
     );
     let bad_secret = format!(
         "{}{}",
         &worker[..worker.len() - 25],
         "0000000000000000000000000"
     );
-    let e = lab.shoal_on(
+    refused(
+        &lab,
         "n4",
         &["swarm", "join", "--token", &bad_secret, "198.18.0.1:2377"],
-    );
-    assert!(
-        String::from_utf8_lossy(&e.stderr).contains("invalid join token"),
-        "{}",
-        String::from_utf8_lossy(&e.stderr)
+        "invalid join token",
     );
     let e = lab.shoal_on(
         "n4",

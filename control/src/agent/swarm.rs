@@ -212,17 +212,8 @@ impl Agent {
         // Start a Raft member first: a manager token makes the leader
         // replicate to it as soon as it is added.
         let control_addr = SocketAddr::new(self.info.vtep.into(), self.control_port);
-        let listener = TcpListener::bind(control_addr)
-            .await
-            .with_context(|| format!("listen on {control_addr}"))?;
         let raft_id: RaftId = rand::rng().random_range(1..u64::MAX);
-        let manager = Manager::start(
-            raft_id,
-            listener,
-            &self.data_dir.join("raft"),
-            control_router(self),
-        )
-        .await?;
+        let manager = self.start_manager(raft_id, control_addr).await?;
         let req = JoinRequest {
             token: token.to_string(),
             hostname: self.info.node.clone(),
@@ -276,6 +267,24 @@ impl Agent {
         Ok(reply)
     }
 
+    /// A Raft member serving the control port (Raft RPCs, CA, join).
+    async fn start_manager(
+        self: &Arc<Self>,
+        raft_id: RaftId,
+        control_addr: SocketAddr,
+    ) -> Result<Manager> {
+        let listener = TcpListener::bind(control_addr)
+            .await
+            .with_context(|| format!("cannot listen on {control_addr} for the control plane"))?;
+        Manager::start(
+            raft_id,
+            listener,
+            &self.data_dir.join("raft"),
+            control_router(self),
+        )
+        .await
+    }
+
     /// Resumes the swarm role a previous run had (if any).
     pub async fn restore_swarm(self: &Arc<Self>) -> Result<()> {
         let path = membership_path(&self.data_dir);
@@ -285,18 +294,7 @@ impl Agent {
         let m: Membership =
             serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))?;
         let manager = if m.role == Role::Manager {
-            let listener = TcpListener::bind(m.control_addr)
-                .await
-                .with_context(|| format!("bind {}", m.control_addr))?;
-            Some(
-                Manager::start(
-                    m.raft_id,
-                    listener,
-                    &self.data_dir.join("raft"),
-                    control_router(self),
-                )
-                .await?,
-            )
+            Some(self.start_manager(m.raft_id, m.control_addr).await?)
         } else {
             None
         };
@@ -318,18 +316,9 @@ impl Agent {
         }
         let addr = advertise.unwrap_or(self.info.vtep);
         let control_addr = SocketAddr::new(addr.into(), self.control_port);
-        let listener = TcpListener::bind(control_addr)
-            .await
-            .with_context(|| format!("cannot listen on {control_addr} for the control plane"))?;
         let raft_id: RaftId = rand::rng().random_range(1..u64::MAX);
         let node_id = new_id();
-        let manager = Manager::start(
-            raft_id,
-            listener,
-            &self.data_dir.join("raft"),
-            control_router(self),
-        )
-        .await?;
+        let manager = self.start_manager(raft_id, control_addr).await?;
         manager.initialize().await?;
         wait_leader(&manager, raft_id).await?;
 

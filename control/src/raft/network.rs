@@ -114,55 +114,16 @@ pub(crate) async fn request(
     })
 }
 
-/// One request on a fresh connection, bounded by openraft's deadline.
+/// A Raft RPC: any status but success is a transport failure.
 async fn post(addr: &str, path: &str, body: Vec<u8>, ttl: Duration) -> Result<Bytes, Failure> {
-    let work = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| Failure {
-                msg: format!("connect {addr}: {e}"),
-                connect: true,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure {
-                msg: format!("handshake {addr}: {e}"),
-                connect: true,
-            })?;
-        tokio::spawn(conn);
-        let req = Request::post(path)
-            .header("host", "shoal-manager")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Failure {
-                msg: e.to_string(),
-                connect: false,
-            })?;
-        let resp = sender.send_request(req).await.map_err(|e| Failure {
-            msg: e.to_string(),
+    let (status, bytes) = request(addr, hyper::Method::POST, path, body, ttl).await?;
+    if !status.is_success() {
+        return Err(Failure {
+            msg: format!("{addr}{path}: HTTP {status}"),
             connect: false,
-        })?;
-        if !resp.status().is_success() {
-            return Err(Failure {
-                msg: format!("{addr}{path}: HTTP {}", resp.status()),
-                connect: false,
-            });
-        }
-        resp.into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|e| Failure {
-                msg: e.to_string(),
-                connect: false,
-            })
-    };
-    tokio::time::timeout(ttl, work).await.unwrap_or_else(|_| {
-        Err(Failure {
-            msg: format!("{addr}{path}: timed out"),
-            connect: false,
-        })
-    })
+        });
+    }
+    Ok(bytes)
 }
 
 impl Conn {
