@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds Shoal, brings up a 3-node
-# lab cluster (2 endpoints per node on one overlay network), checks that
+# lab cluster that forms a swarm (n1 the manager, n2 and n3 workers, mutual
+# TLS on 2377) with 2 endpoints per node on one overlay network, checks that
 # every endpoint reaches every other through the eBPF VXLAN dataplane, and
 # reaches a TCP service (iperf3) on another node. The lab stays up;
 # `target/release/shoal lab down` removes it.
@@ -16,6 +17,8 @@ SHOAL="$PWD/target/release/shoal"
 "$SHOAL" lab up --name "$LAB" --nodes 3 --endpoints 2
 echo
 "$SHOAL" lab check --name "$LAB"
+echo
+"$SHOAL" lab exec --name "$LAB" n1 -- "$SHOAL" node ls
 echo
 
 # A service on n3: iperf3 in endpoint n3-e2, reached from n1-e1.

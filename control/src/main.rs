@@ -4,12 +4,11 @@
 mod agent;
 mod api;
 mod commands;
+mod control_port;
 mod gossip;
 mod lab;
 mod output;
-#[allow(dead_code)] // node certificates and token checks serve `swarm join`, next
 mod pki;
-#[allow(dead_code)] // voters, shutdown: `swarm join`/`leave`, next
 mod raft;
 
 use clap::Parser;

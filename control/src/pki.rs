@@ -1,4 +1,4 @@
-//! The cluster's PKI (issue 4, in progress): the CA that `swarm init`
+//! The cluster's PKI: the CA that `swarm init`
 //! creates, node certificates for mutual TLS on 2377, and Docker-shaped
 //! join tokens, `SWMTKN-1-<CA digest>-<secret>`: a joining node pins the CA
 //! by the digest and proves it holds the secret.
@@ -129,57 +129,29 @@ pub fn role_ou(role: Role) -> &'static str {
     }
 }
 
+pub fn role_of_ou(ou: &str) -> Option<Role> {
+    match ou {
+        "swarm-manager" => Some(Role::Manager),
+        "swarm-worker" => Some(Role::Worker),
+        _ => None,
+    }
+}
+
 /// The digest of a PEM certificate (what a joining node compares with its
 /// token before trusting a manager).
 pub fn digest_of_pem(cert_pem: &str) -> Result<String> {
     Ok(digest_of_der(&pem_der(cert_pem)?))
 }
 
-fn digest_of_der(der: &[u8]) -> String {
+pub fn digest_of_der(der: &[u8]) -> String {
     base36(&Sha256::digest(der), DIGEST_LEN)
 }
 
 fn pem_der(pem: &str) -> Result<Vec<u8>> {
-    use base64_decode::decode;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    if !pem.contains("-----BEGIN CERTIFICATE-----") || body.is_empty() {
-        bail!("not a PEM certificate");
-    }
-    decode(&body).context("bad base64 in PEM")
-}
-
-/// Minimal standard base64 decoding for PEM bodies (rcgen writes PEM but
-/// does not read certificates without its x509 parser feature).
-mod base64_decode {
-    pub fn decode(s: &str) -> anyhow::Result<Vec<u8>> {
-        let val = |c: u8| -> Option<u32> {
-            Some(match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return None,
-            } as u32)
-        };
-        let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
-        let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-        for chunk in bytes.chunks(4) {
-            let mut acc = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                acc |=
-                    val(*c).ok_or_else(|| anyhow::anyhow!("bad base64 character"))? << (18 - 6 * i);
-            }
-            let n = match chunk.len() {
-                4 => 3,
-                3 => 2,
-                2 => 1,
-                _ => anyhow::bail!("truncated base64"),
-            };
-            out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
-        }
-        Ok(out)
-    }
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
+    Ok(der.to_vec())
 }
 
 /// `SWMTKN-1-<CA digest>-<secret>`.

@@ -94,21 +94,31 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// A lab whose nodes form a swarm with n1 as its one manager.
     pub fn up(nodes: u32, endpoints: u32, accel: &str) -> Self {
+        Self::up_with(nodes, endpoints, accel, &[])
+    }
+
+    /// A lab with extra `shoal lab up` arguments (`--managers 3`,
+    /// `--daemon-arg=...`).
+    pub fn up_with(nodes: u32, endpoints: u32, accel: &str, extra: &[&str]) -> Self {
         let name = unique_name();
         let lab = Lab { name: name.clone() };
-        shoal_ok(&[
+        let (n, e) = (nodes.to_string(), endpoints.to_string());
+        let mut args = vec![
             "lab",
             "up",
             "--name",
             &name,
             "--nodes",
-            &nodes.to_string(),
+            &n,
             "--endpoints",
-            &endpoints.to_string(),
+            &e,
             "--accel",
             accel,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        shoal_ok(&args);
         lab
     }
 

@@ -48,6 +48,16 @@ fn readme_first_command_builds_a_reachable_lab() {
     // service on another node reached, the lab left running.
     assert!(stdout.contains("30 of 30 paths reachable"), "{stdout}");
     assert!(stdout.contains("across nodes"), "{stdout}");
+    // The swarm: n1 leads, n2 and n3 are workers, all ready.
+    let swarm: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(" Ready ") && l.contains(" Active"))
+        .collect();
+    assert_eq!(swarm.len(), 3, "{stdout}");
+    assert!(
+        swarm[0].contains(" * ") && swarm[0].contains("n1") && swarm[0].contains("Leader"),
+        "{stdout}"
+    );
     let svc = stdout
         .lines()
         .find(|l| l.starts_with("service on n3-e2"))

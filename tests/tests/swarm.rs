@@ -1,7 +1,7 @@
-//! The manager core on a lab cluster (issue 4, in progress): `swarm init`
-//! makes a node the first manager of a Raft group stored on its disk, with
-//! join tokens; `node ls` reads the replicated state; a restarted manager
-//! resumes from disk.
+//! Swarm lifecycle on a lab cluster, typed by hand as an operator would
+//! (labs without a pre-formed swarm): `swarm init` and its tokens, joins
+//! as manager or worker with the CA pinned by the token, `node ls` on
+//! every manager, update/inspect/rm, a manager resumed from disk.
 
 use shoal_tests::Lab;
 
@@ -22,7 +22,7 @@ fn out(o: std::process::Output) -> String {
 
 #[test]
 fn swarm_init_join_tokens_node_ls_and_restart() {
-    let lab = Lab::up(2, 1, "tc");
+    let lab = Lab::up_with(2, 1, "tc", &["--managers", "0"]);
     let init = out(lab.shoal_on("n1", &["swarm", "init", "--advertise-addr", "198.18.0.1"]));
     assert!(
         init.starts_with("Swarm initialized: current node ("),
@@ -116,7 +116,7 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
 
 #[test]
 fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
-    let lab = Lab::up(4, 1, "tc");
+    let lab = Lab::up_with(4, 1, "tc", &["--managers", "0"]);
     out(lab.shoal_on("n1", &["swarm", "init"]));
     let worker = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
         .trim()
@@ -227,6 +227,17 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     assert_eq!(v[0]["Spec"]["Role"], "worker");
     let e = lab.shoal_on("n1", &["node", "rm", "n2"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("is a manager"));
-    out(lab.shoal_on("n1", &["node", "rm", "n3"]));
+    refused(&lab, "n1", &["node", "rm", "n3"], "is not down");
+    out(lab.shoal_on("n1", &["node", "rm", "--force", "n3"]));
     assert_eq!(rows("n1").len(), 2);
+    // The removed worker learns it at its next heartbeat and leaves.
+    let t0 = std::time::Instant::now();
+    loop {
+        let o = lab.shoal_on("n3", &["node", "ls"]);
+        if String::from_utf8_lossy(&o.stderr).contains("shoal swarm join") {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 10, "n3 did not leave");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

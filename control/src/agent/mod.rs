@@ -52,6 +52,7 @@ pub struct AgentConfig {
     pub phi_threshold: f64,
     /// Manager control plane port (Docker's 2377).
     pub control_port: u16,
+    pub raft: crate::raft::manager::Options,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -177,6 +178,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         info,
         data_dir: cfg.data_dir.clone(),
         control_port: cfg.control_port,
+        raft_opts: cfg.raft.clone(),
         swarm: Mutex::new(None),
         nl,
         gossip,

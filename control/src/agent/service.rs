@@ -35,6 +35,7 @@ pub struct Agent {
     pub data_dir: std::path::PathBuf,
     /// Port of the manager control plane (Raft between managers).
     pub control_port: u16,
+    pub raft_opts: crate::raft::manager::Options,
     pub swarm: Mutex<Option<super::swarm::Swarm>>,
     pub nl: Netlink,
     pub gossip: Gossip,

@@ -179,6 +179,12 @@ pub struct SwarmJoin {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SwarmLeave {
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeUpdate {
     pub availability: Option<crate::raft::state::Availability>,
     #[serde(default)]

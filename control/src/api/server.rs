@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -16,7 +16,9 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
-use super::{ApiError, EndpointCreate, NetworkCreate, NodeUpdate, SwarmInit, SwarmJoin};
+use super::{
+    ApiError, EndpointCreate, NetworkCreate, NodeUpdate, SwarmInit, SwarmJoin, SwarmLeave,
+};
 use crate::agent::Agent;
 use crate::raft::state::Role;
 
@@ -42,7 +44,11 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
             "/v1/swarm/join-token/{role}/rotate",
             axum::routing::post(rotate_token),
         )
+        .route("/v1/swarm/leave", axum::routing::post(swarm_leave))
+        .route("/v1/debug/raft", get(raft_debug))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{key}/promote", axum::routing::post(node_promote))
+        .route("/v1/nodes/{key}/demote", axum::routing::post(node_demote))
         .route("/v1/nodes/{key}", get(node_inspect).delete(node_rm))
         .route("/v1/nodes/{key}/update", axum::routing::post(node_update))
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route".into()) })
@@ -150,7 +156,11 @@ async fn nodes(State(a): Shared) -> Response {
 
 async fn swarm_join(State(a): Shared, b: Result<Json<SwarmJoin>, JsonRejection>) -> Response {
     match body(b) {
-        Ok(req) => reply(a.swarm_join(&req.token, &req.remote).await),
+        Ok(req) => reply(
+            a.swarm_join(&req.token, &req.remote)
+                .await
+                .map(|r| serde_json::json!({"node_id": r.node_id, "role": r.role})),
+        ),
         Err(msg) => err(StatusCode::BAD_REQUEST, msg),
     }
 }
@@ -159,8 +169,37 @@ async fn node_inspect(State(a): Shared, UrlPath(key): UrlPath<String>) -> Respon
     reply(a.node_inspect(&key).await)
 }
 
-async fn node_rm(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {
-    reply(a.node_rm(&key).await)
+#[derive(serde::Deserialize)]
+struct Force {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn node_rm(
+    State(a): Shared,
+    UrlPath(key): UrlPath<String>,
+    Query(f): Query<Force>,
+) -> Response {
+    reply(a.node_rm(&key, f.force).await)
+}
+
+async fn node_promote(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {
+    reply(a.node_promote(&key).await)
+}
+
+async fn node_demote(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {
+    reply(a.node_demote(&key).await)
+}
+
+async fn swarm_leave(State(a): Shared, b: Result<Json<SwarmLeave>, JsonRejection>) -> Response {
+    match body(b) {
+        Ok(req) => reply(a.swarm_leave(req.force).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn raft_debug(State(a): Shared) -> Response {
+    reply(a.raft_debug().await)
 }
 
 async fn node_update(

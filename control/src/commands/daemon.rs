@@ -53,6 +53,10 @@ pub struct DaemonArgs {
     /// Manager control plane port (Raft between managers).
     #[arg(long, default_value_t = 2377)]
     pub control_port: u16,
+    /// A manager snapshots its Raft state and compacts the log every this
+    /// many entries.
+    #[arg(long, default_value_t = 1000)]
+    pub raft_snapshot_interval: u64,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -66,6 +70,9 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
     };
     if a.gossip_interval_ms < 10 {
         anyhow::bail!("--gossip-interval-ms must be at least 10");
+    }
+    if a.raft_snapshot_interval < 10 {
+        anyhow::bail!("--raft-snapshot-interval must be at least 10");
     }
     let cfg = AgentConfig {
         node_name,
@@ -82,6 +89,9 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         gossip_interval: Duration::from_millis(a.gossip_interval_ms),
         phi_threshold: a.phi_threshold,
         control_port: a.control_port,
+        raft: crate::raft::manager::Options {
+            snapshot_every: a.raft_snapshot_interval,
+        },
     };
     super::runtime()?.block_on(agent::run(cfg))
 }

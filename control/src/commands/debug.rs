@@ -56,6 +56,8 @@ pub enum DebugCmd {
     Network(NetworkCmd),
     /// Gossip: members, the merged endpoint table, refused gossip.
     Gossip,
+    /// Raft on this manager: term, leader, membership, log and snapshot.
+    Raft,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +156,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
     match &a.cmd {
         DebugCmd::Network(n) => return network(&t, n, a.format),
         DebugCmd::Gossip => return gossip(&t, a.format),
+        DebugCmd::Raft => return raft(&t, a.format),
         _ => {}
     }
     let open = || {
@@ -225,7 +228,9 @@ pub fn run(a: DebugArgs) -> Result<()> {
             }
         }
         DebugCmd::Peer(p) => peer(&t, p, a.format, open()?),
-        DebugCmd::Network(_) | DebugCmd::Gossip => unreachable!("handled above"),
+        DebugCmd::Network(_) | DebugCmd::Gossip | DebugCmd::Raft => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -450,6 +455,41 @@ fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()> {
             }
         }
     })
+}
+
+fn raft(t: &Target, format: Format) -> Result<()> {
+    let client = crate::api::client::Client::new(&t.socket);
+    let v: serde_json::Value = super::runtime()?.block_on(client.get("/v1/debug/raft"))?;
+    if format == Format::Json {
+        return print_json(&v);
+    }
+    let s = |k: &str| match &v[k] {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for k in [
+        "id",
+        "state",
+        "term",
+        "leader",
+        "voters",
+        "learners",
+        "last_log_index",
+        "committed",
+        "applied",
+        "snapshot",
+        "purged",
+        "log_entries",
+    ] {
+        println!("{k:<16}{}", s(k));
+    }
+    if let Some(nodes) = v["nodes"].as_object() {
+        for (id, addr) in nodes {
+            println!("{:<16}{id} {}", "member", addr.as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
 }
 
 fn gossip(t: &Target, format: Format) -> Result<()> {

@@ -26,6 +26,14 @@ pub enum LabCmd {
         /// auto, tc or xdp (see `shoal daemon --help`).
         #[arg(long, default_value = "auto")]
         accel: String,
+        /// Swarm managers: n1 runs `swarm init`, the next M-1 nodes join as
+        /// managers, the others as workers. 0: no swarm.
+        #[arg(long, default_value_t = 1)]
+        managers: u32,
+        /// An extra argument for every node's `shoal daemon` (repeatable),
+        /// e.g. --daemon-arg=--raft-snapshot-interval=20.
+        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+        daemon_args: Vec<String>,
     },
     /// Remove the lab: agents, pins, namespaces, state.
     Down {
@@ -88,12 +96,16 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             nodes,
             endpoints,
             accel,
+            managers,
+            daemon_args,
         } => {
             let opts = UpOptions {
                 name: lab.name,
                 nodes,
                 endpoints,
                 accel,
+                managers,
+                daemon_args,
             };
             let lab = super::runtime()?.block_on(lab::up(opts))?;
             print_summary(&lab);
@@ -177,18 +189,25 @@ fn print_summary(lab: &Lab) {
     let rows: Vec<Vec<String>> = lab
         .nodes
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
             vec![
                 n.name.clone(),
                 n.netns.clone(),
                 format!("{} ({})", n.underlay_ip, n.underlay_dev),
+                match i {
+                    _ if lab.managers == 0 => "-".into(),
+                    0 => "manager (init)".into(),
+                    _ if (i as u32) < lab.managers => "manager".into(),
+                    _ => "worker".into(),
+                },
                 n.pid
                     .map(|p| format!("running (pid {p})"))
                     .unwrap_or_else(|| "stopped".into()),
             ]
         })
         .collect();
-    print_table(&["NODE", "NETNS", "UNDERLAY", "AGENT"], &rows);
+    print_table(&["NODE", "NETNS", "UNDERLAY", "SWARM ROLE", "AGENT"], &rows);
     println!();
     let rows: Vec<Vec<String>> = lab
         .endpoints

@@ -1,5 +1,4 @@
-//! `shoal node ls|inspect|update|rm` (issue 4, in progress: promote and
-//! demote come next).
+//! `shoal node ls|inspect|update|rm|promote|demote`.
 
 use std::path::PathBuf;
 
@@ -35,8 +34,21 @@ pub enum NodeCmd {
         label_rm: Vec<String>,
         node: String,
     },
-    /// Remove a (worker) node from the swarm.
+    /// Remove a (worker) node from the swarm; one that is still up only
+    /// with --force.
     Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make workers managers.
+    Promote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Make managers workers.
+    Demote {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
@@ -94,10 +106,25 @@ pub fn run(a: NodeArgs) -> anyhow::Result<()> {
             println!("{id}");
             return Ok(());
         }
-        NodeCmd::Rm { nodes } => {
+        NodeCmd::Rm { force, nodes } => {
             for n in nodes {
-                let id: String = rt.block_on(client.delete(&format!("/v1/nodes/{n}")))?;
+                let id: String =
+                    rt.block_on(client.delete(&format!("/v1/nodes/{n}?force={force}")))?;
                 println!("{id}");
+            }
+            return Ok(());
+        }
+        NodeCmd::Promote { nodes } => {
+            for n in nodes {
+                let h: String = rt.block_on(client.post(&format!("/v1/nodes/{n}/promote"), &()))?;
+                println!("Node {h} promoted to a manager in the swarm.");
+            }
+            return Ok(());
+        }
+        NodeCmd::Demote { nodes } => {
+            for n in nodes {
+                let h: String = rt.block_on(client.post(&format!("/v1/nodes/{n}/demote"), &()))?;
+                println!("Manager {h} demoted in the swarm.");
             }
             return Ok(());
         }

@@ -1,5 +1,4 @@
-//! `shoal swarm init|join|join-token` (issue 4, in progress: leave, and
-//! mutual TLS on 2377, come next).
+//! `shoal swarm init|join|join-token|leave`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -7,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::api::client::Client;
-use crate::api::{socket_path, JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin};
+use crate::api::{socket_path, JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmLeave};
 
 #[derive(Args, Debug)]
 pub struct SwarmArgs {
@@ -36,6 +35,11 @@ pub enum SwarmCmd {
         token: String,
         remote: String,
     },
+    /// Leave the swarm (a manager only with --force; demote it first).
+    Leave {
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Show (or rotate) the token to join as a worker or a manager.
     JoinToken {
         role: RoleArg,
@@ -63,6 +67,11 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
                 let r: serde_json::Value = client.post("/v1/swarm/join", &SwarmJoin { token, remote }).await?;
                 let role = r["role"].as_str().unwrap_or("worker");
                 println!("This node joined a swarm as a {role}.");
+                Ok(())
+            }
+            SwarmCmd::Leave { force } => {
+                let () = client.post("/v1/swarm/leave", &SwarmLeave { force }).await?;
+                println!("Node left the swarm.");
                 Ok(())
             }
             SwarmCmd::JoinToken { role, quiet, rotate } => {

@@ -65,6 +65,7 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         .arg("--join")
         .args(seeds(lab, node))
         .args(["--accel", &lab.accel])
+        .args(&lab.daemon_args)
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

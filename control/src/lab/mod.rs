@@ -5,6 +5,7 @@
 
 mod daemon;
 mod down;
+mod swarm;
 mod up;
 
 use std::net::Ipv4Addr;
@@ -33,6 +34,13 @@ pub struct Lab {
     pub nodes: Vec<LabNode>,
     pub networks: Vec<crate::api::Network>,
     pub endpoints: Vec<LabEndpoint>,
+    /// The first this many nodes are swarm managers (0: no swarm).
+    #[serde(default)]
+    pub managers: u32,
+    /// Extra `shoal daemon` arguments every node's agent gets (kept for
+    /// restarts).
+    #[serde(default)]
+    pub daemon_args: Vec<String>,
 }
 
 /// An endpoint the lab asked a node's daemon to create.

@@ -1,8 +1,9 @@
 //! `shoal lab up`: underlay namespace with a bridge, N node namespaces
 //! joined to it by veths (198.18.0.0/15 addresses), one agent per node
 //! joined by gossip, and K endpoints per node created through each node's
-//! endpoint API. Returns once every node has programmed every other node's
-//! endpoints. On any failure the partial lab is torn down again.
+//! endpoint API; with `--managers M` (default 1) the nodes form a swarm
+//! first (`swarm.rs`). Returns once every node has programmed every other
+//! node's endpoints. On any failure the partial lab is torn down again.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -21,6 +22,9 @@ pub struct UpOptions {
     pub nodes: u32,
     pub endpoints: u32,
     pub accel: String,
+    /// Swarm managers among the nodes (the first M; 0: no swarm).
+    pub managers: u32,
+    pub daemon_args: Vec<String>,
 }
 
 /// The lab's one overlay network (Docker's first user network would get a
@@ -42,6 +46,9 @@ pub async fn up(opts: UpOptions) -> Result<Lab> {
     super::validate_name(&opts.name)?;
     if opts.nodes == 0 || opts.nodes > 64 {
         bail!("--nodes must be between 1 and 64");
+    }
+    if opts.managers > opts.nodes {
+        bail!("--managers must be at most --nodes");
     }
     if opts.nodes * opts.endpoints > 250 {
         bail!("--nodes x --endpoints must be at most 250 (one /24 overlay)");
@@ -87,6 +94,8 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         nodes: vec![],
         networks: vec![net.clone()],
         endpoints: vec![],
+        managers: opts.managers,
+        daemon_args: opts.daemon_args.clone(),
     };
 
     let mut next_ip = u32::from(net.gateway) + 1;
@@ -153,6 +162,9 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         }
     }
     lab.save()?;
+    if opts.managers > 0 {
+        super::swarm::form(&lab).await?;
+    }
 
     // Networks and endpoints through each node's API, as an orchestrator would.
     for node in &lab.nodes {

@@ -1,36 +1,112 @@
 //! One manager: a Raft instance over the redb store, serving the Raft RPCs
-//! of its peers, and applying cluster commands through the log.
+//! of its peers on the control port, and the single door for changes:
+//! `leader_op` runs an operation on the leader, forwarding it there when
+//! this manager is a follower.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
+use anyhow::{anyhow, bail, Context, Result};
+use axum::Router;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ClientConfig;
 
+use super::liveness::{self, Liveness};
 use super::network::Network;
-use super::state::{ClusterState, Command, CommandResult, RaftId};
+use super::rpc;
+use super::state::{ClusterState, Command, CommandResult, NodeRecord, RaftId};
 use super::store::{self, LogStore, StateMachine};
 use super::TypeConfig;
+use crate::control_port::client::call;
+use crate::control_port::tls::Identity;
+use crate::control_port::{self, server};
+
+/// How long a change may wait for a leader and a quorum before it is
+/// refused (an election takes 1-2 s; a minority never gets one).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Tunables (the defaults suit managers on one LAN).
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Build a snapshot (and compact the log) every this many entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 1000,
+        }
+    }
+}
+
+/// An operation only the leader performs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LeaderOp {
+    Write {
+        cmd: Command,
+    },
+    AddVoter {
+        raft_id: RaftId,
+        addr: String,
+    },
+    RemoveVoter {
+        raft_id: RaftId,
+    },
+    /// A node's session heartbeat (liveness, role changes).
+    Heartbeat {
+        node_id: String,
+    },
+}
+
+/// What the leader answered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaderReply {
+    pub result: CommandResult,
+    /// Log index of the change (0 for none); a forwarding follower waits
+    /// until it has applied it, so its next read sees the change.
+    pub index: u64,
+    pub session: Option<SessionReply>,
+}
+
+/// The leader's answer to a node's heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionReply {
+    pub node: NodeRecord,
+    /// Control addresses of the managers (voters).
+    pub managers: Vec<String>,
+    pub leader: String,
+}
+
+/// Why the leader could not run an operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OpError {
+    /// Asked a manager that is not (or no longer) the leader: retry.
+    NotLeader,
+    Failed(String),
+}
 
 pub struct Manager {
     pub id: RaftId,
+    pub node_id: String,
     pub addr: String,
     pub raft: Raft<TypeConfig>,
     state: Arc<RwLock<ClusterState>>,
-    server: JoinHandle<()>,
+    tls: Arc<ClientConfig>,
+    live: Arc<Liveness>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 /// Raft timing for managers on one LAN: heartbeats are also the deadline
 /// of every append RPC, so they leave room for a fsync on the follower.
-fn config() -> Result<Config> {
+fn config(opts: &Options) -> Result<Config> {
     Ok(Config {
         cluster_name: "shoal".into(),
         heartbeat_interval: 250,
@@ -38,46 +114,66 @@ fn config() -> Result<Config> {
         election_timeout_max: 2000,
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 512 * 1024,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
-        max_in_snapshot_log_to_keep: 100,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
+        max_in_snapshot_log_to_keep: opts.snapshot_every / 10,
+        purge_batch_size: 1,
         ..Default::default()
     }
     .validate()?)
 }
 
 impl Manager {
-    /// Opens (or creates) the store under `data_dir` and serves Raft RPCs on
-    /// `listener`.
+    /// Opens (or creates) the store under `data_dir` and serves the control
+    /// port on `listener` with `identity`'s certificate: Raft RPCs plus the
+    /// `extra` routes of the caller.
     pub async fn start(
         id: RaftId,
+        node_id: &str,
         listener: TcpListener,
         data_dir: &Path,
+        identity: &Identity,
         extra: Router,
+        opts: Options,
     ) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let db =
             store::open(&data_dir.join("raft.redb")).map_err(|e| anyhow!("raft store: {e}"))?;
         let sm = StateMachine::open(db.clone()).map_err(|e| anyhow!("raft state: {e}"))?;
         let state = sm.state();
-        let raft = Raft::new(id, Arc::new(config()?), Network, LogStore::new(db), sm)
+        let tls = identity.client_config()?;
+        let network = Network { tls: tls.clone() };
+        let raft = Raft::new(id, Arc::new(config(&opts)?), network, LogStore::new(db), sm)
             .await
             .map_err(|e| anyhow!("raft: {e}"))?;
         let addr = listener.local_addr()?.to_string();
-        let app = Router::new()
-            .route("/raft/append", post(append))
-            .route("/raft/vote", post(vote))
-            .route("/raft/snapshot", post(snapshot))
-            .with_state(raft.clone())
-            .merge(extra);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        let live = Arc::new(Liveness::default());
+        let app = rpc::router(raft.clone(), state.clone(), live.clone()).merge(extra);
+        let policy_state = state.clone();
+        let authorize: server::Authorize = Arc::new(move |peer, path| {
+            let st = policy_state.read().expect("state lock");
+            control_port::authorize(&st, peer, path)
         });
+        let server = tokio::spawn(server::serve(
+            listener,
+            identity.server_config()?,
+            app,
+            authorize,
+        ));
+        let watch = tokio::spawn(liveness::watch(
+            raft.clone(),
+            state.clone(),
+            live.clone(),
+            node_id.to_string(),
+        ));
         Ok(Self {
             id,
+            node_id: node_id.to_string(),
             addr,
             raft,
             state,
-            server,
+            tls,
+            live,
+            tasks: vec![server, watch],
         })
     }
 
@@ -90,40 +186,100 @@ impl Manager {
             .map_err(|e| anyhow!("initialise raft: {e}"))
     }
 
-    /// Adds a manager as a voter (learner first, then membership change).
-    pub async fn add_voter(&self, id: RaftId, addr: &str) -> Result<()> {
-        self.raft
-            .add_learner(id, BasicNode::new(addr), true)
-            .await
-            .map_err(|e| anyhow!("add learner {id}: {e}"))?;
-        let mut voters: std::collections::BTreeSet<RaftId> = self
-            .raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        voters.insert(id);
-        self.raft
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| anyhow!("add voter {id}: {e}"))?;
-        Ok(())
+    /// Applies a command through the log, on the leader wherever it is.
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
+        Ok(self.leader_op(LeaderOp::Write { cmd }).await?.result)
     }
 
-    /// Applies a command through the log. On a follower the error names
-    /// the leader, which the API layer forwards to.
-    pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
-        match self.raft.client_write(cmd).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(anyhow!(
-                "not the leader; the leader is {}",
-                f.leader_node
-                    .map(|n| n.addr)
-                    .unwrap_or_else(|| "unknown (election in progress)".into())
-            )),
-            Err(e) => Err(anyhow!("raft write: {e}")),
+    /// Runs `op` on the leader: here if this manager leads, else forwarded
+    /// over the control port. Waits (up to `OP_TIMEOUT`) through elections;
+    /// a manager cut off from the majority gets a clear refusal.
+    pub async fn leader_op(&self, op: LeaderOp) -> Result<LeaderReply> {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        let mut last = String::from("no leader elected");
+        loop {
+            let (leader, addr) = {
+                let m = self.raft.metrics().borrow().clone();
+                // A leader that removed itself from the membership (openraft
+                // 0.9 lets it linger) leads nobody: refuse at once.
+                if m.current_leader == Some(self.id)
+                    && !m
+                        .membership_config
+                        .membership()
+                        .voter_ids()
+                        .any(|v| v == self.id)
+                {
+                    bail!("this manager was removed from Raft's membership");
+                }
+                let addr = m.current_leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.addr.clone())
+                });
+                (m.current_leader, addr)
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = match (leader, addr) {
+                (Some(l), _) if l == self.id => {
+                    execute(&self.raft, &self.state, &self.live, op.clone(), left).await
+                }
+                (Some(_), Some(addr)) => {
+                    match call::<_, Result<LeaderReply, OpError>>(
+                        &self.tls,
+                        &addr,
+                        "/raft/leader",
+                        &op,
+                        left,
+                    )
+                    .await
+                    {
+                        Ok(r) => {
+                            if let Ok(reply) = &r {
+                                self.wait_applied(reply.index).await;
+                            }
+                            r
+                        }
+                        // Unreachable: the leader may have just died; wait
+                        // for the next one.
+                        Err(f) if f.connect => Err(OpError::NotLeader),
+                        Err(f) => Err(OpError::Failed(format!("leader {addr}: {}", f.msg))),
+                    }
+                }
+                _ => Err(OpError::NotLeader),
+            };
+            match outcome {
+                Ok(r) => return Ok(r),
+                Err(OpError::Failed(e)) => bail!("{e}"),
+                Err(OpError::NotLeader) => {
+                    if let Some(l) = leader {
+                        last = format!("leader {l} unreachable");
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no reachable leader within {} s ({last}): is a majority of managers up and connected?",
+                    OP_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (briefly) until this manager has applied log `index`.
+    async fn wait_applied(&self, index: u64) {
+        let t0 = Instant::now();
+        let mut rx = self.raft.metrics();
+        while rx
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or_default()
+            < index
+            && t0.elapsed() < Duration::from_secs(2)
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
         }
     }
 
@@ -136,42 +292,260 @@ impl Manager {
         self.raft.metrics().borrow().current_leader
     }
 
-    pub async fn shutdown(self) -> Result<()> {
+    /// Raft ids of the voters in the current membership.
+    pub fn voters(&self) -> BTreeSet<RaftId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// What `shoal debug raft` shows.
+    pub fn debug_view(&self) -> serde_json::Value {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        let nodes: BTreeMap<String, String> = mem
+            .nodes()
+            .map(|(id, n)| (id.to_string(), n.addr.clone()))
+            .collect();
+        let voters: Vec<RaftId> = mem.voter_ids().collect();
+        let learners: Vec<RaftId> = mem.learner_ids().collect();
+        // The committed index, from the leader's view of its followers:
+        // the highest index a majority of voters holds.
+        let committed = m.replication.as_ref().map(|rep| {
+            let mut matched: Vec<u64> = voters
+                .iter()
+                .map(|v| {
+                    if *v == self.id {
+                        m.last_log_index.unwrap_or_default()
+                    } else {
+                        rep.get(v)
+                            .and_then(|l| l.as_ref().map(|l| l.index))
+                            .unwrap_or_default()
+                    }
+                })
+                .collect();
+            matched.sort_unstable();
+            matched[(matched.len() - 1) / 2]
+        });
+        let st = self.state.read().expect("state lock");
+        serde_json::json!({
+            "id": self.id,
+            "node_id": self.node_id,
+            "state": format!("{:?}", m.state),
+            "term": m.current_term,
+            "leader": m.current_leader,
+            "voters": voters,
+            "learners": learners,
+            "nodes": nodes,
+            "last_log_index": m.last_log_index,
+            "committed": committed,
+            "applied": m.last_applied.map(|l| l.index),
+            "snapshot": m.snapshot.map(|l| l.index),
+            "purged": m.purged.map(|l| l.index),
+            "log_entries": m.last_log_index.map(|l| l - m.purged.map(|p| p.index).unwrap_or(0)),
+            "millis_since_quorum_ack": m.millis_since_quorum_ack,
+            "records": st.nodes.len(),
+        })
+    }
+
+    pub async fn shutdown(&self) -> Result<()> {
+        for t in &self.tasks {
+            t.abort();
+        }
         self.raft.shutdown().await.context("raft shutdown")?;
-        self.server.abort();
         Ok(())
     }
 }
 
-type R = Raft<TypeConfig>;
-
-async fn append(
-    State(raft): State<R>,
-    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(raft.append_entries(req).await).unwrap_or_default())
+/// Runs `op` on the leader from a node without a Raft member of its own
+/// (a joining or promoted manager): asks each address until the leader
+/// answers.
+pub async fn to_leader(
+    tls: &Arc<ClientConfig>,
+    addrs: &[String],
+    op: &LeaderOp,
+) -> Result<LeaderReply> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::from("no managers known");
+    loop {
+        for a in addrs {
+            match call::<_, Result<LeaderReply, OpError>>(
+                tls,
+                a,
+                "/raft/leader",
+                op,
+                Duration::from_secs(25),
+            )
+            .await
+            {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(OpError::NotLeader)) => last = format!("{a} is not the leader"),
+                Ok(Err(OpError::Failed(e))) => bail!("{e}"),
+                Err(f) => last = f.msg,
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("no leader among {addrs:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
-async fn vote(
-    State(raft): State<R>,
-    Json(req): Json<VoteRequest<RaftId>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(raft.vote(req).await).unwrap_or_default())
+/// Runs `op` on this manager, which believes it leads.
+pub(super) async fn execute(
+    raft: &Raft<TypeConfig>,
+    state: &Arc<RwLock<ClusterState>>,
+    live: &Liveness,
+    op: LeaderOp,
+    left: Duration,
+) -> Result<LeaderReply, OpError> {
+    let failed = |what: &str, e: String| OpError::Failed(format!("{what}: {e}"));
+    let no_quorum = || {
+        OpError::Failed(format!(
+            "not committed within {} s: this manager cannot reach a majority of managers",
+            OP_TIMEOUT.as_secs()
+        ))
+    };
+    match op {
+        LeaderOp::Write { cmd } => match tokio::time::timeout(left, raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Ok(LeaderReply {
+                result: r.data,
+                index: r.log_id.index,
+                session: None,
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(OpError::NotLeader)
+            }
+            Ok(Err(e)) => Err(failed("raft write", e.to_string())),
+            Err(_) => Err(no_quorum()),
+        },
+        LeaderOp::AddVoter { raft_id, addr } => {
+            let add = async {
+                raft.add_learner(raft_id, BasicNode::new(&addr), true)
+                    .await
+                    .map_err(|e| failed("add learner", e.to_string()))?;
+                let mut voters: BTreeSet<RaftId> = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                voters.insert(raft_id);
+                raft.change_membership(voters, false)
+                    .await
+                    .map_err(|e| failed("add voter", e.to_string()))
+            };
+            match tokio::time::timeout(left.max(Duration::from_secs(20)), add).await {
+                Ok(Ok(r)) => Ok(LeaderReply {
+                    index: r.log_id.index,
+                    ..Default::default()
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(no_quorum()),
+            }
+        }
+        LeaderOp::RemoveVoter { raft_id } => {
+            let mem = raft.metrics().borrow().membership_config.clone();
+            let mut voters: BTreeSet<RaftId> = mem.membership().voter_ids().collect();
+            if !voters.remove(&raft_id) && mem.membership().get_node(&raft_id).is_none() {
+                return Ok(LeaderReply::default());
+            }
+            if voters.is_empty() {
+                return Err(OpError::Failed(
+                    "cannot remove the last manager of the swarm".into(),
+                ));
+            }
+            match tokio::time::timeout(left, raft.change_membership(voters, false)).await {
+                Ok(Ok(r)) => Ok(LeaderReply {
+                    index: r.log_id.index,
+                    ..Default::default()
+                }),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Err(OpError::NotLeader)
+                }
+                Ok(Err(e)) => Err(failed("remove voter", e.to_string())),
+                Err(_) => Err(no_quorum()),
+            }
+        }
+        LeaderOp::Heartbeat { node_id } => {
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(m.id) {
+                return Err(OpError::NotLeader);
+            }
+            let node = state
+                .read()
+                .expect("state lock")
+                .nodes
+                .get(&node_id)
+                .cloned();
+            let Some(node) = node else {
+                return Err(OpError::Failed(format!(
+                    "node {node_id} was removed from the swarm"
+                )));
+            };
+            live.seen(&node_id);
+            let mem = m.membership_config.membership();
+            let managers = mem
+                .voter_ids()
+                .filter_map(|v| mem.get_node(&v).map(|n| n.addr.clone()))
+                .collect();
+            let leader = mem
+                .get_node(&m.id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            Ok(LeaderReply {
+                session: Some(SessionReply {
+                    node,
+                    managers,
+                    leader,
+                }),
+                ..Default::default()
+            })
+        }
+    }
 }
-
-async fn snapshot(
-    State(raft): State<R>,
-    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(raft.install_snapshot(req).await).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
     use super::super::state::{Availability, NodeRecord, NodeState, Role};
     use super::*;
+    use crate::pki::ClusterCa;
+
+    fn identity(ca: &ClusterCa, id: u64) -> Identity {
+        let (cert_pem, key_pem) = ca
+            .issue(
+                &format!("m{id}"),
+                Role::Manager,
+                "127.0.0.1".parse().unwrap(),
+            )
+            .unwrap();
+        Identity {
+            ca_pem: ca.cert_pem.clone(),
+            cert_pem,
+            key_pem,
+        }
+    }
+
+    async fn start(ca: &ClusterCa, id: u64, dir: &Path) -> Manager {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Manager::start(
+            id,
+            &format!("m{id}"),
+            l,
+            dir,
+            &identity(ca, id),
+            Router::new(),
+            Options::default(),
+        )
+        .await
+        .unwrap()
+    }
 
     fn node(id: &str, last: u8) -> Command {
         Command::NodeAdd {
@@ -200,26 +574,27 @@ mod tests {
         }
     }
 
-    /// Three managers on loopback: replication, leader failover, refused
-    /// writes on followers, and state recovered from disk after a restart.
+    /// Three managers on loopback over mutual TLS: replication, writes
+    /// forwarded by followers, leader failover, and state recovered from
+    /// disk after a restart.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_managers_replicate_fail_over_and_recover() {
         let base = std::env::temp_dir().join(format!("shoal-mgr-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
+        let ca = ClusterCa::generate("c").unwrap();
         let mut ms = vec![];
         for id in 1..=3u64 {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            ms.push(
-                Manager::start(id, l, &base.join(id.to_string()), Router::new())
-                    .await
-                    .unwrap(),
-            );
+            ms.push(start(&ca, id, &base.join(id.to_string())).await);
         }
         ms[0].initialize().await.unwrap();
         until("n1 leads", || ms[0].leader() == Some(1)).await;
         let (a2, a3) = (ms[1].addr.clone(), ms[2].addr.clone());
-        ms[0].add_voter(2, &a2).await.unwrap();
-        ms[0].add_voter(3, &a3).await.unwrap();
+        for (raft_id, addr) in [(2, a2), (3, a3)] {
+            ms[0]
+                .leader_op(LeaderOp::AddVoter { raft_id, addr })
+                .await
+                .unwrap();
+        }
         assert!(matches!(
             ms[0].write(node("a", 1)).await.unwrap(),
             CommandResult::Node(_)
@@ -233,12 +608,13 @@ mod tests {
             ms[0].write(node("a", 9)).await.unwrap(),
             CommandResult::Error(_)
         ));
-        // Followers refuse writes and name the leader.
-        let e = ms[1].write(node("b", 2)).await.unwrap_err().to_string();
-        assert!(
-            e.contains("not the leader") && e.contains(&ms[0].addr),
-            "{e}"
-        );
+        // A follower forwards writes to the leader and has applied them
+        // when it answers.
+        assert!(matches!(
+            ms[1].write(node("b", 2)).await.unwrap(),
+            CommandResult::Node(_)
+        ));
+        assert!(ms[1].state().nodes.contains_key("b"));
 
         // The leader goes away: the others elect a new one and keep working.
         let old = ms.remove(0);
@@ -248,19 +624,17 @@ mod tests {
             ms[0].leader().is_some_and(|l| l != 1) && ms[0].leader() == ms[1].leader()
         })
         .await;
-        let leader = ms.iter().find(|m| Some(m.id) == m.leader()).unwrap();
         assert!(matches!(
-            leader.write(node("b", 2)).await.unwrap(),
+            ms[0].write(node("c", 3)).await.unwrap(),
             CommandResult::Node(_)
         ));
-        until("b everywhere", || {
-            ms.iter().all(|m| m.state().nodes.contains_key("b"))
+        until("c everywhere", || {
+            ms.iter().all(|m| m.state().nodes.contains_key("c"))
         })
         .await;
 
         // The old leader's state survives on its disk.
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let back = Manager::start(1, l, &old_dir, Router::new()).await.unwrap();
+        let back = start(&ca, 1, &old_dir).await;
         assert!(
             back.state().nodes.contains_key("a"),
             "state recovered from disk"
@@ -269,6 +643,59 @@ mod tests {
             m.shutdown().await.unwrap();
         }
         back.shutdown().await.unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// The control port's mutual TLS: no certificate reaches only the join
+    /// routes, another CA's certificate or a wrong pinned digest fails the
+    /// handshake, a worker certificate may not speak Raft.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn control_port_refuses_strangers() {
+        use crate::control_port::client::request;
+        use crate::control_port::tls::pinned_client;
+        let base = std::env::temp_dir().join(format!("shoal-tls-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let ca = ClusterCa::generate("c").unwrap();
+        let m = start(&ca, 1, &base).await;
+        let ttl = Duration::from_secs(5);
+        let post = |tls: Arc<ClientConfig>, path: &'static str| {
+            let addr = m.addr.clone();
+            async move { request(&tls, &addr, hyper::Method::POST, path, b"{}".to_vec(), ttl).await }
+        };
+        // Pinned by the right digest, no certificate: Raft is refused (401),
+        // before the body is even parsed.
+        let (status, body) = post(pinned_client(&ca.digest()).unwrap(), "/raft/vote")
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "{}", String::from_utf8_lossy(&body));
+        // Pinned by another CA's digest: the handshake fails.
+        let other = ClusterCa::generate("c").unwrap();
+        let e = post(pinned_client(&other.digest()).unwrap(), "/swarm/ca")
+            .await
+            .unwrap_err();
+        assert!(e.connect && e.msg.contains("TLS"), "{e}");
+        // A certificate of another CA: the handshake fails.
+        let e = post(identity(&other, 9).client_config().unwrap(), "/raft/vote")
+            .await
+            .unwrap_err();
+        assert!(
+            e.msg.contains("TLS") || e.msg.contains("handshake") || !e.connect,
+            "{e}"
+        );
+        // A worker certificate of this CA: no Raft.
+        let (cert_pem, key_pem) = ca
+            .issue("w1", Role::Worker, "127.0.0.1".parse().unwrap())
+            .unwrap();
+        let worker = Identity {
+            ca_pem: ca.cert_pem.clone(),
+            cert_pem,
+            key_pem,
+        };
+        let (status, _) = post(worker.client_config().unwrap(), "/raft/append")
+            .await
+            .unwrap();
+        assert_eq!(status, 403);
+        m.shutdown().await.unwrap();
         let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -1,13 +1,18 @@
 //! The manager core: a Raft log (openraft 0.9, storage-v2) stored in redb,
 //! whose state machine is the cluster's desired state (`state.rs`).
 //!
-//! In progress (issue 4): the store and state machine pass openraft's
-//! conformance suite; managers replicate, fail over and recover over plain
-//! HTTP between them (`manager.rs`, `network.rs`). Mutual TLS on 2377, swarm
-//! init/join and the node commands come next.
+//! - `state.rs`: the typed records and the pure `apply`.
+//! - `store.rs`: log and state machine in redb (openraft's conformance
+//!   suite passes on it).
+//! - `manager.rs`: one manager; `leader_op` is the door for every change.
+//! - `network.rs` / `rpc.rs`: Raft RPCs, client and server, on the control
+//!   port's mutual TLS (`crate::control_port`).
+//! - `liveness.rs`: the leader marks silent nodes down.
 
+pub mod liveness;
 pub mod manager;
 pub mod network;
+pub mod rpc;
 pub mod state;
 pub mod store;
 

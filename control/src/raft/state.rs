@@ -14,9 +14,6 @@ use serde::{Deserialize, Serialize};
 /// Raft's own id for a manager.
 pub type RaftId = u64;
 
-/// Bumped when a record's shape changes incompatibly.
-pub const SCHEMA: u32 = 1;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -95,6 +92,12 @@ pub enum Command {
         id: String,
         state: NodeState,
     },
+    /// Promotion (with the Raft id the node will run) or demotion.
+    NodeSetRole {
+        id: String,
+        role: Role,
+        raft_id: Option<RaftId>,
+    },
     NodeRemove {
         id: String,
     },
@@ -143,17 +146,23 @@ impl ClusterState {
         Ok(st)
     }
 
-    /// Every row of the state (for snapshots).
+    /// Every row of the state (the store keeps them in redb; this is the
+    /// same set, for tests).
+    #[cfg(test)]
     pub fn rows(&self) -> Vec<(String, Vec<u8>)> {
-        self.nodes
-            .values()
-            .map(|n| {
-                (
-                    node_key(&n.id),
-                    serde_json::to_vec(n).expect("records serialise"),
-                )
-            })
-            .collect()
+        let cluster = self.cluster.iter().map(|c| {
+            (
+                "cluster".to_string(),
+                serde_json::to_vec(c).expect("records serialise"),
+            )
+        });
+        let nodes = self.nodes.values().map(|n| {
+            (
+                node_key(&n.id),
+                serde_json::to_vec(n).expect("records serialise"),
+            )
+        });
+        cluster.chain(nodes).collect()
     }
 
     /// Applies a command committed at log `index`.
@@ -230,6 +239,26 @@ impl ClusterState {
                     return err(format!("no such node: {id}"));
                 };
                 node.state = state;
+                node.version = index;
+                self.put(node)
+            }
+            Command::NodeSetRole { id, role, raft_id } => {
+                let Some(mut node) = self.nodes.get(&id).cloned() else {
+                    return err(format!("no such node: {id}"));
+                };
+                if role == Role::Worker
+                    && node.role == Role::Manager
+                    && self
+                        .nodes
+                        .values()
+                        .filter(|n| n.role == Role::Manager)
+                        .count()
+                        == 1
+                {
+                    return err("cannot demote the last manager of the swarm".into());
+                }
+                node.role = role;
+                node.raft_id = raft_id;
                 node.version = index;
                 self.put(node)
             }

@@ -1,0 +1,297 @@
+//! Creating and joining a swarm.
+//!
+//! `swarm init`: a Raft group of one, the cluster CA, join tokens, this
+//! node's manager certificate.
+//!
+//! `swarm join --token T ADDR`: the joining node pins the CA by the token's
+//! digest inside the TLS handshake (no certificate of its own yet), proves
+//! the token's secret, and gets a node record and a certificate. A manager
+//! then starts its Raft member with that certificate and asks the leader,
+//! now authenticated, to add it as a voter.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::{new_id, new_raft_id, Membership};
+use crate::agent::Agent;
+use crate::api::SwarmInitReply;
+use crate::control_port::client::{call, request};
+use crate::control_port::tls::{pinned_client, Identity};
+use crate::pki::{digest_of_pem, ClusterCa, JoinToken};
+use crate::raft::manager::{to_leader, LeaderOp};
+use crate::raft::state::{
+    Availability, ClusterInfo, ClusterState, Command, CommandResult, NodeRecord, NodeState, Role,
+};
+
+/// `POST /swarm/join` on a manager's control port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub hostname: String,
+    pub addr: Ipv4Addr,
+    /// The Raft id this node will run if the token makes it a manager.
+    pub raft_id: u64,
+    pub control_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinReply {
+    pub node_id: String,
+    pub role: Role,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Control addresses of the managers.
+    pub managers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertReply {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn expect_ok(r: CommandResult) -> Result<()> {
+    match r {
+        CommandResult::Error(e) => bail!("{e}"),
+        _ => Ok(()),
+    }
+}
+
+fn cluster_ca(st: &ClusterState) -> Result<ClusterCa> {
+    let c = st
+        .cluster
+        .as_ref()
+        .context("the swarm is not initialised")?;
+    ClusterCa::from_pem(&c.cluster_id, &c.ca_cert_pem, &c.ca_key_pem)
+}
+
+/// A certificate for `node` with the role the state gives it.
+pub fn issue_for(st: &ClusterState, node: &NodeRecord) -> Result<Identity> {
+    let ca = cluster_ca(st)?;
+    let (cert_pem, key_pem) = ca.issue(&node.id, node.role, node.addr)?;
+    Ok(Identity {
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem,
+        key_pem,
+    })
+}
+
+/// Control addresses of the current voters.
+fn manager_addrs(m: &crate::raft::manager::Manager) -> Vec<String> {
+    let metrics = m.raft.metrics().borrow().clone();
+    let mem = metrics.membership_config.membership();
+    mem.voter_ids()
+        .filter_map(|v| mem.get_node(&v).map(|n| n.addr.clone()))
+        .collect()
+}
+
+impl Agent {
+    pub async fn swarm_init(
+        self: &Arc<Self>,
+        advertise: Option<Ipv4Addr>,
+    ) -> Result<SwarmInitReply> {
+        let mut swarm = self.swarm.lock().await;
+        if swarm.is_some() {
+            bail!("this node is already part of a swarm");
+        }
+        let addr = advertise.unwrap_or(self.info.vtep);
+        let control_addr = SocketAddr::new(addr.into(), self.control_port);
+        let raft_id = new_raft_id();
+        let node_id = new_id();
+        // The CA's subject names the cluster; certificates issued later
+        // rebuild the issuer name from the same id.
+        let cluster_id = new_id();
+        let ca = ClusterCa::generate(&cluster_id)?;
+        let (cert_pem, key_pem) = ca.issue(&node_id, Role::Manager, addr)?;
+        let identity = Identity {
+            ca_pem: ca.cert_pem.clone(),
+            cert_pem,
+            key_pem,
+        };
+        identity.save(&self.data_dir)?;
+        let manager = self
+            .start_manager(raft_id, &node_id, control_addr, &identity)
+            .await?;
+        manager.initialize().await?;
+        let info = ClusterInfo {
+            cluster_id,
+            worker_token: JoinToken::generate(&ca.digest()).to_string(),
+            manager_token: JoinToken::generate(&ca.digest()).to_string(),
+            ca_cert_pem: ca.cert_pem.clone(),
+            ca_key_pem: ca.key_pem.clone(),
+        };
+        expect_ok(
+            manager
+                .write(Command::ClusterInit { info: info.clone() })
+                .await?,
+        )?;
+        let me = NodeRecord {
+            id: node_id.clone(),
+            raft_id: Some(raft_id),
+            hostname: self.info.node.clone(),
+            addr,
+            role: Role::Manager,
+            availability: Availability::Active,
+            labels: Default::default(),
+            state: NodeState::Ready,
+            version: 0,
+        };
+        expect_ok(manager.write(Command::NodeAdd { node: me }).await?)?;
+        let membership = Membership {
+            node_id: node_id.clone(),
+            raft_id,
+            control_addr,
+            role: Role::Manager,
+            managers: vec![control_addr.to_string()],
+        };
+        self.install(&mut swarm, membership, Some(manager), &identity)?;
+        info!(%node_id, %control_addr, "swarm initialised");
+        Ok(SwarmInitReply {
+            node_id,
+            control_addr: control_addr.to_string(),
+            worker_token: info.worker_token,
+            manager_token: info.manager_token,
+        })
+    }
+
+    /// A manager admitting a node: the token's secret decides the role;
+    /// the node record goes through the leader; the certificate is signed
+    /// here with the cluster CA from the replicated state.
+    pub(super) async fn admit(&self, req: JoinRequest) -> Result<JoinReply> {
+        let (m, _) = self.manager().await?;
+        let st = m.state();
+        let cluster = st
+            .cluster
+            .as_ref()
+            .context("the swarm is not initialised")?;
+        let ca = cluster_ca(&st)?;
+        let presented = JoinToken::parse(&req.token)?;
+        if presented.ca_digest != ca.digest() {
+            bail!("the join token is for another swarm");
+        }
+        let role = if presented.secret_matches(&JoinToken::parse(&cluster.worker_token)?) {
+            Role::Worker
+        } else if presented.secret_matches(&JoinToken::parse(&cluster.manager_token)?) {
+            Role::Manager
+        } else {
+            bail!("invalid join token");
+        };
+        // A node that left (down) may come back under a new id, as in
+        // Docker; a live one may not join twice.
+        if let Some(n) = st.nodes.values().find(|n| n.addr == req.addr) {
+            if n.state != NodeState::Down || n.role == Role::Manager {
+                bail!(
+                    "a node with address {} is already in the swarm ({})",
+                    req.addr,
+                    n.hostname
+                );
+            }
+            expect_ok(m.write(Command::NodeRemove { id: n.id.clone() }).await?)?;
+        }
+        let node = NodeRecord {
+            id: new_id(),
+            raft_id: (role == Role::Manager).then_some(req.raft_id),
+            hostname: req.hostname.clone(),
+            addr: req.addr,
+            role,
+            availability: Availability::Active,
+            labels: Default::default(),
+            state: NodeState::Ready,
+            version: 0,
+        };
+        let identity = issue_for(&st, &node)?;
+        expect_ok(m.write(Command::NodeAdd { node: node.clone() }).await?)?;
+        info!(node_id = %node.id, hostname = %req.hostname, ?role, "node admitted");
+        Ok(JoinReply {
+            node_id: node.id,
+            role,
+            cert_pem: identity.cert_pem,
+            key_pem: identity.key_pem,
+            managers: manager_addrs(&m),
+        })
+    }
+
+    /// Joins the swarm a manager at `remote` belongs to.
+    pub async fn swarm_join(self: &Arc<Self>, token: &str, remote: &str) -> Result<JoinReply> {
+        let mut swarm = self.swarm.lock().await;
+        if swarm.is_some() {
+            bail!("this node is already part of a swarm");
+        }
+        let t = JoinToken::parse(token)?;
+        if remote.parse::<SocketAddr>().is_err() {
+            bail!("bad manager address {remote:?} (want IP:PORT, e.g. 198.18.0.1:2377)");
+        }
+        let pinned = pinned_client(&t.ca_digest)?;
+        let ttl = Duration::from_secs(20);
+        let (status, ca) = request(&pinned, remote, Method::GET, "/swarm/ca", vec![], ttl)
+            .await
+            .map_err(|f| {
+                if f.msg.contains("join token's digest") {
+                    anyhow!("the manager at {remote} does not hold the CA this token pins (refused in the TLS handshake); refusing to join")
+                } else {
+                    anyhow!("{}", f.msg)
+                }
+            })?;
+        if !status.is_success() {
+            bail!("{remote} is not a swarm manager");
+        }
+        let ca = String::from_utf8_lossy(&ca).into_owned();
+        if digest_of_pem(&ca)? != t.ca_digest {
+            bail!("the manager at {remote} does not hold the CA this token pins; refusing to join");
+        }
+        let control_addr = SocketAddr::new(self.info.vtep.into(), self.control_port);
+        let raft_id = new_raft_id();
+        let req = JoinRequest {
+            token: token.to_string(),
+            hostname: self.info.node.clone(),
+            addr: self.info.vtep,
+            raft_id,
+            control_addr,
+        };
+        let reply: JoinReply = call(&pinned, remote, "/swarm/join", &req, ttl)
+            .await
+            .map_err(|f| anyhow!("{remote} refused the join: {}", f.msg))?;
+        let identity = Identity {
+            ca_pem: ca,
+            cert_pem: reply.cert_pem.clone(),
+            key_pem: reply.key_pem.clone(),
+        };
+        identity.save(&self.data_dir)?;
+        let manager = if reply.role == Role::Manager {
+            let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+            let m = self
+                .start_manager(raft_id, &reply.node_id, control_addr, &identity)
+                .await?;
+            let mut addrs = reply.managers.clone();
+            addrs.push(remote.to_string());
+            let add = LeaderOp::AddVoter {
+                raft_id,
+                addr: control_addr.to_string(),
+            };
+            if let Err(e) = to_leader(&identity.client_config()?, &addrs, &add).await {
+                let _ = m.shutdown().await;
+                self.forget_swarm();
+                bail!("joined as a manager, but the leader could not add this node to Raft: {e:#}");
+            }
+            Some(m)
+        } else {
+            None
+        };
+        let membership = Membership {
+            node_id: reply.node_id.clone(),
+            raft_id,
+            control_addr,
+            role: reply.role,
+            managers: reply.managers.clone(),
+        };
+        self.install(&mut swarm, membership, manager, &identity)?;
+        info!(node_id = %reply.node_id, role = ?reply.role, "joined the swarm");
+        Ok(reply)
+    }
+}

@@ -1,0 +1,259 @@
+//! The daemon's swarm role: `swarm init` (first manager, cluster CA, join
+//! tokens), `swarm join` (`join.rs`), the node commands (`nodes.rs`), and
+//! the node's session with the managers (`session.rs`: heartbeats for
+//! liveness, promotion, demotion, removal, `swarm leave`).
+//!
+//! Managers serve the control port (`crate::control_port`, mutual TLS on
+//! 2377); workers only call it. Every change goes through
+//! `Manager::leader_op`, which forwards to the leader when needed.
+
+mod join;
+mod nodes;
+mod session;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_rustls::rustls::ClientConfig;
+use tracing::info;
+
+use super::Agent;
+use crate::api::ApiError;
+use crate::control_port::tls::{Identity, PeerId};
+use crate::raft::manager::{LeaderOp, Manager};
+use crate::raft::state::{RaftId, Role};
+
+pub use join::JoinRequest;
+
+/// The text a manager uses for a node that is no longer in the swarm; the
+/// node's session leaves on it.
+pub const REMOVED: &str = "was removed from the swarm";
+
+/// What a node remembers of its swarm membership (DATA_DIR/swarm.json).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Membership {
+    pub node_id: String,
+    pub raft_id: RaftId,
+    pub control_addr: SocketAddr,
+    pub role: Role,
+    /// Control addresses of the managers, the last known leader first.
+    #[serde(default)]
+    pub managers: Vec<String>,
+}
+
+impl Membership {
+    fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("swarm.json")
+    }
+
+    fn save(&self, data_dir: &Path) -> Result<()> {
+        let path = Self::path(data_dir);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+}
+
+pub struct Swarm {
+    pub membership: Membership,
+    /// Managers run a Raft member; workers do not.
+    pub manager: Option<Arc<Manager>>,
+    /// This node's certificate, as a control-port client.
+    pub tls: Arc<ClientConfig>,
+    /// Bumped on every (re)install, so an old session loop knows to stop.
+    generation: u64,
+}
+
+/// A Docker-style id: 25 base-36 characters.
+fn new_id() -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut r = rand::rng();
+    (0..25)
+        .map(|_| DIGITS[r.random_range(0..36)] as char)
+        .collect()
+}
+
+fn new_raft_id() -> RaftId {
+    rand::rng().random_range(1..u64::MAX)
+}
+
+impl Agent {
+    /// This node's manager (cloned out, so no lock is held across network
+    /// calls) and membership.
+    async fn manager(&self) -> Result<(Arc<Manager>, Membership)> {
+        let swarm = self.swarm.lock().await;
+        // Docker's wording, which operators grep for.
+        let s = swarm.as_ref().context(
+            "this node is not a swarm manager: use `shoal swarm init` or `shoal swarm join` to connect it to a swarm",
+        )?;
+        let m = s.manager.clone().context(
+            "this node is not a swarm manager: worker nodes can't be used to view or modify cluster state; run this on a manager node or promote this node",
+        )?;
+        Ok((m, s.membership.clone()))
+    }
+
+    /// A Raft member serving the control port with `identity`.
+    async fn start_manager(
+        self: &Arc<Self>,
+        raft_id: RaftId,
+        node_id: &str,
+        control_addr: SocketAddr,
+        identity: &Identity,
+    ) -> Result<Arc<Manager>> {
+        let listener = TcpListener::bind(control_addr)
+            .await
+            .with_context(|| format!("cannot listen on {control_addr} for the control plane"))?;
+        Ok(Arc::new(
+            Manager::start(
+                raft_id,
+                node_id,
+                listener,
+                &self.data_dir.join("raft"),
+                identity,
+                control_router(self),
+                self.raft_opts.clone(),
+            )
+            .await?,
+        ))
+    }
+
+    /// Makes `membership` this node's swarm role and starts its session.
+    fn install(
+        self: &Arc<Self>,
+        slot: &mut Option<Swarm>,
+        membership: Membership,
+        manager: Option<Arc<Manager>>,
+        identity: &Identity,
+    ) -> Result<()> {
+        membership.save(&self.data_dir)?;
+        let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
+        *slot = Some(Swarm {
+            membership,
+            manager,
+            tls: identity.client_config()?,
+            generation,
+        });
+        self.spawn_session(generation);
+        Ok(())
+    }
+
+    /// Forgets the swarm on this node's disk (membership, certificates,
+    /// Raft store).
+    fn forget_swarm(&self) {
+        let _ = std::fs::remove_file(Membership::path(&self.data_dir));
+        Identity::remove(&self.data_dir);
+        let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+    }
+
+    /// Resumes the swarm role a previous run had (if any).
+    pub async fn restore_swarm(self: &Arc<Self>) -> Result<()> {
+        let path = Membership::path(&self.data_dir);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let m: Membership =
+            serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))?;
+        let identity = Identity::load(&self.data_dir)?;
+        let manager = if m.role == Role::Manager {
+            Some(
+                self.start_manager(m.raft_id, &m.node_id, m.control_addr, &identity)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        info!(node_id = %m.node_id, role = ?m.role, "swarm role resumed");
+        let mut slot = self.swarm.lock().await;
+        self.install(&mut slot, m, manager, &identity)
+    }
+}
+
+/// The control-port routes of this daemon's manager, besides Raft's.
+fn control_router(agent: &Arc<Agent>) -> Router {
+    Router::new()
+        .route("/swarm/ca", get(ca_pem))
+        .route("/swarm/join", post(join_handler))
+        .route("/swarm/session", post(session_handler))
+        .route("/swarm/cert", post(cert_handler))
+        .with_state(agent.clone())
+}
+
+fn refusal(status: StatusCode, e: anyhow::Error) -> Response {
+    let error = format!("{e:#}");
+    let status = if error.contains(REMOVED) {
+        StatusCode::GONE
+    } else {
+        status
+    };
+    (status, Json(ApiError { error })).into_response()
+}
+
+async fn ca_pem(State(a): State<Arc<Agent>>) -> Response {
+    match a.manager().await.ok().and_then(|(m, _)| m.state().cluster) {
+        Some(c) => c.ca_cert_pem.into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no swarm here").into_response(),
+    }
+}
+
+async fn join_handler(State(a): State<Arc<Agent>>, Json(req): Json<JoinRequest>) -> Response {
+    match a.admit(req).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => refusal(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// A node's heartbeat, relayed to the leader; the identity is the
+/// certificate's, never the body's.
+async fn session_handler(
+    State(a): State<Arc<Agent>>,
+    Extension(peer): Extension<PeerId>,
+) -> Response {
+    let res = async {
+        let (m, _) = a.manager().await?;
+        let r = m
+            .leader_op(LeaderOp::Heartbeat {
+                node_id: peer.node_id,
+            })
+            .await?;
+        r.session.context("the leader sent no session")
+    }
+    .await;
+    match res {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// A fresh certificate for the calling node, with the role the replicated
+/// state gives it now (after promotion or demotion).
+async fn cert_handler(State(a): State<Arc<Agent>>, Extension(peer): Extension<PeerId>) -> Response {
+    let res = async {
+        let (m, _) = a.manager().await?;
+        let st = m.state();
+        let node = st
+            .nodes
+            .get(&peer.node_id)
+            .with_context(|| format!("node {} {REMOVED}", peer.node_id))?;
+        join::issue_for(&st, node)
+    }
+    .await;
+    match res {
+        Ok(id) => Json(join::CertReply {
+            cert_pem: id.cert_pem,
+            key_pem: id.key_pem,
+        })
+        .into_response(),
+        Err(e) => refusal(StatusCode::BAD_REQUEST, e),
+    }
+}

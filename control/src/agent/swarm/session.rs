@@ -1,0 +1,236 @@
+//! A node's session with the managers: a heartbeat every
+//! `liveness::HEARTBEAT` (the leader's liveness watch marks silent nodes
+//! down), and what the leader's answer says about this node: promoted (get
+//! a manager certificate, start a Raft member, join as a voter), demoted
+//! (worker certificate, stop the Raft member), removed (leave). Also
+//! `swarm leave`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio_rustls::rustls::ClientConfig;
+use tracing::{debug, info, warn};
+
+use super::join::{issue_for, CertReply};
+use super::{Membership, REMOVED};
+use crate::agent::Agent;
+use crate::control_port::client::call;
+use crate::control_port::tls::Identity;
+use crate::raft::liveness::HEARTBEAT;
+use crate::raft::manager::{to_leader, LeaderOp, SessionReply};
+use crate::raft::state::Role;
+
+impl Agent {
+    pub(super) fn spawn_session(self: &Arc<Self>, generation: u64) {
+        let a = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT).await;
+                let current = a.swarm.lock().await.as_ref().map(|s| s.generation);
+                if current != Some(generation) {
+                    return;
+                }
+                if let Err(e) = a.session_tick().await {
+                    debug!("swarm session: {e:#}");
+                }
+            }
+        });
+    }
+
+    async fn session_tick(self: &Arc<Self>) -> Result<()> {
+        let (manager, tls, ms) = {
+            let g = self.swarm.lock().await;
+            let Some(s) = g.as_ref() else { return Ok(()) };
+            (s.manager.clone(), s.tls.clone(), s.membership.clone())
+        };
+        // A manager asks through its own Raft member; if that fails (a
+        // demoted manager is refused Raft), it asks like a worker does.
+        let local = match &manager {
+            Some(m) => m
+                .leader_op(LeaderOp::Heartbeat {
+                    node_id: ms.node_id.clone(),
+                })
+                .await
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|r| r.session.ok_or_else(|| "no session in reply".into())),
+            None => Err(String::new()),
+        };
+        let reply = match local {
+            Ok(s) => Ok(s),
+            Err(e) if e.contains(REMOVED) => Err(e),
+            Err(_) => self.session_remote(&tls, &ms).await,
+        };
+        match reply {
+            Ok(s) => self.follow_session(s).await,
+            Err(e) if e.contains(REMOVED) => {
+                warn!("{e}; leaving the swarm");
+                self.leave_locally().await;
+                Ok(())
+            }
+            Err(e) => Err(anyhow!(e)),
+        }
+    }
+
+    /// A heartbeat through the control port: the known managers first
+    /// (the last leader leads the list); if none answers (they may all
+    /// have been demoted since), every other node gossip knows, since a
+    /// manager's control port is at its VTEP address.
+    async fn session_remote(
+        &self,
+        tls: &Arc<ClientConfig>,
+        ms: &Membership,
+    ) -> Result<SessionReply, String> {
+        let mut last = String::from("no managers known");
+        let mut tried: Vec<String> = vec![ms.control_addr.to_string()];
+        let known = ms.managers.clone();
+        let others: Vec<String> = self
+            .gossip_view()
+            .await
+            .members
+            .iter()
+            .filter_map(|m| m.vtep)
+            .map(|ip| format!("{ip}:{}", self.control_port))
+            .collect();
+        for (round, addrs) in [known, others].into_iter().enumerate() {
+            for addr in addrs {
+                if tried.contains(&addr) {
+                    continue;
+                }
+                tried.push(addr.clone());
+                let ttl = Duration::from_millis(if round == 0 { 2000 } else { 500 });
+                match call::<_, SessionReply>(tls, &addr, "/swarm/session", &(), ttl).await {
+                    Ok(r) => return Ok(r),
+                    Err(f) if f.status == Some(410) => return Err(f.msg),
+                    Err(f) => last = f.msg,
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Acts on what the leader says this node is.
+    async fn follow_session(self: &Arc<Self>, s: SessionReply) -> Result<()> {
+        let mut g = self.swarm.lock().await;
+        let Some(sw) = g.as_mut() else { return Ok(()) };
+        if s.node.id != sw.membership.node_id {
+            bail!("session reply for another node");
+        }
+        let mut managers = s.managers.clone();
+        managers.sort_by_key(|a| a != &s.leader);
+        if managers != sw.membership.managers {
+            sw.membership.managers = managers;
+            sw.membership.save(&self.data_dir)?;
+        }
+        if s.node.role == sw.membership.role {
+            return Ok(());
+        }
+        let mut ms = sw.membership.clone();
+        match s.node.role {
+            Role::Manager => {
+                let raft_id = s.node.raft_id.context("promoted without a Raft id")?;
+                let c: CertReply = call(
+                    &sw.tls,
+                    &s.leader,
+                    "/swarm/cert",
+                    &(),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|f| anyhow!("new certificate: {}", f.msg))?;
+                let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
+                let identity = Identity {
+                    ca_pem,
+                    cert_pem: c.cert_pem,
+                    key_pem: c.key_pem,
+                };
+                let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+                let m = self
+                    .start_manager(raft_id, &ms.node_id, ms.control_addr, &identity)
+                    .await?;
+                let add = LeaderOp::AddVoter {
+                    raft_id,
+                    addr: ms.control_addr.to_string(),
+                };
+                if let Err(e) = to_leader(
+                    &identity.client_config()?,
+                    std::slice::from_ref(&s.leader),
+                    &add,
+                )
+                .await
+                {
+                    let _ = m.shutdown().await;
+                    bail!("promotion: the leader did not add this node to Raft: {e:#}");
+                }
+                identity.save(&self.data_dir)?;
+                ms.role = Role::Manager;
+                ms.raft_id = raft_id;
+                sw.manager = Some(m);
+                sw.tls = identity.client_config()?;
+                sw.membership = ms.clone();
+                ms.save(&self.data_dir)?;
+                info!("promoted to manager");
+            }
+            Role::Worker => {
+                let Some(m) = sw.manager.take() else {
+                    bail!("demoted, but no manager runs here");
+                };
+                let identity = issue_for(&m.state(), &s.node)?;
+                let _ = m.shutdown().await;
+                let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+                identity.save(&self.data_dir)?;
+                ms.role = Role::Worker;
+                sw.tls = identity.client_config()?;
+                sw.membership = ms.clone();
+                ms.save(&self.data_dir)?;
+                info!("demoted to worker");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops this node's swarm state (after a removal or `swarm leave`).
+    async fn leave_locally(&self) {
+        let taken = self.swarm.lock().await.take();
+        if let Some(s) = taken {
+            if let Some(m) = s.manager {
+                let _ = m.shutdown().await;
+            }
+        }
+        self.forget_swarm();
+    }
+
+    /// `swarm leave [--force]`: a manager must be forced (as in Docker); it
+    /// first leaves Raft's membership, so the others' quorum shrinks with it.
+    pub async fn swarm_leave(&self, force: bool) -> Result<()> {
+        let (manager, ms) = {
+            let g = self.swarm.lock().await;
+            let s = g.as_ref().context("this node is not part of a swarm")?;
+            (s.manager.clone(), s.membership.clone())
+        };
+        if let Some(m) = manager {
+            let voters = m.voters().len();
+            if !force {
+                bail!(
+                    "this node is a manager: leaving leaves {} of {} managers{}; demote it first, or use --force",
+                    voters.saturating_sub(1),
+                    voters,
+                    if voters <= 1 { " and erases the swarm's state" } else { "" }
+                );
+            }
+            if voters > 1 {
+                if let Err(e) = m
+                    .leader_op(LeaderOp::RemoveVoter {
+                        raft_id: ms.raft_id,
+                    })
+                    .await
+                {
+                    warn!("leaving without leaving Raft's membership: {e:#}");
+                }
+            }
+        }
+        self.leave_locally().await;
+        info!(node_id = %ms.node_id, "left the swarm");
+        Ok(())
+    }
+}

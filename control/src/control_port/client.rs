@@ -1,0 +1,117 @@
+//! One request on the control port of another node, over mutual TLS.
+//! Raft RPCs, forwarded writes, joins and node sessions all go through
+//! here; a fresh connection per request keeps failure handling simple
+//! (a dead peer costs one connect timeout, never a stale pooled socket).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::TlsConnector;
+
+/// Why a request failed; `connect` tells "could not reach" (the peer may be
+/// down) from "reached, then failed".
+#[derive(Debug)]
+pub struct Failure {
+    pub msg: String,
+    pub connect: bool,
+    /// The HTTP status, when the server answered with an error.
+    pub status: Option<u16>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn fail(msg: String, connect: bool) -> Failure {
+    Failure {
+        msg,
+        connect,
+        status: None,
+    }
+}
+
+/// Sends one request to `addr` (`IP:PORT`), bounded by `ttl`. Any status is
+/// returned with its body (the caller decodes errors).
+pub async fn request(
+    tls: &Arc<ClientConfig>,
+    addr: &str,
+    method: hyper::Method,
+    path: &str,
+    body: Vec<u8>,
+    ttl: Duration,
+) -> Result<(hyper::StatusCode, Bytes), Failure> {
+    let sock: SocketAddr = addr
+        .parse()
+        .map_err(|_| fail(format!("bad control address {addr:?} (want IP:PORT)"), true))?;
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect(sock)
+            .await
+            .map_err(|e| fail(format!("cannot reach {addr}: {e}"), true))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = TlsConnector::from(tls.clone())
+            .connect(ServerName::IpAddress(sock.ip().into()), tcp)
+            .await
+            .map_err(|e| fail(format!("TLS with {addr}: {e}"), true))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| fail(format!("handshake {addr}: {e}"), true))?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "shoal-manager")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| fail(e.to_string(), false))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| fail(format!("{addr}{path}: {e}"), false))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| fail(format!("{addr}{path}: {e}"), false))?;
+        Ok((status, body))
+    };
+    tokio::time::timeout(ttl, work)
+        .await
+        .unwrap_or_else(|_| Err(fail(format!("{addr}{path}: timed out"), false)))
+}
+
+/// A JSON call: success decodes the reply, any other status becomes the
+/// error text the server sent (`{"error": ...}`) or the status.
+pub async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+    tls: &Arc<ClientConfig>,
+    addr: &str,
+    path: &str,
+    req: &Req,
+    ttl: Duration,
+) -> Result<Resp, Failure> {
+    let body = serde_json::to_vec(req).map_err(|e| fail(e.to_string(), false))?;
+    let (status, bytes) = request(tls, addr, hyper::Method::POST, path, body, ttl).await?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<crate::api::ApiError>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("{addr}{path}: HTTP {status}"));
+        return Err(Failure {
+            msg,
+            connect: false,
+            status: Some(status.as_u16()),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| fail(format!("{addr}{path}: bad reply: {e}"), false))
+}

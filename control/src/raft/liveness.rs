@@ -1,0 +1,100 @@
+//! Node liveness, kept by the leader: every node heartbeats its session
+//! (`/swarm/session`, forwarded to the leader) every `HEARTBEAT`; the
+//! leader marks a node `down` in the replicated state when it has not heard
+//! from it for `DOWN_AFTER`, and `ready` again when it returns. A new leader
+//! gives every node a fresh `DOWN_AFTER` before judging it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::Raft;
+use tracing::{info, warn};
+
+use super::state::{ClusterState, Command, NodeState};
+use super::TypeConfig;
+
+/// How often a node reports to the managers.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Silence after which the leader marks a node down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(3);
+
+/// Last heartbeat per node id (leader memory; not replicated).
+#[derive(Default)]
+pub struct Liveness {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Liveness {
+    pub fn seen(&self, node_id: &str) {
+        self.seen
+            .lock()
+            .expect("liveness lock")
+            .insert(node_id.to_string(), Instant::now());
+    }
+
+    fn last(&self, node_id: &str) -> Option<Instant> {
+        self.seen
+            .lock()
+            .expect("liveness lock")
+            .get(node_id)
+            .copied()
+    }
+}
+
+/// The leader's watch: flips node states on the log as heartbeats stop and
+/// resume. Runs on every manager, acts only while leading.
+pub async fn watch(
+    raft: Raft<TypeConfig>,
+    state: Arc<RwLock<ClusterState>>,
+    live: Arc<Liveness>,
+    self_id: String,
+) {
+    let mut leading_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(HEARTBEAT / 2).await;
+        let m = raft.metrics().borrow().clone();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == m.id);
+        if m.current_leader != Some(m.id) || !voter {
+            leading_since = None;
+            continue;
+        }
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        let now = Instant::now();
+        let nodes: Vec<_> = state
+            .read()
+            .expect("state lock")
+            .nodes
+            .values()
+            .map(|n| (n.id.clone(), n.hostname.clone(), n.state))
+            .collect();
+        for (id, hostname, current) in nodes {
+            let seen = if id == self_id {
+                now
+            } else {
+                live.last(&id).map_or(since, |t| t.max(since))
+            };
+            let want = if now.duration_since(seen) < DOWN_AFTER {
+                NodeState::Ready
+            } else {
+                NodeState::Down
+            };
+            if want == current {
+                continue;
+            }
+            let cmd = Command::NodeSetState {
+                id: id.clone(),
+                state: want,
+            };
+            match tokio::time::timeout(Duration::from_secs(2), raft.client_write(cmd)).await {
+                Ok(Ok(_)) => info!(node = %hostname, state = ?want, "node liveness changed"),
+                Ok(Err(e)) => warn!(node = %hostname, "cannot record liveness: {e}"),
+                Err(_) => warn!(node = %hostname, "liveness write timed out"),
+            }
+        }
+    }
+}

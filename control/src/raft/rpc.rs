@@ -1,0 +1,76 @@
+//! The control-port routes a manager serves for its peers: Raft's own RPCs
+//! and `/raft/leader`, where followers forward operations to the leader.
+//! The control port's policy has already checked the caller's manager
+//! certificate.
+
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::Raft;
+
+use super::liveness::Liveness;
+use super::manager::{execute, LeaderOp, LeaderReply, OpError, OP_TIMEOUT};
+use super::state::{ClusterState, RaftId};
+use super::TypeConfig;
+
+type R = Raft<TypeConfig>;
+
+#[derive(Clone)]
+struct Ctx {
+    raft: R,
+    state: Arc<RwLock<ClusterState>>,
+    live: Arc<Liveness>,
+}
+
+pub fn router(raft: R, state: Arc<RwLock<ClusterState>>, live: Arc<Liveness>) -> Router {
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route("/raft/leader", post(leader))
+        .with_state(Ctx { raft, state, live })
+}
+
+async fn append(
+    State(c): State<Ctx>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(c.raft.append_entries(req).await).unwrap_or_default())
+}
+
+async fn vote(
+    State(c): State<Ctx>,
+    Json(req): Json<VoteRequest<RaftId>>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(c.raft.vote(req).await).unwrap_or_default())
+}
+
+async fn snapshot(
+    State(c): State<Ctx>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(c.raft.install_snapshot(req).await).unwrap_or_default())
+}
+
+/// A follower's forwarded operation; never forwarded again from here (a
+/// manager that is not the leader answers `NotLeader` and the sender
+/// retries), so there are no forwarding loops.
+async fn leader(
+    State(c): State<Ctx>,
+    Json(op): Json<LeaderOp>,
+) -> Json<Result<LeaderReply, OpError>> {
+    // One borrow at a time: a second read of the metrics while the first
+    // is held can panic.
+    let (leader, me) = {
+        let m = c.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader, m.id)
+    };
+    if leader != Some(me) {
+        return Json(Err(OpError::NotLeader));
+    }
+    Json(execute(&c.raft, &c.state, &c.live, op, OP_TIMEOUT).await)
+}
