@@ -224,15 +224,15 @@ fn main() -> Result<()> {
         "workers": 2,
         "writes": a.writes,
         "kills": a.kills,
-        "raft_heartbeat_ms": 250,
-        "raft_election_timeout_ms": [1000, 2000],
+        "raft_heartbeat_ms": 150,
+        "raft_election_timeout_ms": [750, 1000],
         "reference_api_read": lat(read),
         "write_on_leader": lat(on_leader),
         "write_via_follower": lat(via_follower),
         "failover_new_leader": stat(elected),
         "failover_write_accepted": stat(writable),
     });
-    println!("\nRaft managers, 3-manager lab (heartbeat 250 ms, election timeout 1-2 s)\n");
+    println!("\nRaft managers, 3-manager lab (heartbeat 150 ms, election timeout 750-1000 ms)\n");
     println!("{:<46} {:>8} {:>8} {:>8}", "", "p50 ms", "p99 ms", "max ms");
     for (label, key) in [
         (

@@ -279,6 +279,33 @@ fn promote_demote_drain_leave_rm_and_bad_input() {
     let _ = std::fs::remove_dir_all(&dir);
     let o = curl(&["http://198.18.0.1:2377/raft/vote"]);
     assert!(!o.status.success() || o.stdout.is_empty());
+    // Garbage on the port and a malformed join: refused, the manager lives.
+    lab.run(
+        &format!("{}-n4", lab.name),
+        &[
+            "bash",
+            "-c",
+            "head -c 4096 /dev/urandom > /dev/tcp/198.18.0.1/2377 || true",
+        ],
+    );
+    let o = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        "{\"token\": 7",
+        "https://198.18.0.1:2377/swarm/join",
+    ]);
+    let code = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(code.starts_with('4'), "malformed join answered {code}");
+    assert_eq!(
+        table(&lab, "n1").unwrap(),
+        before,
+        "still serving, unchanged"
+    );
 
     // Promote n2: it joins Raft as a voter and answers manager commands.
     ok(lab.shoal_on("n1", &["node", "promote", "n2"]));

@@ -104,14 +104,21 @@ pub struct Manager {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Raft timing for managers on one LAN: heartbeats are also the deadline
-/// of every append RPC, so they leave room for a fsync on the follower.
+/// Raft timing for managers on one LAN. openraft's followers refuse votes
+/// while their leader lease (= the maximum election timeout) runs, so the
+/// first candidate after a leader dies is usually refused and the second
+/// round wins: failover takes about lease + one timeout. A narrow window
+/// (750-1000 ms) keeps that near 2 s; heartbeats every 150 ms leave five
+/// missed beats before anyone stands.
+pub const HEARTBEAT_MS: u64 = 150;
+pub const ELECTION_TIMEOUT_MS: (u64, u64) = (750, 1000);
+
 fn config(opts: &Options) -> Result<Config> {
     Ok(Config {
         cluster_name: "shoal".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        heartbeat_interval: HEARTBEAT_MS,
+        election_timeout_min: ELECTION_TIMEOUT_MS.0,
+        election_timeout_max: ELECTION_TIMEOUT_MS.1,
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 512 * 1024,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
