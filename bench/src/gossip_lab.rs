@@ -110,7 +110,7 @@ fn main() -> Result<()> {
         if !out.status.success() {
             bail!("create: {}", String::from_utf8_lossy(&out.stderr));
         }
-        wait(&others, |m| m.endpoint(4097, ip).is_some()).context("endpoint never propagated")?;
+        wait(&others, |m| m.endpoint(4000, ip).is_some()).context("endpoint never propagated")?;
         let t = t0.elapsed();
         create.push(api.as_secs_f64() * 1e3);
         add.push(t.as_secs_f64() * 1e3);
@@ -121,7 +121,7 @@ fn main() -> Result<()> {
         if !out.status.success() {
             bail!("rm: {}", String::from_utf8_lossy(&out.stderr));
         }
-        wait(&others, |m| m.endpoint(4097, ip).is_none()).context("removal never propagated")?;
+        wait(&others, |m| m.endpoint(4000, ip).is_none()).context("removal never propagated")?;
         del.push(t0.elapsed().as_secs_f64() * 1e3);
         eprintln!(
             "run {}: create {:.1} ms, on all nodes after {:.1} ms, removed after {:.1} ms",

@@ -7,11 +7,20 @@ mod commands;
 mod control_port;
 mod gossip;
 mod lab;
+mod orchestrator;
 mod output;
 mod pki;
 mod raft;
 
 use clap::Parser;
+
+/// Milliseconds since the epoch (record timestamps).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 fn main() {
     let cli = match commands::Cli::try_parse() {

@@ -25,12 +25,12 @@ fn malformed_vxlan_is_dropped_counted_and_survived() {
         before("unknown_vni"),
         before("unknown_inner_dst"),
     );
-    let mut wrong_dst = inner_to_ep(4097, 0x08);
+    let mut wrong_dst = inner_to_ep(4000, 0x08);
     wrong_dst[41] = 99; // inner destination 10.0.1.99: nobody
     let bad: Vec<Vec<u8>> = vec![
         vec![0x08, 0, 0],                      // shorter than a VXLAN header
         vec![0x08, 0, 0, 0, 0, 0x10, 0x01, 0], // no inner frame
-        inner_to_ep(4097, 0x00),               // I flag clear
+        inner_to_ep(4000, 0x00),               // I flag clear
         inner_to_ep(77, 0x08),                 // unknown VNI
         wrong_dst,
     ];
@@ -110,14 +110,14 @@ fn invalid_cli_input_is_refused_with_one_line_and_changes_nothing() {
     one_line_error(&refs(&p), "out of range");
     let p = peer("16777216", "10.0.1.9", "02:00:00:00:00:09", "198.18.0.9");
     one_line_error(&refs(&p), "out of range");
-    let p = peer("4097", "10.0.1.9", "zz:00:00:00:00:09", "198.18.0.9");
+    let p = peer("4000", "10.0.1.9", "zz:00:00:00:00:09", "198.18.0.9");
     one_line_error(&refs(&p), "bad MAC");
-    let p = peer("4097", "10.0.1.9", "01:00:00:00:00:09", "198.18.0.9");
+    let p = peer("4000", "10.0.1.9", "01:00:00:00:00:09", "198.18.0.9");
     one_line_error(&refs(&p), "not a unicast");
-    let p = peer("4097", "10.0.1.2", "02:00:00:00:00:09", "198.18.0.9");
+    let p = peer("4000", "10.0.1.2", "02:00:00:00:00:09", "198.18.0.9");
     one_line_error(&refs(&p), "local endpoint");
     let out = shoal(&refs(&peer(
-        "4097",
+        "4000",
         "10.0.1.300",
         "02:00:00:00:00:09",
         "198.18.0.9",

@@ -195,7 +195,7 @@ fn hostile_gossip_is_refused_while_traffic_flows() {
         "add",
         "labnet",
         "--vni",
-        "4097",
+        "4000",
         "--subnet",
         "10.0.0.0/16",
     ]);
@@ -450,7 +450,7 @@ fn endpoint_api_refuses_bad_input_and_changes_nothing() {
                 "add",
                 "x",
                 "--vni",
-                "4097",
+                "4000",
                 "--subnet",
                 "10.9.0.0/24",
             ],

@@ -147,7 +147,7 @@ fn kernel_vxlan_peer_interoperates_both_ways() {
             "peer",
             "rm",
             "--vni",
-            "4097",
+            "4000",
             "--ip",
             KV_OVERLAY_IP,
         ])

@@ -49,7 +49,7 @@ pub async fn ensure(
     let ns_file = open_ns(&ep.netns)?;
     let ns = NetNs::from_file(&ep.netns, ns_file);
     if nl.link_index(&ep.host_if).await?.is_none() {
-        nl.add_veth(&ep.host_if, EP_IFNAME, Some(&ns), Some(mac), Some(mtu))
+        nl.add_veth(&ep.host_if, &ep.ifname, Some(&ns), Some(mac), Some(mtu))
             .await
             .with_context(|| format!("veth for endpoint {}", ep.name))?;
     }
@@ -60,20 +60,23 @@ pub async fn ensure(
 
     let inside = Netlink::connect_in(&ns)?;
     let idx = inside
-        .require_index(EP_IFNAME)
+        .require_index(&ep.ifname)
         .await
-        .with_context(|| format!("{EP_IFNAME} of {}", ep.name))?;
+        .with_context(|| format!("{} of {}", ep.ifname, ep.name))?;
     inside.set_up(idx).await?;
     inside.add_addr(idx, ep.ip.into(), ep.prefix_len).await?;
-    inside.add_default_route(net.gateway, idx).await?;
+    if ep.ifname == EP_IFNAME {
+        inside.add_default_route(net.gateway, idx).await?;
+    }
+    let ifname = ep.ifname.clone();
     ns.run(move || -> Result<()> {
         // IPv4 only for now: keep the endpoint from chattering IPv6 (router
         // solicitations, DAD) into a dataplane that drops it.
         netlink::sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         netlink::sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
         if behind_xdp {
-            netlink::set_gro(EP_IFNAME, true)?;
-            netlink::set_tx_csum(EP_IFNAME, false)?;
+            netlink::set_gro(&ifname, true)?;
+            netlink::set_tx_csum(&ifname, false)?;
         }
         Ok(())
     })??;

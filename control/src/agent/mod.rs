@@ -9,6 +9,7 @@ mod service;
 pub mod store;
 mod swarm;
 pub mod sync;
+mod tasks;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -53,6 +54,8 @@ pub struct AgentConfig {
     /// Manager control plane port (Docker's 2377).
     pub control_port: u16,
     pub raft: crate::raft::manager::Options,
+    /// Task namespaces are named this + 12 characters of the task id.
+    pub task_netns_prefix: String,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -179,6 +182,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         data_dir: cfg.data_dir.clone(),
         control_port: cfg.control_port,
         raft_opts: cfg.raft.clone(),
+        task_netns_prefix: cfg.task_netns_prefix.clone(),
+        tasks: Default::default(),
         swarm: Mutex::new(None),
         nl,
         gossip,
@@ -196,6 +201,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     agent.restore_swarm().await?;
 
     let sync_task = tokio::spawn(service::sync_loop(agent.clone()));
+    tokio::spawn(agent.clone().tasks_loop());
     let listener = crate::api::server::bind(&cfg.socket)?;
     let shutdown = Arc::new(Notify::new());
     let server = tokio::spawn(crate::api::server::serve(

@@ -36,6 +36,8 @@ pub struct Agent {
     /// Port of the manager control plane (Raft between managers).
     pub control_port: u16,
     pub raft_opts: crate::raft::manager::Options,
+    pub task_netns_prefix: String,
+    pub tasks: super::tasks::Runner,
     pub swarm: Mutex<Option<super::swarm::Swarm>>,
     pub nl: Netlink,
     pub gossip: Gossip,
@@ -286,6 +288,10 @@ impl Agent {
             netns,
             owns_netns,
             node: self.info.node.clone(),
+            ifname: req
+                .ifname
+                .clone()
+                .unwrap_or_else(|| endpoint::EP_IFNAME.to_string()),
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

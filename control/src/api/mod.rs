@@ -3,6 +3,7 @@
 //! wire shape.
 
 pub mod client;
+pub mod orchestration;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,10 @@ pub struct EndpointCreate {
     /// ...or the name of one to create under /run/netns (also the
     /// endpoint's name).
     pub name: Option<String>,
+    /// Interface name inside the namespace (default eth0; only eth0 gets
+    /// the default route).
+    #[serde(default)]
+    pub ifname: Option<String>,
 }
 
 /// A local endpoint.
@@ -75,6 +80,13 @@ pub struct Endpoint {
     /// Creation time, ms since the epoch (older claims win address conflicts).
     #[serde(default)]
     pub since: u64,
+    /// Interface name inside the namespace.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+}
+
+fn default_ifname() -> String {
+    crate::agent::endpoint::EP_IFNAME.to_string()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +155,12 @@ pub struct SwarmInitReply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SwarmInit {
     pub advertise_addr: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub default_addr_pool: Option<ipnet::Ipv4Net>,
+    #[serde(default)]
+    pub default_addr_pool_mask_length: Option<u8>,
+    #[serde(default)]
+    pub data_path_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

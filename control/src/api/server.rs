@@ -32,8 +32,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Notify>) {
     let app = Router::new()
         .route("/v1/info", get(info))
-        .route("/v1/networks", get(networks).post(create_network))
-        .route("/v1/networks/{name}", delete(remove_network))
+        .route("/v1/local/networks", get(networks).post(create_network))
+        .route("/v1/local/networks/{name}", delete(remove_network))
         .route("/v1/endpoints", get(endpoints).post(create_endpoint))
         .route("/v1/endpoints/{name}", delete(remove_endpoint))
         .route("/v1/gossip", get(gossip))
@@ -51,6 +51,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/nodes/{key}/demote", axum::routing::post(node_demote))
         .route("/v1/nodes/{key}", get(node_inspect).delete(node_rm))
         .route("/v1/nodes/{key}/update", axum::routing::post(node_update))
+        .merge(super::orchestration::routes())
         .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route".into()) })
         .with_state(agent);
     let _ = axum::serve(listener, app)
@@ -60,11 +61,11 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
 
 type Shared = State<Arc<Agent>>;
 
-fn err(code: StatusCode, msg: String) -> Response {
+pub(super) fn err(code: StatusCode, msg: String) -> Response {
     (code, Json(ApiError { error: msg })).into_response()
 }
 
-fn reply<T: serde::Serialize>(r: Result<T>) -> Response {
+pub(super) fn reply<T: serde::Serialize>(r: Result<T>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
         Err(e) => err(StatusCode::BAD_REQUEST, format!("{e:#}")),
@@ -72,7 +73,7 @@ fn reply<T: serde::Serialize>(r: Result<T>) -> Response {
 }
 
 /// A request body that is not the expected JSON gets a clear error.
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, String> {
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, String> {
     b.map(|Json(v)| v)
         .map_err(|e| format!("bad request: {}", e.body_text()))
 }
@@ -123,7 +124,7 @@ async fn gossip(State(a): Shared) -> Response {
 
 async fn swarm_init(State(a): Shared, b: Result<Json<SwarmInit>, JsonRejection>) -> Response {
     match body(b) {
-        Ok(req) => reply(a.swarm_init(req.advertise_addr).await),
+        Ok(req) => reply(a.swarm_init(req).await),
         Err(msg) => err(StatusCode::BAD_REQUEST, msg),
     }
 }

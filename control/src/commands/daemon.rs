@@ -57,6 +57,9 @@ pub struct DaemonArgs {
     /// many entries.
     #[arg(long, default_value_t = 1000)]
     pub raft_snapshot_interval: u64,
+    /// Task network namespaces are named this + 12 id characters.
+    #[arg(long, default_value = "shoal-t")]
+    pub task_netns_prefix: String,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -89,6 +92,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         gossip_interval: Duration::from_millis(a.gossip_interval_ms),
         phi_threshold: a.phi_threshold,
         control_port: a.control_port,
+        task_netns_prefix: a.task_netns_prefix,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

@@ -423,17 +423,17 @@ fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()> {
                     subnet: subnet.clone(),
                     gateway: *gateway,
                 };
-                let n: Network = client.post("/v1/networks", &req).await?;
+                let n: Network = client.post("/v1/local/networks", &req).await?;
                 println!("{}", n.name);
                 Ok(())
             }
             NetworkCmd::Rm { name } => {
-                let n: Network = client.delete(&format!("/v1/networks/{name}")).await?;
+                let n: Network = client.delete(&format!("/v1/local/networks/{name}")).await?;
                 println!("{}", n.name);
                 Ok(())
             }
             NetworkCmd::Ls => {
-                let nets: Vec<Network> = client.get("/v1/networks").await?;
+                let nets: Vec<Network> = client.get("/v1/local/networks").await?;
                 match format {
                     Format::Json => print_json(&nets),
                     Format::Table => {

@@ -67,6 +67,7 @@ pub fn run(a: EndpointArgs) -> anyhow::Result<()> {
                             mac,
                             netns,
                             name,
+                            ifname: None,
                         },
                     )
                     .await?;

@@ -4,8 +4,11 @@ pub mod daemon;
 pub mod debug;
 pub mod endpoint;
 pub mod lab;
+pub mod network;
 pub mod node;
+pub mod service;
 pub mod swarm;
+pub mod whoami;
 
 use clap::{Parser, Subcommand};
 
@@ -26,10 +29,17 @@ pub enum Cmd {
     Daemon(daemon::DaemonArgs),
     /// Attach network namespaces to overlay networks (the endpoint API).
     Endpoint(endpoint::EndpointArgs),
-    /// Swarm membership (issue 4, in progress: init and join-token).
+    /// Swarm membership: init, join, join-token, leave.
     Swarm(swarm::SwarmArgs),
     /// Swarm nodes (from a manager).
     Node(node::NodeArgs),
+    /// Overlay networks of the swarm.
+    Network(network::NetworkArgs),
+    /// Services: tasks the swarm keeps running.
+    Service(service::ServiceArgs),
+    /// A demo workload (like the whoami image): answers with its hostname,
+    /// task, IPs and the client's address.
+    Whoami(whoami::WhoamiArgs),
     /// A whole cluster of network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -44,6 +54,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Lab(c) => lab::run(c),
         Cmd::Swarm(a) => swarm::run(a),
         Cmd::Node(a) => node::run(a),
+        Cmd::Network(a) => network::run(a),
+        Cmd::Service(a) => service::run(a),
+        Cmd::Whoami(a) => whoami::run(a),
         Cmd::Debug(a) => debug::run(a),
     }
 }

@@ -28,6 +28,15 @@ pub enum SwarmCmd {
     Init {
         #[arg(long)]
         advertise_addr: Option<Ipv4Addr>,
+        /// Where overlay network subnets come from (default 10.0.0.0/8).
+        #[arg(long)]
+        default_addr_pool: Option<ipnet::Ipv4Net>,
+        /// Size of each network's subnet from the pool (default 24).
+        #[arg(long)]
+        default_addr_pool_mask_length: Option<u8>,
+        /// UDP port of the VXLAN data path (default 4789).
+        #[arg(long)]
+        data_path_port: Option<u16>,
     },
     /// Join the swarm of the manager at ADDR:2377 (the token decides the role).
     Join {
@@ -55,8 +64,9 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
     super::runtime()?.block_on(async move {
         match a.cmd {
-            SwarmCmd::Init { advertise_addr } => {
-                let r: SwarmInitReply = client.post("/v1/swarm/init", &SwarmInit { advertise_addr }).await?;
+            SwarmCmd::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port } => {
+                let req = SwarmInit { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port };
+                let r: SwarmInitReply = client.post("/v1/swarm/init", &req).await?;
                 println!("Swarm initialized: current node ({}) is now a manager.\n", r.node_id);
                 println!("To add a worker to this swarm, run the following command:\n");
                 println!("    shoal swarm join --token {} {}\n", r.worker_token, r.control_addr);

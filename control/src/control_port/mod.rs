@@ -96,6 +96,8 @@ mod tests {
                 ca_key_pem: String::new(),
                 worker_token: String::new(),
                 manager_token: String::new(),
+                pool: Default::default(),
+                data_path_port: 4789,
             }),
             ..Default::default()
         };

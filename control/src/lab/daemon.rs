@@ -65,6 +65,8 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         .arg("--join")
         .args(seeds(lab, node))
         .args(["--accel", &lab.accel])
+        .arg("--task-netns-prefix")
+        .arg(format!("{}-{}-t", lab.name, node.name))
         .args(&lab.daemon_args)
         .env(
             "RUST_LOG",

@@ -8,6 +8,10 @@ use super::Lab;
 use crate::api::client::Client;
 use crate::api::{JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin};
 
+/// The lab swarm's address pool: clear of the lab's own `labnet`
+/// (10.0.1.0/24) and of the ingress network (10.0.0.0/24).
+pub const SWARM_POOL: &str = "10.10.0.0/16";
+
 pub async fn form(lab: &Lab) -> Result<()> {
     let Some(first) = lab.nodes.first() else {
         return Ok(());
@@ -18,6 +22,9 @@ pub async fn form(lab: &Lab) -> Result<()> {
             "/v1/swarm/init",
             &SwarmInit {
                 advertise_addr: Some(first.underlay_ip),
+                default_addr_pool: Some(SWARM_POOL.parse().expect("valid")),
+                default_addr_pool_mask_length: Some(24),
+                data_path_port: None,
             },
         )
         .await

@@ -27,12 +27,14 @@ pub struct UpOptions {
     pub daemon_args: Vec<String>,
 }
 
-/// The lab's one overlay network (Docker's first user network would get a
-/// /24 from 10.0.0.0/8 the same way).
+/// The lab's own overlay network for its static endpoints (n1-e1, ...),
+/// defined on each node directly, outside the swarm: VNI 4000 sits below
+/// the swarm's VNIs (4096 up) and the lab's swarm takes its subnets from
+/// `SWARM_POOL`, so swarm networks never collide with it.
 pub fn lab_network() -> Network {
     Network {
         name: "labnet".into(),
-        vni: 4097,
+        vni: 4000,
         subnet: "10.0.1.0/24".parse().expect("valid"),
         gateway: Ipv4Addr::new(10, 0, 1, 1),
     }
@@ -176,7 +178,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
             gateway: Some(net.gateway),
         };
         let _: Network = c
-            .post("/v1/networks", &req)
+            .post("/v1/local/networks", &req)
             .await
             .with_context(|| format!("network on {}", node.name))?;
     }
@@ -192,6 +194,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
             mac: Some(ep.mac.clone()),
             netns: None,
             name: Some(ep.netns.clone()),
+            ifname: None,
         };
         let created: Endpoint = Client::new(&node.socket())
             .post("/v1/endpoints", &req)

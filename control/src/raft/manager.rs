@@ -22,6 +22,7 @@ use super::network::Network;
 use super::rpc;
 use super::state::{ClusterState, Command, CommandResult, NodeRecord, RaftId};
 use super::store::{self, LogStore, StateMachine};
+use super::tasks::{Assignment, TaskReport};
 use super::TypeConfig;
 use crate::control_port::client::call;
 use crate::control_port::tls::Identity;
@@ -48,6 +49,9 @@ impl Default for Options {
 
 /// An operation only the leader performs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+// Wire and log types, built and moved once each: boxing the big variants
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum LeaderOp {
     Write {
@@ -60,9 +64,12 @@ pub enum LeaderOp {
     RemoveVoter {
         raft_id: RaftId,
     },
-    /// A node's session heartbeat (liveness, role changes).
+    /// A node's session heartbeat (liveness, role changes), with its
+    /// tasks' states.
     Heartbeat {
         node_id: String,
+        #[serde(default)]
+        reports: Vec<TaskReport>,
     },
 }
 
@@ -83,6 +90,9 @@ pub struct SessionReply {
     /// Control addresses of the managers (voters).
     pub managers: Vec<String>,
     pub leader: String,
+    /// The tasks this node should run or stop.
+    #[serde(default)]
+    pub assignments: Vec<Assignment>,
 }
 
 /// Why the leader could not run an operation.
@@ -295,6 +305,16 @@ impl Manager {
         self.state.read().expect("state lock").clone()
     }
 
+    /// Leading, and a voter of its own membership.
+    pub fn is_leading(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.current_leader == Some(self.id)
+            && m.membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == self.id)
+    }
+
     pub fn leader(&self) -> Option<RaftId> {
         self.raft.metrics().borrow().current_leader
     }
@@ -479,7 +499,7 @@ pub(super) async fn execute(
                 Err(_) => Err(no_quorum()),
             }
         }
-        LeaderOp::Heartbeat { node_id } => {
+        LeaderOp::Heartbeat { node_id, reports } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
                 return Err(OpError::NotLeader);
@@ -496,6 +516,33 @@ pub(super) async fn execute(
                 )));
             };
             live.seen(&node_id);
+            // Only reports that move a task of this node forward are written.
+            let changed: Vec<TaskReport> = {
+                let st = state.read().expect("state lock");
+                reports
+                    .into_iter()
+                    .filter(|r| {
+                        st.tasks.get(&r.id).is_some_and(|t| {
+                            t.node_id.as_deref() == Some(node_id.as_str()) && r.state > t.state
+                        })
+                    })
+                    .collect()
+            };
+            if !changed.is_empty() {
+                let cmd = Command::TaskReports {
+                    reports: changed,
+                    now: crate::now_ms(),
+                };
+                match tokio::time::timeout(left, raft.client_write(cmd)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        return Err(OpError::NotLeader)
+                    }
+                    Ok(Err(e)) => return Err(failed("task reports", e.to_string())),
+                    Err(_) => return Err(no_quorum()),
+                }
+            }
+            let assignments = state.read().expect("state lock").assignments(&node_id);
             let mem = m.membership_config.membership();
             let managers = mem
                 .voter_ids()
@@ -510,6 +557,7 @@ pub(super) async fn execute(
                     node,
                     managers,
                     leader,
+                    assignments,
                 }),
                 ..Default::default()
             })

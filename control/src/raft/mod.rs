@@ -12,9 +12,12 @@
 pub mod liveness;
 pub mod manager;
 pub mod network;
+pub mod networks;
 pub mod rpc;
+pub mod services;
 pub mod state;
 pub mod store;
+pub mod tasks;
 
 use std::io::Cursor;
 

@@ -1,6 +1,8 @@
 //! The cluster's desired state, as the Raft log builds it: typed records,
-//! each stored under its own key (`node/ID`, later `network/ID`,
+//! each stored under its own key (`cluster`, `node/ID`, `network/ID`,
 //! `service/ID`, `task/ID`), so applying a command writes only what changed.
+//! Networks, services and tasks have their types (and allocation) in
+//! `networks.rs`, `services.rs`, `tasks.rs`.
 //!
 //! `ClusterState::apply` is pure (no IO): the state machine persists the
 //! changes it returns. Application errors (unknown node, ...) are results,
@@ -10,6 +12,20 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
+
+use super::networks::{AddrPool, NetworkRecord, NetworkSpec};
+use super::services::{Mode, ServiceRecord, ServiceSpec, Vip};
+use super::tasks::{DesiredState, NewTask, TaskAddr, TaskRecord, TaskReport, TaskState};
+
+/// A Docker-style id: 25 base-36 characters.
+pub fn new_id() -> String {
+    use rand::Rng;
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut r = rand::rng();
+    (0..25)
+        .map(|_| DIGITS[r.random_range(0..36)] as char)
+        .collect()
+}
 
 /// Raft's own id for a manager.
 pub type RaftId = u64;
@@ -62,11 +78,24 @@ pub struct ClusterInfo {
     pub ca_key_pem: String,
     pub worker_token: String,
     pub manager_token: String,
+    /// Where network subnets come from.
+    #[serde(default)]
+    pub pool: AddrPool,
+    /// UDP port of the VXLAN data path.
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
+}
+
+fn default_data_path_port() -> u16 {
+    4789
 }
 
 /// A change to the desired state. Tagged, so new commands can be added
 /// without breaking old log entries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// Wire and log types, built and moved once each: boxing the big variants
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     ClusterInit {
@@ -101,15 +130,61 @@ pub enum Command {
     NodeRemove {
         id: String,
     },
+    NetworkCreate {
+        id: String,
+        spec: NetworkSpec,
+        now: u64,
+    },
+    NetworkRemove {
+        id: String,
+    },
+    ServiceCreate {
+        id: String,
+        spec: ServiceSpec,
+        now: u64,
+    },
+    ServiceScale {
+        id: String,
+        replicas: u64,
+        now: u64,
+    },
+    ServiceRemove {
+        id: String,
+    },
+    TaskCreate {
+        tasks: Vec<NewTask>,
+        now: u64,
+    },
+    TaskAssign {
+        id: String,
+        node_id: String,
+        now: u64,
+    },
+    TaskDesired {
+        ids: Vec<String>,
+        desired: DesiredState,
+    },
+    TaskReports {
+        reports: Vec<TaskReport>,
+        now: u64,
+    },
+    TaskRemove {
+        ids: Vec<String>,
+    },
 }
 
 /// What applying a command gave.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+// Wire and log types, built and moved once each: boxing the big variants
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[serde(rename_all = "snake_case")]
 pub enum CommandResult {
     #[default]
     Ok,
     Node(NodeRecord),
+    Network(NetworkRecord),
+    Service(ServiceRecord),
     Error(String),
 }
 
@@ -124,10 +199,20 @@ pub enum Change {
 pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
     pub nodes: BTreeMap<String, NodeRecord>,
+    #[serde(default)]
+    pub networks: BTreeMap<String, NetworkRecord>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceRecord>,
+    #[serde(default)]
+    pub tasks: BTreeMap<String, TaskRecord>,
 }
 
 fn node_key(id: &str) -> String {
     format!("node/{id}")
+}
+
+fn put<T: Serialize>(key: String, v: &T) -> Change {
+    Change::Put(key, serde_json::to_vec(v).expect("records serialise"))
 }
 
 impl ClusterState {
@@ -141,6 +226,14 @@ impl ClusterState {
                 st.cluster = Some(serde_json::from_slice(v)?);
             } else if let Some(id) = k.strip_prefix("node/") {
                 st.nodes.insert(id.to_string(), serde_json::from_slice(v)?);
+            } else if let Some(id) = k.strip_prefix("network/") {
+                st.networks
+                    .insert(id.to_string(), serde_json::from_slice(v)?);
+            } else if let Some(id) = k.strip_prefix("service/") {
+                st.services
+                    .insert(id.to_string(), serde_json::from_slice(v)?);
+            } else if let Some(id) = k.strip_prefix("task/") {
+                st.tasks.insert(id.to_string(), serde_json::from_slice(v)?);
             }
         }
         Ok(st)
@@ -162,7 +255,30 @@ impl ClusterState {
                 serde_json::to_vec(n).expect("records serialise"),
             )
         });
-        cluster.chain(nodes).collect()
+        let networks = self.networks.values().map(|n| {
+            (
+                format!("network/{}", n.id),
+                serde_json::to_vec(n).expect("records serialise"),
+            )
+        });
+        let services = self.services.values().map(|s| {
+            (
+                format!("service/{}", s.id),
+                serde_json::to_vec(s).expect("records serialise"),
+            )
+        });
+        let tasks = self.tasks.values().map(|t| {
+            (
+                format!("task/{}", t.id),
+                serde_json::to_vec(t).expect("records serialise"),
+            )
+        });
+        cluster
+            .chain(nodes)
+            .chain(networks)
+            .chain(services)
+            .chain(tasks)
+            .collect()
     }
 
     /// Applies a command committed at log `index`.
@@ -262,11 +378,247 @@ impl ClusterState {
                 node.version = index;
                 self.put(node)
             }
-            Command::NodeRemove { id } => match self.nodes.remove(&id) {
-                Some(n) => (CommandResult::Node(n), vec![Change::Delete(node_key(&id))]),
-                None => err(format!("no such node: {id}")),
-            },
+            Command::NodeRemove { id } => {
+                let Some(n) = self.nodes.remove(&id) else {
+                    return err(format!("no such node: {id}"));
+                };
+                // Its tasks go with it (their addresses are freed).
+                let gone: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.node_id.as_deref() == Some(id.as_str()))
+                    .map(|t| t.id.clone())
+                    .collect();
+                let mut changes = vec![Change::Delete(node_key(&id))];
+                changes.extend(self.remove_tasks(&gone));
+                (CommandResult::Node(n), changes)
+            }
+            Command::NetworkCreate { id, spec, now } => {
+                let pool = self
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.pool.clone())
+                    .unwrap_or_default();
+                match self.allocate_network(&id, &spec, &pool) {
+                    Ok(mut n) => {
+                        n.created_at = now;
+                        n.version = index;
+                        self.networks.insert(id.clone(), n.clone());
+                        (
+                            CommandResult::Network(n.clone()),
+                            vec![put(format!("network/{id}"), &n)],
+                        )
+                    }
+                    Err(e) => err(e),
+                }
+            }
+            Command::NetworkRemove { id } => {
+                let Some(n) = self.networks.get(&id).cloned() else {
+                    return err(format!("network {id} not found"));
+                };
+                if let Some(s) = self.services.values().find(|s| s.network_ids.contains(&id)) {
+                    return err(format!(
+                        "network {} is in use by service {}",
+                        n.spec.name, s.spec.name
+                    ));
+                }
+                if self
+                    .tasks
+                    .values()
+                    .any(|t| t.networks.iter().any(|a| a.network_id == id))
+                {
+                    return err(format!("network {} still has tasks attached", n.spec.name));
+                }
+                self.networks.remove(&id);
+                (
+                    CommandResult::Network(n),
+                    vec![Change::Delete(format!("network/{id}"))],
+                )
+            }
+            Command::ServiceCreate { id, spec, now } => {
+                let network_ids = match self.check_service(&spec, None) {
+                    Ok(ids) => ids,
+                    Err(e) => return err(e),
+                };
+                if self.services.contains_key(&id) {
+                    return err(format!("service {id} already exists"));
+                }
+                let mut vips = vec![];
+                if spec.endpoint_mode == super::services::EndpointMode::Vip {
+                    for nid in &network_ids {
+                        match self.free_addr(nid, &Default::default()) {
+                            Some(addr) => vips.push(Vip {
+                                network_id: nid.clone(),
+                                addr,
+                            }),
+                            None => {
+                                return err(format!("network {nid} has no free address for a VIP"))
+                            }
+                        }
+                    }
+                }
+                let s = ServiceRecord {
+                    id: id.clone(),
+                    spec,
+                    network_ids,
+                    vips,
+                    created_at: now,
+                    updated_at: now,
+                    version: index,
+                };
+                self.services.insert(id.clone(), s.clone());
+                (
+                    CommandResult::Service(s.clone()),
+                    vec![put(format!("service/{id}"), &s)],
+                )
+            }
+            Command::ServiceScale { id, replicas, now } => {
+                let Some(mut s) = self.services.get(&id).cloned() else {
+                    return err(format!("service {id} not found"));
+                };
+                if s.spec.mode == Mode::Global {
+                    return err(format!(
+                        "{}: scale can only be used with replicated mode",
+                        s.spec.name
+                    ));
+                }
+                s.spec.mode = Mode::Replicated { replicas };
+                s.updated_at = now;
+                s.version = index;
+                self.services.insert(id.clone(), s.clone());
+                (
+                    CommandResult::Service(s.clone()),
+                    vec![put(format!("service/{id}"), &s)],
+                )
+            }
+            Command::ServiceRemove { id } => {
+                let Some(s) = self.services.remove(&id) else {
+                    return err(format!("service {id} not found"));
+                };
+                // Its tasks are told to stop; the orchestrator removes them
+                // once they have.
+                let mut changes = vec![Change::Delete(format!("service/{id}"))];
+                let ids: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == id)
+                    .map(|t| t.id.clone())
+                    .collect();
+                changes.extend(self.set_desired(&ids, DesiredState::Shutdown, index));
+                (CommandResult::Service(s), changes)
+            }
+            Command::TaskCreate { tasks, now } => self.create_tasks(index, tasks, now),
+            Command::TaskAssign { id, node_id, now } => {
+                let Some(mut t) = self.tasks.get(&id).cloned() else {
+                    return err(format!("no such task: {id}"));
+                };
+                if t.state != TaskState::Pending {
+                    return err(format!("task {id} is not pending"));
+                }
+                t.node_id = Some(node_id);
+                t.state = TaskState::Assigned;
+                t.err = None;
+                t.state_at = now;
+                t.version = index;
+                self.tasks.insert(id.clone(), t.clone());
+                (CommandResult::Ok, vec![put(format!("task/{id}"), &t)])
+            }
+            Command::TaskDesired { ids, desired } => {
+                (CommandResult::Ok, self.set_desired(&ids, desired, index))
+            }
+            Command::TaskReports { reports, now } => {
+                let mut changes = vec![];
+                for r in reports {
+                    let Some(t) = self.tasks.get_mut(&r.id) else {
+                        continue;
+                    };
+                    // States only move forward (a late report of an older
+                    // state is ignored).
+                    if r.state <= t.state {
+                        continue;
+                    }
+                    t.state = r.state;
+                    t.err = r.err;
+                    t.exit_code = r.exit_code;
+                    t.state_at = now;
+                    t.version = index;
+                    changes.push(put(format!("task/{}", t.id), &*t));
+                }
+                (CommandResult::Ok, changes)
+            }
+            Command::TaskRemove { ids } => (CommandResult::Ok, self.remove_tasks(&ids)),
         }
+    }
+
+    fn set_desired(&mut self, ids: &[String], desired: DesiredState, index: u64) -> Vec<Change> {
+        let mut changes = vec![];
+        for id in ids {
+            if let Some(t) = self.tasks.get_mut(id) {
+                if t.desired != desired {
+                    t.desired = desired;
+                    t.version = index;
+                    changes.push(put(format!("task/{id}"), &*t));
+                }
+            }
+        }
+        changes
+    }
+
+    fn remove_tasks(&mut self, ids: &[String]) -> Vec<Change> {
+        ids.iter()
+            .filter(|id| self.tasks.remove(*id).is_some())
+            .map(|id| Change::Delete(format!("task/{id}")))
+            .collect()
+    }
+
+    /// New tasks with an address on each of their service's networks.
+    fn create_tasks(
+        &mut self,
+        index: u64,
+        tasks: Vec<NewTask>,
+        now: u64,
+    ) -> (CommandResult, Vec<Change>) {
+        let mut changes = vec![];
+        for nt in tasks {
+            let Some(s) = self.services.get(&nt.service_id).cloned() else {
+                continue;
+            };
+            if self.tasks.contains_key(&nt.id) {
+                continue;
+            }
+            let mut networks = vec![];
+            for nid in &s.network_ids {
+                match self.free_addr(nid, &Default::default()) {
+                    Some(addr) => networks.push(TaskAddr {
+                        network_id: nid.clone(),
+                        addr,
+                    }),
+                    None => return err(format!("network {nid} has no free address")),
+                }
+            }
+            let t = TaskRecord {
+                id: nt.id.clone(),
+                service_id: s.id.clone(),
+                service_name: s.spec.name.clone(),
+                slot: nt.slot,
+                state: if nt.node_id.is_some() {
+                    TaskState::Assigned
+                } else {
+                    TaskState::Pending
+                },
+                node_id: nt.node_id,
+                desired: DesiredState::Running,
+                err: nt.err,
+                exit_code: None,
+                networks,
+                created_at: now,
+                state_at: now,
+                version: index,
+            };
+            changes.push(put(format!("task/{}", t.id), &t));
+            self.tasks.insert(t.id.clone(), t);
+        }
+        (CommandResult::Ok, changes)
     }
 
     fn put(&mut self, node: NodeRecord) -> (CommandResult, Vec<Change>) {

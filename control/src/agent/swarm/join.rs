@@ -20,11 +20,12 @@ use tracing::info;
 
 use super::{new_id, new_raft_id, Membership};
 use crate::agent::Agent;
-use crate::api::SwarmInitReply;
+use crate::api::{SwarmInit, SwarmInitReply};
 use crate::control_port::client::{call, request};
 use crate::control_port::tls::{pinned_client, Identity};
 use crate::pki::{digest_of_pem, ClusterCa, JoinToken};
 use crate::raft::manager::{to_leader, LeaderOp};
+use crate::raft::networks::{AddrPool, NetworkSpec, INGRESS_SUBNET};
 use crate::raft::state::{
     Availability, ClusterInfo, ClusterState, Command, CommandResult, NodeRecord, NodeState, Role,
 };
@@ -92,15 +93,31 @@ fn manager_addrs(m: &crate::raft::manager::Manager) -> Vec<String> {
 }
 
 impl Agent {
-    pub async fn swarm_init(
-        self: &Arc<Self>,
-        advertise: Option<Ipv4Addr>,
-    ) -> Result<SwarmInitReply> {
+    pub async fn swarm_init(self: &Arc<Self>, req: SwarmInit) -> Result<SwarmInitReply> {
         let mut swarm = self.swarm.lock().await;
         if swarm.is_some() {
             bail!("this node is already part of a swarm");
         }
-        let addr = advertise.unwrap_or(self.info.vtep);
+        let pool = AddrPool {
+            base: req
+                .default_addr_pool
+                .unwrap_or(AddrPool::default().base)
+                .trunc(),
+            mask_len: req.default_addr_pool_mask_length.unwrap_or(24),
+        };
+        if pool.mask_len < pool.base.prefix_len() || pool.mask_len > 29 {
+            bail!(
+                "--default-addr-pool-mask-length {} does not fit the pool {} (between /{} and /29)",
+                pool.mask_len,
+                pool.base,
+                pool.base.prefix_len()
+            );
+        }
+        let data_path_port = req.data_path_port.unwrap_or(4789);
+        if data_path_port < 1024 {
+            bail!("--data-path-port must be 1024-65535");
+        }
+        let addr = req.advertise_addr.unwrap_or(self.info.vtep);
         let control_addr = SocketAddr::new(addr.into(), self.control_port);
         let raft_id = new_raft_id();
         let node_id = new_id();
@@ -125,6 +142,8 @@ impl Agent {
             manager_token: JoinToken::generate(&ca.digest()).to_string(),
             ca_cert_pem: ca.cert_pem.clone(),
             ca_key_pem: ca.key_pem.clone(),
+            pool,
+            data_path_port,
         };
         expect_ok(
             manager
@@ -143,6 +162,22 @@ impl Agent {
             version: 0,
         };
         expect_ok(manager.write(Command::NodeAdd { node: me }).await?)?;
+        // Docker's ingress network, for the routing mesh.
+        let ingress = NetworkSpec {
+            name: "ingress".into(),
+            subnet: Some(INGRESS_SUBNET.parse().expect("valid")),
+            ingress: true,
+            ..Default::default()
+        };
+        expect_ok(
+            manager
+                .write(Command::NetworkCreate {
+                    id: new_id(),
+                    spec: ingress,
+                    now: crate::now_ms(),
+                })
+                .await?,
+        )?;
         let membership = Membership {
             node_id: node_id.clone(),
             raft_id,

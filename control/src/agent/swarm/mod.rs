@@ -9,6 +9,7 @@
 
 mod join;
 mod nodes;
+mod services;
 mod session;
 
 use std::net::SocketAddr;
@@ -34,6 +35,13 @@ use crate::raft::manager::{LeaderOp, Manager};
 use crate::raft::state::{RaftId, Role};
 
 pub use join::JoinRequest;
+
+/// A node's heartbeat body: how its tasks are doing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SessionRequest {
+    #[serde(default)]
+    pub reports: Vec<crate::raft::tasks::TaskReport>,
+}
 
 /// The text a manager uses for a node that is no longer in the swarm; the
 /// node's session leaves on it.
@@ -75,14 +83,7 @@ pub struct Swarm {
     generation: u64,
 }
 
-/// A Docker-style id: 25 base-36 characters.
-fn new_id() -> String {
-    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut r = rand::rng();
-    (0..25)
-        .map(|_| DIGITS[r.random_range(0..36)] as char)
-        .collect()
-}
+pub use crate::raft::state::new_id;
 
 fn new_raft_id() -> RaftId {
     rand::rng().random_range(1..u64::MAX)
@@ -114,7 +115,7 @@ impl Agent {
         let listener = TcpListener::bind(control_addr)
             .await
             .with_context(|| format!("cannot listen on {control_addr} for the control plane"))?;
-        Ok(Arc::new(
+        let m = Arc::new(
             Manager::start(
                 raft_id,
                 node_id,
@@ -125,7 +126,9 @@ impl Agent {
                 self.raft_opts.clone(),
             )
             .await?,
-        ))
+        );
+        tokio::spawn(crate::orchestrator::run(Arc::downgrade(&m)));
+        Ok(m)
     }
 
     /// Makes `membership` this node's swarm role and starts its session.
@@ -218,12 +221,15 @@ async fn join_handler(State(a): State<Arc<Agent>>, Json(req): Json<JoinRequest>)
 async fn session_handler(
     State(a): State<Arc<Agent>>,
     Extension(peer): Extension<PeerId>,
+    req: Option<Json<SessionRequest>>,
 ) -> Response {
+    let reports = req.map(|Json(r)| r.reports).unwrap_or_default();
     let res = async {
         let (m, _) = a.manager().await?;
         let r = m
             .leader_op(LeaderOp::Heartbeat {
                 node_id: peer.node_id,
+                reports,
             })
             .await?;
         r.session.context("the leader sent no session")

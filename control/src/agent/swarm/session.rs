@@ -13,7 +13,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, info, warn};
 
 use super::join::{issue_for, CertReply};
-use super::{Membership, REMOVED};
+use super::{Membership, SessionRequest, REMOVED};
 use crate::agent::Agent;
 use crate::control_port::client::call;
 use crate::control_port::tls::Identity;
@@ -50,6 +50,7 @@ impl Agent {
             Some(m) => m
                 .leader_op(LeaderOp::Heartbeat {
                     node_id: ms.node_id.clone(),
+                    reports: self.task_reports(),
                 })
                 .await
                 .map_err(|e| format!("{e:#}"))
@@ -99,7 +100,10 @@ impl Agent {
                 }
                 tried.push(addr.clone());
                 let ttl = Duration::from_millis(if round == 0 { 2000 } else { 500 });
-                match call::<_, SessionReply>(tls, &addr, "/swarm/session", &(), ttl).await {
+                let req = SessionRequest {
+                    reports: self.task_reports(),
+                };
+                match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
                     Err(f) if f.status == Some(410) => return Err(f.msg),
                     Err(f) => last = f.msg,
@@ -116,6 +120,7 @@ impl Agent {
         if s.node.id != sw.membership.node_id {
             bail!("session reply for another node");
         }
+        self.reconcile_tasks(s.assignments.clone());
         let mut managers = s.managers.clone();
         managers.sort_by_key(|a| a != &s.leader);
         if managers != sw.membership.managers {

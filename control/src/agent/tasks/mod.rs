@@ -1,0 +1,347 @@
+//! The node's task runner: it runs what the leader assigns (each session
+//! heartbeat brings the assignments), reports what happened (each heartbeat
+//! carries the reports), and cleans up after its tasks.
+//!
+//! A task: its network namespace (`PREFIX` + 12 id characters) with one
+//! endpoint per network (eth0, eth1, ...; the agent's endpoint machinery,
+//! so gossip spreads them and the dataplane programs them), its process
+//! (`process.rs`), its directory `DATA_DIR/tasks/ID/` (hosts, resolv.conf,
+//! log). A node joins a network (defines it locally) when its first task on
+//! it starts and leaves it when the last one is gone (lazy join).
+//! States move assigned -> accepted -> preparing -> running -> complete |
+//! failed | shutdown | rejected; a stop is SIGTERM to the process group,
+//! SIGKILL after the service's stop grace period.
+
+mod process;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use shoal_dataplane::netns::NetNs;
+use tracing::{info, warn};
+
+use super::Agent;
+use crate::api::{EndpointCreate, NetworkCreate};
+use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
+
+/// How often the runner looks at its processes.
+const POLL: Duration = Duration::from_millis(200);
+
+struct Local {
+    a: Assignment,
+    state: TaskState,
+    err: Option<String>,
+    exit_code: Option<i32>,
+    child: Option<std::process::Child>,
+    /// A start or a cleanup is running for it.
+    busy: bool,
+    stop_deadline: Option<Instant>,
+    cleaned: bool,
+}
+
+#[derive(Default)]
+pub struct Runner {
+    tasks: Mutex<BTreeMap<String, Local>>,
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+impl Agent {
+    fn task_netns(&self, id: &str) -> String {
+        format!("{}{}", self.task_netns_prefix, short(id))
+    }
+
+    /// What the runner reports with the next heartbeat.
+    pub fn task_reports(&self) -> Vec<TaskReport> {
+        let tasks = self.tasks.tasks.lock().expect("tasks lock");
+        tasks
+            .values()
+            .map(|l| TaskReport {
+                id: l.a.task.id.clone(),
+                state: l.state,
+                err: l.err.clone(),
+                exit_code: l.exit_code,
+            })
+            .collect()
+    }
+
+    /// Brings local tasks in line with the leader's assignments.
+    pub fn reconcile_tasks(self: &Arc<Self>, assignments: Vec<Assignment>) {
+        let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
+        let assigned: std::collections::BTreeSet<String> =
+            assignments.iter().map(|a| a.task.id.clone()).collect();
+        for a in assignments {
+            let id = a.task.id.clone();
+            match tasks.get_mut(&id) {
+                None if a.task.desired == DesiredState::Running && !a.task.state.is_terminal() => {
+                    tasks.insert(
+                        id.clone(),
+                        Local {
+                            a: a.clone(),
+                            state: TaskState::Accepted,
+                            err: None,
+                            exit_code: None,
+                            child: None,
+                            busy: true,
+                            stop_deadline: None,
+                            cleaned: false,
+                        },
+                    );
+                    let agent = self.clone();
+                    tokio::spawn(async move { agent.start_task(a).await });
+                }
+                None => {
+                    // Asked to stop a task this node does not run (any more).
+                    tasks.insert(
+                        id,
+                        Local {
+                            a,
+                            state: TaskState::Shutdown,
+                            err: None,
+                            exit_code: None,
+                            child: None,
+                            busy: false,
+                            stop_deadline: None,
+                            cleaned: true,
+                        },
+                    );
+                }
+                Some(l) => {
+                    l.a.task.desired = a.task.desired;
+                    if a.task.desired == DesiredState::Shutdown {
+                        begin_stop(l);
+                    }
+                }
+            }
+        }
+        // Tasks the leader no longer mentions: stop them; forget the
+        // finished ones.
+        tasks.retain(|id, l| {
+            if assigned.contains(id) {
+                return true;
+            }
+            begin_stop(l);
+            !(l.state.is_terminal() && l.cleaned)
+        });
+    }
+
+    /// Watches processes: exits, stop deadlines, cleanups.
+    pub async fn tasks_loop(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(POLL).await;
+            let mut cleanups = vec![];
+            {
+                let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
+                for l in tasks.values_mut() {
+                    if let Some(child) = l.child.as_mut() {
+                        match child.try_wait() {
+                            Ok(Some(status)) => {
+                                let code = status.code();
+                                l.exit_code = code.or(status.signal().map(|s| 128 + s));
+                                l.state = if l.stop_deadline.is_some() {
+                                    TaskState::Shutdown
+                                } else if code == Some(0) {
+                                    TaskState::Complete
+                                } else {
+                                    l.err = Some(match code {
+                                        Some(c) => format!("task: non-zero exit ({c})"),
+                                        None => format!(
+                                            "task: killed by signal {}",
+                                            status.signal().unwrap_or(0)
+                                        ),
+                                    });
+                                    TaskState::Failed
+                                };
+                                l.child = None;
+                                info!(task = %l.a.task.name(), state = ?l.state, "task ended");
+                            }
+                            Ok(None) => {
+                                if l.stop_deadline.is_some_and(|d| Instant::now() > d) {
+                                    process::signal(child.id(), Signal::SIGKILL);
+                                }
+                            }
+                            Err(e) => warn!("task wait: {e}"),
+                        }
+                    }
+                    if l.state.is_terminal() && !l.cleaned && !l.busy {
+                        l.busy = true;
+                        cleanups.push(l.a.clone());
+                    }
+                }
+            }
+            for a in cleanups {
+                let agent = self.clone();
+                tokio::spawn(async move { agent.cleanup_task(&a).await });
+            }
+        }
+    }
+
+    fn set_task(&self, id: &str, f: impl FnOnce(&mut Local)) {
+        if let Some(l) = self.tasks.tasks.lock().expect("tasks lock").get_mut(id) {
+            f(l);
+        }
+    }
+
+    async fn start_task(self: Arc<Self>, a: Assignment) {
+        let id = a.task.id.clone();
+        self.set_task(&id, |l| l.state = TaskState::Preparing);
+        match self.prepare_and_spawn(&a).await {
+            Ok(child) => {
+                info!(task = %a.task.name(), pid = child.id(), "task running");
+                let stop = self
+                    .tasks
+                    .tasks
+                    .lock()
+                    .expect("tasks lock")
+                    .get(&id)
+                    .is_some_and(|l| l.a.task.desired == DesiredState::Shutdown);
+                self.set_task(&id, |l| {
+                    l.child = Some(child);
+                    l.state = TaskState::Running;
+                    l.busy = false;
+                    if stop {
+                        begin_stop(l);
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(task = %a.task.name(), "task rejected: {e:#}");
+                self.set_task(&id, |l| {
+                    l.state = TaskState::Rejected;
+                    l.err = Some(format!("{e:#}"));
+                    l.busy = false;
+                });
+            }
+        }
+    }
+
+    async fn prepare_and_spawn(&self, a: &Assignment) -> Result<std::process::Child> {
+        let t = &a.task;
+        // Lazy join: define the task's networks on this node.
+        let local = self.networks().await;
+        for n in &a.networks {
+            match local.iter().find(|l| l.name == n.name) {
+                Some(l) if l.vni == n.vni => {}
+                Some(l) => anyhow::bail!(
+                    "network {} is defined on this node with VNI {}, not {}",
+                    n.name,
+                    l.vni,
+                    n.vni
+                ),
+                None => {
+                    self.create_network(NetworkCreate {
+                        name: n.name.clone(),
+                        vni: n.vni,
+                        subnet: n.subnet.to_string(),
+                        gateway: Some(n.gateway),
+                    })
+                    .await
+                    .with_context(|| format!("joining network {}", n.name))?;
+                }
+            }
+        }
+        let ns_name = self.task_netns(&t.id);
+        // Leftovers of an earlier start (an agent restart) go first.
+        self.remove_task_endpoints(a).await;
+        if NetNs::exists(&ns_name) {
+            let _ = NetNs::delete(&ns_name);
+        }
+        NetNs::create(&ns_name)?;
+        let ns_path = NetNs::path_of(&ns_name);
+        for (i, n) in a.networks.iter().enumerate() {
+            self.create_endpoint(EndpointCreate {
+                network: n.name.clone(),
+                ip: format!("{}/{}", n.addr, n.subnet.prefix_len()),
+                mac: None,
+                netns: Some(ns_path.to_string_lossy().into_owned()),
+                name: Some(format!("t{}-{i}", short(&t.id))),
+                ifname: Some(format!("eth{i}")),
+            })
+            .await
+            .with_context(|| format!("endpoint on {}", n.name))?;
+        }
+        let dir = self.data_dir.join("tasks").join(&t.id);
+        let hostname = short(&t.id).to_string();
+        let addrs: Vec<_> = a.networks.iter().map(|n| n.addr).collect();
+        process::write_files(&dir, &hostname, &addrs)?;
+        let mut env: Vec<(String, String)> = vec![
+            ("SHOAL_TASK_ID".into(), t.id.clone()),
+            ("SHOAL_TASK_NAME".into(), t.name()),
+            ("SHOAL_TASK_SLOT".into(), t.slot.to_string()),
+            ("SHOAL_SERVICE_NAME".into(), t.service_name.clone()),
+            ("SHOAL_NODE".into(), self.info.node.clone()),
+        ];
+        for kv in &a.env {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.push((k.into(), v.into()));
+            }
+        }
+        let child = tokio::task::block_in_place(|| {
+            process::spawn(&process::Launch {
+                argv: a.command.clone(),
+                env,
+                workdir: a.workdir.clone(),
+                netns: ns_path.clone(),
+                hostname,
+                dir: dir.clone(),
+            })
+        })?;
+        std::fs::write(dir.join("pid"), child.id().to_string())?;
+        Ok(child)
+    }
+
+    async fn remove_task_endpoints(&self, a: &Assignment) {
+        for i in 0..a.networks.len().max(1) {
+            let _ = self
+                .remove_endpoint(&format!("t{}-{i}", short(&a.task.id)))
+                .await;
+        }
+    }
+
+    /// Endpoints, namespace; networks no endpoint uses any more.
+    async fn cleanup_task(self: Arc<Self>, a: &Assignment) {
+        self.remove_task_endpoints(a).await;
+        let ns = self.task_netns(&a.task.id);
+        if NetNs::exists(&ns) {
+            if let Err(e) = NetNs::delete(&ns) {
+                warn!("task namespace {ns}: {e}");
+            }
+        }
+        let in_use: std::collections::BTreeSet<String> = self
+            .endpoints()
+            .await
+            .into_iter()
+            .map(|e| e.network)
+            .collect();
+        for n in &a.networks {
+            if !in_use.contains(&n.name) {
+                let _ = self.remove_network(&n.name).await;
+            }
+        }
+        let _ = std::fs::remove_file(self.data_dir.join("tasks").join(&a.task.id).join("pid"));
+        self.set_task(&a.task.id, |l| {
+            l.cleaned = true;
+            l.busy = false;
+        });
+    }
+}
+
+/// SIGTERM now, SIGKILL at the deadline (the tasks loop sends it).
+fn begin_stop(l: &mut Local) {
+    if l.stop_deadline.is_some() || l.state.is_terminal() {
+        return;
+    }
+    l.stop_deadline = Some(Instant::now() + Duration::from_millis(l.a.stop_grace_ms));
+    match &l.child {
+        Some(c) => process::signal(c.id(), Signal::SIGTERM),
+        // Not started yet (or never will): nothing to signal.
+        None if !l.busy => l.state = TaskState::Shutdown,
+        None => {}
+    }
+}

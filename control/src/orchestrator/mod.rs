@@ -1,0 +1,40 @@
+//! The leader's orchestrator: every pass reads the applied state, plans
+//! (`plan.rs`, pure) and writes the plan through Raft. It runs on every
+//! manager and acts only while leading, so a new leader picks up where the
+//! old one stopped, from the replicated state alone.
+
+pub mod plan;
+pub mod scheduler;
+
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+use crate::raft::manager::Manager;
+use crate::raft::state::{new_id, CommandResult};
+
+/// How often the leader reconciles.
+pub const PASS: Duration = Duration::from_millis(200);
+
+pub async fn run(m: std::sync::Weak<Manager>) {
+    loop {
+        tokio::time::sleep(PASS).await;
+        let Some(m) = m.upgrade() else { return };
+        if !m.is_leading() {
+            continue;
+        }
+        let st = m.state();
+        let cmds = plan::plan(&st, crate::now_ms(), &mut new_id);
+        for cmd in cmds {
+            debug!(?cmd, "orchestrator");
+            match m.write(cmd).await {
+                Ok(CommandResult::Error(e)) => warn!("orchestrator: refused: {e}"),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("orchestrator: {e:#}");
+                    break;
+                }
+            }
+        }
+    }
+}

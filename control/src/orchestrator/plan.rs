@@ -1,0 +1,190 @@
+//! One reconciliation pass of the leader, as a pure function of the state:
+//! which tasks to stop, create, assign and forget, as Raft commands.
+//!
+//! - A replicated service keeps one live task in each slot 1..N; a global
+//!   one keeps one on every eligible node.
+//! - A task stops (desired shutdown) when its node is down, drained or
+//!   gone, when it no longer fits a global service's constraints, when its
+//!   slot is above the replica count, or when it ended by itself.
+//! - An empty slot gets a new task at once if its previous task was moved
+//!   (node down, drain); after the restart delay if it ended by itself, and
+//!   only as the restart policy allows.
+//! - A task that fits nowhere stays pending with the scheduler's reason and
+//!   is assigned when a node fits.
+//! - Finished tasks are kept as history, 5 per slot (Docker's default), and
+//!   tasks of removed services are forgotten once they stopped.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::scheduler::{eligible, pick, Load};
+use crate::raft::services::{Mode, RestartCondition, ServiceRecord};
+use crate::raft::state::{Availability, ClusterState, Command, NodeState};
+use crate::raft::tasks::{DesiredState, NewTask, TaskRecord, TaskState};
+
+/// Finished tasks kept per slot.
+pub const HISTORY: usize = 5;
+
+/// The commands that bring the state closer to the specs.
+pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> Vec<Command> {
+    let mut stop: Vec<String> = vec![];
+    let mut create: Vec<NewTask> = vec![];
+    let mut assign: Vec<Command> = vec![];
+    let mut forget: Vec<String> = vec![];
+    let mut load = Load::of(st);
+
+    for s in st.services.values() {
+        let tasks: Vec<&TaskRecord> = st.tasks.values().filter(|t| t.service_id == s.id).collect();
+        // Slot key: the replica number, or the node for global services.
+        let key = |t: &TaskRecord| -> String {
+            if t.slot == 0 {
+                t.node_id.clone().unwrap_or_default()
+            } else {
+                t.slot.to_string()
+            }
+        };
+        let mut occupied: BTreeSet<String> = BTreeSet::new();
+        for t in tasks.iter().filter(|t| t.desired == DesiredState::Running) {
+            let node = t.node_id.as_ref().and_then(|n| st.nodes.get(n));
+            let node_gone = t.node_id.is_some()
+                && node.is_none_or(|n| {
+                    n.state == NodeState::Down || n.availability == Availability::Drain
+                });
+            let misfit = match (&s.spec.mode, node) {
+                (Mode::Global, Some(n)) => !eligible(s, n) && n.state == NodeState::Ready,
+                (Mode::Replicated { replicas }, _) => t.slot > *replicas,
+                _ => false,
+            };
+            if node_gone || misfit || t.state.is_terminal() {
+                stop.push(t.id.clone());
+            } else {
+                occupied.insert(key(t));
+                if t.state == TaskState::Pending && t.node_id.is_none() {
+                    if let Ok(node_id) = pick(st, s, &load) {
+                        load.add(&s.id, &node_id);
+                        assign.push(Command::TaskAssign {
+                            id: t.id.clone(),
+                            node_id,
+                            now,
+                        });
+                    }
+                }
+            }
+        }
+        let wanted: Vec<(u64, Option<String>)> = match &s.spec.mode {
+            Mode::Replicated { replicas } => (1..=*replicas).map(|i| (i, None)).collect(),
+            Mode::Global => st
+                .nodes
+                .values()
+                .filter(|n| eligible(s, n))
+                .map(|n| (0, Some(n.id.clone())))
+                .collect(),
+        };
+        for (slot, node) in wanted {
+            let k = if slot == 0 {
+                node.clone().unwrap_or_default()
+            } else {
+                slot.to_string()
+            };
+            if occupied.contains(&k) {
+                continue;
+            }
+            if !may_restart(s, tasks.iter().copied().filter(|t| key(t) == k), now) {
+                continue;
+            }
+            let (node_id, err) = match node {
+                Some(n) => (Some(n), None),
+                None => match pick(st, s, &load) {
+                    Ok(n) => (Some(n), None),
+                    Err(e) => (None, Some(e)),
+                },
+            };
+            if let Some(n) = &node_id {
+                load.add(&s.id, n);
+            }
+            create.push(NewTask {
+                id: new_id(),
+                service_id: s.id.clone(),
+                slot,
+                node_id,
+                err,
+            });
+        }
+        // History: the newest finished tasks per slot.
+        let mut by_slot: BTreeMap<String, Vec<&TaskRecord>> = BTreeMap::new();
+        for t in tasks
+            .iter()
+            .filter(|t| t.desired == DesiredState::Shutdown && t.state.is_terminal())
+        {
+            by_slot.entry(key(t)).or_default().push(t);
+        }
+        for (_, mut old) in by_slot {
+            old.sort_by_key(|t| std::cmp::Reverse((t.state_at, t.version)));
+            forget.extend(old.iter().skip(HISTORY).map(|t| t.id.clone()));
+        }
+    }
+    // Tasks of removed services: forgotten once stopped (or their node is
+    // gone, or they never had one).
+    for t in st
+        .tasks
+        .values()
+        .filter(|t| !st.services.contains_key(&t.service_id))
+    {
+        let node_down = t
+            .node_id
+            .as_ref()
+            .and_then(|n| st.nodes.get(n))
+            .is_none_or(|n| n.state == NodeState::Down);
+        if t.state.is_terminal() || node_down {
+            forget.push(t.id.clone());
+        } else if t.desired == DesiredState::Running {
+            stop.push(t.id.clone());
+        }
+    }
+    let mut cmds = vec![];
+    if !stop.is_empty() {
+        cmds.push(Command::TaskDesired {
+            ids: stop,
+            desired: DesiredState::Shutdown,
+        });
+    }
+    if !create.is_empty() {
+        cmds.push(Command::TaskCreate { tasks: create, now });
+    }
+    cmds.extend(assign);
+    if !forget.is_empty() {
+        cmds.push(Command::TaskRemove { ids: forget });
+    }
+    cmds
+}
+
+/// Whether a slot whose previous tasks are `history` may get a new one now.
+fn may_restart<'a>(
+    s: &ServiceRecord,
+    history: impl Iterator<Item = &'a TaskRecord>,
+    now: u64,
+) -> bool {
+    let ended: Vec<&TaskRecord> = history
+        .filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Complete | TaskState::Failed | TaskState::Rejected
+            )
+        })
+        .collect();
+    let Some(last) = ended.iter().max_by_key(|t| t.state_at) else {
+        return true; // new slot, or the last task was moved: at once
+    };
+    let r = &s.spec.restart;
+    let allowed = match r.condition {
+        RestartCondition::None => false,
+        RestartCondition::OnFailure => last.state != TaskState::Complete,
+        RestartCondition::Any => true,
+    };
+    let attempts = ended.len() as u64;
+    allowed
+        && (r.max_attempts == 0 || attempts <= r.max_attempts)
+        && now >= last.state_at + r.delay_ms
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+use super::*;
+use crate::raft::networks::NetworkSpec;
+use crate::raft::services::{EndpointMode, RestartPolicy, ServiceSpec};
+use crate::raft::state::{NodeRecord, Role};
+use crate::raft::tasks::TaskReport;
+
+fn cluster(nodes: &[&str]) -> ClusterState {
+    let mut st = ClusterState::default();
+    for (i, n) in nodes.iter().enumerate() {
+        st.apply(
+            1,
+            Command::NodeAdd {
+                node: NodeRecord {
+                    id: format!("id-{n}"),
+                    raft_id: None,
+                    hostname: n.to_string(),
+                    addr: std::net::Ipv4Addr::new(198, 18, 0, i as u8 + 1),
+                    role: if i == 0 { Role::Manager } else { Role::Worker },
+                    availability: Availability::Active,
+                    labels: Default::default(),
+                    state: NodeState::Ready,
+                    version: 0,
+                },
+            },
+        );
+    }
+    st.apply(
+        2,
+        Command::NetworkCreate {
+            id: "net".into(),
+            spec: NetworkSpec {
+                name: "appnet".into(),
+                ..Default::default()
+            },
+            now: 0,
+        },
+    );
+    st
+}
+
+fn spec(name: &str, mode: Mode) -> ServiceSpec {
+    ServiceSpec {
+        name: name.into(),
+        mode,
+        command: vec!["true".into()],
+        env: vec![],
+        workdir: None,
+        networks: vec![crate::raft::services::NetAttach {
+            target: "appnet".into(),
+            aliases: vec![],
+        }],
+        endpoint_mode: EndpointMode::Vip,
+        ports: vec![],
+        constraints: vec![],
+        placement_prefs: vec![],
+        max_per_node: 0,
+        restart: RestartPolicy::default(),
+        health: None,
+        stop_grace_ms: 10_000,
+        labels: Default::default(),
+    }
+}
+
+/// Applies plans until nothing changes (at most 10 passes).
+fn settle(st: &mut ClusterState, now: u64) {
+    let mut n = 0;
+    let mut id = || {
+        n += 1;
+        format!("t{now}-{n}")
+    };
+    for _ in 0..10 {
+        let cmds = plan(st, now, &mut id);
+        if cmds.is_empty() {
+            return;
+        }
+        for c in cmds {
+            st.apply(9, c);
+        }
+    }
+    panic!("did not settle");
+}
+
+fn live<'a>(st: &'a ClusterState, service: &str) -> Vec<&'a TaskRecord> {
+    st.tasks
+        .values()
+        .filter(|t| t.service_name == service && t.desired == DesiredState::Running)
+        .collect()
+}
+
+fn per_node(st: &ClusterState, service: &str) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in live(st, service) {
+        *m.entry(t.node_id.clone().unwrap_or_default()).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn replicas_spread_scale_and_move_off_dead_and_drained_nodes() {
+    let mut st = cluster(&["n1", "n2", "n3"]);
+    st.apply(
+        3,
+        Command::ServiceCreate {
+            id: "s".into(),
+            spec: spec("web", Mode::Replicated { replicas: 3 }),
+            now: 0,
+        },
+    );
+    settle(&mut st, 0);
+    assert_eq!(
+        per_node(&st, "web").values().copied().collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+    // Every task got its own address; the VIP is taken too.
+    let addrs: BTreeSet<_> = st.tasks.values().map(|t| t.networks[0].addr).collect();
+    assert_eq!(addrs.len(), 3);
+    assert!(!addrs.contains(&st.services["s"].vips[0].addr));
+    st.apply(
+        4,
+        Command::ServiceScale {
+            id: "s".into(),
+            replicas: 6,
+            now: 1,
+        },
+    );
+    settle(&mut st, 1);
+    assert_eq!(
+        per_node(&st, "web").values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2]
+    );
+    st.apply(
+        5,
+        Command::ServiceScale {
+            id: "s".into(),
+            replicas: 1,
+            now: 2,
+        },
+    );
+    settle(&mut st, 2);
+    assert_eq!(live(&st, "web").len(), 1);
+    assert_eq!(live(&st, "web")[0].slot, 1);
+    // The node of slot 1 dies: a replacement elsewhere at once.
+    let dead = live(&st, "web")[0].node_id.clone().unwrap();
+    st.apply(
+        6,
+        Command::NodeSetState {
+            id: dead.clone(),
+            state: NodeState::Down,
+        },
+    );
+    settle(&mut st, 3);
+    let now_on = live(&st, "web")[0].node_id.clone().unwrap();
+    assert_ne!(now_on, dead);
+    // Drain: moved again.
+    st.apply(
+        7,
+        Command::NodeUpdate {
+            id: now_on.clone(),
+            role: None,
+            availability: Some(Availability::Drain),
+            labels_add: Default::default(),
+            labels_rm: vec![],
+        },
+    );
+    settle(&mut st, 4);
+    let third = live(&st, "web")[0].node_id.clone().unwrap();
+    assert!(third != now_on && third != dead);
+    // Removing the service stops its tasks; once stopped they are forgotten
+    // and their addresses free.
+    st.apply(8, Command::ServiceRemove { id: "s".into() });
+    let ids: Vec<String> = st.tasks.keys().cloned().collect();
+    let reports = ids
+        .iter()
+        .map(|id| TaskReport {
+            id: id.clone(),
+            state: TaskState::Shutdown,
+            err: None,
+            exit_code: None,
+        })
+        .collect();
+    st.apply(9, Command::TaskReports { reports, now: 5 });
+    settle(&mut st, 5);
+    assert!(st.tasks.is_empty(), "{:?}", st.tasks.keys());
+    assert_eq!(st.used_addrs("net").len(), 1, "only the gateway is left");
+}
+
+#[test]
+fn global_constraints_pending_and_max_per_node() {
+    let mut st = cluster(&["n1", "n2", "n3"]);
+    let mut g = spec("agent", Mode::Global);
+    g.constraints = vec!["node.role==worker".into()];
+    st.apply(
+        3,
+        Command::ServiceCreate {
+            id: "g".into(),
+            spec: g,
+            now: 0,
+        },
+    );
+    let mut m = spec("capped", Mode::Replicated { replicas: 4 });
+    m.max_per_node = 1;
+    st.apply(
+        4,
+        Command::ServiceCreate {
+            id: "m".into(),
+            spec: m,
+            now: 0,
+        },
+    );
+    settle(&mut st, 0);
+    let on: BTreeSet<_> = live(&st, "agent")
+        .iter()
+        .map(|t| t.node_id.clone().unwrap())
+        .collect();
+    assert_eq!(on, ["id-n2".to_string(), "id-n3".to_string()].into());
+    let capped = live(&st, "capped");
+    let pending: Vec<_> = capped
+        .iter()
+        .filter(|t| t.state == TaskState::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0]
+            .err
+            .as_deref()
+            .unwrap()
+            .contains("no suitable node"),
+        "{:?}",
+        pending[0].err
+    );
+    // A node that joins later gets the global task and the pending replica.
+    let mut st2 = st.clone();
+    st2.apply(
+        5,
+        Command::NodeAdd {
+            node: NodeRecord {
+                id: "id-n4".into(),
+                raft_id: None,
+                hostname: "n4".into(),
+                addr: "198.18.0.4".parse().unwrap(),
+                role: Role::Worker,
+                availability: Availability::Active,
+                labels: Default::default(),
+                state: NodeState::Ready,
+                version: 0,
+            },
+        },
+    );
+    settle(&mut st2, 1);
+    assert_eq!(live(&st2, "agent").len(), 3);
+    assert!(live(&st2, "capped")
+        .iter()
+        .all(|t| t.state == TaskState::Assigned));
+}
+
+#[test]
+fn restart_policy_delay_and_attempts() {
+    let mut st = cluster(&["n1"]);
+    let mut s = spec("crash", Mode::Replicated { replicas: 1 });
+    s.restart = RestartPolicy {
+        condition: RestartCondition::OnFailure,
+        delay_ms: 1000,
+        max_attempts: 2,
+    };
+    st.apply(
+        3,
+        Command::ServiceCreate {
+            id: "c".into(),
+            spec: s,
+            now: 0,
+        },
+    );
+    settle(&mut st, 0);
+    let fail = |st: &mut ClusterState, now: u64| {
+        let t = live(st, "crash")
+            .iter()
+            .find(|t| !t.state.is_terminal())
+            .map(|t| t.id.clone())
+            .unwrap();
+        st.apply(
+            10,
+            Command::TaskReports {
+                reports: vec![TaskReport {
+                    id: t,
+                    state: TaskState::Failed,
+                    err: Some("exit 1".into()),
+                    exit_code: Some(1),
+                }],
+                now,
+            },
+        );
+    };
+    fail(&mut st, 100);
+    settle(&mut st, 500); // within the delay: no new task
+    assert!(live(&st, "crash").is_empty());
+    settle(&mut st, 1100);
+    assert_eq!(live(&st, "crash").len(), 1);
+    fail(&mut st, 1200);
+    settle(&mut st, 2300);
+    assert_eq!(live(&st, "crash").len(), 1, "second restart");
+    fail(&mut st, 2400);
+    settle(&mut st, 9000);
+    assert!(live(&st, "crash").is_empty(), "max attempts reached");
+}

@@ -1,0 +1,114 @@
+//! Where a new task goes: nodes that are ready and active, satisfy the
+//! service's constraints and have room under its max-per-node; among them
+//! the one with the fewest tasks of this service, then the fewest tasks
+//! overall, then by hostname (stable). Placement preferences
+//! (`spread=node.labels.KEY`) first pick the label value with the fewest
+//! tasks of the service.
+
+use std::collections::BTreeMap;
+
+use crate::raft::services::{Constraint, ServiceRecord};
+use crate::raft::state::{Availability, ClusterState, NodeRecord, NodeState};
+
+/// Running-or-coming tasks per node: of this service, and of all.
+#[derive(Default, Clone)]
+pub struct Load {
+    pub of_service: BTreeMap<String, BTreeMap<String, u64>>,
+    pub total: BTreeMap<String, u64>,
+}
+
+impl Load {
+    pub fn of(st: &ClusterState) -> Self {
+        let mut l = Load::default();
+        for t in st.tasks.values() {
+            if t.desired != crate::raft::tasks::DesiredState::Running || t.state.is_terminal() {
+                continue;
+            }
+            if let Some(n) = &t.node_id {
+                l.add(&t.service_id, n);
+            }
+        }
+        l
+    }
+
+    pub fn add(&mut self, service: &str, node: &str) {
+        *self
+            .of_service
+            .entry(service.to_string())
+            .or_default()
+            .entry(node.to_string())
+            .or_default() += 1;
+        *self.total.entry(node.to_string()).or_default() += 1;
+    }
+
+    fn service_on(&self, service: &str, node: &str) -> u64 {
+        self.of_service
+            .get(service)
+            .and_then(|m| m.get(node))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Whether `n` may take a new task of `s` at all (ignoring load).
+pub fn eligible(s: &ServiceRecord, n: &NodeRecord) -> bool {
+    n.state == NodeState::Ready
+        && n.availability == Availability::Active
+        && s.spec
+            .constraints
+            .iter()
+            .filter_map(|c| Constraint::parse(c).ok())
+            .all(|c| c.matches(n))
+}
+
+/// The node for a new task of `s`, or why there is none (Docker's words).
+pub fn pick(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Result<String, String> {
+    let fits: Vec<&NodeRecord> = st
+        .nodes
+        .values()
+        .filter(|n| eligible(s, n))
+        .filter(|n| s.spec.max_per_node == 0 || load.service_on(&s.id, &n.id) < s.spec.max_per_node)
+        .collect();
+    if fits.is_empty() {
+        let ready = st
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready)
+            .count();
+        return Err(if s.spec.max_per_node > 0 {
+            format!(
+                "no suitable node (max replicas per node limit exceed; scheduling constraints not satisfied on {ready} nodes)"
+            )
+        } else {
+            format!("no suitable node (scheduling constraints not satisfied on {ready} nodes)")
+        });
+    }
+    // Spread over a label's values first, if asked.
+    let mut candidates = fits;
+    for pref in &s.spec.placement_prefs {
+        let Some(key) = pref.strip_prefix("spread=node.labels.") else {
+            continue;
+        };
+        let mut per_value: BTreeMap<Option<&String>, u64> = BTreeMap::new();
+        for n in st.nodes.values() {
+            *per_value.entry(n.labels.get(key)).or_default() += load.service_on(&s.id, &n.id);
+        }
+        let best = candidates
+            .iter()
+            .map(|n| per_value.get(&n.labels.get(key)).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        candidates.retain(|n| per_value.get(&n.labels.get(key)).copied().unwrap_or(0) == best);
+    }
+    candidates
+        .into_iter()
+        .min_by_key(|n| {
+            (
+                load.service_on(&s.id, &n.id),
+                load.total.get(&n.id).copied().unwrap_or(0),
+                n.hostname.clone(),
+            )
+        })
+        .map(|n| n.id.clone())
+        .ok_or_else(|| "no suitable node".into())
+}

@@ -1,0 +1,230 @@
+//! Overlay networks in the replicated state, and their address management.
+//!
+//! Allocation happens while a command is applied, deterministically, on
+//! every manager alike: a network gets the first free subnet of the
+//! cluster's pool (or the one asked for, if it overlaps nothing) and the
+//! lowest free VNI from 4096; an address is the lowest free host address,
+//! where "used" is derived from the records that exist (gateway, service
+//! VIPs, task addresses). Removing a record frees its addresses; an address
+//! is never handed out twice because it is only free when no record holds it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use super::state::ClusterState;
+
+/// The first VNI Shoal gives a network (Docker's overlay VNIs start here).
+pub const VNI_BASE: u32 = 4096;
+/// Docker's ingress network.
+pub const INGRESS_SUBNET: &str = "10.0.0.0/24";
+
+/// Where network subnets come from (`swarm init --default-addr-pool`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrPool {
+    pub base: Ipv4Net,
+    pub mask_len: u8,
+}
+
+impl Default for AddrPool {
+    fn default() -> Self {
+        Self {
+            base: "10.0.0.0/8".parse().expect("valid"),
+            mask_len: 24,
+        }
+    }
+}
+
+/// What `network create` asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub attachable: bool,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub ingress: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub spec: NetworkSpec,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    pub created_at: u64,
+    pub version: u64,
+}
+
+impl ClusterState {
+    pub fn network_by_key(&self, key: &str) -> Option<&NetworkRecord> {
+        self.networks
+            .values()
+            .find(|n| n.id == key || n.spec.name == key)
+            .or_else(|| {
+                let hits: Vec<_> = self
+                    .networks
+                    .values()
+                    .filter(|n| !key.is_empty() && n.id.starts_with(key))
+                    .collect();
+                (hits.len() == 1).then(|| hits[0])
+            })
+    }
+
+    /// Every address of `network_id` some record holds.
+    pub fn used_addrs(&self, network_id: &str) -> BTreeSet<Ipv4Addr> {
+        let mut used = BTreeSet::new();
+        if let Some(n) = self.networks.get(network_id) {
+            used.insert(n.gateway);
+        }
+        for s in self.services.values() {
+            used.extend(
+                s.vips
+                    .iter()
+                    .filter(|v| v.network_id == network_id)
+                    .map(|v| v.addr),
+            );
+        }
+        for t in self.tasks.values() {
+            used.extend(
+                t.networks
+                    .iter()
+                    .filter(|a| a.network_id == network_id)
+                    .map(|a| a.addr),
+            );
+        }
+        used
+    }
+
+    /// The lowest free host address of a network (None: exhausted).
+    pub fn free_addr(&self, network_id: &str, also_used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        let n = self.networks.get(network_id)?;
+        let used = self.used_addrs(network_id);
+        n.subnet
+            .hosts()
+            .find(|a| !used.contains(a) && !also_used.contains(a))
+    }
+
+    /// Allocates a network from `spec`: checks and picks subnet, gateway
+    /// and VNI. Err is the refusal's text.
+    pub fn allocate_network(
+        &self,
+        id: &str,
+        spec: &NetworkSpec,
+        pool: &AddrPool,
+    ) -> Result<NetworkRecord, String> {
+        if spec.name.is_empty()
+            || spec.name.len() > 64
+            || !spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(format!("invalid network name {:?}", spec.name));
+        }
+        if self.networks.values().any(|n| n.spec.name == spec.name) {
+            return Err(format!("network with name {} already exists", spec.name));
+        }
+        if spec.ingress && self.networks.values().any(|n| n.spec.ingress) {
+            return Err("an ingress network already exists".into());
+        }
+        let overlaps = |s: &Ipv4Net| {
+            self.networks
+                .values()
+                .find(|n| n.subnet.contains(&s.network()) || s.contains(&n.subnet.network()))
+        };
+        let subnet = match spec.subnet {
+            Some(s) => {
+                let s = s.trunc();
+                if s.prefix_len() > 29 {
+                    return Err(format!("subnet {s} is too small (at most /29)"));
+                }
+                if let Some(n) = overlaps(&s) {
+                    return Err(format!(
+                        "subnet {s} overlaps network {} ({})",
+                        n.spec.name, n.subnet
+                    ));
+                }
+                s
+            }
+            None => pool
+                .base
+                .subnets(pool.mask_len)
+                .map_err(|e| format!("address pool: {e}"))?
+                .find(|s| overlaps(s).is_none())
+                .ok_or_else(|| format!("the address pool {} is exhausted", pool.base))?,
+        };
+        let gateway = match spec.gateway {
+            Some(g) => {
+                if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
+                    return Err(format!("gateway {g} is not a host address of {subnet}"));
+                }
+                g
+            }
+            None => subnet.hosts().next().ok_or("subnet has no hosts")?,
+        };
+        let used: BTreeSet<u32> = self.networks.values().map(|n| n.vni).collect();
+        let vni = (VNI_BASE..(1 << 24))
+            .find(|v| !used.contains(v))
+            .ok_or("no VNI left")?;
+        Ok(NetworkRecord {
+            id: id.to_string(),
+            spec: spec.clone(),
+            subnet,
+            gateway,
+            vni,
+            created_at: 0,
+            version: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, subnet: Option<&str>) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            subnet: subnet.map(|s| s.parse().unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subnets_from_the_pool_vnis_from_4096_and_overlaps_refused() {
+        let mut st = ClusterState::default();
+        let pool = AddrPool::default();
+        let ing = st
+            .allocate_network("i", &spec("ingress", Some(INGRESS_SUBNET)), &pool)
+            .unwrap();
+        assert_eq!((ing.vni, ing.gateway), (4096, "10.0.0.1".parse().unwrap()));
+        st.networks.insert("i".into(), ing);
+        let a = st
+            .allocate_network("a", &spec("appnet", None), &pool)
+            .unwrap();
+        assert_eq!((a.subnet.to_string(), a.vni), ("10.0.1.0/24".into(), 4097));
+        st.networks.insert("a".into(), a);
+        assert!(st
+            .allocate_network("b", &spec("appnet", None), &pool)
+            .unwrap_err()
+            .contains("already exists"));
+        assert!(st
+            .allocate_network("b", &spec("x", Some("10.0.1.128/25")), &pool)
+            .unwrap_err()
+            .contains("overlaps"));
+        assert!(st
+            .allocate_network("b", &spec("bad name", None), &pool)
+            .is_err());
+        let addr = st.free_addr("a", &BTreeSet::new()).unwrap();
+        assert_eq!(addr, "10.0.1.2".parse::<Ipv4Addr>().unwrap());
+    }
+}
