@@ -9,7 +9,7 @@ mod service;
 pub mod store;
 mod swarm;
 pub mod sync;
-mod tasks;
+pub mod tasks;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};

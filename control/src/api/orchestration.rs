@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -33,6 +33,7 @@ pub fn routes() -> Router<Arc<Agent>> {
         .route("/v1/services/{key}/scale", post(service_scale))
         .route("/v1/tasks", get(task_ls))
         .route("/v1/tasks/{key}", get(task_inspect))
+        .route("/v1/local/tasks", get(local_tasks))
 }
 
 async fn network_ls(State(a): Shared) -> Response {
@@ -96,6 +97,10 @@ struct TaskFilter {
 
 async fn task_ls(State(a): Shared, Query(f): Query<TaskFilter>) -> Response {
     reply(a.service_tasks(f.service.as_deref()).await)
+}
+
+async fn local_tasks(State(a): Shared) -> Response {
+    Json(a.local_tasks()).into_response()
 }
 
 async fn task_inspect(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {

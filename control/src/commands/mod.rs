@@ -8,6 +8,7 @@ pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;
+pub mod task;
 pub mod whoami;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,10 @@ pub enum Cmd {
     /// A demo workload (like the whoami image): answers with its hostname,
     /// task, IPs and the client's address.
     Whoami(whoami::WhoamiArgs),
+    /// Run a command inside a task's namespaces (on the node running it).
+    Exec(task::ExecArgs),
+    /// Show tasks in detail (Docker's JSON field names).
+    Inspect(task::InspectArgs),
     /// A whole cluster of network namespaces on this machine.
     #[command(subcommand)]
     Lab(lab::LabCmd),
@@ -57,6 +62,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Network(a) => network::run(a),
         Cmd::Service(a) => service::run(a),
         Cmd::Whoami(a) => whoami::run(a),
+        Cmd::Exec(a) => task::exec(a),
+        Cmd::Inspect(a) => task::inspect(a),
         Cmd::Debug(a) => debug::run(a),
     }
 }

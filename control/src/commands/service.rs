@@ -34,7 +34,7 @@ pub enum ModeArg {
 pub struct CreateArgs {
     #[arg(long)]
     name: String,
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_replicas)]
     replicas: Option<u64>,
     #[arg(long, value_enum, default_value = "replicated")]
     mode: ModeArg,
@@ -130,6 +130,11 @@ pub enum ServiceCmd {
         #[arg(required = true)]
         services: Vec<String>,
     },
+}
+
+fn parse_replicas(s: &str) -> Result<u64, String> {
+    s.parse()
+        .map_err(|_| format!("invalid replicas value {s:?}: want a number >= 0"))
 }
 
 fn duration_ms(what: &str, s: &str) -> anyhow::Result<u64> {

@@ -255,19 +255,16 @@ impl Agent {
             .values()
             .filter(|t| sid.as_ref().is_none_or(|s| &t.service_id == s))
             .collect();
-        tasks.sort_by(|a, b| {
+        // Per slot (or node, for global tasks): the live task first, then
+        // the history, newest first (as Docker lists them).
+        tasks.sort_by_key(|t| {
             (
-                a.service_name.as_str(),
-                a.slot,
-                a.node_id.as_deref(),
-                std::cmp::Reverse(a.created_at),
+                t.service_name.clone(),
+                t.slot,
+                if t.slot == 0 { t.node_id.clone() } else { None },
+                t.desired != DesiredState::Running,
+                std::cmp::Reverse(t.created_at),
             )
-                .cmp(&(
-                    b.service_name.as_str(),
-                    b.slot,
-                    b.node_id.as_deref(),
-                    std::cmp::Reverse(b.created_at),
-                ))
         });
         Ok(tasks.into_iter().map(|t| task_view(&st, t)).collect())
     }

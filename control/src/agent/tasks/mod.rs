@@ -37,10 +37,23 @@ struct Local {
     err: Option<String>,
     exit_code: Option<i32>,
     child: Option<std::process::Child>,
+    /// A process adopted from an earlier run of the agent (not our child).
+    adopted: Option<u32>,
     /// A start or a cleanup is running for it.
     busy: bool,
     stop_deadline: Option<Instant>,
     cleaned: bool,
+}
+
+/// A task as this node runs it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LocalTask {
+    pub id: String,
+    pub name: String,
+    pub short_name: String,
+    pub state: TaskState,
+    pub pid: Option<u32>,
+    pub netns: String,
 }
 
 #[derive(Default)]
@@ -55,6 +68,22 @@ fn short(id: &str) -> &str {
 impl Agent {
     fn task_netns(&self, id: &str) -> String {
         format!("{}{}", self.task_netns_prefix, short(id))
+    }
+
+    /// This node's tasks, for `shoal exec` and `shoal ps`-like views.
+    pub fn local_tasks(&self) -> Vec<LocalTask> {
+        let tasks = self.tasks.tasks.lock().expect("tasks lock");
+        tasks
+            .values()
+            .map(|l| LocalTask {
+                id: l.a.task.id.clone(),
+                name: l.a.task.name(),
+                short_name: l.a.task.short_name(),
+                state: l.state,
+                pid: l.child.as_ref().map(|c| c.id()).or(l.adopted),
+                netns: self.task_netns(&l.a.task.id),
+            })
+            .collect()
     }
 
     /// What the runner reports with the next heartbeat.
@@ -78,6 +107,28 @@ impl Agent {
             assignments.iter().map(|a| a.task.id.clone()).collect();
         for a in assignments {
             let id = a.task.id.clone();
+            // A task still running from before an agent restart: adopt it.
+            if !tasks.contains_key(&id) {
+                if let Some(pid) = self.task_pid(&id) {
+                    let mut l = Local {
+                        a: a.clone(),
+                        state: TaskState::Running,
+                        err: None,
+                        exit_code: None,
+                        child: None,
+                        adopted: Some(pid),
+                        busy: false,
+                        stop_deadline: None,
+                        cleaned: false,
+                    };
+                    if a.task.desired == DesiredState::Shutdown {
+                        begin_stop(&mut l);
+                    }
+                    info!(task = %a.task.name(), pid, "task adopted");
+                    tasks.insert(id.clone(), l);
+                    continue;
+                }
+            }
             match tasks.get_mut(&id) {
                 None if a.task.desired == DesiredState::Running && !a.task.state.is_terminal() => {
                     tasks.insert(
@@ -88,6 +139,7 @@ impl Agent {
                             err: None,
                             exit_code: None,
                             child: None,
+                            adopted: None,
                             busy: true,
                             stop_deadline: None,
                             cleaned: false,
@@ -97,7 +149,8 @@ impl Agent {
                     tokio::spawn(async move { agent.start_task(a).await });
                 }
                 None => {
-                    // Asked to stop a task this node does not run (any more).
+                    // Asked to stop a task this node does not run (any
+                    // more): clean up whatever an earlier run left.
                     tasks.insert(
                         id,
                         Local {
@@ -106,9 +159,10 @@ impl Agent {
                             err: None,
                             exit_code: None,
                             child: None,
+                            adopted: None,
                             busy: false,
                             stop_deadline: None,
-                            cleaned: true,
+                            cleaned: false,
                         },
                     );
                 }
@@ -169,6 +223,22 @@ impl Agent {
                             Err(e) => warn!("task wait: {e}"),
                         }
                     }
+                    if let Some(pid) = l.adopted {
+                        if !alive(pid) {
+                            l.adopted = None;
+                            l.state = if l.stop_deadline.is_some() {
+                                TaskState::Shutdown
+                            } else {
+                                l.err = Some(
+                                    "task ended while the agent was away (exit status unknown)"
+                                        .into(),
+                                );
+                                TaskState::Failed
+                            };
+                        } else if l.stop_deadline.is_some_and(|d| Instant::now() > d) {
+                            process::signal(pid, Signal::SIGKILL);
+                        }
+                    }
                     if l.state.is_terminal() && !l.cleaned && !l.busy {
                         l.busy = true;
                         cleanups.push(l.a.clone());
@@ -186,6 +256,13 @@ impl Agent {
         if let Some(l) = self.tasks.tasks.lock().expect("tasks lock").get_mut(id) {
             f(l);
         }
+    }
+
+    /// The pid an earlier run recorded for a task, if that process lives.
+    fn task_pid(&self, id: &str) -> Option<u32> {
+        let p = self.data_dir.join("tasks").join(id).join("pid");
+        let pid: u32 = std::fs::read_to_string(p).ok()?.trim().parse().ok()?;
+        alive(pid).then_some(pid)
     }
 
     async fn start_task(self: Arc<Self>, a: Assignment) {
@@ -338,10 +415,17 @@ fn begin_stop(l: &mut Local) {
         return;
     }
     l.stop_deadline = Some(Instant::now() + Duration::from_millis(l.a.stop_grace_ms));
-    match &l.child {
-        Some(c) => process::signal(c.id(), Signal::SIGTERM),
+    match (&l.child, l.adopted) {
+        (Some(c), _) => process::signal(c.id(), Signal::SIGTERM),
+        (None, Some(pid)) => process::signal(pid, Signal::SIGTERM),
         // Not started yet (or never will): nothing to signal.
-        None if !l.busy => l.state = TaskState::Shutdown,
-        None => {}
+        (None, None) if !l.busy => l.state = TaskState::Shutdown,
+        (None, None) => {}
     }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie would count as alive; ours are reaped by try_wait, adopted
+    // ones by init.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
 }

@@ -1,0 +1,535 @@
+//! Networks, services and tasks on lab clusters (real daemons, tasks as
+//! real processes in their own namespaces, curl as the client): create,
+//! spread, reach, scale, remove and clean up; a worker killed and back;
+//! drain; global mode and constraints; max-per-node with a reason; the
+//! leader killed while scaling; a crash loop under its restart policy; bad
+//! input refused while the cluster keeps working.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::{shoal_bin, Lab};
+
+fn ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
+    let o = lab.shoal_on(node, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(needle),
+        "{args:?}: expected {needle:?}, got {err}"
+    );
+}
+
+fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t0.elapsed()
+}
+
+/// A task as `service ps --format json` shows it.
+#[derive(Debug, Clone)]
+struct Task {
+    id: String,
+    node: String,
+    desired: String,
+    state: String,
+    err: String,
+    ip: String,
+}
+
+fn tasks(lab: &Lab, on: &str, service: &str) -> Vec<Task> {
+    let out = ok(lab.shoal_on(on, &["service", "ps", service, "--format", "json"]));
+    out.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            Task {
+                id: s(&v["ID"]),
+                node: s(&v["Node"]),
+                desired: s(&v["DesiredState"]),
+                state: s(&v["Status"]["State"]),
+                err: s(&v["Status"]["Err"]),
+                ip: v["NetworksAttachments"][0]["Addresses"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            }
+        })
+        .collect()
+}
+
+fn running(lab: &Lab, on: &str, service: &str) -> Vec<Task> {
+    tasks(lab, on, service)
+        .into_iter()
+        .filter(|t| t.desired == "running" && t.state == "running")
+        .collect()
+}
+
+fn per_node(ts: &[Task]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for t in ts {
+        *m.entry(t.node.clone()).or_default() += 1;
+    }
+    m
+}
+
+/// The namespace of a task (the lab names them LAB-NODE-t<12 id chars>).
+fn task_ns(lab: &Lab, t: &Task) -> String {
+    format!("{}-{}-t{}", lab.name, t.node, &t.id[..12])
+}
+
+fn lab_task_namespaces(lab: &Lab) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{}-", lab.name)) && n.contains("-t"))
+        .map(String::from)
+        .collect()
+}
+
+fn curl(lab: &Lab, from_ns: &str, ip: &str) -> String {
+    let o = lab.run(
+        from_ns,
+        &["curl", "-s", "-m", "5", &format!("http://{ip}/")],
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn whoami(bin: &str) -> Vec<&str> {
+    vec![bin, "whoami", "--port", "80"]
+}
+
+#[test]
+fn replicated_service_spreads_reaches_scales_and_cleans_up() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let inspect: Value =
+        serde_json::from_str(&ok(lab.shoal_on("n1", &["network", "inspect", "appnet"]))).unwrap();
+    assert_eq!(inspect[0]["Scope"], "swarm");
+    assert_eq!(inspect[0]["Driver"], "overlay");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.10.0.0/24");
+    assert!(
+        inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+            .as_str()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            >= 4096
+    );
+    let ls = ok(lab.shoal_on("n1", &["network", "ls"]));
+    assert!(ls.contains("ingress") && ls.contains("appnet"), "{ls}");
+
+    let mut create = vec![
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "appnet",
+        "--",
+    ];
+    let w = whoami(&bin);
+    create.extend_from_slice(&w);
+    let out = ok(lab.shoal_on("n1", &create));
+    assert!(out.contains("converged"), "{out}");
+    let ts = running(&lab, "n1", "web");
+    assert_eq!(
+        per_node(&ts).values().copied().collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
+    // Every task reaches every other across nodes, by task IP; whoami
+    // answers with its task and sees the caller's task IP.
+    for a in &ts {
+        for b in &ts {
+            let text = curl(&lab, &task_ns(&lab, a), &b.ip);
+            assert!(
+                text.contains(&format!("IP: {}", b.ip)),
+                "{} -> {}: {text}",
+                a.id,
+                b.ip
+            );
+            assert!(text.contains("Task: web."), "{text}");
+            assert!(text.contains(&format!("RemoteAddr: {}:", a.ip)), "{text}");
+        }
+    }
+    let ls = ok(lab.shoal_on("n1", &["service", "ls"]));
+    assert!(ls.contains("web") && ls.contains("3/3"), "{ls}");
+    // exec in a task's namespaces: its hostname is its short id, its
+    // resolver the embedded DNS address.
+    let t1 = ts.iter().find(|t| t.node == "n1").unwrap();
+    let host = ok(lab.shoal_on("n1", &["exec", &t1.id, "--", "hostname"]));
+    assert_eq!(host.trim(), &t1.id[..12]);
+    let resolv = ok(lab.shoal_on("n1", &["exec", &t1.id, "--", "cat", "/etc/resolv.conf"]));
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    let elsewhere = ts.iter().find(|t| t.node != "n1").unwrap();
+    refused(
+        &lab,
+        "n1",
+        &["exec", &elsewhere.id, "--", "true"],
+        "runs on node",
+    );
+    let v: Value = serde_json::from_str(&ok(lab.shoal_on("n1", &["inspect", &t1.id]))).unwrap();
+    assert_eq!(v[0]["Status"]["State"], "running");
+    assert!(v[0]["NetworksAttachments"][0]["Addresses"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&t1.ip));
+
+    ok(lab.shoal_on("n1", &["service", "scale", "web=6"]));
+    wait("6 running", 20, || running(&lab, "n1", "web").len() == 6);
+    assert_eq!(
+        per_node(&running(&lab, "n1", "web"))
+            .values()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![2, 2, 2]
+    );
+    ok(lab.shoal_on("n1", &["service", "scale", "web=1"]));
+    wait("1 running, 5 stopped", 20, || {
+        running(&lab, "n1", "web").len() == 1 && lab_task_namespaces(&lab).len() == 1
+    });
+    let first_ips: BTreeSet<String> = ts.iter().map(|t| t.ip.clone()).collect();
+
+    ok(lab.shoal_on("n1", &["service", "rm", "web"]));
+    wait("no task namespace left", 20, || {
+        lab_task_namespaces(&lab).is_empty()
+    });
+    wait("no service record left", 20, || {
+        ok(lab.shoal_on("n1", &["service", "ls"])).lines().count() == 1
+    });
+    wait("no task record left", 20, || {
+        ts.iter()
+            .all(|t| !lab.shoal_on("n1", &["inspect", &t.id]).status.success())
+    });
+    // Nothing left in any node's dataplane for appnet, and the network can go.
+    for n in ["n1", "n2", "n3"] {
+        let eps = lab.debug_json(n, &["endpoints"]);
+        assert!(eps.as_array().unwrap().is_empty(), "{n}: {eps}");
+    }
+    // Freed addresses are handed out again.
+    ok(lab.shoal_on("n1", &create));
+    let again: BTreeSet<String> = running(&lab, "n1", "web")
+        .iter()
+        .map(|t| t.ip.clone())
+        .collect();
+    assert_eq!(again, first_ips, "addresses reused");
+    refused(
+        &lab,
+        "n1",
+        &["network", "rm", "appnet"],
+        "in use by service web",
+    );
+}
+
+#[test]
+fn a_dead_worker_s_tasks_move_and_drain_moves_them_too() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let mut create = vec![
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "6",
+        "--network",
+        "appnet",
+        "--",
+    ];
+    let w = whoami(&bin);
+    create.extend_from_slice(&w);
+    ok(lab.shoal_on("n1", &create));
+    shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n3"]);
+    let t0 = Instant::now();
+    wait("6 running without n3", 30, || {
+        let r = running(&lab, "n1", "web");
+        r.len() == 6 && r.iter().all(|t| t.node != "n3")
+    });
+    println!(
+        "worker kill -9 -> its tasks running elsewhere: {:?}",
+        t0.elapsed()
+    );
+    // Back: its stale tasks are stopped, never more than 6.
+    shoal_tests::shoal_ok(&["lab", "start", "--name", &lab.name, "n3"]);
+    wait("n3's stale tasks stopped", 20, || {
+        lab_task_namespaces(&lab)
+            .iter()
+            .all(|n| !n.starts_with(&format!("{}-n3-", lab.name)))
+    });
+    assert_eq!(running(&lab, "n1", "web").len(), 6);
+    // Drain n2: its tasks move; active again: nothing moves back.
+    ok(lab.shoal_on("n1", &["node", "update", "--availability", "drain", "n2"]));
+    wait("n2 drained", 20, || {
+        let r = running(&lab, "n1", "web");
+        r.len() == 6 && r.iter().all(|t| t.node != "n2")
+    });
+    ok(lab.shoal_on("n1", &["node", "update", "--availability", "active", "n2"]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(running(&lab, "n1", "web").iter().all(|t| t.node != "n2"));
+}
+
+#[test]
+fn global_constraints_max_per_node_restart_policy_and_bad_input() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    ok(lab.shoal_on("n1", &["node", "update", "--label-add", "zone=b", "n3"]));
+    let svc = |name: &str, extra: &[&str]| {
+        let mut a = vec![
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "appnet",
+        ];
+        a.extend_from_slice(extra);
+        a.push("--");
+        a.extend_from_slice(&whoami(&bin));
+        ok(lab.shoal_on("n1", &a));
+    };
+    svc(
+        "agent",
+        &["--mode", "global", "--constraint", "node.role==worker"],
+    );
+    svc(
+        "zoned",
+        &["--replicas", "2", "--constraint", "node.labels.zone==b"],
+    );
+    svc(
+        "capped",
+        &["--replicas", "4", "--replicas-max-per-node", "1"],
+    );
+    wait("global on the workers", 20, || {
+        let nodes: BTreeSet<String> = running(&lab, "n1", "agent")
+            .into_iter()
+            .map(|t| t.node)
+            .collect();
+        nodes == ["n2".to_string(), "n3".to_string()].into()
+    });
+    wait("zoned on n3", 20, || {
+        let r = running(&lab, "n1", "zoned");
+        r.len() == 2 && r.iter().all(|t| t.node == "n3")
+    });
+    wait("3 capped running, 1 pending", 20, || {
+        running(&lab, "n1", "capped").len() == 3
+    });
+    let pending: Vec<Task> = tasks(&lab, "n1", "capped")
+        .into_iter()
+        .filter(|t| t.state == "pending")
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0].err.contains("no suitable node"),
+        "{:?}",
+        pending[0]
+    );
+
+    // A node that joins later gets the global task (n2 leaves, is removed,
+    // joins again under a new id).
+    ok(lab.shoal_on("n2", &["swarm", "leave"]));
+    wait("n2 down", 10, || {
+        ok(lab.shoal_on("n1", &["node", "ls"]))
+            .lines()
+            .any(|l| l.contains(" n2 ") && l.contains("Down"))
+    });
+    ok(lab.shoal_on("n1", &["node", "rm", "n2"]));
+    let token = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]));
+    ok(lab.shoal_on(
+        "n2",
+        &["swarm", "join", "--token", token.trim(), "198.18.0.1:2377"],
+    ));
+    wait("global task on the rejoined n2", 20, || {
+        running(&lab, "n1", "agent").iter().any(|t| t.node == "n2")
+    });
+
+    // A crash loop: restarted after the delay, at most max-attempts times.
+    let a = vec![
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "crash",
+        "--restart-condition",
+        "on-failure",
+        "--restart-delay",
+        "1s",
+        "--restart-max-attempts",
+        "2",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 3",
+    ];
+    ok(lab.shoal_on("n1", &a));
+    wait("three failed tasks", 30, || {
+        tasks(&lab, "n1", "crash")
+            .iter()
+            .filter(|t| t.state == "failed")
+            .count()
+            == 3
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let all = tasks(&lab, "n1", "crash");
+    assert_eq!(all.len(), 3, "no fourth attempt: {all:?}");
+    assert!(
+        all.iter().all(|t| t.err.contains("non-zero exit (3)")),
+        "{all:?}"
+    );
+
+    // Bad input: one line each, nothing changes.
+    let before = ok(lab.shoal_on("n1", &["service", "ls"]));
+    let mut bad = vec![
+        (
+            vec![
+                "service",
+                "create",
+                "-d",
+                "--name",
+                "x",
+                "--network",
+                "nonet",
+                "--",
+                "true",
+            ],
+            "network nonet not found",
+        ),
+        (
+            vec!["service", "create", "-d", "--name", "agent", "--", "true"],
+            "already exists",
+        ),
+        (
+            vec![
+                "service",
+                "create",
+                "-d",
+                "--name",
+                "x",
+                "--constraint",
+                "node.color==red",
+                "--",
+                "true",
+            ],
+            "unknown key",
+        ),
+        (
+            vec![
+                "service",
+                "create",
+                "-d",
+                "--name",
+                "x",
+                "--replicas",
+                "-1",
+                "--",
+                "true",
+            ],
+            "replicas",
+        ),
+        (
+            vec![
+                "service",
+                "create",
+                "-d",
+                "--name",
+                "x",
+                "--mode",
+                "global",
+                "--replicas",
+                "2",
+                "--",
+                "true",
+            ],
+            "replicated mode",
+        ),
+        (
+            vec![
+                "service", "create", "-d", "--name", "x", "-p", "80", "--", "true",
+            ],
+            "bad --publish",
+        ),
+        (vec!["service", "scale", "agent=3"], "replicated mode"),
+        (vec!["service", "scale", "zoned=-2"], "invalid replicas"),
+        (vec!["service", "rm", "nosuch"], "not found"),
+        (vec!["network", "create", "appnet"], "already exists"),
+        (
+            vec!["network", "create", "--subnet", "10.10.0.128/25", "other"],
+            "overlaps",
+        ),
+        (vec!["network", "rm", "appnet"], "in use"),
+        (
+            vec!["network", "create", "-d", "bridge", "b"],
+            "not supported",
+        ),
+    ];
+    svc("held", &["-p", "8080:80"]);
+    bad.push((
+        vec![
+            "service", "create", "-d", "--name", "y", "-p", "8080:80", "--", "true",
+        ],
+        "already published",
+    ));
+    for (args, needle) in &bad {
+        refused(&lab, "n1", args, needle);
+    }
+    let after = ok(lab.shoal_on("n1", &["service", "ls"]));
+    assert_eq!(
+        after.lines().count(),
+        before.lines().count() + 1,
+        "only `held` was added"
+    );
+    assert!(
+        running(&lab, "n1", "zoned").len() == 2,
+        "the cluster keeps working"
+    );
+}
+
+#[test]
+fn scaling_completes_across_a_leader_kill() {
+    let lab = Lab::up_with(4, 0, "tc", &["--managers", "3"]);
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let mut create = vec![
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--network",
+        "appnet",
+        "--",
+    ];
+    let w = whoami(&bin);
+    create.extend_from_slice(&w);
+    ok(lab.shoal_on("n1", &create));
+    ok(lab.shoal_on("n2", &["service", "scale", "-d", "web=8"]));
+    shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n1"]);
+    wait("8 running after the leader's death", 40, || {
+        let r = running(&lab, "n2", "web");
+        r.len() == 8 && r.iter().all(|t| t.node != "n1")
+    });
+}
