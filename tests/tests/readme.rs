@@ -48,6 +48,13 @@ fn readme_first_command_builds_a_reachable_lab() {
     // service on another node reached, the lab left running.
     assert!(stdout.contains("30 of 30 paths reachable"), "{stdout}");
     assert!(stdout.contains("across nodes"), "{stdout}");
+    // The service: the task on n3 answered the task on n1 over the overlay.
+    let after = stdout
+        .split("web task on n3")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no service section: {stdout}"));
+    assert!(after.contains("Task: web."), "{stdout}");
+    assert!(after.contains("RemoteAddr: 10.10.0."), "{stdout}");
     // The swarm: n1 leads, n2 and n3 are workers, all ready.
     let swarm: Vec<&str> = stdout
         .lines()

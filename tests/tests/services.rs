@@ -175,6 +175,32 @@ fn replicated_service_spreads_reaches_scales_and_cleans_up() {
     }
     let ls = ok(lab.shoal_on("n1", &["service", "ls"]));
     assert!(ls.contains("web") && ls.contains("3/3"), "{ls}");
+    // Service records in gossip: n1 sees n2's and n3's tasks with their
+    // service, task name, slot and the service's VIP.
+    let svc: Value =
+        serde_json::from_str(&ok(lab.shoal_on("n1", &["service", "inspect", "web"]))).unwrap();
+    let vip = svc[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    wait("service records gossiped", 10, || {
+        let g = lab.debug_json("n1", &["gossip"]);
+        let recs: Vec<&Value> = g["table"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["svc"]["service"] == "web")
+            .collect();
+        recs.len() == 2
+            && recs.iter().all(|e| {
+                e["svc"]["vip"].as_str() == Some(vip.as_str())
+                    && e["svc"]["task"].as_str().unwrap().starts_with("web.")
+                    && e["svc"]["network"] == "appnet"
+            })
+    });
     // exec in a task's namespaces: its hostname is its short id, its
     // resolver the embedded DNS address.
     let t1 = ts.iter().find(|t| t.node == "n1").unwrap();

@@ -56,6 +56,7 @@ pub fn records(st: &State) -> Vec<(String, String)> {
                 mac: e.mac.clone(),
                 net: e.network.clone(),
                 since: e.since,
+                svc: e.svc.clone(),
             };
             (
                 table::ep_key(e.vni, e.ip),
@@ -292,6 +293,7 @@ impl Agent {
                 .ifname
                 .clone()
                 .unwrap_or_else(|| endpoint::EP_IFNAME.to_string()),
+            svc: req.svc.clone(),
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
@@ -312,6 +314,7 @@ impl Agent {
                     mac: ep.mac.clone(),
                     net: ep.network.clone(),
                     since: ep.since,
+                    svc: ep.svc.clone(),
                 },
             )
             .await;

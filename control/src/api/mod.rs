@@ -59,6 +59,9 @@ pub struct EndpointCreate {
     /// the default route).
     #[serde(default)]
     pub ifname: Option<String>,
+    /// A task endpoint's service record (gossiped with it).
+    #[serde(default)]
+    pub svc: Option<crate::gossip::table::SvcRecord>,
 }
 
 /// A local endpoint.
@@ -83,6 +86,8 @@ pub struct Endpoint {
     /// Interface name inside the namespace.
     #[serde(default = "default_ifname")]
     pub ifname: String,
+    #[serde(default)]
+    pub svc: Option<crate::gossip::table::SvcRecord>,
 }
 
 fn default_ifname() -> String {
@@ -135,6 +140,9 @@ pub struct TableEntry {
     pub programmed: bool,
     /// Why it was refused, if it was.
     pub refused: Option<String>,
+    /// The task's service record, for a task endpoint.
+    #[serde(default)]
+    pub svc: Option<crate::gossip::table::SvcRecord>,
 }
 
 /// An API error: a one-line message for the CLI.

@@ -543,10 +543,20 @@ fn gossip(t: &Target, format: Format) -> Result<()> {
                     (None, true) => "programmed".into(),
                     (None, false) => "not joined".into(),
                 },
+                e.svc
+                    .as_ref()
+                    .map(|s| {
+                        let vip = s.vip.map(|v| format!(" vip {v}")).unwrap_or_default();
+                        format!("{} ({}){vip}", s.task, s.network)
+                    })
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    print_table(&["VNI", "IP", "MAC", "NODE", "VTEP", "STATE"], &rows);
+    print_table(
+        &["VNI", "IP", "MAC", "NODE", "VTEP", "STATE", "TASK"],
+        &rows,
+    );
     println!();
     let rows: Vec<Vec<String>> = view
         .refused

@@ -68,6 +68,7 @@ pub fn run(a: EndpointArgs) -> anyhow::Result<()> {
                             netns,
                             name,
                             ifname: None,
+                            svc: None,
                         },
                     )
                     .await?;

@@ -27,6 +27,27 @@ pub struct EpRecord {
     /// claiming one address, the older claim keeps it.
     #[serde(default)]
     pub since: u64,
+    /// For a task's endpoint: the service record DNS and load balancing
+    /// build from (raft holds what should be, gossip spreads what is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svc: Option<SvcRecord>,
+}
+
+/// A running task's service record, on one of its networks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SvcRecord {
+    pub service_id: String,
+    pub service: String,
+    pub task_id: String,
+    pub task: String,
+    pub slot: u64,
+    pub network: String,
+    /// The service's VIP on this network (none in dnsrr mode).
+    pub vip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `healthy`, `unhealthy`, `starting` or `none` (no health check).
+    pub health: String,
 }
 
 pub fn ep_key(vni: u32, ip: Ipv4Addr) -> String {
@@ -68,8 +89,9 @@ pub struct Remote {
     pub mac: [u8; 6],
 }
 
-/// One node's claim on an address: (since, where, MAC as published).
-type Claim = (u64, Remote, String);
+/// One node's claim on an address: (since, where, MAC as published,
+/// service record).
+type Claim = (u64, Remote, String, Option<SvcRecord>);
 
 #[derive(Clone, Debug, Default)]
 pub struct Merged {
@@ -116,6 +138,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                     vtep: vtep.unwrap_or(p.gossip_ip),
                     programmed: false,
                     refused: Some(reason.to_string()),
+                    svc: None,
                 });
             };
             let Some((vni, ip)) = parse_ep_key(key) else {
@@ -155,12 +178,13 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                     mac,
                 },
                 rec.mac,
+                rec.svc,
             ));
         }
     }
     for ((vni, ip), mut cs) in claims {
         cs.sort_by(|a, b| (a.0, &a.1.node).cmp(&(b.0, &b.1.node)));
-        for (i, (_, r, mac)) in cs.iter().enumerate() {
+        for (i, (_, r, mac, svc)) in cs.iter().enumerate() {
             let winner = i == 0;
             if !winner {
                 m.refused
@@ -174,6 +198,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                 vtep: r.vtep,
                 programmed: winner && joined.contains(&vni),
                 refused: (!winner).then(|| "duplicate_ip".to_string()),
+                svc: svc.clone(),
             });
         }
         if joined.contains(&vni) {
@@ -207,6 +232,7 @@ mod tests {
             mac: mac.into(),
             net: "n".into(),
             since,
+            svc: None,
         };
         serde_json::to_string(&r).unwrap()
     }

@@ -195,6 +195,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
             netns: None,
             name: Some(ep.netns.clone()),
             ifname: None,
+            svc: None,
         };
         let created: Endpoint = Client::new(&node.socket())
             .post("/v1/endpoints", &req)

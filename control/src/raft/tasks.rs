@@ -135,6 +135,8 @@ pub struct AssignedNet {
     pub gateway: Ipv4Addr,
     pub addr: Ipv4Addr,
     pub aliases: Vec<String>,
+    /// The service's VIP on this network.
+    pub vip: Option<Ipv4Addr>,
 }
 
 /// What a node is told about one of its tasks at each heartbeat.
@@ -171,7 +173,14 @@ impl super::state::ClusterState {
                             })
                             .map(|att| att.aliases.clone())
                             .unwrap_or_default();
+                        let vip = s.and_then(|s| {
+                            s.vips
+                                .iter()
+                                .find(|v| v.network_id == a.network_id)
+                                .map(|v| v.addr)
+                        });
                         Some(AssignedNet {
+                            vip,
                             name: n.spec.name.clone(),
                             vni: n.vni,
                             subnet: n.subnet,

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
+use crate::gossip::table::SvcRecord;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
 
 /// How often the runner looks at its processes.
@@ -339,6 +340,17 @@ impl Agent {
                 netns: Some(ns_path.to_string_lossy().into_owned()),
                 name: Some(format!("t{}-{i}", short(&t.id))),
                 ifname: Some(format!("eth{i}")),
+                svc: Some(SvcRecord {
+                    service_id: t.service_id.clone(),
+                    service: t.service_name.clone(),
+                    task_id: t.id.clone(),
+                    task: t.name(),
+                    slot: t.slot,
+                    network: n.name.clone(),
+                    vip: n.vip,
+                    aliases: n.aliases.clone(),
+                    health: "none".into(),
+                }),
             })
             .await
             .with_context(|| format!("endpoint on {}", n.name))?;
