@@ -58,6 +58,16 @@ pub enum DebugCmd {
     Gossip,
     /// Raft on this manager: term, leader, membership, log and snapshot.
     Raft,
+    /// Schedule a big replicated service over simulated nodes, in-process
+    /// (the orchestrator's own plan and apply), and report time and memory.
+    ScheduleSim {
+        #[arg(long, default_value_t = 2384)]
+        nodes: usize,
+        #[arg(long, default_value_t = 96287)]
+        tasks: u64,
+        #[arg(long, default_value_t = 45)]
+        max_per_node: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -152,11 +162,21 @@ struct MapsView {
 }
 
 pub fn run(a: DebugArgs) -> Result<()> {
+    if let DebugCmd::ScheduleSim {
+        nodes,
+        tasks,
+        max_per_node,
+    } = a.cmd
+    {
+        let r = crate::orchestrator::sim::run(nodes, tasks, max_per_node);
+        return print_json(&r);
+    }
     let t = target(&a)?;
     match &a.cmd {
         DebugCmd::Network(n) => return network(&t, n, a.format),
         DebugCmd::Gossip => return gossip(&t, a.format),
         DebugCmd::Raft => return raft(&t, a.format),
+        DebugCmd::ScheduleSim { .. } => unreachable!("handled before the target"),
         _ => {}
     }
     let open = || {
@@ -228,7 +248,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
             }
         }
         DebugCmd::Peer(p) => peer(&t, p, a.format, open()?),
-        DebugCmd::Network(_) | DebugCmd::Gossip | DebugCmd::Raft => {
+        DebugCmd::Network(_) | DebugCmd::Gossip | DebugCmd::Raft | DebugCmd::ScheduleSim { .. } => {
             unreachable!("handled above")
         }
     }

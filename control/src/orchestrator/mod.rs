@@ -5,6 +5,7 @@
 
 pub mod plan;
 pub mod scheduler;
+pub mod sim;
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::scheduler::{eligible, pick, Load};
+use super::scheduler::{eligible, pick, Load, Placer};
 use crate::raft::services::{Mode, RestartCondition, ServiceRecord};
 use crate::raft::state::{Availability, ClusterState, Command, NodeState};
 use crate::raft::tasks::{DesiredState, NewTask, TaskRecord, TaskState};
@@ -43,6 +43,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             }
         };
         let mut occupied: BTreeSet<String> = BTreeSet::new();
+        let mut placer: Option<Placer> = None;
         for t in tasks.iter().filter(|t| t.desired == DesiredState::Running) {
             let node = t.node_id.as_ref().and_then(|n| st.nodes.get(n));
             let node_gone = t.node_id.is_some()
@@ -59,7 +60,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             } else {
                 occupied.insert(key(t));
                 if t.state == TaskState::Pending && t.node_id.is_none() {
-                    if let Ok(node_id) = pick(st, s, &load) {
+                    if let Ok(node_id) = place(&mut placer, st, s, &load) {
                         load.add(&s.id, &node_id);
                         assign.push(Command::TaskAssign {
                             id: t.id.clone(),
@@ -93,7 +94,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             }
             let (node_id, err) = match node {
                 Some(n) => (Some(n), None),
-                None => match pick(st, s, &load) {
+                None => match place(&mut placer, st, s, &load) {
                     Ok(n) => (Some(n), None),
                     Err(e) => (None, Some(e)),
                 },
@@ -155,6 +156,22 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
         cmds.push(Command::TaskRemove { ids: forget });
     }
     cmds
+}
+
+/// A node for a new task of `s`: the fast placer, or the scan when the
+/// service spreads by placement preference.
+fn place(
+    placer: &mut Option<Placer>,
+    st: &ClusterState,
+    s: &ServiceRecord,
+    load: &Load,
+) -> Result<String, String> {
+    if !s.spec.placement_prefs.is_empty() {
+        return pick(st, s, load);
+    }
+    placer
+        .get_or_insert_with(|| Placer::new(st, s, load))
+        .pick()
 }
 
 /// Whether a slot whose previous tasks are `history` may get a new one now.

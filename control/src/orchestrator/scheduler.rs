@@ -52,13 +52,84 @@ impl Load {
 
 /// Whether `n` may take a new task of `s` at all (ignoring load).
 pub fn eligible(s: &ServiceRecord, n: &NodeRecord) -> bool {
+    let cs: Vec<Constraint> = s
+        .spec
+        .constraints
+        .iter()
+        .filter_map(|c| Constraint::parse(c).ok())
+        .collect();
+    fits(&cs, n)
+}
+
+fn fits(cs: &[Constraint], n: &NodeRecord) -> bool {
     n.state == NodeState::Ready
         && n.availability == Availability::Active
-        && s.spec
+        && cs.iter().all(|c| c.matches(n))
+}
+
+/// Places the tasks of one service within one pass: the eligible nodes in
+/// an ordered set keyed by (tasks of the service, tasks in all, hostname),
+/// so each placement is O(log nodes) instead of a scan (Swarm2000 scale).
+/// Services with placement preferences use `pick` instead.
+pub struct Placer {
+    set: std::collections::BTreeSet<(u64, u64, String, String)>,
+    max_per_node: u64,
+    reason: String,
+}
+
+impl Placer {
+    pub fn new(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Self {
+        let cs: Vec<Constraint> = s
+            .spec
             .constraints
             .iter()
             .filter_map(|c| Constraint::parse(c).ok())
-            .all(|c| c.matches(n))
+            .collect();
+        let set = st
+            .nodes
+            .values()
+            .filter(|n| fits(&cs, n))
+            .map(|n| {
+                (
+                    load.service_on(&s.id, &n.id),
+                    load.total.get(&n.id).copied().unwrap_or(0),
+                    n.hostname.clone(),
+                    n.id.clone(),
+                )
+            })
+            .filter(|e| s.spec.max_per_node == 0 || e.0 < s.spec.max_per_node)
+            .collect();
+        let ready = st
+            .nodes
+            .values()
+            .filter(|n| n.state == NodeState::Ready)
+            .count();
+        Self {
+            set,
+            max_per_node: s.spec.max_per_node,
+            reason: no_node(s, ready),
+        }
+    }
+
+    pub fn pick(&mut self) -> Result<String, String> {
+        let Some((svc, total, host, id)) = self.set.pop_first() else {
+            return Err(self.reason.clone());
+        };
+        if self.max_per_node == 0 || svc + 1 < self.max_per_node {
+            self.set.insert((svc + 1, total + 1, host, id.clone()));
+        }
+        Ok(id)
+    }
+}
+
+fn no_node(s: &ServiceRecord, ready: usize) -> String {
+    if s.spec.max_per_node > 0 {
+        format!(
+            "no suitable node (max replicas per node limit exceed; scheduling constraints not satisfied on {ready} nodes)"
+        )
+    } else {
+        format!("no suitable node (scheduling constraints not satisfied on {ready} nodes)")
+    }
 }
 
 /// The node for a new task of `s`, or why there is none (Docker's words).

@@ -8,7 +8,7 @@
 //! changes it returns. Application errors (unknown node, ...) are results,
 //! not storage errors: a refused command must not stop Raft.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
@@ -579,6 +579,10 @@ impl ClusterState {
         now: u64,
     ) -> (CommandResult, Vec<Change>) {
         let mut changes = vec![];
+        // Per network in this batch: the used set (computed once) and where
+        // the lowest-free scan resumes (allocations only go up within a
+        // batch), so a batch is linear in the network's size.
+        let mut pools: BTreeMap<String, (BTreeSet<Ipv4Addr>, Ipv4Addr)> = BTreeMap::new();
         for nt in tasks {
             let Some(s) = self.services.get(&nt.service_id).cloned() else {
                 continue;
@@ -588,11 +592,26 @@ impl ClusterState {
             }
             let mut networks = vec![];
             for nid in &s.network_ids {
-                match self.free_addr(nid, &Default::default()) {
-                    Some(addr) => networks.push(TaskAddr {
-                        network_id: nid.clone(),
-                        addr,
-                    }),
+                let Some(net) = self.networks.get(nid) else {
+                    return err(format!("network {nid} not found"));
+                };
+                let subnet = net.subnet;
+                let (used, from) = pools
+                    .entry(nid.clone())
+                    .or_insert_with(|| (self.used_addrs(nid), subnet.network()));
+                let last_host = u32::from(subnet.broadcast()).saturating_sub(1);
+                let found = (u32::from(*from) + 1..=last_host)
+                    .map(Ipv4Addr::from)
+                    .find(|a| !used.contains(a));
+                match found {
+                    Some(addr) => {
+                        used.insert(addr);
+                        *from = addr;
+                        networks.push(TaskAddr {
+                            network_id: nid.clone(),
+                            addr,
+                        })
+                    }
                     None => return err(format!("network {nid} has no free address")),
                 }
             }
