@@ -559,3 +559,70 @@ fn scaling_completes_across_a_leader_kill() {
         r.len() == 8 && r.iter().all(|t| t.node != "n1")
     });
 }
+
+#[test]
+fn health_checks_gate_running_and_replace_unhealthy_tasks() {
+    let lab = Lab::up_with(2, 0, "tc", &[]);
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let svc = |name: &str, extra: &[&str]| {
+        let mut a = vec![
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "appnet",
+        ];
+        a.extend_from_slice(extra);
+        a.push("--");
+        a.extend_from_slice(&whoami(&bin));
+        ok(lab.shoal_on("n1", &a));
+    };
+    // Healthy: its own HTTP answers inside its namespaces.
+    svc(
+        "good",
+        &[
+            "--health-cmd",
+            "curl -sf http://127.0.0.1:80/",
+            "--health-interval",
+            "300ms",
+            "--health-timeout",
+            "2s",
+        ],
+    );
+    // Never healthy: starting, then stopped as unhealthy and replaced.
+    svc(
+        "bad",
+        &[
+            "--health-cmd",
+            "false",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "2",
+            "--restart-delay",
+            "500ms",
+        ],
+    );
+    wait("good running", 20, || {
+        running(&lab, "n1", "good").len() == 1
+    });
+    wait("bad replaced twice", 30, || {
+        tasks(&lab, "n1", "bad")
+            .iter()
+            .filter(|t| t.state == "failed" && t.err.contains("unhealthy"))
+            .count()
+            >= 2
+    });
+    assert!(
+        tasks(&lab, "n1", "bad")
+            .iter()
+            .all(|t| t.state != "running"),
+        "an unhealthy task never counts as running"
+    );
+    let ls = ok(lab.shoal_on("n1", &["service", "ls"]));
+    let bad = ls.lines().find(|l| l.contains(" bad ")).unwrap();
+    assert!(bad.contains("0/1"), "{ls}");
+}

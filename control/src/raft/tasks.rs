@@ -148,6 +148,8 @@ pub struct Assignment {
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
     pub networks: Vec<AssignedNet>,
+    #[serde(default)]
+    pub health: Option<super::services::HealthSpec>,
 }
 
 impl super::state::ClusterState {
@@ -197,6 +199,7 @@ impl super::state::ClusterState {
                     workdir: s.and_then(|s| s.spec.workdir.clone()),
                     stop_grace_ms: s.map_or(10_000, |s| s.spec.stop_grace_ms),
                     networks,
+                    health: s.and_then(|s| s.spec.health.clone()),
                 }
             })
             .collect()

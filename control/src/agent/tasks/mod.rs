@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
+use crate::raft::services::HealthSpec;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
 
 /// How often the runner looks at its processes.
@@ -44,6 +45,19 @@ struct Local {
     busy: bool,
     stop_deadline: Option<Instant>,
     cleaned: bool,
+    health: Health,
+}
+
+/// Health-check bookkeeping of one task.
+#[derive(Default)]
+struct Health {
+    started: Option<Instant>,
+    next: Option<Instant>,
+    checking: bool,
+    failures: u64,
+    healthy: bool,
+    /// Stopped for failing its checks: its exit is a failure.
+    unhealthy: bool,
 }
 
 /// A task as this node runs it.
@@ -121,6 +135,7 @@ impl Agent {
                         busy: false,
                         stop_deadline: None,
                         cleaned: false,
+                        health: Health::default(),
                     };
                     if a.task.desired == DesiredState::Shutdown {
                         begin_stop(&mut l);
@@ -144,6 +159,7 @@ impl Agent {
                             busy: true,
                             stop_deadline: None,
                             cleaned: false,
+                            health: Health::default(),
                         },
                     );
                     let agent = self.clone();
@@ -164,6 +180,7 @@ impl Agent {
                             busy: false,
                             stop_deadline: None,
                             cleaned: false,
+                            health: Health::default(),
                         },
                     );
                 }
@@ -199,7 +216,13 @@ impl Agent {
                             Ok(Some(status)) => {
                                 let code = status.code();
                                 l.exit_code = code.or(status.signal().map(|s| 128 + s));
-                                l.state = if l.stop_deadline.is_some() {
+                                l.state = if l.health.unhealthy {
+                                    l.err = Some(format!(
+                                        "task: unhealthy ({} failed health checks)",
+                                        l.health.failures
+                                    ));
+                                    TaskState::Failed
+                                } else if l.stop_deadline.is_some() {
                                     TaskState::Shutdown
                                 } else if code == Some(0) {
                                     TaskState::Complete
@@ -246,6 +269,11 @@ impl Agent {
                     }
                 }
             }
+            let due = self.due_health_checks();
+            for (id, pid, spec) in due {
+                let agent = self.clone();
+                tokio::spawn(async move { agent.health_check(id, pid, spec).await });
+            }
             for a in cleanups {
                 let agent = self.clone();
                 tokio::spawn(async move { agent.cleanup_task(&a).await });
@@ -257,6 +285,60 @@ impl Agent {
         if let Some(l) = self.tasks.tasks.lock().expect("tasks lock").get_mut(id) {
             f(l);
         }
+    }
+
+    /// Tasks whose next health check is due: (id, pid, check).
+    fn due_health_checks(&self) -> Vec<(String, u32, HealthSpec)> {
+        let now = Instant::now();
+        let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
+        let mut due = vec![];
+        for l in tasks.values_mut() {
+            let Some(h) = l.a.health.clone() else {
+                continue;
+            };
+            let pid = l.child.as_ref().map(|c| c.id()).or(l.adopted);
+            let live = matches!(l.state, TaskState::Starting | TaskState::Running);
+            if let (Some(pid), true, None) = (pid, live, l.stop_deadline) {
+                if !l.health.checking && l.health.next.is_some_and(|n| n <= now) {
+                    l.health.checking = true;
+                    due.push((l.a.task.id.clone(), pid, h));
+                }
+            }
+        }
+        due
+    }
+
+    /// Runs one health check (`sh -c CMD` in the task's namespaces, bounded
+    /// by its timeout) and acts on the result: the first pass makes a
+    /// starting task running; `retries` failures in a row (outside the start
+    /// period) stop it as unhealthy, and the orchestrator replaces it.
+    async fn health_check(self: Arc<Self>, id: String, pid: u32, h: HealthSpec) {
+        let ok =
+            process::health_check(pid, &h.cmd, Duration::from_millis(h.timeout_ms.max(100))).await;
+        let now = Instant::now();
+        self.set_task(&id, |l| {
+            l.health.checking = false;
+            l.health.next = Some(now + Duration::from_millis(h.interval_ms.max(100)));
+            if ok {
+                l.health.failures = 0;
+                l.health.healthy = true;
+                if l.state == TaskState::Starting {
+                    l.state = TaskState::Running;
+                }
+                return;
+            }
+            let in_start = !l.health.healthy
+                && l.health.started.is_some_and(|s| now < s + Duration::from_millis(h.start_period_ms));
+            if in_start {
+                return;
+            }
+            l.health.failures += 1;
+            if l.health.failures >= h.retries.max(1) {
+                warn!(task = %l.a.task.name(), failures = l.health.failures, "task unhealthy; stopping it");
+                l.health.unhealthy = true;
+                begin_stop(l);
+            }
+        });
     }
 
     /// The pid an earlier run recorded for a task, if that process lives.
@@ -279,9 +361,21 @@ impl Agent {
                     .expect("tasks lock")
                     .get(&id)
                     .is_some_and(|l| l.a.task.desired == DesiredState::Shutdown);
+                let checked = a.health.clone();
                 self.set_task(&id, |l| {
                     l.child = Some(child);
-                    l.state = TaskState::Running;
+                    // With a health check, a task is only running once a
+                    // check passed (it never counts as running before).
+                    l.state = match &checked {
+                        Some(h) => {
+                            let now = Instant::now();
+                            l.health.started = Some(now);
+                            l.health.next =
+                                Some(now + Duration::from_millis(h.interval_ms.max(100)));
+                            TaskState::Starting
+                        }
+                        None => TaskState::Running,
+                    };
                     l.busy = false;
                     if stop {
                         begin_stop(l);

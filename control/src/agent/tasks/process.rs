@@ -120,6 +120,46 @@ pub fn spawn(l: &Launch) -> Result<Child> {
     Ok(child)
 }
 
+/// Runs `sh -c CMD` inside the namespaces (net, uts, mnt) of process
+/// `pid`; true when it exits 0 within `timeout`.
+pub async fn health_check(pid: u32, cmd: &str, timeout: std::time::Duration) -> bool {
+    let open = |ns: &str| File::open(format!("/proc/{pid}/ns/{ns}"));
+    let (Ok(net), Ok(uts), Ok(mnt)) = (open("net"), open("uts"), open("mnt")) else {
+        return false;
+    };
+    let fds = [
+        (net.as_raw_fd(), libc::CLONE_NEWNET),
+        (uts.as_raw_fd(), libc::CLONE_NEWUTS),
+        (mnt.as_raw_fd(), libc::CLONE_NEWNS),
+    ];
+    let mut c = tokio::process::Command::new("/bin/sh");
+    c.args(["-c", cmd])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: raw setns calls only, between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            for (fd, kind) in fds {
+                if libc::setns(fd, kind) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let Ok(mut child) = c.spawn() else {
+        return false;
+    };
+    let ok = matches!(
+        tokio::time::timeout(timeout, child.wait()).await,
+        Ok(Ok(s)) if s.success()
+    );
+    drop((net, uts, mnt));
+    ok
+}
+
 /// Signals a task's process group.
 pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig);
