@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use serde::Serialize;
+use common::{stats, LabGuard};
 use shoal_dataplane::overlay::Maps;
 
 #[derive(Parser, Debug)]
@@ -28,48 +30,10 @@ struct Args {
 
 const LAB: &str = "bng";
 
-#[derive(Serialize)]
-struct Stats {
-    median_ms: f64,
-    max_ms: f64,
-    min_ms: f64,
-}
-
-fn stats(mut v: Vec<f64>) -> Stats {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Stats {
-        median_ms: round(v[v.len() / 2]),
-        max_ms: round(*v.last().unwrap()),
-        min_ms: round(v[0]),
-    }
-}
-
-fn round(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
-
-struct Down(PathBuf);
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0)
-            .args(["lab", "down", "--name", LAB])
-            .status();
-    }
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
-    let shoal = a.shoal.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("shoal")
-    });
-    let _ = Command::new(&shoal)
-        .args(["lab", "down", "--name", LAB])
-        .status();
-    let _down = Down(shoal.clone());
+    let shoal = common::shoal_path(a.shoal.clone());
+    let _lab = LabGuard::fresh(&shoal, LAB);
     let out = Command::new(&shoal)
         .args([
             "lab",

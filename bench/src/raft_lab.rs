@@ -11,8 +11,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use common::{stats, LabGuard};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -102,15 +105,6 @@ fn series(n: u32, mut f: impl FnMut(u32) -> Result<bool>) -> Result<Vec<f64>> {
     Ok(v)
 }
 
-struct Down(PathBuf);
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0)
-            .args(["lab", "down", "--name", LAB])
-            .status();
-    }
-}
-
 fn shoal_ok(shoal: &PathBuf, args: &[&str]) -> Result<()> {
     let out = Command::new(shoal).args(args).output()?;
     if !out.status.success() {
@@ -131,17 +125,8 @@ fn leader_name(from: &str) -> Option<String> {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let shoal = a.shoal.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("shoal")
-    });
-    let _ = Command::new(&shoal)
-        .args(["lab", "down", "--name", LAB])
-        .status();
-    let _down = Down(shoal.clone());
+    let shoal = common::shoal_path(a.shoal.clone());
+    let _lab = LabGuard::fresh(&shoal, LAB);
     shoal_ok(
         &shoal,
         &[
@@ -214,10 +199,6 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let stat = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        serde_json::json!({"median_ms": round(v[v.len() / 2]), "max_ms": round(*v.last().unwrap()), "min_ms": round(v[0])})
-    };
     let report = serde_json::json!({
         "benchmark": "raft_lab",
         "managers": 3,
@@ -229,8 +210,8 @@ fn main() -> Result<()> {
         "reference_api_read": lat(read),
         "write_on_leader": lat(on_leader),
         "write_via_follower": lat(via_follower),
-        "failover_new_leader": stat(elected),
-        "failover_write_accepted": stat(writable),
+        "failover_new_leader": stats(elected),
+        "failover_write_accepted": stats(writable),
     });
     println!("\nRaft managers, 3-manager lab (heartbeat 150 ms, election timeout 750-1000 ms)\n");
     println!("{:<46} {:>8} {:>8} {:>8}", "", "p50 ms", "p99 ms", "max ms");

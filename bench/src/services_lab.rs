@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use common::{stats, LabGuard};
 use serde_json::Value;
 
 #[derive(Parser, Debug)]
@@ -27,15 +30,6 @@ struct Args {
 }
 
 const LAB: &str = "bsv";
-
-struct Down(PathBuf);
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.0)
-            .args(["lab", "down", "--name", LAB])
-            .status();
-    }
-}
 
 fn run(cmd: &mut Command) -> Result<Output> {
     let o = cmd.output()?;
@@ -95,25 +89,11 @@ fn answers(netns: &str, ip: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn stats(mut v: Vec<f64>) -> Value {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    serde_json::json!({"median_ms": (v[v.len() / 2] * 10.0).round() / 10.0, "max_ms": (v[v.len() - 1] * 10.0).round() / 10.0, "min_ms": (v[0] * 10.0).round() / 10.0})
-}
-
 fn main() -> Result<()> {
     let a = Args::parse();
-    let shoal = a.shoal.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("shoal")
-    });
+    let shoal = common::shoal_path(a.shoal.clone());
     let bin = shoal.to_string_lossy().into_owned();
-    let _ = Command::new(&shoal)
-        .args(["lab", "down", "--name", LAB])
-        .status();
-    let _down = Down(shoal.clone());
+    let _lab = LabGuard::fresh(&shoal, LAB);
     run(Command::new(&shoal).args([
         "lab",
         "up",

@@ -79,6 +79,35 @@ pub struct LabInfo {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A unique lab name for this test (6 characters at most).
+/// The stdout of a command that must succeed (its stderr otherwise).
+pub fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `shoal ARGS` on a lab node, expecting a refusal mentioning `needle`.
+pub fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
+    let o = lab.shoal_on(node, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(needle),
+        "{args:?} on {node}: expected {needle:?}, got {err}"
+    );
+}
+
+/// Polls `f` every 100 ms until it holds; fails the test after `secs`.
+pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    t0.elapsed()
+}
+
 pub fn unique_name() -> String {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     format!(

@@ -4,15 +4,10 @@
 //! round trips, a lagging manager catching up from a snapshot, mutual TLS
 //! on 2377 seen from a stranger, and bad input changing nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
-use shoal_tests::Lab;
-
-fn ok(o: std::process::Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use shoal_tests::{ok, refused, wait, Lab};
 
 /// `node ls --format json` on `node`, or None if it refuses.
 fn rows(lab: &Lab, node: &str) -> Option<Vec<Value>> {
@@ -59,29 +54,8 @@ fn label(lab: &Lab, on: &str, target: &str, key: &str) -> Option<String> {
     v[0]["Spec"]["Labels"][key].as_str().map(String::from)
 }
 
-fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t0.elapsed()
-}
-
 fn set_label(lab: &Lab, on: &str, target: &str, kv: &str) -> std::process::Output {
     lab.shoal_on(on, &["node", "update", "--label-add", kv, target])
-}
-
-fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
-    let o = lab.shoal_on(node, args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains(needle),
-        "{args:?} on {node}: expected {needle:?}, got {err}"
-    );
 }
 
 #[test]

@@ -9,33 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::{shoal_bin, Lab};
-
-fn ok(o: std::process::Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
-    let o = lab.shoal_on(node, args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains(needle),
-        "{args:?}: expected {needle:?}, got {err}"
-    );
-}
-
-fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t0.elapsed()
-}
+use shoal_tests::{ok, refused, shoal_bin, wait, Lab};
 
 /// A task as `service ps --format json` shows it.
 #[derive(Debug, Clone)]
@@ -113,14 +87,18 @@ fn curl(lab: &Lab, from_ns: &str, ip: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn whoami(bin: &str) -> Vec<&str> {
-    vec![bin, "whoami", "--port", "80"]
+/// `service create` on n1: a whoami service on appnet with `extra` flags.
+fn create_whoami(lab: &Lab, name: &str, extra: &[&str]) -> String {
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let mut a = vec!["service", "create", "--name", name, "--network", "appnet"];
+    a.extend_from_slice(extra);
+    a.extend_from_slice(&["--", &bin, "whoami", "--port", "80"]);
+    ok(lab.shoal_on("n1", &a))
 }
 
 #[test]
 fn replicated_service_spreads_reaches_scales_and_cleans_up() {
     let lab = Lab::up_with(3, 0, "tc", &[]);
-    let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let inspect: Value =
         serde_json::from_str(&ok(lab.shoal_on("n1", &["network", "inspect", "appnet"]))).unwrap();
@@ -138,20 +116,8 @@ fn replicated_service_spreads_reaches_scales_and_cleans_up() {
     let ls = ok(lab.shoal_on("n1", &["network", "ls"]));
     assert!(ls.contains("ingress") && ls.contains("appnet"), "{ls}");
 
-    let mut create = vec![
-        "service",
-        "create",
-        "--name",
-        "web",
-        "--replicas",
-        "3",
-        "--network",
-        "appnet",
-        "--",
-    ];
-    let w = whoami(&bin);
-    create.extend_from_slice(&w);
-    let out = ok(lab.shoal_on("n1", &create));
+    let create = |lab: &Lab| create_whoami(lab, "web", &["--replicas", "3"]);
+    let out = create(&lab);
     assert!(out.contains("converged"), "{out}");
     let ts = running(&lab, "n1", "web");
     assert_eq!(
@@ -254,7 +220,7 @@ fn replicated_service_spreads_reaches_scales_and_cleans_up() {
         assert!(eps.as_array().unwrap().is_empty(), "{n}: {eps}");
     }
     // Freed addresses are handed out again.
-    ok(lab.shoal_on("n1", &create));
+    create(&lab);
     let again: BTreeSet<String> = running(&lab, "n1", "web")
         .iter()
         .map(|t| t.ip.clone())
@@ -271,22 +237,9 @@ fn replicated_service_spreads_reaches_scales_and_cleans_up() {
 #[test]
 fn a_dead_worker_s_tasks_move_and_drain_moves_them_too() {
     let lab = Lab::up_with(3, 0, "tc", &[]);
-    let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
-    let mut create = vec![
-        "service",
-        "create",
-        "--name",
-        "web",
-        "--replicas",
-        "6",
-        "--network",
-        "appnet",
-        "--",
-    ];
-    let w = whoami(&bin);
-    create.extend_from_slice(&w);
-    ok(lab.shoal_on("n1", &create));
+    let create = |lab: &Lab| create_whoami(lab, "web", &["--replicas", "6"]);
+    create(&lab);
     shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n3"]);
     let t0 = Instant::now();
     wait("6 running without n3", 30, || {
@@ -319,23 +272,12 @@ fn a_dead_worker_s_tasks_move_and_drain_moves_them_too() {
 #[test]
 fn global_constraints_max_per_node_restart_policy_and_bad_input() {
     let lab = Lab::up_with(3, 0, "tc", &[]);
-    let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     ok(lab.shoal_on("n1", &["node", "update", "--label-add", "zone=b", "n3"]));
     let svc = |name: &str, extra: &[&str]| {
-        let mut a = vec![
-            "service",
-            "create",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "appnet",
-        ];
+        let mut a = vec!["-d"];
         a.extend_from_slice(extra);
-        a.push("--");
-        a.extend_from_slice(&whoami(&bin));
-        ok(lab.shoal_on("n1", &a));
+        create_whoami(&lab, name, &a);
     };
     svc(
         "agent",
@@ -536,22 +478,9 @@ fn global_constraints_max_per_node_restart_policy_and_bad_input() {
 #[test]
 fn scaling_completes_across_a_leader_kill() {
     let lab = Lab::up_with(4, 0, "tc", &["--managers", "3"]);
-    let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
-    let mut create = vec![
-        "service",
-        "create",
-        "--name",
-        "web",
-        "--replicas",
-        "2",
-        "--network",
-        "appnet",
-        "--",
-    ];
-    let w = whoami(&bin);
-    create.extend_from_slice(&w);
-    ok(lab.shoal_on("n1", &create));
+    let create = |lab: &Lab| create_whoami(lab, "web", &["--replicas", "2"]);
+    create(&lab);
     ok(lab.shoal_on("n2", &["service", "scale", "-d", "web=8"]));
     shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n1"]);
     wait("8 running after the leader's death", 40, || {
@@ -563,22 +492,11 @@ fn scaling_completes_across_a_leader_kill() {
 #[test]
 fn health_checks_gate_running_and_replace_unhealthy_tasks() {
     let lab = Lab::up_with(2, 0, "tc", &[]);
-    let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let svc = |name: &str, extra: &[&str]| {
-        let mut a = vec![
-            "service",
-            "create",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "appnet",
-        ];
+        let mut a = vec!["-d"];
         a.extend_from_slice(extra);
-        a.push("--");
-        a.extend_from_slice(&whoami(&bin));
-        ok(lab.shoal_on("n1", &a));
+        create_whoami(&lab, name, &a);
     };
     // Healthy: its own HTTP answers inside its namespaces.
     svc(

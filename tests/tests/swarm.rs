@@ -3,27 +3,12 @@
 //! as manager or worker with the CA pinned by the token, `node ls` on
 //! every manager, update/inspect/rm, a manager resumed from disk.
 
-use shoal_tests::Lab;
-
-/// Runs `shoal ARGS` on `node`, expecting a refusal that mentions `needle`.
-fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
-    let o = lab.shoal_on(node, args);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success() && err.contains(needle),
-        "{args:?}: expected {needle:?}, got {err}"
-    );
-}
-
-fn out(o: std::process::Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use shoal_tests::{ok, refused, Lab};
 
 #[test]
 fn swarm_init_join_tokens_node_ls_and_restart() {
     let lab = Lab::up_with(2, 1, "tc", &["--managers", "0"]);
-    let init = out(lab.shoal_on("n1", &["swarm", "init", "--advertise-addr", "198.18.0.1"]));
+    let init = ok(lab.shoal_on("n1", &["swarm", "init", "--advertise-addr", "198.18.0.1"]));
     assert!(
         init.starts_with("Swarm initialized: current node ("),
         "{init}"
@@ -38,10 +23,10 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
         "{join_line}"
     );
 
-    let worker = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
+    let worker = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
         .trim()
         .to_string();
-    let manager = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
+    let manager = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
         .trim()
         .to_string();
     assert!(join_line.contains(&worker));
@@ -60,17 +45,17 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
     );
     assert_eq!(w[2], m[2]);
     assert_ne!(w[3], m[3]);
-    let rotated = out(lab.shoal_on("n1", &["swarm", "join-token", "--rotate", "-q", "worker"]))
+    let rotated = ok(lab.shoal_on("n1", &["swarm", "join-token", "--rotate", "-q", "worker"]))
         .trim()
         .to_string();
     assert_ne!(rotated, worker);
     assert_eq!(parts(&rotated)[2], w[2], "rotation keeps the CA");
     assert_eq!(
-        out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"])).trim(),
+        ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"])).trim(),
         rotated
     );
 
-    let ls = out(lab.shoal_on("n1", &["node", "ls", "--format", "json"]));
+    let ls = ok(lab.shoal_on("n1", &["node", "ls", "--format", "json"]));
     let rows: Vec<serde_json::Value> = ls
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -81,7 +66,7 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
     assert_eq!(rows[0]["Availability"], "Active");
     assert_eq!(rows[0]["ManagerStatus"], "Leader");
     assert_eq!(rows[0]["Self"], true);
-    let table = out(lab.shoal_on("n1", &["node", "ls"]));
+    let table = ok(lab.shoal_on("n1", &["node", "ls"]));
     assert!(table.lines().nth(1).unwrap().contains(" * "), "{table}");
 
     // Refusals: init twice; swarm commands on a node outside the swarm.
@@ -109,7 +94,7 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
     };
     assert!(after.contains(rows[0]["ID"].as_str().unwrap()));
     assert_eq!(
-        out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"])).trim(),
+        ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"])).trim(),
         rotated
     );
 }
@@ -117,11 +102,11 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
 #[test]
 fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     let lab = Lab::up_with(4, 1, "tc", &["--managers", "0"]);
-    out(lab.shoal_on("n1", &["swarm", "init"]));
-    let worker = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
+    ok(lab.shoal_on("n1", &["swarm", "init"]));
+    let worker = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
         .trim()
         .to_string();
-    let manager = out(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
+    let manager = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
         .trim()
         .to_string();
 
@@ -157,12 +142,12 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     );
     assert!(String::from_utf8_lossy(&e.stderr).contains("invalid join token"));
 
-    assert!(out(lab.shoal_on(
+    assert!(ok(lab.shoal_on(
         "n2",
         &["swarm", "join", "--token", &manager, "198.18.0.1:2377"]
     ))
     .contains("as a manager"));
-    assert!(out(lab.shoal_on(
+    assert!(ok(lab.shoal_on(
         "n3",
         &["swarm", "join", "--token", &worker, "198.18.0.1:2377"]
     ))
@@ -174,7 +159,7 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("already part of a swarm"));
 
     let rows = |node: &str| -> Vec<serde_json::Value> {
-        out(lab.shoal_on(node, &["node", "ls", "--format", "json"]))
+        ok(lab.shoal_on(node, &["node", "ls", "--format", "json"]))
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
@@ -208,7 +193,7 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     assert!(String::from_utf8_lossy(&w.stderr).contains("not a swarm manager"));
 
     // Update, inspect and remove through the leader.
-    out(lab.shoal_on(
+    ok(lab.shoal_on(
         "n1",
         &[
             "node",
@@ -221,14 +206,14 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
         ],
     ));
     let v: serde_json::Value =
-        serde_json::from_str(&out(lab.shoal_on("n1", &["node", "inspect", "n3"]))).unwrap();
+        serde_json::from_str(&ok(lab.shoal_on("n1", &["node", "inspect", "n3"]))).unwrap();
     assert_eq!(v[0]["Spec"]["Availability"], "drain");
     assert_eq!(v[0]["Spec"]["Labels"]["zone"], "b");
     assert_eq!(v[0]["Spec"]["Role"], "worker");
     let e = lab.shoal_on("n1", &["node", "rm", "n2"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("is a manager"));
     refused(&lab, "n1", &["node", "rm", "n3"], "is not down");
-    out(lab.shoal_on("n1", &["node", "rm", "--force", "n3"]));
+    ok(lab.shoal_on("n1", &["node", "rm", "--force", "n3"]));
     assert_eq!(rows("n1").len(), 2);
     // The removed worker learns it at its next heartbeat and leaves.
     let t0 = std::time::Instant::now();

@@ -2,8 +2,6 @@
 //! node that runs it, like `docker exec`) and `shoal inspect TASK` (the
 //! task as JSON with Docker's field names, from a manager).
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -11,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 
+use crate::agent::tasks::process::{enter, TaskNs};
 use crate::agent::tasks::LocalTask;
 use crate::api::client::Client;
 use crate::api::socket_path;
@@ -69,28 +68,13 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let pid = t
         .pid
         .with_context(|| format!("task {} is not running ({:?})", t.name, t.state))?;
-    let open = |ns: &str| {
-        File::open(format!("/proc/{pid}/ns/{ns}"))
-            .with_context(|| format!("namespace {ns} of task {}", t.name))
-    };
-    let (net, uts, mnt) = (open("net")?, open("uts")?, open("mnt")?);
-    let fds = [
-        (net.as_raw_fd(), libc::CLONE_NEWNET),
-        (uts.as_raw_fd(), libc::CLONE_NEWUTS),
-        (mnt.as_raw_fd(), libc::CLONE_NEWNS),
-    ];
+    let ns = TaskNs::open(pid).with_context(|| format!("namespaces of task {}", t.name))?;
+    let fds = ns.fds();
     let mut cmd = std::process::Command::new(&a.command[0]);
     cmd.args(&a.command[1..]);
-    // SAFETY: raw setns calls only, between fork and exec.
+    // SAFETY: only `enter` (raw setns) between fork and exec.
     unsafe {
-        cmd.pre_exec(move || {
-            for (fd, kind) in fds {
-                if libc::setns(fd, kind) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || enter(&fds));
     }
     let status = cmd
         .status()

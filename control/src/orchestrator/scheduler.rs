@@ -52,13 +52,16 @@ impl Load {
 
 /// Whether `n` may take a new task of `s` at all (ignoring load).
 pub fn eligible(s: &ServiceRecord, n: &NodeRecord) -> bool {
-    let cs: Vec<Constraint> = s
-        .spec
+    fits(&constraints(s), n)
+}
+
+/// The service's constraints (validated when the service was created).
+fn constraints(s: &ServiceRecord) -> Vec<Constraint> {
+    s.spec
         .constraints
         .iter()
         .filter_map(|c| Constraint::parse(c).ok())
-        .collect();
-    fits(&cs, n)
+        .collect()
 }
 
 fn fits(cs: &[Constraint], n: &NodeRecord) -> bool {
@@ -79,12 +82,7 @@ pub struct Placer {
 
 impl Placer {
     pub fn new(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Self {
-        let cs: Vec<Constraint> = s
-            .spec
-            .constraints
-            .iter()
-            .filter_map(|c| Constraint::parse(c).ok())
-            .collect();
+        let cs = constraints(s);
         let set = st
             .nodes
             .values()

@@ -66,17 +66,7 @@ pub struct NetworkRecord {
 
 impl ClusterState {
     pub fn network_by_key(&self, key: &str) -> Option<&NetworkRecord> {
-        self.networks
-            .values()
-            .find(|n| n.id == key || n.spec.name == key)
-            .or_else(|| {
-                let hits: Vec<_> = self
-                    .networks
-                    .values()
-                    .filter(|n| !key.is_empty() && n.id.starts_with(key))
-                    .collect();
-                (hits.len() == 1).then(|| hits[0])
-            })
+        super::state::find_by_key(&self.networks, key, |n| (&n.id, &n.spec.name))
     }
 
     /// Every address of `network_id` some record holds.

@@ -205,17 +205,7 @@ impl Constraint {
 
 impl ClusterState {
     pub fn service_by_key(&self, key: &str) -> Option<&ServiceRecord> {
-        self.services
-            .values()
-            .find(|s| s.id == key || s.spec.name == key)
-            .or_else(|| {
-                let hits: Vec<_> = self
-                    .services
-                    .values()
-                    .filter(|s| !key.is_empty() && s.id.starts_with(key))
-                    .collect();
-                (hits.len() == 1).then(|| hits[0])
-            })
+        super::state::find_by_key(&self.services, key, |s| (&s.id, &s.spec.name))
     }
 
     /// Checks a spec against the state (names, networks, ports,

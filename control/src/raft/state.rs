@@ -27,6 +27,27 @@ pub fn new_id() -> String {
         .collect()
 }
 
+/// A record by exact id or name, else by unique id prefix (as Docker
+/// resolves names).
+pub fn find_by_key<'a, T>(
+    map: &'a BTreeMap<String, T>,
+    key: &str,
+    id_name: impl Fn(&T) -> (&String, &String),
+) -> Option<&'a T> {
+    map.values()
+        .find(|r| {
+            let (id, name) = id_name(r);
+            id == key || name == key
+        })
+        .or_else(|| {
+            let hits: Vec<&T> = map
+                .values()
+                .filter(|r| !key.is_empty() && id_name(r).0.starts_with(key))
+                .collect();
+            (hits.len() == 1).then(|| hits[0])
+        })
+}
+
 /// Raft's own id for a manager.
 pub type RaftId = u64;
 

@@ -12,7 +12,7 @@
 //! failed | shutdown | rejected; a stop is SIGTERM to the process group,
 //! SIGKILL after the service's stop grace period.
 
-mod process;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;

@@ -120,44 +120,67 @@ pub fn spawn(l: &Launch) -> Result<Child> {
     Ok(child)
 }
 
+/// A running task's namespaces (net, uts, mnt), opened from its process,
+/// to run something inside them (`shoal exec`, health checks).
+pub struct TaskNs {
+    files: [File; 3],
+}
+
+impl TaskNs {
+    pub fn open(pid: u32) -> std::io::Result<Self> {
+        let open = |ns: &str| File::open(format!("/proc/{pid}/ns/{ns}"));
+        Ok(Self {
+            files: [open("net")?, open("uts")?, open("mnt")?],
+        })
+    }
+
+    /// The fds and kinds for `enter` (copy them into a pre_exec closure,
+    /// keep `self` alive until the spawn returned).
+    pub fn fds(&self) -> [(i32, libc::c_int); 3] {
+        [
+            (self.files[0].as_raw_fd(), libc::CLONE_NEWNET),
+            (self.files[1].as_raw_fd(), libc::CLONE_NEWUTS),
+            (self.files[2].as_raw_fd(), libc::CLONE_NEWNS),
+        ]
+    }
+}
+
+/// Enters the namespaces: raw setns calls only, safe between fork and exec.
+pub fn enter(fds: &[(i32, libc::c_int); 3]) -> std::io::Result<()> {
+    for (fd, kind) in fds {
+        // SAFETY: plain syscall on fds the parent keeps open.
+        if unsafe { libc::setns(*fd, *kind) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Runs `sh -c CMD` inside the namespaces (net, uts, mnt) of process
 /// `pid`; true when it exits 0 within `timeout`.
 pub async fn health_check(pid: u32, cmd: &str, timeout: std::time::Duration) -> bool {
-    let open = |ns: &str| File::open(format!("/proc/{pid}/ns/{ns}"));
-    let (Ok(net), Ok(uts), Ok(mnt)) = (open("net"), open("uts"), open("mnt")) else {
+    let Ok(ns) = TaskNs::open(pid) else {
         return false;
     };
-    let fds = [
-        (net.as_raw_fd(), libc::CLONE_NEWNET),
-        (uts.as_raw_fd(), libc::CLONE_NEWUTS),
-        (mnt.as_raw_fd(), libc::CLONE_NEWNS),
-    ];
+    let fds = ns.fds();
     let mut c = tokio::process::Command::new("/bin/sh");
     c.args(["-c", cmd])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
-    // SAFETY: raw setns calls only, between fork and exec.
+    // SAFETY: only `enter` (raw setns) between fork and exec.
     unsafe {
-        c.pre_exec(move || {
-            for (fd, kind) in fds {
-                if libc::setns(fd, kind) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        c.pre_exec(move || enter(&fds));
     }
     let Ok(mut child) = c.spawn() else {
         return false;
     };
-    let ok = matches!(
+    drop(ns);
+    matches!(
         tokio::time::timeout(timeout, child.wait()).await,
         Ok(Ok(s)) if s.success()
-    );
-    drop((net, uts, mnt));
-    ok
+    )
 }
 
 /// Signals a task's process group.

@@ -1,0 +1,57 @@
+//! What the lab benchmarks share: the `shoal` binary beside them, a lab
+//! that is removed however the run ends, and median/max/min figures.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `--shoal`, or the `shoal` built beside this benchmark.
+pub fn shoal_path(arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| {
+        std::env::current_exe()
+            .expect("current_exe")
+            .parent()
+            .expect("bin dir")
+            .join("shoal")
+    })
+}
+
+/// A lab name owned by this run: removed first (a crashed earlier run's
+/// leftovers) and again on drop.
+pub struct LabGuard {
+    shoal: PathBuf,
+    name: &'static str,
+}
+
+impl LabGuard {
+    pub fn fresh(shoal: &std::path::Path, name: &'static str) -> Self {
+        let g = Self {
+            shoal: shoal.to_path_buf(),
+            name,
+        };
+        g.down();
+        g
+    }
+
+    fn down(&self) {
+        let _ = Command::new(&self.shoal)
+            .args(["lab", "down", "--name", self.name])
+            .status();
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+/// {"median_ms", "max_ms", "min_ms"} of samples in ms, to 0.01 ms.
+pub fn stats(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let r = |x: f64| (x * 100.0).round() / 100.0;
+    serde_json::json!({
+        "median_ms": r(v[v.len() / 2]),
+        "max_ms": r(v[v.len() - 1]),
+        "min_ms": r(v[0]),
+    })
+}
