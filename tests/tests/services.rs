@@ -544,3 +544,39 @@ fn health_checks_gate_running_and_replace_unhealthy_tasks() {
     let bad = ls.lines().find(|l| l.contains(" bad ")).unwrap();
     assert!(bad.contains("0/1"), "{ls}");
 }
+
+/// `swarm init --data-path-port`: every node's dataplane adopts the port,
+/// and tasks across nodes talk over it.
+#[test]
+fn the_swarm_s_data_path_port_is_every_node_s() {
+    let lab = Lab::up_with(2, 0, "tc", &["--managers", "0"]);
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "swarm",
+            "init",
+            "--data-path-port",
+            "4790",
+            "--default-addr-pool",
+            "10.20.0.0/16",
+        ],
+    ));
+    let token = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]));
+    ok(lab.shoal_on(
+        "n2",
+        &["swarm", "join", "--token", token.trim(), "198.18.0.1:2377"],
+    ));
+    for n in ["n1", "n2"] {
+        wait("port adopted", 10, || {
+            lab.debug_json(n, &["maps"])["vxlan_port"] == 4790
+        });
+    }
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    create_whoami(&lab, "web", &["--replicas", "2"]);
+    let ts = running(&lab, "n1", "web");
+    assert_eq!(per_node(&ts).len(), 2, "{ts:?}");
+    assert!(ts[0].ip.starts_with("10.20."), "{ts:?}");
+    let text = curl(&lab, &task_ns(&lab, &ts[0]), &ts[1].ip);
+    assert!(text.contains(&format!("IP: {}", ts[1].ip)), "{text}");
+    refused(&lab, "n1", &["swarm", "leave"], "--force");
+}

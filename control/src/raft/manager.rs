@@ -93,6 +93,13 @@ pub struct SessionReply {
     /// The tasks this node should run or stop.
     #[serde(default)]
     pub assignments: Vec<Assignment>,
+    /// The swarm's VXLAN port (`swarm init --data-path-port`).
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
+}
+
+fn default_data_path_port() -> u16 {
+    4789
 }
 
 /// Why the leader could not run an operation.
@@ -542,7 +549,11 @@ pub(super) async fn execute(
                     Err(_) => return Err(no_quorum()),
                 }
             }
-            let assignments = state.read().expect("state lock").assignments(&node_id);
+            let (assignments, data_path_port) = {
+                let st = state.read().expect("state lock");
+                let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
+                (st.assignments(&node_id), port)
+            };
             let mem = m.membership_config.membership();
             let managers = mem
                 .voter_ids()
@@ -558,6 +569,7 @@ pub(super) async fn execute(
                     managers,
                     leader,
                     assignments,
+                    data_path_port,
                 }),
                 ..Default::default()
             })

@@ -121,6 +121,7 @@ impl Agent {
             bail!("session reply for another node");
         }
         self.reconcile_tasks(s.assignments.clone());
+        self.set_data_path_port(s.data_path_port).await?;
         let mut managers = s.managers.clone();
         managers.sort_by_key(|a| a != &s.leader);
         if managers != sw.membership.managers {
