@@ -7,8 +7,10 @@
 //! - `manager.rs`: one manager; `leader_op` is the door for every change.
 //! - `network.rs` / `rpc.rs`: Raft RPCs, client and server, on the control
 //!   port's mutual TLS (`crate::control_port`).
+//! - `leader.rs`: what the leader does with each `LeaderOp`.
 //! - `liveness.rs`: the leader marks silent nodes down.
 
+pub mod leader;
 pub mod liveness;
 pub mod manager;
 pub mod network;

@@ -15,6 +15,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 use super::state::ClusterState;
+use super::state::{err, put, Change, Command, CommandResult};
 
 /// The first VNI Shoal gives a network (Docker's overlay VNIs start here).
 pub const VNI_BASE: u32 = 4096;
@@ -174,6 +175,61 @@ impl ClusterState {
             created_at: 0,
             version: 0,
         })
+    }
+}
+
+impl ClusterState {
+    /// Applies a network command (see `ClusterState::apply`).
+    pub(super) fn apply_network(
+        &mut self,
+        index: u64,
+        cmd: Command,
+    ) -> (CommandResult, Vec<Change>) {
+        match cmd {
+            Command::NetworkCreate { id, spec, now } => {
+                let pool = self
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.pool.clone())
+                    .unwrap_or_default();
+                match self.allocate_network(&id, &spec, &pool) {
+                    Ok(mut n) => {
+                        n.created_at = now;
+                        n.version = index;
+                        self.networks.insert(id.clone(), n.clone());
+                        (
+                            CommandResult::Network(n.clone()),
+                            vec![put(format!("network/{id}"), &n)],
+                        )
+                    }
+                    Err(e) => err(e),
+                }
+            }
+            Command::NetworkRemove { id } => {
+                let Some(n) = self.networks.get(&id).cloned() else {
+                    return err(format!("network {id} not found"));
+                };
+                if let Some(s) = self.services.values().find(|s| s.network_ids.contains(&id)) {
+                    return err(format!(
+                        "network {} is in use by service {}",
+                        n.spec.name, s.spec.name
+                    ));
+                }
+                if self
+                    .tasks
+                    .values()
+                    .any(|t| t.networks.iter().any(|a| a.network_id == id))
+                {
+                    return err(format!("network {} still has tasks attached", n.spec.name));
+                }
+                self.networks.remove(&id);
+                (
+                    CommandResult::Network(n),
+                    vec![Change::Delete(format!("network/{id}"))],
+                )
+            }
+            other => unreachable!("not a network command: {other:?}"),
+        }
     }
 }
 

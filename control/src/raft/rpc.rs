@@ -11,8 +11,9 @@ use axum::{Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::Raft;
 
+use super::leader::execute;
 use super::liveness::Liveness;
-use super::manager::{execute, LeaderOp, LeaderReply, OpError, OP_TIMEOUT};
+use super::manager::{LeaderOp, LeaderReply, OpError, OP_TIMEOUT};
 use super::state::{ClusterState, RaftId};
 use super::TypeConfig;
 

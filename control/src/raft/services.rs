@@ -7,7 +7,9 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use super::state::{err, put, Change, Command, CommandResult};
 use super::state::{ClusterState, NodeRecord, Role};
+use super::tasks::DesiredState;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -277,6 +279,91 @@ impl ClusterState {
             }
         }
         Ok(ids)
+    }
+}
+
+impl ClusterState {
+    /// Applies a service command (see `ClusterState::apply`).
+    pub(super) fn apply_service(
+        &mut self,
+        index: u64,
+        cmd: Command,
+    ) -> (CommandResult, Vec<Change>) {
+        match cmd {
+            Command::ServiceCreate { id, spec, now } => {
+                let network_ids = match self.check_service(&spec, None) {
+                    Ok(ids) => ids,
+                    Err(e) => return err(e),
+                };
+                if self.services.contains_key(&id) {
+                    return err(format!("service {id} already exists"));
+                }
+                let mut vips = vec![];
+                if spec.endpoint_mode == super::services::EndpointMode::Vip {
+                    for nid in &network_ids {
+                        match self.free_addr(nid, &Default::default()) {
+                            Some(addr) => vips.push(Vip {
+                                network_id: nid.clone(),
+                                addr,
+                            }),
+                            None => {
+                                return err(format!("network {nid} has no free address for a VIP"))
+                            }
+                        }
+                    }
+                }
+                let s = ServiceRecord {
+                    id: id.clone(),
+                    spec,
+                    network_ids,
+                    vips,
+                    created_at: now,
+                    updated_at: now,
+                    version: index,
+                };
+                self.services.insert(id.clone(), s.clone());
+                (
+                    CommandResult::Service(s.clone()),
+                    vec![put(format!("service/{id}"), &s)],
+                )
+            }
+            Command::ServiceScale { id, replicas, now } => {
+                let Some(mut s) = self.services.get(&id).cloned() else {
+                    return err(format!("service {id} not found"));
+                };
+                if s.spec.mode == Mode::Global {
+                    return err(format!(
+                        "{}: scale can only be used with replicated mode",
+                        s.spec.name
+                    ));
+                }
+                s.spec.mode = Mode::Replicated { replicas };
+                s.updated_at = now;
+                s.version = index;
+                self.services.insert(id.clone(), s.clone());
+                (
+                    CommandResult::Service(s.clone()),
+                    vec![put(format!("service/{id}"), &s)],
+                )
+            }
+            Command::ServiceRemove { id } => {
+                let Some(s) = self.services.remove(&id) else {
+                    return err(format!("service {id} not found"));
+                };
+                // Its tasks are told to stop; the orchestrator removes them
+                // once they have.
+                let mut changes = vec![Change::Delete(format!("service/{id}"))];
+                let ids: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == id)
+                    .map(|t| t.id.clone())
+                    .collect();
+                changes.extend(self.set_desired(&ids, DesiredState::Shutdown, index));
+                (CommandResult::Service(s), changes)
+            }
+            other => unreachable!("not a service command: {other:?}"),
+        }
     }
 }
 

@@ -8,14 +8,14 @@
 //! changes it returns. Application errors (unknown node, ...) are results,
 //! not storage errors: a refused command must not stop Raft.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 use super::networks::{AddrPool, NetworkRecord, NetworkSpec};
-use super::services::{Mode, ServiceRecord, ServiceSpec, Vip};
-use super::tasks::{DesiredState, NewTask, TaskAddr, TaskRecord, TaskReport, TaskState};
+use super::services::{ServiceRecord, ServiceSpec};
+use super::tasks::{DesiredState, NewTask, TaskRecord, TaskReport};
 
 /// A Docker-style id: 25 base-36 characters.
 pub fn new_id() -> String {
@@ -232,7 +232,7 @@ fn node_key(id: &str) -> String {
     format!("node/{id}")
 }
 
-fn put<T: Serialize>(key: String, v: &T) -> Change {
+pub(super) fn put<T: Serialize>(key: String, v: &T) -> Change {
     Change::Put(key, serde_json::to_vec(v).expect("records serialise"))
 }
 
@@ -414,251 +414,14 @@ impl ClusterState {
                 changes.extend(self.remove_tasks(&gone));
                 (CommandResult::Node(n), changes)
             }
-            Command::NetworkCreate { id, spec, now } => {
-                let pool = self
-                    .cluster
-                    .as_ref()
-                    .map(|c| c.pool.clone())
-                    .unwrap_or_default();
-                match self.allocate_network(&id, &spec, &pool) {
-                    Ok(mut n) => {
-                        n.created_at = now;
-                        n.version = index;
-                        self.networks.insert(id.clone(), n.clone());
-                        (
-                            CommandResult::Network(n.clone()),
-                            vec![put(format!("network/{id}"), &n)],
-                        )
-                    }
-                    Err(e) => err(e),
-                }
+            c @ (Command::NetworkCreate { .. } | Command::NetworkRemove { .. }) => {
+                self.apply_network(index, c)
             }
-            Command::NetworkRemove { id } => {
-                let Some(n) = self.networks.get(&id).cloned() else {
-                    return err(format!("network {id} not found"));
-                };
-                if let Some(s) = self.services.values().find(|s| s.network_ids.contains(&id)) {
-                    return err(format!(
-                        "network {} is in use by service {}",
-                        n.spec.name, s.spec.name
-                    ));
-                }
-                if self
-                    .tasks
-                    .values()
-                    .any(|t| t.networks.iter().any(|a| a.network_id == id))
-                {
-                    return err(format!("network {} still has tasks attached", n.spec.name));
-                }
-                self.networks.remove(&id);
-                (
-                    CommandResult::Network(n),
-                    vec![Change::Delete(format!("network/{id}"))],
-                )
-            }
-            Command::ServiceCreate { id, spec, now } => {
-                let network_ids = match self.check_service(&spec, None) {
-                    Ok(ids) => ids,
-                    Err(e) => return err(e),
-                };
-                if self.services.contains_key(&id) {
-                    return err(format!("service {id} already exists"));
-                }
-                let mut vips = vec![];
-                if spec.endpoint_mode == super::services::EndpointMode::Vip {
-                    for nid in &network_ids {
-                        match self.free_addr(nid, &Default::default()) {
-                            Some(addr) => vips.push(Vip {
-                                network_id: nid.clone(),
-                                addr,
-                            }),
-                            None => {
-                                return err(format!("network {nid} has no free address for a VIP"))
-                            }
-                        }
-                    }
-                }
-                let s = ServiceRecord {
-                    id: id.clone(),
-                    spec,
-                    network_ids,
-                    vips,
-                    created_at: now,
-                    updated_at: now,
-                    version: index,
-                };
-                self.services.insert(id.clone(), s.clone());
-                (
-                    CommandResult::Service(s.clone()),
-                    vec![put(format!("service/{id}"), &s)],
-                )
-            }
-            Command::ServiceScale { id, replicas, now } => {
-                let Some(mut s) = self.services.get(&id).cloned() else {
-                    return err(format!("service {id} not found"));
-                };
-                if s.spec.mode == Mode::Global {
-                    return err(format!(
-                        "{}: scale can only be used with replicated mode",
-                        s.spec.name
-                    ));
-                }
-                s.spec.mode = Mode::Replicated { replicas };
-                s.updated_at = now;
-                s.version = index;
-                self.services.insert(id.clone(), s.clone());
-                (
-                    CommandResult::Service(s.clone()),
-                    vec![put(format!("service/{id}"), &s)],
-                )
-            }
-            Command::ServiceRemove { id } => {
-                let Some(s) = self.services.remove(&id) else {
-                    return err(format!("service {id} not found"));
-                };
-                // Its tasks are told to stop; the orchestrator removes them
-                // once they have.
-                let mut changes = vec![Change::Delete(format!("service/{id}"))];
-                let ids: Vec<String> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.service_id == id)
-                    .map(|t| t.id.clone())
-                    .collect();
-                changes.extend(self.set_desired(&ids, DesiredState::Shutdown, index));
-                (CommandResult::Service(s), changes)
-            }
-            Command::TaskCreate { tasks, now } => self.create_tasks(index, tasks, now),
-            Command::TaskAssign { id, node_id, now } => {
-                let Some(mut t) = self.tasks.get(&id).cloned() else {
-                    return err(format!("no such task: {id}"));
-                };
-                if t.state != TaskState::Pending {
-                    return err(format!("task {id} is not pending"));
-                }
-                t.node_id = Some(node_id);
-                t.state = TaskState::Assigned;
-                t.err = None;
-                t.state_at = now;
-                t.version = index;
-                self.tasks.insert(id.clone(), t.clone());
-                (CommandResult::Ok, vec![put(format!("task/{id}"), &t)])
-            }
-            Command::TaskDesired { ids, desired } => {
-                (CommandResult::Ok, self.set_desired(&ids, desired, index))
-            }
-            Command::TaskReports { reports, now } => {
-                let mut changes = vec![];
-                for r in reports {
-                    let Some(t) = self.tasks.get_mut(&r.id) else {
-                        continue;
-                    };
-                    // States only move forward (a late report of an older
-                    // state is ignored).
-                    if r.state <= t.state {
-                        continue;
-                    }
-                    t.state = r.state;
-                    t.err = r.err;
-                    t.exit_code = r.exit_code;
-                    t.state_at = now;
-                    t.version = index;
-                    changes.push(put(format!("task/{}", t.id), &*t));
-                }
-                (CommandResult::Ok, changes)
-            }
-            Command::TaskRemove { ids } => (CommandResult::Ok, self.remove_tasks(&ids)),
+            c @ (Command::ServiceCreate { .. }
+            | Command::ServiceScale { .. }
+            | Command::ServiceRemove { .. }) => self.apply_service(index, c),
+            c => self.apply_task(index, c),
         }
-    }
-
-    fn set_desired(&mut self, ids: &[String], desired: DesiredState, index: u64) -> Vec<Change> {
-        let mut changes = vec![];
-        for id in ids {
-            if let Some(t) = self.tasks.get_mut(id) {
-                if t.desired != desired {
-                    t.desired = desired;
-                    t.version = index;
-                    changes.push(put(format!("task/{id}"), &*t));
-                }
-            }
-        }
-        changes
-    }
-
-    fn remove_tasks(&mut self, ids: &[String]) -> Vec<Change> {
-        ids.iter()
-            .filter(|id| self.tasks.remove(*id).is_some())
-            .map(|id| Change::Delete(format!("task/{id}")))
-            .collect()
-    }
-
-    /// New tasks with an address on each of their service's networks.
-    fn create_tasks(
-        &mut self,
-        index: u64,
-        tasks: Vec<NewTask>,
-        now: u64,
-    ) -> (CommandResult, Vec<Change>) {
-        let mut changes = vec![];
-        // Per network in this batch: the used set (computed once) and where
-        // the lowest-free scan resumes (allocations only go up within a
-        // batch), so a batch is linear in the network's size.
-        let mut pools: BTreeMap<String, (BTreeSet<Ipv4Addr>, Ipv4Addr)> = BTreeMap::new();
-        for nt in tasks {
-            let Some(s) = self.services.get(&nt.service_id).cloned() else {
-                continue;
-            };
-            if self.tasks.contains_key(&nt.id) {
-                continue;
-            }
-            let mut networks = vec![];
-            for nid in &s.network_ids {
-                let Some(net) = self.networks.get(nid) else {
-                    return err(format!("network {nid} not found"));
-                };
-                let subnet = net.subnet;
-                let (used, from) = pools
-                    .entry(nid.clone())
-                    .or_insert_with(|| (self.used_addrs(nid), subnet.network()));
-                let last_host = u32::from(subnet.broadcast()).saturating_sub(1);
-                let found = (u32::from(*from) + 1..=last_host)
-                    .map(Ipv4Addr::from)
-                    .find(|a| !used.contains(a));
-                match found {
-                    Some(addr) => {
-                        used.insert(addr);
-                        *from = addr;
-                        networks.push(TaskAddr {
-                            network_id: nid.clone(),
-                            addr,
-                        })
-                    }
-                    None => return err(format!("network {nid} has no free address")),
-                }
-            }
-            let t = TaskRecord {
-                id: nt.id.clone(),
-                service_id: s.id.clone(),
-                service_name: s.spec.name.clone(),
-                slot: nt.slot,
-                state: if nt.node_id.is_some() {
-                    TaskState::Assigned
-                } else {
-                    TaskState::Pending
-                },
-                node_id: nt.node_id,
-                desired: DesiredState::Running,
-                err: nt.err,
-                exit_code: None,
-                networks,
-                created_at: now,
-                state_at: now,
-                version: index,
-            };
-            changes.push(put(format!("task/{}", t.id), &t));
-            self.tasks.insert(t.id.clone(), t);
-        }
-        (CommandResult::Ok, changes)
     }
 
     fn put(&mut self, node: NodeRecord) -> (CommandResult, Vec<Change>) {
@@ -671,7 +434,7 @@ impl ClusterState {
     }
 }
 
-fn err(msg: String) -> (CommandResult, Vec<Change>) {
+pub(super) fn err(msg: String) -> (CommandResult, Vec<Change>) {
     (CommandResult::Error(msg), vec![])
 }
 

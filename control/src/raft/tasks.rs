@@ -4,7 +4,9 @@
 
 use std::net::Ipv4Addr;
 
+use super::state::{err, put, Change, ClusterState, Command, CommandResult};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// swarmkit's task states, in the order a task moves through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,6 +111,150 @@ pub struct TaskReport {
     pub state: TaskState,
     pub err: Option<String>,
     pub exit_code: Option<i32>,
+}
+
+impl ClusterState {
+    /// Applies a task command (see `ClusterState::apply`).
+    pub(super) fn apply_task(&mut self, index: u64, cmd: Command) -> (CommandResult, Vec<Change>) {
+        match cmd {
+            Command::TaskCreate { tasks, now } => self.create_tasks(index, tasks, now),
+            Command::TaskAssign { id, node_id, now } => {
+                let Some(mut t) = self.tasks.get(&id).cloned() else {
+                    return err(format!("no such task: {id}"));
+                };
+                if t.state != TaskState::Pending {
+                    return err(format!("task {id} is not pending"));
+                }
+                t.node_id = Some(node_id);
+                t.state = TaskState::Assigned;
+                t.err = None;
+                t.state_at = now;
+                t.version = index;
+                self.tasks.insert(id.clone(), t.clone());
+                (CommandResult::Ok, vec![put(format!("task/{id}"), &t)])
+            }
+            Command::TaskDesired { ids, desired } => {
+                (CommandResult::Ok, self.set_desired(&ids, desired, index))
+            }
+            Command::TaskReports { reports, now } => {
+                let mut changes = vec![];
+                for r in reports {
+                    let Some(t) = self.tasks.get_mut(&r.id) else {
+                        continue;
+                    };
+                    // States only move forward (a late report of an older
+                    // state is ignored).
+                    if r.state <= t.state {
+                        continue;
+                    }
+                    t.state = r.state;
+                    t.err = r.err;
+                    t.exit_code = r.exit_code;
+                    t.state_at = now;
+                    t.version = index;
+                    changes.push(put(format!("task/{}", t.id), &*t));
+                }
+                (CommandResult::Ok, changes)
+            }
+            Command::TaskRemove { ids } => (CommandResult::Ok, self.remove_tasks(&ids)),
+            other => unreachable!("not a task command: {other:?}"),
+        }
+    }
+
+    pub(super) fn set_desired(
+        &mut self,
+        ids: &[String],
+        desired: DesiredState,
+        index: u64,
+    ) -> Vec<Change> {
+        let mut changes = vec![];
+        for id in ids {
+            if let Some(t) = self.tasks.get_mut(id) {
+                if t.desired != desired {
+                    t.desired = desired;
+                    t.version = index;
+                    changes.push(put(format!("task/{id}"), &*t));
+                }
+            }
+        }
+        changes
+    }
+
+    pub(super) fn remove_tasks(&mut self, ids: &[String]) -> Vec<Change> {
+        ids.iter()
+            .filter(|id| self.tasks.remove(*id).is_some())
+            .map(|id| Change::Delete(format!("task/{id}")))
+            .collect()
+    }
+
+    /// New tasks with an address on each of their service's networks.
+    fn create_tasks(
+        &mut self,
+        index: u64,
+        tasks: Vec<NewTask>,
+        now: u64,
+    ) -> (CommandResult, Vec<Change>) {
+        let mut changes = vec![];
+        // Per network in this batch: the used set (computed once) and where
+        // the lowest-free scan resumes (allocations only go up within a
+        // batch), so a batch is linear in the network's size.
+        let mut pools: BTreeMap<String, (BTreeSet<Ipv4Addr>, Ipv4Addr)> = BTreeMap::new();
+        for nt in tasks {
+            let Some(s) = self.services.get(&nt.service_id).cloned() else {
+                continue;
+            };
+            if self.tasks.contains_key(&nt.id) {
+                continue;
+            }
+            let mut networks = vec![];
+            for nid in &s.network_ids {
+                let Some(net) = self.networks.get(nid) else {
+                    return err(format!("network {nid} not found"));
+                };
+                let subnet = net.subnet;
+                let (used, from) = pools
+                    .entry(nid.clone())
+                    .or_insert_with(|| (self.used_addrs(nid), subnet.network()));
+                let last_host = u32::from(subnet.broadcast()).saturating_sub(1);
+                let found = (u32::from(*from) + 1..=last_host)
+                    .map(Ipv4Addr::from)
+                    .find(|a| !used.contains(a));
+                match found {
+                    Some(addr) => {
+                        used.insert(addr);
+                        *from = addr;
+                        networks.push(TaskAddr {
+                            network_id: nid.clone(),
+                            addr,
+                        })
+                    }
+                    None => return err(format!("network {nid} has no free address")),
+                }
+            }
+            let t = TaskRecord {
+                id: nt.id.clone(),
+                service_id: s.id.clone(),
+                service_name: s.spec.name.clone(),
+                slot: nt.slot,
+                state: if nt.node_id.is_some() {
+                    TaskState::Assigned
+                } else {
+                    TaskState::Pending
+                },
+                node_id: nt.node_id,
+                desired: DesiredState::Running,
+                err: nt.err,
+                exit_code: None,
+                networks,
+                created_at: now,
+                state_at: now,
+                version: index,
+            };
+            changes.push(put(format!("task/{}", t.id), &t));
+            self.tasks.insert(t.id.clone(), t);
+        }
+        (CommandResult::Ok, changes)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,164 @@
+//! What the leader does with a `LeaderOp` (run locally, or received from a
+//! follower on `/raft/leader`): commit a command, change the voters, or
+//! answer a node's heartbeat (liveness, task reports, assignments).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Raft};
+
+use super::liveness::Liveness;
+use super::manager::{LeaderOp, LeaderReply, OpError, SessionReply, OP_TIMEOUT};
+use super::state::{ClusterState, Command, RaftId};
+use super::tasks::TaskReport;
+use super::TypeConfig;
+
+/// Runs `op` on this manager, which believes it leads.
+pub async fn execute(
+    raft: &Raft<TypeConfig>,
+    state: &Arc<RwLock<ClusterState>>,
+    live: &Liveness,
+    op: LeaderOp,
+    left: Duration,
+) -> Result<LeaderReply, OpError> {
+    let failed = |what: &str, e: String| OpError::Failed(format!("{what}: {e}"));
+    let no_quorum = || {
+        OpError::Failed(format!(
+            "not committed within {} s: this manager cannot reach a majority of managers",
+            OP_TIMEOUT.as_secs()
+        ))
+    };
+    match op {
+        LeaderOp::Write { cmd } => match tokio::time::timeout(left, raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Ok(LeaderReply {
+                result: r.data,
+                index: r.log_id.index,
+                session: None,
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(OpError::NotLeader)
+            }
+            Ok(Err(e)) => Err(failed("raft write", e.to_string())),
+            Err(_) => Err(no_quorum()),
+        },
+        LeaderOp::AddVoter { raft_id, addr } => {
+            let add = async {
+                raft.add_learner(raft_id, BasicNode::new(&addr), true)
+                    .await
+                    .map_err(|e| failed("add learner", e.to_string()))?;
+                let mut voters: BTreeSet<RaftId> = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                voters.insert(raft_id);
+                raft.change_membership(voters, false)
+                    .await
+                    .map_err(|e| failed("add voter", e.to_string()))
+            };
+            match tokio::time::timeout(left.max(Duration::from_secs(20)), add).await {
+                Ok(Ok(r)) => Ok(LeaderReply {
+                    index: r.log_id.index,
+                    ..Default::default()
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(no_quorum()),
+            }
+        }
+        LeaderOp::RemoveVoter { raft_id } => {
+            let mem = raft.metrics().borrow().membership_config.clone();
+            let mut voters: BTreeSet<RaftId> = mem.membership().voter_ids().collect();
+            if !voters.remove(&raft_id) && mem.membership().get_node(&raft_id).is_none() {
+                return Ok(LeaderReply::default());
+            }
+            if voters.is_empty() {
+                return Err(OpError::Failed(
+                    "cannot remove the last manager of the swarm".into(),
+                ));
+            }
+            match tokio::time::timeout(left, raft.change_membership(voters, false)).await {
+                Ok(Ok(r)) => Ok(LeaderReply {
+                    index: r.log_id.index,
+                    ..Default::default()
+                }),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                    Err(OpError::NotLeader)
+                }
+                Ok(Err(e)) => Err(failed("remove voter", e.to_string())),
+                Err(_) => Err(no_quorum()),
+            }
+        }
+        LeaderOp::Heartbeat { node_id, reports } => {
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(m.id) {
+                return Err(OpError::NotLeader);
+            }
+            let node = state
+                .read()
+                .expect("state lock")
+                .nodes
+                .get(&node_id)
+                .cloned();
+            let Some(node) = node else {
+                return Err(OpError::Failed(format!(
+                    "node {node_id} was removed from the swarm"
+                )));
+            };
+            live.seen(&node_id);
+            // Only reports that move a task of this node forward are written.
+            let changed: Vec<TaskReport> = {
+                let st = state.read().expect("state lock");
+                reports
+                    .into_iter()
+                    .filter(|r| {
+                        st.tasks.get(&r.id).is_some_and(|t| {
+                            t.node_id.as_deref() == Some(node_id.as_str()) && r.state > t.state
+                        })
+                    })
+                    .collect()
+            };
+            if !changed.is_empty() {
+                let cmd = Command::TaskReports {
+                    reports: changed,
+                    now: crate::now_ms(),
+                };
+                match tokio::time::timeout(left, raft.client_write(cmd)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        return Err(OpError::NotLeader)
+                    }
+                    Ok(Err(e)) => return Err(failed("task reports", e.to_string())),
+                    Err(_) => return Err(no_quorum()),
+                }
+            }
+            let (assignments, data_path_port) = {
+                let st = state.read().expect("state lock");
+                let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
+                (st.assignments(&node_id), port)
+            };
+            let mem = m.membership_config.membership();
+            let managers = mem
+                .voter_ids()
+                .filter_map(|v| mem.get_node(&v).map(|n| n.addr.clone()))
+                .collect();
+            let leader = mem
+                .get_node(&m.id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
+            Ok(LeaderReply {
+                session: Some(SessionReply {
+                    node,
+                    managers,
+                    leader,
+                    assignments,
+                    data_path_port,
+                }),
+                ..Default::default()
+            })
+        }
+    }
+}
