@@ -490,7 +490,7 @@ fn scaling_completes_across_a_leader_kill() {
 }
 
 #[test]
-fn health_checks_gate_running_and_replace_unhealthy_tasks() {
+fn health_checks_gate_running_and_service_logs_come_from_the_nodes() {
     let lab = Lab::up_with(2, 0, "tc", &[]);
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let svc = |name: &str, extra: &[&str]| {
@@ -543,6 +543,41 @@ fn health_checks_gate_running_and_replace_unhealthy_tasks() {
     let ls = ok(lab.shoal_on("n1", &["service", "ls"]));
     let bad = ls.lines().find(|l| l.contains(" bad ")).unwrap();
     assert!(bad.contains("0/1"), "{ls}");
+
+    // service logs: each task's output, fetched from its node.
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "talk",
+            "--replicas",
+            "2",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hello from $SHOAL_TASK_NAME; echo bye; sleep 1000",
+        ],
+    ));
+    let mut logs = String::new();
+    wait("both tasks' logs", 20, || {
+        logs = ok(lab.shoal_on("n1", &["service", "logs", "talk"]));
+        logs.matches("| hello from talk.").count() == 2
+    });
+    assert!(
+        logs.contains("@n1    | ") && logs.contains("@n2    | "),
+        "{logs}"
+    );
+    let last = ok(lab.shoal_on("n1", &["service", "logs", "--tail", "1", "talk"]));
+    assert_eq!(last.matches("| bye").count(), 2, "{last}");
+    assert!(!last.contains("hello"), "{last}");
+    refused(
+        &lab,
+        "n1",
+        &["service", "logs", "--tail", "x", "talk"],
+        "bad --tail",
+    );
 }
 
 /// `swarm init --data-path-port`: every node's dataplane adopts the port,

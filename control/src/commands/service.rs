@@ -125,6 +125,13 @@ pub enum ServiceCmd {
         #[arg(short, long)]
         detach: bool,
     },
+    /// Show the output of a service's tasks (fetched from their nodes).
+    Logs {
+        service: String,
+        /// Only the last N lines of each task ("all" or a number).
+        #[arg(long, default_value = "all")]
+        tail: String,
+    },
     /// Remove services.
     Rm {
         #[arg(required = true)]
@@ -510,6 +517,19 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
                         converge(&rt, &client, name)?;
                     }
                 }
+            }
+        }
+        ServiceCmd::Logs { service, tail } => {
+            let n: u64 = match tail.as_str() {
+                "all" => 0,
+                t => t
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("bad --tail {t:?} (a number or all)"))?,
+            };
+            let lines: Vec<String> =
+                rt.block_on(client.get(&format!("/v1/services/{service}/logs?tail={n}")))?;
+            for l in lines {
+                println!("{l}");
             }
         }
         ServiceCmd::Rm { services } => {

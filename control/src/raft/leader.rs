@@ -10,16 +10,25 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
 use super::liveness::Liveness;
+use super::logs::LogDesk;
 use super::manager::{LeaderOp, LeaderReply, OpError, SessionReply, OP_TIMEOUT};
 use super::state::{ClusterState, Command, RaftId};
 use super::tasks::TaskReport;
 use super::TypeConfig;
 
+/// What the leader keeps in memory, not in the log: last heartbeats, log
+/// asks in flight.
+#[derive(Default)]
+pub struct LeaderMemory {
+    pub live: Liveness,
+    pub logs: LogDesk,
+}
+
 /// Runs `op` on this manager, which believes it leads.
 pub async fn execute(
     raft: &Raft<TypeConfig>,
     state: &Arc<RwLock<ClusterState>>,
-    live: &Liveness,
+    mem: &LeaderMemory,
     op: LeaderOp,
     left: Duration,
 ) -> Result<LeaderReply, OpError> {
@@ -35,7 +44,7 @@ pub async fn execute(
             Ok(Ok(r)) => Ok(LeaderReply {
                 result: r.data,
                 index: r.log_id.index,
-                session: None,
+                ..Default::default()
             }),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                 Err(OpError::NotLeader)
@@ -92,7 +101,11 @@ pub async fn execute(
                 Err(_) => Err(no_quorum()),
             }
         }
-        LeaderOp::Heartbeat { node_id, reports } => {
+        LeaderOp::Heartbeat {
+            node_id,
+            reports,
+            logs,
+        } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
                 return Err(OpError::NotLeader);
@@ -108,7 +121,9 @@ pub async fn execute(
                     "node {node_id} was removed from the swarm"
                 )));
             };
-            live.seen(&node_id);
+            mem.live.seen(&node_id);
+            mem.logs.answer(logs);
+            let log_asks = mem.logs.take_for(&node_id);
             // Only reports that move a task of this node forward are written.
             let changed: Vec<TaskReport> = {
                 let st = state.read().expect("state lock");
@@ -155,10 +170,19 @@ pub async fn execute(
                     managers,
                     leader,
                     assignments,
+                    log_asks,
                     data_path_port,
                 }),
                 ..Default::default()
             })
         }
+        LeaderOp::LogAsk { tasks, tail } => Ok(LeaderReply {
+            log_id: mem.logs.ask(&tasks, tail),
+            ..Default::default()
+        }),
+        LeaderOp::LogCollect { id } => Ok(LeaderReply {
+            logs: mem.logs.collect(id),
+            ..Default::default()
+        }),
     }
 }

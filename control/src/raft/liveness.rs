@@ -47,7 +47,7 @@ impl Liveness {
 pub async fn watch(
     raft: Raft<TypeConfig>,
     state: Arc<RwLock<ClusterState>>,
-    live: Arc<Liveness>,
+    mem: Arc<super::leader::LeaderMemory>,
     self_id: String,
 ) {
     let mut leading_since: Option<Instant> = None;
@@ -76,7 +76,7 @@ pub async fn watch(
             let seen = if id == self_id {
                 now
             } else {
-                live.last(&id).map_or(since, |t| t.max(since))
+                mem.live.last(&id).map_or(since, |t| t.max(since))
             };
             let want = if now.duration_since(seen) < DOWN_AFTER {
                 NodeState::Ready

@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ClientConfig;
 
-use super::liveness::{self, Liveness};
+use super::leader::LeaderMemory;
+use super::liveness;
+use super::logs::{LogAsk, LogLines};
 use super::network::Network;
 use super::rpc;
 use super::state::{ClusterState, Command, CommandResult, NodeRecord, RaftId};
@@ -70,6 +72,18 @@ pub enum LeaderOp {
         node_id: String,
         #[serde(default)]
         reports: Vec<TaskReport>,
+        /// Answers to log asks handed out earlier.
+        #[serde(default)]
+        logs: Vec<LogLines>,
+    },
+    /// Ask nodes for their tasks' logs: (node id, task id) pairs.
+    LogAsk {
+        tasks: Vec<(String, String)>,
+        tail: u64,
+    },
+    /// What arrived for a log ask.
+    LogCollect {
+        id: u64,
     },
 }
 
@@ -81,6 +95,11 @@ pub struct LeaderReply {
     /// until it has applied it, so its next read sees the change.
     pub index: u64,
     pub session: Option<SessionReply>,
+    /// The id of a log ask, or the lines collected for one.
+    #[serde(default)]
+    pub log_id: u64,
+    #[serde(default)]
+    pub logs: Vec<LogLines>,
 }
 
 /// The leader's answer to a node's heartbeat.
@@ -93,6 +112,9 @@ pub struct SessionReply {
     /// The tasks this node should run or stop.
     #[serde(default)]
     pub assignments: Vec<Assignment>,
+    /// Log asks for this node's tasks.
+    #[serde(default)]
+    pub log_asks: Vec<LogAsk>,
     /// The swarm's VXLAN port (`swarm init --data-path-port`).
     #[serde(default = "default_data_path_port")]
     pub data_path_port: u16,
@@ -117,7 +139,7 @@ pub struct Manager {
     pub raft: Raft<TypeConfig>,
     state: Arc<RwLock<ClusterState>>,
     tls: Arc<ClientConfig>,
-    live: Arc<Liveness>,
+    mem: Arc<LeaderMemory>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -170,8 +192,8 @@ impl Manager {
             .await
             .map_err(|e| anyhow!("raft: {e}"))?;
         let addr = listener.local_addr()?.to_string();
-        let live = Arc::new(Liveness::default());
-        let app = rpc::router(raft.clone(), state.clone(), live.clone()).merge(extra);
+        let mem = Arc::new(LeaderMemory::default());
+        let app = rpc::router(raft.clone(), state.clone(), mem.clone()).merge(extra);
         let policy_state = state.clone();
         let authorize: server::Authorize = Arc::new(move |peer, path| {
             let st = policy_state.read().expect("state lock");
@@ -186,7 +208,7 @@ impl Manager {
         let watch = tokio::spawn(liveness::watch(
             raft.clone(),
             state.clone(),
-            live.clone(),
+            mem.clone(),
             node_id.to_string(),
         ));
         Ok(Self {
@@ -196,7 +218,7 @@ impl Manager {
             raft,
             state,
             tls,
-            live,
+            mem,
             tasks: vec![server, watch],
         })
     }
@@ -246,7 +268,7 @@ impl Manager {
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome = match (leader, addr) {
                 (Some(l), _) if l == self.id => {
-                    execute(&self.raft, &self.state, &self.live, op.clone(), left).await
+                    execute(&self.raft, &self.state, &self.mem, op.clone(), left).await
                 }
                 (Some(_), Some(addr)) => {
                     match call::<_, Result<LeaderReply, OpError>>(

@@ -12,6 +12,7 @@
 
 pub mod leader;
 pub mod liveness;
+pub mod logs;
 pub mod manager;
 pub mod network;
 pub mod networks;

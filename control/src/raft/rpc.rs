@@ -12,7 +12,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::Raft;
 
 use super::leader::execute;
-use super::liveness::Liveness;
+use super::leader::LeaderMemory;
 use super::manager::{LeaderOp, LeaderReply, OpError, OP_TIMEOUT};
 use super::state::{ClusterState, RaftId};
 use super::TypeConfig;
@@ -23,16 +23,16 @@ type R = Raft<TypeConfig>;
 struct Ctx {
     raft: R,
     state: Arc<RwLock<ClusterState>>,
-    live: Arc<Liveness>,
+    mem: Arc<LeaderMemory>,
 }
 
-pub fn router(raft: R, state: Arc<RwLock<ClusterState>>, live: Arc<Liveness>) -> Router {
+pub fn router(raft: R, state: Arc<RwLock<ClusterState>>, mem: Arc<LeaderMemory>) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/leader", post(leader))
-        .with_state(Ctx { raft, state, live })
+        .with_state(Ctx { raft, state, mem })
 }
 
 async fn append(
@@ -73,5 +73,5 @@ async fn leader(
     if leader != Some(me) {
         return Json(Err(OpError::NotLeader));
     }
-    Json(execute(&c.raft, &c.state, &c.live, op, OP_TIMEOUT).await)
+    Json(execute(&c.raft, &c.state, &c.mem, op, OP_TIMEOUT).await)
 }

@@ -41,6 +41,9 @@ pub use join::JoinRequest;
 pub struct SessionRequest {
     #[serde(default)]
     pub reports: Vec<crate::raft::tasks::TaskReport>,
+    /// Answers to the log asks of the previous reply.
+    #[serde(default)]
+    pub logs: Vec<crate::raft::logs::LogLines>,
 }
 
 /// The text a manager uses for a node that is no longer in the swarm; the
@@ -223,13 +226,14 @@ async fn session_handler(
     Extension(peer): Extension<PeerId>,
     req: Option<Json<SessionRequest>>,
 ) -> Response {
-    let reports = req.map(|Json(r)| r.reports).unwrap_or_default();
+    let (reports, logs) = req.map(|Json(r)| (r.reports, r.logs)).unwrap_or_default();
     let res = async {
         let (m, _) = a.manager().await?;
         let r = m
             .leader_op(LeaderOp::Heartbeat {
                 node_id: peer.node_id,
                 reports,
+                logs,
             })
             .await?;
         r.session.context("the leader sent no session")

@@ -298,6 +298,68 @@ impl Agent {
         Ok(s.spec.name)
     }
 
+    /// `service logs`: the tail of each task's log, fetched from the nodes
+    /// through their sessions (see `raft/logs.rs`), as Docker prefixes them:
+    /// `NAME@NODE    | line`. Tasks on nodes that do not answer within 5 s
+    /// (down, or cut off) are named in a last line.
+    pub async fn service_logs(&self, key: &str, tail: u64) -> Result<Vec<String>> {
+        let (m, _) = self.manager().await?;
+        let st = m.state();
+        let s = st
+            .service_by_key(key)
+            .with_context(|| format!("service {key} not found"))?;
+        let mut tasks: Vec<&TaskRecord> = st
+            .tasks
+            .values()
+            .filter(|t| t.service_id == s.id && t.node_id.is_some())
+            .collect();
+        tasks.sort_by_key(|t| (t.slot, t.created_at));
+        let asks: Vec<(String, String)> = tasks
+            .iter()
+            .map(|t| (t.node_id.clone().unwrap_or_default(), t.id.clone()))
+            .collect();
+        let id = m
+            .leader_op(crate::raft::manager::LeaderOp::LogAsk { tasks: asks, tail })
+            .await?
+            .log_id;
+        let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let t0 = std::time::Instant::now();
+        while got.len() < tasks.len() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let r = m
+                .leader_op(crate::raft::manager::LeaderOp::LogCollect { id })
+                .await?;
+            for l in r.logs {
+                got.insert(l.task_id, l.lines);
+            }
+        }
+        let mut out = vec![];
+        let mut silent = vec![];
+        for t in tasks {
+            let node = t
+                .node_id
+                .as_ref()
+                .and_then(|n| st.nodes.get(n))
+                .map(|n| n.hostname.clone())
+                .unwrap_or_default();
+            match got.get(&t.id) {
+                Some(lines) => {
+                    for l in lines {
+                        out.push(format!("{}@{node}    | {l}", t.name()));
+                    }
+                }
+                None => silent.push(format!("{}@{node}", t.name())),
+            }
+        }
+        if !silent.is_empty() {
+            out.push(format!(
+                "(no answer within 5 s from: {})",
+                silent.join(", ")
+            ));
+        }
+        Ok(out)
+    }
+
     /// A task by id, id prefix, `SERVICE.SLOT.ID` or `SERVICE.SLOT` (the
     /// live one).
     pub async fn task_inspect(&self, key: &str) -> Result<Value> {

@@ -51,6 +51,7 @@ impl Agent {
                 .leader_op(LeaderOp::Heartbeat {
                     node_id: ms.node_id.clone(),
                     reports: self.task_reports(),
+                    logs: self.take_log_answers(),
                 })
                 .await
                 .map_err(|e| format!("{e:#}"))
@@ -102,6 +103,7 @@ impl Agent {
                 let ttl = Duration::from_millis(if round == 0 { 2000 } else { 500 });
                 let req = SessionRequest {
                     reports: self.task_reports(),
+                    logs: self.take_log_answers(),
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
@@ -121,6 +123,7 @@ impl Agent {
             bail!("session reply for another node");
         }
         self.reconcile_tasks(s.assignments.clone());
+        self.answer_log_asks(&s.log_asks);
         self.set_data_path_port(s.data_path_port).await?;
         let mut managers = s.managers.clone();
         managers.sort_by_key(|a| a != &s.leader);

@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
+use crate::raft::logs::{tail_lines, LogAsk, LogLines};
 use crate::raft::services::HealthSpec;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
 
@@ -74,6 +75,8 @@ pub struct LocalTask {
 #[derive(Default)]
 pub struct Runner {
     tasks: Mutex<BTreeMap<String, Local>>,
+    /// Log lines to send with the next heartbeat.
+    log_out: Mutex<Vec<LogLines>>,
 }
 
 fn short(id: &str) -> &str {
@@ -99,6 +102,33 @@ impl Agent {
                 netns: self.task_netns(&l.a.task.id),
             })
             .collect()
+    }
+
+    /// Reads the asked tails of local task logs for the next heartbeat.
+    pub fn answer_log_asks(&self, asks: &[LogAsk]) {
+        if asks.is_empty() {
+            return;
+        }
+        let answers: Vec<LogLines> = asks
+            .iter()
+            .map(|a| LogLines {
+                id: a.id,
+                task_id: a.task_id.clone(),
+                lines: tail_lines(
+                    &self.data_dir.join("tasks").join(&a.task_id).join("log"),
+                    a.tail,
+                ),
+            })
+            .collect();
+        self.tasks
+            .log_out
+            .lock()
+            .expect("logs lock")
+            .extend(answers);
+    }
+
+    pub fn take_log_answers(&self) -> Vec<LogLines> {
+        std::mem::take(&mut *self.tasks.log_out.lock().expect("logs lock"))
     }
 
     /// What the runner reports with the next heartbeat.
