@@ -75,12 +75,32 @@ impl LogDesk {
     }
 }
 
-/// The last `tail` lines of a log file (0: all of it).
+/// A task log is rotated past this size: `log` is copied to `log.1` and
+/// truncated in place (the task writes with O_APPEND, so it carries on at
+/// the new end: logrotate's copytruncate). At most twice this on disk.
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
+/// Rotates `log` if it outgrew `max` bytes; true if it did.
+pub fn rotate(log: &std::path::Path, max: u64) -> std::io::Result<bool> {
+    if std::fs::metadata(log)?.len() <= max {
+        return Ok(false);
+    }
+    std::fs::copy(log, log.with_extension("1"))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)?
+        .set_len(0)?;
+    Ok(true)
+}
+
+/// The last `tail` lines of a task's log, its rotated part included
+/// (0: all of it).
 pub fn tail_lines(path: &std::path::Path, tail: u64) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let old = std::fs::read_to_string(path.with_extension("1")).unwrap_or_default();
+    let Ok(new) = std::fs::read_to_string(path) else {
         return vec![];
     };
-    let lines: Vec<String> = text.lines().map(String::from).collect();
+    let lines: Vec<String> = old.lines().chain(new.lines()).map(String::from).collect();
     let skip = if tail == 0 {
         0
     } else {
@@ -92,6 +112,21 @@ pub fn tail_lines(path: &std::path::Path, tail: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_rotate_by_copytruncate_and_tails_span_both_parts() {
+        let dir = std::env::temp_dir().join(format!("shoal-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("log");
+        std::fs::write(&log, "a\nb\nc\n").unwrap();
+        assert!(!rotate(&log, 100).unwrap());
+        assert!(rotate(&log, 3).unwrap());
+        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
+        std::fs::write(&log, "d\n").unwrap();
+        assert_eq!(tail_lines(&log, 2), vec!["c", "d"]);
+        assert_eq!(tail_lines(&log, 0).len(), 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn asks_are_handed_out_once_and_answers_collected() {

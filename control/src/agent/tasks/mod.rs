@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
-use crate::raft::logs::{tail_lines, LogAsk, LogLines};
+use crate::raft::logs::{rotate, tail_lines, LogAsk, LogLines, LOG_MAX_BYTES};
 use crate::raft::services::HealthSpec;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
 
@@ -77,6 +77,8 @@ pub struct Runner {
     tasks: Mutex<BTreeMap<String, Local>>,
     /// Log lines to send with the next heartbeat.
     log_out: Mutex<Vec<LogLines>>,
+    /// Passes of the tasks loop (log rotation runs every 25th).
+    passes: std::sync::atomic::AtomicU64,
 }
 
 fn short(id: &str) -> &str {
@@ -299,6 +301,7 @@ impl Agent {
                     }
                 }
             }
+            self.rotate_logs();
             let due = self.due_health_checks();
             for (id, pid, spec) in due {
                 let agent = self.clone();
@@ -314,6 +317,33 @@ impl Agent {
     fn set_task(&self, id: &str, f: impl FnOnce(&mut Local)) {
         if let Some(l) = self.tasks.tasks.lock().expect("tasks lock").get_mut(id) {
             f(l);
+        }
+    }
+
+    /// Rotates the logs of running tasks that outgrew `LOG_MAX_BYTES`
+    /// (checked every 25 passes, about 5 s).
+    fn rotate_logs(&self) {
+        let n = self
+            .tasks
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !n.is_multiple_of(25) {
+            return;
+        }
+        let ids: Vec<String> = self
+            .tasks
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .values()
+            .filter(|l| !l.state.is_terminal())
+            .map(|l| l.a.task.id.clone())
+            .collect();
+        for id in ids {
+            let log = self.data_dir.join("tasks").join(&id).join("log");
+            if let Ok(true) = rotate(&log, LOG_MAX_BYTES) {
+                info!(task = %id, "task log rotated");
+            }
         }
     }
 
