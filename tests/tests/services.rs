@@ -615,3 +615,32 @@ fn the_swarm_s_data_path_port_is_every_node_s() {
     assert!(text.contains(&format!("IP: {}", ts[1].ip)), "{text}");
     refused(&lab, "n1", &["swarm", "leave"], "--force");
 }
+
+/// A worker that loses its managers keeps its tasks running, and when the
+/// manager is back nothing is replaced (no duplicates, same tasks).
+#[test]
+fn workers_keep_their_tasks_while_the_managers_are_gone() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    create_whoami(
+        &lab,
+        "web",
+        &["--replicas", "2", "--constraint", "node.role==worker"],
+    );
+    let before = running(&lab, "n1", "web");
+    assert_eq!(per_node(&before).len(), 2, "{before:?}");
+    shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n1"]);
+    std::thread::sleep(Duration::from_secs(5));
+    // Still serving each other across nodes without any manager.
+    let text = curl(&lab, &task_ns(&lab, &before[0]), &before[1].ip);
+    assert!(text.contains(&format!("IP: {}", before[1].ip)), "{text}");
+    shoal_tests::shoal_ok(&["lab", "start", "--name", &lab.name, "n1"]);
+    wait("the manager back", 20, || {
+        lab.shoal_on("n1", &["service", "ls"]).status.success()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let after = running(&lab, "n1", "web");
+    let ids = |ts: &[Task]| ts.iter().map(|t| t.id.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&after), ids(&before), "same tasks, none replaced");
+    assert_eq!(tasks(&lab, "n1", "web").len(), 2, "no extra tasks");
+}
