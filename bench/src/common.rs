@@ -55,3 +55,32 @@ pub fn stats(mut v: Vec<f64>) -> serde_json::Value {
         "min_ms": r(v[0]),
     })
 }
+
+/// Prints `(label, key)` rows of `report` (each a `stats` object) as a
+/// median/max/min table, `decimals` after the point.
+pub fn print_stats(
+    report: &serde_json::Value,
+    rows: &[(&str, &str)],
+    width: usize,
+    decimals: usize,
+) {
+    for (label, key) in rows {
+        let s = &report[*key];
+        let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
+        println!(
+            "{label:<width$} {:>9.decimals$} {:>9.decimals$} {:>9.decimals$}",
+            f("median_ms"),
+            f("max_ms"),
+            f("min_ms")
+        );
+    }
+}
+
+/// Prints the report as one JSON line and writes it (pretty) to `path`.
+pub fn emit(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    println!("\n{}", serde_json::to_string(report)?);
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(report)?)?;
+    }
+    Ok(())
+}

@@ -112,33 +112,26 @@ fn main() -> Result<()> {
         "{:<44} {:>9} {:>9} {:>9}",
         "", "median ms", "max ms", "min ms"
     );
-    for (label, key) in [
-        (
-            "reference: local create (API round trip)",
-            "reference_local_create_ms",
-        ),
-        (
-            "create -> programmed on all other nodes",
-            "create_to_programmed_on_all_ms",
-        ),
-        (
-            "remove -> gone from all other nodes",
-            "remove_to_unprogrammed_on_all_ms",
-        ),
-    ] {
-        let s = &report[key];
-        let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-        println!(
-            "{label:<44} {:>9.1} {:>9.1} {:>9.1}",
-            f("median_ms"),
-            f("max_ms"),
-            f("min_ms")
-        );
-    }
-    println!("\n{}", serde_json::to_string(&report)?);
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
-    }
+    common::print_stats(
+        &report,
+        &[
+            (
+                "reference: local create (API round trip)",
+                "reference_local_create_ms",
+            ),
+            (
+                "create -> programmed on all other nodes",
+                "create_to_programmed_on_all_ms",
+            ),
+            (
+                "remove -> gone from all other nodes",
+                "remove_to_unprogrammed_on_all_ms",
+            ),
+        ],
+        44,
+        1,
+    );
+    common::emit(&report, a.json.as_deref())?;
     Ok(())
 }
 

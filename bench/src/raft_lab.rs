@@ -239,25 +239,18 @@ fn main() -> Result<()> {
         "\n{:<46} {:>8} {:>8} {:>8}",
         "leader kill -9, over runs", "median", "max", "min"
     );
-    for (label, key) in [
-        (
-            "-> another manager reports a new leader",
-            "failover_new_leader",
-        ),
-        ("-> a write is accepted again", "failover_write_accepted"),
-    ] {
-        let s = &report[key];
-        let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-        println!(
-            "{label:<46} {:>8.0} {:>8.0} {:>8.0}",
-            f("median_ms"),
-            f("max_ms"),
-            f("min_ms")
-        );
-    }
-    println!("\n{}", serde_json::to_string(&report)?);
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
-    }
+    common::print_stats(
+        &report,
+        &[
+            (
+                "-> another manager reports a new leader",
+                "failover_new_leader",
+            ),
+            ("-> a write is accepted again", "failover_write_accepted"),
+        ],
+        46,
+        0,
+    );
+    common::emit(&report, a.json.as_deref())?;
     Ok(())
 }

@@ -47,6 +47,15 @@ fn on(shoal: &Path, node: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&run(&mut c)?.stdout).into_owned())
 }
 
+/// `service create` on n1 of a whoami service on appnet.
+fn whoami_service(shoal: &Path, name: &str, extra: &[&str], port: &str) -> Result<String> {
+    let bin = shoal.to_string_lossy().into_owned();
+    let mut args = vec!["service", "create", "--name", name, "--network", "appnet"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", &bin, "whoami", "--port", port]);
+    on(shoal, "n1", &args)
+}
+
 /// (task id, node, ip, state) of a service's desired-running tasks.
 fn tasks(shoal: &Path, service: &str) -> Result<Vec<(String, String, String, String)>> {
     let out = on(shoal, "n1", &["service", "ps", service, "--format", "json"])?;
@@ -92,7 +101,6 @@ fn answers(netns: &str, ip: &str) -> bool {
 fn main() -> Result<()> {
     let a = Args::parse();
     let shoal = common::shoal_path(a.shoal.clone());
-    let bin = shoal.to_string_lossy().into_owned();
     let _lab = LabGuard::fresh(&shoal, LAB);
     run(Command::new(&shoal).args([
         "lab",
@@ -106,24 +114,11 @@ fn main() -> Result<()> {
     ]))?;
     on(&shoal, "n1", &["network", "create", "appnet"])?;
     // A probe on appnet: a 1-replica service on n1 whose namespace we curl from.
-    on(
+    whoami_service(
         &shoal,
-        "n1",
-        &[
-            "service",
-            "create",
-            "--name",
-            "probe",
-            "--network",
-            "appnet",
-            "--constraint",
-            "node.hostname==n1",
-            "--",
-            &bin,
-            "whoami",
-            "--port",
-            "81",
-        ],
+        "probe",
+        &["--constraint", "node.hostname==n1"],
+        "81",
     )?;
     let probe = tasks(&shoal, "probe")?;
     let probe_ns = format!("{LAB}-n1-t{}", &probe[0].0[..12]);
@@ -131,26 +126,7 @@ fn main() -> Result<()> {
     let (mut create, mut reference) = (vec![], vec![]);
     for r in 0..a.runs {
         let t0 = Instant::now();
-        on(
-            &shoal,
-            "n1",
-            &[
-                "service",
-                "create",
-                "-d",
-                "--name",
-                "web",
-                "--replicas",
-                "12",
-                "--network",
-                "appnet",
-                "--",
-                &bin,
-                "whoami",
-                "--port",
-                "80",
-            ],
-        )?;
+        whoami_service(&shoal, "web", &["-d", "--replicas", "12"], "80")?;
         loop {
             let ts = tasks(&shoal, "web")?;
             if ts.len() == 12
@@ -241,25 +217,7 @@ fn main() -> Result<()> {
     }
 
     // Node loss: 6 tasks, kill the worker holding some, until all run elsewhere.
-    on(
-        &shoal,
-        "n1",
-        &[
-            "service",
-            "create",
-            "--name",
-            "move",
-            "--replicas",
-            "6",
-            "--network",
-            "appnet",
-            "--",
-            &bin,
-            "whoami",
-            "--port",
-            "80",
-        ],
-    )?;
+    whoami_service(&shoal, "move", &["--replicas", "6"], "80")?;
     let mut moved = vec![];
     for r in 0..a.runs.min(3) {
         let victim = if r % 2 == 0 { "n3" } else { "n2" };
@@ -306,38 +264,31 @@ fn main() -> Result<()> {
         "{:<52} {:>9} {:>9} {:>9}",
         "", "median ms", "max ms", "min ms"
     );
-    for (label, key) in [
-        (
-            "reference: 12 whoami started by hand (no Raft)",
-            "reference_by_hand_12_processes",
-        ),
-        (
-            "service create --replicas 12 -> all answer",
-            "service_create_to_12_answering",
-        ),
-        (
-            "worker kill -9 -> its tasks running elsewhere",
-            "node_kill_to_tasks_running_elsewhere",
-        ),
-    ] {
-        let s = &report[key];
-        let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
-        println!(
-            "{label:<52} {:>9.0} {:>9.0} {:>9.0}",
-            f("median_ms"),
-            f("max_ms"),
-            f("min_ms")
-        );
-    }
+    common::print_stats(
+        &report,
+        &[
+            (
+                "reference: 12 whoami started by hand (no Raft)",
+                "reference_by_hand_12_processes",
+            ),
+            (
+                "service create --replicas 12 -> all answer",
+                "service_create_to_12_answering",
+            ),
+            (
+                "worker kill -9 -> its tasks running elsewhere",
+                "node_kill_to_tasks_running_elsewhere",
+            ),
+        ],
+        52,
+        0,
+    );
     println!(
         "\nIn-process: {} tasks over {} nodes ({}, max {} per node): plan {:.0} ms, apply {:.0} ms, {}..{} per node, {} pending, peak RSS {:.0} MB",
         sim["tasks"], sim["nodes"], sim["constraint"].as_str().unwrap_or(""), sim["max_per_node"],
         sim["plan_ms"].as_f64().unwrap_or(0.0), sim["apply_ms"].as_f64().unwrap_or(0.0),
         sim["per_node_min"], sim["per_node_max"], sim["pending"], sim["peak_rss_mb"].as_f64().unwrap_or(0.0)
     );
-    println!("\n{}", serde_json::to_string(&report)?);
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
-    }
+    common::emit(&report, a.json.as_deref())?;
     Ok(())
 }

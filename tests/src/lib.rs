@@ -95,6 +95,13 @@ pub fn refused(lab: &Lab, node: &str, args: &[&str], needle: &str) {
     );
 }
 
+/// `swarm join-token -q ROLE` on a manager node.
+pub fn join_token(lab: &Lab, node: &str, role: &str) -> String {
+    ok(lab.shoal_on(node, &["swarm", "join-token", "-q", role]))
+        .trim()
+        .to_string()
+}
+
 /// Polls `f` every 100 ms until it holds; fails the test after `secs`.
 pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> std::time::Duration {
     let t0 = std::time::Instant::now();

@@ -87,6 +87,13 @@ fn curl(lab: &Lab, from_ns: &str, ip: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `service create -d` of a whoami service (no waiting for it to run).
+fn detached(lab: &Lab, name: &str, extra: &[&str]) -> String {
+    let mut a = vec!["-d"];
+    a.extend_from_slice(extra);
+    create_whoami(lab, name, &a)
+}
+
 /// `service create` on n1: a whoami service on appnet with `extra` flags.
 fn create_whoami(lab: &Lab, name: &str, extra: &[&str]) -> String {
     let bin = shoal_bin().to_string_lossy().into_owned();
@@ -274,20 +281,18 @@ fn global_constraints_max_per_node_restart_policy_and_bad_input() {
     let lab = Lab::up_with(3, 0, "tc", &[]);
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     ok(lab.shoal_on("n1", &["node", "update", "--label-add", "zone=b", "n3"]));
-    let svc = |name: &str, extra: &[&str]| {
-        let mut a = vec!["-d"];
-        a.extend_from_slice(extra);
-        create_whoami(&lab, name, &a);
-    };
-    svc(
+    detached(
+        &lab,
         "agent",
         &["--mode", "global", "--constraint", "node.role==worker"],
     );
-    svc(
+    detached(
+        &lab,
         "zoned",
         &["--replicas", "2", "--constraint", "node.labels.zone==b"],
     );
-    svc(
+    detached(
+        &lab,
         "capped",
         &["--replicas", "4", "--replicas-max-per-node", "1"],
     );
@@ -453,7 +458,7 @@ fn global_constraints_max_per_node_restart_policy_and_bad_input() {
             "not supported",
         ),
     ];
-    svc("held", &["-p", "8080:80"]);
+    detached(&lab, "held", &["-p", "8080:80"]);
     bad.push((
         vec![
             "service", "create", "-d", "--name", "y", "-p", "8080:80", "--", "true",
@@ -493,13 +498,9 @@ fn scaling_completes_across_a_leader_kill() {
 fn health_checks_gate_running_and_service_logs_come_from_the_nodes() {
     let lab = Lab::up_with(2, 0, "tc", &[]);
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
-    let svc = |name: &str, extra: &[&str]| {
-        let mut a = vec!["-d"];
-        a.extend_from_slice(extra);
-        create_whoami(&lab, name, &a);
-    };
     // Healthy: its own HTTP answers inside its namespaces.
-    svc(
+    detached(
+        &lab,
         "good",
         &[
             "--health-cmd",
@@ -511,7 +512,8 @@ fn health_checks_gate_running_and_service_logs_come_from_the_nodes() {
         ],
     );
     // Never healthy: starting, then stopped as unhealthy and replaced.
-    svc(
+    detached(
+        &lab,
         "bad",
         &[
             "--health-cmd",

@@ -3,7 +3,7 @@
 //! as manager or worker with the CA pinned by the token, `node ls` on
 //! every manager, update/inspect/rm, a manager resumed from disk.
 
-use shoal_tests::{ok, refused, Lab};
+use shoal_tests::{join_token, ok, refused, Lab};
 
 #[test]
 fn swarm_init_join_tokens_node_ls_and_restart() {
@@ -23,12 +23,8 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
         "{join_line}"
     );
 
-    let worker = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
-        .trim()
-        .to_string();
-    let manager = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
-        .trim()
-        .to_string();
+    let worker = join_token(&lab, "n1", "worker");
+    let manager = join_token(&lab, "n1", "manager");
     assert!(join_line.contains(&worker));
     // SWMTKN-1-<CA digest>-<secret>: same CA digest, different secrets.
     let parts = |t: &str| t.split('-').map(String::from).collect::<Vec<_>>();
@@ -103,12 +99,8 @@ fn swarm_init_join_tokens_node_ls_and_restart() {
 fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
     let lab = Lab::up_with(4, 1, "tc", &["--managers", "0"]);
     ok(lab.shoal_on("n1", &["swarm", "init"]));
-    let worker = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "worker"]))
-        .trim()
-        .to_string();
-    let manager = ok(lab.shoal_on("n1", &["swarm", "join-token", "-q", "manager"]))
-        .trim()
-        .to_string();
+    let worker = join_token(&lab, "n1", "worker");
+    let manager = join_token(&lab, "n1", "manager");
 
     // A token that pins another CA, and one with a wrong secret: refused.
     let mut other_ca = worker.clone();
