@@ -290,10 +290,12 @@ fn ago(ms: u64) -> String {
     }
 }
 
-fn ts_ms(v: &Value) -> u64 {
-    // Timestamps come back as RFC 3339 text; the API also has them in ms
-    // via the task's own field when present.
-    v.as_u64().unwrap_or(0)
+/// `running` -> `Running`, as Docker shows states.
+fn capitalized(w: &str) -> String {
+    let mut c = w.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// Waits until every task of the service runs (Docker's progress without
@@ -411,17 +413,11 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
                     format!(" \\_ {short}")
                 };
                 let id = s(&t["ID"]);
-                let state = s(&t["Status"]["State"]);
-                let word = {
-                    let mut c = state.chars();
-                    c.next()
-                        .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                        .unwrap_or_default()
-                };
+                let word = capitalized(&s(&t["Status"]["State"]));
                 let since = t["Status"]["TimestampMs"]
                     .as_u64()
                     .map(ago)
-                    .unwrap_or_else(|| ago(ts_ms(&Value::Null)));
+                    .unwrap_or_default();
                 let err = s(&t["Status"]["Err"]);
                 rows.push(vec![
                     if no_trunc {
@@ -431,18 +427,13 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
                     },
                     name,
                     s(&t["Node"]),
-                    {
-                        let d = s(&t["DesiredState"]);
-                        let mut c = d.chars();
-                        c.next()
-                            .map(|f| f.to_uppercase().chain(c).collect::<String>())
-                            .unwrap_or_default()
-                    },
+                    capitalized(&s(&t["DesiredState"])),
                     format!("{word} {since}"),
-                    if no_trunc || err.len() <= 60 {
+                    // By characters: an error may hold multi-byte text.
+                    if no_trunc || err.chars().count() <= 60 {
                         err
                     } else {
-                        format!("\"{}…\"", &err[..59])
+                        format!("\"{}…\"", err.chars().take(59).collect::<String>())
                     },
                 ]);
             }
