@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::{ok, refused, shoal_bin, wait, Lab};
+use shoal_tests::{ok, refused, shoal, shoal_bin, wait, Lab};
 
 /// A task as `service ps --format json` shows it.
 #[derive(Debug, Clone)]
@@ -559,7 +559,7 @@ fn health_checks_gate_running_and_service_logs_come_from_the_nodes() {
             "--",
             "/bin/sh",
             "-c",
-            "echo hello from $SHOAL_TASK_NAME; echo bye; sleep 1000",
+            "echo hello from $SHOAL_TASK_NAME; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
         ],
     ));
     let mut logs = String::new();
@@ -572,8 +572,35 @@ fn health_checks_gate_running_and_service_logs_come_from_the_nodes() {
         "{logs}"
     );
     let last = ok(lab.shoal_on("n1", &["service", "logs", "--tail", "1", "talk"]));
-    assert_eq!(last.matches("| bye").count(), 2, "{last}");
+    assert_eq!(last.matches("| tick ").count(), 2, "{last}");
     assert!(!last.contains("hello"), "{last}");
+
+    // -f -t: lines keep coming, each task's in order with none lost or
+    // repeated, stamped with the time their node saw them.
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let out = shoal(&[
+        "lab", "exec", "--name", &lab.name, "n1", "--", "timeout", "5", &bin, "service", "logs",
+        "--tail", "1", "-f", "-t", "talk",
+    ]);
+    let followed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let now = std::time::SystemTime::now();
+    for task in ["talk.1", "talk.2"] {
+        let ticks: Vec<u64> = followed
+            .lines()
+            .filter(|l| l.contains(&format!(" {task}.")))
+            .map(|l| {
+                let ts = l.split(' ').next().unwrap();
+                let at = humantime::parse_rfc3339(ts).unwrap_or_else(|e| panic!("{l}: {e}"));
+                assert!(now.duration_since(at).unwrap().as_secs() < 30, "{l}");
+                l.rsplit(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        assert!(ticks.len() >= 10, "{task} followed for 5 s: {followed}");
+        assert!(
+            ticks.windows(2).all(|w| w[1] == w[0] + 1),
+            "{task}: {ticks:?}"
+        );
+    }
     refused(
         &lab,
         "n1",

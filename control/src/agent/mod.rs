@@ -33,6 +33,7 @@ use store::{State, Store};
 use sync::Programmer;
 
 pub use service::Agent;
+pub use swarm::{LogsPage, LogsQuery};
 
 /// Everything the agent is told at start.
 #[derive(Clone, Debug)]

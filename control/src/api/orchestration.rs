@@ -31,7 +31,7 @@ pub fn routes() -> Router<Arc<Agent>> {
             get(service_inspect).delete(service_rm),
         )
         .route("/v1/services/{key}/scale", post(service_scale))
-        .route("/v1/services/{key}/logs", get(service_logs))
+        .route("/v1/services/{key}/logs", post(service_logs))
         .route("/v1/tasks", get(task_ls))
         .route("/v1/tasks/{key}", get(task_inspect))
         .route("/v1/local/tasks", get(local_tasks))
@@ -91,18 +91,15 @@ async fn service_scale(
     }
 }
 
-#[derive(Deserialize)]
-struct Tail {
-    #[serde(default)]
-    tail: u64,
-}
-
 async fn service_logs(
     State(a): Shared,
     UrlPath(key): UrlPath<String>,
-    Query(t): Query<Tail>,
+    b: Result<Json<crate::agent::LogsQuery>, JsonRejection>,
 ) -> Response {
-    reply(a.service_logs(&key, t.tail).await)
+    match body(b) {
+        Ok(q) => reply(a.service_logs(&key, q).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
 }
 
 #[derive(Deserialize)]

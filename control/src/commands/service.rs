@@ -129,8 +129,14 @@ pub enum ServiceCmd {
     Logs {
         service: String,
         /// Only the last N lines of each task ("all" or a number).
-        #[arg(long, default_value = "all")]
+        #[arg(short = 'n', long, default_value = "all")]
         tail: String,
+        /// Keep printing new lines (also of tasks that start later).
+        #[arg(short, long)]
+        follow: bool,
+        /// Prefix each line with the time its node saw it.
+        #[arg(short, long)]
+        timestamps: bool,
     },
     /// Remove services.
     Rm {
@@ -510,18 +516,19 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        ServiceCmd::Logs { service, tail } => {
-            let n: u64 = match tail.as_str() {
+        ServiceCmd::Logs {
+            service,
+            tail,
+            follow,
+            timestamps,
+        } => {
+            let tail: u64 = match tail.as_str() {
                 "all" => 0,
                 t => t
                     .parse()
                     .map_err(|_| anyhow::anyhow!("bad --tail {t:?} (a number or all)"))?,
             };
-            let lines: Vec<String> =
-                rt.block_on(client.get(&format!("/v1/services/{service}/logs?tail={n}")))?;
-            for l in lines {
-                println!("{l}");
-            }
+            logs(&rt, &client, &service, tail, follow, timestamps)?;
         }
         ServiceCmd::Rm { services } => {
             for s in services {
@@ -531,4 +538,44 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Pages through a service's logs; with `follow`, forever (a page returns
+/// within about a second: the nodes answer with their next heartbeat).
+fn logs(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    service: &str,
+    tail: u64,
+    follow: bool,
+    timestamps: bool,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut q = crate::agent::LogsQuery {
+        tail,
+        timestamps,
+        cursors: Default::default(),
+    };
+    let mut told = std::collections::BTreeSet::new();
+    loop {
+        let page: crate::agent::LogsPage =
+            rt.block_on(client.post(&format!("/v1/services/{service}/logs"), &q))?;
+        let mut out = std::io::stdout().lock();
+        for l in &page.lines {
+            writeln!(out, "{l}")?;
+        }
+        for s in page.silent {
+            if told.insert(s.clone()) {
+                eprintln!("no logs from {s}");
+            }
+        }
+        out.flush()?;
+        q.cursors = page.cursors;
+        if !follow && !page.more {
+            return Ok(());
+        }
+        if !page.more && page.lines.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
 }

@@ -176,8 +176,8 @@ pub async fn execute(
                 ..Default::default()
             })
         }
-        LeaderOp::LogAsk { tasks, tail } => Ok(LeaderReply {
-            log_id: mem.logs.ask(&tasks, tail),
+        LeaderOp::LogAsk { asks } => Ok(LeaderReply {
+            log_id: mem.logs.ask(asks),
             ..Default::default()
         }),
         LeaderOp::LogCollect { id } => Ok(LeaderReply {

@@ -11,20 +11,40 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-/// "Send the last `tail` lines of task `task_id`" (0: all).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogAsk {
-    pub id: u64,
-    pub task_id: String,
-    pub tail: u64,
+/// Where a reader of a task log stands: the log's rotation generation and
+/// the byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub gen: u64,
+    pub offset: u64,
 }
 
-/// A node's answer to one ask.
+/// "Send task `task_id`'s lines from `from`, or its last `tail` lines
+/// (0: all) without a cursor."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAsk {
+    #[serde(default)]
+    pub id: u64,
+    pub task_id: String,
+    #[serde(default)]
+    pub tail: u64,
+    #[serde(default)]
+    pub from: Option<LogCursor>,
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+/// A node's answer to one ask; `cursor` is where the next ask starts,
+/// `more` says the answer was cut at its size limit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLines {
     pub id: u64,
     pub task_id: String,
     pub lines: Vec<String>,
+    #[serde(default)]
+    pub cursor: LogCursor,
+    #[serde(default)]
+    pub more: bool,
 }
 
 #[derive(Default)]
@@ -35,16 +55,13 @@ pub struct LogDesk {
 }
 
 impl LogDesk {
-    /// Files one ask per (node, task); returns the ask's id.
-    pub fn ask(&self, tasks: &[(String, String)], tail: u64) -> u64 {
+    /// Files (node, ask) pairs under one new id; returns the id.
+    pub fn ask(&self, asks: Vec<(String, LogAsk)>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut p = self.pending.lock().expect("logs lock");
-        for (node, task) in tasks {
-            p.entry(node.clone()).or_default().push(LogAsk {
-                id,
-                task_id: task.clone(),
-                tail,
-            });
+        for (node, mut ask) in asks {
+            ask.id = id;
+            p.entry(node).or_default().push(ask);
         }
         id
     }
@@ -75,69 +92,29 @@ impl LogDesk {
     }
 }
 
-/// A task log is rotated past this size: `log` is copied to `log.1` and
-/// truncated in place (the task writes with O_APPEND, so it carries on at
-/// the new end: logrotate's copytruncate). At most twice this on disk.
-pub const LOG_MAX_BYTES: u64 = 10 << 20;
-
-/// Rotates `log` if it outgrew `max` bytes; true if it did.
-pub fn rotate(log: &std::path::Path, max: u64) -> std::io::Result<bool> {
-    if std::fs::metadata(log)?.len() <= max {
-        return Ok(false);
-    }
-    std::fs::copy(log, log.with_extension("1"))?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(log)?
-        .set_len(0)?;
-    Ok(true)
-}
-
-/// The last `tail` lines of a task's log, its rotated part included
-/// (0: all of it).
-pub fn tail_lines(path: &std::path::Path, tail: u64) -> Vec<String> {
-    let old = std::fs::read_to_string(path.with_extension("1")).unwrap_or_default();
-    let Ok(new) = std::fs::read_to_string(path) else {
-        return vec![];
-    };
-    let lines: Vec<String> = old.lines().chain(new.lines()).map(String::from).collect();
-    let skip = if tail == 0 {
-        0
-    } else {
-        lines.len().saturating_sub(tail as usize)
-    };
-    lines[skip..].to_vec()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn logs_rotate_by_copytruncate_and_tails_span_both_parts() {
-        let dir = std::env::temp_dir().join(format!("shoal-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join("log");
-        std::fs::write(&log, "a\nb\nc\n").unwrap();
-        assert!(!rotate(&log, 100).unwrap());
-        assert!(rotate(&log, 3).unwrap());
-        assert_eq!(std::fs::metadata(&log).unwrap().len(), 0);
-        std::fs::write(&log, "d\n").unwrap();
-        assert_eq!(tail_lines(&log, 2), vec!["c", "d"]);
-        assert_eq!(tail_lines(&log, 0).len(), 4);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
     fn asks_are_handed_out_once_and_answers_collected() {
         let d = LogDesk::default();
-        let id = d.ask(&[("n1".into(), "t1".into()), ("n2".into(), "t2".into())], 5);
+        let ask = |t: &str| LogAsk {
+            id: 0,
+            task_id: t.into(),
+            tail: 5,
+            from: None,
+            timestamps: false,
+        };
+        let id = d.ask(vec![("n1".into(), ask("t1")), ("n2".into(), ask("t2"))]);
         assert_eq!(d.take_for("n1").len(), 1);
         assert!(d.take_for("n1").is_empty());
         d.answer(vec![LogLines {
             id,
             task_id: "t2".into(),
             lines: vec!["a".into()],
+            cursor: LogCursor::default(),
+            more: false,
         }]);
         assert_eq!(d.collect(id).len(), 1);
         assert!(d.collect(id).is_empty());

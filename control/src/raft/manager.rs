@@ -76,10 +76,9 @@ pub enum LeaderOp {
         #[serde(default)]
         logs: Vec<LogLines>,
     },
-    /// Ask nodes for their tasks' logs: (node id, task id) pairs.
+    /// Ask nodes for their tasks' logs: (node id, ask) pairs.
     LogAsk {
-        tasks: Vec<(String, String)>,
-        tail: u64,
+        asks: Vec<(String, LogAsk)>,
     },
     /// What arrived for a log ask.
     LogCollect {

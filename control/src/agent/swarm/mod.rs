@@ -8,6 +8,8 @@
 //! `Manager::leader_op`, which forwards to the leader when needed.
 
 mod join;
+mod logs;
+pub use logs::{LogsPage, LogsQuery};
 mod nodes;
 mod services;
 mod session;

@@ -14,27 +14,9 @@ use crate::raft::services::{Mode, ServiceRecord, ServiceSpec};
 use crate::raft::state::{ClusterState, Command, CommandResult};
 use crate::raft::tasks::{DesiredState, TaskRecord};
 
-fn rfc3339(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm):
-    // a dozen lines instead of a date crate for one format.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    )
+pub fn rfc3339(ms: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 pub fn network_view(n: &NetworkRecord) -> Value {
@@ -296,68 +278,6 @@ impl Agent {
             .with_context(|| format!("service {key} not found"))?;
         expect_ok(m.write(Command::ServiceRemove { id: s.id.clone() }).await?)?;
         Ok(s.spec.name)
-    }
-
-    /// `service logs`: the tail of each task's log, fetched from the nodes
-    /// through their sessions (see `raft/logs.rs`), as Docker prefixes them:
-    /// `NAME@NODE    | line`. Tasks on nodes that do not answer within 5 s
-    /// (down, or cut off) are named in a last line.
-    pub async fn service_logs(&self, key: &str, tail: u64) -> Result<Vec<String>> {
-        let (m, _) = self.manager().await?;
-        let st = m.state();
-        let s = st
-            .service_by_key(key)
-            .with_context(|| format!("service {key} not found"))?;
-        let mut tasks: Vec<&TaskRecord> = st
-            .tasks
-            .values()
-            .filter(|t| t.service_id == s.id && t.node_id.is_some())
-            .collect();
-        tasks.sort_by_key(|t| (t.slot, t.created_at));
-        let asks: Vec<(String, String)> = tasks
-            .iter()
-            .map(|t| (t.node_id.clone().unwrap_or_default(), t.id.clone()))
-            .collect();
-        let id = m
-            .leader_op(crate::raft::manager::LeaderOp::LogAsk { tasks: asks, tail })
-            .await?
-            .log_id;
-        let mut got: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        let t0 = std::time::Instant::now();
-        while got.len() < tasks.len() && t0.elapsed() < std::time::Duration::from_secs(5) {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            let r = m
-                .leader_op(crate::raft::manager::LeaderOp::LogCollect { id })
-                .await?;
-            for l in r.logs {
-                got.insert(l.task_id, l.lines);
-            }
-        }
-        let mut out = vec![];
-        let mut silent = vec![];
-        for t in tasks {
-            let node = t
-                .node_id
-                .as_ref()
-                .and_then(|n| st.nodes.get(n))
-                .map(|n| n.hostname.clone())
-                .unwrap_or_default();
-            match got.get(&t.id) {
-                Some(lines) => {
-                    for l in lines {
-                        out.push(format!("{}@{node}    | {l}", t.name()));
-                    }
-                }
-                None => silent.push(format!("{}@{node}", t.name())),
-            }
-        }
-        if !silent.is_empty() {
-            out.push(format!(
-                "(no answer within 5 s from: {})",
-                silent.join(", ")
-            ));
-        }
-        Ok(out)
     }
 
     /// A task by id, id prefix, `SERVICE.SLOT.ID` or `SERVICE.SLOT` (the

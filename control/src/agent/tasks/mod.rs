@@ -12,6 +12,7 @@
 //! failed | shutdown | rejected; a stop is SIGTERM to the process group,
 //! SIGKILL after the service's stop grace period.
 
+pub mod logfile;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -27,9 +28,10 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
-use crate::raft::logs::{rotate, tail_lines, LogAsk, LogLines, LOG_MAX_BYTES};
+use crate::raft::logs::{LogAsk, LogLines};
 use crate::raft::services::HealthSpec;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
+use logfile::{rotate, LOG_MAX_BYTES};
 
 /// How often the runner looks at its processes.
 const POLL: Duration = Duration::from_millis(200);
@@ -77,6 +79,8 @@ pub struct Runner {
     tasks: Mutex<BTreeMap<String, Local>>,
     /// Log lines to send with the next heartbeat.
     log_out: Mutex<Vec<LogLines>>,
+    /// Each task log's length when last looked at.
+    log_seen: Mutex<std::collections::HashMap<String, u64>>,
     /// Passes of the tasks loop (log rotation runs every 25th).
     passes: std::sync::atomic::AtomicU64,
 }
@@ -111,15 +115,12 @@ impl Agent {
         if asks.is_empty() {
             return;
         }
+        let now = crate::now_ms();
         let answers: Vec<LogLines> = asks
             .iter()
-            .map(|a| LogLines {
-                id: a.id,
-                task_id: a.task_id.clone(),
-                lines: tail_lines(
-                    &self.data_dir.join("tasks").join(&a.task_id).join("log"),
-                    a.tail,
-                ),
+            .map(|a| {
+                let log = self.data_dir.join("tasks").join(&a.task_id).join("log");
+                logfile::answer(&log, a, now)
             })
             .collect();
         self.tasks
@@ -301,7 +302,7 @@ impl Agent {
                     }
                 }
             }
-            self.rotate_logs();
+            self.watch_logs();
             let due = self.due_health_checks();
             for (id, pid, spec) in due {
                 let agent = self.clone();
@@ -320,30 +321,36 @@ impl Agent {
         }
     }
 
-    /// Rotates the logs of running tasks that outgrew `LOG_MAX_BYTES`
-    /// (checked every 25 passes, about 5 s).
-    fn rotate_logs(&self) {
+    /// Notes the growth of every task log (the timestamps of `service
+    /// logs -t`, see `logfile.rs`) and, every 25 passes (about 5 s),
+    /// rotates the logs of running tasks that outgrew `LOG_MAX_BYTES`.
+    fn watch_logs(&self) {
         let n = self
             .tasks
             .passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !n.is_multiple_of(25) {
-            return;
-        }
-        let ids: Vec<String> = self
+        let ids: Vec<(String, bool)> = self
             .tasks
             .tasks
             .lock()
             .expect("tasks lock")
             .values()
-            .filter(|l| !l.state.is_terminal())
-            .map(|l| l.a.task.id.clone())
+            .map(|l| (l.a.task.id.clone(), l.state.is_terminal()))
             .collect();
-        for id in ids {
+        let now = crate::now_ms();
+        let mut seen = self.tasks.log_seen.lock().expect("logs lock");
+        seen.retain(|id, _| ids.iter().any(|(i, _)| i == id));
+        for (id, ended) in ids {
             let log = self.data_dir.join("tasks").join(&id).join("log");
-            if let Ok(true) = rotate(&log, LOG_MAX_BYTES) {
-                info!(task = %id, "task log rotated");
+            let last = seen.get(&id).copied().unwrap_or(0);
+            let mut len = logfile::observe(&log, last, now);
+            if !ended && n.is_multiple_of(25) {
+                if let Ok(true) = rotate(&log, LOG_MAX_BYTES) {
+                    info!(task = %id, "task log rotated");
+                    len = 0;
+                }
             }
+            seen.insert(id, len);
         }
     }
 
