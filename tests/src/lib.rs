@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::Deserialize;
 
 pub mod pcap;
+pub mod services;
 
 /// The `shoal` binary next to the test executable (built by the test script;
 /// `SHOAL_BIN` overrides).

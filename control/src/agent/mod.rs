@@ -33,7 +33,7 @@ use store::{State, Store};
 use sync::Programmer;
 
 pub use service::Agent;
-pub use swarm::{LogsPage, LogsQuery};
+pub use swarm::{LogsPage, LogsQuery, SpecAt};
 
 /// Everything the agent is told at start.
 #[derive(Clone, Debug)]

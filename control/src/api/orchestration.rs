@@ -31,6 +31,8 @@ pub fn routes() -> Router<Arc<Agent>> {
             get(service_inspect).delete(service_rm),
         )
         .route("/v1/services/{key}/scale", post(service_scale))
+        .route("/v1/services/{key}/spec", get(service_spec))
+        .route("/v1/services/{key}/update", post(service_update))
         .route("/v1/services/{key}/logs", post(service_logs))
         .route("/v1/tasks", get(task_ls))
         .route("/v1/tasks/{key}", get(task_inspect))
@@ -87,6 +89,21 @@ async fn service_scale(
 ) -> Response {
     match body(b) {
         Ok(s) => reply(a.service_scale(&key, s.replicas).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn service_spec(State(a): Shared, UrlPath(key): UrlPath<String>) -> Response {
+    reply(a.service_spec(&key).await)
+}
+
+async fn service_update(
+    State(a): Shared,
+    UrlPath(key): UrlPath<String>,
+    b: Result<Json<crate::agent::SpecAt>, JsonRejection>,
+) -> Response {
+    match body(b) {
+        Ok(u) => reply(a.service_update(&key, u).await),
         Err(msg) => err(StatusCode::BAD_REQUEST, msg),
     }
 }

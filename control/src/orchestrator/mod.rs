@@ -6,6 +6,7 @@
 pub mod plan;
 pub mod scheduler;
 pub mod sim;
+pub mod update;
 
 use std::time::Duration;
 

@@ -11,12 +11,15 @@
 //!   only as the restart policy allows.
 //! - A task that fits nowhere stays pending with the scheduler's reason and
 //!   is assigned when a node fits.
+//! - A service being updated has its out-of-date tasks replaced in batches
+//!   (`update.rs`).
 //! - Finished tasks are kept as history, 5 per slot (Docker's default), and
 //!   tasks of removed services are forgotten once they stopped.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::scheduler::{eligible, pick, Load, Placer};
+use super::update;
 use crate::raft::services::{Mode, RestartCondition, ServiceRecord};
 use crate::raft::state::{Availability, ClusterState, Command, NodeState};
 use crate::raft::tasks::{DesiredState, NewTask, TaskRecord, TaskState};
@@ -30,6 +33,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
     let mut create: Vec<NewTask> = vec![];
     let mut assign: Vec<Command> = vec![];
     let mut forget: Vec<String> = vec![];
+    let mut verdicts: Vec<Command> = vec![];
     let mut load = Load::of(st);
 
     for s in st.services.values() {
@@ -44,7 +48,13 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
         };
         let mut occupied: BTreeSet<String> = BTreeSet::new();
         let mut placer: Option<Placer> = None;
+        let upd = update::step(st, s, &tasks, &key, now);
+        verdicts.extend(upd.status);
         for t in tasks.iter().filter(|t| t.desired == DesiredState::Running) {
+            if upd.stop.contains(&t.id) {
+                stop.push(t.id.clone());
+                continue;
+            }
             let node = t.node_id.as_ref().and_then(|n| st.nodes.get(n));
             let node_gone = t.node_id.is_some()
                 && node.is_none_or(|n| {
@@ -86,10 +96,11 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             } else {
                 slot.to_string()
             };
-            if occupied.contains(&k) {
+            let beside = upd.start_beside.contains(&k);
+            if occupied.contains(&k) && !beside {
                 continue;
             }
-            if !may_restart(s, tasks.iter().copied().filter(|t| key(t) == k), now) {
+            if !beside && !may_restart(s, tasks.iter().copied().filter(|t| key(t) == k), now) {
                 continue;
             }
             let (node_id, err) = match node {
@@ -155,6 +166,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
     if !forget.is_empty() {
         cmds.push(Command::TaskRemove { ids: forget });
     }
+    cmds.extend(verdicts);
     cmds
 }
 

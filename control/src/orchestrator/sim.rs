@@ -87,6 +87,9 @@ pub fn run(nodes: usize, tasks: u64, max_per_node: u64) -> SimReport {
         health: None,
         stop_grace_ms: 10_000,
         labels: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        force_update: 0,
     };
     st.apply(
         3,

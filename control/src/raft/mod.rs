@@ -9,6 +9,8 @@
 //!   port's mutual TLS (`crate::control_port`).
 //! - `leader.rs`: what the leader does with each `LeaderOp`.
 //! - `liveness.rs`: the leader marks silent nodes down.
+//! - `networks.rs`, `services.rs`, `tasks.rs`, `updates.rs`: the
+//!   orchestrator's records and their commands; `logs.rs`: `service logs`.
 
 pub mod leader;
 pub mod liveness;
@@ -21,6 +23,7 @@ pub mod services;
 pub mod state;
 pub mod store;
 pub mod tasks;
+pub mod updates;
 
 use std::io::Cursor;
 

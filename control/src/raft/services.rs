@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::state::{err, put, Change, Command, CommandResult};
 use super::state::{ClusterState, NodeRecord, Role};
 use super::tasks::DesiredState;
+use super::updates::{UpdatePolicy, UpdateStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,6 +129,13 @@ pub struct ServiceSpec {
     pub stop_grace_ms: u64,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub update: UpdatePolicy,
+    #[serde(default)]
+    pub rollback: UpdatePolicy,
+    /// Bumped by `service update --force`: every task is replaced.
+    #[serde(default)]
+    pub force_update: u64,
 }
 
 /// A service's virtual IP on one of its networks.
@@ -147,6 +155,11 @@ pub struct ServiceRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub version: u64,
+    /// The spec before the last update (what a rollback returns to).
+    #[serde(default)]
+    pub previous_spec: Option<ServiceSpec>,
+    #[serde(default)]
+    pub update_status: Option<UpdateStatus>,
 }
 
 /// A placement constraint: `node.KEY==VALUE` or `!=`.
@@ -238,6 +251,8 @@ impl ClusterState {
         if spec.command.is_empty() {
             return Err("a service needs a command to run (after --)".into());
         }
+        spec.update.check("update")?;
+        spec.rollback.check("rollback")?;
         for c in &spec.constraints {
             Constraint::parse(c)?;
         }
@@ -320,6 +335,8 @@ impl ClusterState {
                     created_at: now,
                     updated_at: now,
                     version: index,
+                    previous_spec: None,
+                    update_status: None,
                 };
                 self.services.insert(id.clone(), s.clone());
                 (

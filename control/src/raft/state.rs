@@ -172,6 +172,22 @@ pub enum Command {
     ServiceRemove {
         id: String,
     },
+    /// A new spec (or, with `rollback`, the previous one); `version`: the
+    /// service's version the spec was made from (0: any).
+    ServiceUpdate {
+        id: String,
+        spec: Option<ServiceSpec>,
+        version: u64,
+        rollback: bool,
+        now: u64,
+    },
+    /// The updater's verdicts: paused, completed, rolled back by itself.
+    ServiceUpdateStatus {
+        id: String,
+        version: u64,
+        status: super::updates::UpdateStatus,
+        rollback: bool,
+    },
     TaskCreate {
         tasks: Vec<NewTask>,
         now: u64,
@@ -420,6 +436,9 @@ impl ClusterState {
             c @ (Command::ServiceCreate { .. }
             | Command::ServiceScale { .. }
             | Command::ServiceRemove { .. }) => self.apply_service(index, c),
+            c @ (Command::ServiceUpdate { .. } | Command::ServiceUpdateStatus { .. }) => {
+                self.apply_update(index, c)
+            }
             c => self.apply_task(index, c),
         }
     }

@@ -65,6 +65,9 @@ pub struct TaskRecord {
     /// When `state` last changed (ms since the epoch).
     pub state_at: u64,
     pub version: u64,
+    /// What it runs (its service's spec when it was made).
+    #[serde(default)]
+    pub spec: super::updates::TaskSpec,
 }
 
 impl TaskRecord {
@@ -249,6 +252,7 @@ impl ClusterState {
                 created_at: now,
                 state_at: now,
                 version: index,
+                spec: super::updates::TaskSpec::of(&s.spec),
             };
             changes.push(put(format!("task/{}", t.id), &t));
             self.tasks.insert(t.id.clone(), t);
@@ -312,13 +316,12 @@ impl super::state::ClusterState {
                     .iter()
                     .filter_map(|a| {
                         let n = self.networks.get(&a.network_id)?;
-                        let aliases = s
-                            .and_then(|s| {
-                                s.network_ids
-                                    .iter()
-                                    .position(|id| id == &a.network_id)
-                                    .and_then(|i| s.spec.networks.get(i))
-                            })
+                        // The task's networks are its spec's, in order.
+                        let aliases = t
+                            .networks
+                            .iter()
+                            .position(|x| x.network_id == a.network_id)
+                            .and_then(|i| t.spec.networks.get(i))
                             .map(|att| att.aliases.clone())
                             .unwrap_or_default();
                         let vip = s.and_then(|s| {
@@ -340,12 +343,12 @@ impl super::state::ClusterState {
                     .collect();
                 Assignment {
                     task: t.clone(),
-                    command: s.map(|s| s.spec.command.clone()).unwrap_or_default(),
-                    env: s.map(|s| s.spec.env.clone()).unwrap_or_default(),
-                    workdir: s.and_then(|s| s.spec.workdir.clone()),
-                    stop_grace_ms: s.map_or(10_000, |s| s.spec.stop_grace_ms),
+                    command: t.spec.command.clone(),
+                    env: t.spec.env.clone(),
+                    workdir: t.spec.workdir.clone(),
+                    stop_grace_ms: t.spec.stop_grace_ms,
                     networks,
-                    health: s.and_then(|s| s.spec.health.clone()),
+                    health: t.spec.health.clone(),
                 }
             })
             .collect()

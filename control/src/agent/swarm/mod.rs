@@ -10,6 +10,7 @@
 mod join;
 mod logs;
 pub use logs::{LogsPage, LogsQuery};
+pub use services::SpecAt;
 mod nodes;
 mod services;
 mod session;

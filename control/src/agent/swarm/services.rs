@@ -13,6 +13,17 @@ use crate::raft::networks::{NetworkRecord, NetworkSpec};
 use crate::raft::services::{Mode, ServiceRecord, ServiceSpec};
 use crate::raft::state::{ClusterState, Command, CommandResult};
 use crate::raft::tasks::{DesiredState, TaskRecord};
+use crate::raft::updates::UpdatePolicy;
+
+/// A service's spec at a version: what `service update` reads and sends
+/// back (with `rollback`, the spec is the previous one and may be absent).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SpecAt {
+    pub version: u64,
+    pub spec: Option<ServiceSpec>,
+    #[serde(default)]
+    pub rollback: bool,
+}
 
 pub fn rfc3339(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
@@ -49,34 +60,87 @@ pub fn service_view(st: &ClusterState, s: &ServiceRecord) -> Value {
             json!({"NetworkID": v.network_id, "Addr": format!("{}/{}", v.addr, prefix)})
         })
         .collect();
-    let mode = match &s.spec.mode {
-        Mode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
-        Mode::Global => json!({"Global": {}}),
-    };
-    let ports: Vec<Value> = s
-        .spec
-        .ports
-        .iter()
-        .map(|p| json!({"Protocol": format!("{:?}", p.protocol).to_lowercase(), "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": format!("{:?}", p.mode).to_lowercase()}))
-        .collect();
-    json!({
+    let mut v = json!({
         "ID": s.id,
         "Version": {"Index": s.version},
         "CreatedAt": rfc3339(s.created_at),
         "UpdatedAt": rfc3339(s.updated_at),
-        "Spec": {
-            "Name": s.spec.name,
-            "Labels": s.spec.labels,
-            "TaskTemplate": {
-                "ContainerSpec": {"Command": s.spec.command, "Env": s.spec.env, "Dir": s.spec.workdir, "StopGracePeriod": s.spec.stop_grace_ms * 1_000_000, "Healthcheck": s.spec.health},
-                "RestartPolicy": {"Condition": s.spec.restart.condition, "Delay": s.spec.restart.delay_ms * 1_000_000, "MaxAttempts": s.spec.restart.max_attempts},
-                "Placement": {"Constraints": s.spec.constraints, "Preferences": s.spec.placement_prefs, "MaxReplicas": s.spec.max_per_node},
-                "Networks": s.spec.networks.iter().zip(&s.network_ids).map(|(a, id)| json!({"Target": id, "Aliases": a.aliases})).collect::<Vec<_>>(),
-            },
-            "Mode": mode,
-            "EndpointSpec": {"Mode": format!("{:?}", s.spec.endpoint_mode).to_lowercase(), "Ports": ports},
+        "Spec": spec_view(&s.spec, &s.network_ids),
+        "Endpoint": {"Spec": {"Mode": format!("{:?}", s.spec.endpoint_mode).to_lowercase()}, "Ports": ports_view(&s.spec), "VirtualIPs": vips},
+    });
+    if let Some(p) = &s.previous_spec {
+        v["PreviousSpec"] = spec_view(p, &[]);
+    }
+    if let Some(u) = &s.update_status {
+        // Beyond Docker's fields: how many of the live tasks run the
+        // current spec, for the progress line.
+        let live: Vec<&TaskRecord> = st
+            .tasks
+            .values()
+            .filter(|t| t.service_id == s.id && t.desired == DesiredState::Running)
+            .collect();
+        let updated = live
+            .iter()
+            .filter(|t| {
+                t.state == crate::raft::tasks::TaskState::Running
+                    && !crate::orchestrator::update::out_of_date(st, s, t)
+            })
+            .count();
+        v["UpdateStatus"] = json!({
+            "State": u.state,
+            "StartedAt": rfc3339(u.started_at),
+            "CompletedAt": u.completed_at.map(rfc3339),
+            "Message": u.message,
+            "Progress": {"Updated": updated, "Total": live.len()},
+        });
+    }
+    v
+}
+
+fn ports_view(spec: &ServiceSpec) -> Vec<Value> {
+    spec.ports
+        .iter()
+        .map(|p| json!({"Protocol": format!("{:?}", p.protocol).to_lowercase(), "TargetPort": p.target, "PublishedPort": p.published, "PublishMode": format!("{:?}", p.mode).to_lowercase()}))
+        .collect()
+}
+
+fn policy_view(p: &UpdatePolicy) -> Value {
+    json!({
+        "Parallelism": p.parallelism,
+        "Delay": p.delay_ms * 1_000_000,
+        "FailureAction": p.failure_action,
+        "Monitor": p.monitor_ms * 1_000_000,
+        "MaxFailureRatio": p.max_failure_ratio,
+        "Order": p.order,
+    })
+}
+
+/// Docker's ServiceSpec JSON; networks by id where known, else as given.
+fn spec_view(spec: &ServiceSpec, network_ids: &[String]) -> Value {
+    let mode = match &spec.mode {
+        Mode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
+        Mode::Global => json!({"Global": {}}),
+    };
+    let networks: Vec<Value> = spec
+        .networks
+        .iter()
+        .enumerate()
+        .map(|(i, a)| json!({"Target": network_ids.get(i).unwrap_or(&a.target), "Aliases": a.aliases}))
+        .collect();
+    json!({
+        "Name": spec.name,
+        "Labels": spec.labels,
+        "TaskTemplate": {
+            "ContainerSpec": {"Command": spec.command, "Env": spec.env, "Dir": spec.workdir, "StopGracePeriod": spec.stop_grace_ms * 1_000_000, "Healthcheck": spec.health},
+            "RestartPolicy": {"Condition": spec.restart.condition, "Delay": spec.restart.delay_ms * 1_000_000, "MaxAttempts": spec.restart.max_attempts},
+            "Placement": {"Constraints": spec.constraints, "Preferences": spec.placement_prefs, "MaxReplicas": spec.max_per_node},
+            "Networks": networks,
+            "ForceUpdate": spec.force_update,
         },
-        "Endpoint": {"Spec": {"Mode": format!("{:?}", s.spec.endpoint_mode).to_lowercase()}, "Ports": ports, "VirtualIPs": vips},
+        "Mode": mode,
+        "UpdateConfig": policy_view(&spec.update),
+        "RollbackConfig": policy_view(&spec.rollback),
+        "EndpointSpec": {"Mode": format!("{:?}", spec.endpoint_mode).to_lowercase(), "Ports": ports_view(spec)},
     })
 }
 
@@ -104,6 +168,7 @@ pub fn task_view(st: &ClusterState, t: &TaskRecord) -> Value {
         "DesiredState": match t.desired { DesiredState::Running => "running", DesiredState::Shutdown => "shutdown" },
         "Status": {"State": t.state, "Timestamp": rfc3339(t.state_at), "TimestampMs": t.state_at, "Err": t.err, "ContainerStatus": {"ExitCode": t.exit_code}},
         "CreatedAt": rfc3339(t.created_at),
+        "Spec": {"ContainerSpec": {"Command": t.spec.command, "Env": t.spec.env}},
         "NetworksAttachments": attachments,
     })
 }
@@ -162,6 +227,45 @@ impl Agent {
             .write(Command::ServiceCreate {
                 id: new_id(),
                 spec,
+                now: crate::now_ms(),
+            })
+            .await?
+        {
+            CommandResult::Service(s) => Ok(service_view(&m.state(), &s)),
+            CommandResult::Error(e) => bail!("{e}"),
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+
+    /// The spec as stored, for `service update` to edit.
+    pub async fn service_spec(&self, key: &str) -> Result<SpecAt> {
+        let (m, _) = self.manager().await?;
+        let st = m.state();
+        let s = st
+            .service_by_key(key)
+            .with_context(|| format!("service {key} not found"))?;
+        Ok(SpecAt {
+            version: s.version,
+            spec: Some(s.spec.clone()),
+            rollback: false,
+        })
+    }
+
+    /// `service update` / `service rollback`: the new spec goes through
+    /// Raft and the leader's updater rolls it out.
+    pub async fn service_update(&self, key: &str, u: SpecAt) -> Result<Value> {
+        let (m, _) = self.manager().await?;
+        let id = m
+            .state()
+            .service_by_key(key)
+            .map(|s| s.id.clone())
+            .with_context(|| format!("service {key} not found"))?;
+        match m
+            .write(Command::ServiceUpdate {
+                id,
+                spec: u.spec,
+                version: u.version,
+                rollback: u.rollback,
                 now: crate::now_ms(),
             })
             .await?

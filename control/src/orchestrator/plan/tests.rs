@@ -58,6 +58,9 @@ fn spec(name: &str, mode: Mode) -> ServiceSpec {
         health: None,
         stop_grace_ms: 10_000,
         labels: Default::default(),
+        update: Default::default(),
+        rollback: Default::default(),
+        force_update: 0,
     }
 }
 

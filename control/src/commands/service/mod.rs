@@ -1,0 +1,346 @@
+//! `shoal service create|update|rollback|ls|ps|inspect|scale|logs|rm`,
+//! with Docker's flags: `spec.rs` makes specs from flags, `update.rs` edits
+//! them, `progress.rs` follows a service until it converges.
+
+mod progress;
+mod spec;
+mod update;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::api::client::Client;
+use crate::api::socket_path;
+use crate::output::{print_table, Format};
+use spec::CreateArgs;
+use update::UpdateArgs;
+
+#[derive(Args, Debug)]
+pub struct ServiceArgs {
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: ServiceCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a service: CMD runs as a task in its own namespaces.
+    Create(Box<CreateArgs>),
+    /// Change a service; its tasks are replaced by the update policy.
+    Update(Box<UpdateArgs>),
+    /// Return a service to its previous spec.
+    Rollback {
+        service: String,
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// List services.
+    Ls {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List a service's tasks.
+    Ps {
+        service: String,
+        #[arg(long)]
+        no_trunc: bool,
+        /// desired-state=running|shutdown|accepted
+        #[arg(short, long)]
+        filter: Vec<String>,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show services in detail (Docker's JSON).
+    Inspect {
+        #[arg(required = true)]
+        services: Vec<String>,
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Set replica counts: NAME=N ...
+    Scale {
+        #[arg(required = true)]
+        scales: Vec<String>,
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Show the output of a service's tasks (fetched from their nodes).
+    Logs {
+        service: String,
+        /// Only the last N lines of each task ("all" or a number).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Keep printing new lines (also of tasks that start later).
+        #[arg(short, long)]
+        follow: bool,
+        /// Prefix each line with the time its node saw it.
+        #[arg(short, long)]
+        timestamps: bool,
+    },
+    /// Remove services.
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
+    let client = Client::new(&socket_path(a.socket.as_deref()));
+    let rt = super::runtime()?;
+    match a.cmd {
+        ServiceCmd::Create(c) => {
+            let spec = spec::spec(&c)?;
+            let v: Value = rt.block_on(client.post("/v1/services", &spec))?;
+            println!("{}", v["ID"].as_str().unwrap_or_default());
+            if !c.detach {
+                progress::converge(&rt, &client, &c.name)?;
+            }
+        }
+        ServiceCmd::Update(u) => {
+            let at: crate::agent::SpecAt =
+                rt.block_on(client.get(&format!("/v1/services/{}/spec", u.service)))?;
+            let req = if u.rollback {
+                crate::agent::SpecAt {
+                    version: at.version,
+                    spec: None,
+                    rollback: true,
+                }
+            } else {
+                let old = at.spec.context("the manager sent no spec")?;
+                crate::agent::SpecAt {
+                    version: at.version,
+                    spec: Some(update::edit(&old, &u)?),
+                    rollback: false,
+                }
+            };
+            send_update(&rt, &client, &u.service, &req, at.version, u.detach)?;
+        }
+        ServiceCmd::Rollback { service, detach } => {
+            let req = crate::agent::SpecAt {
+                version: 0,
+                spec: None,
+                rollback: true,
+            };
+            send_update(&rt, &client, &service, &req, u64::MAX, detach)?;
+        }
+        ServiceCmd::Ls { format } => {
+            let rows: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
+            match format {
+                Format::Json => {
+                    for r in &rows {
+                        println!("{}", serde_json::to_string(r)?);
+                    }
+                }
+                Format::Table => {
+                    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                    let t: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                s(&r["ID"]).chars().take(12).collect(),
+                                s(&r["Name"]),
+                                s(&r["Mode"]),
+                                s(&r["Replicas"]),
+                                s(&r["Ports"]),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["ID", "NAME", "MODE", "REPLICAS", "PORTS"], &t);
+                }
+            }
+        }
+        ServiceCmd::Ps {
+            service,
+            no_trunc,
+            filter,
+            format,
+        } => {
+            let mut desired = None;
+            for f in &filter {
+                match f.split_once('=') {
+                    Some(("desired-state", v @ ("running" | "shutdown" | "accepted"))) => {
+                        desired = Some(v.to_string())
+                    }
+                    _ => bail!("bad --filter {f:?} (desired-state=running|shutdown|accepted)"),
+                }
+            }
+            let tasks: Vec<Value> =
+                rt.block_on(client.get(&format!("/v1/tasks?service={service}")))?;
+            let tasks: Vec<&Value> = tasks
+                .iter()
+                .filter(|t| match desired.as_deref() {
+                    Some("accepted") | Some("running") => t["DesiredState"] == "running",
+                    Some(d) => t["DesiredState"] == d,
+                    None => true,
+                })
+                .collect();
+            if format == Format::Json {
+                for t in &tasks {
+                    println!("{}", serde_json::to_string(t)?);
+                }
+                return Ok(());
+            }
+            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            let mut rows = vec![];
+            let mut seen = std::collections::BTreeSet::new();
+            for t in tasks {
+                let short = {
+                    let slot = t["Slot"].as_u64().unwrap_or(0);
+                    if slot == 0 {
+                        format!("{}.{}", s(&t["ServiceName"]), s(&t["NodeID"]))
+                    } else {
+                        format!("{}.{}", s(&t["ServiceName"]), slot)
+                    }
+                };
+                let name = if seen.insert(short.clone()) {
+                    short
+                } else {
+                    format!(" \\_ {short}")
+                };
+                let id = s(&t["ID"]);
+                let word = progress::capitalized(&s(&t["Status"]["State"]));
+                let since = t["Status"]["TimestampMs"]
+                    .as_u64()
+                    .map(progress::ago)
+                    .unwrap_or_default();
+                let err = s(&t["Status"]["Err"]);
+                rows.push(vec![
+                    if no_trunc {
+                        id
+                    } else {
+                        id.chars().take(12).collect()
+                    },
+                    name,
+                    s(&t["Node"]),
+                    progress::capitalized(&s(&t["DesiredState"])),
+                    format!("{word} {since}"),
+                    // By characters: an error may hold multi-byte text.
+                    if no_trunc || err.chars().count() <= 60 {
+                        err
+                    } else {
+                        format!("\"{}…\"", err.chars().take(59).collect::<String>())
+                    },
+                ]);
+            }
+            print_table(
+                &[
+                    "ID",
+                    "NAME",
+                    "NODE",
+                    "DESIRED STATE",
+                    "CURRENT STATE",
+                    "ERROR",
+                ],
+                &rows,
+            );
+        }
+        ServiceCmd::Inspect { services, pretty } => {
+            let mut out = vec![];
+            for s in services {
+                let v: Value = rt.block_on(client.get(&format!("/v1/services/{s}")))?;
+                out.push(v);
+            }
+            if pretty {
+                for v in &out {
+                    let s = &v["Spec"];
+                    println!("ID:\t\t{}", v["ID"].as_str().unwrap_or_default());
+                    println!("Name:\t\t{}", s["Name"].as_str().unwrap_or_default());
+                    match s["Mode"]["Replicated"]["Replicas"].as_u64() {
+                        Some(r) => println!("Service Mode:\tReplicated\n Replicas:\t{r}"),
+                        None => println!("Service Mode:\tGlobal"),
+                    }
+                    println!(
+                        "Command:\t{}",
+                        s["TaskTemplate"]["ContainerSpec"]["Command"]
+                    );
+                    for vip in v["Endpoint"]["VirtualIPs"].as_array().into_iter().flatten() {
+                        println!(
+                            "Virtual IP:\t{} ({})",
+                            vip["Addr"].as_str().unwrap_or_default(),
+                            vip["NetworkID"].as_str().unwrap_or_default()
+                        );
+                    }
+                    println!(
+                        "Endpoint Mode:\t{}",
+                        s["EndpointSpec"]["Mode"].as_str().unwrap_or_default()
+                    );
+                }
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+        }
+        ServiceCmd::Scale { scales, detach } => {
+            let mut parsed = vec![];
+            for s in &scales {
+                let (name, n) = s
+                    .split_once('=')
+                    .with_context(|| format!("bad scale {s:?} (want SERVICE=REPLICAS)"))?;
+                let n: u64 = n.parse().map_err(|_| {
+                    anyhow::anyhow!("invalid replicas value {n:?} for {name}: want a number >= 0")
+                })?;
+                parsed.push((name.to_string(), n));
+            }
+            for (name, n) in &parsed {
+                let _: String = rt.block_on(client.post(
+                    &format!("/v1/services/{name}/scale"),
+                    &serde_json::json!({"replicas": n}),
+                ))?;
+                println!("{name} scaled to {n}");
+            }
+            if !detach {
+                for (name, n) in &parsed {
+                    if *n > 0 {
+                        progress::converge(&rt, &client, name)?;
+                    }
+                }
+            }
+        }
+        ServiceCmd::Logs {
+            service,
+            tail,
+            follow,
+            timestamps,
+        } => {
+            let tail: u64 = match tail.as_str() {
+                "all" => 0,
+                t => t
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("bad --tail {t:?} (a number or all)"))?,
+            };
+            progress::logs(&rt, &client, &service, tail, follow, timestamps)?;
+        }
+        ServiceCmd::Rm { services } => {
+            for s in services {
+                let name: String = rt.block_on(client.delete(&format!("/v1/services/{s}")))?;
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends an update and, unless detached, follows it to its end.
+fn send_update(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    service: &str,
+    req: &crate::agent::SpecAt,
+    read_version: u64,
+    detach: bool,
+) -> anyhow::Result<()> {
+    let v: Value = rt.block_on(client.post(&format!("/v1/services/{service}/update"), req))?;
+    let name = v["Spec"]["Name"].as_str().unwrap_or(service).to_string();
+    println!("{name}");
+    if v["Version"]["Index"].as_u64() == Some(read_version) {
+        // Unchanged: nothing to roll out.
+        return Ok(());
+    }
+    if detach {
+        return Ok(());
+    }
+    progress::follow_update(rt, client, &name, req.rollback)
+}
