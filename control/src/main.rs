@@ -11,6 +11,7 @@ mod orchestrator;
 mod output;
 mod pki;
 mod raft;
+mod stack;
 
 use clap::Parser;
 

@@ -7,6 +7,7 @@ pub mod lab;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod stack;
 pub mod swarm;
 pub mod task;
 pub mod whoami;
@@ -38,6 +39,8 @@ pub enum Cmd {
     Network(network::NetworkArgs),
     /// Services: tasks the swarm keeps running.
     Service(service::ServiceArgs),
+    /// Stacks: networks and services from Compose files.
+    Stack(stack::StackArgs),
     /// A demo workload (like the whoami image): answers with its hostname,
     /// task, IPs and the client's address.
     Whoami(whoami::WhoamiArgs),
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Node(a) => node::run(a),
         Cmd::Network(a) => network::run(a),
         Cmd::Service(a) => service::run(a),
+        Cmd::Stack(a) => stack::run(a),
         Cmd::Whoami(a) => whoami::run(a),
         Cmd::Exec(a) => task::exec(a),
         Cmd::Inspect(a) => task::inspect(a),

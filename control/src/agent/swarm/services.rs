@@ -309,7 +309,7 @@ impl Agent {
                     .iter()
                     .map(|p| format!("*:{}->{}/{}", p.published, p.target, format!("{:?}", p.protocol).to_lowercase()))
                     .collect();
-                json!({"ID": s.id, "Name": s.spec.name, "Mode": mode, "Replicas": format!("{running}/{desired}"), "Ports": ports.join(", ")})
+                json!({"ID": s.id, "Name": s.spec.name, "Mode": mode, "Replicas": format!("{running}/{desired}"), "Ports": ports.join(", "), "Labels": s.spec.labels})
             })
             .collect())
     }

@@ -1,0 +1,272 @@
+//! `shoal stack deploy|ls|services|ps|rm`: Compose files as networks and
+//! services, as `docker stack` does it: the CLI makes the specs
+//! (`crate::stack`) and creates or updates each object through the
+//! manager's API; a changed service goes through the rolling updater, an
+//! unchanged one is left alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use super::service::views::{print_services, print_tasks};
+use crate::agent::SpecAt;
+use crate::api::client::Client;
+use crate::api::socket_path;
+use crate::output::{print_table, Format};
+use crate::raft::services::ServiceSpec;
+use crate::stack::compose::parse;
+use crate::stack::convert::{convert, StackNetwork, NAMESPACE_LABEL};
+
+#[derive(Args, Debug)]
+pub struct StackArgs {
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: StackCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StackCmd {
+    /// Deploy a new stack or update one from Compose files.
+    Deploy {
+        /// A Compose file (several merge, the later ones win).
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        files: Vec<PathBuf>,
+        /// Remove the stack's services that the files no longer have.
+        #[arg(long)]
+        prune: bool,
+        name: String,
+    },
+    /// List stacks.
+    Ls {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List a stack's services.
+    Services {
+        name: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List a stack's tasks.
+    Ps {
+        name: String,
+        #[arg(long)]
+        no_trunc: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Remove stacks: their services, then their networks.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn in_stack(v: &Value, stack: &str) -> bool {
+    v["Labels"][NAMESPACE_LABEL] == stack
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("invalid stack name {name:?} (letters, digits, - and _)");
+    }
+    Ok(())
+}
+
+pub fn run(a: StackArgs) -> anyhow::Result<()> {
+    let client = Client::new(&socket_path(a.socket.as_deref()));
+    let rt = super::runtime()?;
+    let services = |rt: &tokio::runtime::Runtime| -> anyhow::Result<Vec<Value>> {
+        rt.block_on(client.get("/v1/services"))
+    };
+    match a.cmd {
+        StackCmd::Deploy { files, prune, name } => {
+            check_name(&name)?;
+            let mut texts = vec![];
+            for f in &files {
+                let t = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                texts.push((f.display().to_string(), t));
+            }
+            let parsed = parse(&texts).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for w in &parsed.warnings {
+                eprintln!("warning: {w}");
+            }
+            let stack = convert(&name, &parsed.file).map_err(|e| anyhow::anyhow!("{e}"))?;
+            deploy(&rt, &client, &name, &stack, prune)?;
+        }
+        StackCmd::Ls { format } => {
+            let mut count: BTreeMap<String, usize> = BTreeMap::new();
+            for s in services(&rt)? {
+                if let Some(n) = s["Labels"][NAMESPACE_LABEL].as_str() {
+                    *count.entry(n.to_string()).or_default() += 1;
+                }
+            }
+            match format {
+                Format::Json => {
+                    for (n, c) in &count {
+                        println!("{}", serde_json::json!({"Name": n, "Services": c}));
+                    }
+                }
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = count
+                        .iter()
+                        .map(|(n, c)| vec![n.clone(), c.to_string()])
+                        .collect();
+                    print_table(&["NAME", "SERVICES"], &rows);
+                }
+            }
+        }
+        StackCmd::Services { name, format } => {
+            let rows: Vec<Value> = services(&rt)?
+                .into_iter()
+                .filter(|s| in_stack(s, &name))
+                .collect();
+            if rows.is_empty() {
+                bail!("nothing found in stack: {name}");
+            }
+            print_services(&rows, format)?;
+        }
+        StackCmd::Ps {
+            name,
+            no_trunc,
+            format,
+        } => {
+            let mut all = vec![];
+            for s in services(&rt)?.iter().filter(|s| in_stack(s, &name)) {
+                let id = s["ID"].as_str().unwrap_or_default();
+                let tasks: Vec<Value> =
+                    rt.block_on(client.get(&format!("/v1/tasks?service={id}")))?;
+                all.extend(tasks);
+            }
+            if all.is_empty() {
+                bail!("nothing found in stack: {name}");
+            }
+            print_tasks(all.iter().collect(), no_trunc, format)?;
+        }
+        StackCmd::Rm { names } => {
+            for name in names {
+                remove(&rt, &client, &name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn deploy(
+    rt: &tokio::runtime::Runtime,
+    client: &Client,
+    name: &str,
+    stack: &crate::stack::convert::Stack,
+    prune: bool,
+) -> anyhow::Result<()> {
+    let nets: Vec<Value> = rt.block_on(client.get("/v1/networks"))?;
+    for n in &stack.networks {
+        match n {
+            StackNetwork::External(ext) => {
+                if !nets.iter().any(|x| x["Name"] == ext.as_str()) {
+                    bail!("network {ext:?} is declared as external, but could not be found");
+                }
+            }
+            StackNetwork::Own(spec) => {
+                match nets.iter().find(|x| x["Name"] == spec.name.as_str()) {
+                    Some(x) if in_stack(x, name) => {}
+                    Some(_) => bail!(
+                        "network {} exists and is not part of stack {name}",
+                        spec.name
+                    ),
+                    None => {
+                        println!("Creating network {}", spec.name);
+                        let _: Value = rt.block_on(client.post("/v1/networks", spec))?;
+                    }
+                }
+            }
+        }
+    }
+    let existing: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
+    for spec in &stack.services {
+        let Some(cur) = existing.iter().find(|s| s["Name"] == spec.name.as_str()) else {
+            println!("Creating service {}", spec.name);
+            let _: Value = rt.block_on(client.post("/v1/services", spec))?;
+            continue;
+        };
+        if !in_stack(cur, name) {
+            bail!(
+                "service {} exists and is not part of stack {name}",
+                spec.name
+            );
+        }
+        let at: SpecAt = rt.block_on(client.get(&format!("/v1/services/{}/spec", spec.name)))?;
+        let old: ServiceSpec = at.spec.context("the manager sent no spec")?;
+        let mut new = spec.clone();
+        // `--force` counts are the cluster's, not the file's.
+        new.force_update = old.force_update;
+        if new == old {
+            println!("Unchanged service {}", spec.name);
+            continue;
+        }
+        println!("Updating service {}", spec.name);
+        let _: Value = rt.block_on(client.post(
+            &format!("/v1/services/{}/update", spec.name),
+            &SpecAt {
+                version: at.version,
+                spec: Some(new),
+                rollback: false,
+            },
+        ))?;
+    }
+    if prune {
+        for s in existing.iter().filter(|s| in_stack(s, name)) {
+            let sname = s["Name"].as_str().unwrap_or_default();
+            if !stack.services.iter().any(|x| x.name == sname) {
+                println!("Removing service {sname}");
+                let _: String = rt.block_on(client.delete(&format!("/v1/services/{sname}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Services first; networks once their tasks are gone (the managers refuse
+/// to remove a network tasks still use), for up to 30 s.
+fn remove(rt: &tokio::runtime::Runtime, client: &Client, name: &str) -> anyhow::Result<()> {
+    let services: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
+    let nets: Vec<Value> = rt.block_on(client.get("/v1/networks"))?;
+    let mine: Vec<&Value> = services.iter().filter(|s| in_stack(s, name)).collect();
+    let my_nets: Vec<&Value> = nets.iter().filter(|n| in_stack(n, name)).collect();
+    if mine.is_empty() && my_nets.is_empty() {
+        bail!("nothing found in stack: {name}");
+    }
+    for s in mine {
+        let sname = s["Name"].as_str().unwrap_or_default();
+        println!("Removing service {sname}");
+        let _: String = rt.block_on(client.delete(&format!("/v1/services/{sname}")))?;
+    }
+    for n in my_nets {
+        let nname = n["Name"].as_str().unwrap_or_default();
+        println!("Removing network {nname}");
+        let t0 = Instant::now();
+        loop {
+            match rt.block_on(client.delete::<String>(&format!("/v1/networks/{nname}"))) {
+                Ok(_) => break,
+                Err(e)
+                    if t0.elapsed() < Duration::from_secs(30)
+                        && e.to_string().contains("tasks") =>
+                {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
