@@ -1,8 +1,29 @@
 //! What the lab benchmarks share: the `shoal` binary beside them, a lab
 //! that is removed however the run ends, and median/max/min figures.
 
+// Each benchmark binary includes this module and uses a part of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
+
+/// Runs a command; its stderr is the error if it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+    let o = cmd.output()?;
+    if !o.status.success() {
+        anyhow::bail!("{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(o)
+}
+
+/// `shoal ARGS` on a lab node (`lab exec`), its stdout.
+pub fn on(shoal: &std::path::Path, lab: &str, node: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut c = Command::new(shoal);
+    c.args(["lab", "exec", "--name", lab, node, "--"])
+        .arg(shoal)
+        .args(args);
+    Ok(String::from_utf8_lossy(&run(&mut c)?.stdout).into_owned())
+}
 
 /// `--shoal`, or the `shoal` built beside this benchmark.
 pub fn shoal_path(arg: Option<PathBuf>) -> PathBuf {

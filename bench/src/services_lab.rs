@@ -9,14 +9,14 @@
 //! simulated nodes (`shoal debug schedule-sim`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use common::{stats, LabGuard};
+use common::{run, stats, LabGuard};
 use serde_json::Value;
 
 #[derive(Parser, Debug)]
@@ -31,20 +31,8 @@ struct Args {
 
 const LAB: &str = "bsv";
 
-fn run(cmd: &mut Command) -> Result<Output> {
-    let o = cmd.output()?;
-    if !o.status.success() {
-        bail!("{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    Ok(o)
-}
-
 fn on(shoal: &Path, node: &str, args: &[&str]) -> Result<String> {
-    let mut c = Command::new(shoal);
-    c.args(["lab", "exec", "--name", LAB, node, "--"])
-        .arg(shoal)
-        .args(args);
-    Ok(String::from_utf8_lossy(&run(&mut c)?.stdout).into_owned())
+    common::on(shoal, LAB, node, args)
 }
 
 /// `service create` on n1 of a whoami service on appnet.
