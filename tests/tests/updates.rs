@@ -188,6 +188,71 @@ fn a_failing_update_pauses_or_rolls_back_by_itself() {
         r.len() == 3 && r.iter().all(|t| port_of(t) == "80")
     });
     assert_eq!(update_state(&lab, "n1", "api").0, "rollback_completed");
+
+    // Bad input: one-line errors, and nothing changes.
+    let before = tasks(&lab, "n1", "api").len();
+    for (args, needle) in [
+        (
+            &["service", "update", "nosuch"][..],
+            "service nosuch not found",
+        ),
+        (
+            &["service", "update", "--replicas", "-1", "api"],
+            "invalid replicas",
+        ),
+        (
+            &[
+                "service",
+                "update",
+                "--update-failure-action",
+                "explode",
+                "api",
+            ],
+            "explode",
+        ),
+        (
+            &[
+                "service",
+                "update",
+                "--update-max-failure-ratio",
+                "7",
+                "api",
+            ],
+            "0 to 1",
+        ),
+        (
+            &["service", "update", "--network-add", "nonet", "api"],
+            "network nonet not found",
+        ),
+    ] {
+        let o = lab.shoal_on("n1", args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+    create_whoami(&lab, "fresh", &["--replicas", "1"]);
+    let o = lab.shoal_on("n1", &["service", "rollback", "fresh"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("does not have a previous spec"), "{err}");
+    // Malformed bodies straight at the API: 400, the service untouched.
+    for (path, body) in [
+        ("/v1/services/api/update", "{not json"),
+        ("/v1/services/api/update", r#"{"version": "x"}"#),
+        ("/v1/services/api/logs", "[1,2"),
+    ] {
+        let cmd = format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' --unix-socket \"$SHOAL_SOCKET\" -X POST -H 'content-type: application/json' -d '{body}' http://x{path}"
+        );
+        let o = shoal_tests::shoal(&[
+            "lab", "exec", "--name", &lab.name, "n1", "--", "sh", "-c", &cmd,
+        ]);
+        let code = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(code, "400", "{path} {body}");
+    }
+    assert_eq!(tasks(&lab, "n1", "api").len(), before);
+    assert_eq!(update_state(&lab, "n1", "api").0, "rollback_completed");
 }
 
 #[test]
