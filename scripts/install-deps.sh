@@ -4,7 +4,7 @@
 # already there. Nothing else is downloaded (cargo fetches crates itself).
 set -euo pipefail
 
-PKGS=(clang-19 libbpf-dev linux-libc-dev iproute2 iperf3 ethtool tcpdump iputils-ping sockperf procps util-linux curl)
+PKGS=(clang-19 libbpf-dev linux-libc-dev iproute2 iperf3 ethtool tcpdump iputils-ping sockperf procps util-linux curl dnsutils dnsmasq-base dnsperf knot)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -4,6 +4,7 @@
 //! Stopping the agent detaches nothing: links and maps are pinned, so
 //! traffic keeps flowing and a restarted agent picks up the same state.
 
+pub mod dns;
 pub mod endpoint;
 mod service;
 pub mod store;
@@ -57,6 +58,10 @@ pub struct AgentConfig {
     pub raft: crate::raft::manager::Options,
     /// Task namespaces are named this + 12 characters of the task id.
     pub task_netns_prefix: String,
+    /// Where the tasks' resolver forwards names it does not know.
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// TTL of the cluster's DNS answers, seconds.
+    pub dns_ttl: u32,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -188,6 +193,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         swarm: Mutex::new(None),
         nl,
         gossip,
+        dns: dns::NodeDns::new(cfg.dns_ttl, cfg.dns_upstreams.clone()),
         mtu: ul_mtu - shoal_dataplane::ebpf::ENCAP_LEN,
         inner: Mutex::new(service::Inner {
             overlay,

@@ -41,6 +41,8 @@ pub struct Agent {
     pub swarm: Mutex<Option<super::swarm::Swarm>>,
     pub nl: Netlink,
     pub gossip: Gossip,
+    /// The embedded DNS server of the node's tasks.
+    pub dns: super::dns::NodeDns,
     pub mtu: u32,
     pub inner: Mutex<Inner>,
     /// Poked when the local table changes, so the sync loop re-merges.
@@ -414,11 +416,71 @@ impl Agent {
                 .collect(),
         };
         let merged = table::merge(&local, &peers);
+        self.rebuild_dns(&inner.state, &merged);
         let Inner {
             maps, programmer, ..
         } = &mut *inner;
         programmer.apply(maps, merged)?;
         Ok(())
+    }
+
+    /// The DNS records: every accepted task record of the table and this
+    /// node's own; the local tasks' networks in attachment order.
+    fn rebuild_dns(&self, st: &State, merged: &table::Merged) {
+        let peers = merged
+            .entries
+            .iter()
+            .filter(|e| e.refused.is_none())
+            .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?)));
+        let own = st
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?)));
+        let mut local: Vec<(&str, String, u32)> = st
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.name.as_str(), e.svc.as_ref()?.task_id.clone(), e.vni)))
+            .collect();
+        // Endpoint names end in the attachment index (t<id>-0, -1, ...).
+        local.sort();
+        self.dns
+            .view
+            .rebuild(peers.chain(own), local.into_iter().map(|(_, t, v)| (t, v)));
+    }
+
+    /// Sets the health in the service records of a task's endpoints and
+    /// gossips it: DNS (and the load balancer) answer only healthy tasks.
+    pub async fn set_task_health(&self, task_id: &str, health: &str) {
+        let mut inner = self.inner.lock().await;
+        let mut changed = vec![];
+        for ep in inner.state.endpoints.iter_mut() {
+            if let Some(s) = ep.svc.as_mut().filter(|s| s.task_id == task_id) {
+                if s.health != health {
+                    s.health = health.to_string();
+                    changed.push(ep.clone());
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        let _ = inner.store.save(&inner.state);
+        drop(inner);
+        for ep in changed {
+            self.gossip
+                .publish(
+                    ep.vni,
+                    ep.ip,
+                    &EpRecord {
+                        mac: ep.mac.clone(),
+                        net: ep.network.clone(),
+                        since: ep.since,
+                        svc: ep.svc.clone(),
+                    },
+                )
+                .await;
+        }
+        self.changed.notify_one();
     }
 
     /// Adopts the swarm's VXLAN port (`swarm init --data-path-port`): the

@@ -46,6 +46,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         )
         .route("/v1/swarm/leave", axum::routing::post(swarm_leave))
         .route("/v1/debug/raft", get(raft_debug))
+        .route("/v1/debug/dns", get(dns_debug))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{key}/promote", axum::routing::post(node_promote))
         .route("/v1/nodes/{key}/demote", axum::routing::post(node_demote))
@@ -80,6 +81,32 @@ pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, String> {
 
 async fn info(State(a): Shared) -> Response {
     Json(a.info.clone()).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct DnsAsk {
+    task: Option<String>,
+}
+
+/// The node's DNS: counters, upstreams, and with `task` the names that
+/// task sees (TASK: an id or its prefix, `SERVICE.SLOT.ID`, `SERVICE.SLOT`).
+async fn dns_debug(State(a): Shared, Query(q): Query<DnsAsk>) -> Response {
+    let task = match q.task {
+        None => None,
+        Some(k) => {
+            let found = a.local_tasks().into_iter().find(|t| {
+                t.id == k
+                    || t.name == k
+                    || t.short_name == k
+                    || (k.len() >= 4 && t.id.starts_with(&k))
+            });
+            match found {
+                Some(t) => Some(t.id),
+                None => return err(StatusCode::NOT_FOUND, format!("no task {k} on this node")),
+            }
+        }
+    };
+    Json(a.dns.report(task.as_deref())).into_response()
 }
 
 async fn networks(State(a): Shared) -> Response {

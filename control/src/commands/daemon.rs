@@ -60,6 +60,14 @@ pub struct DaemonArgs {
     /// Task network namespaces are named this + 12 id characters.
     #[arg(long, default_value = "shoal-t")]
     pub task_netns_prefix: String,
+    /// Upstream resolvers for names outside the cluster (IP or IP:PORT;
+    /// default: the nameservers of /etc/resolv.conf; `none`: do not
+    /// forward, answer SERVFAIL).
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// TTL of the cluster's own DNS answers, in seconds (Docker: 600).
+    #[arg(long, default_value_t = 5)]
+    pub dns_ttl: u32,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -77,6 +85,22 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
     if a.raft_snapshot_interval < 10 {
         anyhow::bail!("--raft-snapshot-interval must be at least 10");
     }
+    let given: Vec<&String> = a.dns.iter().filter(|s| s.as_str() != "none").collect();
+    let dns_upstreams = if a.dns.is_empty() {
+        agent::dns::host_upstreams(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else {
+        given
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| anyhow::anyhow!("bad --dns {s:?} (want IP or IP:PORT)"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
     let cfg = AgentConfig {
         node_name,
         advertise_addr: a.advertise_addr,
@@ -93,6 +117,8 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         phi_threshold: a.phi_threshold,
         control_port: a.control_port,
         task_netns_prefix: a.task_netns_prefix,
+        dns_upstreams,
+        dns_ttl: a.dns_ttl,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

@@ -58,6 +58,12 @@ pub enum DebugCmd {
     Gossip,
     /// Raft on this manager: term, leader, membership, log and snapshot.
     Raft,
+    /// The node's embedded DNS: counters by kind, upstreams and their
+    /// health; with --task, the names that task sees.
+    Dns {
+        #[arg(long)]
+        task: Option<String>,
+    },
     /// Schedule a big replicated service over simulated nodes, in-process
     /// (the orchestrator's own plan and apply), and report time and memory.
     ScheduleSim {
@@ -176,6 +182,9 @@ pub fn run(a: DebugArgs) -> Result<()> {
         DebugCmd::Network(n) => return network(&t, n, a.format),
         DebugCmd::Gossip => return gossip(&t, a.format),
         DebugCmd::Raft => return raft(&t, a.format),
+        DebugCmd::Dns { task } => {
+            return super::debug_dns::run(&t.socket, task.as_deref(), a.format)
+        }
         DebugCmd::ScheduleSim { .. } => unreachable!("handled before the target"),
         _ => {}
     }
@@ -248,7 +257,11 @@ pub fn run(a: DebugArgs) -> Result<()> {
             }
         }
         DebugCmd::Peer(p) => peer(&t, p, a.format, open()?),
-        DebugCmd::Network(_) | DebugCmd::Gossip | DebugCmd::Raft | DebugCmd::ScheduleSim { .. } => {
+        DebugCmd::Network(_)
+        | DebugCmd::Gossip
+        | DebugCmd::Raft
+        | DebugCmd::Dns { .. }
+        | DebugCmd::ScheduleSim { .. } => {
             unreachable!("handled above")
         }
     }

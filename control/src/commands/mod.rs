@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod debug;
+pub mod debug_dns;
 pub mod endpoint;
 pub mod lab;
 pub mod network;

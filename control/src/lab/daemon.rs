@@ -67,6 +67,9 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         .args(["--accel", &lab.accel])
         .arg("--task-netns-prefix")
         .arg(format!("{}-{}-t", lab.name, node.name))
+        // Lab traffic stays in the lab: no forwarding to the host's
+        // resolvers unless `--daemon-arg --dns=IP` names one inside it.
+        .args(["--dns", "none"])
         .args(&lab.daemon_args)
         .env(
             "RUST_LOG",

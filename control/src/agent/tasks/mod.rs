@@ -174,6 +174,10 @@ impl Agent {
                         begin_stop(&mut l);
                     }
                     info!(task = %a.task.name(), pid, "task adopted");
+                    let ns = NetNs::path_of(&self.task_netns(&id));
+                    if let Err(e) = self.dns.attach(&id, &ns) {
+                        warn!(task = %a.task.name(), "resolver not restored: {e:#}");
+                    }
                     tasks.insert(id.clone(), l);
                     continue;
                 }
@@ -383,11 +387,15 @@ impl Agent {
         let ok =
             process::health_check(pid, &h.cmd, Duration::from_millis(h.timeout_ms.max(100))).await;
         let now = Instant::now();
+        let mut gossip_health = None;
         self.set_task(&id, |l| {
             l.health.checking = false;
             l.health.next = Some(now + Duration::from_millis(h.interval_ms.max(100)));
             if ok {
                 l.health.failures = 0;
+                if !l.health.healthy {
+                    gossip_health = Some("healthy");
+                }
                 l.health.healthy = true;
                 if l.state == TaskState::Starting {
                     l.state = TaskState::Running;
@@ -403,9 +411,13 @@ impl Agent {
             if l.health.failures >= h.retries.max(1) {
                 warn!(task = %l.a.task.name(), failures = l.health.failures, "task unhealthy; stopping it");
                 l.health.unhealthy = true;
+                gossip_health = Some("unhealthy");
                 begin_stop(l);
             }
         });
+        if let Some(h) = gossip_health {
+            self.set_task_health(&id, h).await;
+        }
     }
 
     /// The pid an earlier run recorded for a task, if that process lives.
@@ -510,12 +522,20 @@ impl Agent {
                     network: n.name.clone(),
                     vip: n.vip,
                     aliases: n.aliases.clone(),
-                    health: "none".into(),
+                    health: if a.health.is_some() {
+                        "starting".into()
+                    } else {
+                        "none".into()
+                    },
                 }),
             })
             .await
             .with_context(|| format!("endpoint on {}", n.name))?;
         }
+        // The resolver answers before the task's first query.
+        self.dns
+            .attach(&t.id, &ns_path)
+            .context("the task's resolver at 127.0.0.11")?;
         let dir = self.data_dir.join("tasks").join(&t.id);
         let hostname = short(&t.id).to_string();
         let addrs: Vec<_> = a.networks.iter().map(|n| n.addr).collect();
@@ -556,6 +576,7 @@ impl Agent {
 
     /// Endpoints, namespace; networks no endpoint uses any more.
     async fn cleanup_task(self: Arc<Self>, a: &Assignment) {
+        self.dns.detach(&a.task.id);
         self.remove_task_endpoints(a).await;
         let ns = self.task_netns(&a.task.id);
         if NetNs::exists(&ns) {
