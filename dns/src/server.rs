@@ -50,6 +50,11 @@ impl Default for Config {
 }
 
 pub struct DnsServer {
+    /// The UDP loops and their forwards run on a runtime of their own, on
+    /// one dedicated thread (as Knot's UDP workers): the daemon's other
+    /// work (gossip, API, sessions) cannot delay an answer, and a loop
+    /// never migrates between threads.
+    udp_rt: tokio::runtime::Handle,
     records: Arc<dyn Records>,
     ttl: u32,
     upstreams: Upstreams,
@@ -72,7 +77,20 @@ impl Drop for Serving {
 
 impl DnsServer {
     pub fn new(records: Arc<dyn Records>, cfg: Config) -> Arc<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("dns-udp".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("dns runtime");
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(std::future::pending::<()>());
+            })
+            .expect("dns thread");
         Arc::new(Self {
+            udp_rt: rx.recv().expect("dns runtime handle"),
             records,
             ttl: cfg.ttl,
             upstreams: Upstreams::new(&cfg.upstreams, cfg.upstream_timeout),
@@ -99,7 +117,10 @@ impl DnsServer {
     ) -> std::io::Result<Serving> {
         udp.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
-        let udp = Arc::new(UdpSocket::from_std(udp)?);
+        let udp = {
+            let _in = self.udp_rt.enter();
+            Arc::new(UdpSocket::from_std(udp)?)
+        };
         let client: Arc<str> = client.into();
         let mut server = Server::new(TcpHandler {
             dns: self.clone(),
@@ -112,7 +133,9 @@ impl DnsServer {
         );
         let me = self.clone();
         Ok(Serving {
-            udp: tokio::spawn(async move { me.udp_loop(client, udp).await }),
+            udp: self
+                .udp_rt
+                .spawn(async move { me.udp_loop(client, udp).await }),
             _tcp: server,
         })
     }

@@ -317,8 +317,11 @@ bad = [b"", b"\x00", b"\x12\x34" + b"\x01\x00" + b"\x00\x01" * 4,
        b"\x12\x34\x11\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x01",
        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03web\x00\x00\x01\x00\x09",
        b"\xff" * 4000]
-for b in bad * 50:
+import time
+for i, b in enumerate(bad * 50):
     u.sendto(b, ("127.0.0.11", 53))
+    if i % 40 == 0:
+        time.sleep(0.002)
 for b in [b"\xff\xff" + b"x" * 10, b"\x00\x00", b"\x00\x05abc"]:
     t = socket.create_connection(("127.0.0.11", 53), timeout=2)
     t.sendall(b)
@@ -358,4 +361,86 @@ print("sent")
             .any(|n| n[0] == "tasks.web"),
         "{mine}"
     );
+}
+
+/// An upstream that never answers and a cap of 8 forwards: a flood of
+/// forwarded names is REFUSED beyond the cap (counted) while the cluster's
+/// names keep answering.
+#[test]
+fn a_forward_flood_is_refused_beyond_the_cap_and_local_names_still_answer() {
+    let lab = Lab::up_with(
+        1,
+        0,
+        "tc",
+        &[
+            "--daemon-arg=--dns=198.18.0.251",
+            "--daemon-arg=--dns-max-forwards=8",
+        ],
+    );
+    let hole_ns = lab.extra_host("hole", "198.18.0.251");
+    let _hole = Upstream(
+        Command::new("ip")
+            .args(["netns", "exec", &hole_ns, "python3", "-c"])
+            .arg("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('198.18.0.251',53))\nwhile True: s.recv(4096)")
+            .spawn()
+            .unwrap(),
+    );
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    service(
+        &lab,
+        &[
+            "--name",
+            "web",
+            "--network",
+            "appnet",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let t = running(&lab, "n1", "web").remove(0);
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let flood = r#"
+import socket, struct, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def q(i, name):
+    h = struct.pack(">HHHHHH", i, 0x0100, 1, 0, 0, 0)
+    return h + b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00\x00\x01\x00\x01"
+for i in range(2000):
+    u.sendto(q(i, "x%d.example" % i), ("127.0.0.11", 53))
+u.settimeout(2)
+refused = 0
+try:
+    while True:
+        d = u.recv(4096)
+        refused += (d[3] & 0x0f) == 5
+except socket.timeout:
+    pass
+u.sendto(q(9999, "web"), ("127.0.0.11", 53))
+d = u.recv(4096)
+print("refused", refused, "web_rcode", d[3] & 0x0f, "answers", struct.unpack(">H", d[6:8])[0])
+"#;
+    let out = shoal(&[
+        "lab", "exec", "--name", &lab.name, "n1", "--", &bin, "exec", &t.id, "--", "python3", "-c",
+        flood,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("web_rcode 0 answers 1"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The client's own socket buffer drops most answers of the burst; the
+    // server's counter is the truth.
+    let refused: u64 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(refused > 0, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&ok(
+        lab.shoal_on("n1", &["debug", "dns", "--format", "json"])
+    ))
+    .unwrap();
+    assert!(
+        report["stats"]["refused_overload"].as_u64().unwrap() >= 1900,
+        "{report}"
+    );
+    assert_eq!(a_of(&lab, &t, "web").len(), 1);
 }

@@ -151,16 +151,10 @@ pub struct NodeDns {
 }
 
 impl NodeDns {
-    pub fn new(ttl: u32, upstreams: Vec<SocketAddr>) -> Self {
+    pub fn new(cfg: shoal_dns::Config) -> Self {
         let view = Arc::new(View::default());
-        let server = DnsServer::new(
-            view.clone(),
-            shoal_dns::Config {
-                ttl,
-                upstreams,
-                ..Default::default()
-            },
-        );
+        let ttl = cfg.ttl;
+        let server = DnsServer::new(view.clone(), cfg);
         Self {
             server,
             view,
@@ -180,10 +174,14 @@ impl NodeDns {
             std::fs::File::open(netns).with_context(|| format!("{}", netns.display()))?,
         );
         let (udp, tcp) = ns.run(|| -> std::io::Result<_> {
-            Ok((
-                std::net::UdpSocket::bind(RESOLVER)?,
-                std::net::TcpListener::bind(RESOLVER)?,
-            ))
+            let udp = std::net::UdpSocket::bind(RESOLVER)?;
+            // Room for bursts (4 MiB, beyond rmem_max: the daemon is root).
+            let _ = nix::sys::socket::setsockopt(
+                &udp,
+                nix::sys::socket::sockopt::RcvBufForce,
+                &(4 << 20),
+            );
+            Ok((udp, std::net::TcpListener::bind(RESOLVER)?))
         })??;
         let s = self.server.serve(task_id, udp, tcp)?;
         self.serving

@@ -62,6 +62,7 @@ pub struct AgentConfig {
     pub dns_upstreams: Vec<SocketAddr>,
     /// TTL of the cluster's DNS answers, seconds.
     pub dns_ttl: u32,
+    pub dns_max_forwards: usize,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -193,7 +194,12 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         swarm: Mutex::new(None),
         nl,
         gossip,
-        dns: dns::NodeDns::new(cfg.dns_ttl, cfg.dns_upstreams.clone()),
+        dns: dns::NodeDns::new(shoal_dns::Config {
+            ttl: cfg.dns_ttl,
+            upstreams: cfg.dns_upstreams.clone(),
+            max_inflight: cfg.dns_max_forwards.max(1),
+            ..Default::default()
+        }),
         mtu: ul_mtu - shoal_dataplane::ebpf::ENCAP_LEN,
         inner: Mutex::new(service::Inner {
             overlay,

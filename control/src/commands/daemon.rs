@@ -68,6 +68,10 @@ pub struct DaemonArgs {
     /// TTL of the cluster's own DNS answers, in seconds (Docker: 600).
     #[arg(long, default_value_t = 5)]
     pub dns_ttl: u32,
+    /// Forwarded DNS queries in flight at once, node-wide; beyond, REFUSED
+    /// (bounded by memory, about 1 KiB each; Docker caps at 1024).
+    #[arg(long, default_value_t = 16384)]
+    pub dns_max_forwards: usize,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -119,6 +123,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         task_netns_prefix: a.task_netns_prefix,
         dns_upstreams,
         dns_ttl: a.dns_ttl,
+        dns_max_forwards: a.dns_max_forwards,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },
