@@ -187,6 +187,22 @@ fn names_scopes_types_case_ptr_truncation_and_forwarding() {
         .to_string();
     assert_eq!(a_of(&lab, client, &name), vec![other.ip.clone()]);
     assert_eq!(a_of(&lab, client, &other.id[..12]), vec![other.ip.clone()]);
+    // A stack's service: its prefixed name and its short alias.
+    let compose = std::env::temp_dir().join(format!("shoal-dns-stack-{}.yml", std::process::id()));
+    std::fs::write(
+        &compose,
+        "services:\n  api:\n    command: sleep 1000\n    networks: [appnet]\nnetworks:\n  appnet: {external: true}\n",
+    )
+    .unwrap();
+    ok(lab.shoal_on(
+        "n1",
+        &["stack", "deploy", "-c", &compose.to_string_lossy(), "app"],
+    ));
+    let _ = std::fs::remove_file(&compose);
+    wait("the stack's names", 20, || {
+        let a = a_of(&lab, client, "app_api");
+        !a.is_empty() && a == a_of(&lab, client, "api")
+    });
     // Case: matched either way, the question comes back as asked.
     let out = dig(&lab, client, &["WeB"]);
     assert!(out.contains("WeB.") && out.contains(&vip), "{out}");
@@ -299,6 +315,44 @@ fn dead_tasks_leave_every_nodes_answers_and_the_resolver_survives() {
         "dead task out of every node's answers after {:?}",
         t0.elapsed()
     );
+
+    // A task failing its health check leaves tasks.NAME everywhere too.
+    service(
+        &lab,
+        &[
+            "--name",
+            "checked",
+            "--replicas",
+            "2",
+            "--restart-condition",
+            "none",
+            "--health-cmd",
+            "test ! -e /tmp/shoal-sick-$(hostname)",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "1",
+            "--network",
+            "appnet",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    wait("2 healthy checked tasks everywhere", 20, || {
+        probes
+            .iter()
+            .all(|p| a_of(&lab, p, "tasks.checked").len() == 2)
+    });
+    let sick = running(&lab, "n1", "checked")[0].clone();
+    let flag = format!("/tmp/shoal-sick-{}", &sick.id[..12]);
+    std::fs::write(&flag, "").unwrap();
+    wait("the unhealthy task gone on every node", 10, || {
+        probes
+            .iter()
+            .all(|p| !a_of(&lab, p, "tasks.checked").contains(&sick.ip))
+    });
+    let _ = std::fs::remove_file(&flag);
 
     // A daemon restart: the task's resolver answers again.
     let on_n2 = probes.iter().find(|p| p.node == "n2").unwrap();
