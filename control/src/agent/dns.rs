@@ -239,7 +239,11 @@ mod tests {
             slot: 1,
             network: "appnet".into(),
             vip,
-            aliases: vec!["Front".into()],
+            aliases: if service == "web" {
+                vec!["Front".into()]
+            } else {
+                vec![]
+            },
             health: health.into(),
         }
     }
