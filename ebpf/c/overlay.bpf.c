@@ -21,6 +21,7 @@
 #include "include/shoal.h"
 #include "include/maps.h"
 #include "include/overlay.h"
+#include "include/lb.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -142,6 +143,23 @@ int shoal_ep_tc(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 	}
 
+	/* A VIP: pick the backend and rewrite the destination first; the
+	 * frame then goes where the backend is, like any other. */
+	if (data + ETH_HLEN <= data_end && ((struct ethhdr *)data)->h_proto == bpf_htons(ETH_P_IP)) {
+		__u32 reason = 0;
+
+		switch (lb_from_endpoint(skb, ifc->vni, &reason)) {
+		case LB_ECHO_REPLY:
+			return bpf_redirect(ifindex, 0);
+		case LB_DROP:
+			return tc_drop(reason);
+		default:
+			break;
+		}
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
 	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
 	case D_ARP_REPLY:
 		count_stat(STAT_ARP_REPLY);
@@ -153,6 +171,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 			return tc_drop(DROP_TRUNCATED);
 		mac_copy(eth->h_dest, d.ep.mac);
 		count_stat(STAT_LOCAL);
+		lb_reverse(skb, d.vni);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
@@ -211,8 +230,10 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
 		return tc_drop(DROP_DECAP_FAILED);
 	count_stat(STAT_DECAP);
-	if (d.inner_proto == bpf_htons(ETH_P_IP))
+	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
+		lb_reverse(skb, d.vni);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
+	}
 	return bpf_redirect(d.ep.ifindex, 0);
 }
 

@@ -27,7 +27,14 @@ pub mod map {
     pub const CONFIG: &str = "shoal_config";
     pub const DROPS: &str = "shoal_drops";
     pub const STATS: &str = "shoal_stats";
-    pub const ALL: &[&str] = &[ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS];
+    pub const SERVICES: &str = "shoal_services";
+    pub const MAGLEV: &str = "shoal_maglev";
+    pub const BACKENDS: &str = "shoal_backends";
+    pub const CT: &str = "shoal_ct";
+    pub const RCT: &str = "shoal_rct";
+    pub const ALL: &[&str] = &[
+        ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS, SERVICES, MAGLEV, BACKENDS, CT, RCT,
+    ];
 }
 
 /// Outer IPv4 + UDP + VXLAN + inner Ethernet.
@@ -87,6 +94,75 @@ pub struct Config {
     pub pad: u32,
 }
 
+/// Largest Maglev table (`SHOAL_MAGLEV_MAX`, Cilium's default M).
+pub const MAGLEV_MAX: usize = 16381;
+
+/// `struct svc_key`: a service by network and VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcKey {
+    pub vni: u32,
+    pub vip: u32,
+}
+
+/// `struct svc_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcValue {
+    /// Live backends.
+    pub count: u32,
+    /// The Maglev table's size (a prime, at most `MAGLEV_MAX`).
+    pub m: u32,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// `struct maglev_value`: slot -> backend IPv4 (network order; 0 = none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MaglevValue {
+    pub slots: [u32; MAGLEV_MAX],
+}
+
+impl MaglevValue {
+    pub fn zeroed() -> Box<Self> {
+        Box::new(Self {
+            slots: [0; MAGLEV_MAX],
+        })
+    }
+}
+
+/// `struct backend_key`: a live backend of a service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub vni: u32,
+    pub vip: u32,
+    pub ip: u32,
+}
+
+/// `struct ct_key`: one direction of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub vni: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    /// Network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct ct_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    pub backend: u32,
+    pub vip: u32,
+}
+
 // SAFETY: plain-old-data mirrors of C structs, no padding holes with
 // uninitialised bytes that the kernel would read (sizes checked below).
 unsafe impl aya::Pod for EpKey {}
@@ -94,6 +170,12 @@ unsafe impl aya::Pod for EpValue {}
 unsafe impl aya::Pod for IfaceValue {}
 unsafe impl aya::Pod for VniValue {}
 unsafe impl aya::Pod for Config {}
+unsafe impl aya::Pod for SvcKey {}
+unsafe impl aya::Pod for SvcValue {}
+unsafe impl aya::Pod for MaglevValue {}
+unsafe impl aya::Pod for BackendKey {}
+unsafe impl aya::Pod for CtKey {}
+unsafe impl aya::Pod for CtValue {}
 
 macro_rules! counters {
     ($(#[$m:meta])* $name:ident { $($var:ident = $label:literal),* $(,)? }) => {
@@ -130,6 +212,10 @@ counters! {
         FibFailed = "no_route_to_vtep",
         ArpUnknown = "arp_unknown_target",
         FragNeeded = "too_big_for_underlay",
+        VipProto = "vip_unsupported_protocol",
+        VipFragment = "vip_fragment",
+        NoBackend = "no_backend",
+        LbRewrite = "lb_rewrite_failed",
     }
 }
 
@@ -142,6 +228,9 @@ counters! {
         ArpReply = "arp_reply",
         PassUnderlay = "pass_underlay",
         PassEndpoint = "pass_endpoint",
+        LbDnat = "lb_dnat",
+        LbRevnat = "lb_revnat",
+        LbEcho = "lb_echo_reply",
     }
 }
 
@@ -156,6 +245,12 @@ mod tests {
         assert_eq!(std::mem::size_of::<IfaceValue>(), 28);
         assert_eq!(std::mem::size_of::<VniValue>(), 4);
         assert_eq!(std::mem::size_of::<Config>(), 16);
+        assert_eq!(std::mem::size_of::<SvcKey>(), 8);
+        assert_eq!(std::mem::size_of::<SvcValue>(), 16);
+        assert_eq!(std::mem::size_of::<MaglevValue>(), 4 * 16381);
+        assert_eq!(std::mem::size_of::<BackendKey>(), 12);
+        assert_eq!(std::mem::size_of::<CtKey>(), 20);
+        assert_eq!(std::mem::size_of::<CtValue>(), 8);
     }
 
     #[test]
@@ -167,7 +262,7 @@ mod tests {
 
     #[test]
     fn counter_enums_cover_the_c_enums() {
-        assert_eq!(DropReason::ALL.len(), 16); // DROP_MAX
-        assert_eq!(Stat::ALL.len(), 6); // STAT_MAX
+        assert_eq!(DropReason::ALL.len(), 20); // DROP_MAX
+        assert_eq!(Stat::ALL.len(), 9); // STAT_MAX
     }
 }

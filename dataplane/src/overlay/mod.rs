@@ -8,6 +8,8 @@
 //! DIR/links/ul_tc_eth0, ep_tc_veth1234     one pinned link per attachment
 //! ```
 
+#[cfg(test)]
+mod lb_tests;
 mod maps;
 #[cfg(test)]
 mod tests;

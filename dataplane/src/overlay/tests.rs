@@ -17,24 +17,24 @@ use super::{Accel, Hook, Maps, Overlay};
 use crate::netlink::{Mac, Netlink};
 use crate::netns::NetNs;
 
-const VNI: u32 = 4097;
-const LOCAL_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const REMOTE_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const REMOTE_VTEP_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
-const EP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2); // local, behind "epa"
-const EP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3); // local, behind "epb"
-const EP_R: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 9); // remote, behind REMOTE_VTEP
-const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
-const MAC_A: Mac = [0x02, 0x42, 10, 0, 1, 2];
-const MAC_B: Mac = [0x02, 0x42, 10, 0, 1, 3];
-const MAC_R: Mac = [0x02, 0x42, 10, 0, 1, 9];
+pub(super) const VNI: u32 = 4097;
+pub(super) const LOCAL_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub(super) const REMOTE_VTEP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub(super) const REMOTE_VTEP_MAC: Mac = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
+pub(super) const EP_A: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2); // local, behind "epa"
+pub(super) const EP_B: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 3); // local, behind "epb"
+pub(super) const EP_R: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 9); // remote, behind REMOTE_VTEP
+pub(super) const GW: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 1);
+pub(super) const MAC_A: Mac = [0x02, 0x42, 10, 0, 1, 2];
+pub(super) const MAC_B: Mac = [0x02, 0x42, 10, 0, 1, 3];
+pub(super) const MAC_R: Mac = [0x02, 0x42, 10, 0, 1, 9];
 
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_REDIRECT: u32 = 4;
+pub(super) const TC_ACT_OK: u32 = 0;
+pub(super) const TC_ACT_SHOT: u32 = 2;
+pub(super) const TC_ACT_REDIRECT: u32 = 7;
+pub(super) const XDP_DROP: u32 = 1;
+pub(super) const XDP_PASS: u32 = 2;
+pub(super) const XDP_REDIRECT: u32 = 4;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -51,17 +51,19 @@ impl Drop for Fixture {
     }
 }
 
-struct Env {
-    overlay: Overlay,
-    maps: Maps,
-    ul_ifindex: u32,
-    ul_mac: Mac,
-    epa_ifindex: u32,
-    epa_host_mac: Mac,
+pub(super) struct Env {
+    pub(super) overlay: Overlay,
+    pub(super) maps: Maps,
+    pub(super) pins: PathBuf,
+    pub(super) ul_ifindex: u32,
+    pub(super) ul_mac: Mac,
+    pub(super) epa_ifindex: u32,
+    pub(super) epb_ifindex: u32,
+    pub(super) epa_host_mac: Mac,
 }
 
 /// Sets up the namespace and runs `f` inside it.
-fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
+pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     let fx = Fixture {
         ns: format!("shoal-ut-{}-{n}", std::process::id()),
@@ -135,9 +137,11 @@ fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
             Env {
                 overlay,
                 maps,
+                pins: pins.clone(),
                 ul_ifindex: ul,
                 ul_mac,
                 epa_ifindex: epa,
+                epb_ifindex: epb,
                 epa_host_mac,
             }
         });
@@ -147,10 +151,16 @@ fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
     drop(fx);
 }
 
-const HOOKS: [Hook; 2] = [Hook::Tc, Hook::Xdp];
+pub(super) const HOOKS: [Hook; 2] = [Hook::Tc, Hook::Xdp];
 
 /// Runs an endpoint-side (`ep`) or underlay-side (`ul`) program once.
-fn run(env: &mut Env, hook: Hook, ul: bool, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+pub(super) fn run(
+    env: &mut Env,
+    hook: Hook,
+    ul: bool,
+    ifindex: u32,
+    frame: &[u8],
+) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
     let ebpf = env.overlay.ebpf_mut();
     let res = match hook {
@@ -196,21 +206,21 @@ fn run(env: &mut Env, hook: Hook, ul: bool, ifindex: u32, frame: &[u8]) -> (u32,
     (res.return_value, out)
 }
 
-fn verdict_redirect(h: Hook) -> u32 {
+pub(super) fn verdict_redirect(h: Hook) -> u32 {
     if h == Hook::Tc {
         TC_ACT_REDIRECT
     } else {
         XDP_REDIRECT
     }
 }
-fn verdict_pass(h: Hook) -> u32 {
+pub(super) fn verdict_pass(h: Hook) -> u32 {
     if h == Hook::Tc {
         TC_ACT_OK
     } else {
         XDP_PASS
     }
 }
-fn verdict_drop(h: Hook) -> u32 {
+pub(super) fn verdict_drop(h: Hook) -> u32 {
     if h == Hook::Tc {
         TC_ACT_SHOT
     } else {
@@ -220,7 +230,7 @@ fn verdict_drop(h: Hook) -> u32 {
 
 // ---- frame builders -------------------------------------------------------
 
-fn eth(dst: Mac, src: Mac, proto: u16) -> Vec<u8> {
+pub(super) fn eth(dst: Mac, src: Mac, proto: u16) -> Vec<u8> {
     let mut f = Vec::with_capacity(1600);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
@@ -228,7 +238,7 @@ fn eth(dst: Mac, src: Mac, proto: u16) -> Vec<u8> {
     f
 }
 
-fn csum(b: &[u8]) -> u16 {
+pub(super) fn csum(b: &[u8]) -> u16 {
     let mut s: u32 = 0;
     for c in b.chunks(2) {
         s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
@@ -240,7 +250,7 @@ fn csum(b: &[u8]) -> u16 {
 }
 
 /// An IPv4 header (with `opts` option bytes) + payload.
-fn ipv4(
+pub(super) fn ipv4(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     proto: u8,
@@ -266,7 +276,7 @@ fn ipv4(
     h
 }
 
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut u = Vec::new();
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
@@ -276,7 +286,7 @@ fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     u
 }
 
-fn arp(op: u16, sha: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8> {
+pub(super) fn arp(op: u16, sha: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8> {
     let mut a = vec![0, 1, 0x08, 0x00, 6, 4];
     a.extend_from_slice(&op.to_be_bytes());
     a.extend_from_slice(&sha);
@@ -287,7 +297,7 @@ fn arp(op: u16, sha: Mac, spa: Ipv4Addr, tha: Mac, tpa: Ipv4Addr) -> Vec<u8> {
 }
 
 /// An endpoint's IPv4/UDP frame from `src` to `dst`.
-fn ep_frame(
+pub(super) fn ep_frame(
     src: Ipv4Addr,
     src_mac: Mac,
     dst: Ipv4Addr,
@@ -301,7 +311,7 @@ fn ep_frame(
 }
 
 /// The VXLAN frame a peer VTEP would send us.
-fn vxlan_frame(
+pub(super) fn vxlan_frame(
     flags: u8,
     vni: u32,
     dst_vtep: Ipv4Addr,
@@ -324,12 +334,19 @@ fn vxlan_frame(
     f
 }
 
-fn drops(env: &Env, r: DropReason) -> u64 {
+pub(super) fn drops(env: &Env, r: DropReason) -> u64 {
     env.maps.counters().drop_count(r)
 }
 
 /// Runs `frame` and checks it was dropped for `reason` (counter +1).
-fn expect_drop(env: &mut Env, h: Hook, ul: bool, ifindex: u32, frame: &[u8], reason: DropReason) {
+pub(super) fn expect_drop(
+    env: &mut Env,
+    h: Hook,
+    ul: bool,
+    ifindex: u32,
+    frame: &[u8],
+    reason: DropReason,
+) {
     let before = drops(env, reason);
     let (rc, _) = run(env, h, ul, ifindex, frame);
     assert_eq!(rc, verdict_drop(h), "{h:?}: expected drop ({reason:?})");
@@ -339,7 +356,7 @@ fn expect_drop(env: &mut Env, h: Hook, ul: bool, ifindex: u32, frame: &[u8], rea
 // ---- encap side -------------------------------------------------------------
 
 #[test]
-fn encap_produces_exact_rfc7348_frame() {
+pub(super) fn encap_produces_exact_rfc7348_frame() {
     with_env(|env| {
         for h in HOOKS {
             let inner = ep_frame(EP_A, MAC_A, EP_R, MAC_R, 100);
@@ -384,7 +401,7 @@ fn encap_produces_exact_rfc7348_frame() {
 }
 
 #[test]
-fn encap_handles_tiny_max_options_and_fragments() {
+pub(super) fn encap_handles_tiny_max_options_and_fragments() {
     with_env(|env| {
         for h in HOOKS {
             // Smallest: Ethernet + bare IPv4 header.
@@ -432,7 +449,7 @@ fn encap_handles_tiny_max_options_and_fragments() {
 }
 
 #[test]
-fn same_node_traffic_goes_endpoint_to_endpoint() {
+pub(super) fn same_node_traffic_goes_endpoint_to_endpoint() {
     with_env(|env| {
         for h in HOOKS {
             let f = ep_frame(EP_A, MAC_A, EP_B, [0xee; 6], 64);
@@ -446,7 +463,7 @@ fn same_node_traffic_goes_endpoint_to_endpoint() {
 }
 
 #[test]
-fn arp_is_answered_without_a_bridge() {
+pub(super) fn arp_is_answered_without_a_bridge() {
     with_env(|env| {
         for h in HOOKS {
             let tx = verdict_redirect(h);
@@ -467,7 +484,7 @@ fn arp_is_answered_without_a_bridge() {
 }
 
 #[test]
-fn endpoint_side_refuses_what_it_cannot_place() {
+pub(super) fn endpoint_side_refuses_what_it_cannot_place() {
     with_env(|env| {
         for h in HOOKS {
             let ifx = env.epa_ifindex;
@@ -512,7 +529,7 @@ fn endpoint_side_refuses_what_it_cannot_place() {
 // ---- decap side ---------------------------------------------------------------
 
 #[test]
-fn decap_delivers_inner_frame_to_the_right_endpoint() {
+pub(super) fn decap_delivers_inner_frame_to_the_right_endpoint() {
     with_env(|env| {
         for h in HOOKS {
             let inner = ep_frame(EP_R, MAC_R, EP_A, [0x11; 6], 200);
@@ -550,7 +567,7 @@ fn decap_delivers_inner_frame_to_the_right_endpoint() {
 }
 
 #[test]
-fn decap_handles_outer_ip_options() {
+pub(super) fn decap_handles_outer_ip_options() {
     with_env(|env| {
         for h in HOOKS {
             let inner = ep_frame(EP_R, MAC_R, EP_A, MAC_A, 50);
@@ -574,7 +591,7 @@ fn decap_handles_outer_ip_options() {
 }
 
 #[test]
-fn underlay_passes_what_is_not_ours() {
+pub(super) fn underlay_passes_what_is_not_ours() {
     with_env(|env| {
         for h in HOOKS {
             let inner = ep_frame(EP_R, MAC_R, EP_A, MAC_A, 20);
@@ -624,7 +641,7 @@ fn underlay_passes_what_is_not_ours() {
 }
 
 #[test]
-fn decap_drops_and_counts_malformed_vxlan() {
+pub(super) fn decap_drops_and_counts_malformed_vxlan() {
     with_env(|env| {
         for h in HOOKS {
             let ul = env.ul_ifindex;

@@ -173,6 +173,23 @@ static __always_inline void arp_make_reply(struct ethhdr *eth, struct arp_eth_ip
 	arp->spa = tpa;
 }
 
+/* The services map is declared here (not in lb.h) because the ARP
+ * responder, shared by both hooks, answers for VIPs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct svc_key);
+	__type(value, struct svc_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_services SEC(".maps");
+
+static __always_inline int vip_exists(__u32 vni, __be32 ip)
+{
+	struct svc_key k = { .vni = vni, .vip = ip };
+
+	return bpf_map_lookup_elem(&shoal_services, &k) != NULL;
+}
+
 static __always_inline int lookup_ep(struct decision *d, __u32 vni, __be32 ip)
 {
 	struct ep_key key = { .vni = vni, .ip = ip };
@@ -220,7 +237,9 @@ static __always_inline int classify_from_endpoint(void *data, void *data_end,
 		if (arp->op == bpf_htons(ARPOP_REQUEST)) {
 			if (lookup_ep(d, ifc->vni, arp->tpa)) {
 				arp_make_reply(eth, arp, d->ep.mac);
-			} else if (arp->tpa == ifc->gateway && ifc->gateway) {
+			} else if ((arp->tpa == ifc->gateway && ifc->gateway) ||
+				   vip_exists(ifc->vni, arp->tpa)) {
+				/* The gateway and the VIPs: the host side. */
 				arp_make_reply(eth, arp, ifc->host_mac);
 			} else {
 				return drop(d, DROP_ARP_UNKNOWN);

@@ -55,6 +55,52 @@ struct shoal_config {
 	__u32 pad;
 };
 
+/* ---- VIP load balancing (include/lb.h) ---- */
+
+/* The largest Maglev table: Cilium's default M (a prime). */
+#define SHOAL_MAGLEV_MAX 16381
+
+/* A service by network and VIP. */
+struct svc_key {
+	__u32 vni;
+	__u32 vip; /* network byte order */
+};
+
+struct svc_value {
+	__u32 count; /* live backends */
+	__u32 m;     /* Maglev table size, a prime <= SHOAL_MAGLEV_MAX */
+	__u32 flags;
+	__u32 pad;
+};
+
+/* slot -> backend IPv4 (network byte order), 0 = none */
+struct maglev_value {
+	__u32 slots[SHOAL_MAGLEV_MAX];
+};
+
+/* A live backend of a service. */
+struct backend_key {
+	__u32 vni;
+	__u32 vip;
+	__u32 ip;
+};
+
+/* One direction of a flow through a VIP. */
+struct ct_key {
+	__u32 vni;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport; /* network byte order */
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct_value {
+	__u32 backend;
+	__u32 vip;
+};
+
 /* Drop reasons: index into shoal_drops. Mirrored by DropReason in Rust. */
 enum shoal_drop {
 	DROP_NONE = 0,
@@ -73,6 +119,10 @@ enum shoal_drop {
 	DROP_FIB_FAILED,        /* no route to the remote VTEP */
 	DROP_ARP_UNKNOWN,       /* ARP request for an address nobody has */
 	DROP_FRAG_NEEDED,       /* encapsulated frame exceeds the underlay MTU */
+	DROP_VIP_PROTO,         /* to a VIP, neither TCP, UDP nor ICMP echo */
+	DROP_VIP_FRAGMENT,      /* a fragment to a VIP (no ports to balance by) */
+	DROP_NO_BACKEND,        /* a VIP whose service has no live backend */
+	DROP_LB_REWRITE,        /* the kernel refused the address rewrite */
 	DROP_MAX,
 };
 
@@ -84,6 +134,9 @@ enum shoal_stat {
 	STAT_ARP_REPLY,    /* ARP requests answered by the dataplane */
 	STAT_PASS_UNDERLAY,/* underlay frames that were not ours */
 	STAT_PASS_ENDPOINT,/* endpoint frames to off-subnet destinations */
+	STAT_LB_DNAT,      /* frames to a VIP sent to a backend */
+	STAT_LB_REVNAT,    /* replies given their VIP back */
+	STAT_LB_ECHO,      /* echo requests to a VIP answered */
 	STAT_MAX,
 };
 

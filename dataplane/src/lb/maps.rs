@@ -1,0 +1,181 @@
+//! Typed access to the load balancer's pinned maps (`ebpf/c/include/lb.h`):
+//! services by (VNI, VIP), their Maglev tables and live backends, and the
+//! two conntrack tables.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData};
+use shoal_ebpf::{map, BackendKey, CtKey, CtValue, MaglevValue, SvcKey, SvcValue, MAGLEV_MAX};
+
+use super::maglev;
+use crate::overlay::{ip_key, key_ip};
+use crate::Error;
+
+pub struct LbMaps {
+    services: HashMap<MapData, SvcKey, SvcValue>,
+    maglev: HashMap<MapData, SvcKey, MaglevValue>,
+    backends: HashMap<MapData, BackendKey, u32>,
+    ct: HashMap<MapData, CtKey, CtValue>,
+}
+
+fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
+    let path = dir.join(name);
+    MapData::from_pin(&path)
+        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
+}
+
+/// A service as the datapath holds it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LbService {
+    pub vni: u32,
+    pub vip: Ipv4Addr,
+    pub m: u32,
+    pub backends: Vec<(Ipv4Addr, u32)>,
+}
+
+/// A conntrack entry: a client's flow to a VIP and its backend.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LbFlow {
+    pub vni: u32,
+    pub client: Ipv4Addr,
+    pub client_port: u16,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    pub proto: u8,
+    pub backend: Ipv4Addr,
+}
+
+impl LbMaps {
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let hash = |name: &str| -> Result<MapData, Error> { open(dir, name) };
+        Ok(Self {
+            services: HashMap::try_from(Map::HashMap(hash(map::SERVICES)?))
+                .map_err(|e| Error::bpf("map shoal_services", e))?,
+            maglev: HashMap::try_from(Map::HashMap(hash(map::MAGLEV)?))
+                .map_err(|e| Error::bpf("map shoal_maglev", e))?,
+            backends: HashMap::try_from(Map::HashMap(hash(map::BACKENDS)?))
+                .map_err(|e| Error::bpf("map shoal_backends", e))?,
+            ct: HashMap::try_from(Map::LruHashMap(hash(map::CT)?))
+                .map_err(|e| Error::bpf("map shoal_ct", e))?,
+        })
+    }
+
+    /// Programs a service's backends (any order): its Maglev table first,
+    /// then the live set, so a packet never finds a slot naming a backend
+    /// the table does not know. `m`: one of `maglev::SIZES`.
+    pub fn set_service(
+        &mut self,
+        vni: u32,
+        vip: Ipv4Addr,
+        backends: &[Ipv4Addr],
+        m: u32,
+    ) -> Result<(), Error> {
+        let set: BTreeSet<Ipv4Addr> = backends.iter().copied().collect();
+        let list: Vec<Ipv4Addr> = set.iter().copied().collect();
+        let key = SvcKey {
+            vni,
+            vip: ip_key(vip),
+        };
+        let mut table = MaglevValue::zeroed();
+        for (slot, i) in maglev::table(&list, m).into_iter().enumerate() {
+            table.slots[slot] = ip_key(list[i as usize]);
+        }
+        self.maglev
+            .insert(key, table, 0)
+            .map_err(|e| Error::bpf("maglev insert", e))?;
+        for b in &list {
+            let bk = BackendKey {
+                vni,
+                vip: ip_key(vip),
+                ip: ip_key(*b),
+            };
+            self.backends
+                .insert(bk, 1, 0)
+                .map_err(|e| Error::bpf("backend insert", e))?;
+        }
+        self.services
+            .insert(
+                key,
+                SvcValue {
+                    count: list.len() as u32,
+                    m,
+                    ..Default::default()
+                },
+                0,
+            )
+            .map_err(|e| Error::bpf("service insert", e))?;
+        let stale: Vec<BackendKey> = self
+            .backends
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.vni == vni && k.vip == ip_key(vip) && !set.contains(&key_ip(k.ip)))
+            .collect();
+        for k in stale {
+            let _ = self.backends.remove(&k);
+        }
+        Ok(())
+    }
+
+    pub fn remove_service(&mut self, vni: u32, vip: Ipv4Addr) {
+        let key = SvcKey {
+            vni,
+            vip: ip_key(vip),
+        };
+        let _ = self.services.remove(&key);
+        let _ = self.maglev.remove(&key);
+        let gone: Vec<BackendKey> = self
+            .backends
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.vni == vni && k.vip == ip_key(vip))
+            .collect();
+        for k in gone {
+            let _ = self.backends.remove(&k);
+        }
+    }
+
+    /// Every service with each backend's share of its Maglev table.
+    pub fn services(&self) -> Vec<LbService> {
+        let mut out = vec![];
+        for (k, v) in self.services.iter().filter_map(|r| r.ok()) {
+            let mut shares: std::collections::BTreeMap<Ipv4Addr, u32> = Default::default();
+            if let Ok(t) = self.maglev.get(&k, 0) {
+                for s in &t.slots[..(v.m as usize).min(MAGLEV_MAX)] {
+                    if *s != 0 {
+                        *shares.entry(key_ip(*s)).or_default() += 1;
+                    }
+                }
+            }
+            out.push(LbService {
+                vni: k.vni,
+                vip: key_ip(k.vip),
+                m: v.m,
+                backends: shares.into_iter().collect(),
+            });
+        }
+        out.sort_by_key(|s| (s.vni, s.vip));
+        out
+    }
+
+    /// The conntrack table (clients' flows to VIPs).
+    pub fn flows(&self) -> Vec<LbFlow> {
+        let mut out: Vec<LbFlow> = self
+            .ct
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| LbFlow {
+                vni: k.vni,
+                client: key_ip(k.saddr),
+                client_port: u16::from_be(k.sport),
+                vip: key_ip(k.daddr),
+                port: u16::from_be(k.dport),
+                proto: k.proto,
+                backend: key_ip(v.backend),
+            })
+            .collect();
+        out.sort_by_key(|f| (f.vni, f.vip, f.client, f.client_port));
+        out
+    }
+}

@@ -1,0 +1,182 @@
+//! BPF_PROG_TEST_RUN tests of VIP load balancing on the endpoint's tc hook
+//! (`ebpf/c/include/lb.h`): DNAT to a Maglev-chosen backend with valid
+//! checksums, conntrack keeping a flow's backend, reverse NAT of replies,
+//! echo requests to a VIP answered, ARP for a VIP, a dead backend's flow
+//! moved on, and the drops (no backend, fragments, other protocols).
+
+use std::net::Ipv4Addr;
+
+use shoal_ebpf::{DropReason, Stat};
+
+use super::tests::*;
+use super::Hook;
+use crate::lb::LbMaps;
+use crate::netlink::Mac;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
+const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 101);
+
+fn sum16(b: &[u8], mut s: u32) -> u32 {
+    for c in b.chunks(2) {
+        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    s
+}
+
+fn fold(mut s: u32) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// The L4 checksum of a segment (checksum field included) over the IPv4
+/// pseudo-header: 0 when it is right.
+fn l4_check(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
+    let mut p = vec![];
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(seg.len() as u16).to_be_bytes());
+    fold(sum16(seg, sum16(&p, 0)))
+}
+
+/// A TCP segment (SYN) with a correct checksum.
+fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&1u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    t.extend_from_slice(b"hello");
+    let c = l4_check(src, dst, 6, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    t
+}
+
+fn udp_ok(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut u = udp(sport, dport, b"ping");
+    let c = l4_check(src, dst, 17, &u);
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    u
+}
+
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8], dst_mac: Mac) -> Vec<u8> {
+    let mut f = eth(dst_mac, MAC_A, 0x0800);
+    f.extend(ipv4(src, dst, proto, 0, &[], l4));
+    f
+}
+
+fn addrs(f: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+    let a = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
+    (a(26), a(30))
+}
+
+/// IP header checksum and L4 checksum of an Ethernet/IPv4 frame are right.
+fn checksums_ok(f: &[u8]) -> bool {
+    let (src, dst) = addrs(f);
+    fold(sum16(&f[14..34], 0)) == 0 && l4_check(src, dst, f[23], &f[34..]) == 0
+}
+
+#[test]
+fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
+    with_env(|env| {
+        let mut lb = LbMaps::open(&env.pins).unwrap();
+        lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
+        let host = env.epa_host_mac;
+
+        // TCP to the VIP: rewritten to the backend, delivered locally.
+        let f = frame(EP_A, VIP, 6, &tcp(EP_A, VIP, 40000, 80), host);
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (EP_A, EP_B));
+        assert_eq!(&out[0..6], &MAC_B);
+        assert!(checksums_ok(&out), "{out:02x?}");
+        assert_eq!(lb.flows().len(), 1);
+        assert_eq!(lb.flows()[0].backend, EP_B);
+
+        // The backend's reply, delivered to the client: from the VIP.
+        let mut r = eth(MAC_A, MAC_B, 0x0800);
+        r.extend(ipv4(EP_B, EP_A, 6, 0, &[], &tcp(EP_B, EP_A, 80, 40000)));
+        let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (VIP, EP_A));
+        assert!(checksums_ok(&out), "{out:02x?}");
+
+        // UDP, with its checksum.
+        let f = frame(EP_A, VIP, 17, &udp_ok(EP_A, VIP, 5353, 53), host);
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (EP_A, EP_B));
+        assert!(checksums_ok(&out));
+
+        // ping VIP: answered at once, from the VIP.
+        let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        icmp.extend_from_slice(b"abcdefgh");
+        let c = fold(sum16(&icmp, 0));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let f = frame(EP_A, VIP, 1, &icmp, host);
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (VIP, EP_A));
+        assert_eq!(out[34], 0, "echo reply");
+        assert_eq!(fold(sum16(&out[34..], 0)), 0, "icmp checksum");
+        assert_eq!(&out[0..6], &MAC_A);
+
+        // ARP for the VIP: the host side answers.
+        let mut a = eth([0xff; 6], MAC_A, 0x0806);
+        a.extend(arp(1, MAC_A, EP_A, [0; 6], VIP));
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &a);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(&out[22..28], &host);
+
+        // The backend goes, another comes (remote): the flow moves on to
+        // it (encapsulated), where a TCP stack that does not know it resets
+        // it at once.
+        lb.set_service(VNI, VIP, &[EP_R], 251).unwrap();
+        let f = frame(EP_A, VIP, 6, &tcp(EP_A, VIP, 40000, 80), host);
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), f.len() + 50, "encapsulated");
+        assert_eq!(addrs(&out[50..]), (EP_A, EP_R));
+
+        let before = env.maps.counters();
+        // No live backend; a fragment; another protocol: dropped, counted.
+        lb.set_service(VNI, EMPTY_VIP, &[], 251).unwrap();
+        let f = frame(EP_A, EMPTY_VIP, 6, &tcp(EP_A, EMPTY_VIP, 1, 80), host);
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &f).0,
+            TC_ACT_SHOT
+        );
+        let mut fr = eth(host, MAC_A, 0x0800);
+        fr.extend(ipv4(EP_A, VIP, 17, 0x2000, &[], &udp(1, 2, b"frag")));
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &fr).0,
+            TC_ACT_SHOT
+        );
+        let gre = frame(EP_A, VIP, 47, &[0u8; 8], host);
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &gre).0,
+            TC_ACT_SHOT
+        );
+        let after = env.maps.counters();
+        for r in [
+            DropReason::NoBackend,
+            DropReason::VipFragment,
+            DropReason::VipProto,
+        ] {
+            assert_eq!(after.drop_count(r), before.drop_count(r) + 1, "{r:?}");
+        }
+        assert!(after.stat(Stat::LbDnat) >= 3 && after.stat(Stat::LbRevnat) >= 1);
+        assert!(after.stat(Stat::LbEcho) >= 1);
+
+        // Shares of the table, as `shoal debug lb` shows them.
+        lb.set_service(VNI, VIP, &[EP_B, EP_R], 251).unwrap();
+        let svc = lb.services().into_iter().find(|s| s.vip == VIP).unwrap();
+        assert_eq!(svc.backends.iter().map(|b| b.1).sum::<u32>(), 251);
+        lb.remove_service(VNI, VIP);
+        assert!(lb.services().iter().all(|s| s.vip != VIP));
+    });
+}

@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * VIP load balancing on the endpoint's tc hook, with first-class maps:
+ *
+ *   shoal_services  (VNI, VIP)          -> backend count, Maglev size
+ *   shoal_maglev    (VNI, VIP)          -> Maglev table: slot -> backend IP
+ *   shoal_backends  (VNI, VIP, backend) -> present (a live backend)
+ *   shoal_ct        flow to the VIP     -> its backend      (LRU)
+ *   shoal_rct       flow from a backend -> the VIP it hides (LRU)
+ *
+ * Every TCP and UDP port of a VIP goes to the same port of the backend (as
+ * in Docker: services do not declare ports). A flow keeps its backend while
+ * that backend lives; if it went away, the flow is sent to the backend the
+ * table gives now, whose kernel resets a TCP flow it does not know at once
+ * (no hanging connection) and simply carries a UDP one on.
+ */
+#ifndef SHOAL_LB_H
+#define SHOAL_LB_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "shoal.h"
+#include "maps.h"
+#include "overlay.h"
+
+#define SHOAL_MAX_SERVICES 4096
+#define SHOAL_MAX_BACKENDS 65536
+#define SHOAL_CT_MAX 262144
+
+/* shoal_services is declared in overlay.h (the ARP responder needs it). */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MAX_SERVICES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct svc_key);
+	__type(value, struct maglev_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_maglev SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MAX_BACKENDS);
+	__type(key, struct backend_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SHOAL_CT_MAX);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SHOAL_CT_MAX);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_rct SEC(".maps");
+
+/* From linux/icmp.h, which drags in glibc's socket headers. */
+#define ICMP_ECHOREPLY 0
+#define ICMP_ECHO 8
+
+struct icmp_echo_hdr {
+	__u8 type;
+	__u8 code;
+	__u16 checksum;
+	__u32 rest;
+};
+
+enum lb_verdict {
+	LB_CONTINUE = 0, /* not for a VIP, or rewritten: carry on */
+	LB_ECHO_REPLY,   /* an echo request to a VIP, turned into the reply */
+	LB_DROP,         /* drop, with a reason */
+};
+
+/* The flow's hash: the same on every node (no per-boot seed), so every
+ * node's identical Maglev table sends a flow to the same backend. */
+static __always_inline __u32 lb_hash(__u32 a, __u32 b, __u32 c)
+{
+	__u32 h = a * 0x9e3779b1u;
+
+	h ^= b + 0x7f4a7c15u + (h << 6) + (h >> 2);
+	h ^= c + 0x94d049bbu + (h << 6) + (h >> 2);
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline int l4_csum_off(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? 16 : 6;
+}
+
+/* Rewrites the IPv4 address at `addr_off` (12: source, 16: destination)
+ * and fixes the IP and L4 checksums incrementally. */
+static __always_inline int rewrite_addr(struct __sk_buff *skb, int l4, __u8 proto, int addr_off,
+					__be32 from, __be32 to)
+{
+	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(to);
+
+	if (proto == IPPROTO_UDP)
+		flags |= BPF_F_MARK_MANGLED_0; /* a zero UDP checksum stays zero */
+	if (bpf_l4_csum_replace(skb, l4 + l4_csum_off(proto), from, to, flags))
+		return -1;
+	if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, from, to, sizeof(to)))
+		return -1;
+	return bpf_skb_store_bytes(skb, ETH_HLEN + addr_off, &to, sizeof(to), 0);
+}
+
+/* An echo request to a VIP: answered here (Docker's VIPs stay silent). */
+static __always_inline int lb_echo_reply(struct __sk_buff *skb, struct iphdr *ip, int l4)
+{
+	struct icmp_echo_hdr icmp;
+	struct ethhdr eth;
+	__be32 a = ip->saddr, b = ip->daddr;
+	__u8 reply = ICMP_ECHOREPLY;
+
+	if (bpf_skb_load_bytes(skb, l4, &icmp, sizeof(icmp)) || icmp.type != ICMP_ECHO ||
+	    icmp.code != 0)
+		return LB_CONTINUE;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return LB_CONTINUE;
+	{
+		__u8 tmp[ETH_ALEN];
+
+		__builtin_memcpy(tmp, eth.h_dest, ETH_ALEN);
+		__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+		__builtin_memcpy(eth.h_source, tmp, ETH_ALEN);
+	}
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+		return LB_CONTINUE;
+	/* Swapping the addresses leaves the IP checksum as it was. */
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + 12, &b, 4, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + 16, &a, 4, 0))
+		return LB_CONTINUE;
+	if (bpf_l4_csum_replace(skb, l4 + 2, bpf_htons(ICMP_ECHO << 8), bpf_htons(ICMP_ECHOREPLY << 8),
+				2))
+		return LB_CONTINUE;
+	if (bpf_skb_store_bytes(skb, l4, &reply, 1, 0))
+		return LB_CONTINUE;
+	count_stat(STAT_LB_ECHO);
+	return LB_ECHO_REPLY;
+}
+
+/*
+ * A frame from a local endpoint on network `vni`: if it goes to a VIP,
+ * pick the backend (conntrack, else Maglev) and rewrite the destination.
+ */
+static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __u32 *reason)
+{
+	struct svc_key sk = { .vni = vni };
+	struct svc_value *svc;
+	struct iphdr ip;
+	struct ct_key ck = {};
+	struct ct_value *ct, cv = {};
+	__be16 ports[2];
+	__be32 backend = 0;
+	int l4;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+		return LB_CONTINUE;
+	sk.vip = ip.daddr;
+	svc = bpf_map_lookup_elem(&shoal_services, &sk);
+	if (!svc)
+		return LB_CONTINUE;
+	l4 = ETH_HLEN + ip.ihl * 4;
+	if (ip.protocol == IPPROTO_ICMP)
+		return lb_echo_reply(skb, &ip, l4);
+	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP) {
+		*reason = DROP_VIP_PROTO;
+		return LB_DROP;
+	}
+	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		/* Later fragments carry no ports to balance by. */
+		*reason = DROP_VIP_FRAGMENT;
+		return LB_DROP;
+	}
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+		return LB_CONTINUE;
+
+	ck.vni = vni;
+	ck.saddr = ip.saddr;
+	ck.daddr = ip.daddr;
+	ck.sport = ports[0];
+	ck.dport = ports[1];
+	ck.proto = ip.protocol;
+	ct = bpf_map_lookup_elem(&shoal_ct, &ck);
+	if (ct) {
+		struct backend_key bk = { .vni = vni, .vip = ip.daddr, .ip = ct->backend };
+
+		if (bpf_map_lookup_elem(&shoal_backends, &bk))
+			backend = ct->backend;
+	}
+	if (!backend) {
+		struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, &sk);
+		__u32 slot;
+
+		if (!mg || !svc->count || !svc->m) {
+			*reason = DROP_NO_BACKEND;
+			return LB_DROP;
+		}
+		slot = lb_hash(ip.saddr, ((__u32)ports[0] << 16) | ports[1],
+			       ip.protocol ^ ip.daddr) % svc->m;
+		if (slot >= SHOAL_MAGLEV_MAX)
+			return LB_CONTINUE;
+		backend = mg->slots[slot];
+		if (!backend) {
+			*reason = DROP_NO_BACKEND;
+			return LB_DROP;
+		}
+		cv.backend = backend;
+		cv.vip = ip.daddr;
+		bpf_map_update_elem(&shoal_ct, &ck, &cv, BPF_ANY);
+		/* The reply's view of the same flow. */
+		ck.saddr = backend;
+		ck.daddr = ip.saddr;
+		ck.sport = ports[1];
+		ck.dport = ports[0];
+		bpf_map_update_elem(&shoal_rct, &ck, &cv, BPF_ANY);
+	}
+	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, backend)) {
+		*reason = DROP_LB_REWRITE;
+		return LB_DROP;
+	}
+	count_stat(STAT_LB_DNAT);
+	return LB_CONTINUE;
+}
+
+/* A frame about to be delivered to a local endpoint: if it answers a flow
+ * that went through a VIP, it gets the VIP back as its source. */
+static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
+{
+	struct iphdr ip;
+	struct ct_key ck = {};
+	struct ct_value *cv;
+	__be16 ports[2];
+	int l4;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+		return;
+	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+		return;
+	if (ip.frag_off & bpf_htons(IP_OFFSET))
+		return;
+	l4 = ETH_HLEN + ip.ihl * 4;
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+		return;
+	ck.vni = vni;
+	ck.saddr = ip.saddr;
+	ck.daddr = ip.daddr;
+	ck.sport = ports[0];
+	ck.dport = ports[1];
+	ck.proto = ip.protocol;
+	cv = bpf_map_lookup_elem(&shoal_rct, &ck);
+	if (!cv)
+		return;
+	if (!rewrite_addr(skb, l4, ip.protocol, 12, ip.saddr, cv->vip))
+		count_stat(STAT_LB_REVNAT);
+}
+
+#endif
