@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod endpoint;
+pub mod lb;
 mod service;
 pub mod store;
 mod swarm;
@@ -63,6 +64,8 @@ pub struct AgentConfig {
     /// TTL of the cluster's DNS answers, seconds.
     pub dns_ttl: u32,
     pub dns_max_forwards: usize,
+    /// Maglev table size of every service (a prime of `lb::maglev::SIZES`).
+    pub maglev_size: u32,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -207,6 +210,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             state: State::default(),
             store,
             programmer,
+            lb: lb::LbProgrammer::new(
+                shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
+                cfg.maglev_size,
+            ),
         }),
         changed: Notify::new(),
     });

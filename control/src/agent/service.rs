@@ -28,6 +28,7 @@ pub struct Inner {
     pub state: State,
     pub store: Store,
     pub programmer: Programmer,
+    pub lb: super::lb::LbProgrammer,
 }
 
 pub struct Agent {
@@ -417,6 +418,12 @@ impl Agent {
         };
         let merged = table::merge(&local, &peers);
         self.rebuild_dns(&inner.state, &merged);
+        let want = {
+            let joined: std::collections::BTreeSet<u32> =
+                inner.state.endpoints.iter().map(|e| e.vni).collect();
+            super::lb::desired(task_records(&inner.state, &merged), &joined)
+        };
+        inner.lb.apply(want);
         let Inner {
             maps, programmer, ..
         } = &mut *inner;
@@ -427,15 +434,6 @@ impl Agent {
     /// The DNS records: every accepted task record of the table and this
     /// node's own; the local tasks' networks in attachment order.
     fn rebuild_dns(&self, st: &State, merged: &table::Merged) {
-        let peers = merged
-            .entries
-            .iter()
-            .filter(|e| e.refused.is_none())
-            .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?)));
-        let own = st
-            .endpoints
-            .iter()
-            .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?)));
         let mut local: Vec<(&str, String, u32)> = st
             .endpoints
             .iter()
@@ -443,9 +441,10 @@ impl Agent {
             .collect();
         // Endpoint names end in the attachment index (t<id>-0, -1, ...).
         local.sort();
-        self.dns
-            .view
-            .rebuild(peers.chain(own), local.into_iter().map(|(_, t, v)| (t, v)));
+        self.dns.view.rebuild(
+            task_records(st, merged),
+            local.into_iter().map(|(_, t, v)| (t, v)),
+        );
     }
 
     /// Sets the health in the service records of a task's endpoints and
@@ -518,6 +517,23 @@ impl Agent {
             refused,
         }
     }
+}
+
+/// Every task record this node knows: its peers' accepted ones and its own.
+fn task_records<'a>(
+    st: &'a State,
+    merged: &'a table::Merged,
+) -> impl Iterator<Item = super::dns::Rec<'a>> {
+    merged
+        .entries
+        .iter()
+        .filter(|e| e.refused.is_none())
+        .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?)))
+        .chain(
+            st.endpoints
+                .iter()
+                .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?))),
+        )
 }
 
 /// Reprograms on every gossip change, local change, and once a second (the

@@ -72,6 +72,10 @@ pub struct DaemonArgs {
     /// (bounded by memory, about 1 KiB each; Docker caps at 1024).
     #[arg(long, default_value_t = 16384)]
     pub dns_max_forwards: usize,
+    /// Maglev table size per service VIP (Cilium's default; one of 251,
+    /// 509, 1021, 2039, 4093, 8191, 16381).
+    #[arg(long, default_value_t = 16381)]
+    pub maglev_size: u32,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -105,6 +109,13 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
+    if !shoal_dataplane::lb::maglev::SIZES.contains(&a.maglev_size) {
+        anyhow::bail!(
+            "--maglev-size {}: want one of {:?}",
+            a.maglev_size,
+            shoal_dataplane::lb::maglev::SIZES
+        );
+    }
     let cfg = AgentConfig {
         node_name,
         advertise_addr: a.advertise_addr,
@@ -124,6 +135,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         dns_upstreams,
         dns_ttl: a.dns_ttl,
         dns_max_forwards: a.dns_max_forwards,
+        maglev_size: a.maglev_size,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

@@ -1,0 +1,206 @@
+//! VIP load balancing in eBPF on a 3-node lab: short connections from a
+//! client on every node spread over three backends on three nodes, each
+//! backend sees the client's own address (no SNAT), every request (a whole
+//! TCP exchange) answered, so no flow split across backends, UDP through
+//! the VIP, ping VIP, a long iperf3 flow through the VIP that survives a
+//! daemon restart of its node, and a scale-down that new connections
+//! follow.
+
+use std::collections::BTreeMap;
+
+use shoal_tests::services::{running, Task};
+use shoal_tests::{ok, shoal, shoal_bin, wait, Lab};
+
+/// Runs a Python script inside task `t` (through `shoal exec`), stdout.
+fn py(lab: &Lab, t: &Task, script: &str) -> String {
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let o = shoal(&[
+        "lab", "exec", "--name", &lab.name, &t.node, "--", &bin, "exec", &t.id, "--", "python3",
+        "-c", script,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `n` HTTP requests, each on a new connection to `web`: "hostname remote" lines.
+fn requests(lab: &Lab, t: &Task, n: usize) -> Vec<(String, String)> {
+    let script = format!(
+        r#"
+import socket
+for i in range({n}):
+    s = socket.create_connection(("web", 80), timeout=3)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    d = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        d += b
+    s.close()
+    t = d.decode()
+    h = [l.split(": ")[1] for l in t.splitlines() if l.startswith("Hostname: ")][0]
+    r = [l.split(": ")[1] for l in t.splitlines() if l.startswith("RemoteAddr: ")][0]
+    print(h, r)
+"#
+    );
+    py(lab, t, &script)
+        .lines()
+        .filter_map(|l| {
+            let (h, r) = l.split_once(' ')?;
+            Some((h.to_string(), r.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn vip_connections_spread_keep_their_backend_and_the_client_address() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let create = |args: &[&str]| {
+        let mut a = vec!["service", "create", "--network", "appnet"];
+        a.extend_from_slice(args);
+        ok(lab.shoal_on("n1", &a));
+    };
+    create(&[
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--replicas-max-per-node",
+        "1",
+        "--",
+        &bin,
+        "whoami",
+        "--port",
+        "80",
+    ]);
+    create(&[
+        "--name",
+        "echo",
+        "--replicas",
+        "2",
+        "--",
+        &bin,
+        "whoami",
+        "--udp",
+        "--port",
+        "5353",
+    ]);
+    create(&[
+        "--name",
+        "perf",
+        "--replicas",
+        "1",
+        "--",
+        "iperf3",
+        "-s",
+        "-p",
+        "5201",
+    ]);
+    create(&[
+        "--name", "client", "--mode", "global", "--", "sleep", "100000",
+    ]);
+    let clients = running(&lab, "n1", "client");
+    assert_eq!(clients.len(), 3);
+    let backends: BTreeMap<String, String> = running(&lab, "n1", "web")
+        .into_iter()
+        .map(|t| (t.id[..12].to_string(), t.node))
+        .collect();
+    assert_eq!(backends.len(), 3);
+
+    // 3 x 300 short connections, from every node.
+    let mut per_backend: BTreeMap<String, usize> = BTreeMap::new();
+    wait("the VIP balanced on every node", 20, || {
+        clients.iter().all(|c| requests(&lab, c, 3).len() == 3)
+    });
+    for c in &clients {
+        for (host, remote) in requests(&lab, c, 300) {
+            assert!(
+                remote.starts_with(&format!("{}:", c.ip)),
+                "the backend saw {remote}, not the client {}",
+                c.ip
+            );
+            *per_backend.entry(host).or_default() += 1;
+        }
+    }
+    eprintln!("900 connections over the backends: {per_backend:?}");
+    assert_eq!(per_backend.len(), 3, "{per_backend:?}");
+    for n in per_backend.values() {
+        // One third each, within 25% of it.
+        assert!((225..=375).contains(n), "{per_backend:?}");
+    }
+
+    // UDP through the VIP: the answer comes from the VIP (a connected
+    // socket accepts nothing else).
+    let out = py(
+        &lab,
+        &clients[0],
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("echo", 5353))
+for i in range(5):
+    s.send(b"hi")
+    print(s.recv(4096).decode().count("Hostname:"))
+"#,
+    );
+    assert_eq!(out.lines().filter(|l| *l == "1").count(), 5, "{out}");
+
+    // ping VIP answers.
+    let o = shoal(&[
+        "lab",
+        "exec",
+        "--name",
+        &lab.name,
+        &clients[1].node,
+        "--",
+        &bin,
+        "exec",
+        &clients[1].id,
+        "--",
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "2",
+        "web",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // A long flow through the VIP keeps going across a daemon restart of
+    // the client's node (pinned maps and conntrack). One iperf3 server:
+    // iperf3 opens a control and a data connection, which a per-flow
+    // balancer may send to different servers.
+    let c = clients[2].clone();
+    let name = lab.name.clone();
+    let iperf = std::thread::spawn(move || {
+        let bin = shoal_bin().to_string_lossy().into_owned();
+        shoal(&[
+            "lab", "exec", "--name", &name, &c.node, "--", &bin, "exec", &c.id, "--", "iperf3",
+            "-c", "perf", "-t", "6", "-J",
+        ])
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    shoal_tests::shoal_ok(&["lab", "restart", "--name", &lab.name, &clients[2].node]);
+    let o = iperf.join().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(report["error"].is_null(), "{report}");
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    assert!(bps > 1e8, "{bps}");
+
+    // Scale down to one: new connections all reach the one left.
+    ok(lab.shoal_on("n1", &["service", "scale", "web=1"]));
+    wait("one web task", 20, || running(&lab, "n1", "web").len() == 1);
+    let left = running(&lab, "n1", "web").remove(0);
+    wait("every client on the one backend left", 20, || {
+        clients.iter().all(|c| {
+            requests(&lab, c, 10)
+                .iter()
+                .all(|(h, _)| *h == left.id[..12])
+        })
+    });
+}
