@@ -64,6 +64,16 @@ pub enum DebugCmd {
         #[arg(long)]
         task: Option<String>,
     },
+    /// The VIP balancer: services, backends' Maglev shares, conntrack,
+    /// counters (from the pinned maps).
+    Lb {
+        /// Only this VIP.
+        #[arg(long)]
+        vip: Option<Ipv4Addr>,
+        /// Only flows of this client.
+        #[arg(long)]
+        client: Option<Ipv4Addr>,
+    },
     /// Schedule a big replicated service over simulated nodes, in-process
     /// (the orchestrator's own plan and apply), and report time and memory.
     ScheduleSim {
@@ -185,6 +195,9 @@ pub fn run(a: DebugArgs) -> Result<()> {
         DebugCmd::Dns { task } => {
             return super::debug_dns::run(&t.socket, task.as_deref(), a.format)
         }
+        DebugCmd::Lb { vip, client } => {
+            return super::debug_lb::run(&t.pins, *vip, *client, a.format)
+        }
         DebugCmd::ScheduleSim { .. } => unreachable!("handled before the target"),
         _ => {}
     }
@@ -261,6 +274,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         | DebugCmd::Gossip
         | DebugCmd::Raft
         | DebugCmd::Dns { .. }
+        | DebugCmd::Lb { .. }
         | DebugCmd::ScheduleSim { .. } => {
             unreachable!("handled above")
         }

@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod debug;
 pub mod debug_dns;
+pub mod debug_lb;
 pub mod endpoint;
 pub mod lab;
 pub mod network;

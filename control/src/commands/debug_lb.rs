@@ -1,0 +1,121 @@
+//! `shoal debug lb [--service VIP|NAME] [--client IP]`: the VIP balancer
+//! as the node's pinned maps hold it: each service with its backends'
+//! shares of the Maglev table, the conntrack entries, and the balancer's
+//! counters. Read from the maps directly (works while the daemon is down).
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use shoal_dataplane::lb::{LbFlow, LbMaps, LbService};
+use shoal_dataplane::overlay::Maps;
+use shoal_ebpf::{DropReason, Stat};
+
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Serialize)]
+struct LbView {
+    services: Vec<LbService>,
+    flows: Vec<LbFlow>,
+    counters: Vec<(String, u64)>,
+}
+
+pub fn run(
+    pins: &Path,
+    vip: Option<Ipv4Addr>,
+    client: Option<Ipv4Addr>,
+    format: Format,
+) -> Result<()> {
+    let lb = LbMaps::open(pins).with_context(|| {
+        format!(
+            "no Shoal balancer pinned at {} (is the daemon running there?)",
+            pins.display()
+        )
+    })?;
+    let c = Maps::open(pins)?.counters();
+    let mut counters: Vec<(String, u64)> = [Stat::LbDnat, Stat::LbRevnat, Stat::LbEcho]
+        .iter()
+        .map(|s| (s.label().to_string(), c.stat(*s)))
+        .collect();
+    counters.extend(
+        [
+            DropReason::NoBackend,
+            DropReason::VipFragment,
+            DropReason::VipProto,
+            DropReason::LbRewrite,
+        ]
+        .iter()
+        .map(|r| (format!("drop_{}", r.label()), c.drop_count(*r))),
+    );
+    let view = LbView {
+        services: lb
+            .services()
+            .into_iter()
+            .filter(|s| vip.is_none_or(|v| s.vip == v))
+            .collect(),
+        flows: lb
+            .flows()
+            .into_iter()
+            .filter(|f| vip.is_none_or(|v| f.vip == v) && client.is_none_or(|c| f.client == c))
+            .collect(),
+        counters,
+    };
+    if format == Format::Json {
+        return print_json(&view);
+    }
+    let rows: Vec<Vec<String>> = view
+        .services
+        .iter()
+        .flat_map(|s| {
+            let none = s.backends.is_empty().then(|| {
+                vec![
+                    s.vni.to_string(),
+                    s.vip.to_string(),
+                    s.m.to_string(),
+                    "-".into(),
+                    "0".into(),
+                ]
+            });
+            s.backends
+                .iter()
+                .map(move |(b, n)| {
+                    vec![
+                        s.vni.to_string(),
+                        s.vip.to_string(),
+                        s.m.to_string(),
+                        b.to_string(),
+                        format!("{n} ({:.1}%)", *n as f64 * 100.0 / s.m.max(1) as f64),
+                    ]
+                })
+                .chain(none)
+        })
+        .collect();
+    print_table(&["VNI", "VIP", "M", "BACKEND", "SLOTS"], &rows);
+    println!();
+    let flows: Vec<Vec<String>> = view
+        .flows
+        .iter()
+        .map(|f| {
+            vec![
+                match f.proto {
+                    6 => "tcp".into(),
+                    17 => "udp".into(),
+                    p => p.to_string(),
+                },
+                format!("{}:{}", f.client, f.client_port),
+                format!("{}:{}", f.vip, f.port),
+                f.backend.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["PROTO", "CLIENT", "VIP", "BACKEND"], &flows);
+    println!();
+    let c: Vec<Vec<String>> = view
+        .counters
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    print_table(&["COUNTER", "VALUE"], &c);
+    Ok(())
+}
