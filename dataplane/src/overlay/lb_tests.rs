@@ -105,6 +105,16 @@ fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
         assert_eq!(addrs(&out), (VIP, EP_A));
         assert!(checksums_ok(&out), "{out:02x?}");
 
+        // The same ports, now straight to the backend (a new SYN): its
+        // reply keeps the backend's address.
+        let f = frame(EP_A, EP_B, 6, &tcp(EP_A, EP_B, 40000, 80), MAC_B);
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &f).0,
+            TC_ACT_REDIRECT
+        );
+        let (_, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+        assert_eq!(addrs(&out), (EP_B, EP_A));
+
         // UDP, with its checksum.
         let f = frame(EP_A, VIP, 17, &udp_ok(EP_A, VIP, 5353, 53), host);
         let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &f);

@@ -156,6 +156,35 @@ static __always_inline int lb_echo_reply(struct __sk_buff *skb, struct iphdr *ip
 }
 
 /*
+ * A TCP SYN straight to an address (not a VIP) opens a new flow: a reverse
+ * entry left by an earlier flow through a VIP on the same ports would give
+ * its replies the VIP's address, and the client would drop them. So it
+ * goes. (A UDP flow reusing ports that went through a VIP a moment ago is
+ * not covered: its entry ages out of the LRU.)
+ */
+static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vni,
+						 const struct iphdr *ip, int l4)
+{
+	struct ct_key ck = {};
+	__be16 ports[2];
+	__u8 flags;
+
+	if (ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(IP_OFFSET)))
+		return;
+	if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) || (flags & 0x12) != 0x02)
+		return; /* not a SYN, or a SYN-ACK */
+	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+		return;
+	ck.vni = vni;
+	ck.saddr = ip->daddr;
+	ck.daddr = ip->saddr;
+	ck.sport = ports[1];
+	ck.dport = ports[0];
+	ck.proto = IPPROTO_TCP;
+	bpf_map_delete_elem(&shoal_rct, &ck);
+}
+
+/*
  * A frame from a local endpoint on network `vni`: if it goes to a VIP,
  * pick the backend (conntrack, else Maglev) and rewrite the destination.
  */
@@ -174,9 +203,11 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 		return LB_CONTINUE;
 	sk.vip = ip.daddr;
 	svc = bpf_map_lookup_elem(&shoal_services, &sk);
-	if (!svc)
-		return LB_CONTINUE;
 	l4 = ETH_HLEN + ip.ihl * 4;
+	if (!svc) {
+		forget_stale_reverse(skb, vni, &ip, l4);
+		return LB_CONTINUE;
+	}
 	if (ip.protocol == IPPROTO_ICMP)
 		return lb_echo_reply(skb, &ip, l4);
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP) {
