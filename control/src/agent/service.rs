@@ -50,20 +50,24 @@ pub struct Agent {
     pub changed: Notify,
 }
 
+/// An endpoint's gossip record.
+fn ep_record(e: &Endpoint) -> EpRecord {
+    EpRecord {
+        mac: e.mac.clone(),
+        net: e.network.clone(),
+        since: e.since,
+        svc: e.svc.clone(),
+    }
+}
+
 /// The gossip records of a state's endpoints.
 pub fn records(st: &State) -> Vec<(String, String)> {
     st.endpoints
         .iter()
         .map(|e| {
-            let rec = EpRecord {
-                mac: e.mac.clone(),
-                net: e.network.clone(),
-                since: e.since,
-                svc: e.svc.clone(),
-            };
             (
                 table::ep_key(e.vni, e.ip),
-                serde_json::to_string(&rec).expect("record serialises"),
+                serde_json::to_string(&ep_record(e)).expect("record serialises"),
             )
         })
         .collect()
@@ -309,18 +313,7 @@ impl Agent {
         inner.state.endpoints.push(ep.clone());
         inner.store.save(&inner.state)?;
         drop(inner);
-        self.gossip
-            .publish(
-                ep.vni,
-                ep.ip,
-                &EpRecord {
-                    mac: ep.mac.clone(),
-                    net: ep.network.clone(),
-                    since: ep.since,
-                    svc: ep.svc.clone(),
-                },
-            )
-            .await;
+        self.gossip.publish(ep.vni, ep.ip, &ep_record(&ep)).await;
         self.changed.notify_one();
         info!(endpoint = %ep.name, ip = %ep.ip, network = %ep.network, "endpoint created");
         Ok(ep)
@@ -466,18 +459,7 @@ impl Agent {
         let _ = inner.store.save(&inner.state);
         drop(inner);
         for ep in changed {
-            self.gossip
-                .publish(
-                    ep.vni,
-                    ep.ip,
-                    &EpRecord {
-                        mac: ep.mac.clone(),
-                        net: ep.network.clone(),
-                        since: ep.since,
-                        svc: ep.svc.clone(),
-                    },
-                )
-                .await;
+            self.gossip.publish(ep.vni, ep.ip, &ep_record(&ep)).await;
         }
         self.changed.notify_one();
     }

@@ -175,18 +175,12 @@ impl ClusterState {
                     }
                     (spec, UpdateState::Updating)
                 };
-                if let Err(e) = self.check_update(&s, &new) {
+                if let Err(e) = self
+                    .check_update(&s, &new)
+                    .and_then(|()| self.switch_spec(&mut s, new))
+                {
                     return err(e);
                 }
-                let network_ids = match self.check_service(&new, Some(&id)) {
-                    Ok(ids) => ids,
-                    Err(e) => return err(e),
-                };
-                if let Err(e) = self.reassign_vips(&mut s, &new, &network_ids) {
-                    return err(e);
-                }
-                s.network_ids = network_ids;
-                s.previous_spec = Some(std::mem::replace(&mut s.spec, new));
                 s.update_status = Some(UpdateStatus {
                     state: status,
                     started_at: now,
@@ -221,15 +215,9 @@ impl ClusterState {
                     let Some(prev) = s.previous_spec.clone() else {
                         return err(format!("service {id} has no previous spec"));
                     };
-                    let network_ids = match self.check_service(&prev, Some(&id)) {
-                        Ok(ids) => ids,
-                        Err(e) => return err(e),
-                    };
-                    if let Err(e) = self.reassign_vips(&mut s, &prev, &network_ids) {
+                    if let Err(e) = self.switch_spec(&mut s, prev) {
                         return err(e);
                     }
-                    s.network_ids = network_ids;
-                    s.previous_spec = Some(std::mem::replace(&mut s.spec, prev));
                 }
                 s.update_status = Some(status);
                 s.version = index;
@@ -241,6 +229,16 @@ impl ClusterState {
             }
             other => unreachable!("not an update command: {other:?}"),
         }
+    }
+
+    /// Makes `new` the service's spec (checked, networks resolved, VIPs
+    /// re-assigned) and the current one its previous.
+    fn switch_spec(&self, s: &mut ServiceRecord, new: ServiceSpec) -> Result<(), String> {
+        let network_ids = self.check_service(&new, Some(&s.id))?;
+        self.reassign_vips(s, &new, &network_ids)?;
+        s.network_ids = network_ids;
+        s.previous_spec = Some(std::mem::replace(&mut s.spec, new));
+        Ok(())
     }
 
     /// What an update may not change.
