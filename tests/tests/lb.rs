@@ -190,6 +190,27 @@ for i in range(5):
 "#,
     );
     assert_eq!(out.lines().filter(|l| *l == "1").count(), 5, "{out}");
+    // A UDP port nobody listens on: refused at once (the backend's ICMP
+    // port unreachable, translated back to the VIP), not a timeout.
+    let out = py(
+        &lab,
+        &clients[0],
+        r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("echo", 9999))
+s.send(b"hi")
+try:
+    s.recv(4096)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"#,
+    );
+    assert_eq!(out.trim(), "refused");
 
     // ping VIP answers.
     let o = shoal(&[

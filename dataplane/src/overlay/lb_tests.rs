@@ -122,6 +122,24 @@ fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
         assert_eq!(addrs(&out), (EP_A, EP_B));
         assert!(checksums_ok(&out));
 
+        // The backend has nothing on that UDP port: its port unreachable
+        // reaches the client about the VIP (quoted header and source).
+        let quoted = ipv4(EP_A, EP_B, 17, 0, &[], &udp_ok(EP_A, EP_B, 5353, 53))[..28].to_vec();
+        let mut icmp = vec![3u8, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&quoted);
+        let c = fold(sum16(&icmp, 0));
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut e = eth(MAC_A, MAC_B, 0x0800);
+        e.extend(ipv4(EP_B, EP_A, 1, 0, &[], &icmp));
+        let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &e);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (VIP, EP_A), "the error comes from the VIP");
+        let q = &out[42..];
+        assert_eq!(&q[16..20], &VIP.octets(), "quoted destination");
+        assert_eq!(fold(sum16(&q[..20], 0)), 0, "quoted header checksum");
+        assert_eq!(fold(sum16(&out[34..], 0)), 0, "icmp checksum");
+        assert_eq!(fold(sum16(&out[14..34], 0)), 0, "ip checksum");
+
         // ping VIP: answered at once, from the VIP.
         let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
         icmp.extend_from_slice(b"abcdefgh");

@@ -270,6 +270,78 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 	return LB_CONTINUE;
 }
 
+/* RFC 1624: a 16-bit one's complement checksum after a 32-bit field of the
+ * data it covers changed from `from` to `to` (any byte order, as long as
+ * all three are in the same one). */
+static __always_inline __u16 csum_replace4(__u16 csum, __u32 from, __u32 to)
+{
+	__u32 s = (__u16)~csum;
+
+	s += (~from >> 16) & 0xffff;
+	s += ~from & 0xffff;
+	s += to >> 16;
+	s += to & 0xffff;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return ~s;
+}
+
+/*
+ * An ICMP error (unreachable, time exceeded) about a flow that went
+ * through a VIP: the packet it quotes went to the backend, but the client
+ * sent it to the VIP, and its socket only accepts errors about what it
+ * sent. The quoted destination (and the error's source, if it is the
+ * backend) become the VIP; the quoted IP header's checksum and the ICMP
+ * checksum are fixed. (The quoted L4 checksum is left stale: receivers do
+ * not check it.)
+ */
+static __always_inline void lb_reverse_icmp(struct __sk_buff *skb, __u32 vni,
+					    const struct iphdr *ip, int l4)
+{
+	struct icmp_echo_hdr ic;
+	struct iphdr in;
+	struct ct_key ck = {};
+	struct ct_value *cv;
+	__be16 ports[2];
+	__be32 backend, vip;
+	__u16 in_csum;
+	int in_l3 = l4 + 8, in_l4;
+
+	if (bpf_skb_load_bytes(skb, l4, &ic, sizeof(ic)) || (ic.type != 3 && ic.type != 11))
+		return;
+	if (bpf_skb_load_bytes(skb, in_l3, &in, sizeof(in)) || in.version != 4 || in.ihl < 5)
+		return;
+	if (in.protocol != IPPROTO_TCP && in.protocol != IPPROTO_UDP)
+		return;
+	in_l4 = in_l3 + in.ihl * 4;
+	if (bpf_skb_load_bytes(skb, in_l4, ports, sizeof(ports)))
+		return;
+	ck.vni = vni;
+	ck.saddr = in.daddr;
+	ck.daddr = in.saddr;
+	ck.sport = ports[1];
+	ck.dport = ports[0];
+	ck.proto = in.protocol;
+	cv = bpf_map_lookup_elem(&shoal_rct, &ck);
+	if (!cv)
+		return;
+	backend = in.daddr;
+	vip = cv->vip;
+	in_csum = csum_replace4(in.check, backend, vip);
+	if (bpf_skb_store_bytes(skb, in_l3 + 16, &vip, 4, 0) ||
+	    bpf_skb_store_bytes(skb, in_l3 + 10, &in_csum, 2, 0))
+		return;
+	if (bpf_l4_csum_replace(skb, l4 + 2, backend, vip, 4) ||
+	    bpf_l4_csum_replace(skb, l4 + 2, in.check, in_csum, 2))
+		return;
+	if (ip->saddr == backend) {
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, backend, vip, 4) ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + 12, &vip, 4, 0))
+			return;
+	}
+	count_stat(STAT_LB_REVNAT);
+}
+
 /* A frame about to be delivered to a local endpoint: if it answers a flow
  * that went through a VIP, it gets the VIP back as its source. */
 static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
@@ -282,11 +354,15 @@ static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
 		return;
-	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
-		return;
 	if (ip.frag_off & bpf_htons(IP_OFFSET))
 		return;
 	l4 = ETH_HLEN + ip.ihl * 4;
+	if (ip.protocol == IPPROTO_ICMP) {
+		lb_reverse_icmp(skb, vni, &ip, l4);
+		return;
+	}
+	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
+		return;
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return;
 	ck.vni = vni;
