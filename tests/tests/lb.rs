@@ -292,4 +292,8 @@ except socket.timeout:
                 .all(|(h, _)| *h == left.id[..12])
         })
     });
+    // Hairpin: the one task left reaches itself through its own VIP.
+    let own = requests(&lab, &left, 5);
+    assert_eq!(own.len(), 5, "{own:?}");
+    assert!(own.iter().all(|(h, _)| *h == left.id[..12]), "{own:?}");
 }

@@ -208,3 +208,27 @@ fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
         assert!(lb.services().iter().all(|s| s.vip != VIP));
     });
 }
+
+#[test]
+fn a_task_reaches_itself_through_its_vip() {
+    with_env(|env| {
+        let mut lb = LbMaps::open(&env.pins).unwrap();
+        lb.set_service(VNI, VIP, &[EP_A], 251).unwrap();
+        let host = env.epa_host_mac;
+        // A to its own VIP: it arrives at A from the VIP.
+        let f = frame(EP_A, VIP, 6, &tcp(EP_A, VIP, 41000, 80), host);
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (VIP, EP_A));
+        assert!(checksums_ok(&out));
+        // A's answer to the VIP: back to A, from the VIP.
+        let mut r = eth(host, MAC_A, 0x0800);
+        r.extend(ipv4(EP_A, VIP, 6, 0, &[], &tcp(EP_A, VIP, 80, 41000)));
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &r);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (VIP, EP_A));
+        assert_eq!(u16::from_be_bytes([out[34], out[35]]), 80);
+        assert_eq!(u16::from_be_bytes([out[36], out[37]]), 41000);
+        assert!(checksums_ok(&out));
+    });
+}

@@ -228,6 +228,18 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 	ck.sport = ports[0];
 	ck.dport = ports[1];
 	ck.proto = ip.protocol;
+	/* Hairpin, the reply half: a task answering its own flow through its
+	 * service's VIP (it saw the VIP as the client, see below). Back to
+	 * itself, from the VIP. */
+	if (bpf_map_lookup_elem(&shoal_rct, &ck)) {
+		if (rewrite_addr(skb, l4, ip.protocol, 12, ip.saddr, ip.daddr) ||
+		    rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, ip.saddr)) {
+			*reason = DROP_LB_REWRITE;
+			return LB_DROP;
+		}
+		count_stat(STAT_LB_REVNAT);
+		return LB_CONTINUE;
+	}
 	ct = bpf_map_lookup_elem(&shoal_ct, &ck);
 	if (ct) {
 		struct backend_key bk = { .vni = vni, .vip = ip.daddr, .ip = ct->backend };
@@ -255,12 +267,22 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 		cv.backend = backend;
 		cv.vip = ip.daddr;
 		bpf_map_update_elem(&shoal_ct, &ck, &cv, BPF_ANY);
-		/* The reply's view of the same flow. */
+		/* The reply's view of the same flow; for a hairpin (the client
+		 * is its own backend) the reply goes to the VIP. */
 		ck.saddr = backend;
-		ck.daddr = ip.saddr;
+		ck.daddr = backend == ip.saddr ? ip.daddr : ip.saddr;
 		ck.sport = ports[1];
 		ck.dport = ports[0];
 		bpf_map_update_elem(&shoal_rct, &ck, &cv, BPF_ANY);
+	}
+	if (backend == ip.saddr) {
+		/* Hairpin: the task would answer itself on its own address,
+		 * which its socket (connected to the VIP) refuses. So it sees
+		 * the VIP as the client, and its reply comes back through here. */
+		if (rewrite_addr(skb, l4, ip.protocol, 12, ip.saddr, ip.daddr)) {
+			*reason = DROP_LB_REWRITE;
+			return LB_DROP;
+		}
 	}
 	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, backend)) {
 		*reason = DROP_LB_REWRITE;
