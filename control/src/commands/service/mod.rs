@@ -2,6 +2,7 @@
 //! with Docker's flags: `spec.rs` makes specs from flags, `update.rs` edits
 //! them, `progress.rs` follows a service until it converges.
 
+mod policy;
 mod progress;
 mod spec;
 mod update;

@@ -5,6 +5,7 @@ use anyhow::bail;
 use clap::{Args, ValueEnum};
 
 use super::super::network::parse_labels;
+use super::policy::duration_ms;
 use crate::raft::services::{
     EndpointMode, HealthSpec, Mode, NetAttach, PortSpec, Protocol, PublishMode, RestartCondition,
     RestartPolicy, ServiceSpec,
@@ -63,7 +64,7 @@ pub struct CreateArgs {
     #[arg(long = "label")]
     labels: Vec<String>,
     #[command(flatten)]
-    policy: super::update::PolicyArgs,
+    policy: super::policy::PolicyArgs,
     /// Return at once instead of waiting for the tasks to run.
     #[arg(short, long)]
     pub detach: bool,
@@ -82,11 +83,6 @@ pub enum RestartArg {
 pub(super) fn parse_replicas(s: &str) -> Result<u64, String> {
     s.parse()
         .map_err(|_| format!("invalid replicas value {s:?}: want a number >= 0"))
-}
-
-pub(super) fn duration_ms(what: &str, s: &str) -> anyhow::Result<u64> {
-    let d = humantime::parse_duration(s).map_err(|e| anyhow::anyhow!("bad {what} {s:?}: {e}"))?;
-    Ok(d.as_millis() as u64)
 }
 
 pub(super) fn parse_network(s: &str) -> anyhow::Result<NetAttach> {
