@@ -297,3 +297,120 @@ except socket.timeout:
     assert_eq!(own.len(), 5, "{own:?}");
     assert!(own.iter().all(|(h, _)| *h == left.id[..12]), "{own:?}");
 }
+
+/// A start-first rolling update with a health check while a client on
+/// another node keeps requesting through the VIP: no request fails (new
+/// tasks join the balancers once healthy; old ones leave them before their
+/// SIGTERM).
+#[test]
+fn a_start_first_update_behind_the_vip_loses_no_request() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname!=n1",
+            "--health-cmd",
+            "curl -sf http://127.0.0.1:80/",
+            "--health-interval",
+            "300ms",
+            "--",
+            &bin,
+            "whoami",
+            "--port",
+            "80",
+        ],
+    ));
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "client",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname==n1",
+            "--",
+            "sleep",
+            "100000",
+        ],
+    ));
+    let client = running(&lab, "n1", "client").remove(0);
+    let name = lab.name.clone();
+    let hammer = std::thread::spawn(move || {
+        let bin = shoal_bin().to_string_lossy().into_owned();
+        let script = r#"
+import socket, time
+ok = fail = 0
+t = time.time()
+while time.time() - t < 14:
+    try:
+        s = socket.create_connection(("web", 80), timeout=3)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        d = b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            d += b
+        s.close()
+        if b"Hostname:" in d:
+            ok += 1
+        else:
+            fail += 1
+    except OSError:
+        fail += 1
+    time.sleep(0.01)
+print(ok, fail)
+"#;
+        shoal(&[
+            "lab",
+            "exec",
+            "--name",
+            &name,
+            &client.node,
+            "--",
+            &bin,
+            "exec",
+            &client.id,
+            "--",
+            "python3",
+            "-c",
+            script,
+        ])
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let out = ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "update",
+            "--update-order",
+            "start-first",
+            "--update-monitor",
+            "1s",
+            "--force",
+            "web",
+        ],
+    ));
+    assert!(out.contains("converged"), "{out}");
+    let o = hammer.join().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+    let (good, bad) = (it.next().unwrap(), it.next().unwrap());
+    eprintln!("during the update: {good} requests answered, {bad} failed");
+    assert!(good > 100, "{text}");
+    assert_eq!(bad, 0, "{text}");
+}

@@ -36,6 +36,11 @@ use logfile::{rotate, LOG_MAX_BYTES};
 /// How often the runner looks at its processes.
 const POLL: Duration = Duration::from_millis(200);
 
+/// Between taking a stopping task out of DNS and the balancers (gossiped
+/// as "stopping") and its SIGTERM: time for every node to hear it, so no
+/// node sends a new connection to a task that closed its port.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
+
 struct Local {
     a: Assignment,
     state: TaskState,
@@ -47,6 +52,10 @@ struct Local {
     /// A start or a cleanup is running for it.
     busy: bool,
     stop_deadline: Option<Instant>,
+    /// When SIGTERM goes out (after the drain, see `begin_stop`).
+    term_at: Option<Instant>,
+    /// "stopping" was gossiped.
+    stop_announced: bool,
     cleaned: bool,
     health: Health,
 }
@@ -167,6 +176,8 @@ impl Agent {
                         adopted: Some(pid),
                         busy: false,
                         stop_deadline: None,
+                        term_at: None,
+                        stop_announced: false,
                         cleaned: false,
                         health: Health::default(),
                     };
@@ -195,6 +206,8 @@ impl Agent {
                             adopted: None,
                             busy: true,
                             stop_deadline: None,
+                            term_at: None,
+                            stop_announced: false,
                             cleaned: false,
                             health: Health::default(),
                         },
@@ -216,6 +229,8 @@ impl Agent {
                             adopted: None,
                             busy: false,
                             stop_deadline: None,
+                            term_at: None,
+                            stop_announced: false,
                             cleaned: false,
                             health: Health::default(),
                         },
@@ -245,9 +260,15 @@ impl Agent {
         loop {
             tokio::time::sleep(POLL).await;
             let mut cleanups = vec![];
+            let mut stopping = vec![];
             {
                 let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
                 for l in tasks.values_mut() {
+                    signal_term(l, Instant::now());
+                    if l.stop_deadline.is_some() && !l.stop_announced {
+                        l.stop_announced = true;
+                        stopping.push(l.a.task.id.clone());
+                    }
                     if let Some(child) = l.child.as_mut() {
                         match child.try_wait() {
                             Ok(Some(status)) => {
@@ -305,6 +326,10 @@ impl Agent {
                         cleanups.push(l.a.clone());
                     }
                 }
+            }
+            for id in stopping {
+                let agent = self.clone();
+                tokio::spawn(async move { agent.set_task_health(&id, "stopping").await });
             }
             self.watch_logs();
             let due = self.due_health_checks();
@@ -608,14 +633,32 @@ fn begin_stop(l: &mut Local) {
     if l.stop_deadline.is_some() || l.state.is_terminal() {
         return;
     }
-    l.stop_deadline = Some(Instant::now() + Duration::from_millis(l.a.stop_grace_ms));
+    if l.child.is_none() && l.adopted.is_none() && !l.busy {
+        // Not started and never will be: nothing to signal.
+        l.state = TaskState::Shutdown;
+        return;
+    }
+    // Out of DNS and the balancers first (the tasks loop gossips
+    // "stopping"), SIGTERM once that has spread, SIGKILL after the grace
+    // period.
+    let term = Instant::now() + STOP_DRAIN;
+    l.term_at = Some(term);
+    l.stop_deadline = Some(term + Duration::from_millis(l.a.stop_grace_ms));
+}
+
+/// SIGTERM once the drain is over (and the process exists: a task still
+/// starting gets it when it has started).
+fn signal_term(l: &mut Local, now: Instant) {
+    if l.term_at.is_none_or(|t| now < t) {
+        return;
+    }
     match (&l.child, l.adopted) {
         (Some(c), _) => process::signal(c.id(), Signal::SIGTERM),
         (None, Some(pid)) => process::signal(pid, Signal::SIGTERM),
-        // Not started yet (or never will): nothing to signal.
-        (None, None) if !l.busy => l.state = TaskState::Shutdown,
+        (None, None) if l.busy => return,
         (None, None) => {}
     }
+    l.term_at = None;
 }
 
 fn alive(pid: u32) -> bool {
