@@ -155,6 +155,17 @@ static __always_inline int lb_echo_reply(struct __sk_buff *skb, struct iphdr *ip
 	return LB_ECHO_REPLY;
 }
 
+static __always_inline void ct_key_set(struct ct_key *k, __u32 vni, __be32 saddr, __be32 daddr,
+				       __be16 sport, __be16 dport, __u8 proto)
+{
+	k->vni = vni;
+	k->saddr = saddr;
+	k->daddr = daddr;
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
+}
+
 /*
  * A TCP SYN straight to an address (not a VIP) opens a new flow: a reverse
  * entry left by an earlier flow through a VIP on the same ports would give
@@ -175,12 +186,7 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 		return; /* not a SYN, or a SYN-ACK */
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return;
-	ck.vni = vni;
-	ck.saddr = ip->daddr;
-	ck.daddr = ip->saddr;
-	ck.sport = ports[1];
-	ck.dport = ports[0];
-	ck.proto = IPPROTO_TCP;
+	ct_key_set(&ck, vni, ip->daddr, ip->saddr, ports[1], ports[0], IPPROTO_TCP);
 	bpf_map_delete_elem(&shoal_rct, &ck);
 }
 
@@ -222,12 +228,7 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return LB_CONTINUE;
 
-	ck.vni = vni;
-	ck.saddr = ip.saddr;
-	ck.daddr = ip.daddr;
-	ck.sport = ports[0];
-	ck.dport = ports[1];
-	ck.proto = ip.protocol;
+	ct_key_set(&ck, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	/* Hairpin, the reply half: a task answering its own flow through its
 	 * service's VIP (it saw the VIP as the client, see below). Back to
 	 * itself, from the VIP. */
@@ -269,10 +270,8 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 		bpf_map_update_elem(&shoal_ct, &ck, &cv, BPF_ANY);
 		/* The reply's view of the same flow; for a hairpin (the client
 		 * is its own backend) the reply goes to the VIP. */
-		ck.saddr = backend;
-		ck.daddr = backend == ip.saddr ? ip.daddr : ip.saddr;
-		ck.sport = ports[1];
-		ck.dport = ports[0];
+		ct_key_set(&ck, vni, backend, backend == ip.saddr ? ip.daddr : ip.saddr, ports[1],
+			   ports[0], ip.protocol);
 		bpf_map_update_elem(&shoal_rct, &ck, &cv, BPF_ANY);
 	}
 	if (backend == ip.saddr) {
@@ -338,12 +337,7 @@ static __always_inline void lb_reverse_icmp(struct __sk_buff *skb, __u32 vni,
 	in_l4 = in_l3 + in.ihl * 4;
 	if (bpf_skb_load_bytes(skb, in_l4, ports, sizeof(ports)))
 		return;
-	ck.vni = vni;
-	ck.saddr = in.daddr;
-	ck.daddr = in.saddr;
-	ck.sport = ports[1];
-	ck.dport = ports[0];
-	ck.proto = in.protocol;
+	ct_key_set(&ck, vni, in.daddr, in.saddr, ports[1], ports[0], in.protocol);
 	cv = bpf_map_lookup_elem(&shoal_rct, &ck);
 	if (!cv)
 		return;
@@ -387,12 +381,7 @@ static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
 		return;
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return;
-	ck.vni = vni;
-	ck.saddr = ip.saddr;
-	ck.daddr = ip.daddr;
-	ck.sport = ports[0];
-	ck.dport = ports[1];
-	ck.proto = ip.protocol;
+	ct_key_set(&ck, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	cv = bpf_map_lookup_elem(&shoal_rct, &ck);
 	if (!cv)
 		return;
