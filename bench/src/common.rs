@@ -25,6 +25,18 @@ pub fn on(shoal: &std::path::Path, lab: &str, node: &str, args: &[&str]) -> anyh
     Ok(String::from_utf8_lossy(&run(&mut c)?.stdout).into_owned())
 }
 
+/// `service create --name NAME --network appnet ARGS` on a lab's n1.
+pub fn create_service(
+    shoal: &std::path::Path,
+    lab: &str,
+    name: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let mut a = vec!["service", "create", "--name", name, "--network", "appnet"];
+    a.extend_from_slice(args);
+    on(shoal, lab, "n1", &a)
+}
+
 /// `--shoal`, or the `shoal` built beside this benchmark.
 pub fn shoal_path(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| {

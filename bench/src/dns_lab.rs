@@ -18,7 +18,7 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use common::{on, run, LabGuard};
+use common::{create_service, on, run, LabGuard};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -176,22 +176,7 @@ fn main() -> Result<()> {
 
     on(&shoal, LAB, "n1", &["network", "create", "appnet"])?;
     for name in ["web", "probe"] {
-        on(
-            &shoal,
-            LAB,
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                name,
-                "--network",
-                "appnet",
-                "--",
-                "sleep",
-                "100000",
-            ],
-        )?;
+        create_service(&shoal, LAB, name, &["--", "sleep", "100000"])?;
     }
     let ps = on(
         &shoal,

@@ -15,7 +15,7 @@ mod common;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use common::{on, run, stats, LabGuard};
+use common::{create_service, on, run, stats, LabGuard};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -73,17 +73,11 @@ fn main() -> Result<()> {
     let server = format!(
         "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & exec {bin} whoami --port 80"
     );
-    on(
+    create_service(
         &shoal,
         LAB,
-        "n1",
+        "srv",
         &[
-            "service",
-            "create",
-            "--name",
-            "srv",
-            "--network",
-            "appnet",
             "--constraint",
             "node.hostname==n2",
             "--",
@@ -95,19 +89,13 @@ fn main() -> Result<()> {
     // Two clients: a NAT path and a direct one from the same address
     // would collide in the server's TIME_WAIT table (the same 4-tuple as
     // the server sees it), which no balancer can avoid.
-    on(
+    create_service(
         &shoal,
         LAB,
-        "n1",
+        "client",
         &[
-            "service",
-            "create",
-            "--name",
-            "client",
             "--replicas",
             "2",
-            "--network",
-            "appnet",
             "--constraint",
             "node.hostname==n1",
             "--",

@@ -13,7 +13,7 @@ mod common;
 
 use anyhow::Result;
 use clap::Parser;
-use common::{on, run, stats, LabGuard};
+use common::{create_service, on, run, stats, LabGuard};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -37,25 +37,11 @@ fn main() -> Result<()> {
     let (mut scratch, mut p1, mut p3, mut p12) = (vec![], vec![], vec![], vec![]);
     for r in 0..a.runs {
         let t0 = Instant::now();
-        on(
+        create_service(
             &shoal,
             LAB,
-            "n1",
-            &[
-                "service",
-                "create",
-                "--name",
-                "web",
-                "--network",
-                "appnet",
-                "--replicas",
-                "12",
-                "--",
-                &bin,
-                "whoami",
-                "--port",
-                "80",
-            ],
+            "web",
+            &["--replicas", "12", "--", &bin, "whoami", "--port", "80"],
         )?;
         scratch.push(t0.elapsed().as_secs_f64() * 1e3);
         for (p, out) in [("1", &mut p1), ("3", &mut p3), ("12", &mut p12)] {

@@ -216,4 +216,4 @@ fn may_restart<'a>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,8 @@ use crate::raft::services::{EndpointMode, RestartPolicy, ServiceSpec};
 use crate::raft::state::{NodeRecord, Role};
 use crate::raft::tasks::TaskReport;
 
-fn cluster(nodes: &[&str]) -> ClusterState {
+/// A cluster of `nodes` (the first a manager) with network `appnet`.
+pub(crate) fn cluster(nodes: &[&str]) -> ClusterState {
     let mut st = ClusterState::default();
     for (i, n) in nodes.iter().enumerate() {
         st.apply(

@@ -5,44 +5,13 @@
 use std::collections::BTreeMap;
 
 use crate::orchestrator::plan::plan;
-use crate::raft::networks::NetworkSpec;
 use crate::raft::services::{Mode, ServiceSpec};
-use crate::raft::state::{Availability, ClusterState, Command, NodeRecord, NodeState, Role};
+use crate::raft::state::{ClusterState, Command};
 use crate::raft::tasks::{DesiredState, TaskReport, TaskState};
 use crate::raft::updates::{FailureAction, UpdateOrder, UpdateState};
 
 fn cluster() -> ClusterState {
-    let mut st = ClusterState::default();
-    for i in 1..=3u8 {
-        st.apply(
-            1,
-            Command::NodeAdd {
-                node: NodeRecord {
-                    id: format!("n{i}"),
-                    raft_id: None,
-                    hostname: format!("n{i}"),
-                    addr: std::net::Ipv4Addr::new(198, 18, 0, i),
-                    role: Role::Worker,
-                    availability: Availability::Active,
-                    labels: Default::default(),
-                    state: NodeState::Ready,
-                    version: 0,
-                },
-            },
-        );
-    }
-    st.apply(
-        2,
-        Command::NetworkCreate {
-            id: "net".into(),
-            spec: NetworkSpec {
-                name: "appnet".into(),
-                ..Default::default()
-            },
-            now: 0,
-        },
-    );
-    st
+    crate::orchestrator::plan::tests::cluster(&["n1", "n2", "n3"])
 }
 
 fn web(cmd: &str) -> ServiceSpec {
