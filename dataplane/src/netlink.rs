@@ -322,6 +322,30 @@ impl Netlink {
         }
     }
 
+    /// Removes an address if the interface has it.
+    pub async fn del_addr(&self, index: u32, ip: IpAddr) -> Result<(), Error> {
+        let mut found = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(ip)
+            .execute();
+        while let Some(msg) = found
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink(format!("list address {ip}"), e))?
+        {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(|e| Error::netlink(format!("delete address {ip}"), e))?;
+        }
+        Ok(())
+    }
+
     /// Adds (or replaces) a default route via `gw`.
     pub async fn add_default_route(&self, gw: Ipv4Addr, oif: u32) -> Result<(), Error> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()

@@ -225,7 +225,11 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (d.inner_proto == bpf_htons(ETH_P_IP))
 		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
-	if (bpf_skb_adjust_room(skb, -(__s32)d.inner_off, BPF_ADJ_ROOM_MAC, flags))
+	/* Kernels before 6.3 know no decap flag and refuse it: shrink without
+	 * it there (received VXLAN is not GSO on the virtual NICs we serve). */
+	if (bpf_skb_adjust_room(skb, -(__s32)d.inner_off, BPF_ADJ_ROOM_MAC, flags) &&
+	    bpf_skb_adjust_room(skb, -(__s32)d.inner_off, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO))
 		return tc_drop(DROP_DECAP_FAILED);
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
 		return tc_drop(DROP_DECAP_FAILED);

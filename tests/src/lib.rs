@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 pub mod pcap;
 pub mod services;
+pub mod vm;
 
 /// The `shoal` binary next to the test executable (built by the test script;
 /// `SHOAL_BIN` overrides).

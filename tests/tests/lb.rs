@@ -1,15 +1,39 @@
-//! VIP load balancing in eBPF on a 3-node lab: short connections from a
-//! client on every node spread over three backends on three nodes, each
-//! backend sees the client's own address (no SNAT), every request (a whole
-//! TCP exchange) answered, so no flow split across backends, UDP through
-//! the VIP, ping VIP, a long iperf3 flow through the VIP that survives a
-//! daemon restart of its node, and a scale-down that new connections
-//! follow.
+//! VIP load balancing on a 3-node lab: short connections from a client on
+//! every node spread over three backends on three nodes, each backend sees
+//! the client's own address (eBPF: no SNAT) or its node's balancer address
+//! (IPVS, as in Docker), every request (a whole TCP exchange) answered, so
+//! no flow split across backends, UDP through the VIP, ping VIP, a long
+//! iperf3 flow through the VIP that survives a daemon restart of its node,
+//! and a scale-down that new connections follow.
+//!
+//! The balancer is eBPF, or IPVS when `SHOAL_TEST_LB=ipvs`: the last test
+//! runs this same file that way inside a Debian kernel VM (this machine's
+//! kernel has no IPVS).
 
 use std::collections::BTreeMap;
 
 use shoal_tests::services::{running, Task};
+use shoal_tests::vm::Vm;
 use shoal_tests::{ok, shoal, shoal_bin, wait, Lab};
+
+/// The balancer under test (`SHOAL_TEST_LB`, default eBPF).
+fn lb_mode() -> String {
+    std::env::var("SHOAL_TEST_LB").unwrap_or_else(|_| "ebpf".into())
+}
+
+fn lab() -> Lab {
+    let arg = format!("--daemon-arg=--lb={}", lb_mode());
+    Lab::up_with(3, 0, "tc", &[&arg])
+}
+
+/// `shoal debug lb` of a node, as JSON.
+fn debug_lb(lab: &Lab, node: &str, extra: &[&str]) -> serde_json::Value {
+    let mut a = vec![
+        "debug", "--lab", &lab.name, "--node", node, "lb", "--format", "json",
+    ];
+    a.extend_from_slice(extra);
+    serde_json::from_str(&ok(shoal(&a))).unwrap()
+}
 
 /// Runs a Python script inside task `t` (through `shoal exec`), stdout.
 fn py(lab: &Lab, t: &Task, script: &str) -> String {
@@ -63,7 +87,8 @@ for i in range({n}):
 
 #[test]
 fn vip_connections_spread_keep_their_backend_and_the_client_address() {
-    let lab = Lab::up_with(3, 0, "tc", &[]);
+    let lab = lab();
+    let ipvs = lb_mode() == "ipvs";
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let bin = shoal_bin().to_string_lossy().into_owned();
     let create = |args: &[&str]| {
@@ -124,10 +149,22 @@ fn vip_connections_spread_keep_their_backend_and_the_client_address() {
         clients.iter().all(|c| requests(&lab, c, 3).len() == 3)
     });
     for c in &clients {
+        // eBPF: the client itself. IPVS: its node's balancer address.
+        let source = if ipvs {
+            debug_lb(&lab, &c.node, &[])["ipvs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["endpoint"] == "lb-appnet")
+                .map(|n| n["lb_addr"].as_str().unwrap().to_string())
+                .expect("a balancing namespace for appnet")
+        } else {
+            c.ip.clone()
+        };
         for (host, remote) in requests(&lab, c, 300) {
             assert!(
-                remote.starts_with(&format!("{}:", c.ip)),
-                "the backend saw {remote}, not the client {}",
+                remote.starts_with(&format!("{source}:")),
+                "the backend saw {remote}, not {source} (client {})",
                 c.ip
             );
             *per_backend.entry(host).or_default() += 1;
@@ -141,38 +178,47 @@ fn vip_connections_spread_keep_their_backend_and_the_client_address() {
     }
 
     // `shoal debug lb`: the VIP with its three backends sharing the whole
-    // Maglev table, and the client's flows.
-    let v: serde_json::Value = serde_json::from_str(&ok(shoal(&[
-        "debug",
-        "--lab",
-        &lab.name,
-        "--node",
-        &clients[0].node,
-        "lb",
-        "--client",
-        &clients[0].ip,
-        "--format",
-        "json",
-    ])))
-    .unwrap();
-    let web_svc = v["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["backends"].as_array().unwrap().len() == 3)
-        .unwrap_or_else(|| panic!("{v}"));
-    let slots: u64 = web_svc["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b[1].as_u64().unwrap())
-        .sum();
-    assert_eq!(slots, 16381);
-    assert!(
-        v["flows"].as_array().unwrap().len() >= 300,
-        "{}",
-        v["flows"]
-    );
+    // Maglev table and the client's flows (eBPF), or its IPVS virtual
+    // service with three real servers that saw the connections.
+    let v = debug_lb(&lab, &clients[0].node, &["--client", &clients[0].ip]);
+    if ipvs {
+        let svcs: Vec<&serde_json::Value> = v["ipvs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|n| n["services"].as_array().unwrap())
+            .collect();
+        let web_svc = svcs
+            .iter()
+            .find(|s| s["dests"].as_array().unwrap().len() == 3)
+            .unwrap_or_else(|| panic!("{v}"));
+        let conns: u64 = web_svc["dests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["active"].as_u64().unwrap() + d["inactive"].as_u64().unwrap())
+            .sum();
+        assert!(conns >= 300, "{web_svc}");
+    } else {
+        let web_svc = v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["backends"].as_array().unwrap().len() == 3)
+            .unwrap_or_else(|| panic!("{v}"));
+        let slots: u64 = web_svc["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b[1].as_u64().unwrap())
+            .sum();
+        assert_eq!(slots, 16381);
+        assert!(
+            v["flows"].as_array().unwrap().len() >= 300,
+            "{}",
+            v["flows"]
+        );
+    }
 
     // UDP through the VIP: the answer comes from the VIP (a connected
     // socket accepts nothing else).
@@ -304,7 +350,7 @@ except socket.timeout:
 /// SIGTERM).
 #[test]
 fn a_start_first_update_behind_the_vip_loses_no_request() {
-    let lab = Lab::up_with(3, 0, "tc", &[]);
+    let lab = lab();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on(
@@ -413,4 +459,39 @@ print(ok, fail)
     eprintln!("during the update: {good} requests answered, {bad} failed");
     assert!(good > 100, "{text}");
     assert_eq!(bad, 0, "{text}");
+}
+
+/// The suite above with `--lb ipvs`, inside Debian's distribution kernel
+/// (qemu, TCG): the lab, daemons and clients are this machine's binaries.
+/// Runs wherever qemu is installed (the test command installs it).
+#[test]
+fn the_same_suite_with_ipvs_in_a_debian_kernel_vm() {
+    if std::env::var("SHOAL_TEST_LB").is_ok() {
+        return; // already inside the VM (or asked for one balancer)
+    }
+    let vm = match Vm::available() {
+        Ok(vm) => vm,
+        Err(why) if why.contains("qemu") => {
+            eprintln!("IPVS suite not run: {why}");
+            return;
+        }
+        Err(why) => panic!("{why}"),
+    };
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "SHOAL_TEST_LB=ipvs SHOAL_BIN={} {} --test-threads 1 --nocapture \\
+         vip_connections_spread a_start_first_update 2>&1",
+        shoal_bin().display(),
+        exe.display()
+    );
+    let t0 = std::time::Instant::now();
+    let run = vm.run(&script, std::time::Duration::from_secs(1500));
+    let tail: Vec<&str> = run.console.lines().rev().take(60).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));
+    assert_eq!(run.exit, Some(0), "the IPVS suite failed in the VM");
+    assert!(
+        run.console.contains("test result: ok. 2 passed"),
+        "both tests ran"
+    );
 }

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub dns_max_forwards: usize,
     /// Maglev table size of every service (a prime of `lb::maglev::SIZES`).
     pub maglev_size: u32,
+    /// The VIP balancer (`auto`: eBPF).
+    pub lb: lb::LbMode,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -187,6 +189,25 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         hooks,
         pid: std::process::id(),
     };
+    let lb = match cfg.lb {
+        lb::LbMode::Ipvs => {
+            lb::ipvs::IpvsLb::probe().context("--lb ipvs")?;
+            lb::Lb::Ipvs(Default::default())
+        }
+        lb::LbMode::Ebpf | lb::LbMode::Auto => lb::Lb::Ebpf(lb::ebpf::LbProgrammer::new(
+            shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
+            cfg.maglev_size,
+        )),
+    };
+    let cfg = AgentConfig {
+        lb: if matches!(lb, lb::Lb::Ipvs(_)) {
+            lb::LbMode::Ipvs
+        } else {
+            lb::LbMode::Ebpf
+        },
+        ..cfg
+    };
+    info!(lb = ?cfg.lb, "VIP balancer");
     let agent = Arc::new(Agent {
         info,
         data_dir: cfg.data_dir.clone(),
@@ -210,12 +231,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             state: State::default(),
             store,
             programmer,
-            lb: lb::LbProgrammer::new(
-                shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
-                cfg.maglev_size,
-            ),
+            lb,
         }),
         changed: Notify::new(),
+        lb_mode: cfg.lb,
     });
     agent.restore(state).await;
     agent.restore_swarm().await?;

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
 use super::endpoint;
+use super::lb::Balancer;
 use super::store::{State, Store};
 use super::sync::Programmer;
 use crate::api::{Endpoint, EndpointCreate, GossipView, Network, NetworkCreate, NodeInfo};
@@ -28,7 +29,7 @@ pub struct Inner {
     pub state: State,
     pub store: Store,
     pub programmer: Programmer,
-    pub lb: super::lb::LbProgrammer,
+    pub lb: super::lb::Lb,
 }
 
 pub struct Agent {
@@ -48,6 +49,8 @@ pub struct Agent {
     pub inner: Mutex<Inner>,
     /// Poked when the local table changes, so the sync loop re-merges.
     pub changed: Notify,
+    /// The balancer in use (`Inner::lb` is it).
+    pub lb_mode: super::lb::LbMode,
 }
 
 /// An endpoint's gossip record.
@@ -398,6 +401,9 @@ impl Agent {
 
     /// Re-merges gossip with the local table and reprograms the difference.
     pub async fn resync(&self) -> Result<()> {
+        if self.lb_mode == super::lb::LbMode::Ipvs {
+            self.sync_lb_endpoints(self.lb_wanted()).await;
+        }
         let peers = self.gossip.peers().await;
         let mut inner = self.inner.lock().await;
         let local = LocalView {
@@ -416,10 +422,21 @@ impl Agent {
                 inner.state.endpoints.iter().map(|e| e.vni).collect();
             super::lb::desired(task_records(&inner.state, &merged), &joined)
         };
-        inner.lb.apply(want);
         let Inner {
-            maps, programmer, ..
+            maps,
+            programmer,
+            lb,
+            state,
+            ..
         } = &mut *inner;
+        lb.apply(
+            &want,
+            super::lb::Ctx {
+                maps,
+                endpoints: &state.endpoints,
+            },
+        )
+        .await;
         programmer.apply(maps, merged)?;
         Ok(())
     }

@@ -47,6 +47,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/swarm/leave", axum::routing::post(swarm_leave))
         .route("/v1/debug/raft", get(raft_debug))
         .route("/v1/debug/dns", get(dns_debug))
+        .route("/v1/debug/lb", get(lb_debug))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{key}/promote", axum::routing::post(node_promote))
         .route("/v1/nodes/{key}/demote", axum::routing::post(node_demote))
@@ -107,6 +108,10 @@ async fn dns_debug(State(a): Shared, Query(q): Query<DnsAsk>) -> Response {
         }
     };
     Json(a.dns.report(task.as_deref())).into_response()
+}
+
+async fn lb_debug(State(a): Shared) -> Response {
+    Json(a.inner.lock().await.lb.report()).into_response()
 }
 
 async fn networks(State(a): Shared) -> Response {

@@ -76,6 +76,10 @@ pub struct DaemonArgs {
     /// 509, 1021, 2039, 4093, 8191, 16381).
     #[arg(long, default_value_t = 16381)]
     pub maglev_size: u32,
+    /// VIP load balancer: eBPF (Maglev in the tc programs) or IPVS
+    /// (Docker's scheme; needs a kernel with IP_VS). auto = ebpf.
+    #[arg(long, value_enum, default_value_t = crate::agent::lb::LbMode::Auto)]
+    pub lb: crate::agent::lb::LbMode,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -136,6 +140,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         dns_ttl: a.dns_ttl,
         dns_max_forwards: a.dns_max_forwards,
         maglev_size: a.maglev_size,
+        lb: a.lb,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

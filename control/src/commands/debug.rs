@@ -196,7 +196,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
             return super::debug_dns::run(&t.socket, task.as_deref(), a.format)
         }
         DebugCmd::Lb { vip, client } => {
-            return super::debug_lb::run(&t.pins, *vip, *client, a.format)
+            return super::debug_lb::run(&t.pins, &t.socket, *vip, *client, a.format)
         }
         DebugCmd::ScheduleSim { .. } => unreachable!("handled before the target"),
         _ => {}

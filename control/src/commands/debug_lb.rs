@@ -12,6 +12,7 @@ use shoal_dataplane::lb::{LbFlow, LbMaps, LbService};
 use shoal_dataplane::overlay::Maps;
 use shoal_ebpf::{DropReason, Stat};
 
+use crate::agent::lb::{LbMode, LbReport};
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Serialize)]
@@ -23,10 +24,18 @@ struct LbView {
 
 pub fn run(
     pins: &Path,
+    socket: &Path,
     vip: Option<Ipv4Addr>,
     client: Option<Ipv4Addr>,
     format: Format,
 ) -> Result<()> {
+    // The daemon says which balancer it runs; without a daemon, the pins.
+    let api = crate::api::client::Client::new(socket);
+    if let Ok(r) = super::runtime()?.block_on(api.get::<LbReport>("/v1/debug/lb")) {
+        if r.mode == LbMode::Ipvs {
+            return print_ipvs(r, vip, format);
+        }
+    }
     let lb = LbMaps::open(pins).with_context(|| {
         format!(
             "no Shoal balancer pinned at {} (is the daemon running there?)",
@@ -117,5 +126,56 @@ pub fn run(
         .map(|(k, v)| vec![k.clone(), v.to_string()])
         .collect();
     print_table(&["COUNTER", "VALUE"], &c);
+    Ok(())
+}
+
+/// IPVS mode: each balancing namespace's virtual services (one per VIP,
+/// the fwmark being the VIP) with their real servers and connection counts.
+fn print_ipvs(mut r: LbReport, vip: Option<Ipv4Addr>, format: Format) -> Result<()> {
+    for ns in &mut r.ipvs {
+        ns.services
+            .retain(|s| vip.is_none_or(|v| Ipv4Addr::from(s.fwmark) == v));
+    }
+    if format == Format::Json {
+        return print_json(&r);
+    }
+    println!("balancer: IPVS (a balancing namespace per network, fwmark = VIP, NAT)");
+    let rows: Vec<Vec<String>> = r
+        .ipvs
+        .iter()
+        .flat_map(|ns| {
+            ns.services.iter().flat_map(move |s| {
+                let head = vec![
+                    ns.vni.to_string(),
+                    Ipv4Addr::from(s.fwmark).to_string(),
+                    ns.lb_addr.to_string(),
+                    s.sched.clone(),
+                ];
+                let none = s.dests.is_empty().then(|| {
+                    let mut r = head.clone();
+                    r.extend(["-".into(), "0".into(), "0".into()]);
+                    r
+                });
+                s.dests
+                    .iter()
+                    .map(move |d| {
+                        let mut r = head.clone();
+                        r.extend([
+                            d.addr.to_string(),
+                            d.active.to_string(),
+                            d.inactive.to_string(),
+                        ]);
+                        r
+                    })
+                    .chain(none)
+            })
+        })
+        .collect();
+    print_table(
+        &[
+            "VNI", "VIP", "SNAT TO", "SCHED", "BACKEND", "ACTIVE", "INACTIVE",
+        ],
+        &rows,
+    );
     Ok(())
 }

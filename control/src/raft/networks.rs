@@ -5,7 +5,7 @@
 //! cluster's pool (or the one asked for, if it overlaps nothing) and the
 //! lowest free VNI from 4096; an address is the lowest free host address,
 //! where "used" is derived from the records that exist (gateway, service
-//! VIPs, task addresses). Removing a record frees its addresses; an address
+//! VIPs, task addresses, node balancer addresses). Removing a record frees its addresses; an address
 //! is never handed out twice because it is only free when no record holds it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +92,12 @@ impl ClusterState {
                     .map(|a| a.addr),
             );
         }
+        used.extend(
+            self.lb_addrs
+                .values()
+                .filter(|a| a.network_id == network_id)
+                .map(|a| a.addr),
+        );
         used
     }
 
@@ -223,10 +229,9 @@ impl ClusterState {
                     return err(format!("network {} still has tasks attached", n.spec.name));
                 }
                 self.networks.remove(&id);
-                (
-                    CommandResult::Network(n),
-                    vec![Change::Delete(format!("network/{id}"))],
-                )
+                let mut changes = vec![Change::Delete(format!("network/{id}"))];
+                changes.extend(self.drop_lb_addrs(|a| a.network_id == id));
+                (CommandResult::Network(n), changes)
             }
             other => unreachable!("not a network command: {other:?}"),
         }

@@ -1,6 +1,6 @@
 //! The cluster's desired state, as the Raft log builds it: typed records,
 //! each stored under its own key (`cluster`, `node/ID`, `network/ID`,
-//! `service/ID`, `task/ID`), so applying a command writes only what changed.
+//! `service/ID`, `task/ID`, `lbaddr/NET/NODE`), so applying a command writes only what changed.
 //! Networks, services and tasks have their types (and allocation) in
 //! `networks.rs`, `services.rs`, `tasks.rs`.
 //!
@@ -242,6 +242,9 @@ pub struct ClusterState {
     pub services: BTreeMap<String, ServiceRecord>,
     #[serde(default)]
     pub tasks: BTreeMap<String, TaskRecord>,
+    /// Balancer addresses by `network_id/node_id` (`lb_addrs.rs`).
+    #[serde(default)]
+    pub lb_addrs: BTreeMap<String, super::lb_addrs::LbAddr>,
 }
 
 fn node_key(id: &str) -> String {
@@ -271,6 +274,9 @@ impl ClusterState {
                     .insert(id.to_string(), serde_json::from_slice(v)?);
             } else if let Some(id) = k.strip_prefix("task/") {
                 st.tasks.insert(id.to_string(), serde_json::from_slice(v)?);
+            } else if let Some(id) = k.strip_prefix("lbaddr/") {
+                st.lb_addrs
+                    .insert(id.to_string(), serde_json::from_slice(v)?);
             }
         }
         Ok(st)
@@ -310,11 +316,18 @@ impl ClusterState {
                 serde_json::to_vec(t).expect("records serialise"),
             )
         });
+        let lb_addrs = self.lb_addrs.iter().map(|(k, a)| {
+            (
+                format!("lbaddr/{k}"),
+                serde_json::to_vec(a).expect("records serialise"),
+            )
+        });
         cluster
             .chain(nodes)
             .chain(networks)
             .chain(services)
             .chain(tasks)
+            .chain(lb_addrs)
             .collect()
     }
 
@@ -428,6 +441,7 @@ impl ClusterState {
                     .collect();
                 let mut changes = vec![Change::Delete(node_key(&id))];
                 changes.extend(self.remove_tasks(&gone));
+                changes.extend(self.drop_lb_addrs(|a| a.node_id == id));
                 (CommandResult::Node(n), changes)
             }
             c @ (Command::NetworkCreate { .. } | Command::NetworkRemove { .. }) => {

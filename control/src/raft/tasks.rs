@@ -128,13 +128,16 @@ impl ClusterState {
                 if t.state != TaskState::Pending {
                     return err(format!("task {id} is not pending"));
                 }
+                let nets: Vec<String> = t.networks.iter().map(|a| a.network_id.clone()).collect();
+                let mut changes = self.ensure_lb_addrs(&node_id, &nets);
                 t.node_id = Some(node_id);
                 t.state = TaskState::Assigned;
                 t.err = None;
                 t.state_at = now;
                 t.version = index;
                 self.tasks.insert(id.clone(), t.clone());
-                (CommandResult::Ok, vec![put(format!("task/{id}"), &t)])
+                changes.push(put(format!("task/{id}"), &t));
+                (CommandResult::Ok, changes)
             }
             Command::TaskDesired { ids, desired } => {
                 (CommandResult::Ok, self.set_desired(&ids, desired, index))
@@ -183,11 +186,32 @@ impl ClusterState {
         changes
     }
 
+    /// Removes tasks, and the balancer addresses of nodes left without a
+    /// task on a network.
     pub(super) fn remove_tasks(&mut self, ids: &[String]) -> Vec<Change> {
-        ids.iter()
+        let mut changes: Vec<Change> = ids
+            .iter()
             .filter(|id| self.tasks.remove(*id).is_some())
             .map(|id| Change::Delete(format!("task/{id}")))
-            .collect()
+            .collect();
+        if !changes.is_empty() && !self.lb_addrs.is_empty() {
+            let in_use: BTreeSet<(&str, &str)> = self
+                .tasks
+                .values()
+                .filter_map(|t| Some((t, t.node_id.as_deref()?)))
+                .flat_map(|(t, n)| t.networks.iter().map(move |a| (a.network_id.as_str(), n)))
+                .collect();
+            let gone: BTreeSet<String> = self
+                .lb_addrs
+                .iter()
+                .filter(|(_, a)| !in_use.contains(&(a.network_id.as_str(), a.node_id.as_str())))
+                .map(|(k, _)| k.clone())
+                .collect();
+            changes.extend(self.drop_lb_addrs(|a| {
+                gone.contains(&super::lb_addrs::key(&a.network_id, &a.node_id))
+            }));
+        }
+        changes
     }
 
     /// New tasks with an address on each of their service's networks.
@@ -202,6 +226,7 @@ impl ClusterState {
         // the lowest-free scan resumes (allocations only go up within a
         // batch), so a batch is linear in the network's size.
         let mut pools: BTreeMap<String, (BTreeSet<Ipv4Addr>, Ipv4Addr)> = BTreeMap::new();
+        let mut lb_wanted: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
         for nt in tasks {
             let Some(s) = self.services.get(&nt.service_id).cloned() else {
                 continue;
@@ -234,6 +259,7 @@ impl ClusterState {
                     None => return err(format!("network {nid} has no free address")),
                 }
             }
+            let nt_node = nt.node_id.clone();
             let t = TaskRecord {
                 id: nt.id.clone(),
                 service_id: s.id.clone(),
@@ -256,6 +282,11 @@ impl ClusterState {
             };
             changes.push(put(format!("task/{}", t.id), &t));
             self.tasks.insert(t.id.clone(), t);
+            lb_wanted.extend(nt_node.map(|n| (n, s.network_ids.clone())));
+        }
+        // After the batch: its task addresses come first, in order.
+        for (node, nets) in lb_wanted {
+            changes.extend(self.ensure_lb_addrs(&node, &nets));
         }
         (CommandResult::Ok, changes)
     }
@@ -287,6 +318,9 @@ pub struct AssignedNet {
     pub aliases: Vec<String>,
     /// The service's VIP on this network.
     pub vip: Option<Ipv4Addr>,
+    /// This node's balancer address on the network (IPVS mode).
+    #[serde(default)]
+    pub lb_addr: Option<Ipv4Addr>,
 }
 
 /// What a node is told about one of its tasks at each heartbeat.
@@ -332,6 +366,7 @@ impl super::state::ClusterState {
                         });
                         Some(AssignedNet {
                             vip,
+                            lb_addr: self.lb_addr(&a.network_id, node_id),
                             name: n.spec.name.clone(),
                             vni: n.vni,
                             subnet: n.subnet,

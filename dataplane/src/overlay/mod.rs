@@ -17,7 +17,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::tc::{self, SchedClassifierLink, TcAttachOptions};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
@@ -190,6 +190,9 @@ impl Overlay {
     /// An existing pin is reused and its program swapped atomically, so an
     /// agent restart never leaves the interface without a program.
     fn attach_tc(&mut self, name: &str, role: &str, ifname: &str) -> Result<(), Error> {
+        if !tcx_supported() {
+            return self.attach_tc_netlink(name, ifname);
+        }
         let pin = self.link_pin(role, "tc", ifname);
         let p: &mut SchedClassifier = prog_mut(&mut self.ebpf, name)?;
         if pin.exists() {
@@ -218,6 +221,28 @@ impl Overlay {
             .map_err(|e| Error::bpf("tc link is not a bpf_link (kernel < 6.6?)", e))?;
         fd.pin(&pin)
             .map_err(|e| Error::bpf(format!("pin {}", pin.display()), e))?;
+        Ok(())
+    }
+
+    /// Kernels before 6.6 (no TCX, e.g. Debian 12's 6.1): a clsact filter.
+    /// Filters outlive the agent on their own, so there is no pin; a
+    /// restart replaces the filter, leaving the interface without a
+    /// program for the moment between delete and add.
+    fn attach_tc_netlink(&mut self, name: &str, ifname: &str) -> Result<(), Error> {
+        if let Err(e) = tc::qdisc_add_clsact(ifname) {
+            // EEXIST: a previous run's qdisc, kept.
+            if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST))
+            {
+                return Err(Error::bpf(format!("clsact on {ifname}"), e));
+            }
+        }
+        let _ = tc::qdisc_detach_program(ifname, TcAttachType::Ingress, name);
+        let p: &mut SchedClassifier = prog_mut(&mut self.ebpf, name)?;
+        let id = p
+            .attach(ifname, TcAttachType::Ingress)
+            .map_err(|e| Error::bpf(format!("attach {name} to {ifname}"), e))?;
+        // Detached when the interface goes, not when the agent exits.
+        std::mem::forget(p.take_link(id));
         Ok(())
     }
 
@@ -323,4 +348,9 @@ fn verifier(e: aya::programs::ProgramError) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// TCX links (kernel >= 6.6) keep a pinned link through restarts.
+fn tcx_supported() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
 }

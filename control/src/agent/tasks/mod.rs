@@ -157,6 +157,18 @@ impl Agent {
             .collect()
     }
 
+    /// The networks of the tasks this node runs or is starting, with the
+    /// node's balancer address on each (IPVS balancing).
+    pub fn lb_wanted(&self) -> crate::agent::lb::ipvs::Wanted {
+        let tasks = self.tasks.tasks.lock().expect("tasks lock");
+        tasks
+            .values()
+            .filter(|l| !l.cleaned)
+            .flat_map(|l| l.a.networks.iter())
+            .filter_map(|n| Some((n.name.clone(), (n.lb_addr?, n.subnet.prefix_len()))))
+            .collect()
+    }
+
     /// Brings local tasks in line with the leader's assignments.
     pub fn reconcile_tasks(self: &Arc<Self>, assignments: Vec<Assignment>) {
         let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
@@ -609,14 +621,17 @@ impl Agent {
                 warn!("task namespace {ns}: {e}");
             }
         }
+        // A network's balancing endpoint (IPVS) does not keep it joined.
         let in_use: std::collections::BTreeSet<String> = self
             .endpoints()
             .await
             .into_iter()
+            .filter(|e| !crate::agent::lb::ipvs::is_lb_endpoint(e))
             .map(|e| e.network)
             .collect();
         for n in &a.networks {
             if !in_use.contains(&n.name) {
+                self.remove_lb_endpoint(&n.name).await;
                 let _ = self.remove_network(&n.name).await;
             }
         }

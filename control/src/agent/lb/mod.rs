@@ -1,0 +1,142 @@
+//! VIP load balancing on this node. What to balance comes from the gossip
+//! table (what runs): each service VIP on a network this node has joined,
+//! with its healthy tasks as backends (`desired`). Two balancers program
+//! it, behind one trait: the eBPF one (`ebpf.rs`, the default: Maglev in
+//! the tc program of every endpoint) and IPVS (`ipvs.rs`, Docker's scheme:
+//! a balancing namespace per network with fwmark virtual services).
+
+pub mod ebpf;
+pub mod ipvs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+use shoal_dataplane::overlay::Maps;
+
+use super::dns::Rec;
+use crate::api::Endpoint;
+
+/// `shoal daemon --lb`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMode {
+    /// eBPF (the kernel may lack IPVS; eBPF is always there).
+    #[default]
+    Auto,
+    Ebpf,
+    Ipvs,
+}
+
+pub type Desired = BTreeMap<(u32, Ipv4Addr), BTreeSet<Ipv4Addr>>;
+
+/// Services and their healthy backends, for the networks in `joined`.
+pub fn desired<'a>(recs: impl Iterator<Item = Rec<'a>>, joined: &BTreeSet<u32>) -> Desired {
+    let mut d = Desired::new();
+    for (vni, ip, r) in recs {
+        let Some(vip) = r.vip else { continue };
+        if !joined.contains(&vni) {
+            continue;
+        }
+        let backends = d.entry((vni, vip)).or_default();
+        if matches!(r.health.as_str(), "none" | "healthy") {
+            backends.insert(ip);
+        }
+    }
+    d
+}
+
+/// `GET /v1/debug/lb`: which balancer, and IPVS's tables when it is IPVS
+/// (the eBPF balancer's maps are read from their pins directly).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LbReport {
+    pub mode: LbMode,
+    #[serde(default)]
+    pub ipvs: Vec<ipvs::IpvsNsView>,
+}
+
+impl Lb {
+    pub fn report(&mut self) -> LbReport {
+        match self {
+            Lb::Ebpf(_) => LbReport {
+                mode: LbMode::Ebpf,
+                ipvs: vec![],
+            },
+            Lb::Ipvs(b) => LbReport {
+                mode: LbMode::Ipvs,
+                ipvs: b.view(),
+            },
+        }
+    }
+}
+
+/// What a balancer may touch besides its own state.
+pub struct Ctx<'a> {
+    pub maps: &'a mut Maps,
+    /// The node's endpoints (IPVS: its balancing endpoints among them).
+    pub endpoints: &'a [Endpoint],
+}
+
+/// A way of balancing VIPs, as netavark has firewall drivers.
+pub(crate) trait Balancer {
+    /// Makes the balanced services and backends equal to `want`.
+    async fn apply(&mut self, want: &Desired, ctx: Ctx<'_>);
+}
+
+/// One per node, made once: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Lb {
+    Ebpf(ebpf::LbProgrammer),
+    Ipvs(ipvs::IpvsLb),
+}
+
+impl Balancer for Lb {
+    async fn apply(&mut self, want: &Desired, ctx: Ctx<'_>) {
+        match self {
+            Lb::Ebpf(b) => b.apply(want, ctx).await,
+            Lb::Ipvs(b) => b.apply(want, ctx).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::table::SvcRecord;
+
+    fn rec(vip: Option<Ipv4Addr>, health: &str) -> SvcRecord {
+        SvcRecord {
+            service_id: "s".into(),
+            service: "web".into(),
+            task_id: "t".into(),
+            task: "web.1.t".into(),
+            slot: 1,
+            network: "appnet".into(),
+            vip,
+            aliases: vec![],
+            health: health.into(),
+        }
+    }
+
+    #[test]
+    fn healthy_tasks_of_joined_networks_only() {
+        let vip = Ipv4Addr::new(10, 0, 1, 2);
+        let (ok, sick, rr) = (
+            rec(Some(vip), "healthy"),
+            rec(Some(vip), "starting"),
+            rec(None, "none"),
+        );
+        let recs = [
+            (4096, Ipv4Addr::new(10, 0, 1, 5), &ok),
+            (4096, Ipv4Addr::new(10, 0, 1, 6), &sick),
+            (4096, Ipv4Addr::new(10, 0, 1, 7), &rr),
+            (4097, Ipv4Addr::new(10, 0, 2, 5), &ok),
+        ];
+        let d = desired(recs.into_iter(), &BTreeSet::from([4096]));
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[&(4096, vip)],
+            BTreeSet::from([Ipv4Addr::new(10, 0, 1, 5)])
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! Each node's balancer address on each network it has tasks on: the
+//! address of its load-balancing namespace (`lb_<network>`) when the node
+//! balances with IPVS, which SNATs balanced connections to it so replies
+//! come back through it (Docker allocates the same per node and network).
+//!
+//! Allocated while a task is assigned to a node, deterministically like
+//! every address (the lowest free one); freed with the node or network.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{put, Change, ClusterState};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbAddr {
+    pub network_id: String,
+    pub node_id: String,
+    pub addr: Ipv4Addr,
+}
+
+/// The record's key inside `ClusterState::lb_addrs` (and after `lbaddr/`
+/// in the store).
+pub fn key(network_id: &str, node_id: &str) -> String {
+    format!("{network_id}/{node_id}")
+}
+
+impl ClusterState {
+    pub fn lb_addr(&self, network_id: &str, node_id: &str) -> Option<Ipv4Addr> {
+        self.lb_addrs.get(&key(network_id, node_id)).map(|a| a.addr)
+    }
+
+    /// Gives `node_id` an address on each of `network_ids` it lacks one on.
+    /// A full network gets none: the task still runs, only IPVS balancing
+    /// on that node cannot.
+    pub(super) fn ensure_lb_addrs(&mut self, node_id: &str, network_ids: &[String]) -> Vec<Change> {
+        let mut changes = vec![];
+        for nid in network_ids {
+            let k = key(nid, node_id);
+            if self.lb_addrs.contains_key(&k) {
+                continue;
+            }
+            let Some(addr) = self.free_addr(nid, &Default::default()) else {
+                continue;
+            };
+            let rec = LbAddr {
+                network_id: nid.clone(),
+                node_id: node_id.into(),
+                addr,
+            };
+            changes.push(put(format!("lbaddr/{k}"), &rec));
+            self.lb_addrs.insert(k, rec);
+        }
+        changes
+    }
+
+    /// Frees the addresses `keep` rejects.
+    pub(super) fn drop_lb_addrs(&mut self, gone: impl Fn(&LbAddr) -> bool) -> Vec<Change> {
+        let keys: Vec<String> = self
+            .lb_addrs
+            .iter()
+            .filter(|(_, a)| gone(a))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .map(|k| {
+                self.lb_addrs.remove(&k);
+                Change::Delete(format!("lbaddr/{k}"))
+            })
+            .collect()
+    }
+}
