@@ -348,15 +348,19 @@ table ip shoal_lb {{
 pub type Wanted = BTreeMap<String, (Ipv4Addr, u8)>;
 
 impl super::super::Agent {
-    /// Creates and removes balancing endpoints (IPVS mode) to match the
-    /// networks of the node's tasks. Runs outside the agent's lock (it
+    /// Creates balancing endpoints (IPVS mode) on the networks of the
+    /// node's tasks and removes those of networks it left. Runs outside the agent's lock (it
     /// takes it per endpoint).
     pub async fn sync_lb_endpoints(&self, wanted: Wanted) {
-        let have: Vec<Endpoint> = self
-            .endpoints()
-            .await
-            .into_iter()
-            .filter(is_lb_endpoint)
+        let all = self.endpoints().await;
+        let have: Vec<&Endpoint> = all.iter().filter(|e| is_lb_endpoint(e)).collect();
+        // Networks some other endpoint of this node is on. Until a restarted
+        // agent hears its assignments, `wanted` is empty: a balancing
+        // endpoint stays as long as its network's task endpoints do.
+        let joined: BTreeSet<&str> = all
+            .iter()
+            .filter(|e| !is_lb_endpoint(e))
+            .map(|e| e.network.as_str())
             .collect();
         let defined: BTreeSet<String> = self.networks().await.into_iter().map(|n| n.name).collect();
         for (net, (addr, prefix)) in &wanted {
@@ -384,7 +388,10 @@ impl super::super::Agent {
                 let _ = NetNs::delete(&ns_name);
             }
         }
-        for e in have.iter().filter(|e| !wanted.contains_key(&e.network)) {
+        for e in have
+            .iter()
+            .filter(|e| !wanted.contains_key(&e.network) && !joined.contains(e.network.as_str()))
+        {
             self.remove_lb_endpoint(&e.network).await;
         }
     }
