@@ -122,6 +122,23 @@ fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
         assert_eq!(addrs(&out), (EP_A, EP_B));
         assert!(checksums_ok(&out));
 
+        // UDP from the same ports straight to the backend: the reverse
+        // entry of the VIP flow goes, so the backend's reply keeps its own
+        // address.
+        let back = frame(EP_B, EP_A, 17, &udp_ok(EP_B, EP_A, 53, 5353), MAC_A);
+        let (_, out) = run(env, Hook::Tc, false, env.epb_ifindex, &back);
+        assert_eq!(addrs(&out), (VIP, EP_A), "while the VIP flow is current");
+        let f = frame(EP_A, EP_B, 17, &udp_ok(EP_A, EP_B, 5353, 53), MAC_B);
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &f).0,
+            TC_ACT_REDIRECT
+        );
+        let (_, out) = run(env, Hook::Tc, false, env.epb_ifindex, &back);
+        assert_eq!(addrs(&out), (EP_B, EP_A), "after a direct datagram");
+        // And through the VIP again: from the VIP again.
+        let f = frame(EP_A, VIP, 17, &udp_ok(EP_A, VIP, 5353, 53), host);
+        run(env, Hook::Tc, false, env.epa_ifindex, &f);
+
         // The backend has nothing on that UDP port: its port unreachable
         // reaches the client about the VIP (quoted header and source).
         let quoted = ipv4(EP_A, EP_B, 17, 0, &[], &udp_ok(EP_A, EP_B, 5353, 53))[..28].to_vec();

@@ -167,11 +167,12 @@ static __always_inline void ct_key_set(struct ct_key *k, __u32 vni, __be32 saddr
 }
 
 /*
- * A TCP SYN straight to an address (not a VIP) opens a new flow: a reverse
- * entry left by an earlier flow through a VIP on the same ports would give
- * its replies the VIP's address, and the client would drop them. So it
- * goes. (A UDP flow reusing ports that went through a VIP a moment ago is
- * not covered: its entry ages out of the LRU.)
+ * A TCP SYN or a UDP datagram straight to an address (not a VIP) starts a
+ * direct flow: a reverse entry left by an earlier flow through a VIP on the
+ * same ports would give its replies the VIP's address, and the client
+ * would drop them. So it goes. (A client sending from one UDP port to both
+ * the VIP and that backend at once is ambiguous by nature: replies follow
+ * whichever of the two sent last.)
  */
 static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vni,
 						 const struct iphdr *ip, int l4)
@@ -180,13 +181,21 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 	__be16 ports[2];
 	__u8 flags;
 
-	if (ip->protocol != IPPROTO_TCP || (ip->frag_off & bpf_htons(IP_OFFSET)))
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return;
-	if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) || (flags & 0x12) != 0x02)
-		return; /* not a SYN, or a SYN-ACK */
+	if (ip->protocol == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) || (flags & 0x12) != 0x02)
+			return; /* not a SYN, or a SYN-ACK */
+	} else if (ip->protocol != IPPROTO_UDP) {
+		return;
+	}
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return;
-	ct_key_set(&ck, vni, ip->daddr, ip->saddr, ports[1], ports[0], IPPROTO_TCP);
+	ct_key_set(&ck, vni, ip->daddr, ip->saddr, ports[1], ports[0], ip->protocol);
+	/* UDP has no start of flow: every direct datagram looks (a lookup is
+	 * cheaper than a delete of nothing). */
+	if (ip->protocol == IPPROTO_UDP && !bpf_map_lookup_elem(&shoal_rct, &ck))
+		return;
 	bpf_map_delete_elem(&shoal_rct, &ck);
 }
 
@@ -245,8 +254,21 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 	if (ct) {
 		struct backend_key bk = { .vni = vni, .vip = ip.daddr, .ip = ct->backend };
 
-		if (bpf_map_lookup_elem(&shoal_backends, &bk))
+		if (bpf_map_lookup_elem(&shoal_backends, &bk)) {
 			backend = ct->backend;
+			/* A direct datagram on the same ports may have taken the
+			 * reverse entry (forget_stale_reverse): UDP puts it back. */
+			if (ip.protocol == IPPROTO_UDP) {
+				struct ct_key rk = {};
+
+				cv = *ct;
+				ct_key_set(&rk, vni, backend,
+					   backend == ip.saddr ? ip.daddr : ip.saddr, ports[1],
+					   ports[0], ip.protocol);
+				if (!bpf_map_lookup_elem(&shoal_rct, &rk))
+					bpf_map_update_elem(&shoal_rct, &rk, &cv, BPF_NOEXIST);
+			}
+		}
 	}
 	if (!backend) {
 		struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, &sk);

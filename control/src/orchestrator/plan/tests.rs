@@ -169,8 +169,31 @@ fn replicas_spread_scale_and_move_off_dead_and_drained_nodes() {
     settle(&mut st, 4);
     let third = live(&st, "web")[0].node_id.clone().unwrap();
     assert!(third != now_on && third != dead);
+    // Every node with a task on the network has its own balancer address
+    // there (IPVS), distinct from every task's, and its assignments carry
+    // it.
+    let nodes: std::collections::BTreeSet<String> = live(&st, "web")
+        .iter()
+        .filter_map(|t| t.node_id.clone())
+        .collect();
+    let lb: std::collections::BTreeSet<std::net::Ipv4Addr> = nodes
+        .iter()
+        .map(|n| st.lb_addr("net", n).expect("a balancer address"))
+        .collect();
+    assert_eq!(lb.len(), nodes.len());
+    assert!(st
+        .tasks
+        .values()
+        .flat_map(|t| &t.networks)
+        .all(|a| !lb.contains(&a.addr)));
+    for n in &nodes {
+        assert!(st
+            .assignments(n)
+            .iter()
+            .all(|a| a.networks[0].lb_addr == st.lb_addr("net", n)));
+    }
     // Removing the service stops its tasks; once stopped they are forgotten
-    // and their addresses free.
+    // and their addresses (the balancers' too) free.
     st.apply(8, Command::ServiceRemove { id: "s".into() });
     let ids: Vec<String> = st.tasks.keys().cloned().collect();
     let reports = ids
