@@ -361,6 +361,47 @@ impl Netlink {
             .map_err(|e| Error::netlink(format!("add default route via {gw}"), e))
     }
 
+    /// Source routing: what leaves from `src` uses routing table `table`,
+    /// whose default route goes via `gw` on `oif` (a task's replies from
+    /// its address on one network leave by that network, whatever the
+    /// main default route).
+    pub async fn add_source_route(
+        &self,
+        src: Ipv4Addr,
+        table: u32,
+        gw: Ipv4Addr,
+        oif: u32,
+    ) -> Result<(), Error> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(oif)
+            .table_id(table)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| Error::netlink(format!("default route via {gw} in table {table}"), e))?;
+        match self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .source_prefix(src, 32)
+            .table_id(table)
+            .action(netlink_packet_route::rule::RuleAction::ToTable)
+            .priority(100)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            Err(e) => Err(Error::netlink(format!("rule from {src} lookup {table}"), e)),
+        }
+    }
+
     /// A permanent neighbour entry `ip lladdr mac`.
     pub async fn add_neigh(&self, index: u32, ip: Ipv4Addr, mac: Mac) -> Result<(), Error> {
         self.handle

@@ -22,6 +22,7 @@
 #include "include/maps.h"
 #include "include/overlay.h"
 #include "include/lb.h"
+#include "include/mesh.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -124,6 +125,36 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED : DROP_FIB_FAILED);
 }
 
+/* A mesh reply restored to come from the published address: routed out of
+ * the underlay to the client. */
+static __always_inline int tc_mesh_out(struct __sk_buff *skb, __be32 client)
+{
+	struct shoal_config *cfg = get_config();
+	struct bpf_fib_lookup p;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	int rc;
+
+	if (!cfg)
+		return tc_drop(DROP_NOT_CONFIGURED);
+	rc = fib_to_vtep(skb, cfg, client, 0, &p);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
+
+		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return tc_drop(DROP_FIB_FAILED);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return tc_drop(DROP_TRUNCATED);
+	mac_copy(eth->h_dest, p.dmac);
+	mac_copy(eth->h_source, p.smac);
+	return bpf_redirect(p.ifindex, 0);
+}
+
 SEC("classifier")
 int shoal_ep_tc(struct __sk_buff *skb)
 {
@@ -176,9 +207,27 @@ int shoal_ep_tc(struct __sk_buff *skb)
 	}
 	case D_REMOTE:
 		return tc_encap(skb, &d);
-	case D_PASS:
+	case D_PASS: {
+		/* Off the subnet: a backend's reply to a mesh client? */
+		struct shoal_config *cfg = get_config();
+		__u32 reason = 0;
+		__be32 client = 0;
+
+		if (cfg) {
+			switch (mesh_reply(skb, cfg, ifc->vni, &d, &client, &reason)) {
+			case MESH_OUT:
+				return tc_mesh_out(skb, client);
+			case MESH_REMOTE:
+				return tc_encap(skb, &d);
+			case MESH_DROP:
+				return tc_drop(reason);
+			default:
+				break;
+			}
+		}
 		count_stat(STAT_PASS_ENDPOINT);
 		return TC_ACT_OK;
+	}
 	default:
 		return tc_drop(d.reason);
 	}
@@ -191,6 +240,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	struct decision d = {};
 	struct ethhdr inner;
 	void *data, *data_end;
+	__be32 outer_src = 0;
 	__u64 flags;
 
 	if (!cfg) {
@@ -207,14 +257,49 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	}
 
 	switch (classify_from_underlay(data, data_end, cfg, &d)) {
-	case D_PASS:
+	case D_PASS: {
+		/* Not VXLAN: a client of a published port (the mesh)? */
+		__u32 reason = 0;
+
+		switch (mesh_entry(skb, cfg, &d, &reason)) {
+		case MESH_LOCAL: {
+			__u8 mac[6];
+
+			mac_copy(mac, d.ep.mac);
+			if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0))
+				return tc_drop(DROP_LB_REWRITE);
+			return bpf_redirect_peer(d.ep.ifindex, 0);
+		}
+		case MESH_REMOTE:
+			return tc_encap(skb, &d);
+		case MESH_DROP:
+			return tc_drop(reason);
+		default:
+			break;
+		}
 		count_stat(STAT_PASS_UNDERLAY);
 		return TC_ACT_OK;
+	}
 	case D_DECAP:
 		break;
 	default:
+		if (d.reason == DROP_UNKNOWN_INNER_DST) {
+			/* A mesh reply coming back to the node it entered by? */
+			__be32 client = 0;
+
+			switch (mesh_reply_in(skb, cfg, &d, &client)) {
+			case MESH_OUT:
+				return tc_mesh_out(skb, client);
+			case MESH_DROP:
+				return tc_drop(DROP_DECAP_FAILED);
+			default:
+				break;
+			}
+		}
 		return tc_drop(d.reason);
 	}
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, &outer_src, sizeof(outer_src)))
+		return tc_drop(DROP_TRUNCATED);
 
 	if (d.inner_off > 128 || bpf_skb_load_bytes(skb, d.inner_off, &inner, sizeof(inner)))
 		return tc_drop(DROP_TRUNCATED);
@@ -236,6 +321,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	count_stat(STAT_DECAP);
 	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
 		lb_reverse(skb, d.vni);
+		mesh_learn(skb, cfg, d.vni, outer_src);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
 	return bpf_redirect(d.ep.ifindex, 0);

@@ -32,8 +32,12 @@ pub mod map {
     pub const BACKENDS: &str = "shoal_backends";
     pub const CT: &str = "shoal_ct";
     pub const RCT: &str = "shoal_rct";
+    pub const MESH_PORTS: &str = "shoal_mesh_ports";
+    pub const MESH_CT: &str = "shoal_mesh_ct";
+    pub const MESH_REV: &str = "shoal_mesh_rev";
     pub const ALL: &[&str] = &[
         ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS, SERVICES, MAGLEV, BACKENDS, CT, RCT,
+        MESH_PORTS, MESH_CT, MESH_REV,
     ];
 }
 
@@ -91,7 +95,10 @@ pub struct Config {
     /// Network byte order.
     pub vxlan_port: u16,
     pub flags: u16,
-    pub pad: u32,
+    /// The routing mesh's network (0: none) and its subnet.
+    pub ingress_vni: u32,
+    pub ingress_net: u32,
+    pub ingress_prefix: u32,
 }
 
 /// Largest Maglev table (`SHOAL_MAGLEV_MAX`, Cilium's default M).
@@ -163,6 +170,38 @@ pub struct CtValue {
     pub vip: u32,
 }
 
+/// `struct mesh_port_key`: a published port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MeshPortKey {
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct mesh_port_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshPortValue {
+    /// The service's ingress VIP (network byte order).
+    pub vip: u32,
+    /// Network byte order.
+    pub target: u16,
+    pub flags: u16,
+}
+
+/// `struct mesh_rev_value`: where a mesh flow entered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshRevValue {
+    pub entry_vtep: u32,
+    pub node_ip: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub flags: u16,
+}
+
 // SAFETY: plain-old-data mirrors of C structs, no padding holes with
 // uninitialised bytes that the kernel would read (sizes checked below).
 unsafe impl aya::Pod for EpKey {}
@@ -176,6 +215,9 @@ unsafe impl aya::Pod for MaglevValue {}
 unsafe impl aya::Pod for BackendKey {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtValue {}
+unsafe impl aya::Pod for MeshPortKey {}
+unsafe impl aya::Pod for MeshPortValue {}
+unsafe impl aya::Pod for MeshRevValue {}
 
 macro_rules! counters {
     ($(#[$m:meta])* $name:ident { $($var:ident = $label:literal),* $(,)? }) => {
@@ -216,6 +258,8 @@ counters! {
         VipFragment = "vip_fragment",
         NoBackend = "no_backend",
         LbRewrite = "lb_rewrite_failed",
+        MeshFragment = "mesh_fragment",
+        MeshCt = "mesh_conntrack_full",
     }
 }
 
@@ -231,6 +275,8 @@ counters! {
         LbDnat = "lb_dnat",
         LbRevnat = "lb_revnat",
         LbEcho = "lb_echo_reply",
+        MeshEntry = "mesh_entry",
+        MeshReply = "mesh_reply",
     }
 }
 
@@ -244,7 +290,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<EpValue>(), 16);
         assert_eq!(std::mem::size_of::<IfaceValue>(), 28);
         assert_eq!(std::mem::size_of::<VniValue>(), 4);
-        assert_eq!(std::mem::size_of::<Config>(), 16);
+        assert_eq!(std::mem::size_of::<Config>(), 24);
+        assert_eq!(std::mem::size_of::<MeshPortKey>(), 4);
+        assert_eq!(std::mem::size_of::<MeshPortValue>(), 8);
+        assert_eq!(std::mem::size_of::<MeshRevValue>(), 12);
         assert_eq!(std::mem::size_of::<SvcKey>(), 8);
         assert_eq!(std::mem::size_of::<SvcValue>(), 16);
         assert_eq!(std::mem::size_of::<MaglevValue>(), 4 * 16381);
@@ -262,7 +311,7 @@ mod tests {
 
     #[test]
     fn counter_enums_cover_the_c_enums() {
-        assert_eq!(DropReason::ALL.len(), 20); // DROP_MAX
-        assert_eq!(Stat::ALL.len(), 9); // STAT_MAX
+        assert_eq!(DropReason::ALL.len(), 22); // DROP_MAX
+        assert_eq!(Stat::ALL.len(), 11); // STAT_MAX
     }
 }

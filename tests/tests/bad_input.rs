@@ -95,7 +95,7 @@ fn invalid_cli_input_is_refused_with_one_line_and_changes_nothing() {
     );
     one_line_error(
         &["lab", "exec", "--name", l, "n7", "--", "true"],
-        "no node or endpoint",
+        "no node, endpoint or client",
     );
     let peer = |vni: &str, ip: &str, mac: &str, vtep: &str| {
         vec![

@@ -67,6 +67,12 @@ pub async fn ensure(
     inside.add_addr(idx, ep.ip.into(), ep.prefix_len).await?;
     if ep.ifname == EP_IFNAME {
         inside.add_default_route(net.gateway, idx).await?;
+    } else {
+        // Replies from this address leave by this network (the routing
+        // mesh delivers clients from outside on the ingress network).
+        inside
+            .add_source_route(ep.ip, 100 + idx, net.gateway, idx)
+            .await?;
     }
     let ifname = ep.ifname.clone();
     ns.run(move || -> Result<()> {

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod endpoint;
 pub mod lb;
+pub mod mesh;
 mod service;
 pub mod store;
 mod swarm;
@@ -153,10 +154,16 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 
     let mut overlay = Overlay::load(&cfg.bpffs_dir, hooks)?;
     let mut maps = overlay.maps()?;
+    // The mesh's fields survive a restart (a previous run's, until the
+    // first heartbeat): flows through this node keep entering meanwhile.
+    let kept = maps.config().unwrap_or_default();
     maps.set_config(Config {
         underlay_ifindex: ul_index,
         vtep_ip: ip_key(cfg.advertise_addr),
         vxlan_port: cfg.vxlan_port.to_be(),
+        ingress_vni: kept.ingress_vni,
+        ingress_net: kept.ingress_net,
+        ingress_prefix: kept.ingress_prefix,
         ..Default::default()
     })?;
     overlay.attach_underlay(&dev)?;
@@ -232,6 +239,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             store,
             programmer,
             lb,
+            mesh: Default::default(),
+            mesh_maps: shoal_dataplane::lb::MeshMaps::open(&cfg.bpffs_dir)?,
         }),
         changed: Notify::new(),
         lb_mode: cfg.lb,

@@ -30,6 +30,9 @@ pub struct Inner {
     pub store: Store,
     pub programmer: Programmer,
     pub lb: super::lb::Lb,
+    /// The routing mesh: what the leader says, and the pinned maps.
+    pub mesh: crate::raft::mesh::MeshConfig,
+    pub mesh_maps: shoal_dataplane::lb::MeshMaps,
 }
 
 pub struct Agent {
@@ -418,10 +421,15 @@ impl Agent {
         let merged = table::merge(&local, &peers);
         self.rebuild_dns(&inner.state, &merged);
         let want = {
-            let joined: std::collections::BTreeSet<u32> =
+            let mut joined: std::collections::BTreeSet<u32> =
                 inner.state.endpoints.iter().map(|e| e.vni).collect();
+            // Every node balances the ingress VIPs: it is an entry of the
+            // routing mesh whether or not it runs a task.
+            joined.extend(inner.mesh.ingress.as_ref().map(|n| n.vni));
             super::lb::desired(task_records(&inner.state, &merged), &joined)
         };
+        let published = super::mesh::ports(&inner.mesh);
+        super::mesh::program(&mut inner.mesh_maps, &published);
         let Inner {
             maps,
             programmer,
@@ -434,6 +442,7 @@ impl Agent {
             super::lb::Ctx {
                 maps,
                 endpoints: &state.endpoints,
+                adopting: programmer.adopting(),
             },
         )
         .await;

@@ -99,6 +99,12 @@ impl Programmer {
         Ok((added, removed))
     }
 
+    /// Still relearning the table after a restart: what gossip has not
+    /// confirmed yet is kept, not removed.
+    pub fn adopting(&self) -> bool {
+        Instant::now() < self.keep_adopted_until
+    }
+
     pub fn is_programmed(&self, vni: u32, ip: Ipv4Addr) -> bool {
         self.programmed.contains_key(&(vni, ip))
     }

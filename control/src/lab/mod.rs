@@ -41,6 +41,17 @@ pub struct Lab {
     /// restarts).
     #[serde(default)]
     pub daemon_args: Vec<String>,
+    /// Hosts on the underlay that are no cluster node (`client`): where
+    /// users and tests try published ports from outside the cluster.
+    #[serde(default)]
+    pub clients: Vec<LabClient>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabClient {
+    pub name: String,
+    pub netns: String,
+    pub underlay_ip: std::net::Ipv4Addr,
 }
 
 /// An endpoint the lab asked a node's daemon to create.
@@ -128,7 +139,7 @@ impl Lab {
         })
     }
 
-    /// The namespace of a node, an endpoint, or the underlay (`ul`).
+    /// The namespace of a node, an endpoint, a client or the underlay (`ul`).
     pub fn netns_of(&self, target: &str) -> Result<String> {
         if target == "ul" || target == "underlay" {
             return Ok(self.underlay_netns.clone());
@@ -139,8 +150,11 @@ impl Lab {
         if let Some(e) = self.endpoints.iter().find(|e| e.name == target) {
             return Ok(e.netns.clone());
         }
+        if let Some(c) = self.clients.iter().find(|c| c.name == target) {
+            return Ok(c.netns.clone());
+        }
         bail!(
-            "lab {} has no node or endpoint named {target:?} (see `shoal lab ls --name {}`)",
+            "lab {} has no node, endpoint or client named {target:?} (see `shoal lab ls --name {}`)",
             self.name,
             self.name
         )

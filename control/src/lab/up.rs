@@ -40,6 +40,9 @@ pub fn lab_network() -> Network {
     }
 }
 
+/// The lab's outside client (`shoal lab exec client -- CMD`).
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+
 pub fn node_ip(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, i as u8)
 }
@@ -98,6 +101,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         endpoints: vec![],
         managers: opts.managers,
         daemon_args: opts.daemon_args.clone(),
+        clients: vec![],
     };
 
     let mut next_ip = u32::from(net.gateway) + 1;
@@ -155,6 +159,32 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         }
         lab.nodes.push(node);
     }
+    // The outside client: a host on the underlay that is no node.
+    let client = super::LabClient {
+        name: "client".into(),
+        netns: format!("{name}-client"),
+        underlay_ip: CLIENT_IP,
+    };
+    let cns = NetNs::create(&client.netns)?;
+    let port = format!("{name}-cl");
+    ul.add_veth(
+        &port,
+        "eth0",
+        Some(&cns),
+        Some(mac_from_ip(CLIENT_IP)),
+        None,
+    )
+    .await
+    .context("underlay link of the client")?;
+    let port_idx = ul.require_index(&port).await?;
+    ul.set_master(port_idx, br).await?;
+    ul.set_up(port_idx).await?;
+    let inside = Netlink::connect_in(&cns)?;
+    let dev = inside.require_index("eth0").await?;
+    inside.set_up(dev).await?;
+    inside.add_addr(dev, CLIENT_IP.into(), 24).await?;
+    cns.run(netlink::set_lo_up_blocking)??;
+    lab.clients.push(client);
     lab.save()?;
 
     for node in lab.nodes.clone() {

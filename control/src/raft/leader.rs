@@ -150,10 +150,10 @@ pub async fn execute(
                     Err(_) => return Err(no_quorum()),
                 }
             }
-            let (assignments, data_path_port) = {
+            let (assignments, data_path_port, mesh) = {
                 let st = state.read().expect("state lock");
                 let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
-                (st.assignments(&node_id), port)
+                (st.assignments(&node_id), port, st.mesh_config())
             };
             let mem = m.membership_config.membership();
             let managers = mem
@@ -172,6 +172,7 @@ pub async fn execute(
                     assignments,
                     log_asks,
                     data_path_port,
+                    mesh,
                 }),
                 ..Default::default()
             })

@@ -117,6 +117,9 @@ pub struct SessionReply {
     /// The swarm's VXLAN port (`swarm init --data-path-port`).
     #[serde(default = "default_data_path_port")]
     pub data_path_port: u16,
+    /// The routing mesh: the ingress network and the published ports.
+    #[serde(default)]
+    pub mesh: super::mesh::MeshConfig,
 }
 
 fn default_data_path_port() -> u16 {

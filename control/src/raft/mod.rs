@@ -17,6 +17,7 @@ pub mod leader;
 pub mod liveness;
 pub mod logs;
 pub mod manager;
+pub mod mesh;
 pub mod network;
 pub mod networks;
 pub mod rpc;

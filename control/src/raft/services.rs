@@ -272,9 +272,31 @@ impl ClusterState {
             }
             ids.push(n.id.clone());
         }
-        for p in &spec.ports {
+        let ingress_ports = spec.ports.iter().any(|p| p.mode == PublishMode::Ingress);
+        if ingress_ports && spec.endpoint_mode == EndpointMode::Dnsrr {
+            return Err(
+                "ports published in ingress mode need a VIP: not with --endpoint-mode dnsrr".into(),
+            );
+        }
+        if ingress_ports {
+            // The routing mesh: the tasks join the ingress network (with a
+            // VIP there, whose Maglev table every node uses).
+            let ingress = self
+                .networks
+                .values()
+                .find(|n| n.spec.ingress)
+                .ok_or("no ingress network (was the swarm made by `swarm init`?)")?;
+            ids.push(ingress.id.clone());
+        }
+        for (i, p) in spec.ports.iter().enumerate() {
             if p.published == 0 || p.target == 0 {
                 return Err("ports must be 1-65535".into());
+            }
+            if spec.ports[..i]
+                .iter()
+                .any(|q| q.published == p.published && q.protocol == p.protocol)
+            {
+                return Err(format!("port {} is published twice", p.published));
             }
             if let Some(s) = self.services.values().find(|s| {
                 Some(s.id.as_str()) != except
@@ -297,7 +319,40 @@ impl ClusterState {
     }
 }
 
+/// Docker's range for ports published without a number.
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
 impl ClusterState {
+    /// Gives each ingress port published as 0 the lowest port of
+    /// `DYNAMIC_PORTS` no other service (nor this spec) publishes.
+    pub fn assign_published_ports(
+        &self,
+        spec: &mut ServiceSpec,
+        except: Option<&str>,
+    ) -> Result<(), String> {
+        let mut used: std::collections::BTreeSet<(u16, Protocol)> = self
+            .services
+            .values()
+            .filter(|s| Some(s.id.as_str()) != except)
+            .flat_map(|s| s.spec.ports.iter())
+            .chain(spec.ports.iter())
+            .map(|p| (p.published, p.protocol))
+            .collect();
+        for p in spec
+            .ports
+            .iter_mut()
+            .filter(|p| p.published == 0 && p.mode == PublishMode::Ingress)
+        {
+            let port = DYNAMIC_PORTS
+                .clone()
+                .find(|n| !used.contains(&(*n, p.protocol)))
+                .ok_or("no free port left in 30000-32767")?;
+            p.published = port;
+            used.insert((port, p.protocol));
+        }
+        Ok(())
+    }
+
     /// Applies a service command (see `ClusterState::apply`).
     pub(super) fn apply_service(
         &mut self,
@@ -305,7 +360,10 @@ impl ClusterState {
         cmd: Command,
     ) -> (CommandResult, Vec<Change>) {
         match cmd {
-            Command::ServiceCreate { id, spec, now } => {
+            Command::ServiceCreate { id, mut spec, now } => {
+                if let Err(e) = self.assign_published_ports(&mut spec, None) {
+                    return err(e);
+                }
                 let network_ids = match self.check_service(&spec, None) {
                     Ok(ids) => ids,
                     Err(e) => return err(e),

@@ -233,7 +233,8 @@ impl ClusterState {
 
     /// Makes `new` the service's spec (checked, networks resolved, VIPs
     /// re-assigned) and the current one its previous.
-    fn switch_spec(&self, s: &mut ServiceRecord, new: ServiceSpec) -> Result<(), String> {
+    fn switch_spec(&self, s: &mut ServiceRecord, mut new: ServiceSpec) -> Result<(), String> {
+        self.assign_published_ports(&mut new, Some(&s.id))?;
         let network_ids = self.check_service(&new, Some(&s.id))?;
         self.reassign_vips(s, &new, &network_ids)?;
         s.network_ids = network_ids;

@@ -4,5 +4,7 @@
 
 pub mod maglev;
 pub mod maps;
+pub mod mesh;
 
 pub use maps::{LbFlow, LbMaps, LbService};
+pub use mesh::{MeshFlow, MeshMaps, MeshPort};

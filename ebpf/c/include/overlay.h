@@ -322,6 +322,7 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 	vni = bpf_ntohl(vx->vni_reserved) >> 8;
 	if (!bpf_map_lookup_elem(&shoal_vnis, &vni))
 		return drop(d, DROP_UNKNOWN_VNI);
+	d->vni = vni;
 
 	d->inner_off = sizeof(*eth) + ihl + sizeof(*udp) + sizeof(*vx);
 	d->inner_proto = ieth->h_proto;

@@ -52,7 +52,9 @@ struct shoal_config {
 	__u32 vtep_ip;    /* network byte order */
 	__u16 vxlan_port; /* network byte order */
 	__u16 flags;
-	__u32 pad;
+	__u32 ingress_vni;    /* the routing mesh's network; 0: no mesh */
+	__u32 ingress_net;    /* its subnet, network byte order */
+	__u32 ingress_prefix; /* and prefix length */
 };
 
 /* ---- VIP load balancing (include/lb.h) ---- */
@@ -101,6 +103,29 @@ struct ct_value {
 	__u32 vip;
 };
 
+/* ---- The ingress routing mesh (include/mesh.h) ---- */
+
+/* A published port. */
+struct mesh_port_key {
+	__u16 port; /* network byte order */
+	__u8 proto;
+	__u8 pad;
+};
+
+struct mesh_port_value {
+	__u32 vip;    /* the service's VIP on the ingress network: its Maglev key */
+	__u16 target; /* the tasks' port, network byte order */
+	__u16 flags;
+};
+
+/* The reply direction of a mesh flow: where it entered the cluster. */
+struct mesh_rev_value {
+	__u32 entry_vtep; /* the entry node's VTEP */
+	__u32 node_ip;    /* on the entry node: the address the client used */
+	__u16 port;       /* and the published port, network byte order */
+	__u16 flags;
+};
+
 /* Drop reasons: index into shoal_drops. Mirrored by DropReason in Rust. */
 enum shoal_drop {
 	DROP_NONE = 0,
@@ -123,6 +148,8 @@ enum shoal_drop {
 	DROP_VIP_FRAGMENT,      /* a fragment to a VIP (no ports to balance by) */
 	DROP_NO_BACKEND,        /* a VIP whose service has no live backend */
 	DROP_LB_REWRITE,        /* the kernel refused the address rewrite */
+	DROP_MESH_FRAGMENT,     /* a fragment to a published port */
+	DROP_MESH_CT,           /* the mesh conntrack refused an entry */
 	DROP_MAX,
 };
 
@@ -137,6 +164,8 @@ enum shoal_stat {
 	STAT_LB_DNAT,      /* frames to a VIP sent to a backend */
 	STAT_LB_REVNAT,    /* replies given their VIP back */
 	STAT_LB_ECHO,      /* echo requests to a VIP answered */
+	STAT_MESH_ENTRY,   /* client packets to a published port sent to a backend */
+	STAT_MESH_REPLY,   /* backend replies given the published address back */
 	STAT_MAX,
 };
 

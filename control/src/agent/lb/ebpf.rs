@@ -68,7 +68,8 @@ impl LbProgrammer {
 }
 
 impl super::Balancer for LbProgrammer {
-    async fn apply(&mut self, want: &Desired, _ctx: super::Ctx<'_>) {
-        self.program(want)
+    async fn apply(&mut self, want: &Desired, ctx: super::Ctx<'_>) {
+        let want = super::settle(want, &self.programmed, ctx.adopting);
+        self.program(&want)
     }
 }

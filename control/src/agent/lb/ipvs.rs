@@ -135,6 +135,8 @@ impl IpvsLb {
                 }
             }
             let n = self.nets.get_mut(&vni).expect("just inserted");
+            let programmed: Desired = n.vips.iter().map(|(v, b)| ((vni, *v), b.clone())).collect();
+            let want = super::settle(want, &programmed, ctx.adopting);
             let mine: BTreeMap<Ipv4Addr, &BTreeSet<Ipv4Addr>> = want
                 .iter()
                 .filter(|((v, _), _)| *v == vni)

@@ -75,6 +75,22 @@ pub struct Ctx<'a> {
     pub maps: &'a mut Maps,
     /// The node's endpoints (IPVS: its balancing endpoints among them).
     pub endpoints: &'a [Endpoint],
+    /// A restarted agent relearning gossip: keep what is programmed and
+    /// only add (removing a service there would cut its flows; IPVS would
+    /// reset them).
+    pub adopting: bool,
+}
+
+/// `want`, or while adopting, `want` plus everything `programmed` has.
+pub fn settle(want: &Desired, programmed: &Desired, adopting: bool) -> Desired {
+    if !adopting {
+        return want.clone();
+    }
+    let mut out = programmed.clone();
+    for (k, b) in want {
+        out.entry(*k).or_default().extend(b.iter().copied());
+    }
+    out
 }
 
 /// A way of balancing VIPs, as netavark has firewall drivers.

@@ -125,6 +125,7 @@ impl Agent {
         self.reconcile_tasks(s.assignments.clone());
         self.answer_log_asks(&s.log_asks);
         self.set_data_path_port(s.data_path_port).await?;
+        self.set_mesh(s.mesh.clone()).await?;
         let mut managers = s.managers.clone();
         managers.sort_by_key(|a| a != &s.leader);
         if managers != sw.membership.managers {

@@ -629,10 +629,14 @@ impl Agent {
             .filter(|e| !crate::agent::lb::ipvs::is_lb_endpoint(e))
             .map(|e| e.network)
             .collect();
+        // The ingress network stays: this node is a mesh entry regardless.
+        let ingress = self.ingress_name().await;
         for n in &a.networks {
             if !in_use.contains(&n.name) {
                 self.remove_lb_endpoint(&n.name).await;
-                let _ = self.remove_network(&n.name).await;
+                if Some(&n.name) != ingress.as_ref() {
+                    let _ = self.remove_network(&n.name).await;
+                }
             }
         }
         let _ = std::fs::remove_file(self.data_dir.join("tasks").join(&a.task.id).join("pid"));

@@ -116,9 +116,10 @@ pub fn parse_publish(s: &str) -> anyhow::Result<PortSpec> {
     let port = |v: &str| v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad);
     if !s.contains('=') {
         let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-        let (p, t) = ports.split_once(':').ok_or_else(bad)?;
+        // `-p 80`: the tasks' port 80 on a port from the dynamic range.
+        let (p, t) = ports.split_once(':').unwrap_or(("", ports));
         return Ok(PortSpec {
-            published: port(p)?,
+            published: if p.is_empty() { 0 } else { port(p)? },
             target: port(t)?,
             protocol: match proto {
                 "tcp" => Protocol::Tcp,
@@ -143,7 +144,8 @@ pub fn parse_publish(s: &str) -> anyhow::Result<PortSpec> {
     }
     let target = target.ok_or_else(bad)?;
     Ok(PortSpec {
-        published: published.unwrap_or(target),
+        // 0: the leader picks one from 30000-32767, as Docker does.
+        published: published.unwrap_or(0),
         target,
         protocol,
         mode,

@@ -1,0 +1,122 @@
+//! This node's part of the ingress routing mesh (`ebpf/c/include/mesh.h`,
+//! docs/mesh.md). Every node, with or without tasks of a service, accepts
+//! its published ports: so every node defines the ingress network from the
+//! first heartbeat on (no lazy join for it), balances the ingress VIPs
+//! (their Maglev tables, from gossip like any VIP), and holds the published
+//! ports that the leader sends with each heartbeat.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use shoal_dataplane::lb::{MeshMaps, MeshPort};
+use shoal_dataplane::overlay::ip_key;
+use tracing::{info, warn};
+
+use crate::api::NetworkCreate;
+use crate::raft::mesh::MeshConfig;
+use crate::raft::services::Protocol;
+
+fn proto(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+    }
+}
+
+/// The published ports as the datapath keys them.
+pub fn ports(m: &MeshConfig) -> BTreeSet<MeshPort> {
+    m.ports
+        .iter()
+        .map(|p| MeshPort {
+            proto: proto(p.protocol),
+            published: p.published,
+            vip: p.vip,
+            target: p.target,
+        })
+        .collect()
+}
+
+/// Makes the published-port map equal to `want` (the difference only).
+pub fn program(maps: &mut MeshMaps, want: &BTreeSet<MeshPort>) {
+    let have: BTreeSet<MeshPort> = maps.ports().into_iter().collect();
+    for p in want.difference(&have) {
+        match maps.set_port(p) {
+            Ok(()) => {
+                info!(port = p.published, proto = p.proto, vip = %p.vip, target = p.target, "port published on this node")
+            }
+            Err(e) => warn!("routing mesh: {e}"),
+        }
+    }
+    for p in have.difference(want) {
+        // A changed entry was just overwritten above: keep it.
+        if want
+            .iter()
+            .any(|w| w.proto == p.proto && w.published == p.published)
+        {
+            continue;
+        }
+        maps.remove_port(p.proto, p.published);
+        info!(
+            port = p.published,
+            proto = p.proto,
+            "port unpublished on this node"
+        );
+    }
+}
+
+impl super::Agent {
+    /// The leader's mesh configuration, from a heartbeat reply.
+    pub async fn set_mesh(&self, m: MeshConfig) -> Result<()> {
+        if let Some(net) = &m.ingress {
+            let defined = self
+                .networks()
+                .await
+                .into_iter()
+                .any(|n| n.name == net.name);
+            if !defined {
+                self.create_network(NetworkCreate {
+                    name: net.name.clone(),
+                    vni: net.vni,
+                    subnet: net.subnet.to_string(),
+                    gateway: Some(net.gateway),
+                })
+                .await?;
+                info!(network = %net.name, vni = net.vni, "joined the ingress network (routing mesh)");
+            }
+        }
+        let mut inner = self.inner.lock().await;
+        let mut cfg = inner.maps.config()?;
+        let (vni, subnet, prefix) = match &m.ingress {
+            Some(n) => (
+                n.vni,
+                ip_key(n.subnet.network()),
+                n.subnet.prefix_len() as u32,
+            ),
+            None => (0, 0, 0),
+        };
+        if (cfg.ingress_vni, cfg.ingress_net, cfg.ingress_prefix) != (vni, subnet, prefix) {
+            cfg.ingress_vni = vni;
+            cfg.ingress_net = subnet;
+            cfg.ingress_prefix = prefix;
+            inner.maps.set_config(cfg)?;
+        }
+        let changed = inner.mesh != m;
+        inner.mesh = m;
+        drop(inner);
+        if changed {
+            self.changed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The ingress network's name, if the swarm has one.
+    pub async fn ingress_name(&self) -> Option<String> {
+        self.inner
+            .lock()
+            .await
+            .mesh
+            .ingress
+            .as_ref()
+            .map(|n| n.name.clone())
+    }
+}

@@ -1,0 +1,129 @@
+//! The routing mesh's pinned maps (`ebpf/c/include/mesh.h`): published
+//! ports, and the flows that entered through this node.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData};
+use serde::{Deserialize, Serialize};
+use shoal_ebpf::{map, CtKey, CtValue, MeshPortKey, MeshPortValue, MeshRevValue};
+
+use crate::overlay::{ip_key, key_ip};
+use crate::Error;
+
+/// A published port as the datapath holds it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MeshPort {
+    pub proto: u8,
+    pub published: u16,
+    /// The service's VIP on the ingress network (its Maglev table).
+    pub vip: Ipv4Addr,
+    pub target: u16,
+}
+
+/// A client's flow that entered the cluster through this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshFlow {
+    pub proto: u8,
+    pub client: Ipv4Addr,
+    pub client_port: u16,
+    pub node_addr: Ipv4Addr,
+    pub published: u16,
+    pub backend: Ipv4Addr,
+}
+
+pub struct MeshMaps {
+    ports: HashMap<MapData, MeshPortKey, MeshPortValue>,
+    ct: HashMap<MapData, CtKey, CtValue>,
+    rev: HashMap<MapData, CtKey, MeshRevValue>,
+}
+
+fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
+    let path = dir.join(name);
+    MapData::from_pin(&path)
+        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
+}
+
+fn port_key(proto: u8, port: u16) -> MeshPortKey {
+    MeshPortKey {
+        port: port.to_be(),
+        proto,
+        pad: 0,
+    }
+}
+
+impl MeshMaps {
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            ports: HashMap::try_from(Map::HashMap(open(dir, map::MESH_PORTS)?))
+                .map_err(|e| Error::bpf("map shoal_mesh_ports", e))?,
+            ct: HashMap::try_from(Map::LruHashMap(open(dir, map::MESH_CT)?))
+                .map_err(|e| Error::bpf("map shoal_mesh_ct", e))?,
+            rev: HashMap::try_from(Map::LruHashMap(open(dir, map::MESH_REV)?))
+                .map_err(|e| Error::bpf("map shoal_mesh_rev", e))?,
+        })
+    }
+
+    pub fn set_port(&mut self, p: &MeshPort) -> Result<(), Error> {
+        self.ports
+            .insert(
+                port_key(p.proto, p.published),
+                MeshPortValue {
+                    vip: ip_key(p.vip),
+                    target: p.target.to_be(),
+                    flags: 0,
+                },
+                0,
+            )
+            .map_err(|e| Error::bpf(format!("publish port {}", p.published), e))
+    }
+
+    pub fn remove_port(&mut self, proto: u8, published: u16) {
+        let _ = self.ports.remove(&port_key(proto, published));
+    }
+
+    pub fn ports(&self) -> Vec<MeshPort> {
+        let mut out: Vec<MeshPort> = self
+            .ports
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| MeshPort {
+                proto: k.proto,
+                published: u16::from_be(k.port),
+                vip: key_ip(v.vip),
+                target: u16::from_be(v.target),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Flows that entered through this node (its mesh conntrack).
+    pub fn flows(&self) -> Vec<MeshFlow> {
+        let mut out: Vec<MeshFlow> = self
+            .ct
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| MeshFlow {
+                proto: k.proto,
+                client: key_ip(k.saddr),
+                client_port: u16::from_be(k.sport),
+                node_addr: key_ip(k.daddr),
+                published: u16::from_be(k.dport),
+                backend: key_ip(v.backend),
+            })
+            .collect();
+        out.sort_by_key(|f| (f.published, f.client, f.client_port));
+        out
+    }
+
+    /// Flows this node's backends answer through another node: (backend,
+    /// client, entry node).
+    pub fn returns(&self) -> Vec<(Ipv4Addr, Ipv4Addr, Ipv4Addr)> {
+        self.rev
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (key_ip(k.saddr), key_ip(k.daddr), key_ip(v.entry_vtep)))
+            .collect()
+    }
+}

@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The ingress routing mesh: a published port answers on every node and the
+ * client's own address reaches the backend (no SNAT, no flat L2 needed).
+ *
+ *   shoal_mesh_ports (protocol, published port) -> the service's ingress VIP
+ *                    (its Maglev table, shoal_maglev) and target port
+ *   shoal_mesh_ct    (client, node address, ports) -> backend   (LRU, entry)
+ *   shoal_mesh_rev   (backend, client, ports) -> the node the flow entered
+ *                    by, and (on that node) the address and port the client
+ *                    used                                     (LRU, both)
+ *
+ * Entry (underlay tc ingress, to this node's address): pick the backend by
+ * the VIP's Maglev table (the same on every node), rewrite the destination
+ * to backend:target, and deliver it to a local backend or encapsulate the
+ * packet, the client's source untouched, over the ingress network to the
+ * backend's node. That node learns from the outer source which node the
+ * flow entered by (mesh_learn); the backend's replies are sent back there
+ * (mesh_reply), where the published address is restored and the reply
+ * leaves for the client (mesh_out).
+ */
+#ifndef SHOAL_MESH_H
+#define SHOAL_MESH_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "shoal.h"
+#include "maps.h"
+#include "overlay.h"
+#include "lb.h"
+
+#define SHOAL_MESH_PORTS_MAX 4096
+#define SHOAL_MESH_CT_MAX 262144
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MESH_PORTS_MAX);
+	__type(key, struct mesh_port_key);
+	__type(value, struct mesh_port_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_mesh_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SHOAL_MESH_CT_MAX);
+	__type(key, struct ct_key);
+	__type(value, struct ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_mesh_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SHOAL_MESH_CT_MAX);
+	__type(key, struct ct_key);
+	__type(value, struct mesh_rev_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_mesh_rev SEC(".maps");
+
+enum mesh_verdict {
+	MESH_CONTINUE = 0, /* not the mesh's: the caller goes on */
+	MESH_LOCAL,        /* to d->ep, a local endpoint */
+	MESH_REMOTE,       /* encapsulate to d->ep.vtep on d->vni */
+	MESH_OUT,          /* a reply ready for the client: route it out */
+	MESH_DROP,         /* dropped, *reason says why */
+};
+
+/* Rewrites the 16-bit port at `off` in the L4 header, fixing its checksum. */
+static __always_inline int rewrite_port(struct __sk_buff *skb, int l4, __u8 proto, int off,
+					__be16 from, __be16 to)
+{
+	__u64 flags = sizeof(to);
+
+	if (from == to)
+		return 0;
+	if (proto == IPPROTO_UDP)
+		flags |= BPF_F_MARK_MANGLED_0;
+	if (bpf_l4_csum_replace(skb, l4 + l4_csum_off(proto), from, to, flags))
+		return -1;
+	return bpf_skb_store_bytes(skb, l4 + off, &to, sizeof(to), 0);
+}
+
+/* The IPv4 header at `off` and the ports after it; 0 if TCP or UDP and not
+ * a later fragment. */
+static __always_inline int load_flow(struct __sk_buff *skb, int off, struct iphdr *ip,
+				     __be16 *ports)
+{
+	if (bpf_skb_load_bytes(skb, off, ip, sizeof(*ip)) || ip->version != 4 || ip->ihl < 5)
+		return -1;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return -1;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return -1;
+	return bpf_skb_load_bytes(skb, off + ip->ihl * 4, ports, 2 * sizeof(__be16));
+}
+
+/* A packet from the underlay to this node's address: a published port? */
+static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_config *cfg,
+				      struct decision *d, __u32 *reason)
+{
+	struct mesh_port_key pk = {};
+	struct mesh_port_value *pv;
+	struct svc_key sk = {};
+	struct ct_key ck = {};
+	struct ct_value *ct, cv = {};
+	struct iphdr ip;
+	__be16 ports[2];
+	__be32 backend = 0;
+	int l4;
+
+	if (!cfg->ingress_vni || load_flow(skb, ETH_HLEN, &ip, ports))
+		return MESH_CONTINUE;
+	if (ip.daddr != cfg->vtep_ip)
+		return MESH_CONTINUE;
+	pk.port = ports[1];
+	pk.proto = ip.protocol;
+	pv = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
+	if (!pv)
+		return MESH_CONTINUE;
+	if (ip.frag_off & bpf_htons(IP_MF)) {
+		*reason = DROP_MESH_FRAGMENT;
+		return MESH_DROP;
+	}
+	l4 = ETH_HLEN + ip.ihl * 4;
+	sk.vni = cfg->ingress_vni;
+	sk.vip = pv->vip;
+
+	ct_key_set(&ck, cfg->ingress_vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
+	ct = bpf_map_lookup_elem(&shoal_mesh_ct, &ck);
+	if (ct) {
+		struct backend_key bk = { .vni = sk.vni, .vip = sk.vip, .ip = ct->backend };
+
+		if (bpf_map_lookup_elem(&shoal_backends, &bk))
+			backend = ct->backend;
+	}
+	if (!backend) {
+		struct svc_value *svc = bpf_map_lookup_elem(&shoal_services, &sk);
+		struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, &sk);
+		struct mesh_rev_value rv = {};
+		struct ct_key rk = {};
+		__u32 slot;
+
+		if (!svc || !mg || !svc->count || !svc->m) {
+			*reason = DROP_NO_BACKEND;
+			return MESH_DROP;
+		}
+		slot = lb_hash(ip.saddr, ((__u32)ports[0] << 16) | ports[1], ip.protocol ^ ip.daddr) %
+		       svc->m;
+		if (slot >= SHOAL_MAGLEV_MAX) {
+			*reason = DROP_NO_BACKEND;
+			return MESH_DROP;
+		}
+		backend = mg->slots[slot];
+		if (!backend) {
+			*reason = DROP_NO_BACKEND;
+			return MESH_DROP;
+		}
+		cv.backend = backend;
+		cv.vip = sk.vip;
+		rv.entry_vtep = cfg->vtep_ip;
+		rv.node_ip = ip.daddr;
+		rv.port = ports[1];
+		ct_key_set(&rk, cfg->ingress_vni, backend, ip.saddr, pv->target, ports[0],
+			   ip.protocol);
+		if (bpf_map_update_elem(&shoal_mesh_ct, &ck, &cv, BPF_ANY) ||
+		    bpf_map_update_elem(&shoal_mesh_rev, &rk, &rv, BPF_ANY)) {
+			*reason = DROP_MESH_CT;
+			return MESH_DROP;
+		}
+	}
+	if (!lookup_ep(d, cfg->ingress_vni, backend)) {
+		/* Gossip has not told this node where the backend is yet. */
+		*reason = DROP_NO_BACKEND;
+		return MESH_DROP;
+	}
+	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, backend) ||
+	    rewrite_port(skb, l4, ip.protocol, 2, ports[1], pv->target)) {
+		*reason = DROP_LB_REWRITE;
+		return MESH_DROP;
+	}
+	d->inner_proto = bpf_htons(ETH_P_IP);
+	d->tos = ip.tos;
+	count_stat(STAT_MESH_ENTRY);
+	return (d->ep.flags & EP_F_LOCAL) ? MESH_LOCAL : MESH_REMOTE;
+}
+
+/* On the backend's node, a packet of the ingress network just decapsulated
+ * (headers at 0 again), sent by entry node `entry_vtep`: if it comes from
+ * outside the ingress subnet (a mesh client), remember where to send the
+ * replies. */
+static __always_inline void mesh_learn(struct __sk_buff *skb, const struct shoal_config *cfg,
+				       __u32 vni, __be32 entry_vtep)
+{
+	struct mesh_rev_value rv = {};
+	struct ct_key rk = {};
+	struct iphdr ip;
+	__be16 ports[2];
+
+	if (!cfg->ingress_vni || vni != cfg->ingress_vni || load_flow(skb, ETH_HLEN, &ip, ports))
+		return;
+	if (in_subnet(ip.saddr, cfg->ingress_net, cfg->ingress_prefix))
+		return;
+	ct_key_set(&rk, vni, ip.daddr, ip.saddr, ports[1], ports[0], ip.protocol);
+	if (bpf_map_lookup_elem(&shoal_mesh_rev, &rk))
+		return;
+	rv.entry_vtep = entry_vtep;
+	bpf_map_update_elem(&shoal_mesh_rev, &rk, &rv, BPF_ANY);
+}
+
+/* Restores the published address as the source of a reply whose headers
+ * sit at 0, for a flow that entered by this node. */
+static __always_inline int mesh_restore(struct __sk_buff *skb, const struct iphdr *ip,
+					const __be16 *ports, const struct mesh_rev_value *rv)
+{
+	int l4 = ETH_HLEN + ip->ihl * 4;
+
+	if (rewrite_addr(skb, l4, ip->protocol, 12, ip->saddr, rv->node_ip) ||
+	    rewrite_port(skb, l4, ip->protocol, 0, ports[0], rv->port))
+		return -1;
+	count_stat(STAT_MESH_REPLY);
+	return 0;
+}
+
+/* A frame from a local endpoint to an address outside its subnet: a reply
+ * of a mesh flow? Restored here if it entered by this node, else sent back
+ * to its entry node over the ingress network. */
+static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_config *cfg,
+				      __u32 vni, struct decision *d, __be32 *client, __u32 *reason)
+{
+	struct mesh_rev_value *rv;
+	struct ct_key rk = {};
+	struct iphdr ip;
+	__be16 ports[2];
+
+	if (!cfg->ingress_vni || vni != cfg->ingress_vni || load_flow(skb, ETH_HLEN, &ip, ports))
+		return MESH_CONTINUE;
+	ct_key_set(&rk, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
+	rv = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
+	if (!rv)
+		return MESH_CONTINUE;
+	if (rv->entry_vtep == cfg->vtep_ip) {
+		if (mesh_restore(skb, &ip, ports, rv)) {
+			*reason = DROP_LB_REWRITE;
+			return MESH_DROP;
+		}
+		*client = ip.daddr;
+		return MESH_OUT;
+	}
+	d->ep.vtep = rv->entry_vtep;
+	d->vni = vni;
+	d->inner_proto = bpf_htons(ETH_P_IP);
+	d->tos = ip.tos;
+	return MESH_REMOTE;
+}
+
+/* At the entry node, a reply of one of its mesh flows that came back
+ * encapsulated (classify_from_underlay found no local endpoint for it):
+ * decapsulated and restored here. */
+static __always_inline int mesh_reply_in(struct __sk_buff *skb, const struct shoal_config *cfg,
+					 const struct decision *d, __be32 *client)
+{
+	struct mesh_rev_value *rv;
+	struct ct_key rk = {};
+	struct iphdr ip;
+	__be16 ports[2];
+
+	if (!cfg->ingress_vni || d->vni != cfg->ingress_vni || d->inner_off > 128)
+		return MESH_CONTINUE;
+	if (load_flow(skb, d->inner_off + ETH_HLEN, &ip, ports))
+		return MESH_CONTINUE;
+	ct_key_set(&rk, d->vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
+	rv = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
+	if (!rv || rv->entry_vtep != cfg->vtep_ip)
+		return MESH_CONTINUE;
+	if (bpf_skb_adjust_room(skb, -(__s32)d->inner_off, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO))
+		return MESH_DROP;
+	if (mesh_restore(skb, &ip, ports, rv))
+		return MESH_DROP;
+	*client = ip.daddr;
+	return MESH_OUT;
+}
+
+#endif
