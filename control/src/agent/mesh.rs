@@ -85,6 +85,11 @@ impl super::Agent {
             }
         }
         let mut inner = self.inner.lock().await;
+        if let Some(n) = &m.ingress {
+            // Replies come back to this node over the ingress network even
+            // when no task of it runs here.
+            inner.maps.add_vni(n.vni)?;
+        }
         let mut cfg = inner.maps.config()?;
         let (vni, subnet, prefix) = match &m.ingress {
             Some(n) => (

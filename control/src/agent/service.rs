@@ -417,6 +417,7 @@ impl Agent {
                 .iter()
                 .map(|e| (e.vni, e.ip))
                 .collect(),
+            also_joined: inner.mesh.ingress.iter().map(|n| n.vni).collect(),
         };
         let merged = table::merge(&local, &peers);
         self.rebuild_dns(&inner.state, &merged);

@@ -79,6 +79,9 @@ pub struct LocalView {
     pub networks: Vec<Network>,
     /// (VNI, IP) of local endpoints; their VNIs are the joined networks.
     pub endpoints: BTreeSet<(u32, Ipv4Addr)>,
+    /// Networks joined without a local endpoint (the routing mesh's
+    /// ingress network: every node sends to its tasks).
+    pub also_joined: BTreeSet<u32>,
 }
 
 /// A remote endpoint to program.
@@ -114,7 +117,12 @@ pub struct Merged {
 ///   refused.
 pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
     let mut m = Merged::default();
-    let joined: BTreeSet<u32> = local.endpoints.iter().map(|(v, _)| *v).collect();
+    let joined: BTreeSet<u32> = local
+        .endpoints
+        .iter()
+        .map(|(v, _)| *v)
+        .chain(local.also_joined.iter().copied())
+        .collect();
     let by_vni: HashMap<u32, &Network> = local.networks.iter().map(|n| (n.vni, n)).collect();
     let mut claims: BTreeMap<(u32, Ipv4Addr), Vec<Claim>> = BTreeMap::new();
 
@@ -249,6 +257,7 @@ mod tests {
 
     fn local() -> LocalView {
         LocalView {
+            also_joined: Default::default(),
             networks: vec![net()],
             endpoints: [(4097, "10.0.1.2".parse().unwrap())].into(),
         }
