@@ -65,7 +65,7 @@ pub async fn ensure(
         .with_context(|| format!("{} of {}", ep.ifname, ep.name))?;
     inside.set_up(idx).await?;
     inside.add_addr(idx, ep.ip.into(), ep.prefix_len).await?;
-    if ep.ifname == EP_IFNAME {
+    if ep.default_route.unwrap_or(ep.ifname == EP_IFNAME) {
         inside.add_default_route(net.gateway, idx).await?;
     } else {
         // Replies from this address leave by this network (the routing

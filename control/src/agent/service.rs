@@ -307,6 +307,7 @@ impl Agent {
                 .clone()
                 .unwrap_or_else(|| endpoint::EP_IFNAME.to_string()),
             svc: req.svc.clone(),
+            default_route: req.default_route,
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)

@@ -56,12 +56,17 @@ pub struct EndpointCreate {
     /// endpoint's name).
     pub name: Option<String>,
     /// Interface name inside the namespace (default eth0; only eth0 gets
-    /// the default route).
+    /// the default route unless `default_route` says otherwise).
     #[serde(default)]
     pub ifname: Option<String>,
     /// A task endpoint's service record (gossiped with it).
     #[serde(default)]
     pub svc: Option<crate::gossip::table::SvcRecord>,
+    /// Whether this interface holds the namespace's default route (None:
+    /// if it is eth0). The others get source routes: what leaves from
+    /// their address leaves by them.
+    #[serde(default)]
+    pub default_route: Option<bool>,
 }
 
 /// A local endpoint.
@@ -88,6 +93,8 @@ pub struct Endpoint {
     pub ifname: String,
     #[serde(default)]
     pub svc: Option<crate::gossip::table::SvcRecord>,
+    #[serde(default)]
+    pub default_route: Option<bool>,
 }
 
 fn default_ifname() -> String {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shoal_dataplane::lb::{LbFlow, LbMaps, LbService};
+use shoal_dataplane::lb::{LbFlow, LbMaps, LbService, MeshFlow, MeshMaps, MeshPort};
 use shoal_dataplane::overlay::Maps;
 use shoal_ebpf::{DropReason, Stat};
 
@@ -19,6 +19,9 @@ use crate::output::{print_json, print_table, Format};
 struct LbView {
     services: Vec<LbService>,
     flows: Vec<LbFlow>,
+    /// The routing mesh: published ports, and flows that entered here.
+    published: Vec<MeshPort>,
+    mesh_flows: Vec<MeshFlow>,
     counters: Vec<(String, u64)>,
 }
 
@@ -43,20 +46,29 @@ pub fn run(
         )
     })?;
     let c = Maps::open(pins)?.counters();
-    let mut counters: Vec<(String, u64)> = [Stat::LbDnat, Stat::LbRevnat, Stat::LbEcho]
-        .iter()
-        .map(|s| (s.label().to_string(), c.stat(*s)))
-        .collect();
+    let mut counters: Vec<(String, u64)> = [
+        Stat::LbDnat,
+        Stat::LbRevnat,
+        Stat::LbEcho,
+        Stat::MeshEntry,
+        Stat::MeshReply,
+    ]
+    .iter()
+    .map(|s| (s.label().to_string(), c.stat(*s)))
+    .collect();
     counters.extend(
         [
             DropReason::NoBackend,
             DropReason::VipFragment,
             DropReason::VipProto,
             DropReason::LbRewrite,
+            DropReason::MeshFragment,
+            DropReason::MeshCt,
         ]
         .iter()
         .map(|r| (format!("drop_{}", r.label()), c.drop_count(*r))),
     );
+    let mesh = MeshMaps::open(pins).ok();
     let view = LbView {
         services: lb
             .services()
@@ -67,6 +79,14 @@ pub fn run(
             .flows()
             .into_iter()
             .filter(|f| vip.is_none_or(|v| f.vip == v) && client.is_none_or(|c| f.client == c))
+            .collect(),
+        published: mesh.as_ref().map(|m| m.ports()).unwrap_or_default(),
+        mesh_flows: mesh
+            .as_ref()
+            .map(|m| m.flows())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| client.is_none_or(|c| f.client == c))
             .collect(),
         counters,
     };
@@ -119,6 +139,38 @@ pub fn run(
         })
         .collect();
     print_table(&["PROTO", "CLIENT", "VIP", "BACKEND"], &flows);
+    println!();
+    let proto = |p: u8| match p {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        p => p.to_string(),
+    };
+    let published: Vec<Vec<String>> = view
+        .published
+        .iter()
+        .map(|p| {
+            vec![
+                format!("{}/{}", p.published, proto(p.proto)),
+                p.vip.to_string(),
+                p.target.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["PUBLISHED", "INGRESS VIP", "TARGET"], &published);
+    println!();
+    let mesh_flows: Vec<Vec<String>> = view
+        .mesh_flows
+        .iter()
+        .map(|f| {
+            vec![
+                proto(f.proto),
+                format!("{}:{}", f.client, f.client_port),
+                format!("{}:{}", f.node_addr, f.published),
+                f.backend.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["PROTO", "CLIENT", "ENTERED AT", "BACKEND"], &mesh_flows);
     println!();
     let c: Vec<Vec<String>> = view
         .counters

@@ -69,6 +69,7 @@ pub fn run(a: EndpointArgs) -> anyhow::Result<()> {
                             name,
                             ifname: None,
                             svc: None,
+                            default_route: None,
                         },
                     )
                     .await?;

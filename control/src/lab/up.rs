@@ -226,6 +226,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
             name: Some(ep.netns.clone()),
             ifname: None,
             svc: None,
+            default_route: None,
         };
         let created: Endpoint = Client::new(&node.socket())
             .post("/v1/endpoints", &req)

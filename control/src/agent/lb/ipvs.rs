@@ -383,6 +383,7 @@ impl super::super::Agent {
                     name: Some(endpoint_name(net)),
                     ifname: None,
                     svc: None,
+                    default_route: None,
                 })
                 .await;
             if let Err(e) = r {

@@ -542,8 +542,20 @@ impl Agent {
         }
         NetNs::create(&ns_name)?;
         let ns_path = NetNs::path_of(&ns_name);
+        // A task on the ingress network (a service with published ports)
+        // routes by it: the routing mesh brings clients from outside every
+        // subnet, and replies (UDP ones from sockets bound to 0.0.0.0 too)
+        // must leave by it.
+        let ingress = self.ingress_name().await;
+        let by_ingress = a.networks.iter().any(|n| Some(&n.name) == ingress.as_ref());
         for (i, n) in a.networks.iter().enumerate() {
+            let default_route = if by_ingress {
+                Some(&n.name) == ingress.as_ref()
+            } else {
+                i == 0
+            };
             self.create_endpoint(EndpointCreate {
+                default_route: Some(default_route),
                 network: n.name.clone(),
                 ip: format!("{}/{}", n.addr, n.subnet.prefix_len()),
                 mac: None,
