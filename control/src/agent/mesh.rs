@@ -105,8 +105,8 @@ impl super::Agent {
             cfg.ingress_prefix = prefix;
             inner.maps.set_config(cfg)?;
         }
-        let changed = inner.mesh != m;
-        inner.mesh = m;
+        let changed = inner.mesh.as_ref() != Some(&m);
+        inner.mesh = Some(m);
         drop(inner);
         if changed {
             self.changed.notify_one();
@@ -120,8 +120,8 @@ impl super::Agent {
             .lock()
             .await
             .mesh
-            .ingress
             .as_ref()
+            .and_then(|m| m.ingress.as_ref())
             .map(|n| n.name.clone())
     }
 }

@@ -30,8 +30,9 @@ pub struct Inner {
     pub store: Store,
     pub programmer: Programmer,
     pub lb: super::lb::Lb,
-    /// The routing mesh: what the leader says, and the pinned maps.
-    pub mesh: crate::raft::mesh::MeshConfig,
+    /// The routing mesh: what the leader said last (None: not heard yet,
+    /// so a restarted agent leaves the pinned ports alone), and the maps.
+    pub mesh: Option<crate::raft::mesh::MeshConfig>,
     pub mesh_maps: shoal_dataplane::lb::MeshMaps,
 }
 
@@ -418,7 +419,12 @@ impl Agent {
                 .iter()
                 .map(|e| (e.vni, e.ip))
                 .collect(),
-            also_joined: inner.mesh.ingress.iter().map(|n| n.vni).collect(),
+            also_joined: inner
+                .mesh
+                .iter()
+                .filter_map(|m| m.ingress.as_ref())
+                .map(|n| n.vni)
+                .collect(),
         };
         let merged = table::merge(&local, &peers);
         self.rebuild_dns(&inner.state, &merged);
@@ -427,11 +433,19 @@ impl Agent {
                 inner.state.endpoints.iter().map(|e| e.vni).collect();
             // Every node balances the ingress VIPs: it is an entry of the
             // routing mesh whether or not it runs a task.
-            joined.extend(inner.mesh.ingress.as_ref().map(|n| n.vni));
+            joined.extend(
+                inner
+                    .mesh
+                    .iter()
+                    .filter_map(|m| m.ingress.as_ref())
+                    .map(|n| n.vni),
+            );
             super::lb::desired(task_records(&inner.state, &merged), &joined)
         };
-        let published = super::mesh::ports(&inner.mesh);
-        super::mesh::program(&mut inner.mesh_maps, &published);
+        if let Some(m) = &inner.mesh {
+            let published = super::mesh::ports(m);
+            super::mesh::program(&mut inner.mesh_maps, &published);
+        }
         let Inner {
             maps,
             programmer,

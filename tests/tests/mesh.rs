@@ -1,0 +1,235 @@
+//! The ingress routing mesh on a 3-node lab, tried from the lab's outside
+//! client (a host on the underlay that is no node): every node answers a
+//! published port, also one without a task of the service, and every
+//! backend sees the client's own address; UDP too; published ports come
+//! from Raft (dynamic range, conflicts refused); an iperf3 flow through a
+//! node survives that node's daemon restart and the death of another
+//! backend's node, after which new connections avoid the dead node.
+
+use std::collections::BTreeMap;
+
+use shoal_tests::services::running;
+use shoal_tests::{ok, refused, shoal_bin, wait, Lab};
+
+/// `curl http://IP:PORT/` from the client: (hostname, remote address).
+fn get(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
+    let o = lab.run(
+        &lab.info_client_ns(),
+        &["curl", "-s", "-m", "3", &format!("http://{ip}:{port}/")],
+    );
+    let body = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |k: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+    };
+    Some((field("Hostname:")?, field("RemoteAddr:")?))
+}
+
+/// One UDP datagram to IP:PORT from the client: (hostname, remote address).
+fn udp(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect(('{ip}',{port}))\ns.send(b'hi')\nprint(s.recv(4096).decode())"
+    );
+    let o = lab.run(&lab.info_client_ns(), &["python3", "-c", &script]);
+    let body = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |k: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+    };
+    Some((field("Hostname:")?, field("RemoteAddr:")?))
+}
+
+trait ClientNs {
+    fn info_client_ns(&self) -> String;
+}
+
+impl ClientNs for Lab {
+    fn info_client_ns(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(&ok(shoal_tests::shoal(&[
+            "lab", "ls", "--name", &self.name, "--format", "json",
+        ])))
+        .unwrap();
+        v["clients"][0]["netns"].as_str().unwrap().to_string()
+    }
+}
+
+fn iperf_via(lab: &Lab, ip: &str, secs: u32) -> std::thread::JoinHandle<serde_json::Value> {
+    let (ns, ip) = (lab.info_client_ns(), ip.to_string());
+    std::thread::spawn(move || {
+        let o = std::process::Command::new("timeout")
+            .args([
+                "60", "ip", "netns", "exec", &ns, "iperf3", "-c", &ip, "-p", "5201",
+            ])
+            .args(["-t", &secs.to_string(), "-J"])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    })
+}
+
+fn assert_iperf_ok(report: &serde_json::Value, what: &str) {
+    assert!(report["error"].is_null(), "{what}: {report}");
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(bps > 1e8, "{what}: {bps} bit/s");
+}
+
+#[test]
+fn published_ports_answer_on_every_node_with_the_client_address() {
+    let lab = Lab::up(3, 0, "tc");
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let nodes: Vec<String> = lab
+        .info()
+        .nodes
+        .iter()
+        .map(|n| n.underlay_ip.clone())
+        .collect();
+    let client_ip = "198.18.0.200";
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let create = |args: &[&str]| {
+        let mut a = vec!["service", "create", "--network", "appnet"];
+        a.extend_from_slice(args);
+        ok(lab.shoal_on("n1", &a))
+    };
+    // Two web tasks on n1 and n2; n3 runs none of them.
+    create(&[
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--replicas-max-per-node",
+        "1",
+        "--constraint",
+        "node.hostname!=n3",
+        "-p",
+        "8080:80",
+        "--",
+        &bin,
+        "whoami",
+        "--port",
+        "80",
+    ]);
+    create(&[
+        "--name",
+        "echo",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.hostname!=n3",
+        "-p",
+        "published=5353,target=5353,protocol=udp",
+        "--",
+        &bin,
+        "whoami",
+        "--udp",
+        "--port",
+        "5353",
+    ]);
+    create(&[
+        "--name",
+        "perf",
+        "--constraint",
+        "node.hostname==n1",
+        "-p",
+        "5201:5201",
+        "--",
+        "iperf3",
+        "-s",
+        "-p",
+        "5201",
+    ]);
+    let web: BTreeMap<String, String> = running(&lab, "n1", "web")
+        .into_iter()
+        .map(|t| (t.id[..12].to_string(), t.node))
+        .collect();
+    assert_eq!(web.len(), 2);
+
+    // Published ports live in Raft: `-p 80` gets one from 30000-32767,
+    // a taken one is refused.
+    let out = create(&[
+        "--name", "dyn", "-d", "-p", "80", "--", &bin, "whoami", "--port", "80",
+    ]);
+    assert!(!out.is_empty());
+    let ls = ok(lab.shoal_on("n1", &["service", "ls"]));
+    assert!(ls.contains("*:30000->80/tcp"), "{ls}");
+    assert!(ls.contains("*:8080->80/tcp"), "{ls}");
+    refused(
+        &lab,
+        "n1",
+        &[
+            "service", "create", "--name", "taken", "-p", "8080:81", "--", "true",
+        ],
+        "already published",
+    );
+
+    // Every node answers, n3 too; connections spread over both tasks and
+    // each saw the client itself.
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    wait("the published port on every node", 20, || {
+        nodes.iter().all(|ip| get(&lab, ip, 8080).is_some())
+    });
+    for ip in &nodes {
+        for _ in 0..12 {
+            let (host, remote) = get(&lab, ip, 8080).expect("an answer");
+            assert!(
+                remote.starts_with(&format!("{client_ip}:")),
+                "via {ip}: the backend saw {remote}, not the client"
+            );
+            *seen.entry(host).or_default() += 1;
+        }
+    }
+    eprintln!("36 requests through the 3 nodes: {seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // UDP, through every node.
+    for ip in &nodes {
+        let (host, remote) = udp(&lab, ip, 5353).expect("a UDP answer");
+        assert!(remote.starts_with(&format!("{client_ip}:")), "{remote}");
+        assert!(!host.is_empty());
+    }
+    // Nothing else answers on the nodes' addresses.
+    assert!(get(&lab, &nodes[2], 9999).is_none());
+
+    // `debug lb` on the entry node: the published ports and the flows that
+    // entered there.
+    let v = lab.debug_json("n3", &["lb", "--client", client_ip]);
+    let published: Vec<u64> = v["published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["published"].as_u64().unwrap())
+        .collect();
+    for p in [8080, 5353, 5201, 30000] {
+        assert!(published.contains(&p), "{v}");
+    }
+    assert!(v["mesh_flows"].as_array().unwrap().len() >= 12, "{v}");
+
+    // An iperf3 flow entering at n3 (perf runs on n1) survives a daemon
+    // restart of n3.
+    let flow = iperf_via(&lab, &nodes[2], 6);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    shoal_tests::shoal_ok(&["lab", "restart", "--name", &lab.name, "n3"]);
+    assert_iperf_ok(&flow.join().unwrap(), "through n3 across its restart");
+
+    // n2 (a web backend) dies while a flow to n1's iperf3 enters at n2's
+    // neighbour n3: that flow is untouched; new connections through every
+    // live node avoid the dead backend.
+    let flow = iperf_via(&lab, &nodes[2], 6);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n2"]);
+    let t0 = std::time::Instant::now();
+    let dead = web
+        .iter()
+        .find(|(_, n)| n.as_str() == "n2")
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    let live = [&nodes[0], &nodes[2]];
+    wait("no new connection to the dead node's backend", 30, || {
+        live.iter()
+            .all(|ip| (0..6).all(|_| get(&lab, ip, 8080).is_some_and(|(h, _)| h != dead)))
+    });
+    eprintln!("dead backend out of the mesh after {:?}", t0.elapsed());
+    assert_iperf_ok(&flow.join().unwrap(), "through n3 while n2 died");
+}
