@@ -16,14 +16,14 @@ use crate::netlink::Mac;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 101);
 
-fn sum16(b: &[u8], mut s: u32) -> u32 {
+pub(super) fn sum16(b: &[u8], mut s: u32) -> u32 {
     for c in b.chunks(2) {
         s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
     }
     s
 }
 
-fn fold(mut s: u32) -> u16 {
+pub(super) fn fold(mut s: u32) -> u16 {
     while s >> 16 != 0 {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -32,7 +32,7 @@ fn fold(mut s: u32) -> u16 {
 
 /// The L4 checksum of a segment (checksum field included) over the IPv4
 /// pseudo-header: 0 when it is right.
-fn l4_check(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
+pub(super) fn l4_check(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
     let mut p = vec![];
     p.extend_from_slice(&src.octets());
     p.extend_from_slice(&dst.octets());
@@ -42,7 +42,7 @@ fn l4_check(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, seg: &[u8]) -> u16 {
 }
 
 /// A TCP segment (SYN) with a correct checksum.
-fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+pub(super) fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     let mut t = vec![0u8; 20];
     t[0..2].copy_from_slice(&sport.to_be_bytes());
     t[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -56,26 +56,26 @@ fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     t
 }
 
-fn udp_ok(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+pub(super) fn udp_ok(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     let mut u = udp(sport, dport, b"ping");
     let c = l4_check(src, dst, 17, &u);
     u[6..8].copy_from_slice(&c.to_be_bytes());
     u
 }
 
-fn frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8], dst_mac: Mac) -> Vec<u8> {
+pub(super) fn frame(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8], dst_mac: Mac) -> Vec<u8> {
     let mut f = eth(dst_mac, MAC_A, 0x0800);
     f.extend(ipv4(src, dst, proto, 0, &[], l4));
     f
 }
 
-fn addrs(f: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
+pub(super) fn addrs(f: &[u8]) -> (Ipv4Addr, Ipv4Addr) {
     let a = |o: usize| Ipv4Addr::new(f[o], f[o + 1], f[o + 2], f[o + 3]);
     (a(26), a(30))
 }
 
 /// IP header checksum and L4 checksum of an Ethernet/IPv4 frame are right.
-fn checksums_ok(f: &[u8]) -> bool {
+pub(super) fn checksums_ok(f: &[u8]) -> bool {
     let (src, dst) = addrs(f);
     fold(sum16(&f[14..34], 0)) == 0 && l4_check(src, dst, f[23], &f[34..]) == 0
 }

@@ -12,6 +12,8 @@
 mod lb_tests;
 mod maps;
 #[cfg(test)]
+mod mesh_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,225 @@
+//! BPF_PROG_TEST_RUN tests of the routing mesh on the tc hooks
+//! (`ebpf/c/include/mesh.h`): entry to a local and to a remote backend with
+//! the client's address untouched, the backend's node learning the entry
+//! node and sending replies back there, the entry node restoring the
+//! published address (for its own backend and for one coming back
+//! encapsulated), and what is refused: fragments, a published port without
+//! backend, ports that are not published.
+
+use std::net::Ipv4Addr;
+
+use shoal_ebpf::{DropReason, Stat};
+
+use super::lb_tests::{addrs, checksums_ok, frame, tcp, udp_ok};
+use super::tests::*;
+use super::Hook;
+use crate::lb::{LbMaps, MeshMaps, MeshPort};
+use crate::netlink::Mac;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc8];
+
+fn ports(f: &[u8], l3: usize) -> (u16, u16) {
+    let l4 = l3 + 20;
+    (
+        u16::from_be_bytes([f[l4], f[l4 + 1]]),
+        u16::from_be_bytes([f[l4 + 2], f[l4 + 3]]),
+    )
+}
+
+/// A client's TCP SYN from outside to the node's address.
+fn from_client(env: &Env, sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+    f.extend(ipv4(
+        CLIENT,
+        LOCAL_VTEP,
+        6,
+        0,
+        &[],
+        &tcp(CLIENT, LOCAL_VTEP, sport, dport),
+    ));
+    f
+}
+
+fn setup(env: &mut Env, backends: &[Ipv4Addr]) -> (LbMaps, MeshMaps) {
+    let mut cfg = env.maps.config().unwrap();
+    cfg.ingress_vni = VNI;
+    cfg.ingress_net = super::ip_key(Ipv4Addr::new(10, 0, 1, 0));
+    cfg.ingress_prefix = 24;
+    env.maps.set_config(cfg).unwrap();
+    let mut lb = LbMaps::open(&env.pins).unwrap();
+    lb.set_service(VNI, VIP, backends, 251).unwrap();
+    let mut mesh = MeshMaps::open(&env.pins).unwrap();
+    for (proto, published, target) in [(6, 8080, 80), (17, 5353, 53)] {
+        mesh.set_port(&MeshPort {
+            proto,
+            published,
+            vip: VIP,
+            target,
+        })
+        .unwrap();
+    }
+    (lb, mesh)
+}
+
+#[test]
+fn a_local_backend_gets_the_client_and_answers_from_the_published_port() {
+    with_env(|env| {
+        let (_lb, mesh) = setup(env, &[EP_B]);
+        // Entry: to the local backend, the client's address untouched.
+        let f = from_client(env, 40000, 8080);
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (CLIENT, EP_B));
+        assert_eq!(ports(&out, 14), (40000, 80));
+        assert_eq!(&out[0..6], &MAC_B);
+        assert!(checksums_ok(&out), "{out:02x?}");
+        let flows = mesh.flows();
+        assert_eq!(flows.len(), 1);
+        assert_eq!((flows[0].backend, flows[0].published), (EP_B, 8080));
+
+        // The reply leaves for the client from the node's address:8080.
+        let mut r = eth(env.epa_host_mac, MAC_B, 0x0800);
+        r.extend(ipv4(EP_B, CLIENT, 6, 0, &[], &tcp(EP_B, CLIENT, 80, 40000)));
+        let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
+        assert_eq!(ports(&out, 14), (8080, 40000));
+        assert!(checksums_ok(&out), "{out:02x?}");
+
+        // UDP (with its checksum) the same way.
+        let mut u = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+        u.extend(ipv4(
+            CLIENT,
+            LOCAL_VTEP,
+            17,
+            0,
+            &[],
+            &udp_ok(CLIENT, LOCAL_VTEP, 40001, 5353),
+        ));
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &u);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (CLIENT, EP_B));
+        assert_eq!(ports(&out, 14), (40001, 53));
+        assert!(checksums_ok(&out));
+
+        let c = env.maps.counters();
+        assert!(c.stat(Stat::MeshEntry) >= 2 && c.stat(Stat::MeshReply) >= 1);
+    });
+}
+
+#[test]
+fn a_remote_backend_gets_the_client_packet_and_replies_come_back_through_the_entry() {
+    with_env(|env| {
+        let (_lb, _mesh) = setup(env, &[EP_R]);
+        // Entry: encapsulated to the backend's node, the client's address
+        // still the source inside.
+        let f = from_client(env, 40002, 8080);
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), f.len() + 50, "encapsulated");
+        assert_eq!(addrs(&out).1, REMOTE_VTEP, "outer destination");
+        let inner = &out[50..];
+        assert_eq!(addrs(inner), (CLIENT, EP_R));
+        assert_eq!(ports(inner, 14), (40002, 80));
+        assert!(checksums_ok(inner));
+
+        // The backend's reply comes back encapsulated from its node: the
+        // entry node decapsulates it, restores the published address and
+        // sends it to the client.
+        let mut reply = eth(MAC_A, MAC_R, 0x0800);
+        reply.extend(ipv4(EP_R, CLIENT, 6, 0, &[], &tcp(EP_R, CLIENT, 80, 40002)));
+        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &reply);
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), reply.len(), "decapsulated");
+        assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
+        assert_eq!(ports(&out, 14), (8080, 40002));
+        assert!(checksums_ok(&out), "{out:02x?}");
+
+        // A stray reply for no flow of this node: not forwarded.
+        let mut stray = eth(MAC_A, MAC_R, 0x0800);
+        stray.extend(ipv4(EP_R, CLIENT, 6, 0, &[], &tcp(EP_R, CLIENT, 80, 999)));
+        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &stray);
+        let (rc, _) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
+        assert_eq!(rc, TC_ACT_SHOT);
+    });
+}
+
+#[test]
+fn the_backend_node_sends_replies_back_to_the_entry_node() {
+    with_env(|env| {
+        let (_lb, _mesh) = setup(env, &[EP_A]);
+        // A client packet that entered at REMOTE_VTEP, for local EP_A.
+        let mut inner = eth(MAC_A, [0xee; 6], 0x0800);
+        inner.extend(ipv4(CLIENT, EP_A, 6, 0, &[], &tcp(CLIENT, EP_A, 40003, 80)));
+        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &inner);
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (CLIENT, EP_A), "delivered as it came");
+        // EP_A's reply goes back, encapsulated, to the entry node,
+        // untouched inside (the entry node restores the address).
+        let r = frame(
+            EP_A,
+            CLIENT,
+            6,
+            &tcp(EP_A, CLIENT, 80, 40003),
+            env.epa_host_mac,
+        );
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &r);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), r.len() + 50);
+        assert_eq!(addrs(&out).1, REMOTE_VTEP);
+        assert_eq!(addrs(&out[50..]), (EP_A, CLIENT));
+        // Traffic to the outside that is no mesh reply is the kernel's.
+        let other = frame(
+            EP_A,
+            CLIENT,
+            6,
+            &tcp(EP_A, CLIENT, 80, 41000),
+            env.epa_host_mac,
+        );
+        let (rc, _) = run(env, Hook::Tc, false, env.epa_ifindex, &other);
+        assert_eq!(rc, TC_ACT_OK);
+    });
+}
+
+#[test]
+fn fragments_unpublished_ports_and_empty_services_are_refused_or_passed() {
+    with_env(|env| {
+        let (mut lb, _mesh) = setup(env, &[EP_B]);
+        let before = env.maps.counters();
+        // A fragment to a published port: dropped, counted.
+        let mut fr = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+        fr.extend(ipv4(
+            CLIENT,
+            LOCAL_VTEP,
+            17,
+            0x2000,
+            &[],
+            &udp(1, 5353, b"frag"),
+        ));
+        let (rc, _) = run(env, Hook::Tc, true, env.ul_ifindex, &fr);
+        assert_eq!(rc, TC_ACT_SHOT);
+        // A port nobody published: the host's own stack decides.
+        let f = from_client(env, 40004, 22);
+        assert_eq!(run(env, Hook::Tc, true, env.ul_ifindex, &f).0, TC_ACT_OK);
+        // A TCP header cut short: not parsed, the kernel's.
+        let mut short = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+        short.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &[0x9c, 0x40]));
+        assert_eq!(
+            run(env, Hook::Tc, true, env.ul_ifindex, &short).0,
+            TC_ACT_OK
+        );
+        // No backend left: dropped, counted (no hanging on ARP).
+        lb.set_service(VNI, VIP, &[], 251).unwrap();
+        let f = from_client(env, 40005, 8080);
+        assert_eq!(run(env, Hook::Tc, true, env.ul_ifindex, &f).0, TC_ACT_SHOT);
+        let after = env.maps.counters();
+        for r in [DropReason::MeshFragment, DropReason::NoBackend] {
+            assert_eq!(after.drop_count(r), before.drop_count(r) + 1, "{r:?}");
+        }
+        assert_eq!(after.stat(Stat::MeshEntry), before.stat(Stat::MeshEntry));
+    });
+}
