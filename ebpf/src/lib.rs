@@ -184,12 +184,19 @@ pub struct MeshPortKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MeshPortValue {
-    /// The service's ingress VIP (network byte order).
-    pub vip: u32,
+    /// Ingress mode: the service's ingress VIP; host mode: the local task
+    /// (network byte order).
+    pub addr: u32,
+    /// Host mode: the task's network.
+    pub vni: u32,
     /// Network byte order.
     pub target: u16,
+    /// `MESH_F_*`.
     pub flags: u16,
 }
+
+/// `MESH_F_HOST`: a port published in host mode.
+pub const MESH_F_HOST: u16 = 1;
 
 /// `struct mesh_rev_value`: where a mesh flow entered.
 #[repr(C)]
@@ -292,7 +299,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<VniValue>(), 4);
         assert_eq!(std::mem::size_of::<Config>(), 24);
         assert_eq!(std::mem::size_of::<MeshPortKey>(), 4);
-        assert_eq!(std::mem::size_of::<MeshPortValue>(), 8);
+        assert_eq!(std::mem::size_of::<MeshPortValue>(), 12);
         assert_eq!(std::mem::size_of::<MeshRevValue>(), 12);
         assert_eq!(std::mem::size_of::<SvcKey>(), 8);
         assert_eq!(std::mem::size_of::<SvcValue>(), 16);

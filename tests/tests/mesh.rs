@@ -233,3 +233,59 @@ fn published_ports_answer_on_every_node_with_the_client_address() {
     eprintln!("dead backend out of the mesh after {:?}", t0.elapsed());
     assert_iperf_ok(&flow.join().unwrap(), "through n3 while n2 died");
 }
+
+/// Host mode: the port opens only where a task runs, straight to that
+/// task (the client's address kept); a node takes one such task at most,
+/// the rest stay pending with the reason.
+#[test]
+fn host_mode_ports_answer_only_where_a_task_runs() {
+    let lab = Lab::up(3, 0, "tc");
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "hm",
+            "--replicas",
+            "3",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname!=n3",
+            "-p",
+            "published=9090,target=80,mode=host",
+            "--",
+            &bin,
+            "whoami",
+            "--port",
+            "80",
+        ],
+    ));
+    wait("two host-mode tasks running", 20, || {
+        running(&lab, "n1", "hm").len() == 2
+    });
+    let tasks = shoal_tests::services::tasks(&lab, "n1", "hm");
+    let pending: Vec<_> = tasks.iter().filter(|t| t.state == "pending").collect();
+    assert_eq!(pending.len(), 1, "{tasks:?}");
+    assert!(
+        pending[0].err.contains("host-mode port"),
+        "{:?}",
+        pending[0]
+    );
+    let by_node: BTreeMap<String, String> = running(&lab, "n1", "hm")
+        .into_iter()
+        .map(|t| (t.node, t.id[..12].to_string()))
+        .collect();
+    for (node, ip) in [("n1", "198.18.0.1"), ("n2", "198.18.0.2")] {
+        let answer = || get(&lab, ip, 9090);
+        wait("the host-mode port", 10, || answer().is_some());
+        let (host, remote) = answer().unwrap();
+        assert_eq!(host, by_node[node], "{node} answers with its own task");
+        assert!(remote.starts_with("198.18.0.200:"), "{remote}");
+    }
+    assert!(get(&lab, "198.18.0.3", 9090).is_none(), "n3 runs no task");
+}

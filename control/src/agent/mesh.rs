@@ -16,7 +16,7 @@ use crate::api::NetworkCreate;
 use crate::raft::mesh::MeshConfig;
 use crate::raft::services::Protocol;
 
-fn proto(p: Protocol) -> u8 {
+pub fn proto(p: Protocol) -> u8 {
     match p {
         Protocol::Tcp => 6,
         Protocol::Udp => 17,
@@ -30,8 +30,10 @@ pub fn ports(m: &MeshConfig) -> BTreeSet<MeshPort> {
         .map(|p| MeshPort {
             proto: proto(p.protocol),
             published: p.published,
-            vip: p.vip,
+            addr: p.vip,
             target: p.target,
+            host: false,
+            vni: 0,
         })
         .collect()
 }
@@ -42,7 +44,7 @@ pub fn program(maps: &mut MeshMaps, want: &BTreeSet<MeshPort>) {
     for p in want.difference(&have) {
         match maps.set_port(p) {
             Ok(()) => {
-                info!(port = p.published, proto = p.proto, vip = %p.vip, target = p.target, "port published on this node")
+                info!(port = p.published, proto = p.proto, to = %p.addr, target = p.target, host = p.host, "port published on this node")
             }
             Err(e) => warn!("routing mesh: {e}"),
         }

@@ -409,6 +409,7 @@ impl Agent {
         if self.lb_mode == super::lb::LbMode::Ipvs {
             self.sync_lb_endpoints(self.lb_wanted()).await;
         }
+        let host_published = self.host_published();
         let peers = self.gossip.peers().await;
         let mut inner = self.inner.lock().await;
         let local = LocalView {
@@ -443,7 +444,8 @@ impl Agent {
             super::lb::desired(task_records(&inner.state, &merged), &joined)
         };
         if let Some(m) = &inner.mesh {
-            let published = super::mesh::ports(m);
+            let mut published = super::mesh::ports(m);
+            published.extend(host_published);
             super::mesh::program(&mut inner.mesh_maps, &published);
         }
         let Inner {

@@ -151,12 +151,16 @@ pub fn run(
         .map(|p| {
             vec![
                 format!("{}/{}", p.published, proto(p.proto)),
-                p.vip.to_string(),
+                if p.host { "host" } else { "ingress" }.to_string(),
+                p.addr.to_string(),
                 p.target.to_string(),
             ]
         })
         .collect();
-    print_table(&["PUBLISHED", "INGRESS VIP", "TARGET"], &published);
+    print_table(
+        &["PUBLISHED", "MODE", "TO (VIP or task)", "TARGET"],
+        &published,
+    );
     println!();
     let mesh_flows: Vec<Vec<String>> = view
         .mesh_flows

@@ -71,7 +71,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
                 occupied.insert(key(t));
                 if t.state == TaskState::Pending && t.node_id.is_none() {
                     if let Ok(node_id) = place(&mut placer, st, s, &load) {
-                        load.add(&s.id, &node_id);
+                        load.add_task(s, &node_id);
                         assign.push(Command::TaskAssign {
                             id: t.id.clone(),
                             node_id,
@@ -111,7 +111,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
                 },
             };
             if let Some(n) = &node_id {
-                load.add(&s.id, n);
+                load.add_task(s, n);
             }
             create.push(NewTask {
                 id: new_id(),

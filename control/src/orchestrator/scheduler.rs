@@ -3,11 +3,13 @@
 //! the one with the fewest tasks of this service, then the fewest tasks
 //! overall, then by hostname (stable). Placement preferences
 //! (`spread=node.labels.KEY`) first pick the label value with the fewest
-//! tasks of the service.
+//! tasks of the service. A node where a port the service publishes in host
+//! mode is taken (by any task) is no candidate, and takes one such task at
+//! most.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::raft::services::{Constraint, ServiceRecord};
+use crate::raft::services::{Constraint, Protocol, PublishMode, ServiceRecord};
 use crate::raft::state::{Availability, ClusterState, NodeRecord, NodeState};
 
 /// Running-or-coming tasks per node: of this service, and of all.
@@ -15,6 +17,18 @@ use crate::raft::state::{Availability, ClusterState, NodeRecord, NodeState};
 pub struct Load {
     pub of_service: BTreeMap<String, BTreeMap<String, u64>>,
     pub total: BTreeMap<String, u64>,
+    /// Host-mode ports taken per node.
+    pub host_ports: BTreeMap<String, BTreeSet<(u16, Protocol)>>,
+}
+
+/// The ports a service publishes in host mode.
+pub fn host_ports(s: &ServiceRecord) -> BTreeSet<(u16, Protocol)> {
+    s.spec
+        .ports
+        .iter()
+        .filter(|p| p.mode == PublishMode::Host)
+        .map(|p| (p.published, p.protocol))
+        .collect()
 }
 
 impl Load {
@@ -25,10 +39,35 @@ impl Load {
                 continue;
             }
             if let Some(n) = &t.node_id {
-                l.add(&t.service_id, n);
+                match st.services.get(&t.service_id) {
+                    Some(s) => l.add_task(s, n),
+                    None => l.add(&t.service_id, n),
+                }
             }
         }
         l
+    }
+
+    /// A task of `s` placed on `node`: its load and its host ports.
+    pub fn add_task(&mut self, s: &ServiceRecord, node: &str) {
+        self.add(&s.id, node);
+        let ports = host_ports(s);
+        if !ports.is_empty() {
+            self.host_ports
+                .entry(node.to_string())
+                .or_default()
+                .extend(ports);
+        }
+    }
+
+    /// Whether `s`'s host-mode ports are free on `node`.
+    fn ports_free(&self, s: &ServiceRecord, node: &str) -> bool {
+        let want = host_ports(s);
+        want.is_empty()
+            || self
+                .host_ports
+                .get(node)
+                .is_none_or(|taken| taken.is_disjoint(&want))
     }
 
     pub fn add(&mut self, service: &str, node: &str) {
@@ -96,15 +135,18 @@ impl Placer {
                 )
             })
             .filter(|e| s.spec.max_per_node == 0 || e.0 < s.spec.max_per_node)
+            .filter(|e| load.ports_free(s, &e.3))
             .collect();
         let ready = st
             .nodes
             .values()
             .filter(|n| n.state == NodeState::Ready)
             .count();
+        let host = !host_ports(s).is_empty();
         Self {
             set,
-            max_per_node: s.spec.max_per_node,
+            // Host-mode ports: one task per node.
+            max_per_node: if host { 1 } else { s.spec.max_per_node },
             reason: no_node(s, ready),
         }
     }
@@ -121,7 +163,9 @@ impl Placer {
 }
 
 fn no_node(s: &ServiceRecord, ready: usize) -> String {
-    if s.spec.max_per_node > 0 {
+    if !host_ports(s).is_empty() {
+        format!("no suitable node (host-mode port already in use on {ready} nodes)")
+    } else if s.spec.max_per_node > 0 {
         format!(
             "no suitable node (max replicas per node limit exceed; scheduling constraints not satisfied on {ready} nodes)"
         )
@@ -137,6 +181,7 @@ pub fn pick(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Result<String,
         .values()
         .filter(|n| eligible(s, n))
         .filter(|n| s.spec.max_per_node == 0 || load.service_on(&s.id, &n.id) < s.spec.max_per_node)
+        .filter(|n| load.ports_free(s, &n.id))
         .collect();
     if fits.is_empty() {
         let ready = st
@@ -144,7 +189,9 @@ pub fn pick(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Result<String,
             .values()
             .filter(|n| n.state == NodeState::Ready)
             .count();
-        return Err(if s.spec.max_per_node > 0 {
+        return Err(if !host_ports(s).is_empty() {
+            no_node(s, ready)
+        } else if s.spec.max_per_node > 0 {
             format!(
                 "no suitable node (max replicas per node limit exceed; scheduling constraints not satisfied on {ready} nodes)"
             )

@@ -334,6 +334,10 @@ pub struct Assignment {
     pub networks: Vec<AssignedNet>,
     #[serde(default)]
     pub health: Option<super::services::HealthSpec>,
+    /// Ports the service publishes in host mode: on this node, straight to
+    /// this task.
+    #[serde(default)]
+    pub host_ports: Vec<super::services::PortSpec>,
 }
 
 impl super::state::ClusterState {
@@ -384,6 +388,16 @@ impl super::state::ClusterState {
                     stop_grace_ms: t.spec.stop_grace_ms,
                     networks,
                     health: t.spec.health.clone(),
+                    host_ports: s
+                        .map(|s| {
+                            s.spec
+                                .ports
+                                .iter()
+                                .filter(|p| p.mode == super::services::PublishMode::Host)
+                                .cloned()
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 }
             })
             .collect()

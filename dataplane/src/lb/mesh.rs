@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData};
 use serde::{Deserialize, Serialize};
-use shoal_ebpf::{map, CtKey, CtValue, MeshPortKey, MeshPortValue, MeshRevValue};
+use shoal_ebpf::{map, CtKey, CtValue, MeshPortKey, MeshPortValue, MeshRevValue, MESH_F_HOST};
 
 use crate::overlay::{ip_key, key_ip};
 use crate::Error;
@@ -16,9 +16,13 @@ use crate::Error;
 pub struct MeshPort {
     pub proto: u8,
     pub published: u16,
-    /// The service's VIP on the ingress network (its Maglev table).
-    pub vip: Ipv4Addr,
+    /// Ingress mode: the service's VIP on the ingress network (its Maglev
+    /// table). Host mode: the local task's address on network `vni`.
+    pub addr: Ipv4Addr,
     pub target: u16,
+    /// Host mode (`mode=host`): straight to the one local task.
+    pub host: bool,
+    pub vni: u32,
 }
 
 /// A client's flow that entered the cluster through this node.
@@ -69,9 +73,10 @@ impl MeshMaps {
             .insert(
                 port_key(p.proto, p.published),
                 MeshPortValue {
-                    vip: ip_key(p.vip),
+                    addr: ip_key(p.addr),
+                    vni: p.vni,
                     target: p.target.to_be(),
-                    flags: 0,
+                    flags: if p.host { MESH_F_HOST } else { 0 },
                 },
                 0,
             )
@@ -90,8 +95,10 @@ impl MeshMaps {
             .map(|(k, v)| MeshPort {
                 proto: k.proto,
                 published: u16::from_be(k.port),
-                vip: key_ip(v.vip),
+                addr: key_ip(v.addr),
                 target: u16::from_be(v.target),
+                host: v.flags & MESH_F_HOST != 0,
+                vni: v.vni,
             })
             .collect();
         out.sort();

@@ -55,8 +55,10 @@ fn setup(env: &mut Env, backends: &[Ipv4Addr]) -> (LbMaps, MeshMaps) {
         mesh.set_port(&MeshPort {
             proto,
             published,
-            vip: VIP,
+            addr: VIP,
             target,
+            host: false,
+            vni: 0,
         })
         .unwrap();
     }

@@ -4,7 +4,8 @@
  * client's own address reaches the backend (no SNAT, no flat L2 needed).
  *
  *   shoal_mesh_ports (protocol, published port) -> the service's ingress VIP
- *                    (its Maglev table, shoal_maglev) and target port
+ *                    (its Maglev table, shoal_maglev) and target port; or,
+ *                    for a port published in host mode, the local task
  *   shoal_mesh_ct    (client, node address, ports) -> backend   (LRU, entry)
  *   shoal_mesh_rev   (backend, client, ports) -> the node the flow entered
  *                    by, and (on that node) the address and port the client
@@ -109,9 +110,9 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 	struct iphdr ip;
 	__be16 ports[2];
 	__be32 backend = 0;
-	int l4;
+	int l4, host;
 
-	if (!cfg->ingress_vni || load_flow(skb, ETH_HLEN, &ip, ports))
+	if (load_flow(skb, ETH_HLEN, &ip, ports))
 		return MESH_CONTINUE;
 	if (ip.daddr != cfg->vtep_ip)
 		return MESH_CONTINUE;
@@ -125,53 +126,59 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 		return MESH_DROP;
 	}
 	l4 = ETH_HLEN + ip.ihl * 4;
-	sk.vni = cfg->ingress_vni;
-	sk.vip = pv->vip;
+	host = pv->flags & MESH_F_HOST;
+	/* Host mode: the one local task, on its own network. */
+	sk.vni = host ? pv->vni : cfg->ingress_vni;
+	sk.vip = pv->addr;
 
-	ct_key_set(&ck, cfg->ingress_vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
+	ct_key_set(&ck, sk.vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	ct = bpf_map_lookup_elem(&shoal_mesh_ct, &ck);
-	if (ct) {
+	if (host) {
+		backend = pv->addr;
+	} else if (ct) {
 		struct backend_key bk = { .vni = sk.vni, .vip = sk.vip, .ip = ct->backend };
 
 		if (bpf_map_lookup_elem(&shoal_backends, &bk))
 			backend = ct->backend;
 	}
-	if (!backend) {
+	if (!backend || (host && !ct)) {
 		struct svc_value *svc = bpf_map_lookup_elem(&shoal_services, &sk);
 		struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, &sk);
 		struct mesh_rev_value rv = {};
 		struct ct_key rk = {};
 		__u32 slot;
 
-		if (!svc || !mg || !svc->count || !svc->m) {
-			*reason = DROP_NO_BACKEND;
-			return MESH_DROP;
-		}
-		slot = lb_hash(ip.saddr, ((__u32)ports[0] << 16) | ports[1], ip.protocol ^ ip.daddr) %
-		       svc->m;
-		if (slot >= SHOAL_MAGLEV_MAX) {
-			*reason = DROP_NO_BACKEND;
-			return MESH_DROP;
-		}
-		backend = mg->slots[slot];
-		if (!backend) {
-			*reason = DROP_NO_BACKEND;
-			return MESH_DROP;
+		if (!host) {
+			if (!svc || !mg || !svc->count || !svc->m) {
+				*reason = DROP_NO_BACKEND;
+				return MESH_DROP;
+			}
+			slot = lb_hash(ip.saddr, ((__u32)ports[0] << 16) | ports[1],
+				       ip.protocol ^ ip.daddr) %
+			       svc->m;
+			if (slot >= SHOAL_MAGLEV_MAX) {
+				*reason = DROP_NO_BACKEND;
+				return MESH_DROP;
+			}
+			backend = mg->slots[slot];
+			if (!backend) {
+				*reason = DROP_NO_BACKEND;
+				return MESH_DROP;
+			}
 		}
 		cv.backend = backend;
 		cv.vip = sk.vip;
 		rv.entry_vtep = cfg->vtep_ip;
 		rv.node_ip = ip.daddr;
 		rv.port = ports[1];
-		ct_key_set(&rk, cfg->ingress_vni, backend, ip.saddr, pv->target, ports[0],
-			   ip.protocol);
+		ct_key_set(&rk, sk.vni, backend, ip.saddr, pv->target, ports[0], ip.protocol);
 		if (bpf_map_update_elem(&shoal_mesh_ct, &ck, &cv, BPF_ANY) ||
 		    bpf_map_update_elem(&shoal_mesh_rev, &rk, &rv, BPF_ANY)) {
 			*reason = DROP_MESH_CT;
 			return MESH_DROP;
 		}
 	}
-	if (!lookup_ep(d, cfg->ingress_vni, backend)) {
+	if (!lookup_ep(d, sk.vni, backend) || (host && !(d->ep.flags & EP_F_LOCAL))) {
 		/* Gossip has not told this node where the backend is yet. */
 		*reason = DROP_NO_BACKEND;
 		return MESH_DROP;
@@ -235,7 +242,8 @@ static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_
 	struct iphdr ip;
 	__be16 ports[2];
 
-	if (!cfg->ingress_vni || vni != cfg->ingress_vni || load_flow(skb, ETH_HLEN, &ip, ports))
+	/* Any network: host-mode ports deliver on the task's own. */
+	if (load_flow(skb, ETH_HLEN, &ip, ports))
 		return MESH_CONTINUE;
 	ct_key_set(&rk, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	rv = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);

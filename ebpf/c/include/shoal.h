@@ -112,10 +112,15 @@ struct mesh_port_key {
 	__u8 pad;
 };
 
+/* mesh_port_value.flags */
+#define MESH_F_HOST 1 /* host mode: straight to `addr`, a local task on `vni` */
+
 struct mesh_port_value {
-	__u32 vip;    /* the service's VIP on the ingress network: its Maglev key */
+	__u32 addr;   /* ingress mode: the service's ingress VIP (its Maglev
+		       * key); host mode: the local task's address */
+	__u32 vni;    /* host mode: the task's network */
 	__u16 target; /* the tasks' port, network byte order */
-	__u16 flags;
+	__u16 flags;  /* MESH_F_* */
 };
 
 /* The reply direction of a mesh flow: where it entered the cluster. */

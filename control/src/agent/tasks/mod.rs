@@ -169,6 +169,29 @@ impl Agent {
             .collect()
     }
 
+    /// Ports published in host mode by the tasks running here: each
+    /// straight to its task's address on its first network.
+    pub fn host_published(&self) -> std::collections::BTreeSet<shoal_dataplane::lb::MeshPort> {
+        let tasks = self.tasks.tasks.lock().expect("tasks lock");
+        tasks
+            .values()
+            .filter(|l| l.state == TaskState::Running && !l.cleaned)
+            .filter_map(|l| Some((l, l.a.networks.first()?)))
+            .flat_map(|(l, n)| {
+                l.a.host_ports
+                    .iter()
+                    .map(|p| shoal_dataplane::lb::MeshPort {
+                        proto: crate::agent::mesh::proto(p.protocol),
+                        published: p.published,
+                        addr: n.addr,
+                        target: p.target,
+                        host: true,
+                        vni: n.vni,
+                    })
+            })
+            .collect()
+    }
+
     /// Brings local tasks in line with the leader's assignments.
     pub fn reconcile_tasks(self: &Arc<Self>, assignments: Vec<Assignment>) {
         let mut tasks = self.tasks.tasks.lock().expect("tasks lock");

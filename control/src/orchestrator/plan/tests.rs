@@ -329,3 +329,60 @@ fn restart_policy_delay_and_attempts() {
     settle(&mut st, 9000);
     assert!(live(&st, "crash").is_empty(), "max attempts reached");
 }
+
+#[test]
+fn host_mode_ports_take_one_task_per_node_and_block_other_services() {
+    use crate::raft::services::{PortSpec, Protocol, PublishMode};
+    let mut st = cluster(&["n1", "n2", "n3"]);
+    let host = |p: u16| PortSpec {
+        published: p,
+        target: 80,
+        protocol: Protocol::Tcp,
+        mode: PublishMode::Host,
+    };
+    let mut a = spec("a", Mode::Replicated { replicas: 2 });
+    a.ports = vec![host(8080)];
+    a.constraints = vec!["node.hostname!=n3".into()];
+    st.apply(
+        3,
+        Command::ServiceCreate {
+            id: "a".into(),
+            spec: a,
+            now: 0,
+        },
+    );
+    // Another service on the same host port: only n3 is free for it.
+    let mut b = spec("b", Mode::Replicated { replicas: 2 });
+    b.ports = vec![host(8080)];
+    st.apply(
+        4,
+        Command::ServiceCreate {
+            id: "b".into(),
+            spec: b,
+            now: 0,
+        },
+    );
+    settle(&mut st, 0);
+    let on = |svc: &str| -> BTreeSet<String> {
+        live(&st, svc)
+            .iter()
+            .filter_map(|t| t.node_id.clone())
+            .collect()
+    };
+    assert_eq!(on("a"), ["id-n1".to_string(), "id-n2".to_string()].into());
+    assert_eq!(on("b"), ["id-n3".to_string()].into());
+    let pending: Vec<_> = live(&st, "b")
+        .into_iter()
+        .filter(|t| t.state == TaskState::Pending)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert!(
+        pending[0]
+            .err
+            .as_deref()
+            .unwrap()
+            .contains("host-mode port"),
+        "{:?}",
+        pending[0].err
+    );
+}
