@@ -117,3 +117,80 @@ pub fn emit(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyho
     }
     Ok(())
 }
+
+/// `sh -c CMD`, its stdout.
+pub fn sh(cmd: &str) -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(&run(Command::new("sh").args(["-c", cmd]))?.stdout).into_owned())
+}
+
+/// Single-stream TCP throughput from `ns` to IP:PORT (iperf3, 3 s), Gbit/s.
+pub fn iperf(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
+    let v: serde_json::Value = serde_json::from_str(&sh(&format!(
+        "ip netns exec {ns} iperf3 -c {ip} -p {port} -t 3 -J"
+    ))?)?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("iperf3 report: {v}"))?;
+    Ok(bps / 1e9)
+}
+
+/// TCP request/response latency from `ns` to a sockperf server (3 s), us.
+pub fn latency_us(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
+    let out = sh(&format!(
+        "timeout 30 ip netns exec {ns} sockperf pp --tcp -i {ip} -p {port} -t 3 2>&1"
+    ))?;
+    let at = out
+        .find("avg-latency=")
+        .ok_or_else(|| anyhow::anyhow!("sockperf output: {out}"))?
+        + "avg-latency=".len();
+    let num: String = out[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    Ok(num.parse()?)
+}
+
+/// New connections per second from inside `ns` to an HTTP server at
+/// IP:PORT: the calling benchmark binary run as its own client
+/// (`--conn-client`, see `conn_client`), so the client is not the
+/// bottleneck (a Python loop was, under emulation).
+pub fn conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["--conn-client", &format!("{ip}:{port}")]))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// The client: 2 threads for 2 s, each a loop of connect, HTTP/1.0
+/// request, read to the end, close. Prints connections per second.
+pub fn conn_client(target: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = target.parse()?;
+    let t0 = std::time::Instant::now();
+    let secs = std::time::Duration::from_secs(2);
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let mut n = 0u64;
+                let mut buf = [0u8; 4096];
+                while t0.elapsed() < secs {
+                    let mut s = std::net::TcpStream::connect(addr)?;
+                    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                    while s.read(&mut buf)? > 0 {}
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    println!("{}", total as f64 / t0.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -20,7 +20,9 @@ mod common;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use common::{create_service, on, run, stats, LabGuard};
+use common::{
+    conn_client, conn_rate, create_service, iperf, latency_us, on, run, sh, stats, LabGuard,
+};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -40,75 +42,6 @@ struct Args {
     /// Internal: be the connection-rate client against IP:PORT.
     #[arg(long, hide = true)]
     conn_client: Option<String>,
-}
-
-fn sh(cmd: &str) -> Result<String> {
-    Ok(String::from_utf8_lossy(&run(Command::new("sh").args(["-c", cmd]))?.stdout).into_owned())
-}
-
-fn iperf(ns: &str, ip: &str) -> Result<f64> {
-    let v: Value =
-        serde_json::from_str(&sh(&format!("ip netns exec {ns} iperf3 -c {ip} -t 3 -J"))?)?;
-    let bps = v["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3 report")?;
-    Ok(bps / 1e9)
-}
-
-fn latency_us(ns: &str, ip: &str) -> Result<f64> {
-    let out = sh(&format!(
-        "timeout 30 ip netns exec {ns} sockperf pp --tcp -i {ip} -p 11111 -t 3 2>&1"
-    ))?;
-    let at = out.find("avg-latency=").context("sockperf output")? + "avg-latency=".len();
-    let num: String = out[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    Ok(num.parse()?)
-}
-
-/// New connections per second from inside `ns`: this binary's own client
-/// (`--conn-client`), so the client is not the bottleneck (a Python loop
-/// was, under emulation).
-fn conn_rate(ns: &str, ip: &str) -> Result<f64> {
-    let exe = std::env::current_exe()?;
-    let out = run(Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args(["--conn-client", &format!("{ip}:80")]))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-}
-
-/// The client: 2 threads for 2 s, each a loop of connect, HTTP/1.0
-/// request, read to the end, close. Prints connections per second.
-fn conn_client(target: &str) -> Result<()> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = target.parse()?;
-    let t0 = Instant::now();
-    let secs = std::time::Duration::from_secs(2);
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || -> Result<u64> {
-                let mut n = 0u64;
-                let mut buf = [0u8; 4096];
-                while t0.elapsed() < secs {
-                    let mut s = std::net::TcpStream::connect(addr)?;
-                    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
-                    while s.read(&mut buf)? > 0 {}
-                    n += 1;
-                }
-                Ok(n)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in threads {
-        total += t
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-    }
-    println!("{}", total as f64 / t0.elapsed().as_secs_f64());
-    Ok(())
 }
 
 /// Direct and through the VIP with balancer `lb`: medians per metric.
@@ -198,9 +131,9 @@ fn measure(shoal: &Path, lb: &str, rounds: u32) -> Result<Value> {
     let (mut tput, mut lat, mut conns) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);
     for r in 0..rounds {
         for (i, ip) in [&direct, &vip].iter().enumerate() {
-            tput[i].push(iperf(&ns[i], ip)?);
-            lat[i].push(latency_us(&ns[i], ip)?);
-            conns[i].push(conn_rate(&ns[i], ip)?);
+            tput[i].push(iperf(&ns[i], ip, 5201)?);
+            lat[i].push(latency_us(&ns[i], ip, 11111)?);
+            conns[i].push(conn_rate(&ns[i], ip, 80)?);
         }
         eprintln!(
             "{lb} round {}: direct {:.2} Gbit/s {:.1} us {:.0} conn/s; VIP {:.2} Gbit/s {:.1} us {:.0} conn/s",

@@ -1,0 +1,243 @@
+//! The routing mesh from outside, in one run: the lab's `client` host on
+//! the underlay, against
+//!   (a) a server straight on the backend's node (its own namespace, no
+//!       overlay, no balancing): the wire;
+//!   (b) Shoal's mesh entering at a node without the backend (n3 -> the
+//!       task on n1: Maglev, encap, the client's address kept);
+//!   (c) a Docker-style mesh of kernel parts: an entry host with nftables
+//!       DNAT and masquerade, a bridge and a kernel vxlan device with a
+//!       static FDB to the backend host, whose bridge holds the backend's
+//!       namespace.
+//! Single-stream TCP throughput (iperf3), TCP request/response latency
+//! (sockperf), new connections per second (HTTP/1.0, a client in this
+//! binary); alternating rounds, medians.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+mod common;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use common::{
+    conn_client, conn_rate, create_service, iperf, latency_us, on, run, sh, stats, LabGuard,
+};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    shoal: Option<PathBuf>,
+    /// Internal: be the connection-rate client against IP:PORT.
+    #[arg(long, hide = true)]
+    conn_client: Option<String>,
+}
+
+const LAB: &str = "bms";
+
+/// (c): hosts d1 (entry, 198.18.0.101) and d2 (backend host,
+/// 198.18.0.102) on the lab's underlay bridge; the backend in d2's
+/// container namespace at 10.9.0.3; d1 DNATs its ports there over the
+/// kernel overlay and masquerades (Docker's mesh).
+fn docker_style(bin: &str) -> Result<()> {
+    let (ul, br) = (format!("{LAB}-ul"), format!("{LAB}-br"));
+    for (i, host) in ["d1", "d2"].iter().enumerate() {
+        let h = format!("{LAB}-{host}");
+        let ip = format!("198.18.0.{}", 101 + i);
+        let bip = format!("10.9.0.{}", 2 + i);
+        sh(&format!(
+            "ip netns add {h}; ip -n {h} link set lo up
+             ip -n {ul} link add {LAB}-{host}p type veth peer name eth0 netns {h}
+             ip -n {ul} link set {LAB}-{host}p master {br} up
+             ip -n {h} link set eth0 up; ip -n {h} addr add {ip}/24 dev eth0
+             ip -n {h} link add br0 type bridge; ip -n {h} link set br0 up
+             ip -n {h} link add vxlan0 type vxlan id 5001 dstport 4789 local {ip} dev eth0 nolearning
+             ip -n {h} link set vxlan0 mtu 1450 master br0 up
+             ip netns exec {h} sysctl -qw net.ipv4.ip_forward=1
+             ip -n {h} link set br0 address 02:42:0a:09:00:0{n}
+             ip -n {h} addr add {bip}/24 dev br0",
+            n = 2 + i
+        ))?;
+    }
+    // The backend's namespace on d2's bridge.
+    let c = format!("{LAB}-d2c");
+    sh(&format!(
+        "ip netns add {c}; ip -n {c} link set lo up
+         ip -n {LAB}-d2 link add veth0 mtu 1450 type veth peer name eth0 netns {c}
+         ip -n {LAB}-d2 link set veth0 master br0 up
+         ip -n {c} link set eth0 address 02:42:0a:09:00:04 up
+         ip -n {c} addr add 10.9.0.4/24 dev eth0
+         ip -n {c} route add default via 10.9.0.3
+         bridge -n {LAB}-d1 fdb append 02:42:0a:09:00:03 dev vxlan0 dst 198.18.0.102
+         bridge -n {LAB}-d1 fdb append 02:42:0a:09:00:04 dev vxlan0 dst 198.18.0.102
+         bridge -n {LAB}-d2 fdb append 02:42:0a:09:00:02 dev vxlan0 dst 198.18.0.101
+         ip -n {LAB}-d1 neigh add 10.9.0.4 lladdr 02:42:0a:09:00:04 dev br0 nud permanent
+         ip -n {LAB}-d2c neigh add 10.9.0.2 lladdr 02:42:0a:09:00:02 dev eth0 nud permanent"
+    ))?;
+    let nft = "table ip mesh {
+  chain pre {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 198.18.0.101 tcp dport { 5201, 11111, 80 } dnat to 10.9.0.4
+  }
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"br0\" masquerade
+  }
+}
+";
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &format!("{LAB}-d1"), "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(child.stdin.as_mut().context("nft stdin")?, nft.as_bytes())?;
+    if !child.wait()?.success() {
+        anyhow::bail!("nft refused the Docker-style mesh rules");
+    }
+    sh(&format!(
+        "ip netns exec {c} sh -c 'iperf3 -s -D -p 5201; (sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null 2>&1 &); ({bin} whoami --port 80 >/dev/null 2>&1 &)'"
+    ))?;
+    Ok(())
+}
+
+/// Kills every process left in these namespaces when dropped.
+struct KillIn(Vec<String>);
+
+impl Drop for KillIn {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = sh(&format!("ip netns pids {ns} | xargs -r kill -9"));
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if let Some(t) = &a.conn_client {
+        return conn_client(t);
+    }
+    let shoal = common::shoal_path(a.shoal.clone());
+    let bin = shoal.to_string_lossy().into_owned();
+    let _lab = LabGuard::fresh(&shoal, LAB);
+    run(Command::new(&shoal).args(["lab", "up", "--name", LAB, "--nodes", "3"]))?;
+    on(&shoal, LAB, "n1", &["network", "create", "appnet"])?;
+    let server = format!(
+        "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & exec {bin} whoami --port 80"
+    );
+    create_service(
+        &shoal,
+        LAB,
+        "srv",
+        &[
+            "--constraint",
+            "node.hostname==n1",
+            "-p",
+            "5201:5201",
+            "-p",
+            "11111:11111",
+            "-p",
+            "8080:80",
+            "--",
+            "sh",
+            "-c",
+            &server,
+        ],
+    )?;
+    // (a): the same servers in n1's own namespace, on other ports.
+    sh(&format!(
+        "ip netns exec {LAB}-n1 sh -c 'iperf3 -s -D -p 6201; (sockperf sr --tcp -i 0.0.0.0 -p 12111 >/dev/null 2>&1 &); ({bin} whoami --port 7080 >/dev/null 2>&1 &)'"
+    ))?;
+    // Dropped before the lab: the servers started by hand above go first.
+    let _servers = KillIn(vec![format!("{LAB}-n1"), format!("{LAB}-d2c")]);
+    docker_style(&bin)?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let client = format!("{LAB}-client");
+
+    // (path, ip, iperf port, sockperf port, http port)
+    let paths = [
+        (
+            "(a) straight to the backend's node",
+            "198.18.0.1",
+            6201,
+            12111,
+            7080,
+        ),
+        (
+            "(b) Shoal mesh, entering at n3",
+            "198.18.0.3",
+            5201,
+            11111,
+            8080,
+        ),
+        (
+            "(c) Docker-style kernel mesh",
+            "198.18.0.101",
+            5201,
+            11111,
+            80,
+        ),
+    ];
+    let mut m: Vec<[Vec<f64>; 3]> =
+        vec![Default::default(), Default::default(), Default::default()];
+    for r in 0..a.rounds {
+        for (i, (label, ip, ip_port, sp_port, http)) in paths.iter().enumerate() {
+            let t = iperf(&client, ip, *ip_port)?;
+            let l = latency_us(&client, ip, *sp_port)?;
+            let c = conn_rate(&client, ip, *http)?;
+            eprintln!(
+                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} conn/s",
+                r + 1
+            );
+            m[i][0].push(t);
+            m[i][1].push(l);
+            m[i][2].push(c);
+        }
+    }
+    let med = |v: &Vec<f64>| stats(v.clone())["median_ms"].as_f64().unwrap_or(0.0);
+    let row = |i: usize| {
+        json!({
+            "label": paths[i].0,
+            "throughput_gbit": med(&m[i][0]),
+            "rr_latency_us": med(&m[i][1]),
+            "new_connections_per_s": med(&m[i][2]),
+        })
+    };
+    let (direct, shoal_mesh, docker) = (row(0), row(1), row(2));
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let report = json!({
+        "benchmark": "mesh_lab",
+        "rounds": a.rounds,
+        "direct": direct,
+        "shoal_mesh": shoal_mesh,
+        "docker_style_mesh": docker,
+        "mesh_vs_direct_throughput": f(&shoal_mesh, "throughput_gbit") / f(&direct, "throughput_gbit"),
+        "mesh_vs_docker_new_connections": f(&shoal_mesh, "new_connections_per_s") / f(&docker, "new_connections_per_s"),
+    });
+    println!(
+        "\nRouting mesh from an outside client, 3-node lab, medians of {} alternating rounds\n",
+        a.rounds
+    );
+    println!(
+        "{:<38} {:>10} {:>10} {:>12}",
+        "", "Gbit/s", "RR us", "conn/s"
+    );
+    for v in [&direct, &shoal_mesh, &docker] {
+        println!(
+            "{:<38} {:>10.2} {:>10.1} {:>12.0}",
+            v["label"].as_str().unwrap_or(""),
+            f(v, "throughput_gbit"),
+            f(v, "rr_latency_us"),
+            f(v, "new_connections_per_s")
+        );
+    }
+    println!(
+        "\nShoal mesh throughput / straight: {:.3} (target >= 0.9); new connections Shoal / Docker-style: {:.2}x (target >= 1.5x)",
+        report["mesh_vs_direct_throughput"].as_f64().unwrap_or(0.0),
+        report["mesh_vs_docker_new_connections"].as_f64().unwrap_or(0.0)
+    );
+    common::emit(&report, a.json.as_deref())?;
+    Ok(())
+}
