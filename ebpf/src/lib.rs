@@ -99,6 +99,8 @@ pub struct Config {
     pub ingress_vni: u32,
     pub ingress_net: u32,
     pub ingress_prefix: u32,
+    /// MSS of mesh clients' SYNs that get encapsulated (0: none).
+    pub mesh_mss: u32,
 }
 
 /// Largest Maglev table (`SHOAL_MAGLEV_MAX`, Cilium's default M).
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<EpValue>(), 16);
         assert_eq!(std::mem::size_of::<IfaceValue>(), 28);
         assert_eq!(std::mem::size_of::<VniValue>(), 4);
-        assert_eq!(std::mem::size_of::<Config>(), 24);
+        assert_eq!(std::mem::size_of::<Config>(), 28);
         assert_eq!(std::mem::size_of::<MeshPortKey>(), 4);
         assert_eq!(std::mem::size_of::<MeshPortValue>(), 12);
         assert_eq!(std::mem::size_of::<MeshRevValue>(), 12);

@@ -164,6 +164,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         ingress_vni: kept.ingress_vni,
         ingress_net: kept.ingress_net,
         ingress_prefix: kept.ingress_prefix,
+        // IPv4 (20) + TCP (20) + the encapsulation (50).
+        mesh_mss: ul_mtu.saturating_sub(90),
         ..Default::default()
     })?;
     overlay.attach_underlay(&dev)?;

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use shoal_ebpf::{DropReason, Stat};
 
-use super::lb_tests::{addrs, checksums_ok, frame, tcp, udp_ok};
+use super::lb_tests::{addrs, checksums_ok, frame, l4_check, tcp, udp_ok};
 use super::tests::*;
 use super::Hook;
 use crate::lb::{LbMaps, MeshMaps, MeshPort};
@@ -47,6 +47,7 @@ fn setup(env: &mut Env, backends: &[Ipv4Addr]) -> (LbMaps, MeshMaps) {
     cfg.ingress_vni = VNI;
     cfg.ingress_net = super::ip_key(Ipv4Addr::new(10, 0, 1, 0));
     cfg.ingress_prefix = 24;
+    cfg.mesh_mss = 1410;
     env.maps.set_config(cfg).unwrap();
     let mut lb = LbMaps::open(&env.pins).unwrap();
     lb.set_service(VNI, VIP, backends, 251).unwrap();
@@ -223,5 +224,42 @@ fn fragments_unpublished_ports_and_empty_services_are_refused_or_passed() {
             assert_eq!(after.drop_count(r), before.drop_count(r) + 1, "{r:?}");
         }
         assert_eq!(after.stat(Stat::MeshEntry), before.stat(Stat::MeshEntry));
+    });
+}
+
+#[test]
+fn a_syn_that_gets_encapsulated_has_its_mss_clamped() {
+    with_env(|env| {
+        let (mut lb, _mesh) = setup(env, &[EP_R]);
+        // SYN with options: MSS 1460, NOP, NOP, SACK permitted.
+        let mut t = vec![0u8; 20];
+        t[0..2].copy_from_slice(&40010u16.to_be_bytes());
+        t[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        t[12] = 7 << 4;
+        t[13] = 0x02;
+        t.extend_from_slice(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
+        let c = l4_check(CLIENT, LOCAL_VTEP, 6, &t);
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+        f.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &t));
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let inner = &out[50..];
+        let mss = u16::from_be_bytes([inner[14 + 20 + 22], inner[14 + 20 + 23]]);
+        assert_eq!(mss, 1410, "clamped to the underlay's room");
+        assert!(checksums_ok(inner), "{inner:02x?}");
+        // A local backend needs no clamp.
+        lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
+        t[0..2].copy_from_slice(&40011u16.to_be_bytes());
+        t[16..18].copy_from_slice(&[0, 0]);
+        let c = l4_check(CLIENT, LOCAL_VTEP, 6, &t);
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+        f.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &t));
+        let (_, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
+        assert_eq!(
+            u16::from_be_bytes([out[14 + 20 + 22], out[14 + 20 + 23]]),
+            1460
+        );
     });
 }

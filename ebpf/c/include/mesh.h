@@ -84,6 +84,53 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, int l4, __u8 prot
 	return bpf_skb_store_bytes(skb, l4 + off, &to, sizeof(to), 0);
 }
 
+/*
+ * A client's SYN whose flow will be encapsulated: its MSS option is lowered
+ * to `mss`, so full-size segments still fit the underlay after the 50 bytes
+ * of VXLAN (the client knows nothing of the overlay, and an ICMP "too big"
+ * from the middle of it would not reach it).
+ */
+static __always_inline void mesh_clamp_mss(struct __sk_buff *skb, int l4, __u32 mss)
+{
+	__u8 hdr[14];
+	__u32 off, end;
+	int i;
+
+	if (!mss || bpf_skb_load_bytes(skb, l4, hdr, sizeof(hdr)))
+		return;
+	if ((hdr[13] & 0x12) != 0x02) /* SYN, not SYN-ACK */
+		return;
+	end = l4 + (hdr[12] >> 4) * 4;
+	off = l4 + 20;
+	/* Options are at most 40 bytes: 10 steps cover any sane layout. */
+	for (i = 0; i < 10 && off + 1 < end; i++) {
+		__u8 kind_len[2];
+
+		if (bpf_skb_load_bytes(skb, off, kind_len, 2))
+			return;
+		if (kind_len[0] == 0) /* end of options */
+			return;
+		if (kind_len[0] == 1) { /* no-op */
+			off += 1;
+			continue;
+		}
+		if (kind_len[1] < 2)
+			return;
+		if (kind_len[0] == 2 && kind_len[1] == 4 && off + 4 <= end) {
+			__be16 cur, want = bpf_htons(mss);
+
+			if (bpf_skb_load_bytes(skb, off + 2, &cur, 2) ||
+			    bpf_ntohs(cur) <= mss)
+				return;
+			if (bpf_l4_csum_replace(skb, l4 + 16, cur, want, 2))
+				return;
+			bpf_skb_store_bytes(skb, off + 2, &want, 2, 0);
+			return;
+		}
+		off += kind_len[1];
+	}
+}
+
 /* The IPv4 header at `off` and the ports after it; 0 if TCP or UDP and not
  * a later fragment. */
 static __always_inline int load_flow(struct __sk_buff *skb, int off, struct iphdr *ip,
@@ -191,7 +238,11 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 	d->inner_proto = bpf_htons(ETH_P_IP);
 	d->tos = ip.tos;
 	count_stat(STAT_MESH_ENTRY);
-	return (d->ep.flags & EP_F_LOCAL) ? MESH_LOCAL : MESH_REMOTE;
+	if (d->ep.flags & EP_F_LOCAL)
+		return MESH_LOCAL;
+	if (ip.protocol == IPPROTO_TCP)
+		mesh_clamp_mss(skb, l4, cfg->mesh_mss);
+	return MESH_REMOTE;
 }
 
 /* On the backend's node, a packet of the ingress network just decapsulated

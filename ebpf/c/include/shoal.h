@@ -55,6 +55,8 @@ struct shoal_config {
 	__u32 ingress_vni;    /* the routing mesh's network; 0: no mesh */
 	__u32 ingress_net;    /* its subnet, network byte order */
 	__u32 ingress_prefix; /* and prefix length */
+	__u32 mesh_mss;       /* MSS a client's SYN is clamped to when its flow
+			       * is encapsulated (underlay MTU - 90); 0: none */
 };
 
 /* ---- VIP load balancing (include/lb.h) ---- */
