@@ -32,12 +32,13 @@ pub mod map {
     pub const BACKENDS: &str = "shoal_backends";
     pub const CT: &str = "shoal_ct";
     pub const RCT: &str = "shoal_rct";
+    pub const LB_STATS: &str = "shoal_lb_stats";
     pub const MESH_PORTS: &str = "shoal_mesh_ports";
     pub const MESH_CT: &str = "shoal_mesh_ct";
     pub const MESH_REV: &str = "shoal_mesh_rev";
     pub const ALL: &[&str] = &[
         ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS, SERVICES, MAGLEV, BACKENDS, CT, RCT,
-        MESH_PORTS, MESH_CT, MESH_REV,
+        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV,
     ];
 }
 
@@ -172,6 +173,14 @@ pub struct CtValue {
     pub vip: u32,
 }
 
+/// `struct lb_stat_value`: what a service sent one backend (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbStatValue {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// `struct mesh_port_key`: a published port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -224,6 +233,7 @@ unsafe impl aya::Pod for MaglevValue {}
 unsafe impl aya::Pod for BackendKey {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtValue {}
+unsafe impl aya::Pod for LbStatValue {}
 unsafe impl aya::Pod for MeshPortKey {}
 unsafe impl aya::Pod for MeshPortValue {}
 unsafe impl aya::Pod for MeshRevValue {}
@@ -301,6 +311,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<VniValue>(), 4);
         assert_eq!(std::mem::size_of::<Config>(), 28);
         assert_eq!(std::mem::size_of::<MeshPortKey>(), 4);
+        assert_eq!(std::mem::size_of::<LbStatValue>(), 16);
         assert_eq!(std::mem::size_of::<MeshPortValue>(), 12);
         assert_eq!(std::mem::size_of::<MeshRevValue>(), 12);
         assert_eq!(std::mem::size_of::<SvcKey>(), 8);

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use shoal_dataplane::lb::{LbFlow, LbMaps, LbService, MeshFlow, MeshMaps, MeshPort};
+use shoal_dataplane::lb::{LbCounter, LbFlow, LbMaps, LbService, MeshFlow, MeshMaps, MeshPort};
 use shoal_dataplane::overlay::Maps;
 use shoal_ebpf::{DropReason, Stat};
 
@@ -18,6 +18,8 @@ use crate::output::{print_json, print_table, Format};
 #[derive(Serialize)]
 struct LbView {
     services: Vec<LbService>,
+    /// Packets and bytes each service sent each backend (also past ones).
+    per_backend: Vec<LbCounter>,
     flows: Vec<LbFlow>,
     /// The routing mesh: published ports, and flows that entered here.
     published: Vec<MeshPort>,
@@ -75,6 +77,11 @@ pub fn run(
             .into_iter()
             .filter(|s| vip.is_none_or(|v| s.vip == v))
             .collect(),
+        per_backend: lb
+            .counters()
+            .into_iter()
+            .filter(|c| vip.is_none_or(|v| c.vip == v))
+            .collect(),
         flows: lb
             .flows()
             .into_iter()
@@ -93,6 +100,12 @@ pub fn run(
     if format == Format::Json {
         return print_json(&view);
     }
+    let sent = |vni: u32, vip: Ipv4Addr, b: Ipv4Addr| {
+        view.per_backend
+            .iter()
+            .find(|c| (c.vni, c.vip, c.backend) == (vni, vip, b))
+            .map_or((0, 0), |c| (c.packets, c.bytes))
+    };
     let rows: Vec<Vec<String>> = view
         .services
         .iter()
@@ -104,23 +117,31 @@ pub fn run(
                     s.m.to_string(),
                     "-".into(),
                     "0".into(),
+                    "0".into(),
+                    "0".into(),
                 ]
             });
             s.backends
                 .iter()
                 .map(move |(b, n)| {
+                    let (packets, bytes) = sent(s.vni, s.vip, *b);
                     vec![
                         s.vni.to_string(),
                         s.vip.to_string(),
                         s.m.to_string(),
                         b.to_string(),
                         format!("{n} ({:.1}%)", *n as f64 * 100.0 / s.m.max(1) as f64),
+                        packets.to_string(),
+                        bytes.to_string(),
                     ]
                 })
                 .chain(none)
         })
         .collect();
-    print_table(&["VNI", "VIP", "M", "BACKEND", "SLOTS"], &rows);
+    print_table(
+        &["VNI", "VIP", "M", "BACKEND", "SLOTS", "PACKETS", "BYTES"],
+        &rows,
+    );
     println!();
     let flows: Vec<Vec<String>> = view
         .flows

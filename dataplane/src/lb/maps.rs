@@ -6,14 +6,17 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData};
-use shoal_ebpf::{map, BackendKey, CtKey, CtValue, MaglevValue, SvcKey, SvcValue, MAGLEV_MAX};
+use aya::maps::{HashMap, Map, MapData, PerCpuHashMap};
+use shoal_ebpf::{
+    map, BackendKey, CtKey, CtValue, LbStatValue, MaglevValue, SvcKey, SvcValue, MAGLEV_MAX,
+};
 
 use super::maglev;
 use crate::overlay::{ip_key, key_ip};
 use crate::Error;
 
 pub struct LbMaps {
+    stats: PerCpuHashMap<MapData, BackendKey, LbStatValue>,
     services: HashMap<MapData, SvcKey, SvcValue>,
     maglev: HashMap<MapData, SvcKey, MaglevValue>,
     backends: HashMap<MapData, BackendKey, u32>,
@@ -35,6 +38,16 @@ pub struct LbService {
     pub backends: Vec<(Ipv4Addr, u32)>,
 }
 
+/// What a service sent one backend.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LbCounter {
+    pub vni: u32,
+    pub vip: Ipv4Addr,
+    pub backend: Ipv4Addr,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// A conntrack entry: a client's flow to a VIP and its backend.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LbFlow {
@@ -51,6 +64,8 @@ impl LbMaps {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let hash = |name: &str| -> Result<MapData, Error> { open(dir, name) };
         Ok(Self {
+            stats: PerCpuHashMap::try_from(Map::PerCpuHashMap(hash(map::LB_STATS)?))
+                .map_err(|e| Error::bpf("map shoal_lb_stats", e))?,
             services: HashMap::try_from(Map::HashMap(hash(map::SERVICES)?))
                 .map_err(|e| Error::bpf("map shoal_services", e))?,
             maglev: HashMap::try_from(Map::HashMap(hash(map::MAGLEV)?))
@@ -134,6 +149,33 @@ impl LbMaps {
         for k in gone {
             let _ = self.backends.remove(&k);
         }
+        let counted: Vec<BackendKey> = self
+            .stats
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.vni == vni && k.vip == ip_key(vip))
+            .collect();
+        for k in counted {
+            let _ = self.stats.remove(&k);
+        }
+    }
+
+    /// Packets and bytes each service sent each backend (summed over CPUs).
+    pub fn counters(&self) -> Vec<LbCounter> {
+        let mut out: Vec<LbCounter> = self
+            .stats
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, per_cpu)| LbCounter {
+                vni: k.vni,
+                vip: key_ip(k.vip),
+                backend: key_ip(k.ip),
+                packets: per_cpu.iter().map(|v| v.packets).sum(),
+                bytes: per_cpu.iter().map(|v| v.bytes).sum(),
+            })
+            .collect();
+        out.sort_by_key(|c| (c.vni, c.vip, c.backend));
+        out
     }
 
     /// Every service with each backend's share of its Maglev table.

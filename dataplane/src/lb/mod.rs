@@ -6,5 +6,5 @@ pub mod maglev;
 pub mod maps;
 pub mod mesh;
 
-pub use maps::{LbFlow, LbMaps, LbService};
+pub use maps::{LbCounter, LbFlow, LbMaps, LbService};
 pub use mesh::{MeshFlow, MeshMaps, MeshPort};

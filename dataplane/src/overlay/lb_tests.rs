@@ -96,6 +96,11 @@ fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
         assert!(checksums_ok(&out), "{out:02x?}");
         assert_eq!(lb.flows().len(), 1);
         assert_eq!(lb.flows()[0].backend, EP_B);
+        // Counted for that service and backend.
+        let c = lb.counters();
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].vip, c[0].backend, c[0].packets), (VIP, EP_B, 1));
+        assert_eq!(c[0].bytes, f.len() as u64);
 
         // The backend's reply, delivered to the client: from the VIP.
         let mut r = eth(MAC_A, MAC_B, 0x0800);

@@ -83,6 +83,32 @@ enum lb_verdict {
 	LB_DROP,         /* drop, with a reason */
 };
 
+/* Per service and backend: packets and bytes sent there (`debug lb`). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, SHOAL_MAX_BACKENDS);
+	__type(key, struct backend_key);
+	__type(value, struct lb_stat_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_lb_stats SEC(".maps");
+
+static __always_inline void count_backend(__u32 vni, __be32 vip, __be32 backend, __u32 len)
+{
+	struct backend_key k = { .vni = vni, .vip = vip, .ip = backend };
+	struct lb_stat_value *v = bpf_map_lookup_elem(&shoal_lb_stats, &k);
+
+	if (!v) {
+		struct lb_stat_value zero = {};
+
+		bpf_map_update_elem(&shoal_lb_stats, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&shoal_lb_stats, &k);
+		if (!v)
+			return;
+	}
+	v->packets += 1;
+	v->bytes += len;
+}
+
 /* The flow's hash: the same on every node (no per-boot seed), so every
  * node's identical Maglev table sends a flow to the same backend. */
 static __always_inline __u32 lb_hash(__u32 a, __u32 b, __u32 c)
@@ -310,6 +336,7 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 		return LB_DROP;
 	}
 	count_stat(STAT_LB_DNAT);
+	count_backend(vni, ip.daddr, backend, skb->len);
 	return LB_CONTINUE;
 }
 

@@ -238,6 +238,8 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 	d->inner_proto = bpf_htons(ETH_P_IP);
 	d->tos = ip.tos;
 	count_stat(STAT_MESH_ENTRY);
+	if (!host)
+		count_backend(sk.vni, sk.vip, backend, skb->len);
 	if (d->ep.flags & EP_F_LOCAL)
 		return MESH_LOCAL;
 	if (ip.protocol == IPPROTO_TCP)

@@ -105,6 +105,12 @@ struct ct_value {
 	__u32 vip;
 };
 
+/* Traffic a service sent to one backend (per CPU), keyed by backend_key. */
+struct lb_stat_value {
+	__u64 packets;
+	__u64 bytes;
+};
+
 /* ---- The ingress routing mesh (include/mesh.h) ---- */
 
 /* A published port. */
