@@ -348,17 +348,29 @@ impl Netlink {
 
     /// Adds (or replaces) a default route via `gw`.
     pub async fn add_default_route(&self, gw: Ipv4Addr, oif: u32) -> Result<(), Error> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+        self.replace_default_route(gw, oif, None).await
+    }
+
+    /// A default route via `gw` on `oif`, in the main table or `table`.
+    async fn replace_default_route(
+        &self,
+        gw: Ipv4Addr,
+        oif: u32,
+        table: Option<u32>,
+    ) -> Result<(), Error> {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gw)
-            .output_interface(oif)
-            .build();
+            .output_interface(oif);
+        if let Some(t) = table {
+            b = b.table_id(t);
+        }
         self.handle
             .route()
-            .add(msg)
+            .add(b.build())
             .replace()
             .execute()
             .await
-            .map_err(|e| Error::netlink(format!("add default route via {gw}"), e))
+            .map_err(|e| Error::netlink(format!("default route via {gw} (table {table:?})"), e))
     }
 
     /// Source routing: what leaves from `src` uses routing table `table`,
@@ -372,18 +384,7 @@ impl Netlink {
         gw: Ipv4Addr,
         oif: u32,
     ) -> Result<(), Error> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gw)
-            .output_interface(oif)
-            .table_id(table)
-            .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(|e| Error::netlink(format!("default route via {gw} in table {table}"), e))?;
+        self.replace_default_route(gw, oif, Some(table)).await?;
         match self
             .handle
             .rule()

@@ -11,13 +11,8 @@ use std::collections::BTreeMap;
 use shoal_tests::services::running;
 use shoal_tests::{ok, refused, shoal_bin, wait, Lab};
 
-/// `curl http://IP:PORT/` from the client: (hostname, remote address).
-fn get(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
-    let o = lab.run(
-        &lab.info_client_ns(),
-        &["curl", "-s", "-m", "3", &format!("http://{ip}:{port}/")],
-    );
-    let body = String::from_utf8_lossy(&o.stdout).into_owned();
+/// A whoami answer's (hostname, remote address).
+fn whoami_fields(body: &str) -> Option<(String, String)> {
     let field = |k: &str| {
         body.lines()
             .find_map(|l| l.strip_prefix(k))
@@ -26,19 +21,22 @@ fn get(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
     Some((field("Hostname:")?, field("RemoteAddr:")?))
 }
 
+/// `curl http://IP:PORT/` from the client: (hostname, remote address).
+fn get(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
+    let o = lab.run(
+        &lab.info_client_ns(),
+        &["curl", "-s", "-m", "3", &format!("http://{ip}:{port}/")],
+    );
+    whoami_fields(&String::from_utf8_lossy(&o.stdout))
+}
+
 /// One UDP datagram to IP:PORT from the client: (hostname, remote address).
 fn udp(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
     let script = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect(('{ip}',{port}))\ns.send(b'hi')\nprint(s.recv(4096).decode())"
     );
     let o = lab.run(&lab.info_client_ns(), &["python3", "-c", &script]);
-    let body = String::from_utf8_lossy(&o.stdout).into_owned();
-    let field = |k: &str| {
-        body.lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.trim().to_string())
-    };
-    Some((field("Hostname:")?, field("RemoteAddr:")?))
+    whoami_fields(&String::from_utf8_lossy(&o.stdout))
 }
 
 trait ClientNs {

@@ -61,9 +61,7 @@ fn batches_follow_the_policy_rollback_restores_and_start_first_keeps_n() {
         .into_iter()
         .filter(|t| port_of(t) == "80")
         .collect();
-    // (At least four: under load a task may have failed to start once and
-    // been replaced before the update; its record stays too.)
-    assert!(old.len() >= 4, "{old:?}");
+    assert_eq!(old.len(), 4, "{old:?}");
     assert!(old.iter().all(|t| t.desired == "shutdown"), "{old:?}");
     // The new tasks answer on the new port.
     // From one task's namespace to every task, across nodes.
@@ -78,7 +76,8 @@ fn batches_follow_the_policy_rollback_restores_and_start_first_keeps_n() {
     // Unchanged: nothing replaced.
     ok(lab.shoal_on("n1", &["service", "update", "web"]));
     assert_eq!(running(&lab, "n1", "web").len(), 4);
-    assert_eq!(tasks(&lab, "n1", "web").len(), 8);
+    let all = tasks(&lab, "n1", "web");
+    assert_eq!(all.len(), 8, "{all:?}");
 
     let out = ok(lab.shoal_on("n1", &["service", "rollback", "web"]));
     assert!(out.contains("rollback completed"), "{out}");

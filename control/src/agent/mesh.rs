@@ -70,21 +70,13 @@ impl super::Agent {
     /// The leader's mesh configuration, from a heartbeat reply.
     pub async fn set_mesh(&self, m: MeshConfig) -> Result<()> {
         if let Some(net) = &m.ingress {
-            let defined = self
-                .networks()
-                .await
-                .into_iter()
-                .any(|n| n.name == net.name);
-            if !defined {
-                self.create_network(NetworkCreate {
-                    name: net.name.clone(),
-                    vni: net.vni,
-                    subnet: net.subnet.to_string(),
-                    gateway: Some(net.gateway),
-                })
-                .await?;
-                info!(network = %net.name, vni = net.vni, "joined the ingress network (routing mesh)");
-            }
+            self.join_network(NetworkCreate {
+                name: net.name.clone(),
+                vni: net.vni,
+                subnet: net.subnet.to_string(),
+                gateway: Some(net.gateway),
+            })
+            .await?;
         }
         let mut inner = self.inner.lock().await;
         if let Some(n) = &m.ingress {

@@ -166,6 +166,34 @@ impl Agent {
         Ok(net)
     }
 
+    /// Defines a network on this node unless it is (lazy join). Tasks
+    /// starting at once may race to define it: the loser finds it there.
+    pub async fn join_network(&self, req: NetworkCreate) -> Result<()> {
+        let (name, vni) = (req.name.clone(), req.vni);
+        let have = |nets: Vec<Network>| nets.into_iter().find(|n| n.name == name);
+        let check = |n: Network| {
+            if n.vni == vni {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "network {} is defined on this node with VNI {}, not {vni}",
+                    n.name,
+                    n.vni,
+                ))
+            }
+        };
+        if let Some(n) = have(self.networks().await) {
+            return check(n);
+        }
+        match self.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match have(self.networks().await) {
+                Some(n) => check(n),
+                None => Err(e),
+            },
+        }
+    }
+
     pub async fn remove_network(&self, name: &str) -> Result<Network> {
         let mut inner = self.inner.lock().await;
         let Some(pos) = inner.state.networks.iter().position(|n| n.name == name) else {

@@ -171,6 +171,15 @@ impl Ipvs {
         ]
     }
 
+    /// A real server's identity (port 0: the packet's own port).
+    fn dest_key(addr: Ipv4Addr) -> Vec<Attr> {
+        vec![
+            Attr::Bytes(dest::ADDR, inet_addr(addr)),
+            Attr::Be16(dest::PORT, 0),
+            Attr::U16(dest::ADDR_FAMILY, wire::AF_INET),
+        ]
+    }
+
     /// A fwmark virtual service (every port and protocol the mark covers).
     pub fn add_fwmark_service(&mut self, fwmark: u32, sched: &str) -> Result<(), Error> {
         let mut s = Self::fwmark_key(fwmark);
@@ -200,18 +209,16 @@ impl Ipvs {
             cmd::NEW_DEST,
             vec![
                 Attr::Nested(attr::SERVICE, Self::fwmark_key(fwmark)),
-                Attr::Nested(
-                    attr::DEST,
-                    vec![
-                        Attr::Bytes(dest::ADDR, inet_addr(addr)),
-                        Attr::Be16(dest::PORT, 0),
+                Attr::Nested(attr::DEST, {
+                    let mut d = Self::dest_key(addr);
+                    d.extend([
                         Attr::U32(dest::FWD_METHOD, wire::FWD_MASQ),
                         Attr::U32(dest::WEIGHT, weight),
                         Attr::U32(dest::U_THRESH, 0),
                         Attr::U32(dest::L_THRESH, 0),
-                        Attr::U16(dest::ADDR_FAMILY, wire::AF_INET),
-                    ],
-                ),
+                    ]);
+                    d
+                }),
             ],
         )
     }
@@ -221,14 +228,7 @@ impl Ipvs {
             cmd::DEL_DEST,
             vec![
                 Attr::Nested(attr::SERVICE, Self::fwmark_key(fwmark)),
-                Attr::Nested(
-                    attr::DEST,
-                    vec![
-                        Attr::Bytes(dest::ADDR, inet_addr(addr)),
-                        Attr::Be16(dest::PORT, 0),
-                        Attr::U16(dest::ADDR_FAMILY, wire::AF_INET),
-                    ],
-                ),
+                Attr::Nested(attr::DEST, Self::dest_key(addr)),
             ],
         )
     }

@@ -535,27 +535,15 @@ impl Agent {
     async fn prepare_and_spawn(&self, a: &Assignment) -> Result<std::process::Child> {
         let t = &a.task;
         // Lazy join: define the task's networks on this node.
-        let local = self.networks().await;
         for n in &a.networks {
-            match local.iter().find(|l| l.name == n.name) {
-                Some(l) if l.vni == n.vni => {}
-                Some(l) => anyhow::bail!(
-                    "network {} is defined on this node with VNI {}, not {}",
-                    n.name,
-                    l.vni,
-                    n.vni
-                ),
-                None => {
-                    self.create_network(NetworkCreate {
-                        name: n.name.clone(),
-                        vni: n.vni,
-                        subnet: n.subnet.to_string(),
-                        gateway: Some(n.gateway),
-                    })
-                    .await
-                    .with_context(|| format!("joining network {}", n.name))?;
-                }
-            }
+            self.join_network(NetworkCreate {
+                name: n.name.clone(),
+                vni: n.vni,
+                subnet: n.subnet.to_string(),
+                gateway: Some(n.gateway),
+            })
+            .await
+            .with_context(|| format!("joining network {}", n.name))?;
         }
         let ns_name = self.task_netns(&t.id);
         // Leftovers of an earlier start (an agent restart) go first.
