@@ -120,7 +120,12 @@ fn underlay_frames_are_rfc7348_vxlan() {
         .stderr(Stdio::null())
         .spawn()
         .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(800));
+    // tcpdump writes the pcap header once it listens (-U): wait for that,
+    // not for a fixed time (a loaded machine starts it late).
+    shoal_tests::wait("tcpdump listening", 10, || {
+        std::fs::metadata(&pcap_path).is_ok_and(|m| m.len() >= 24)
+    });
+    std::thread::sleep(Duration::from_millis(200));
     lab.run_ok(&a.netns, &["ping", "-c", "5", "-i", "0.2", &b.ip]);
     // TCP flows of different ports must get different (but stable) source ports.
     for _ in 0..2 {
