@@ -62,10 +62,42 @@ static __always_inline int tc_drop(__u32 reason)
 	return TC_ACT_SHOT;
 }
 
+/* Sends a frame whose IP headers are final out of the underlay towards
+ * `dst` (a VTEP, or a mesh client): the FIB gives the next hop's MACs.
+ * tot_len 0: a GSO super-packet is larger than the MTU by design; the
+ * kernel then checks the skb itself (is_skb_forwardable knows GSO). */
+static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoal_config *cfg,
+					__be32 dst)
+{
+	struct bpf_fib_lookup p;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	int rc;
+
+	rc = fib_to_vtep(skb, cfg, dst, 0, &p);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		/* Let the neighbour subsystem resolve the next hop and queue
+		 * the packet meanwhile, as a routed packet would be. */
+		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
+
+		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
+	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED :
+								     DROP_FIB_FAILED);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return tc_drop(DROP_TRUNCATED);
+	mac_copy(eth->h_dest, p.dmac);
+	mac_copy(eth->h_source, p.smac);
+	return bpf_redirect(p.ifindex, 0);
+}
+
 static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 {
 	struct shoal_config *cfg = get_config();
-	struct bpf_fib_lookup p;
 	__u32 inner_len = skb->len;
 	__be16 sport;
 	void *data, *data_end;
@@ -103,26 +135,10 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
 		return tc_drop(DROP_ENCAP_FAILED);
 
-	/* tot_len 0: a GSO super-packet is larger than the MTU by design; the
-	 * kernel then checks the skb itself (is_skb_forwardable knows GSO). */
-	rc = fib_to_vtep(skb, cfg, d->ep.vtep, 0, &p);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		struct ethhdr *eth = data;
-
-		mac_copy(eth->h_dest, p.dmac);
-		mac_copy(eth->h_source, p.smac);
+	rc = tc_route_out(skb, cfg, d->ep.vtep);
+	if (rc != TC_ACT_SHOT)
 		count_stat(STAT_ENCAP);
-		return bpf_redirect(p.ifindex, 0);
-	}
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* Let the neighbour subsystem resolve the next hop and queue
-		 * the packet meanwhile, as a routed packet would be. */
-		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
-
-		count_stat(STAT_ENCAP);
-		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED : DROP_FIB_FAILED);
+	return rc;
 }
 
 /* A mesh reply restored to come from the published address: routed out of
@@ -130,29 +146,10 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 static __always_inline int tc_mesh_out(struct __sk_buff *skb, __be32 client)
 {
 	struct shoal_config *cfg = get_config();
-	struct bpf_fib_lookup p;
-	void *data, *data_end;
-	struct ethhdr *eth;
-	int rc;
 
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
-	rc = fib_to_vtep(skb, cfg, client, 0, &p);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
-
-		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return tc_drop(DROP_FIB_FAILED);
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return tc_drop(DROP_TRUNCATED);
-	mac_copy(eth->h_dest, p.dmac);
-	mac_copy(eth->h_source, p.smac);
-	return bpf_redirect(p.ifindex, 0);
+	return tc_route_out(skb, cfg, client);
 }
 
 SEC("classifier")

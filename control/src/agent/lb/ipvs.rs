@@ -215,11 +215,11 @@ impl LbNs {
             let have = self.vips.get(vip).cloned();
             if have.is_none() {
                 self.nl.add_addr(self.lo, IpAddr::V4(*vip), 32).await?;
-                if let Err(e) = self.ipvs.add_fwmark_service(fwmark(*vip), SCHED) {
-                    // EEXIST after an adoption race is fine.
-                    if !e.to_string().contains("File exists") {
-                        return Err(e.into());
-                    }
+                match self.ipvs.add_fwmark_service(fwmark(*vip), SCHED) {
+                    // Already there (adopted from a previous run): fine.
+                    Err(shoal_dataplane::Error::Io(_, e))
+                        if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    r => r?,
                 }
             }
             let have = have.unwrap_or_default();
