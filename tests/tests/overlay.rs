@@ -109,9 +109,10 @@ fn underlay_frames_are_rfc7348_vxlan() {
             "-i",
             &n1.underlay_dev,
             "-U",
+            // Without it tcpdump reads the capture ring a block at a time
+            // (up to 1 s late) and a SIGINT loses the unread block.
+            "--immediate-mode",
             "-n",
-            "-c",
-            "20",
         ])
         .arg("-w")
         .arg(&pcap_path)
@@ -131,7 +132,13 @@ fn underlay_frames_are_rfc7348_vxlan() {
     for _ in 0..2 {
         iperf3(&lab, &b.netns, &a.netns, &b.ip, &["-n", "64K"]);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    let vxlan_frames = || {
+        pcap::frames(&std::fs::read(&pcap_path).unwrap_or_default())
+            .iter()
+            .filter(|f| pcap::vxlan(f).is_some())
+            .count()
+    };
+    shoal_tests::wait("10 VXLAN frames captured", 10, || vxlan_frames() >= 10);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dump.id() as i32),
         nix::sys::signal::Signal::SIGINT,

@@ -52,41 +52,55 @@ pub fn run(a: WhoamiArgs) -> anyhow::Result<()> {
             }
         }
         let listener = TcpListener::bind(("0.0.0.0", a.port)).await?;
+        // SIGTERM (a task being stopped): stop accepting, finish the requests
+        // already accepted, exit 0, as a well-behaved server does; dying at
+        // once would reset them.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut inflight = tokio::task::JoinSet::new();
         loop {
-            let (mut s, remote) = listener.accept().await?;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut n = 0;
-                // Read the request head (or a line, for plain TCP).
-                while n < buf.len() {
-                    match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        s.read(&mut buf[n..]),
-                    )
-                    .await
-                    {
-                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                        Ok(Ok(k)) => n += k,
-                    }
-                    let head = &buf[..n];
-                    if head.windows(4).any(|w| w == b"\r\n\r\n")
-                        || (!head.starts_with(b"GET") && !head.starts_with(b"HEAD") && head.contains(&b'\n'))
-                    {
-                        break;
-                    }
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (s, remote) = accepted?;
+                    inflight.spawn(answer(s, remote));
                 }
-                let body = text(remote);
-                let reply = if buf[..n].starts_with(b"GET") || buf[..n].starts_with(b"HEAD") {
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    body
-                };
-                let _ = s.write_all(reply.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                _ = term.recv() => break,
+            }
         }
+        drop(listener);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await;
+        Ok(())
     })
+}
+
+/// One connection: read the request head (or a line), answer, close.
+async fn answer(mut s: tokio::net::TcpStream, remote: SocketAddr) {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    while n < buf.len() {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf[n..])).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(k)) => n += k,
+        }
+        let head = &buf[..n];
+        if head.windows(4).any(|w| w == b"\r\n\r\n")
+            || (!head.starts_with(b"GET") && !head.starts_with(b"HEAD") && head.contains(&b'\n'))
+        {
+            break;
+        }
+    }
+    let body = text(remote);
+    let reply = if buf[..n].starts_with(b"GET") || buf[..n].starts_with(b"HEAD") {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        body
+    };
+    let _ = s.write_all(reply.as_bytes()).await;
+    let _ = s.shutdown().await;
 }

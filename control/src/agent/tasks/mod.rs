@@ -38,8 +38,10 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Between taking a stopping task out of DNS and the balancers (gossiped
 /// as "stopping") and its SIGTERM: time for every node to hear it, so no
-/// node sends a new connection to a task that closed its port.
-const STOP_DRAIN: Duration = Duration::from_secs(1);
+/// node sends a new connection to a task that closed its port. Gossip
+/// spreads in ~250 ms typically; 1 s was seen to be short on a loaded
+/// 2-core machine (a request lost during a start-first update).
+const STOP_DRAIN: Duration = Duration::from_secs(2);
 
 struct Local {
     a: Assignment,
