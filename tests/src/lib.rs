@@ -117,13 +117,25 @@ pub fn wait(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> std::time::Du
     t0.elapsed()
 }
 
+/// A lab name no other test (of this binary or another) uses: `t` and 5
+/// random base-36 characters (60 M names; `pid % 1000` once collided with
+/// a lab of an earlier test binary), skipping any lab that exists.
 pub fn unique_name() -> String {
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    format!(
-        "t{:03}{}",
-        std::process::id() % 1000,
-        (b'a' + (n % 26) as u8) as char
-    )
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(SEQ.fetch_add(1, Ordering::SeqCst) as u64);
+        h.write_u32(std::process::id());
+        let mut v = h.finish();
+        let mut name = String::from("t");
+        for _ in 0..5 {
+            name.push(char::from_digit((v % 36) as u32, 36).unwrap());
+            v /= 36;
+        }
+        if !std::path::Path::new("/run/shoal/lab").join(&name).exists() {
+            return name;
+        }
+    }
 }
 
 /// A running lab; `shoal lab down` runs when it is dropped.

@@ -5,6 +5,8 @@
 //! from Raft (dynamic range, conflicts refused); an iperf3 flow through a
 //! node survives that node's daemon restart and the death of another
 //! backend's node, after which new connections avoid the dead node.
+//! Processes on the nodes themselves reach published ports at 127.0.0.1
+//! and at their node's address (relayed from the node's ingress sandbox).
 
 use std::collections::BTreeMap;
 
@@ -23,8 +25,13 @@ fn whoami_fields(body: &str) -> Option<(String, String)> {
 
 /// `curl http://IP:PORT/` from the client: (hostname, remote address).
 fn get(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
+    get_from(lab, &lab.info_client_ns(), ip, port)
+}
+
+/// `curl http://IP:PORT/` from namespace `ns`: (hostname, remote address).
+fn get_from(lab: &Lab, ns: &str, ip: &str, port: u16) -> Option<(String, String)> {
     let o = lab.run(
-        &lab.info_client_ns(),
+        ns,
         &["curl", "-s", "-m", "3", &format!("http://{ip}:{port}/")],
     );
     whoami_fields(&String::from_utf8_lossy(&o.stdout))
@@ -32,10 +39,15 @@ fn get(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
 
 /// One UDP datagram to IP:PORT from the client: (hostname, remote address).
 fn udp(lab: &Lab, ip: &str, port: u16) -> Option<(String, String)> {
+    udp_from(lab, &lab.info_client_ns(), ip, port)
+}
+
+/// One UDP datagram to IP:PORT from namespace `ns`.
+fn udp_from(lab: &Lab, ns: &str, ip: &str, port: u16) -> Option<(String, String)> {
     let script = format!(
         "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect(('{ip}',{port}))\ns.send(b'hi')\nprint(s.recv(4096).decode())"
     );
-    let o = lab.run(&lab.info_client_ns(), &["python3", "-c", &script]);
+    let o = lab.run(ns, &["python3", "-c", &script]);
     whoami_fields(&String::from_utf8_lossy(&o.stdout))
 }
 
@@ -286,4 +298,93 @@ fn host_mode_ports_answer_only_where_a_task_runs() {
         assert!(remote.starts_with("198.18.0.200:"), "{remote}");
     }
     assert!(get(&lab, "198.18.0.3", 9090).is_none(), "n3 runs no task");
+}
+
+#[test]
+fn processes_on_a_node_reach_published_ports_at_localhost_and_its_address() {
+    let lab = Lab::up(3, 0, "tc");
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let info = lab.info();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let create = |args: &[&str]| {
+        let mut a = vec!["service", "create", "--network", "appnet"];
+        a.extend_from_slice(args);
+        ok(lab.shoal_on("n1", &a))
+    };
+    // Web and a UDP echo on n1 and n2 only: n3 has no task of either.
+    for (name, port, extra) in [
+        ("web", "published=8080,target=80", &["--port", "80"][..]),
+        (
+            "echo",
+            "published=5353,target=5353,protocol=udp",
+            &["--udp", "--port", "5353"][..],
+        ),
+        (
+            "hm",
+            "published=9090,target=80,mode=host",
+            &["--port", "80"][..],
+        ),
+    ] {
+        let mut a = vec![
+            "--name",
+            name,
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--constraint",
+            "node.hostname!=n3",
+            "-p",
+            port,
+            "--",
+            &bin,
+            "whoami",
+        ];
+        a.extend_from_slice(extra);
+        create(&a);
+    }
+    let web: Vec<String> = running(&lab, "n1", "web")
+        .iter()
+        .map(|t| t.id[..12].to_string())
+        .collect();
+    let echo: Vec<String> = running(&lab, "n1", "echo")
+        .iter()
+        .map(|t| t.id[..12].to_string())
+        .collect();
+    for n in &info.nodes {
+        for ip in ["127.0.0.1", n.underlay_ip.as_str()] {
+            let answer = || get_from(&lab, &n.netns, ip, 8080);
+            wait(&format!("{ip}:8080 from {}", n.name), 10, || {
+                answer().is_some()
+            });
+            let (host, remote) = answer().unwrap();
+            assert!(web.contains(&host), "{}: {host} is a web task", n.name);
+            // The task sees the node's ingress sandbox (ingress subnet).
+            assert!(remote.starts_with("10.0.0."), "{}: {remote}", n.name);
+        }
+        let answer = || udp_from(&lab, &n.netns, "127.0.0.1", 5353);
+        wait(&format!("udp 127.0.0.1:5353 from {}", n.name), 10, || {
+            answer().is_some()
+        });
+        assert!(echo.contains(&answer().unwrap().0));
+    }
+    // Host mode: straight into the local task, only where one runs.
+    let hm: BTreeMap<String, String> = running(&lab, "n1", "hm")
+        .into_iter()
+        .map(|t| (t.node, t.id[..12].to_string()))
+        .collect();
+    for n in ["n1", "n2"] {
+        let ns = &info.nodes.iter().find(|x| x.name == n).unwrap().netns;
+        let answer = || get_from(&lab, ns, "127.0.0.1", 9090);
+        wait(&format!("host-mode 127.0.0.1:9090 on {n}"), 10, || {
+            answer().is_some()
+        });
+        assert_eq!(answer().unwrap().0, hm[n], "{n}: its own task");
+    }
+    assert!(get_from(&lab, &info.nodes[2].netns, "127.0.0.1", 9090).is_none());
+    // Unpublished: the local port closes too.
+    ok(lab.shoal_on("n1", &["service", "rm", "web"]));
+    wait("8080 closed on n3", 10, || {
+        get_from(&lab, &info.nodes[2].netns, "127.0.0.1", 8080).is_none()
+    });
 }

@@ -9,10 +9,12 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use shoal_dataplane::lb::{MeshMaps, MeshPort};
+use shoal_dataplane::netns::NetNs;
 use shoal_dataplane::overlay::ip_key;
 use tracing::{info, warn};
 
-use crate::api::NetworkCreate;
+use super::mesh_local::LocalPort;
+use crate::api::{EndpointCreate, NetworkCreate};
 use crate::raft::mesh::MeshConfig;
 use crate::raft::services::Protocol;
 
@@ -66,7 +68,101 @@ pub fn program(maps: &mut MeshMaps, want: &BTreeSet<MeshPort>) {
     }
 }
 
+/// The ingress sandbox's endpoint (and, with the task prefix, namespace).
+pub const SANDBOX: &str = "ingress-sbox";
+
+/// The relays local processes need: ingress ports from the sandbox at
+/// `sandbox_ns` to the service's VIP, host-mode ports from their task's
+/// namespace (`task_ns` of its address) to its loopback.
+pub fn local_ports(
+    m: &MeshConfig,
+    sandbox_ns: Option<&str>,
+    host: &BTreeSet<MeshPort>,
+    task_ns: impl Fn(std::net::Ipv4Addr) -> Option<String>,
+) -> Vec<LocalPort> {
+    let ingress = sandbox_ns.into_iter().flat_map(|ns| {
+        m.ports.iter().map(move |p| LocalPort {
+            proto: proto(p.protocol),
+            published: p.published,
+            upstream: std::net::SocketAddrV4::new(p.vip, p.target),
+            netns: ns.to_string(),
+        })
+    });
+    let host = host.iter().filter_map(|p| {
+        Some(LocalPort {
+            proto: p.proto,
+            published: p.published,
+            upstream: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, p.target),
+            netns: task_ns(p.addr)?,
+        })
+    });
+    ingress.chain(host).collect()
+}
+
 impl super::Agent {
+    /// The ingress sandbox exists while the swarm publishes ports in
+    /// ingress mode (and the eBPF balancer runs: IPVS mode has no mesh) and
+    /// the leader gave this node its address; it goes otherwise. Returns
+    /// its namespace path.
+    pub async fn sync_ingress_sandbox(&self) -> Option<String> {
+        let (want, have) = {
+            let inner = self.inner.lock().await;
+            let want = inner.mesh.as_ref().and_then(|m| {
+                let net = m.ingress.as_ref()?;
+                (!m.ports.is_empty() && self.lb_mode == super::lb::LbMode::Ebpf)
+                    .then_some((net.clone(), m.local_addr?))
+            });
+            let have = inner
+                .state
+                .endpoints
+                .iter()
+                .find(|e| e.name == SANDBOX)
+                .cloned();
+            (want, have)
+        };
+        match (want, have) {
+            (Some((net, addr)), Some(ep)) if ep.network == net.name && ep.ip == addr => {
+                Some(ep.netns)
+            }
+            (want, have) => {
+                if let Some(ep) = have {
+                    let _ = self.remove_endpoint(&ep.name).await;
+                    let _ = NetNs::delete(&format!("{}{SANDBOX}", self.task_netns_prefix));
+                    info!(addr = %ep.ip, "ingress sandbox removed");
+                }
+                let (net, addr) = want?;
+                let ns = format!("{}{SANDBOX}", self.task_netns_prefix);
+                if let Err(e) = NetNs::open_or_create(&ns) {
+                    warn!("ingress sandbox: {e:#}");
+                    return None;
+                }
+                let r = self
+                    .create_endpoint(EndpointCreate {
+                        network: net.name.clone(),
+                        ip: format!("{addr}/{}", net.subnet.prefix_len()),
+                        mac: None,
+                        netns: Some(NetNs::path_of(&ns).to_string_lossy().into_owned()),
+                        name: Some(SANDBOX.into()),
+                        ifname: None,
+                        svc: None,
+                        default_route: None,
+                    })
+                    .await;
+                match r {
+                    Ok(ep) => {
+                        info!(%addr, "ingress sandbox ready (local access to published ports)");
+                        Some(ep.netns)
+                    }
+                    Err(e) => {
+                        warn!("ingress sandbox endpoint: {e:#}");
+                        let _ = NetNs::delete(&ns);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     /// The leader's mesh configuration, from a heartbeat reply.
     pub async fn set_mesh(&self, m: MeshConfig) -> Result<()> {
         if let Some(net) = &m.ingress {

@@ -8,6 +8,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod lb;
 pub mod mesh;
+pub mod mesh_local;
 mod service;
 pub mod store;
 mod swarm;
@@ -242,6 +243,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             programmer,
             lb,
             mesh: Default::default(),
+            relays: Default::default(),
             mesh_maps: shoal_dataplane::lb::MeshMaps::open(&cfg.bpffs_dir)?,
         }),
         changed: Notify::new(),

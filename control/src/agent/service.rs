@@ -34,6 +34,8 @@ pub struct Inner {
     /// so a restarted agent leaves the pinned ports alone), and the maps.
     pub mesh: Option<crate::raft::mesh::MeshConfig>,
     pub mesh_maps: shoal_dataplane::lb::MeshMaps,
+    /// Published ports relayed for the node's own processes.
+    pub relays: super::mesh_local::Relays,
 }
 
 pub struct Agent {
@@ -438,6 +440,7 @@ impl Agent {
             self.sync_lb_endpoints(self.lb_wanted()).await;
         }
         let host_published = self.host_published();
+        let sandbox = self.sync_ingress_sandbox().await;
         let peers = self.gossip.peers().await;
         let mut inner = self.inner.lock().await;
         let local = LocalView {
@@ -471,10 +474,25 @@ impl Agent {
             );
             super::lb::desired(task_records(&inner.state, &merged), &joined)
         };
-        if let Some(m) = &inner.mesh {
+        let Inner {
+            mesh,
+            mesh_maps,
+            relays,
+            state,
+            ..
+        } = &mut *inner;
+        if let Some(m) = mesh.as_ref() {
             let mut published = super::mesh::ports(m);
-            published.extend(host_published);
-            super::mesh::program(&mut inner.mesh_maps, &published);
+            published.extend(host_published.iter().cloned());
+            super::mesh::program(mesh_maps, &published);
+            let local = super::mesh::local_ports(m, sandbox.as_deref(), &host_published, |a| {
+                state
+                    .endpoints
+                    .iter()
+                    .find(|e| e.ip == a)
+                    .map(|e| e.netns.clone())
+            });
+            relays.sync(&local);
         }
         let Inner {
             maps,

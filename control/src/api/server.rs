@@ -111,7 +111,10 @@ async fn dns_debug(State(a): Shared, Query(q): Query<DnsAsk>) -> Response {
 }
 
 async fn lb_debug(State(a): Shared) -> Response {
-    Json(a.inner.lock().await.lb.report()).into_response()
+    let mut inner = a.inner.lock().await;
+    let mut r = inner.lb.report();
+    r.local = inner.relays.open();
+    Json(r).into_response()
 }
 
 async fn networks(State(a): Shared) -> Response {

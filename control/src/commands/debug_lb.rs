@@ -13,6 +13,7 @@ use shoal_dataplane::overlay::Maps;
 use shoal_ebpf::{DropReason, Stat};
 
 use crate::agent::lb::{LbMode, LbReport};
+use crate::agent::mesh_local::LocalPort;
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Serialize)]
@@ -24,6 +25,8 @@ struct LbView {
     /// The routing mesh: published ports, and flows that entered here.
     published: Vec<MeshPort>,
     mesh_flows: Vec<MeshFlow>,
+    /// Published ports relayed for the node's own processes.
+    local_relays: Vec<LocalPort>,
     counters: Vec<(String, u64)>,
 }
 
@@ -36,10 +39,11 @@ pub fn run(
 ) -> Result<()> {
     // The daemon says which balancer it runs; without a daemon, the pins.
     let api = crate::api::client::Client::new(socket);
-    if let Ok(r) = super::runtime()?.block_on(api.get::<LbReport>("/v1/debug/lb")) {
-        if r.mode == LbMode::Ipvs {
-            return print_ipvs(r, vip, format);
-        }
+    let report = super::runtime()?
+        .block_on(api.get::<LbReport>("/v1/debug/lb"))
+        .ok();
+    if let Some(r) = report.as_ref().filter(|r| r.mode == LbMode::Ipvs) {
+        return print_ipvs(r.clone(), vip, format);
     }
     let lb = LbMaps::open(pins).with_context(|| {
         format!(
@@ -95,6 +99,7 @@ pub fn run(
             .into_iter()
             .filter(|f| client.is_none_or(|c| f.client == c))
             .collect(),
+        local_relays: report.map(|r| r.local).unwrap_or_default(),
         counters,
     };
     if format == Format::Json {
@@ -196,6 +201,19 @@ pub fn run(
         })
         .collect();
     print_table(&["PROTO", "CLIENT", "ENTERED AT", "BACKEND"], &mesh_flows);
+    println!();
+    let local: Vec<Vec<String>> = view
+        .local_relays
+        .iter()
+        .map(|l| {
+            vec![
+                format!("{}/{}", l.published, proto(l.proto)),
+                l.upstream.to_string(),
+                l.netns.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["LOCAL ACCESS", "RELAYED TO", "FROM NAMESPACE"], &local);
     println!();
     let c: Vec<Vec<String>> = view
         .counters

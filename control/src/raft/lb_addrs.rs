@@ -5,6 +5,9 @@
 //!
 //! Allocated while a task is assigned to a node, deterministically like
 //! every address (the lowest free one); freed with the node or network.
+//! On the ingress network every node has one from the moment it joins (or
+//! the network is made), kept without tasks: its ingress sandbox, from
+//! which local processes reach published ports (`agent/mesh_local.rs`).
 
 use std::net::Ipv4Addr;
 
@@ -52,6 +55,25 @@ impl ClusterState {
             self.lb_addrs.insert(k, rec);
         }
         changes
+    }
+
+    /// Gives each of `node_ids` its address on the ingress network, if the
+    /// swarm has one.
+    pub(super) fn ensure_ingress_addrs(&mut self, node_ids: &[String]) -> Vec<Change> {
+        let Some(ingress) = self.ingress_id() else {
+            return vec![];
+        };
+        node_ids
+            .iter()
+            .flat_map(|n| self.ensure_lb_addrs(n, std::slice::from_ref(&ingress)))
+            .collect()
+    }
+
+    pub fn ingress_id(&self) -> Option<String> {
+        self.networks
+            .values()
+            .find(|n| n.spec.ingress)
+            .map(|n| n.id.clone())
     }
 
     /// Frees the addresses `keep` rejects.

@@ -153,7 +153,7 @@ pub async fn execute(
             let (assignments, data_path_port, mesh) = {
                 let st = state.read().expect("state lock");
                 let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
-                (st.assignments(&node_id), port, st.mesh_config())
+                (st.assignments(&node_id), port, st.mesh_config(&node_id))
             };
             let mem = m.membership_config.membership();
             let managers = mem

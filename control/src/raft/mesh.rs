@@ -31,10 +31,15 @@ pub struct MeshPortSpec {
 pub struct MeshConfig {
     pub ingress: Option<IngressNet>,
     pub ports: Vec<MeshPortSpec>,
+    /// The receiving node's address on the ingress network (its ingress
+    /// sandbox, for local processes).
+    #[serde(default)]
+    pub local_addr: Option<Ipv4Addr>,
 }
 
 impl ClusterState {
-    pub fn mesh_config(&self) -> MeshConfig {
+    /// What `node_id` gets in its heartbeat replies.
+    pub fn mesh_config(&self, node_id: &str) -> MeshConfig {
         let Some(net) = self.networks.values().find(|n| n.spec.ingress) else {
             return MeshConfig::default();
         };
@@ -68,6 +73,7 @@ impl ClusterState {
                 gateway: net.gateway,
             }),
             ports,
+            local_addr: self.lb_addr(&net.id, node_id),
         }
     }
 }

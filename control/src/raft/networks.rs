@@ -203,10 +203,12 @@ impl ClusterState {
                         n.created_at = now;
                         n.version = index;
                         self.networks.insert(id.clone(), n.clone());
-                        (
-                            CommandResult::Network(n.clone()),
-                            vec![put(format!("network/{id}"), &n)],
-                        )
+                        let mut changes = vec![put(format!("network/{id}"), &n)];
+                        if n.spec.ingress {
+                            let nodes: Vec<String> = self.nodes.keys().cloned().collect();
+                            changes.extend(self.ensure_ingress_addrs(&nodes));
+                        }
+                        (CommandResult::Network(n), changes)
                     }
                     Err(e) => err(e),
                 }

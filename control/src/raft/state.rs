@@ -375,7 +375,10 @@ impl ClusterState {
                     ));
                 }
                 node.version = index;
-                self.put(node)
+                let id = node.id.clone();
+                let (r, mut changes) = self.put(node);
+                changes.extend(self.ensure_ingress_addrs(&[id]));
+                (r, changes)
             }
             Command::NodeUpdate {
                 id,

@@ -195,6 +195,7 @@ impl ClusterState {
             .map(|id| Change::Delete(format!("task/{id}")))
             .collect();
         if !changes.is_empty() && !self.lb_addrs.is_empty() {
+            let ingress = self.ingress_id();
             let in_use: BTreeSet<(&str, &str)> = self
                 .tasks
                 .values()
@@ -204,6 +205,7 @@ impl ClusterState {
             let gone: BTreeSet<String> = self
                 .lb_addrs
                 .iter()
+                .filter(|(_, a)| Some(&a.network_id) != ingress.as_ref())
                 .filter(|(_, a)| !in_use.contains(&(a.network_id.as_str(), a.node_id.as_str())))
                 .map(|(k, _)| k.clone())
                 .collect();

@@ -53,6 +53,9 @@ pub struct LbReport {
     pub mode: LbMode,
     #[serde(default)]
     pub ipvs: Vec<ipvs::IpvsNsView>,
+    /// Published ports relayed for the node's own processes.
+    #[serde(default)]
+    pub local: Vec<super::mesh_local::LocalPort>,
 }
 
 impl Lb {
@@ -61,10 +64,12 @@ impl Lb {
             Lb::Ebpf(_) => LbReport {
                 mode: LbMode::Ebpf,
                 ipvs: vec![],
+                local: vec![],
             },
             Lb::Ipvs(b) => LbReport {
                 mode: LbMode::Ipvs,
                 ipvs: b.view(),
+                local: vec![],
             },
         }
     }

@@ -386,3 +386,47 @@ fn host_mode_ports_take_one_task_per_node_and_block_other_services() {
         pending[0].err
     );
 }
+
+/// Every node has an ingress address (its sandbox, for local access to
+/// published ports): the nodes there when the ingress network is made and
+/// any joining later; tasks coming and going do not free it, the node's
+/// removal does.
+#[test]
+fn every_node_has_an_ingress_address_until_it_leaves() {
+    let mut st = cluster(&["a", "b"]);
+    st.apply(
+        3,
+        Command::NetworkCreate {
+            id: "ing".into(),
+            spec: NetworkSpec {
+                name: "ingress".into(),
+                ingress: true,
+                ..Default::default()
+            },
+            now: 0,
+        },
+    );
+    let mut c = cluster(&["a", "b", "c"]);
+    let node_c = c.nodes.remove("id-c").unwrap();
+    st.apply(4, Command::NodeAdd { node: node_c });
+    let addrs: std::collections::BTreeSet<_> = ["id-a", "id-b", "id-c"]
+        .iter()
+        .map(|n| st.lb_addr("ing", n).expect("an ingress address"))
+        .collect();
+    assert_eq!(addrs.len(), 3);
+    assert_eq!(st.mesh_config("id-b").local_addr, st.lb_addr("ing", "id-b"));
+    st.apply(
+        5,
+        Command::ServiceCreate {
+            id: "s".into(),
+            spec: spec("web", Mode::Replicated { replicas: 2 }),
+            now: 0,
+        },
+    );
+    settle(&mut st, 6);
+    st.apply(8, Command::ServiceRemove { id: "s".into() });
+    settle(&mut st, 9);
+    assert!(st.lb_addr("ing", "id-a").is_some(), "kept without tasks");
+    st.apply(12, Command::NodeRemove { id: "id-c".into() });
+    assert!(st.lb_addr("ing", "id-c").is_none());
+}
