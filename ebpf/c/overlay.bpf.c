@@ -8,6 +8,9 @@
  *   shoal_ep_xdp  the same as shoal_ep_tc, for the XDP hook.
  *   shoal_ul_xdp  the same as shoal_ul_tc, for the XDP hook.
  *
+ * With XDP the tc programs stay attached behind it: XDP finishes the simple
+ * cases and passes what needs NAT state to tc (include/xdp_fast.h).
+ *
  * The packet logic lives in include/overlay.h; this file only maps its
  * decisions onto each hook's helpers.
  */
@@ -23,6 +26,7 @@
 #include "include/overlay.h"
 #include "include/lb.h"
 #include "include/mesh.h"
+#include "include/xdp_fast.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -371,17 +375,29 @@ static __always_inline int xdp_encap(struct xdp_md *ctx, struct decision *d)
 	return xdp_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED : DROP_FIB_FAILED);
 }
 
+/* tc finishes it (see xdp_fast.h). */
+static __always_inline int xdp_to_tc(void)
+{
+	count_stat(STAT_XDP_TO_TC);
+	return XDP_PASS;
+}
+
 SEC("xdp")
 int shoal_ep_xdp(struct xdp_md *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	struct iface_value *ifc = bpf_map_lookup_elem(&shoal_ifaces, &ifindex);
+	struct shoal_config *cfg = get_config();
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
 	struct decision d = {};
 
-	if (!ifc)
+	if (!ifc || !cfg)
 		return xdp_drop(DROP_NOT_CONFIGURED);
+	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IP) &&
+	    xdp_needs_tc(cfg, ifc->vni, (void *)(eth + 1), data_end, 1))
+		return xdp_to_tc();
 	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
 	case D_ARP_REPLY:
 		/* Not XDP_TX: a veth only kicks its peer's NAPI for XDP_TX when
@@ -389,8 +405,6 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 		count_stat(STAT_ARP_REPLY);
 		return bpf_redirect(ifindex, 0);
 	case D_LOCAL: {
-		struct ethhdr *eth = data;
-
 		if ((void *)(eth + 1) > data_end)
 			return xdp_drop(DROP_TRUNCATED);
 		mac_copy(eth->h_dest, d.ep.mac);
@@ -400,11 +414,24 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 	case D_REMOTE:
 		return xdp_encap(ctx, &d);
 	case D_PASS:
-		count_stat(STAT_PASS_ENDPOINT);
-		return XDP_PASS;
+		/* Off the subnet (a mesh reply, or the kernel's): tc decides. */
+		return xdp_to_tc();
 	default:
 		return xdp_drop(d.reason);
 	}
+}
+
+/* The inner IPv4 header of a VXLAN frame that classify_from_underlay
+ * accepted (its offsets re-derived so the verifier sees them bounded). */
+static __always_inline struct iphdr *inner_ip(void *data, void *data_end)
+{
+	struct iphdr *ip = data + ETH_HLEN;
+	__u32 ihl;
+
+	if ((void *)(ip + 1) > data_end)
+		return NULL;
+	ihl = ip->ihl * 4;
+	return data + ETH_HLEN + ihl + 8 + 8 + ETH_HLEN;
 }
 
 SEC("xdp")
@@ -421,13 +448,44 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	switch (classify_from_underlay(data, data_end, cfg, &d)) {
-	case D_PASS:
+	case D_PASS: {
+		/* Not VXLAN: a client of a published port (the mesh)? */
+		__u32 reason = 0;
+
+		switch (xdp_mesh_entry(ctx, cfg, &d, &reason)) {
+		case MESH_LOCAL:
+			data = (void *)(long)ctx->data;
+			data_end = (void *)(long)ctx->data_end;
+			eth = data;
+			if ((void *)(eth + 1) > data_end)
+				return xdp_drop(DROP_TRUNCATED);
+			mac_copy(eth->h_dest, d.ep.mac);
+			return bpf_redirect(d.ep.ifindex, 0);
+		case MESH_REMOTE:
+			return xdp_encap(ctx, &d);
+		case MESH_DROP:
+			return xdp_drop(reason);
+		default:
+			break;
+		}
 		count_stat(STAT_PASS_UNDERLAY);
 		return XDP_PASS;
+	}
 	case D_DECAP:
 		break;
 	default:
+		/* A mesh reply back at the node its flow entered by: tc
+		 * restores the published address (mesh_reply_in). */
+		if (d.reason == DROP_UNKNOWN_INNER_DST && cfg->ingress_vni &&
+		    d.vni == cfg->ingress_vni)
+			return xdp_to_tc();
 		return xdp_drop(d.reason);
+	}
+	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iip = inner_ip(data, data_end);
+
+		if (!iip || xdp_needs_tc(cfg, d.vni, iip, data_end, 0))
+			return xdp_to_tc();
 	}
 	if (bpf_xdp_adjust_head(ctx, d.inner_off))
 		return xdp_drop(DROP_DECAP_FAILED);

@@ -296,6 +296,7 @@ counters! {
         LbEcho = "lb_echo_reply",
         MeshEntry = "mesh_entry",
         MeshReply = "mesh_reply",
+        XdpToTc = "xdp_to_tc",
     }
 }
 
@@ -332,6 +333,6 @@ mod tests {
     #[test]
     fn counter_enums_cover_the_c_enums() {
         assert_eq!(DropReason::ALL.len(), 22); // DROP_MAX
-        assert_eq!(Stat::ALL.len(), 11); // STAT_MAX
+        assert_eq!(Stat::ALL.len(), 12); // STAT_MAX
     }
 }

@@ -89,7 +89,18 @@ fn assert_iperf_ok(report: &serde_json::Value, what: &str) {
 
 #[test]
 fn published_ports_answer_on_every_node_with_the_client_address() {
-    let lab = Lab::up(3, 0, "tc");
+    published_ports_on_every_node("tc");
+}
+
+/// The same with `--accel xdp`: XDP enters the mesh on the underlay, tc
+/// behind it carries the return path.
+#[test]
+fn published_ports_answer_on_every_node_with_the_client_address_xdp() {
+    published_ports_on_every_node("xdp");
+}
+
+fn published_ports_on_every_node(accel: &str) {
+    let lab = Lab::up(3, 0, accel);
     let bin = shoal_bin().to_string_lossy().into_owned();
     let nodes: Vec<String> = lab
         .info()
@@ -215,6 +226,12 @@ fn published_ports_answer_on_every_node_with_the_client_address() {
         assert!(published.contains(&p), "{v}");
     }
     assert!(v["mesh_flows"].as_array().unwrap().len() >= 12, "{v}");
+    if accel == "xdp" {
+        // The entries were XDP's, and it left the return path to tc.
+        let c = lab.debug_json("n3", &["drops"]);
+        eprintln!("n3 counters with xdp: {c}");
+        assert!(lab.counter("n3", "xdp_to_tc") > 0, "{c}");
+    }
 
     // An iperf3 flow entering at n3 (perf runs on n1) survives a daemon
     // restart of n3.

@@ -43,8 +43,16 @@ pub async fn ensure(
     ep: &Endpoint,
     net: &Network,
     mtu: u32,
-    behind_xdp: bool,
+    hooks: shoal_dataplane::overlay::Hooks,
 ) -> Result<Plumbed> {
+    use shoal_dataplane::overlay::Hook;
+    // XDP_REDIRECT into the veth (decap and mesh entry on an XDP underlay)
+    // only delivers when the inside has GRO on; XDP at the endpoint
+    // forwards raw frames, so the inside must finish its checksums.
+    let (gro, finished_csums) = (
+        hooks.underlay == Hook::Xdp || hooks.endpoint == Hook::Xdp,
+        hooks.endpoint == Hook::Xdp,
+    );
     let mac = netlink::parse_mac(&ep.mac)?;
     let ns_file = open_ns(&ep.netns)?;
     let ns = NetNs::from_file(&ep.netns, ns_file);
@@ -80,8 +88,10 @@ pub async fn ensure(
         // solicitations, DAD) into a dataplane that drops it.
         netlink::sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
         netlink::sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
-        if behind_xdp {
+        if gro {
             netlink::set_gro(&ifname, true)?;
+        }
+        if finished_csums {
             netlink::set_tx_csum(&ifname, false)?;
         }
         Ok(())

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_LOCAL};
 use shoal_dataplane::netlink::{format_mac, mac_from_ip, parse_mac, Netlink};
 use shoal_dataplane::netns::NetNs;
-use shoal_dataplane::overlay::{self, ip_key, Hook, Maps, Overlay};
+use shoal_dataplane::overlay::{self, ip_key, Maps, Overlay};
 use tokio::sync::{Mutex, Notify};
 use tracing::{info, warn};
 
@@ -383,8 +383,8 @@ impl Agent {
             .with_context(|| {
                 format!("endpoint {} names unknown network {}", ep.name, ep.network)
             })?;
-        let behind_xdp = inner.overlay.hooks().endpoint == Hook::Xdp;
-        let p = endpoint::ensure(&self.nl, ep, &net, self.mtu, behind_xdp).await?;
+        let hooks = inner.overlay.hooks();
+        let p = endpoint::ensure(&self.nl, ep, &net, self.mtu, hooks).await?;
         inner.overlay.attach_endpoint(&ep.host_if)?;
         let mac = parse_mac(&ep.mac)?;
         inner.maps.set_iface(

@@ -77,6 +77,11 @@ pub async fn up(opts: UpOptions) -> Result<Lab> {
 }
 
 async fn build(opts: &UpOptions) -> Result<Lab> {
+    // XDP forwards raw frames: a checksum a veth left to "offload" would
+    // arrive unfinished. Hosts behind a real wire send finished ones, so
+    // with XDP the lab's hosts do too.
+    let xdp = opts.accel.parse::<shoal_dataplane::overlay::Accel>()?
+        == shoal_dataplane::overlay::Accel::Xdp;
     shoal_dataplane::ensure_bpffs()?;
     let name = &opts.name;
     let state_dir = Lab::state_dir(name);
@@ -141,6 +146,10 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         let dev = inside.require_index(&node.underlay_dev).await?;
         inside.set_up(dev).await?;
         inside.add_addr(dev, node.underlay_ip.into(), 24).await?;
+        if xdp {
+            let d = node.underlay_dev.clone();
+            ns.run(move || netlink::set_tx_csum(&d, false))??;
+        }
 
         for k in 1..=opts.endpoints {
             let ip = Ipv4Addr::from(next_ip);
@@ -184,6 +193,9 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
     inside.set_up(dev).await?;
     inside.add_addr(dev, CLIENT_IP.into(), 24).await?;
     cns.run(netlink::set_lo_up_blocking)??;
+    if xdp {
+        cns.run(|| netlink::set_tx_csum("eth0", false))??;
+    }
     lab.clients.push(client);
     lab.save()?;
 

@@ -254,3 +254,41 @@ fn a_task_reaches_itself_through_its_vip() {
         assert!(checksums_ok(&out));
     });
 }
+
+/// `--accel xdp`: the endpoint's XDP program leaves everything that needs
+/// the balancer's state to tc behind it, untouched (a VIP destination, a
+/// reply that gets the VIP back, a direct flow on an old VIP flow's ports,
+/// ICMP), and still forwards plain overlay traffic itself.
+#[test]
+fn xdp_leaves_vip_traffic_to_tc_and_forwards_the_rest() {
+    with_env(|env| {
+        let mut lb = LbMaps::open(&env.pins).unwrap();
+        lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
+        let host = env.epa_host_mac;
+        let pass = verdict_pass(Hook::Xdp);
+        let to_vip = frame(EP_A, VIP, 6, &tcp(EP_A, VIP, 41000, 80), host);
+        let (rc, out) = run(env, Hook::Xdp, false, env.epa_ifindex, &to_vip);
+        assert_eq!((rc, &out), (pass, &to_vip), "a VIP: tc balances");
+        // tc picks the backend and records the flow; the backend's reply
+        // then needs the VIP back, so XDP leaves it to tc as well.
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &to_vip).0,
+            TC_ACT_REDIRECT
+        );
+        let mut r = eth(MAC_A, MAC_B, 0x0800);
+        r.extend(ipv4(EP_B, EP_A, 6, 0, &[], &tcp(EP_B, EP_A, 80, 41000)));
+        assert_eq!(run(env, Hook::Xdp, false, env.epb_ifindex, &r).0, pass);
+        // A new direct SYN on those ports: tc must drop the stale entry.
+        let direct = frame(EP_A, EP_B, 6, &tcp(EP_A, EP_B, 41000, 80), MAC_B);
+        assert_eq!(run(env, Hook::Xdp, false, env.epa_ifindex, &direct).0, pass);
+        // ICMP may be an error about a VIP flow: tc.
+        let ping = frame(EP_A, EP_B, 1, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0], MAC_B);
+        assert_eq!(run(env, Hook::Xdp, false, env.epa_ifindex, &ping).0, pass);
+        // Plain traffic between tasks: XDP forwards it itself.
+        let plain = frame(EP_A, EP_B, 6, &tcp(EP_A, EP_B, 42000, 80), MAC_B);
+        assert_eq!(
+            run(env, Hook::Xdp, false, env.epa_ifindex, &plain).0,
+            verdict_redirect(Hook::Xdp)
+        );
+    });
+}

@@ -1,6 +1,7 @@
-//! BPF_PROG_TEST_RUN tests of the routing mesh on the tc hooks
-//! (`ebpf/c/include/mesh.h`): entry to a local and to a remote backend with
-//! the client's address untouched, the backend's node learning the entry
+//! BPF_PROG_TEST_RUN tests of the routing mesh (`ebpf/c/include/mesh.h`,
+//! `xdp_fast.h`): entry to a local and to a remote backend with the
+//! client's address untouched, on both hooks (XDP leaves the return path,
+//! which needs NAT state, to tc behind it), the backend's node learning the entry
 //! node and sending replies back there, the entry node restoring the
 //! published address (for its own backend and for one coming back
 //! encapsulated), and what is refused: fragments, a published port without
@@ -70,45 +71,55 @@ fn setup(env: &mut Env, backends: &[Ipv4Addr]) -> (LbMaps, MeshMaps) {
 fn a_local_backend_gets_the_client_and_answers_from_the_published_port() {
     with_env(|env| {
         let (_lb, mesh) = setup(env, &[EP_B]);
-        // Entry: to the local backend, the client's address untouched.
-        let f = from_client(env, 40000, 8080);
-        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        assert_eq!(addrs(&out), (CLIENT, EP_B));
-        assert_eq!(ports(&out, 14), (40000, 80));
-        assert_eq!(&out[0..6], &MAC_B);
-        assert!(checksums_ok(&out), "{out:02x?}");
-        let flows = mesh.flows();
-        assert_eq!(flows.len(), 1);
-        assert_eq!((flows[0].backend, flows[0].published), (EP_B, 8080));
+        for (i, h) in HOOKS.into_iter().enumerate() {
+            let sport = 40000 + 10 * i as u16;
+            // Entry: to the local backend, the client's address untouched.
+            let f = from_client(env, sport, 8080);
+            let (rc, out) = run(env, h, true, env.ul_ifindex, &f);
+            assert_eq!(rc, verdict_redirect(h), "{h:?}");
+            assert_eq!(addrs(&out), (CLIENT, EP_B), "{h:?}");
+            assert_eq!(ports(&out, 14), (sport, 80));
+            assert_eq!(&out[0..6], &MAC_B);
+            assert!(checksums_ok(&out), "{h:?} {out:02x?}");
+            assert!(mesh
+                .flows()
+                .iter()
+                .any(|f| (f.backend, f.published, f.client_port) == (EP_B, 8080, sport)));
 
-        // The reply leaves for the client from the node's address:8080.
-        let mut r = eth(env.epa_host_mac, MAC_B, 0x0800);
-        r.extend(ipv4(EP_B, CLIENT, 6, 0, &[], &tcp(EP_B, CLIENT, 80, 40000)));
-        let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
-        assert_eq!(ports(&out, 14), (8080, 40000));
-        assert!(checksums_ok(&out), "{out:02x?}");
+            // The reply leaves for the client from the node's address:8080
+            // (XDP leaves it to tc).
+            let mut r = eth(env.epa_host_mac, MAC_B, 0x0800);
+            r.extend(ipv4(EP_B, CLIENT, 6, 0, &[], &tcp(EP_B, CLIENT, 80, sport)));
+            let (rc, out) = run(env, h, false, env.epb_ifindex, &r);
+            if h == Hook::Xdp {
+                assert_eq!(rc, verdict_pass(h));
+                assert_eq!(out, r, "untouched for tc");
+            } else {
+                assert_eq!(rc, TC_ACT_REDIRECT);
+                assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
+                assert_eq!(ports(&out, 14), (8080, sport));
+                assert!(checksums_ok(&out), "{out:02x?}");
+            }
 
-        // UDP (with its checksum) the same way.
-        let mut u = eth(env.ul_mac, CLIENT_MAC, 0x0800);
-        u.extend(ipv4(
-            CLIENT,
-            LOCAL_VTEP,
-            17,
-            0,
-            &[],
-            &udp_ok(CLIENT, LOCAL_VTEP, 40001, 5353),
-        ));
-        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &u);
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        assert_eq!(addrs(&out), (CLIENT, EP_B));
-        assert_eq!(ports(&out, 14), (40001, 53));
-        assert!(checksums_ok(&out));
-
+            // UDP (with its checksum) the same way.
+            let mut u = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+            u.extend(ipv4(
+                CLIENT,
+                LOCAL_VTEP,
+                17,
+                0,
+                &[],
+                &udp_ok(CLIENT, LOCAL_VTEP, sport + 1, 5353),
+            ));
+            let (rc, out) = run(env, h, true, env.ul_ifindex, &u);
+            assert_eq!(rc, verdict_redirect(h), "{h:?} udp");
+            assert_eq!(addrs(&out), (CLIENT, EP_B));
+            assert_eq!(ports(&out, 14), (sport + 1, 53));
+            assert!(checksums_ok(&out), "{h:?} udp {out:02x?}");
+        }
         let c = env.maps.counters();
-        assert!(c.stat(Stat::MeshEntry) >= 2 && c.stat(Stat::MeshReply) >= 1);
+        assert!(c.stat(Stat::MeshEntry) >= 4 && c.stat(Stat::MeshReply) >= 1);
+        assert!(c.stat(Stat::XdpToTc) >= 1);
     });
 }
 
@@ -116,30 +127,37 @@ fn a_local_backend_gets_the_client_and_answers_from_the_published_port() {
 fn a_remote_backend_gets_the_client_packet_and_replies_come_back_through_the_entry() {
     with_env(|env| {
         let (_lb, _mesh) = setup(env, &[EP_R]);
-        // Entry: encapsulated to the backend's node, the client's address
-        // still the source inside.
-        let f = from_client(env, 40002, 8080);
-        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        assert_eq!(out.len(), f.len() + 50, "encapsulated");
-        assert_eq!(addrs(&out).1, REMOTE_VTEP, "outer destination");
-        let inner = &out[50..];
-        assert_eq!(addrs(inner), (CLIENT, EP_R));
-        assert_eq!(ports(inner, 14), (40002, 80));
-        assert!(checksums_ok(inner));
+        for (i, h) in HOOKS.into_iter().enumerate() {
+            let sport = 40002 + 10 * i as u16;
+            // Entry: encapsulated to the backend's node, the client's
+            // address still the source inside.
+            let f = from_client(env, sport, 8080);
+            let (rc, out) = run(env, h, true, env.ul_ifindex, &f);
+            assert_eq!(rc, verdict_redirect(h), "{h:?}");
+            assert_eq!(out.len(), f.len() + 50, "{h:?} encapsulated");
+            assert_eq!(addrs(&out).1, REMOTE_VTEP, "outer destination");
+            let inner = &out[50..];
+            assert_eq!(addrs(inner), (CLIENT, EP_R));
+            assert_eq!(ports(inner, 14), (sport, 80));
+            assert!(checksums_ok(inner), "{h:?}");
 
-        // The backend's reply comes back encapsulated from its node: the
-        // entry node decapsulates it, restores the published address and
-        // sends it to the client.
-        let mut reply = eth(MAC_A, MAC_R, 0x0800);
-        reply.extend(ipv4(EP_R, CLIENT, 6, 0, &[], &tcp(EP_R, CLIENT, 80, 40002)));
-        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &reply);
-        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        assert_eq!(out.len(), reply.len(), "decapsulated");
-        assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
-        assert_eq!(ports(&out, 14), (8080, 40002));
-        assert!(checksums_ok(&out), "{out:02x?}");
+            // The backend's reply comes back encapsulated from its node:
+            // the entry node decapsulates it, restores the published
+            // address and sends it to the client (tc; XDP passes it there).
+            let mut reply = eth(MAC_A, MAC_R, 0x0800);
+            reply.extend(ipv4(EP_R, CLIENT, 6, 0, &[], &tcp(EP_R, CLIENT, 80, sport)));
+            let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &reply);
+            let (rc, out) = run(env, h, true, env.ul_ifindex, &vx);
+            if h == Hook::Xdp {
+                assert_eq!((rc, &out), (verdict_pass(h), &vx));
+                continue;
+            }
+            assert_eq!(rc, TC_ACT_REDIRECT);
+            assert_eq!(out.len(), reply.len(), "decapsulated");
+            assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
+            assert_eq!(ports(&out, 14), (8080, sport));
+            assert!(checksums_ok(&out), "{out:02x?}");
+        }
 
         // A stray reply for no flow of this node: not forwarded.
         let mut stray = eth(MAC_A, MAC_R, 0x0800);
@@ -158,6 +176,9 @@ fn the_backend_node_sends_replies_back_to_the_entry_node() {
         let mut inner = eth(MAC_A, [0xee; 6], 0x0800);
         inner.extend(ipv4(CLIENT, EP_A, 6, 0, &[], &tcp(CLIENT, EP_A, 40003, 80)));
         let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &inner);
+        // XDP leaves it to tc, which learns the entry node.
+        let (rc, out) = run(env, Hook::Xdp, true, env.ul_ifindex, &vx);
+        assert_eq!((rc, &out), (verdict_pass(Hook::Xdp), &vx));
         let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
         assert_eq!(rc, TC_ACT_REDIRECT);
         assert_eq!(addrs(&out), (CLIENT, EP_A), "delivered as it came");
@@ -192,38 +213,42 @@ fn the_backend_node_sends_replies_back_to_the_entry_node() {
 fn fragments_unpublished_ports_and_empty_services_are_refused_or_passed() {
     with_env(|env| {
         let (mut lb, _mesh) = setup(env, &[EP_B]);
-        let before = env.maps.counters();
-        // A fragment to a published port: dropped, counted.
-        let mut fr = eth(env.ul_mac, CLIENT_MAC, 0x0800);
-        fr.extend(ipv4(
-            CLIENT,
-            LOCAL_VTEP,
-            17,
-            0x2000,
-            &[],
-            &udp(1, 5353, b"frag"),
-        ));
-        let (rc, _) = run(env, Hook::Tc, true, env.ul_ifindex, &fr);
-        assert_eq!(rc, TC_ACT_SHOT);
-        // A port nobody published: the host's own stack decides.
-        let f = from_client(env, 40004, 22);
-        assert_eq!(run(env, Hook::Tc, true, env.ul_ifindex, &f).0, TC_ACT_OK);
-        // A TCP header cut short: not parsed, the kernel's.
-        let mut short = eth(env.ul_mac, CLIENT_MAC, 0x0800);
-        short.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &[0x9c, 0x40]));
-        assert_eq!(
-            run(env, Hook::Tc, true, env.ul_ifindex, &short).0,
-            TC_ACT_OK
-        );
-        // No backend left: dropped, counted (no hanging on ARP).
-        lb.set_service(VNI, VIP, &[], 251).unwrap();
-        let f = from_client(env, 40005, 8080);
-        assert_eq!(run(env, Hook::Tc, true, env.ul_ifindex, &f).0, TC_ACT_SHOT);
-        let after = env.maps.counters();
-        for r in [DropReason::MeshFragment, DropReason::NoBackend] {
-            assert_eq!(after.drop_count(r), before.drop_count(r) + 1, "{r:?}");
+        for (i, h) in HOOKS.into_iter().enumerate() {
+            lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
+            let before = env.maps.counters();
+            // A fragment to a published port: dropped, counted.
+            let mut fr = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+            fr.extend(ipv4(
+                CLIENT,
+                LOCAL_VTEP,
+                17,
+                0x2000,
+                &[],
+                &udp(1, 5353, b"frag"),
+            ));
+            let (rc, _) = run(env, h, true, env.ul_ifindex, &fr);
+            assert_eq!(rc, verdict_drop(h), "{h:?} fragment");
+            // A port nobody published: the host's own stack decides.
+            let f = from_client(env, 40004, 22);
+            assert_eq!(run(env, h, true, env.ul_ifindex, &f).0, verdict_pass(h));
+            // A TCP header cut short: not parsed, the kernel's.
+            let mut short = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+            short.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &[0x9c, 0x40]));
+            assert_eq!(
+                run(env, h, true, env.ul_ifindex, &short).0,
+                verdict_pass(h),
+                "{h:?} short"
+            );
+            // No backend left: dropped, counted (no hanging on ARP).
+            lb.set_service(VNI, VIP, &[], 251).unwrap();
+            let f = from_client(env, 40005 + i as u16, 8080);
+            assert_eq!(run(env, h, true, env.ul_ifindex, &f).0, verdict_drop(h));
+            let after = env.maps.counters();
+            for r in [DropReason::MeshFragment, DropReason::NoBackend] {
+                assert_eq!(after.drop_count(r), before.drop_count(r) + 1, "{h:?} {r:?}");
+            }
+            assert_eq!(after.stat(Stat::MeshEntry), before.stat(Stat::MeshEntry));
         }
-        assert_eq!(after.stat(Stat::MeshEntry), before.stat(Stat::MeshEntry));
     });
 }
 
@@ -231,35 +256,39 @@ fn fragments_unpublished_ports_and_empty_services_are_refused_or_passed() {
 fn a_syn_that_gets_encapsulated_has_its_mss_clamped() {
     with_env(|env| {
         let (mut lb, _mesh) = setup(env, &[EP_R]);
-        // SYN with options: MSS 1460, NOP, NOP, SACK permitted.
-        let mut t = vec![0u8; 20];
-        t[0..2].copy_from_slice(&40010u16.to_be_bytes());
-        t[2..4].copy_from_slice(&8080u16.to_be_bytes());
-        t[12] = 7 << 4;
-        t[13] = 0x02;
-        t.extend_from_slice(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
-        let c = l4_check(CLIENT, LOCAL_VTEP, 6, &t);
-        t[16..18].copy_from_slice(&c.to_be_bytes());
-        let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
-        f.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &t));
-        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
-        assert_eq!(rc, TC_ACT_REDIRECT);
-        let inner = &out[50..];
-        let mss = u16::from_be_bytes([inner[14 + 20 + 22], inner[14 + 20 + 23]]);
-        assert_eq!(mss, 1410, "clamped to the underlay's room");
-        assert!(checksums_ok(inner), "{inner:02x?}");
-        // A local backend needs no clamp.
-        lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
-        t[0..2].copy_from_slice(&40011u16.to_be_bytes());
-        t[16..18].copy_from_slice(&[0, 0]);
-        let c = l4_check(CLIENT, LOCAL_VTEP, 6, &t);
-        t[16..18].copy_from_slice(&c.to_be_bytes());
-        let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
-        f.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &t));
-        let (_, out) = run(env, Hook::Tc, true, env.ul_ifindex, &f);
-        assert_eq!(
-            u16::from_be_bytes([out[14 + 20 + 22], out[14 + 20 + 23]]),
-            1460
-        );
+        for (i, h) in HOOKS.into_iter().enumerate() {
+            lb.set_service(VNI, VIP, &[EP_R], 251).unwrap();
+            let sport = 40010 + 10 * i as u16;
+            // SYN with options: MSS 1460, NOP, NOP, SACK permitted.
+            let ul_mac = env.ul_mac;
+            let syn = |sport: u16| {
+                let mut t = vec![0u8; 20];
+                t[0..2].copy_from_slice(&sport.to_be_bytes());
+                t[2..4].copy_from_slice(&8080u16.to_be_bytes());
+                t[12] = 7 << 4;
+                t[13] = 0x02;
+                t.extend_from_slice(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
+                let c = l4_check(CLIENT, LOCAL_VTEP, 6, &t);
+                t[16..18].copy_from_slice(&c.to_be_bytes());
+                let mut f = eth(ul_mac, CLIENT_MAC, 0x0800);
+                f.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &t));
+                f
+            };
+            let (rc, out) = run(env, h, true, env.ul_ifindex, &syn(sport));
+            assert_eq!(rc, verdict_redirect(h), "{h:?}");
+            let inner = &out[50..];
+            let mss = u16::from_be_bytes([inner[14 + 20 + 22], inner[14 + 20 + 23]]);
+            assert_eq!(mss, 1410, "{h:?}: clamped to the underlay's room");
+            assert!(checksums_ok(inner), "{h:?} {inner:02x?}");
+            // A local backend needs no clamp.
+            lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
+            let (_, out) = run(env, h, true, env.ul_ifindex, &syn(sport + 1));
+            assert_eq!(
+                u16::from_be_bytes([out[14 + 20 + 22], out[14 + 20 + 23]]),
+                1460,
+                "{h:?}"
+            );
+            assert!(checksums_ok(&out), "{h:?}");
+        }
     });
 }

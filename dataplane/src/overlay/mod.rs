@@ -172,7 +172,11 @@ impl Overlay {
     pub fn attach_underlay(&mut self, ifname: &str) -> Result<(), Error> {
         match self.hooks.underlay {
             Hook::Tc => self.attach_tc(prog::UL_TC, "ul", ifname),
-            Hook::Xdp => self.attach_xdp(prog::UL_XDP, "ul", ifname),
+            // tc behind XDP finishes what XDP passes (xdp_fast.h).
+            Hook::Xdp => {
+                self.attach_tc(prog::UL_TC, "ul", ifname)?;
+                self.attach_xdp(prog::UL_XDP, "ul", ifname)
+            }
         }
     }
 
@@ -180,7 +184,10 @@ impl Overlay {
     pub fn attach_endpoint(&mut self, ifname: &str) -> Result<(), Error> {
         match self.hooks.endpoint {
             Hook::Tc => self.attach_tc(prog::EP_TC, "ep", ifname),
-            Hook::Xdp => self.attach_xdp(prog::EP_XDP, "ep", ifname),
+            Hook::Xdp => {
+                self.attach_tc(prog::EP_TC, "ep", ifname)?;
+                self.attach_xdp(prog::EP_XDP, "ep", ifname)
+            }
         }
     }
 

@@ -145,40 +145,51 @@ static __always_inline int load_flow(struct __sk_buff *skb, int off, struct iphd
 	return bpf_skb_load_bytes(skb, off + ip->ihl * 4, ports, 2 * sizeof(__be16));
 }
 
-/* A packet from the underlay to this node's address: a published port? */
-static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_config *cfg,
-				      struct decision *d, __u32 *reason)
+/* Where a published port's packet goes (mesh_pick), for either hook. */
+struct mesh_pick {
+	__be32 backend;
+	__be16 target;
+	__u32 vni;
+	__be32 vip;
+	int host;
+};
+
+/*
+ * A packet from the underlay to this node's address (headers parsed by the
+ * hook): a published port? Picks the backend (the flow's, else the VIP's
+ * Maglev table, the same on every node; host mode: the local task), records
+ * the flow and fills d->ep with where the backend is. Maps only, so the tc
+ * and XDP entries share it; the caller rewrites the packet.
+ */
+static __always_inline int mesh_pick(const struct shoal_config *cfg, const struct iphdr *ip,
+				     const __be16 *ports, struct decision *d,
+				     struct mesh_pick *mp, __u32 *reason)
 {
 	struct mesh_port_key pk = {};
 	struct mesh_port_value *pv;
 	struct svc_key sk = {};
 	struct ct_key ck = {};
 	struct ct_value *ct, cv = {};
-	struct iphdr ip;
-	__be16 ports[2];
 	__be32 backend = 0;
-	int l4, host;
+	int host;
 
-	if (load_flow(skb, ETH_HLEN, &ip, ports))
-		return MESH_CONTINUE;
-	if (ip.daddr != cfg->vtep_ip)
+	if (ip->daddr != cfg->vtep_ip)
 		return MESH_CONTINUE;
 	pk.port = ports[1];
-	pk.proto = ip.protocol;
+	pk.proto = ip->protocol;
 	pv = bpf_map_lookup_elem(&shoal_mesh_ports, &pk);
 	if (!pv)
 		return MESH_CONTINUE;
-	if (ip.frag_off & bpf_htons(IP_MF)) {
+	if (ip->frag_off & bpf_htons(IP_MF)) {
 		*reason = DROP_MESH_FRAGMENT;
 		return MESH_DROP;
 	}
-	l4 = ETH_HLEN + ip.ihl * 4;
 	host = pv->flags & MESH_F_HOST;
 	/* Host mode: the one local task, on its own network. */
 	sk.vni = host ? pv->vni : cfg->ingress_vni;
 	sk.vip = pv->addr;
 
-	ct_key_set(&ck, sk.vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
+	ct_key_set(&ck, sk.vni, ip->saddr, ip->daddr, ports[0], ports[1], ip->protocol);
 	ct = bpf_map_lookup_elem(&shoal_mesh_ct, &ck);
 	if (host) {
 		backend = pv->addr;
@@ -200,8 +211,8 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 				*reason = DROP_NO_BACKEND;
 				return MESH_DROP;
 			}
-			slot = lb_hash(ip.saddr, ((__u32)ports[0] << 16) | ports[1],
-				       ip.protocol ^ ip.daddr) %
+			slot = lb_hash(ip->saddr, ((__u32)ports[0] << 16) | ports[1],
+				       ip->protocol ^ ip->daddr) %
 			       svc->m;
 			if (slot >= SHOAL_MAGLEV_MAX) {
 				*reason = DROP_NO_BACKEND;
@@ -216,9 +227,9 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 		cv.backend = backend;
 		cv.vip = sk.vip;
 		rv.entry_vtep = cfg->vtep_ip;
-		rv.node_ip = ip.daddr;
+		rv.node_ip = ip->daddr;
 		rv.port = ports[1];
-		ct_key_set(&rk, sk.vni, backend, ip.saddr, pv->target, ports[0], ip.protocol);
+		ct_key_set(&rk, sk.vni, backend, ip->saddr, pv->target, ports[0], ip->protocol);
 		if (bpf_map_update_elem(&shoal_mesh_ct, &ck, &cv, BPF_ANY) ||
 		    bpf_map_update_elem(&shoal_mesh_rev, &rk, &rv, BPF_ANY)) {
 			*reason = DROP_MESH_CT;
@@ -230,21 +241,42 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 		*reason = DROP_NO_BACKEND;
 		return MESH_DROP;
 	}
-	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, backend) ||
-	    rewrite_port(skb, l4, ip.protocol, 2, ports[1], pv->target)) {
+	mp->backend = backend;
+	mp->target = pv->target;
+	mp->vni = sk.vni;
+	mp->vip = sk.vip;
+	mp->host = host;
+	d->inner_proto = bpf_htons(ETH_P_IP);
+	d->tos = ip->tos;
+	return (d->ep.flags & EP_F_LOCAL) ? MESH_LOCAL : MESH_REMOTE;
+}
+
+/* The tc entry: a packet from the underlay to this node's address. */
+static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_config *cfg,
+				      struct decision *d, __u32 *reason)
+{
+	struct mesh_pick mp = {};
+	struct iphdr ip;
+	__be16 ports[2];
+	int l4, rc;
+
+	if (load_flow(skb, ETH_HLEN, &ip, ports))
+		return MESH_CONTINUE;
+	rc = mesh_pick(cfg, &ip, ports, d, &mp, reason);
+	if (rc != MESH_LOCAL && rc != MESH_REMOTE)
+		return rc;
+	l4 = ETH_HLEN + ip.ihl * 4;
+	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, mp.backend) ||
+	    rewrite_port(skb, l4, ip.protocol, 2, ports[1], mp.target)) {
 		*reason = DROP_LB_REWRITE;
 		return MESH_DROP;
 	}
-	d->inner_proto = bpf_htons(ETH_P_IP);
-	d->tos = ip.tos;
 	count_stat(STAT_MESH_ENTRY);
-	if (!host)
-		count_backend(sk.vni, sk.vip, backend, skb->len);
-	if (d->ep.flags & EP_F_LOCAL)
-		return MESH_LOCAL;
-	if (ip.protocol == IPPROTO_TCP)
+	if (!mp.host)
+		count_backend(mp.vni, mp.vip, mp.backend, skb->len);
+	if (rc == MESH_REMOTE && ip.protocol == IPPROTO_TCP)
 		mesh_clamp_mss(skb, l4, cfg->mesh_mss);
-	return MESH_REMOTE;
+	return rc;
 }
 
 /* On the backend's node, a packet of the ingress network just decapsulated

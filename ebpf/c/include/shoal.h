@@ -179,6 +179,7 @@ enum shoal_stat {
 	STAT_LB_ECHO,      /* echo requests to a VIP answered */
 	STAT_MESH_ENTRY,   /* client packets to a published port sent to a backend */
 	STAT_MESH_REPLY,   /* backend replies given the published address back */
+	STAT_XDP_TO_TC,    /* frames XDP left to tc (NAT state needed, see xdp_fast.h) */
 	STAT_MAX,
 };
 
