@@ -134,6 +134,27 @@ pub fn iperf(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
     Ok(bps / 1e9)
 }
 
+/// Small UDP datagrams (18-byte payload: 60-byte frames) as fast as one
+/// iperf3 client sends them for 3 s from `ns`; thousands of packets per
+/// second that reached the server.
+pub fn udp_kpps(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
+    let v: serde_json::Value = serde_json::from_str(&sh(&format!(
+        "ip netns exec {ns} iperf3 -c {ip} -p {port} -u -b 0 -l 18 -t 3 -J"
+    ))?)?;
+    let s = &v["end"]["sum_received"];
+    let s = if s["packets"].is_u64() {
+        s
+    } else {
+        &v["end"]["sum"]
+    };
+    let got = s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
+    let secs = s["seconds"]
+        .as_f64()
+        .filter(|s| *s > 0.0)
+        .ok_or_else(|| anyhow::anyhow!("iperf3 UDP report: {v}"))?;
+    Ok(got / secs / 1e3)
+}
+
 /// TCP request/response latency from `ns` to a sockperf server (3 s), us.
 pub fn latency_us(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
     let out = sh(&format!(

@@ -10,7 +10,9 @@
 //!       namespace.
 //! Single-stream TCP throughput (iperf3), TCP request/response latency
 //! (sockperf), new connections per second (HTTP/1.0, a client in this
-//! binary); alternating rounds, medians.
+//! binary), small UDP packets per second (iperf3, 18-byte payloads);
+//! alternating rounds, medians. `--accel xdp` builds the lab with XDP (the
+//! mesh's entry in XDP; the references are the same in either run).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,7 +22,8 @@ mod common;
 use anyhow::{Context, Result};
 use clap::Parser;
 use common::{
-    conn_client, conn_rate, create_service, iperf, latency_us, on, run, sh, stats, LabGuard,
+    conn_client, conn_rate, create_service, iperf, latency_us, on, run, sh, stats, udp_kpps,
+    LabGuard,
 };
 use serde_json::json;
 
@@ -32,6 +35,9 @@ struct Args {
     json: Option<PathBuf>,
     #[arg(long)]
     shoal: Option<PathBuf>,
+    /// The lab's hooks (`tc` or `xdp`).
+    #[arg(long, default_value = "tc")]
+    accel: String,
     /// Internal: be the connection-rate client against IP:PORT.
     #[arg(long, hide = true)]
     conn_client: Option<String>,
@@ -82,6 +88,7 @@ fn docker_style(bin: &str) -> Result<()> {
   chain pre {
     type nat hook prerouting priority dstnat; policy accept;
     ip daddr 198.18.0.101 tcp dport { 5201, 11111, 80 } dnat to 10.9.0.4
+    ip daddr 198.18.0.101 udp dport 5201 dnat to 10.9.0.4
   }
   chain post {
     type nat hook postrouting priority srcnat; policy accept;
@@ -122,7 +129,9 @@ fn main() -> Result<()> {
     let shoal = common::shoal_path(a.shoal.clone());
     let bin = shoal.to_string_lossy().into_owned();
     let _lab = LabGuard::fresh(&shoal, LAB);
-    run(Command::new(&shoal).args(["lab", "up", "--name", LAB, "--nodes", "3"]))?;
+    run(Command::new(&shoal).args([
+        "lab", "up", "--name", LAB, "--nodes", "3", "--accel", &a.accel,
+    ]))?;
     on(&shoal, LAB, "n1", &["network", "create", "appnet"])?;
     let server = format!(
         "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & exec {bin} whoami --port 80"
@@ -136,6 +145,8 @@ fn main() -> Result<()> {
             "node.hostname==n1",
             "-p",
             "5201:5201",
+            "-p",
+            "published=5201,target=5201,protocol=udp",
             "-p",
             "11111:11111",
             "-p",
@@ -180,20 +191,22 @@ fn main() -> Result<()> {
             80,
         ),
     ];
-    let mut m: Vec<[Vec<f64>; 3]> =
+    let mut m: Vec<[Vec<f64>; 4]> =
         vec![Default::default(), Default::default(), Default::default()];
     for r in 0..a.rounds {
         for (i, (label, ip, ip_port, sp_port, http)) in paths.iter().enumerate() {
             let t = iperf(&client, ip, *ip_port)?;
             let l = latency_us(&client, ip, *sp_port)?;
             let c = conn_rate(&client, ip, *http)?;
+            let p = udp_kpps(&client, ip, *ip_port)?;
             eprintln!(
-                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} conn/s",
+                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} conn/s, {p:.0} kpps",
                 r + 1
             );
             m[i][0].push(t);
             m[i][1].push(l);
             m[i][2].push(c);
+            m[i][3].push(p);
         }
     }
     let med = |v: &Vec<f64>| stats(v.clone())["median_ms"].as_f64().unwrap_or(0.0);
@@ -203,40 +216,50 @@ fn main() -> Result<()> {
             "throughput_gbit": med(&m[i][0]),
             "rr_latency_us": med(&m[i][1]),
             "new_connections_per_s": med(&m[i][2]),
+            "udp_small_kpps": med(&m[i][3]),
         })
     };
     let (direct, shoal_mesh, docker) = (row(0), row(1), row(2));
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let report = json!({
         "benchmark": "mesh_lab",
+        "accel": a.accel,
         "rounds": a.rounds,
         "direct": direct,
         "shoal_mesh": shoal_mesh,
         "docker_style_mesh": docker,
         "mesh_vs_direct_throughput": f(&shoal_mesh, "throughput_gbit") / f(&direct, "throughput_gbit"),
         "mesh_vs_docker_new_connections": f(&shoal_mesh, "new_connections_per_s") / f(&docker, "new_connections_per_s"),
+        "mesh_vs_direct_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&direct, "udp_small_kpps"),
+        "mesh_vs_docker_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&docker, "udp_small_kpps"),
     });
     println!(
-        "\nRouting mesh from an outside client, 3-node lab, medians of {} alternating rounds\n",
-        a.rounds
+        "\nRouting mesh from an outside client, 3-node lab ({}), medians of {} alternating rounds\n",
+        a.accel, a.rounds
     );
     println!(
-        "{:<38} {:>10} {:>10} {:>12}",
-        "", "Gbit/s", "RR us", "conn/s"
+        "{:<38} {:>10} {:>10} {:>12} {:>12}",
+        "", "Gbit/s", "RR us", "conn/s", "UDP kpps"
     );
     for v in [&direct, &shoal_mesh, &docker] {
         println!(
-            "{:<38} {:>10.2} {:>10.1} {:>12.0}",
+            "{:<38} {:>10.2} {:>10.1} {:>12.0} {:>12.0}",
             v["label"].as_str().unwrap_or(""),
             f(v, "throughput_gbit"),
             f(v, "rr_latency_us"),
-            f(v, "new_connections_per_s")
+            f(v, "new_connections_per_s"),
+            f(v, "udp_small_kpps")
         );
     }
     println!(
         "\nShoal mesh throughput / straight: {:.3} (target >= 0.9); new connections Shoal / Docker-style: {:.2}x (target >= 1.5x)",
         report["mesh_vs_direct_throughput"].as_f64().unwrap_or(0.0),
         report["mesh_vs_docker_new_connections"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "Small UDP packets: Shoal mesh / straight {:.2}, Shoal mesh / Docker-style {:.2}x",
+        report["mesh_vs_direct_udp_pps"].as_f64().unwrap_or(0.0),
+        report["mesh_vs_docker_udp_pps"].as_f64().unwrap_or(0.0)
     );
     common::emit(&report, a.json.as_deref())?;
     Ok(())

@@ -65,12 +65,17 @@ impl ClientNs for Lab {
     }
 }
 
-fn iperf_via(lab: &Lab, ip: &str, secs: u32) -> std::thread::JoinHandle<serde_json::Value> {
-    let (ns, ip) = (lab.info_client_ns(), ip.to_string());
+fn iperf_via(
+    lab: &Lab,
+    ip: &str,
+    port: u16,
+    secs: u32,
+) -> std::thread::JoinHandle<serde_json::Value> {
+    let (ns, ip, port) = (lab.info_client_ns(), ip.to_string(), port.to_string());
     std::thread::spawn(move || {
         let o = std::process::Command::new("timeout")
             .args([
-                "60", "ip", "netns", "exec", &ns, "iperf3", "-c", &ip, "-p", "5201",
+                "60", "ip", "netns", "exec", &ns, "iperf3", "-c", &ip, "-p", &port,
             ])
             .args(["-t", &secs.to_string(), "-J"])
             .output()
@@ -156,11 +161,12 @@ fn published_ports_on_every_node(accel: &str) {
         "node.hostname==n1",
         "-p",
         "5201:5201",
-        "--",
-        "iperf3",
-        "-s",
         "-p",
-        "5201",
+        "5202:5202",
+        "--",
+        "sh",
+        "-c",
+        "iperf3 -s -p 5201 & exec iperf3 -s -p 5202",
     ]);
     let web: BTreeMap<String, String> = running(&lab, "n1", "web")
         .into_iter()
@@ -235,15 +241,18 @@ fn published_ports_on_every_node(accel: &str) {
 
     // An iperf3 flow entering at n3 (perf runs on n1) survives a daemon
     // restart of n3.
-    let flow = iperf_via(&lab, &nodes[2], 6);
+    let flow = iperf_via(&lab, &nodes[2], 5201, 6);
     std::thread::sleep(std::time::Duration::from_secs(2));
     shoal_tests::shoal_ok(&["lab", "restart", "--name", &lab.name, "n3"]);
     assert_iperf_ok(&flow.join().unwrap(), "through n3 across its restart");
 
-    // n2 (a web backend) dies while a flow to n1's iperf3 enters at n2's
-    // neighbour n3: that flow is untouched; new connections through every
-    // live node avoid the dead backend.
-    let flow = iperf_via(&lab, &nodes[2], 6);
+    // n2 (a web backend) dies while flows to n1's iperf3 enter at each
+    // live node (n1 itself and n3): they are untouched; new connections
+    // through every live node avoid the dead backend.
+    let flows = [
+        iperf_via(&lab, &nodes[0], 5201, 6),
+        iperf_via(&lab, &nodes[2], 5202, 6),
+    ];
     std::thread::sleep(std::time::Duration::from_secs(2));
     shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n2"]);
     let t0 = std::time::Instant::now();
@@ -258,7 +267,9 @@ fn published_ports_on_every_node(accel: &str) {
             .all(|ip| (0..6).all(|_| get(&lab, ip, 8080).is_some_and(|(h, _)| h != dead)))
     });
     eprintln!("dead backend out of the mesh after {:?}", t0.elapsed());
-    assert_iperf_ok(&flow.join().unwrap(), "through n3 while n2 died");
+    for (f, via) in flows.into_iter().zip(["n1", "n3"]) {
+        assert_iperf_ok(&f.join().unwrap(), &format!("through {via} while n2 died"));
+    }
 }
 
 /// Host mode: the port opens only where a task runs, straight to that

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod endpoint;
 pub mod lb;
+mod local_table;
 pub mod mesh;
 pub mod mesh_local;
 mod service;

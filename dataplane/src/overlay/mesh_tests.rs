@@ -292,3 +292,77 @@ fn a_syn_that_gets_encapsulated_has_its_mss_clamped() {
         }
     });
 }
+
+/// A flood of new connections (more than the mesh's conntrack holds) fills
+/// the LRU maps without harming an established flow that keeps talking:
+/// its entry and its way back stay, the flood's oldest entries go, and
+/// nothing is dropped for a full table (LRU evicts instead of refusing).
+#[test]
+fn a_connection_flood_fills_the_lru_but_established_flows_keep_working() {
+    with_env(|env| {
+        let (_lb, mesh) = setup(env, &[EP_B]);
+        let established = |env: &mut Env| {
+            let f = from_client(env, 45000, 8080);
+            let (rc, out) = run(env, Hook::Xdp, true, env.ul_ifindex, &f);
+            assert_eq!(
+                (rc, addrs(&out)),
+                (verdict_redirect(Hook::Xdp), (CLIENT, EP_B))
+            );
+            let mut r = eth(env.epa_host_mac, MAC_B, 0x0800);
+            r.extend(ipv4(EP_B, CLIENT, 6, 0, &[], &tcp(EP_B, CLIENT, 80, 45000)));
+            let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+            assert_eq!(rc, TC_ACT_REDIRECT, "the reply still finds its way");
+            assert_eq!(addrs(&out), (LOCAL_VTEP, CLIENT));
+            assert_eq!(ports(&out, 14), (8080, 45000));
+        };
+        established(env);
+        let before = env.maps.counters();
+        let flood = 300_000u32; // SHOAL_MESH_CT_MAX is 262,144
+        let t0 = std::time::Instant::now();
+        for i in 0..flood {
+            let src = Ipv4Addr::from(0x6440_0000 + (i >> 14)); // 100.64.x.y
+            let sport = 1024 + (i & 0x3fff) as u16;
+            let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+            f.extend(ipv4(
+                src,
+                LOCAL_VTEP,
+                6,
+                0,
+                &[],
+                &tcp(src, LOCAL_VTEP, sport, 8080),
+            ));
+            let (rc, _) = run(env, Hook::Xdp, true, env.ul_ifindex, &f);
+            assert_eq!(rc, verdict_redirect(Hook::Xdp));
+            if i % 4096 == 0 {
+                established(env);
+            }
+        }
+        eprintln!(
+            "{flood} new connections through the entry in {:?}",
+            t0.elapsed()
+        );
+        established(env);
+        let after = env.maps.counters();
+        assert_eq!(
+            after.drop_count(DropReason::MeshCt),
+            before.drop_count(DropReason::MeshCt),
+            "a full LRU evicts, it does not drop"
+        );
+        assert!(after.stat(Stat::MeshEntry) >= before.stat(Stat::MeshEntry) + flood as u64);
+        let flows = mesh.flows();
+        assert!(
+            flows.len() <= 262_144 && flows.len() > 200_000,
+            "{}",
+            flows.len()
+        );
+        assert!(flows
+            .iter()
+            .any(|f| (f.client, f.client_port, f.backend) == (CLIENT, 45000, EP_B)));
+        assert!(
+            !flows
+                .iter()
+                .any(|f| f.client == Ipv4Addr::new(100, 64, 0, 0) && f.client_port == 1024),
+            "the flood's oldest entry was evicted"
+        );
+    });
+}

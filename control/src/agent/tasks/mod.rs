@@ -12,7 +12,9 @@
 //! failed | shutdown | rejected; a stop is SIGTERM to the process group,
 //! SIGKILL after the service's stop grace period.
 
+mod health;
 pub mod logfile;
+mod logs;
 pub mod process;
 
 use std::collections::BTreeMap;
@@ -28,10 +30,9 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
-use crate::raft::logs::{LogAsk, LogLines};
-use crate::raft::services::HealthSpec;
+use crate::raft::logs::LogLines;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
-use logfile::{rotate, LOG_MAX_BYTES};
+use health::Health;
 
 /// How often the runner looks at its processes.
 const POLL: Duration = Duration::from_millis(200);
@@ -60,18 +61,6 @@ struct Local {
     stop_announced: bool,
     cleaned: bool,
     health: Health,
-}
-
-/// Health-check bookkeeping of one task.
-#[derive(Default)]
-struct Health {
-    started: Option<Instant>,
-    next: Option<Instant>,
-    checking: bool,
-    failures: u64,
-    healthy: bool,
-    /// Stopped for failing its checks: its exit is a failure.
-    unhealthy: bool,
 }
 
 /// A task as this node runs it.
@@ -119,30 +108,6 @@ impl Agent {
                 netns: self.task_netns(&l.a.task.id),
             })
             .collect()
-    }
-
-    /// Reads the asked tails of local task logs for the next heartbeat.
-    pub fn answer_log_asks(&self, asks: &[LogAsk]) {
-        if asks.is_empty() {
-            return;
-        }
-        let now = crate::now_ms();
-        let answers: Vec<LogLines> = asks
-            .iter()
-            .map(|a| {
-                let log = self.data_dir.join("tasks").join(&a.task_id).join("log");
-                logfile::answer(&log, a, now)
-            })
-            .collect();
-        self.tasks
-            .log_out
-            .lock()
-            .expect("logs lock")
-            .extend(answers);
-    }
-
-    pub fn take_log_answers(&self) -> Vec<LogLines> {
-        std::mem::take(&mut *self.tasks.log_out.lock().expect("logs lock"))
     }
 
     /// What the runner reports with the next heartbeat.
@@ -384,101 +349,6 @@ impl Agent {
     fn set_task(&self, id: &str, f: impl FnOnce(&mut Local)) {
         if let Some(l) = self.tasks.tasks.lock().expect("tasks lock").get_mut(id) {
             f(l);
-        }
-    }
-
-    /// Notes the growth of every task log (the timestamps of `service
-    /// logs -t`, see `logfile.rs`) and, every 25 passes (about 5 s),
-    /// rotates the logs of running tasks that outgrew `LOG_MAX_BYTES`.
-    fn watch_logs(&self) {
-        let n = self
-            .tasks
-            .passes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ids: Vec<(String, bool)> = self
-            .tasks
-            .tasks
-            .lock()
-            .expect("tasks lock")
-            .values()
-            .map(|l| (l.a.task.id.clone(), l.state.is_terminal()))
-            .collect();
-        let now = crate::now_ms();
-        let mut seen = self.tasks.log_seen.lock().expect("logs lock");
-        seen.retain(|id, _| ids.iter().any(|(i, _)| i == id));
-        for (id, ended) in ids {
-            let log = self.data_dir.join("tasks").join(&id).join("log");
-            let last = seen.get(&id).copied().unwrap_or(0);
-            let mut len = logfile::observe(&log, last, now);
-            if !ended && n.is_multiple_of(25) {
-                if let Ok(true) = rotate(&log, LOG_MAX_BYTES) {
-                    info!(task = %id, "task log rotated");
-                    len = 0;
-                }
-            }
-            seen.insert(id, len);
-        }
-    }
-
-    /// Tasks whose next health check is due: (id, pid, check).
-    fn due_health_checks(&self) -> Vec<(String, u32, HealthSpec)> {
-        let now = Instant::now();
-        let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
-        let mut due = vec![];
-        for l in tasks.values_mut() {
-            let Some(h) = l.a.health.clone() else {
-                continue;
-            };
-            let pid = l.child.as_ref().map(|c| c.id()).or(l.adopted);
-            let live = matches!(l.state, TaskState::Starting | TaskState::Running);
-            if let (Some(pid), true, None) = (pid, live, l.stop_deadline) {
-                if !l.health.checking && l.health.next.is_some_and(|n| n <= now) {
-                    l.health.checking = true;
-                    due.push((l.a.task.id.clone(), pid, h));
-                }
-            }
-        }
-        due
-    }
-
-    /// Runs one health check (`sh -c CMD` in the task's namespaces, bounded
-    /// by its timeout) and acts on the result: the first pass makes a
-    /// starting task running; `retries` failures in a row (outside the start
-    /// period) stop it as unhealthy, and the orchestrator replaces it.
-    async fn health_check(self: Arc<Self>, id: String, pid: u32, h: HealthSpec) {
-        let ok =
-            process::health_check(pid, &h.cmd, Duration::from_millis(h.timeout_ms.max(100))).await;
-        let now = Instant::now();
-        let mut gossip_health = None;
-        self.set_task(&id, |l| {
-            l.health.checking = false;
-            l.health.next = Some(now + Duration::from_millis(h.interval_ms.max(100)));
-            if ok {
-                l.health.failures = 0;
-                if !l.health.healthy {
-                    gossip_health = Some("healthy");
-                }
-                l.health.healthy = true;
-                if l.state == TaskState::Starting {
-                    l.state = TaskState::Running;
-                }
-                return;
-            }
-            let in_start = !l.health.healthy
-                && l.health.started.is_some_and(|s| now < s + Duration::from_millis(h.start_period_ms));
-            if in_start {
-                return;
-            }
-            l.health.failures += 1;
-            if l.health.failures >= h.retries.max(1) {
-                warn!(task = %l.a.task.name(), failures = l.health.failures, "task unhealthy; stopping it");
-                l.health.unhealthy = true;
-                gossip_health = Some("unhealthy");
-                begin_stop(l);
-            }
-        });
-        if let Some(h) = gossip_health {
-            self.set_task_health(&id, h).await;
         }
     }
 

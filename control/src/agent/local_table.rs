@@ -1,0 +1,371 @@
+//! This node's local table: its networks and endpoints (the API's
+//! network and endpoint handlers land here), kept in the store and plumbed
+//! into veths and the dataplane's maps. What the table spreads to (gossip,
+//! DNS, the balancers) is `service.rs`'s.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_LOCAL};
+use shoal_dataplane::netlink::{format_mac, mac_from_ip, parse_mac};
+use shoal_dataplane::netns::NetNs;
+use shoal_dataplane::overlay::{self, ip_key};
+use tracing::{info, warn};
+
+use super::endpoint;
+use super::service::{ep_record, Agent, Inner};
+use super::store::State;
+use crate::api::{Endpoint, EndpointCreate, Network, NetworkCreate};
+
+fn valid_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || name.starts_with('-')
+    {
+        bail!("invalid {kind} name {name:?}: use 1-64 letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
+impl Agent {
+    /// Re-plumbs and re-programs the endpoints of a previous run. Nothing
+    /// is re-created that still exists, so established flows survive.
+    pub async fn restore(&self, st: State) {
+        let mut inner = self.inner.lock().await;
+        inner.state.networks = st.networks.clone();
+        for ep in st.endpoints {
+            match self.plumb(&mut inner, &ep).await {
+                Ok(()) => inner.state.endpoints.push(ep),
+                Err(e) => warn!(endpoint = %ep.name, "cannot restore endpoint, dropping it: {e:#}"),
+            }
+        }
+        let _ = inner.store.save(&inner.state);
+        info!(
+            endpoints = inner.state.endpoints.len(),
+            "local endpoints restored"
+        );
+    }
+
+    pub async fn networks(&self) -> Vec<Network> {
+        self.inner.lock().await.state.networks.clone()
+    }
+
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<Network> {
+        valid_name("network", &req.name)?;
+        if req.vni == 0 || req.vni > 0xff_ffff {
+            bail!("VNI {} out of range (1-16777215)", req.vni);
+        }
+        let subnet: ipnet::Ipv4Net = req.subnet.parse().map_err(|_| {
+            anyhow::anyhow!("bad subnet {:?} (want CIDR, e.g. 10.0.1.0/24)", req.subnet)
+        })?;
+        if subnet.trunc() != subnet {
+            bail!(
+                "subnet {subnet} has host bits set (did you mean {}?)",
+                subnet.trunc()
+            );
+        }
+        if subnet.prefix_len() > 30 {
+            bail!("subnet {subnet} is too small (at most /30)");
+        }
+        let gateway = req
+            .gateway
+            .unwrap_or_else(|| subnet.hosts().next().expect("a /30 has hosts"));
+        if !subnet.contains(&gateway)
+            || gateway == subnet.network()
+            || gateway == subnet.broadcast()
+        {
+            bail!("gateway {gateway} is not a host address of {subnet}");
+        }
+        let mut inner = self.inner.lock().await;
+        for n in &inner.state.networks {
+            if n.name == req.name {
+                bail!("network {} already exists", n.name);
+            }
+            if n.vni == req.vni {
+                bail!("VNI {} is already used by network {}", n.vni, n.name);
+            }
+            if n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()) {
+                bail!("subnet {subnet} overlaps network {} ({})", n.name, n.subnet);
+            }
+        }
+        let net = Network {
+            name: req.name,
+            vni: req.vni,
+            subnet,
+            gateway,
+        };
+        inner.state.networks.push(net.clone());
+        inner.store.save(&inner.state)?;
+        info!(network = %net.name, vni = net.vni, subnet = %net.subnet, "network added");
+        Ok(net)
+    }
+
+    /// Defines a network on this node unless it is (lazy join). Tasks
+    /// starting at once may race to define it: the loser finds it there.
+    pub async fn join_network(&self, req: NetworkCreate) -> Result<()> {
+        let (name, vni) = (req.name.clone(), req.vni);
+        let have = |nets: Vec<Network>| nets.into_iter().find(|n| n.name == name);
+        let check = |n: Network| {
+            if n.vni == vni {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "network {} is defined on this node with VNI {}, not {vni}",
+                    n.name,
+                    n.vni,
+                ))
+            }
+        };
+        if let Some(n) = have(self.networks().await) {
+            return check(n);
+        }
+        match self.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match have(self.networks().await) {
+                Some(n) => check(n),
+                None => Err(e),
+            },
+        }
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<Network> {
+        let mut inner = self.inner.lock().await;
+        let Some(pos) = inner.state.networks.iter().position(|n| n.name == name) else {
+            bail!("no network named {name:?}");
+        };
+        let users: Vec<&str> = inner
+            .state
+            .endpoints
+            .iter()
+            .filter(|e| e.network == name)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !users.is_empty() {
+            bail!("network {name} is in use by endpoints {}", users.join(", "));
+        }
+        let net = inner.state.networks.remove(pos);
+        inner.store.save(&inner.state)?;
+        Ok(net)
+    }
+
+    pub async fn endpoints(&self) -> Vec<Endpoint> {
+        self.inner.lock().await.state.endpoints.clone()
+    }
+
+    /// Validates everything before touching the kernel, so a refused
+    /// request changes nothing.
+    pub async fn create_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
+        let mut inner = self.inner.lock().await;
+        let net = inner
+            .state
+            .networks
+            .iter()
+            .find(|n| n.name == req.network)
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "no network named {:?} (create it with `shoal debug network add`)",
+                    req.network
+                )
+            })?;
+        let (ip, prefix) = match req.ip.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (req.ip.as_str(), None),
+        };
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad IP address {:?}", req.ip))?;
+        let prefix_len = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .map_err(|_| anyhow::anyhow!("bad prefix length in {:?}", req.ip))?,
+            None => net.subnet.prefix_len(),
+        };
+        if prefix_len != net.subnet.prefix_len() {
+            bail!(
+                "{} does not have the prefix of network {} ({})",
+                req.ip,
+                net.name,
+                net.subnet
+            );
+        }
+        if !net.subnet.contains(&ip) {
+            bail!(
+                "{ip} is outside network {}'s subnet {}",
+                net.name,
+                net.subnet
+            );
+        }
+        if ip == net.subnet.network() || ip == net.subnet.broadcast() || ip == net.gateway {
+            bail!(
+                "{ip} is the network, broadcast or gateway address of {}",
+                net.subnet
+            );
+        }
+        if let Some(e) = inner
+            .state
+            .endpoints
+            .iter()
+            .find(|e| e.vni == net.vni && e.ip == ip)
+        {
+            bail!(
+                "{ip} is already used on network {} by endpoint {}",
+                net.name,
+                e.name
+            );
+        }
+        if let Some(e) = inner
+            .programmer
+            .last
+            .entries
+            .iter()
+            .find(|e| e.vni == net.vni && e.ip == ip)
+        {
+            bail!(
+                "{ip} is already used on network {} by an endpoint of node {}",
+                net.name,
+                e.node
+            );
+        }
+        let mac = match &req.mac {
+            Some(m) => parse_mac(m)?,
+            None => mac_from_ip(ip),
+        };
+        let name = req
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("ep-{}-{}", net.name, ip).replace('.', "-"));
+        valid_name("endpoint", &name)?;
+        if inner.state.endpoints.iter().any(|e| e.name == name) {
+            bail!("an endpoint named {name} already exists");
+        }
+        let (netns, owns_netns) = match &req.netns {
+            Some(path) => {
+                std::fs::File::open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot open network namespace {path}: {e}"))?;
+                (path.clone(), false)
+            }
+            None => {
+                let existed = NetNs::exists(&name);
+                NetNs::open_or_create(&name)?;
+                (
+                    NetNs::path_of(&name).to_string_lossy().into_owned(),
+                    !existed,
+                )
+            }
+        };
+        let ep = Endpoint {
+            host_if: endpoint::host_if_name(&net.name, ip),
+            name,
+            network: net.name.clone(),
+            vni: net.vni,
+            ip,
+            prefix_len,
+            mac: format_mac(&mac),
+            netns,
+            owns_netns,
+            node: self.info.node.clone(),
+            ifname: req
+                .ifname
+                .clone()
+                .unwrap_or_else(|| endpoint::EP_IFNAME.to_string()),
+            svc: req.svc.clone(),
+            default_route: req.default_route,
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        if let Err(e) = self.plumb(&mut inner, &ep).await {
+            self.unplumb(&mut inner, &ep).await;
+            return Err(e);
+        }
+        inner.state.endpoints.push(ep.clone());
+        inner.store.save(&inner.state)?;
+        drop(inner);
+        self.gossip.publish(ep.vni, ep.ip, &ep_record(&ep)).await;
+        self.changed.notify_one();
+        info!(endpoint = %ep.name, ip = %ep.ip, network = %ep.network, "endpoint created");
+        Ok(ep)
+    }
+
+    pub async fn remove_endpoint(&self, name: &str) -> Result<Endpoint> {
+        let mut inner = self.inner.lock().await;
+        let Some(pos) = inner.state.endpoints.iter().position(|e| e.name == name) else {
+            bail!("no endpoint named {name:?}");
+        };
+        let ep = inner.state.endpoints.remove(pos);
+        inner.store.save(&inner.state)?;
+        self.gossip.withdraw(ep.vni, ep.ip).await;
+        self.unplumb(&mut inner, &ep).await;
+        drop(inner);
+        self.changed.notify_one();
+        info!(endpoint = %ep.name, "endpoint removed");
+        Ok(ep)
+    }
+
+    /// Veth, namespace view, program and map entries of a local endpoint.
+    async fn plumb(&self, inner: &mut Inner, ep: &Endpoint) -> Result<()> {
+        let net = inner
+            .state
+            .networks
+            .iter()
+            .find(|n| n.name == ep.network)
+            .cloned()
+            .with_context(|| {
+                format!("endpoint {} names unknown network {}", ep.name, ep.network)
+            })?;
+        let hooks = inner.overlay.hooks();
+        let p = endpoint::ensure(&self.nl, ep, &net, self.mtu, hooks).await?;
+        inner.overlay.attach_endpoint(&ep.host_if)?;
+        let mac = parse_mac(&ep.mac)?;
+        inner.maps.set_iface(
+            p.host_ifindex,
+            IfaceValue {
+                vni: net.vni,
+                ip: ip_key(ep.ip),
+                gateway: ip_key(net.gateway),
+                prefix_len: net.subnet.prefix_len() as u32,
+                mac,
+                host_mac: p.host_mac,
+            },
+        )?;
+        inner.maps.upsert_endpoint(
+            net.vni,
+            ep.ip,
+            EpValue {
+                ifindex: p.host_ifindex,
+                vtep: 0,
+                mac,
+                flags: EP_F_LOCAL,
+            },
+        )?;
+        inner.maps.add_vni(net.vni)?;
+        Ok(())
+    }
+
+    /// Best effort: removes whatever of the endpoint exists.
+    async fn unplumb(&self, inner: &mut Inner, ep: &Endpoint) {
+        if let Ok(Some(idx)) = self.nl.link_index(&ep.host_if).await {
+            let _ = inner.maps.remove_iface(idx);
+        }
+        if inner
+            .maps
+            .endpoint(ep.vni, ep.ip)
+            .is_some_and(|v| v.flags & EP_F_LOCAL != 0)
+        {
+            let _ = inner.maps.remove_endpoint(ep.vni, ep.ip);
+        }
+        // Leave the network's VNI when its last local endpoint goes.
+        if !inner.state.endpoints.iter().any(|e| e.vni == ep.vni) {
+            let _ = inner.maps.remove_vni(ep.vni);
+        }
+        overlay::detach(inner.overlay.pin_dir(), &ep.host_if);
+        if let Err(e) = endpoint::remove(&self.nl, ep).await {
+            warn!(endpoint = %ep.name, "cleanup: {e:#}");
+        }
+    }
+}
