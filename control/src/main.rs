@@ -7,6 +7,7 @@ mod commands;
 mod control_port;
 mod gossip;
 mod lab;
+mod metrics;
 mod orchestrator;
 mod output;
 mod pki;

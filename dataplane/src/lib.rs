@@ -4,6 +4,7 @@
 
 pub mod ipvs;
 pub mod lb;
+pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod overlay;

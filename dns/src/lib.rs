@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 
 pub use forward::UpstreamView;
 pub use server::{Config, DnsServer, Serving};
-pub use stats::Stats;
+pub use stats::{LatencyStats, Stats, LATENCY_BOUNDS};
 
 /// What the cluster knows, as one client (a task) sees it.
 pub trait Records: Send + Sync + 'static {

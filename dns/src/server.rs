@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Header, Message, Metadata, ResponseCode};
 use hickory_server::net::runtime::Time;
@@ -24,7 +24,7 @@ use tracing::debug;
 
 use crate::answer::{decide, failure, Ctx, Verdict};
 use crate::forward::{UpstreamView, Upstreams};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Latency, LatencyStats, Stats};
 use crate::Records;
 
 #[derive(Clone, Debug)]
@@ -60,6 +60,9 @@ pub struct DnsServer {
     upstreams: Upstreams,
     inflight: Arc<Semaphore>,
     counters: Counters,
+    /// Answer times: from the cluster's records, and forwarded.
+    local_latency: Latency,
+    forward_latency: Latency,
 }
 
 /// A client's sockets being served; dropping it stops them.
@@ -96,11 +99,22 @@ impl DnsServer {
             upstreams: Upstreams::new(&cfg.upstreams, cfg.upstream_timeout),
             inflight: Arc::new(Semaphore::new(cfg.max_inflight)),
             counters: Counters::default(),
+            local_latency: Latency::default(),
+            forward_latency: Latency::default(),
         })
     }
 
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
+    }
+
+    /// Answer times: ("local", ...) from the cluster's records and
+    /// ("forwarded", ...) through an upstream.
+    pub fn latency(&self) -> [(&'static str, LatencyStats); 2] {
+        [
+            ("local", self.local_latency.snapshot()),
+            ("forwarded", self.forward_latency.snapshot()),
+        ]
     }
 
     pub fn upstreams(&self) -> Vec<UpstreamView> {
@@ -158,15 +172,17 @@ impl DnsServer {
                 Err(_) => continue,
             };
             Counters::bump(&self.counters.udp_queries);
+            let t0 = Instant::now();
             let raw = &buf[..n];
             match decide(&self.ctx(&client), raw, false) {
                 Verdict::Reply(b) => {
                     // Never wait on a full socket buffer: drop instead.
                     let _ = sock.try_send_to(&b, src);
+                    self.local_latency.observe(t0.elapsed());
                 }
                 Verdict::Drop => {}
                 Verdict::Forward => {
-                    if let Some(b) = self.start_forward(raw, src, &sock) {
+                    if let Some(b) = self.start_forward(raw, src, &sock, t0) {
                         let _ = sock.try_send_to(&b, src);
                     }
                 }
@@ -180,6 +196,7 @@ impl DnsServer {
         raw: &[u8],
         src: SocketAddr,
         sock: &Arc<UdpSocket>,
+        t0: Instant,
     ) -> Option<Vec<u8>> {
         if self.upstreams.is_empty() {
             Counters::bump(&self.counters.no_upstream);
@@ -200,6 +217,7 @@ impl DnsServer {
                 }
             };
             let _ = sock.send_to(&answer, src).await;
+            me.forward_latency.observe(t0.elapsed());
             drop(permit);
         });
         None
@@ -208,8 +226,12 @@ impl DnsServer {
     /// One query over TCP: the same decision, forwards over TCP.
     async fn tcp_answer(&self, client: &str, raw: &[u8]) -> Option<Vec<u8>> {
         Counters::bump(&self.counters.tcp_queries);
+        let t0 = Instant::now();
         match decide(&self.ctx(client), raw, true) {
-            Verdict::Reply(b) => Some(b),
+            Verdict::Reply(b) => {
+                self.local_latency.observe(t0.elapsed());
+                Some(b)
+            }
             Verdict::Drop => None,
             Verdict::Forward if self.upstreams.is_empty() => {
                 Counters::bump(&self.counters.no_upstream);
@@ -221,7 +243,9 @@ impl DnsServer {
                     return Some(failure(raw, ResponseCode::Refused));
                 };
                 Counters::bump(&self.counters.forwarded);
-                match self.upstreams.query(raw, true).await {
+                let answer = self.upstreams.query(raw, true).await;
+                self.forward_latency.observe(t0.elapsed());
+                match answer {
                     Some(a) => Some(a),
                     None => {
                         Counters::bump(&self.counters.forward_failed);

@@ -27,6 +27,7 @@
 #include "include/lb.h"
 #include "include/mesh.h"
 #include "include/xdp_fast.h"
+#include "include/events.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -60,9 +61,15 @@ static __always_inline int fib_to_vtep(void *ctx, const struct shoal_config *cfg
 
 /* ---- tc ---------------------------------------------------------------- */
 
-static __always_inline int tc_drop(__u32 reason)
+/* Every tc drop site has its packet in `skb`: counted, and reported to a
+ * listening monitor (events.h). */
+#define tc_drop(reason) tc_drop_ev(skb, reason)
+#define tc_trace(point) ev_tc(skb, EV_TRACE, point)
+
+static __always_inline int tc_drop_ev(struct __sk_buff *skb, __u32 reason)
 {
 	count_drop(reason);
+	ev_tc(skb, EV_DROP, reason);
 	return TC_ACT_SHOT;
 }
 
@@ -140,8 +147,10 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 		return tc_drop(DROP_ENCAP_FAILED);
 
 	rc = tc_route_out(skb, cfg, d->ep.vtep);
-	if (rc != TC_ACT_SHOT)
+	if (rc != TC_ACT_SHOT) {
 		count_stat(STAT_ENCAP);
+		tc_trace(TR_ENCAP);
+	}
 	return rc;
 }
 
@@ -153,6 +162,7 @@ static __always_inline int tc_mesh_out(struct __sk_buff *skb, __be32 client)
 
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
+	tc_trace(TR_MESH_REPLY);
 	return tc_route_out(skb, cfg, client);
 }
 
@@ -166,6 +176,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 
 	if (!ifc)
 		return tc_drop(DROP_NOT_CONFIGURED);
+	count_ep(ifindex, skb->len, 0);
 	/* Headers up to an ARP body or an IPv4 header must be linear. */
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -203,7 +214,9 @@ int shoal_ep_tc(struct __sk_buff *skb)
 			return tc_drop(DROP_TRUNCATED);
 		mac_copy(eth->h_dest, d.ep.mac);
 		count_stat(STAT_LOCAL);
+		tc_trace(TR_LOCAL);
 		lb_reverse(skb, d.vni);
+		count_ep(d.ep.ifindex, skb->len, 1);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
@@ -266,12 +279,15 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		case MESH_LOCAL: {
 			__u8 mac[6];
 
+			tc_trace(TR_MESH_ENTRY);
 			mac_copy(mac, d.ep.mac);
 			if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0))
 				return tc_drop(DROP_LB_REWRITE);
+			count_ep(d.ep.ifindex, skb->len, 1);
 			return bpf_redirect_peer(d.ep.ifindex, 0);
 		}
 		case MESH_REMOTE:
+			tc_trace(TR_MESH_ENTRY);
 			return tc_encap(skb, &d);
 		case MESH_DROP:
 			return tc_drop(reason);
@@ -299,6 +315,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		}
 		return tc_drop(d.reason);
 	}
+	tc_trace(TR_DECAP);
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, &outer_src, sizeof(outer_src)))
 		return tc_drop(DROP_TRUNCATED);
 
@@ -320,6 +337,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
 		return tc_drop(DROP_DECAP_FAILED);
 	count_stat(STAT_DECAP);
+	count_ep(d.ep.ifindex, skb->len, 1);
 	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
 		lb_reverse(skb, d.vni);
 		mesh_learn(skb, cfg, d.vni, outer_src);
@@ -330,9 +348,13 @@ int shoal_ul_tc(struct __sk_buff *skb)
 
 /* ---- XDP --------------------------------------------------------------- */
 
-static __always_inline int xdp_drop(__u32 reason)
+#define xdp_drop(reason) xdp_drop_ev(ctx, reason)
+#define xdp_trace(point) ev_xdp(ctx, EV_TRACE, point)
+
+static __always_inline int xdp_drop_ev(struct xdp_md *ctx, __u32 reason)
 {
 	count_drop(reason);
+	ev_xdp(ctx, EV_DROP, reason);
 	return XDP_DROP;
 }
 
@@ -366,6 +388,7 @@ static __always_inline int xdp_encap(struct xdp_md *ctx, struct decision *d)
 		mac_copy(eth->h_dest, p.dmac);
 		mac_copy(eth->h_source, p.smac);
 		count_stat(STAT_ENCAP);
+		xdp_trace(TR_ENCAP);
 		return bpf_redirect(p.ifindex, 0);
 	}
 	/* XDP cannot queue a packet while ARP resolves; the agent keeps the
@@ -409,9 +432,13 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 			return xdp_drop(DROP_TRUNCATED);
 		mac_copy(eth->h_dest, d.ep.mac);
 		count_stat(STAT_LOCAL);
+		xdp_trace(TR_LOCAL);
+		count_ep(ifindex, data_end - data, 0);
+		count_ep(d.ep.ifindex, data_end - data, 1);
 		return bpf_redirect(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
+		count_ep(ifindex, data_end - data, 0);
 		return xdp_encap(ctx, &d);
 	case D_PASS:
 		/* Off the subnet (a mesh reply, or the kernel's): tc decides. */
@@ -460,8 +487,11 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 			if ((void *)(eth + 1) > data_end)
 				return xdp_drop(DROP_TRUNCATED);
 			mac_copy(eth->h_dest, d.ep.mac);
+			count_ep(d.ep.ifindex, data_end - data, 1);
+			xdp_trace(TR_MESH_ENTRY);
 			return bpf_redirect(d.ep.ifindex, 0);
 		case MESH_REMOTE:
+			xdp_trace(TR_MESH_ENTRY);
 			return xdp_encap(ctx, &d);
 		case MESH_DROP:
 			return xdp_drop(reason);
@@ -487,6 +517,7 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 		if (!iip || xdp_needs_tc(cfg, d.vni, iip, data_end, 0))
 			return xdp_to_tc();
 	}
+	xdp_trace(TR_DECAP);
 	if (bpf_xdp_adjust_head(ctx, d.inner_off))
 		return xdp_drop(DROP_DECAP_FAILED);
 	data = (void *)(long)ctx->data;
@@ -496,6 +527,7 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 		return xdp_drop(DROP_TRUNCATED);
 	mac_copy(eth->h_dest, d.ep.mac);
 	count_stat(STAT_DECAP);
+	count_ep(d.ep.ifindex, data_end - data, 1);
 	return bpf_redirect(d.ep.ifindex, 0);
 }
 

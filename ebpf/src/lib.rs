@@ -36,9 +36,12 @@ pub mod map {
     pub const MESH_PORTS: &str = "shoal_mesh_ports";
     pub const MESH_CT: &str = "shoal_mesh_ct";
     pub const MESH_REV: &str = "shoal_mesh_rev";
+    pub const EP_TRAFFIC: &str = "shoal_ep_traffic";
+    pub const MONITOR: &str = "shoal_monitor";
+    pub const EVENTS: &str = "shoal_events";
     pub const ALL: &[&str] = &[
         ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS, SERVICES, MAGLEV, BACKENDS, CT, RCT,
-        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV,
+        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV, EP_TRAFFIC, MONITOR, EVENTS,
     ];
 }
 
@@ -181,6 +184,16 @@ pub struct LbStatValue {
     pub bytes: u64,
 }
 
+/// `struct ep_traffic`: what one endpoint sent and received (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EpTraffic {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
 /// `struct mesh_port_key`: a published port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -237,6 +250,67 @@ unsafe impl aya::Pod for LbStatValue {}
 unsafe impl aya::Pod for MeshPortKey {}
 unsafe impl aya::Pod for MeshPortValue {}
 unsafe impl aya::Pod for MeshRevValue {}
+unsafe impl aya::Pod for EpTraffic {}
+unsafe impl aya::Pod for MonitorCfg {}
+
+/// `struct monitor_cfg`: what the datapath reports (events.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MonitorCfg {
+    pub flags: u32,
+    pub trace_every: u32,
+}
+
+pub const MON_DROPS: u32 = 1;
+pub const MON_TRACES: u32 = 2;
+pub const EV_DROP: u16 = 1;
+pub const EV_TRACE: u16 = 2;
+
+/// `struct shoal_event`: one drop or trace, as the ring buffer carries it.
+/// Addresses and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub kind: u16,
+    pub code: u16,
+    pub len: u32,
+    pub vni: u32,
+    pub vtep: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub hook: u8,
+    pub pad: [u8; 2],
+}
+
+impl Event {
+    /// An event from the ring buffer's bytes (None: too short).
+    pub fn parse(b: &[u8]) -> Option<Event> {
+        if b.len() < std::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: Event is plain old data (repr(C), integers only) and
+        // the slice holds at least its size; read_unaligned copes with
+        // any alignment.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Event) })
+    }
+}
+
+/// `enum shoal_trace_point`.
+pub fn trace_label(code: u16) -> &'static str {
+    match code {
+        1 => "encap",
+        2 => "decap",
+        3 => "local",
+        4 => "mesh_entry",
+        5 => "mesh_reply",
+        _ => "unknown",
+    }
+}
 
 macro_rules! counters {
     ($(#[$m:meta])* $name:ident { $($var:ident = $label:literal),* $(,)? }) => {
@@ -313,6 +387,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<Config>(), 28);
         assert_eq!(std::mem::size_of::<MeshPortKey>(), 4);
         assert_eq!(std::mem::size_of::<LbStatValue>(), 16);
+        assert_eq!(std::mem::size_of::<EpTraffic>(), 32);
+        assert_eq!(std::mem::size_of::<Event>(), 48);
+        assert_eq!(std::mem::size_of::<MonitorCfg>(), 8);
         assert_eq!(std::mem::size_of::<MeshPortValue>(), 12);
         assert_eq!(std::mem::size_of::<MeshRevValue>(), 12);
         assert_eq!(std::mem::size_of::<SvcKey>(), 8);

@@ -351,6 +351,7 @@ impl Agent {
     async fn unplumb(&self, inner: &mut Inner, ep: &Endpoint) {
         if let Ok(Some(idx)) = self.nl.link_index(&ep.host_if).await {
             let _ = inner.maps.remove_iface(idx);
+            inner.maps.forget_endpoint_traffic(idx);
         }
         if inner
             .maps

@@ -10,6 +10,7 @@ pub mod lb;
 mod local_table;
 pub mod mesh;
 pub mod mesh_local;
+mod scrape;
 mod service;
 pub mod store;
 mod swarm;
@@ -71,6 +72,8 @@ pub struct AgentConfig {
     pub maglev_size: u32,
     /// The VIP balancer (`auto`: eBPF).
     pub lb: lb::LbMode,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -255,6 +258,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 
     let sync_task = tokio::spawn(service::sync_loop(agent.clone()));
     tokio::spawn(agent.clone().tasks_loop());
+    if let Some(addr) = cfg.metrics_addr {
+        crate::metrics::serve(agent.clone(), addr).await?;
+    }
     let listener = crate::api::server::bind(&cfg.socket)?;
     let shutdown = Arc::new(Notify::new());
     let server = tokio::spawn(crate::api::server::serve(

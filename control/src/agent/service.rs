@@ -213,6 +213,15 @@ impl Agent {
         Ok(())
     }
 
+    /// Every service record the node knows (gossip and its own), with
+    /// its network's VNI.
+    pub async fn service_records(&self) -> Vec<(u32, crate::gossip::table::SvcRecord)> {
+        let inner = self.inner.lock().await;
+        task_records(&inner.state, &inner.programmer.last)
+            .map(|(vni, _, r)| (vni, r.clone()))
+            .collect()
+    }
+
     pub async fn gossip_view(&self) -> GossipView {
         let members = self.gossip.members().await;
         let inner = self.inner.lock().await;

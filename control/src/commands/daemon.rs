@@ -80,6 +80,10 @@ pub struct DaemonArgs {
     /// (Docker's scheme; needs a kernel with IP_VS). auto = ebpf.
     #[arg(long, value_enum, default_value_t = crate::agent::lb::LbMode::Auto)]
     pub lb: crate::agent::lb::LbMode,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT defaults
+    /// to 9323, Docker's metrics port). Off unless given.
+    #[arg(long, value_name = "ADDR[:PORT]", value_parser = crate::metrics::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -141,6 +145,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         dns_max_forwards: a.dns_max_forwards,
         maglev_size: a.maglev_size,
         lb: a.lb,
+        metrics_addr: a.metrics_addr,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

@@ -64,6 +64,9 @@ pub enum DebugCmd {
         #[arg(long)]
         task: Option<String>,
     },
+    /// The datapath's events live: drops with their reason and traces of
+    /// forwarded packets (encap, decap, local, mesh entry and reply).
+    Monitor(super::debug_monitor::MonitorArgs),
     /// The VIP balancer: services, backends' Maglev shares, conntrack,
     /// counters (from the pinned maps).
     Lb {
@@ -198,6 +201,21 @@ pub fn run(a: DebugArgs) -> Result<()> {
         DebugCmd::Lb { vip, client } => {
             return super::debug_lb::run(&t.pins, &t.socket, *vip, *client, a.format)
         }
+        DebugCmd::Monitor(m) => {
+            let node = a.node.clone().unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            return super::debug_monitor::run(
+                &t.pins,
+                &t.socket,
+                t.netns.as_deref(),
+                &node,
+                m,
+                a.format,
+            );
+        }
         DebugCmd::ScheduleSim { .. } => unreachable!("handled before the target"),
         _ => {}
     }
@@ -275,6 +293,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         | DebugCmd::Raft
         | DebugCmd::Dns { .. }
         | DebugCmd::Lb { .. }
+        | DebugCmd::Monitor(_)
         | DebugCmd::ScheduleSim { .. } => {
             unreachable!("handled above")
         }

@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod debug;
 pub mod debug_dns;
 pub mod debug_lb;
+pub mod debug_monitor;
 pub mod endpoint;
 pub mod lab;
 pub mod network;
@@ -55,11 +56,44 @@ pub enum Cmd {
     Lab(lab::LabCmd),
     /// Look into (and poke) a node's dataplane.
     Debug(debug::DebugArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) for `shoal`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) of `shoal`, or with --dir write one page
+    /// per subcommand there (shoal.1, shoal-service.1, ...).
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `shoal completions SHELL`.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "shoal", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `shoal man`: generated from the CLI definition, so it never drifts.
+fn man(dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            clap_mangen::generate_to(cmd, &d)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Daemon(a) => daemon::run(a),
+        Cmd::Completions { shell } => completions(shell),
+        Cmd::Man { dir } => man(dir),
         Cmd::Endpoint(a) => endpoint::run(a),
         Cmd::Lab(c) => lab::run(c),
         Cmd::Swarm(a) => swarm::run(a),

@@ -70,6 +70,9 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         // Lab traffic stays in the lab: no forwarding to the host's
         // resolvers unless `--daemon-arg --dns=IP` names one inside it.
         .args(["--dns", "none"])
+        // Docker's metrics port, on the node's underlay address.
+        .arg("--metrics-addr")
+        .arg(node.underlay_ip.to_string())
         .args(&lab.daemon_args)
         .env(
             "RUST_LOG",

@@ -142,7 +142,19 @@ pub struct Manager {
     state: Arc<RwLock<ClusterState>>,
     tls: Arc<ClientConfig>,
     mem: Arc<LeaderMemory>,
+    /// Leader changes seen since start (metrics).
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the metrics endpoint reports of a manager's Raft.
+#[derive(Clone, Debug, Default)]
+pub struct RaftMetricsView {
+    pub term: u64,
+    pub is_leader: bool,
+    /// Log entries held but not applied yet.
+    pub commit_lag: u64,
+    pub leader_changes: u64,
 }
 
 /// Raft timing for managers on one LAN. openraft's followers refuse votes
@@ -213,6 +225,21 @@ impl Manager {
             mem.clone(),
             node_id.to_string(),
         ));
+        let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = leader_changes.clone();
+        let mut rx = raft.metrics();
+        let leaders = tokio::spawn(async move {
+            let mut last = rx.borrow().current_leader;
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow().current_leader;
+                if now.is_some() && now != last {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                if now.is_some() {
+                    last = now;
+                }
+            }
+        });
         Ok(Self {
             id,
             node_id: node_id.to_string(),
@@ -221,7 +248,8 @@ impl Manager {
             state,
             tls,
             mem,
-            tasks: vec![server, watch],
+            leader_changes,
+            tasks: vec![server, watch, leaders],
         })
     }
 
@@ -359,6 +387,20 @@ impl Manager {
             .membership()
             .voter_ids()
             .collect()
+    }
+
+    pub fn raft_metrics(&self) -> RaftMetricsView {
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or_default();
+        let applied = m.last_applied.map(|l| l.index).unwrap_or_default();
+        RaftMetricsView {
+            term: m.current_term,
+            is_leader: m.current_leader == Some(self.id),
+            commit_lag: last.saturating_sub(applied),
+            leader_changes: self
+                .leader_changes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// What `shoal debug raft` shows.

@@ -21,6 +21,7 @@ pub struct LbMaps {
     maglev: HashMap<MapData, SvcKey, MaglevValue>,
     backends: HashMap<MapData, BackendKey, u32>,
     ct: HashMap<MapData, CtKey, CtValue>,
+    rct: HashMap<MapData, CtKey, CtValue>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
@@ -74,6 +75,8 @@ impl LbMaps {
                 .map_err(|e| Error::bpf("map shoal_backends", e))?,
             ct: HashMap::try_from(Map::LruHashMap(hash(map::CT)?))
                 .map_err(|e| Error::bpf("map shoal_ct", e))?,
+            rct: HashMap::try_from(Map::LruHashMap(hash(map::RCT)?))
+                .map_err(|e| Error::bpf("map shoal_rct", e))?,
         })
     }
 
@@ -161,6 +164,17 @@ impl LbMaps {
     }
 
     /// Packets and bytes each service sent each backend (summed over CPUs).
+    /// Size of each conntrack table (`SHOAL_CT_MAX` in lb.h).
+    pub const CT_CAPACITY: u64 = 262_144;
+
+    /// Entries in the conntrack tables now: (flows, reverse entries).
+    pub fn conntrack_entries(&self) -> (u64, u64) {
+        (
+            self.ct.keys().filter(|k| k.is_ok()).count() as u64,
+            self.rct.keys().filter(|k| k.is_ok()).count() as u64,
+        )
+    }
+
     pub fn counters(&self) -> Vec<LbCounter> {
         let mut out: Vec<LbCounter> = self
             .stats

@@ -106,6 +106,17 @@ impl MeshMaps {
     }
 
     /// Flows that entered through this node (its mesh conntrack).
+    /// Size of each mesh conntrack table (`SHOAL_MESH_CT_MAX` in mesh.h).
+    pub const CT_CAPACITY: u64 = 262_144;
+
+    /// Entries in the mesh's tables now: (flows entered here, return paths).
+    pub fn conntrack_entries(&self) -> (u64, u64) {
+        (
+            self.ct.keys().filter(|k| k.is_ok()).count() as u64,
+            self.rev.keys().filter(|k| k.is_ok()).count() as u64,
+        )
+    }
+
     pub fn flows(&self) -> Vec<MeshFlow> {
         let mut out: Vec<MeshFlow> = self
             .ct

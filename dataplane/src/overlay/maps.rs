@@ -5,9 +5,9 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use serde::{Deserialize, Serialize};
-use shoal_ebpf::{map, Config, DropReason, EpKey, EpValue, IfaceValue, Stat, VniValue};
+use shoal_ebpf::{map, Config, DropReason, EpKey, EpTraffic, EpValue, IfaceValue, Stat, VniValue};
 
 use crate::Error;
 
@@ -19,6 +19,7 @@ pub struct Maps {
     config: Array<MapData, Config>,
     drops: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
+    ep_traffic: PerCpuHashMap<MapData, u32, EpTraffic>,
 }
 
 fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
@@ -90,6 +91,7 @@ impl Maps {
             config: typed!(Array, dir, map::CONFIG),
             drops: typed!(PerCpuArray, dir, map::DROPS),
             stats: typed!(PerCpuArray, dir, map::STATS),
+            ep_traffic: typed!(PerCpuHashMap, dir, map::EP_TRAFFIC),
         })
     }
 
@@ -179,6 +181,30 @@ impl Maps {
         let mut v: Vec<u32> = self.vnis.keys().filter_map(|r| r.ok()).collect();
         v.sort();
         v
+    }
+
+    /// Each endpoint's traffic (by its host-side veth's ifindex), summed
+    /// over CPUs.
+    pub fn endpoint_traffic(&self) -> std::collections::HashMap<u32, EpTraffic> {
+        self.ep_traffic
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, per_cpu)| {
+                let mut t = EpTraffic::default();
+                for v in per_cpu.iter() {
+                    t.tx_packets += v.tx_packets;
+                    t.tx_bytes += v.tx_bytes;
+                    t.rx_packets += v.rx_packets;
+                    t.rx_bytes += v.rx_bytes;
+                }
+                (k, t)
+            })
+            .collect()
+    }
+
+    /// Drops a gone endpoint's counters (its ifindex may come back).
+    pub fn forget_endpoint_traffic(&mut self, ifindex: u32) {
+        let _ = removed(self.ep_traffic.remove(&ifindex));
     }
 
     pub fn counters(&self) -> Counters {

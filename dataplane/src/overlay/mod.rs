@@ -9,6 +9,8 @@
 //! ```
 
 #[cfg(test)]
+mod events_tests;
+#[cfg(test)]
 mod lb_tests;
 mod maps;
 #[cfg(test)]

@@ -63,6 +63,46 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_stats SEC(".maps");
 
+/* What one local endpoint (its host-side veth's ifindex) sent and what was
+ * delivered to it, for metrics. */
+struct ep_traffic {
+	__u64 tx_packets;
+	__u64 tx_bytes;
+	__u64 rx_packets;
+	__u64 rx_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct ep_traffic);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_ep_traffic SEC(".maps");
+
+/* rx: delivered to the endpoint behind `ifindex`; else sent by it. Only
+ * for configured endpoints (the callers know them). */
+static __always_inline void count_ep(__u32 ifindex, __u32 len, int rx)
+{
+	struct ep_traffic *t = bpf_map_lookup_elem(&shoal_ep_traffic, &ifindex);
+
+	if (!t) {
+		struct ep_traffic zero = {};
+
+		bpf_map_update_elem(&shoal_ep_traffic, &ifindex, &zero, BPF_NOEXIST);
+		t = bpf_map_lookup_elem(&shoal_ep_traffic, &ifindex);
+		if (!t)
+			return;
+	}
+	if (rx) {
+		t->rx_packets++;
+		t->rx_bytes += len;
+	} else {
+		t->tx_packets++;
+		t->tx_bytes += len;
+	}
+}
+
 static __always_inline void count_drop(__u32 reason)
 {
 	__u64 *c = bpf_map_lookup_elem(&shoal_drops, &reason);

@@ -1,0 +1,314 @@
+//! A scrape's values in the Prometheus/OpenMetrics text format, through
+//! prometheus-client: the values are read fresh at each scrape (the
+//! dataplane's counters live in BPF maps, the rest in the agent), so they
+//! go out through a `Collector` as constant metrics rather than as
+//! instruments the hot paths would have to bump twice.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::Snapshot;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A metric family: one name, many label sets.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    rows: impl IntoIterator<Item = (Labels, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut rows = rows.into_iter().peekable();
+    let Some((_, first)) = rows.peek() else {
+        return Ok(());
+    };
+    let mut m = enc.encode_descriptor(name, help, unit, first.metric_type())?;
+    for (l, v) in rows {
+        v.encode(m.encode_family(&l)?)?;
+    }
+    Ok(())
+}
+
+fn counter(v: u64) -> ConstCounter<u64> {
+    ConstCounter::new(v)
+}
+
+fn gauge(v: i64) -> ConstGauge<i64> {
+    ConstGauge::new(v)
+}
+
+/// A histogram from cumulative bucket counts (prometheus-client's own
+/// Histogram is an instrument; this one is read from the DNS server's).
+#[derive(Debug)]
+struct ConstHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound, cumulative count), ending with +Inf.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for ConstHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            self.count,
+            &self.buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut enc;
+        family(
+            e,
+            "shoal_dataplane_forwarded_packets",
+            "Packets the eBPF dataplane forwarded, by action (encap, decap, local, lb_dnat, mesh_entry, ...).",
+            None,
+            self.forwarded
+                .iter()
+                .map(|(a, v)| (labels(&[("action", a)]), counter(*v))),
+        )?;
+        family(
+            e,
+            "shoal_dataplane_drops",
+            "Packets the eBPF dataplane dropped, by reason.",
+            None,
+            self.drops
+                .iter()
+                .map(|(r, v)| (labels(&[("reason", r)]), counter(*v))),
+        )?;
+        family(
+            e,
+            "shoal_endpoint_packets",
+            "Packets each local endpoint sent (tx) and was delivered (rx).",
+            None,
+            self.endpoints.iter().flat_map(|ep| {
+                [("tx", ep.tx_packets), ("rx", ep.rx_packets)].map(|(d, v)| {
+                    (
+                        labels(&[
+                            ("endpoint", &ep.name),
+                            ("network", &ep.network),
+                            ("direction", d),
+                        ]),
+                        counter(v),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "shoal_endpoint",
+            "Bytes each local endpoint sent (tx) and was delivered (rx).",
+            Some(&Unit::Bytes),
+            self.endpoints.iter().flat_map(|ep| {
+                [("tx", ep.tx_bytes), ("rx", ep.rx_bytes)].map(|(d, v)| {
+                    (
+                        labels(&[
+                            ("endpoint", &ep.name),
+                            ("network", &ep.network),
+                            ("direction", d),
+                        ]),
+                        counter(v),
+                    )
+                })
+            }),
+        )?;
+        let backend_labels = |b: &super::BackendCount| {
+            labels(&[
+                ("service", &b.service),
+                ("vip", &b.vip),
+                ("backend", &b.backend),
+            ])
+        };
+        family(
+            e,
+            "shoal_service_packets",
+            "Packets this node's balancer sent to each backend of each service (VIP and routing mesh).",
+            None,
+            self.backends
+                .iter()
+                .map(|b| (backend_labels(b), counter(b.packets))),
+        )?;
+        family(
+            e,
+            "shoal_service",
+            "Bytes this node's balancer sent to each backend of each service.",
+            Some(&Unit::Bytes),
+            self.backends
+                .iter()
+                .map(|b| (backend_labels(b), counter(b.bytes))),
+        )?;
+        family(
+            e,
+            "shoal_conntrack_entries",
+            "Entries in each connection-tracking table.",
+            None,
+            self.conntrack
+                .iter()
+                .map(|(t, n, _)| (labels(&[("table", t)]), gauge(*n as i64))),
+        )?;
+        family(
+            e,
+            "shoal_conntrack_capacity_entries",
+            "Size of each connection-tracking table (LRU: the oldest entries go when full).",
+            None,
+            self.conntrack
+                .iter()
+                .map(|(t, _, c)| (labels(&[("table", t)]), gauge(*c as i64))),
+        )?;
+        family(
+            e,
+            "shoal_maglev_table_slots",
+            "Slots of each service's Maglev table on this node.",
+            None,
+            self.maglev
+                .iter()
+                .map(|(s, m, _)| (labels(&[("vip", s)]), gauge(*m as i64))),
+        )?;
+        family(
+            e,
+            "shoal_service_backends",
+            "Healthy backends in each service's Maglev table on this node.",
+            None,
+            self.maglev
+                .iter()
+                .map(|(s, _, n)| (labels(&[("vip", s)]), gauge(*n as i64))),
+        )?;
+        family(
+            e,
+            "shoal_gossip_members",
+            "Nodes this node's gossip knows, by state (alive, dead).",
+            None,
+            self.gossip_members
+                .iter()
+                .map(|(s, n)| (labels(&[("state", s)]), gauge(*n as i64))),
+        )?;
+        family(
+            e,
+            "shoal_gossip_heartbeat_age_max",
+            "Age of the stalest live peer's last heartbeat: how far the gossip view may lag.",
+            Some(&Unit::Seconds),
+            [(labels(&[]), ConstGauge::new(self.gossip_max_age_s))],
+        )?;
+        if let Some(r) = &self.raft {
+            family(
+                e,
+                "shoal_raft_term",
+                "Current Raft term of this manager.",
+                None,
+                [(labels(&[]), gauge(r.term as i64))],
+            )?;
+            family(
+                e,
+                "shoal_raft_is_leader",
+                "1 while this manager is the Raft leader.",
+                None,
+                [(labels(&[]), gauge(r.is_leader as i64))],
+            )?;
+            family(
+                e,
+                "shoal_raft_commit_lag_entries",
+                "Log entries this manager holds but has not applied yet.",
+                None,
+                [(labels(&[]), gauge(r.commit_lag as i64))],
+            )?;
+            family(
+                e,
+                "shoal_raft_leader_changes",
+                "Leader changes this manager has seen since it started.",
+                None,
+                [(labels(&[]), counter(r.leader_changes))],
+            )?;
+        }
+        let d = &self.dns;
+        family(
+            e,
+            "shoal_dns_queries",
+            "Queries the embedded DNS server answered, by result.",
+            None,
+            [
+                ("local", d.local_answers),
+                ("nodata", d.nodata),
+                ("forwarded", d.forwarded),
+                ("forward_failed", d.forward_failed),
+                ("no_upstream", d.no_upstream),
+                ("refused_overload", d.refused_overload),
+                ("refused_class", d.refused_class),
+                ("formerr", d.formerr),
+                ("notimp", d.notimp),
+                ("dropped", d.dropped),
+            ]
+            .map(|(r, v)| (labels(&[("result", r)]), counter(v))),
+        )?;
+        family(
+            e,
+            "shoal_dns_query_duration",
+            "Time to answer a query, answered from the cluster's records (local) or by an upstream (forwarded).",
+            Some(&Unit::Seconds),
+            self.dns_latency.iter().map(|(source, h)| {
+                let mut cum = 0;
+                let mut buckets: Vec<(f64, u64)> = h
+                    .bounds
+                    .iter()
+                    .zip(&h.buckets)
+                    .map(|(b, n)| {
+                        cum += n;
+                        (*b, cum)
+                    })
+                    .collect();
+                buckets.push((f64::INFINITY, h.count));
+                (
+                    labels(&[("source", source)]),
+                    ConstHistogram {
+                        sum: h.sum_seconds,
+                        count: h.count,
+                        buckets,
+                    },
+                )
+            }),
+        )?;
+        family(
+            e,
+            "shoal_tasks",
+            "Tasks on this node by state.",
+            None,
+            self.tasks
+                .iter()
+                .map(|(s, n)| (labels(&[("state", s)]), gauge(*n as i64))),
+        )?;
+        Ok(())
+    }
+}
+
+/// The text exposition of one scrape.
+pub fn render(s: Snapshot) -> String {
+    let mut reg = Registry::with_labels(
+        [(
+            std::borrow::Cow::Borrowed("node"),
+            std::borrow::Cow::Owned(s.node.clone()),
+        )]
+        .into_iter(),
+    );
+    reg.register_collector(Box::new(s));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg).expect("writing to a String");
+    out
+}

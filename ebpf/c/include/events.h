@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Datapath events for `shoal debug monitor`: drops (with their reason) and
+ * traces of forwarded packets (encap, decap, local delivery, the mesh's
+ * entry and reply), through a ring buffer.
+ *
+ * Off unless someone listens: every drop and trace point first reads one
+ * word of `shoal_monitor` (set by the monitor while it runs), so the fast
+ * path pays one array lookup. Traces can be sampled (1 in trace_every).
+ */
+#ifndef SHOAL_EVENTS_H
+#define SHOAL_EVENTS_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "shoal.h"
+#include "maps.h"
+
+#define MON_DROPS 1
+#define MON_TRACES 2
+
+enum shoal_event_kind {
+	EV_DROP = 1,
+	EV_TRACE = 2,
+};
+
+enum shoal_trace_point {
+	TR_ENCAP = 1,      /* sent to a remote VTEP (the packet as encapsulated) */
+	TR_DECAP,          /* arrived from a VTEP for a local endpoint (before decap) */
+	TR_LOCAL,          /* endpoint to endpoint on this node */
+	TR_MESH_ENTRY,     /* a client's packet to a published port, sent to its backend */
+	TR_MESH_REPLY,     /* a backend's reply leaving for the client */
+};
+
+struct monitor_cfg {
+	__u32 flags;       /* MON_DROPS | MON_TRACES */
+	__u32 trace_every; /* sample 1 trace in N (0, 1: all) */
+};
+
+/* One event; the 5-tuple is the inner one for VXLAN (vni, vtep set). */
+struct shoal_event {
+	__u64 ts_ns;       /* bpf_ktime_get_ns */
+	__u32 ifindex;
+	__u16 kind;
+	__u16 code;        /* drop reason or trace point */
+	__u32 len;
+	__u32 vni;
+	__be32 vtep;       /* outer source of a VXLAN packet */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 hook;         /* 0 tc, 1 xdp */
+	__u8 pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct monitor_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_monitor SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_events SEC(".maps");
+
+static __always_inline int ev_load(void *ctx, int xdp, __u32 off, void *to, __u32 len)
+{
+	if (xdp)
+		return bpf_xdp_load_bytes(ctx, off, to, len);
+	return bpf_skb_load_bytes(ctx, off, to, len);
+}
+
+/* The IPv4 header at `off` and its ports into e; its header length, or 0. */
+static __always_inline __u32 ev_ip(void *ctx, int xdp, __u32 off, struct shoal_event *e)
+{
+	struct iphdr ip;
+	__be16 ports[2];
+	__u32 ihl;
+
+	if (ev_load(ctx, xdp, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+		return 0;
+	e->saddr = ip.saddr;
+	e->daddr = ip.daddr;
+	e->proto = ip.protocol;
+	e->sport = 0;
+	e->dport = 0;
+	ihl = ip.ihl * 4;
+	if ((ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) &&
+	    !(ip.frag_off & bpf_htons(IP_OFFSET)) &&
+	    !ev_load(ctx, xdp, off + ihl, ports, sizeof(ports))) {
+		e->sport = ports[0];
+		e->dport = ports[1];
+	}
+	return ihl;
+}
+
+static __always_inline void ev_emit(void *ctx, int xdp, __u16 kind, __u16 code, __u32 ifindex,
+				    __u32 len)
+{
+	struct shoal_config *cfg = get_config();
+	struct monitor_cfg *m;
+	struct shoal_event e = {};
+	__be16 proto;
+	__u32 zero = 0, ihl;
+
+	m = bpf_map_lookup_elem(&shoal_monitor, &zero);
+	if (!m || !(m->flags & (kind == EV_DROP ? MON_DROPS : MON_TRACES)))
+		return;
+	if (kind == EV_TRACE && m->trace_every > 1 && bpf_get_prandom_u32() % m->trace_every)
+		return;
+	e.ts_ns = bpf_ktime_get_ns();
+	e.ifindex = ifindex;
+	e.kind = kind;
+	e.code = code;
+	e.len = len;
+	e.hook = xdp;
+	if (!ev_load(ctx, xdp, 12, &proto, sizeof(proto)) && proto == bpf_htons(ETH_P_IP)) {
+		ihl = ev_ip(ctx, xdp, ETH_HLEN, &e);
+		/* VXLAN: the network and the inner flow are what matter. */
+		if (ihl && cfg && e.proto == IPPROTO_UDP && e.dport == cfg->vxlan_port) {
+			__u8 vx[8];
+			__u32 in = ETH_HLEN + ihl + 8;
+
+			if (!ev_load(ctx, xdp, in, vx, sizeof(vx))) {
+				e.vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+				e.vtep = e.saddr;
+				if (!ev_load(ctx, xdp, in + 8 + 12, &proto, sizeof(proto)) &&
+				    proto == bpf_htons(ETH_P_IP))
+					ev_ip(ctx, xdp, in + 8 + ETH_HLEN, &e);
+			}
+		}
+	}
+	bpf_ringbuf_output(&shoal_events, &e, sizeof(e), 0);
+}
+
+/* One copy of the event code per hook, called (not inlined) from every
+ * drop and trace site: keeps the programs small for the verifier. */
+static __attribute__((noinline)) void ev_tc(struct __sk_buff *skb, __u16 kind, __u16 code)
+{
+	if (!skb)
+		return;
+	ev_emit(skb, 0, kind, code, skb->ifindex, skb->len);
+}
+
+static __attribute__((noinline)) void ev_xdp(struct xdp_md *ctx, __u16 kind, __u16 code)
+{
+	if (!ctx)
+		return;
+	ev_emit(ctx, 1, kind, code, ctx->ingress_ifindex, ctx->data_end - ctx->data);
+}
+
+#endif

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds target/debian/shoal_VERSION_amd64.deb: the binary, the systemd unit,
+# its default options (/etc/default/shoal), shell completions and man pages
+# generated from the CLI. `cargo deb` builds the same package from
+# [package.metadata.deb] in control/Cargo.toml when cargo-deb is installed;
+# this script needs only dpkg-deb (an apt package), which every Debian has.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The whole workspace, as the tests build it (one feature resolution: no
+# rebuild when it is already built).
+cargo build --release --workspace --quiet
+bin=target/release/shoal
+version="$("$bin" --version | awk '{print $2}')"
+root="$(mktemp -d)"
+trap 'rm -rf "$root"' EXIT
+
+install -Dm755 "$bin" "$root/usr/bin/shoal"
+strip "$root/usr/bin/shoal" 2>/dev/null || true
+install -Dm644 packaging/shoal.service "$root/lib/systemd/system/shoal.service"
+install -Dm644 packaging/shoal.default "$root/etc/default/shoal"
+"$bin" completions bash | install -Dm644 /dev/stdin "$root/usr/share/bash-completion/completions/shoal"
+"$bin" completions zsh | install -Dm644 /dev/stdin "$root/usr/share/zsh/vendor-completions/_shoal"
+"$bin" completions fish | install -Dm644 /dev/stdin "$root/usr/share/fish/vendor_completions.d/shoal.fish"
+mkdir -p "$root/usr/share/man/man1"
+"$bin" man --dir "$root/usr/share/man/man1"
+gzip -9n "$root"/usr/share/man/man1/*.1
+install -Dm644 README.md "$root/usr/share/doc/shoal/README.md"
+
+mkdir -p "$root/DEBIAN"
+size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
+cat >"$root/DEBIAN/control" <<CONTROL
+Package: shoal
+Version: $version
+Architecture: amd64
+Maintainer: Shoal developers <shoal@example.org>
+Installed-Size: $size
+Depends: libc6, iproute2
+Recommends: nftables, ipvsadm
+Section: net
+Priority: optional
+Description: Docker Swarm mode networking on an eBPF dataplane
+ One binary: the node daemon (VXLAN overlays in eBPF, gossip, embedded DNS,
+ VIP load balancing, the ingress routing mesh that keeps client addresses,
+ Raft-backed orchestration), a Docker-like CLI, a debug CLI and a lab.
+CONTROL
+echo "/etc/default/shoal" >"$root/DEBIAN/conffiles"
+
+mkdir -p target/debian
+out="target/debian/shoal_${version}_amd64.deb"
+dpkg-deb --root-owner-group --build "$root" "$out" >/dev/null
+echo "$out"
