@@ -7,10 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The whole workspace, as the tests build it (one feature resolution: no
-# rebuild when it is already built).
-cargo build --release --workspace --quiet
-bin=target/release/shoal
+# SHOAL_BIN: package that binary (the tests pass the one they run; a
+# plain build here could re-resolve features and rebuild it).
+bin="${SHOAL_BIN:-}"
+if [ -z "$bin" ]; then
+    cargo build --release --workspace --quiet
+    bin=target/release/shoal
+fi
 version="$("$bin" --version | awk '{print $2}')"
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT

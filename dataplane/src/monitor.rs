@@ -16,11 +16,14 @@ fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
 }
 
 /// A listener on one node's datapath events. Reporting is switched on by
-/// `start` and off again when the listener is dropped (one listener at a
-/// time per node: a second one's end switches the first one's off too).
+/// `start` (added to what another listener asked for) and back to what it
+/// was when the listener is dropped. Listeners share the one ring buffer:
+/// two at once split the events between them.
 pub struct Monitor {
     cfg: Array<MapData, MonitorCfg>,
     ring: Option<RingBuf<MapData>>,
+    /// The switch as found, restored on drop.
+    before: Option<MonitorCfg>,
 }
 
 impl Monitor {
@@ -32,14 +35,24 @@ impl Monitor {
         Ok(Self {
             cfg,
             ring: Some(ring),
+            before: None,
         })
     }
 
     /// What the datapath reports from now on: `flags` of MON_DROPS and
     /// MON_TRACES, one trace in `trace_every`.
     pub fn start(&mut self, flags: u32, trace_every: u32) -> Result<(), Error> {
+        let now = self.cfg.get(&0, 0).unwrap_or_default();
+        let before = *self.before.get_or_insert(now);
+        let cfg = MonitorCfg {
+            flags: before.flags | flags,
+            trace_every: match (before.trace_every, trace_every) {
+                (0, t) | (t, 0) => t,
+                (a, b) => a.min(b),
+            },
+        };
         self.cfg
-            .set(0, MonitorCfg { flags, trace_every }, 0)
+            .set(0, cfg, 0)
             .map_err(|e| Error::bpf("write shoal_monitor", e))
     }
 
@@ -62,6 +75,6 @@ impl Monitor {
 
 impl Drop for Monitor {
     fn drop(&mut self) {
-        let _ = self.cfg.set(0, MonitorCfg::default(), 0);
+        let _ = self.cfg.set(0, self.before.unwrap_or_default(), 0);
     }
 }

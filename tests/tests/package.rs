@@ -19,7 +19,8 @@ fn run(cmd: &mut Command) -> String {
 #[test]
 fn the_deb_installs_into_a_clean_root_and_runs() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let deb = run(&mut Command::new(repo.join("scripts/package-deb.sh")));
+    let deb = run(Command::new(repo.join("scripts/package-deb.sh"))
+        .env("SHOAL_BIN", shoal_tests::shoal_bin()));
     let deb = repo.join(deb.trim());
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     assert!(

@@ -148,6 +148,8 @@ async fn relay_tcp(l: TcpListener, p: LocalPort) {
     let p = Arc::new(p);
     loop {
         let Ok((mut client, from)) = l.accept().await else {
+            // Out of descriptors, say: do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let p = p.clone();
@@ -175,6 +177,7 @@ async fn relay_udp(sock: UdpSocket, p: LocalPort) {
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+            // An ICMP error of an earlier reply: not ours to act on.
             continue;
         };
         let up = peers.lock().await.get(&from).cloned();

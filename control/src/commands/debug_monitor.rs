@@ -197,6 +197,11 @@ pub fn run(
         let mut filter = names.addrs(a.service.as_deref(), a.task.as_deref());
         let mut ifs = BTreeMap::new();
         let mut ring = ring;
+        // Ctrl-C and SIGTERM end the monitor cleanly (it switches reporting
+        // back). Listened to from here on: a signal that arrives while
+        // events are being printed is not lost.
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let deadline = a
             .timeout
             .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
@@ -211,7 +216,8 @@ pub fn run(
             let events = Monitor::drain(&mut ring);
             if events.is_empty() {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
+                    _ = int.recv() => break,
+                    _ = term.recv() => break,
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                 }
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -259,6 +265,10 @@ pub fn run(
                 }
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                break;
+            }
+            // Busy: still notice a signal between batches.
+            if fired(&mut int) || fired(&mut term) {
                 break;
             }
         }
@@ -311,4 +321,11 @@ fn decode(
         vtep: (e.vtep != 0).then(|| ip(e.vtep)),
         len: e.len,
     }
+}
+
+/// Whether `sig` has fired, without waiting.
+fn fired(sig: &mut tokio::signal::unix::Signal) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    matches!(sig.poll_recv(&mut cx), std::task::Poll::Ready(_))
 }

@@ -74,6 +74,14 @@ impl EncodeMetric for ConstHistogram {
     }
 }
 
+fn ep_labels(ep: &super::EndpointCount, direction: &str) -> Labels {
+    labels(&[
+        ("endpoint", &ep.name),
+        ("network", &ep.network),
+        ("direction", direction),
+    ])
+}
+
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut enc;
@@ -101,16 +109,8 @@ impl Collector for Snapshot {
             "Packets each local endpoint sent (tx) and was delivered (rx).",
             None,
             self.endpoints.iter().flat_map(|ep| {
-                [("tx", ep.tx_packets), ("rx", ep.rx_packets)].map(|(d, v)| {
-                    (
-                        labels(&[
-                            ("endpoint", &ep.name),
-                            ("network", &ep.network),
-                            ("direction", d),
-                        ]),
-                        counter(v),
-                    )
-                })
+                [("tx", ep.tx_packets), ("rx", ep.rx_packets)]
+                    .map(|(d, v)| (ep_labels(ep, d), counter(v)))
             }),
         )?;
         family(
@@ -119,16 +119,8 @@ impl Collector for Snapshot {
             "Bytes each local endpoint sent (tx) and was delivered (rx).",
             Some(&Unit::Bytes),
             self.endpoints.iter().flat_map(|ep| {
-                [("tx", ep.tx_bytes), ("rx", ep.rx_bytes)].map(|(d, v)| {
-                    (
-                        labels(&[
-                            ("endpoint", &ep.name),
-                            ("network", &ep.network),
-                            ("direction", d),
-                        ]),
-                        counter(v),
-                    )
-                })
+                [("tx", ep.tx_bytes), ("rx", ep.rx_bytes)]
+                    .map(|(d, v)| (ep_labels(ep, d), counter(v)))
             }),
         )?;
         let backend_labels = |b: &super::BackendCount| {
