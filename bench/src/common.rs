@@ -118,6 +118,54 @@ pub fn emit(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyho
     Ok(())
 }
 
+/// The tasks of `svc` as `service ps --format json` lists them (on n1).
+pub fn tasks_of(
+    shoal: &std::path::Path,
+    lab: &str,
+    svc: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let out = on(
+        shoal,
+        lab,
+        "n1",
+        &["service", "ps", svc, "--format", "json"],
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// A task's address on its first network.
+pub fn task_ip(t: &serde_json::Value) -> String {
+    t["NetworksAttachments"][0]["Addresses"][0]
+        .as_str()
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A service's first VIP.
+pub fn service_vip(shoal: &std::path::Path, lab: &str, svc: &str) -> anyhow::Result<String> {
+    let insp: serde_json::Value =
+        serde_json::from_str(&on(shoal, lab, "n1", &["service", "inspect", svc])?)?;
+    insp[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .and_then(|s| s.split('/').next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("service {svc} has no VIP"))
+}
+
+/// The network namespace of a task on `node` of `lab`.
+pub fn task_netns(lab: &str, node: &str, t: &serde_json::Value) -> String {
+    format!(
+        "{lab}-{node}-t{}",
+        &t["ID"].as_str().unwrap_or_default()[..12]
+    )
+}
+
 /// `sh -c CMD`, its stdout.
 pub fn sh(cmd: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&run(Command::new("sh").args(["-c", cmd]))?.stdout).into_owned())

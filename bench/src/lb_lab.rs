@@ -21,7 +21,8 @@ mod common;
 use anyhow::{Context, Result};
 use clap::Parser;
 use common::{
-    conn_client, conn_rate, create_service, iperf, latency_us, on, run, sh, stats, LabGuard,
+    conn_client, conn_rate, create_service, iperf, latency_us, on, run, service_vip, sh, stats,
+    task_ip, task_netns, tasks_of, LabGuard,
 };
 use serde_json::{json, Value};
 
@@ -86,46 +87,15 @@ fn measure(shoal: &Path, lb: &str, rounds: u32) -> Result<Value> {
             "100000",
         ],
     )?;
-    let task = |svc: &str| -> Result<Value> {
-        let out = on(
-            &shoal,
-            lab,
-            "n1",
-            &["service", "ps", svc, "--format", "json"],
-        )?;
-        Ok(serde_json::from_str(
-            out.lines().next().context("no task")?,
-        )?)
-    };
-    let srv = task("srv")?;
-    let clients: Vec<Value> = on(
-        &shoal,
-        lab,
-        "n1",
-        &["service", "ps", "client", "--format", "json"],
-    )?
-    .lines()
-    .filter_map(|l| serde_json::from_str(l).ok())
-    .collect();
-    let ip_of = |t: &Value| {
-        t["NetworksAttachments"][0]["Addresses"][0]
-            .as_str()
-            .unwrap_or_default()
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let direct = ip_of(&srv);
-    let insp: Value =
-        serde_json::from_str(&on(&shoal, lab, "n1", &["service", "inspect", "srv"])?)?;
-    let vip = insp[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .and_then(|s| s.split('/').next())
-        .context("no VIP")?
-        .to_string();
-    let ns_of = |t: &Value| format!("{lab}-n1-t{}", &t["ID"].as_str().unwrap_or_default()[..12]);
-    let ns = [ns_of(&clients[0]), ns_of(&clients[1])];
+    let srv = tasks_of(&shoal, lab, "srv")?;
+    let clients = tasks_of(&shoal, lab, "client")?;
+    let direct = task_ip(srv.first().context("no server task")?);
+    let vip = service_vip(&shoal, lab, "srv")?;
+    anyhow::ensure!(clients.len() == 2, "want 2 client tasks: {clients:?}");
+    let ns = [
+        task_netns(lab, "n1", &clients[0]),
+        task_netns(lab, "n1", &clients[1]),
+    ];
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     let (mut tput, mut lat, mut conns) = ([vec![], vec![]], [vec![], vec![]], [vec![], vec![]]);

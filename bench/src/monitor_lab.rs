@@ -12,7 +12,10 @@ mod common;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use common::{conn_client, conn_rate, create_service, iperf, on, run, stats, LabGuard};
+use common::{
+    conn_client, conn_rate, create_service, iperf, on, run, service_vip, stats, task_ip,
+    task_netns, tasks_of, LabGuard,
+};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -98,35 +101,11 @@ fn main() -> Result<()> {
         "client",
         &["--constraint", "node.hostname==n1", "--", "sleep", "100000"],
     )?;
-    let task = |svc: &str| -> Result<Value> {
-        let out = on(
-            &shoal,
-            LAB,
-            "n1",
-            &["service", "ps", svc, "--format", "json"],
-        )?;
-        Ok(serde_json::from_str(
-            out.lines().next().context("no task")?,
-        )?)
-    };
-    let srv = task("srv")?;
-    let client = task("client")?;
-    let direct = srv["NetworksAttachments"][0]["Addresses"][0]
-        .as_str()
-        .and_then(|s| s.split('/').next())
-        .context("no task address")?
-        .to_string();
-    let insp: Value =
-        serde_json::from_str(&on(&shoal, LAB, "n1", &["service", "inspect", "srv"])?)?;
-    let vip = insp[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .and_then(|s| s.split('/').next())
-        .context("no VIP")?
-        .to_string();
-    let ns = format!(
-        "{LAB}-n1-t{}",
-        &client["ID"].as_str().unwrap_or_default()[..12]
-    );
+    let srv = tasks_of(&shoal, LAB, "srv")?;
+    let client = tasks_of(&shoal, LAB, "client")?;
+    let direct = task_ip(srv.first().context("no server task")?);
+    let vip = service_vip(&shoal, LAB, "srv")?;
+    let ns = task_netns(LAB, "n1", client.first().context("no client task")?);
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     let mut tput: [Vec<f64>; 3] = Default::default();
