@@ -129,10 +129,10 @@ pub enum PeerCmd {
 
 /// Where to look: the pin dir, the API socket and, for a lab node, its
 /// namespace.
-struct Target {
-    pins: PathBuf,
-    socket: PathBuf,
-    netns: Option<String>,
+pub(super) struct Target {
+    pub(super) pins: PathBuf,
+    pub(super) socket: PathBuf,
+    pub(super) netns: Option<String>,
 }
 
 fn target(a: &DebugArgs) -> Result<Target> {
@@ -192,9 +192,9 @@ pub fn run(a: DebugArgs) -> Result<()> {
     }
     let t = target(&a)?;
     match &a.cmd {
-        DebugCmd::Network(n) => return network(&t, n, a.format),
-        DebugCmd::Gossip => return gossip(&t, a.format),
-        DebugCmd::Raft => return raft(&t, a.format),
+        DebugCmd::Network(n) => return super::debug_daemon::network(&t, n, a.format),
+        DebugCmd::Gossip => return super::debug_daemon::gossip(&t, a.format),
+        DebugCmd::Raft => return super::debug_daemon::raft(&t, a.format),
         DebugCmd::Dns { task } => {
             return super::debug_dns::run(&t.socket, task.as_deref(), a.format)
         }
@@ -470,165 +470,4 @@ fn print_programs(p: &[Attachment]) {
         })
         .collect();
     print_table(&["INTERFACE", "HOOK", "ROLE", "PROG ID"], &rows);
-}
-
-fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()> {
-    use crate::api::{Network, NetworkCreate};
-    let client = crate::api::client::Client::new(&t.socket);
-    super::runtime()?.block_on(async move {
-        match cmd {
-            NetworkCmd::Add {
-                name,
-                vni,
-                subnet,
-                gateway,
-            } => {
-                let req = NetworkCreate {
-                    name: name.clone(),
-                    vni: *vni,
-                    subnet: subnet.clone(),
-                    gateway: *gateway,
-                };
-                let n: Network = client.post("/v1/local/networks", &req).await?;
-                println!("{}", n.name);
-                Ok(())
-            }
-            NetworkCmd::Rm { name } => {
-                let n: Network = client.delete(&format!("/v1/local/networks/{name}")).await?;
-                println!("{}", n.name);
-                Ok(())
-            }
-            NetworkCmd::Ls => {
-                let nets: Vec<Network> = client.get("/v1/local/networks").await?;
-                match format {
-                    Format::Json => print_json(&nets),
-                    Format::Table => {
-                        let rows: Vec<Vec<String>> = nets
-                            .iter()
-                            .map(|n| {
-                                vec![
-                                    n.name.clone(),
-                                    n.vni.to_string(),
-                                    n.subnet.to_string(),
-                                    n.gateway.to_string(),
-                                ]
-                            })
-                            .collect();
-                        print_table(&["NAME", "VNI", "SUBNET", "GATEWAY"], &rows);
-                        Ok(())
-                    }
-                }
-            }
-        }
-    })
-}
-
-fn raft(t: &Target, format: Format) -> Result<()> {
-    let client = crate::api::client::Client::new(&t.socket);
-    let v: serde_json::Value = super::runtime()?.block_on(client.get("/v1/debug/raft"))?;
-    if format == Format::Json {
-        return print_json(&v);
-    }
-    let s = |k: &str| match &v[k] {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    for k in [
-        "id",
-        "state",
-        "term",
-        "leader",
-        "voters",
-        "learners",
-        "last_log_index",
-        "committed",
-        "applied",
-        "snapshot",
-        "purged",
-        "log_entries",
-    ] {
-        println!("{k:<16}{}", s(k));
-    }
-    if let Some(nodes) = v["nodes"].as_object() {
-        for (id, addr) in nodes {
-            println!("{:<16}{id} {}", "member", addr.as_str().unwrap_or(""));
-        }
-    }
-    Ok(())
-}
-
-fn gossip(t: &Target, format: Format) -> Result<()> {
-    let client = crate::api::client::Client::new(&t.socket);
-    let view: crate::api::GossipView = super::runtime()?.block_on(client.get("/v1/gossip"))?;
-    if format == Format::Json {
-        return print_json(&view);
-    }
-    let rows: Vec<Vec<String>> = view
-        .members
-        .iter()
-        .map(|m| {
-            vec![
-                format!("{}{}", m.node, if m.is_self { " (self)" } else { "" }),
-                m.generation.to_string(),
-                m.gossip_addr.to_string(),
-                if m.live { "live".into() } else { "dead".into() },
-                m.heartbeat.to_string(),
-                m.heartbeat_age_ms
-                    .map(|a| format!("{a} ms"))
-                    .unwrap_or_else(|| "-".into()),
-                m.endpoints.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        &[
-            "NODE",
-            "GENERATION",
-            "GOSSIP ADDR",
-            "STATE",
-            "HEARTBEAT",
-            "AGE",
-            "ENDPOINTS",
-        ],
-        &rows,
-    );
-    println!();
-    let rows: Vec<Vec<String>> = view
-        .table
-        .iter()
-        .map(|e| {
-            vec![
-                e.vni.to_string(),
-                e.ip.to_string(),
-                e.mac.clone(),
-                e.node.clone(),
-                e.vtep.to_string(),
-                match (&e.refused, e.programmed) {
-                    (Some(r), _) => format!("refused: {r}"),
-                    (None, true) => "programmed".into(),
-                    (None, false) => "not joined".into(),
-                },
-                e.svc
-                    .as_ref()
-                    .map(|s| {
-                        let vip = s.vip.map(|v| format!(" vip {v}")).unwrap_or_default();
-                        format!("{} ({}){vip}", s.task, s.network)
-                    })
-                    .unwrap_or_default(),
-            ]
-        })
-        .collect();
-    print_table(
-        &["VNI", "IP", "MAC", "NODE", "VTEP", "STATE", "TASK"],
-        &rows,
-    );
-    println!();
-    let rows: Vec<Vec<String>> = view
-        .refused
-        .iter()
-        .map(|(k, v)| vec![k.clone(), v.to_string()])
-        .collect();
-    print_table(&["REFUSED", "COUNT"], &rows);
-    Ok(())
 }
