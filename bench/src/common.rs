@@ -7,6 +7,24 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+// The options every lab benchmark takes (`#[command(flatten)]`); a plain
+// comment, or clap would show it as each benchmark's description.
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// Alternating rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Also write the report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The shoal binary (default: beside this one).
+    #[arg(long)]
+    pub shoal: Option<PathBuf>,
+    /// Internal: be the connection-rate client against IP:PORT.
+    #[arg(long, hide = true)]
+    pub conn_client: Option<String>,
+}
+
 /// Runs a command; its stderr is the error if it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
     let o = cmd.output()?;

@@ -12,7 +12,7 @@
 //! same boot, so the two compare (emulated CPUs: only ratios mean
 //! anything there).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -28,21 +28,14 @@ use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    #[arg(long)]
-    json: Option<PathBuf>,
-    #[arg(long)]
-    shoal: Option<PathBuf>,
+    #[command(flatten)]
+    lab: common::LabArgs,
     /// Balancers to measure, in order (ebpf, ipvs).
     #[arg(long, value_delimiter = ',', default_value = "ebpf")]
     balancers: Vec<String>,
     /// Run inside the Debian-kernel VM with `--balancers ebpf,ipvs`.
     #[arg(long)]
     vm: bool,
-    /// Internal: be the connection-rate client against IP:PORT.
-    #[arg(long, hide = true)]
-    conn_client: Option<String>,
 }
 
 /// Direct and through the VIP with balancer `lb`: medians per metric.
@@ -133,7 +126,7 @@ fn in_vm(a: &Args, shoal: &Path) -> Result<Value> {
         "{} --shoal {} --rounds {} --balancers ebpf,ipvs --json /tmp/lb.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/lb.json)",
         exe.display(),
         shoal.display(),
-        a.rounds
+        a.lab.rounds
     );
     let r = vm.run(&script, std::time::Duration::from_secs(1800));
     let line = r
@@ -154,18 +147,18 @@ fn in_vm(a: &Args, shoal: &Path) -> Result<Value> {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if let Some(t) = &a.conn_client {
+    if let Some(t) = &a.lab.conn_client {
         return conn_client(t);
     }
-    let shoal = common::shoal_path(a.shoal.clone());
+    let shoal = common::shoal_path(a.lab.shoal.clone());
     if a.vm {
         let report = in_vm(&a, &shoal)?;
         print_report(&report);
-        return common::emit(&report, a.json.as_deref());
+        return common::emit(&report, a.lab.json.as_deref());
     }
     let mut per = serde_json::Map::new();
     for lb in &a.balancers {
-        per.insert(lb.clone(), measure(&shoal, lb, a.rounds)?);
+        per.insert(lb.clone(), measure(&shoal, lb, a.lab.rounds)?);
     }
     // Maglev tables: 1,000 services x 100 backends, M = 16381.
     let t0 = Instant::now();
@@ -180,7 +173,7 @@ fn main() -> Result<()> {
     let mut report = json!({
         "benchmark": "lb_lab",
         "kernel": sh("uname -r")?.trim(),
-        "rounds": a.rounds,
+        "rounds": a.lab.rounds,
         "balancers": per,
         "maglev_1000x100": {"seconds": build_s, "table_bytes": total * 4},
     });
@@ -189,7 +182,7 @@ fn main() -> Result<()> {
         report["ebpf_vs_ipvs_new_connections"] = json!(e / i);
     }
     print_report(&report);
-    common::emit(&report, a.json.as_deref())?;
+    common::emit(&report, a.lab.json.as_deref())?;
     Ok(())
 }
 

@@ -14,7 +14,6 @@
 //! alternating rounds, medians. `--accel xdp` builds the lab with XDP (the
 //! mesh's entry in XDP; the references are the same in either run).
 
-use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
@@ -29,18 +28,11 @@ use serde_json::json;
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    #[arg(long)]
-    json: Option<PathBuf>,
-    #[arg(long)]
-    shoal: Option<PathBuf>,
+    #[command(flatten)]
+    lab: common::LabArgs,
     /// The lab's hooks (`tc` or `xdp`).
     #[arg(long, default_value = "tc")]
     accel: String,
-    /// Internal: be the connection-rate client against IP:PORT.
-    #[arg(long, hide = true)]
-    conn_client: Option<String>,
 }
 
 const LAB: &str = "bms";
@@ -123,10 +115,10 @@ impl Drop for KillIn {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if let Some(t) = &a.conn_client {
+    if let Some(t) = &a.lab.conn_client {
         return conn_client(t);
     }
-    let shoal = common::shoal_path(a.shoal.clone());
+    let shoal = common::shoal_path(a.lab.shoal.clone());
     let bin = shoal.to_string_lossy().into_owned();
     let _lab = LabGuard::fresh(&shoal, LAB);
     run(Command::new(&shoal).args([
@@ -193,7 +185,7 @@ fn main() -> Result<()> {
     ];
     let mut m: Vec<[Vec<f64>; 4]> =
         vec![Default::default(), Default::default(), Default::default()];
-    for r in 0..a.rounds {
+    for r in 0..a.lab.rounds {
         for (i, (label, ip, ip_port, sp_port, http)) in paths.iter().enumerate() {
             let t = iperf(&client, ip, *ip_port)?;
             let l = latency_us(&client, ip, *sp_port)?;
@@ -224,7 +216,7 @@ fn main() -> Result<()> {
     let report = json!({
         "benchmark": "mesh_lab",
         "accel": a.accel,
-        "rounds": a.rounds,
+        "rounds": a.lab.rounds,
         "direct": direct,
         "shoal_mesh": shoal_mesh,
         "docker_style_mesh": docker,
@@ -235,7 +227,7 @@ fn main() -> Result<()> {
     });
     println!(
         "\nRouting mesh from an outside client, 3-node lab ({}), medians of {} alternating rounds\n",
-        a.accel, a.rounds
+        a.accel, a.lab.rounds
     );
     println!(
         "{:<38} {:>10} {:>10} {:>12} {:>12}",
@@ -261,6 +253,6 @@ fn main() -> Result<()> {
         report["mesh_vs_direct_udp_pps"].as_f64().unwrap_or(0.0),
         report["mesh_vs_docker_udp_pps"].as_f64().unwrap_or(0.0)
     );
-    common::emit(&report, a.json.as_deref())?;
+    common::emit(&report, a.lab.json.as_deref())?;
     Ok(())
 }

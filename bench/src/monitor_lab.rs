@@ -5,7 +5,7 @@
 //! every forwarded packet (a monitor on each node, its output discarded).
 //! Alternating rounds, medians. Target: drops-only costs < 2 %.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 mod common;
@@ -20,15 +20,8 @@ use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
 struct Args {
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
-    #[arg(long)]
-    json: Option<PathBuf>,
-    #[arg(long)]
-    shoal: Option<PathBuf>,
-    /// Internal: be the connection-rate client against IP:PORT.
-    #[arg(long, hide = true)]
-    conn_client: Option<String>,
+    #[command(flatten)]
+    lab: common::LabArgs,
 }
 
 const LAB: &str = "bmo";
@@ -38,7 +31,7 @@ const MODES: [&str; 3] = ["off", "drops", "trace"];
 struct Monitors(Vec<Child>);
 
 impl Monitors {
-    fn start(shoal: &PathBuf, mode: &str) -> Result<Self> {
+    fn start(shoal: &Path, mode: &str) -> Result<Self> {
         let mut v = vec![];
         if mode != "off" {
             for node in ["n1", "n2"] {
@@ -73,10 +66,10 @@ impl Drop for Monitors {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if let Some(t) = &a.conn_client {
+    if let Some(t) = &a.lab.conn_client {
         return conn_client(t);
     }
-    let shoal = common::shoal_path(a.shoal.clone());
+    let shoal = common::shoal_path(a.lab.shoal.clone());
     let bin = shoal.to_string_lossy().into_owned();
     let _lab = LabGuard::fresh(&shoal, LAB);
     run(Command::new(&shoal).args(["lab", "up", "--name", LAB, "--nodes", "2"]))?;
@@ -110,7 +103,7 @@ fn main() -> Result<()> {
 
     let mut tput: [Vec<f64>; 3] = Default::default();
     let mut conns: [Vec<f64>; 3] = Default::default();
-    for r in 0..a.rounds {
+    for r in 0..a.lab.rounds {
         for (i, mode) in MODES.iter().enumerate() {
             let _m = Monitors::start(&shoal, mode)?;
             tput[i].push(iperf(&ns, &direct, 5201)?);
@@ -139,7 +132,7 @@ fn main() -> Result<()> {
         .collect();
     println!(
         "\nThe cost of being watched (2-node lab, medians of {} alternating rounds)\n",
-        a.rounds
+        a.lab.rounds
     );
     println!(
         "{:<10} {:>14} {:>8} {:>14} {:>8}",
@@ -158,6 +151,6 @@ fn main() -> Result<()> {
     println!(
         "\nTarget: drops-only costs < 2 % (the reference is the same run with the monitor off)."
     );
-    let report = json!({"benchmark": "monitor_lab", "rounds": a.rounds, "modes": rows});
-    common::emit(&report, a.json.as_deref())
+    let report = json!({"benchmark": "monitor_lab", "rounds": a.lab.rounds, "modes": rows});
+    common::emit(&report, a.lab.json.as_deref())
 }
