@@ -2,6 +2,7 @@
 //! links/addresses/routes/neighbours (rtnetlink), and the eBPF overlay
 //! (aya). No cluster logic lives here.
 
+pub mod flows;
 pub mod ipvs;
 pub mod lb;
 pub mod monitor;

@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use aya::maps::{Array, Map, MapData, RingBuf};
-use shoal_ebpf::{map, Event, MonitorCfg};
+use shoal_ebpf::{map, Event, MonitorCfg, MON_DROPS, MON_TRACES};
 
 use crate::Error;
 
-fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
+pub(crate) fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
     let path = dir.join(name);
     MapData::from_pin(&path)
         .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
@@ -74,7 +74,16 @@ impl Monitor {
 }
 
 impl Drop for Monitor {
+    /// Puts the monitor's bits back as found; the flow log's bit is the
+    /// agent's and stays as it is now.
     fn drop(&mut self) {
-        let _ = self.cfg.set(0, self.before.unwrap_or_default(), 0);
+        let before = self.before.unwrap_or_default();
+        let now = self.cfg.get(&0, 0).unwrap_or_default();
+        let mine = MON_DROPS | MON_TRACES;
+        let cfg = MonitorCfg {
+            flags: (now.flags & !mine) | (before.flags & mine),
+            trace_every: before.trace_every,
+        };
+        let _ = self.cfg.set(0, cfg, 0);
     }
 }

@@ -39,9 +39,10 @@ pub mod map {
     pub const EP_TRAFFIC: &str = "shoal_ep_traffic";
     pub const MONITOR: &str = "shoal_monitor";
     pub const EVENTS: &str = "shoal_events";
+    pub const FLOWS: &str = "shoal_flows";
     pub const ALL: &[&str] = &[
         ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS, SERVICES, MAGLEV, BACKENDS, CT, RCT,
-        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV, EP_TRAFFIC, MONITOR, EVENTS,
+        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV, EP_TRAFFIC, MONITOR, EVENTS, FLOWS,
     ];
 }
 
@@ -263,6 +264,8 @@ pub struct MonitorCfg {
 
 pub const MON_DROPS: u32 = 1;
 pub const MON_TRACES: u32 = 2;
+/// The agent keeps a flow log (flows.h).
+pub const MON_FLOWS: u32 = 4;
 pub const EV_DROP: u16 = 1;
 pub const EV_TRACE: u16 = 2;
 
@@ -290,13 +293,66 @@ pub struct Event {
 impl Event {
     /// An event from the ring buffer's bytes (None: too short).
     pub fn parse(b: &[u8]) -> Option<Event> {
-        if b.len() < std::mem::size_of::<Event>() {
+        <Event as RingRecord>::parse(b)
+    }
+}
+
+/// `enum shoal_flow_kind`.
+pub const FL_VIP: u16 = 1;
+pub const FL_MESH: u16 = 2;
+pub const FL_DROP: u16 = 3;
+
+/// `struct shoal_flow`: a new service flow or a drop, as the flow ring
+/// carries it. Addresses and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub ts_ns: u64,
+    pub ifindex: u32,
+    pub vni: u32,
+    pub kind: u16,
+    pub reason: u16,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub backend: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub bport: u16,
+    pub proto: u8,
+    pub hook: u8,
+}
+
+/// Plain-old-data records out of a ring buffer's bytes.
+trait RingRecord: Copy {
+    fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() < std::mem::size_of::<Self>() {
             return None;
         }
-        // SAFETY: Event is plain old data (repr(C), integers only) and
-        // the slice holds at least its size; read_unaligned copes with
-        // any alignment.
-        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Event) })
+        // SAFETY: implementors are repr(C) structs of integers only, and
+        // the slice holds at least one; read_unaligned copes with any
+        // alignment.
+        Some(unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Self) })
+    }
+}
+
+impl RingRecord for Flow {}
+impl RingRecord for Event {}
+
+impl Flow {
+    /// A record from the ring buffer's bytes (None: too short).
+    pub fn parse(b: &[u8]) -> Option<Flow> {
+        <Flow as RingRecord>::parse(b)
+    }
+}
+
+/// An IP protocol number's usual name.
+pub fn proto_label(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        0 => "-".into(),
+        p => p.to_string(),
     }
 }
 
@@ -389,6 +445,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<LbStatValue>(), 16);
         assert_eq!(std::mem::size_of::<EpTraffic>(), 32);
         assert_eq!(std::mem::size_of::<Event>(), 48);
+        assert_eq!(std::mem::size_of::<Flow>(), 40);
         assert_eq!(std::mem::size_of::<MonitorCfg>(), 8);
         assert_eq!(std::mem::size_of::<MeshPortValue>(), 12);
         assert_eq!(std::mem::size_of::<MeshRevValue>(), 12);

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod endpoint;
+pub mod flows;
 pub mod lb;
 mod local_table;
 pub mod mesh;
@@ -39,7 +40,7 @@ use store::{State, Store};
 use sync::Programmer;
 
 pub use service::Agent;
-pub use swarm::{LogsPage, LogsQuery, SpecAt};
+pub use swarm::{FlowsPage, LogsPage, LogsQuery, SpecAt};
 
 /// Everything the agent is told at start.
 #[derive(Clone, Debug)]
@@ -74,6 +75,8 @@ pub struct AgentConfig {
     pub lb: lb::LbMode,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Flow records kept for `debug flows` (0: no flow log).
+    pub flow_log_size: usize,
 }
 
 /// Written to DATA_DIR/agent.json once the agent serves its API; the lab
@@ -251,6 +254,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             mesh_maps: shoal_dataplane::lb::MeshMaps::open(&cfg.bpffs_dir)?,
         }),
         changed: Notify::new(),
+        flows: flows::FlowLog::new(cfg.flow_log_size),
         lb_mode: cfg.lb,
     });
     agent.restore(state).await;
@@ -258,6 +262,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 
     let sync_task = tokio::spawn(service::sync_loop(agent.clone()));
     tokio::spawn(agent.clone().tasks_loop());
+    tokio::spawn(agent.clone().flows_loop(cfg.bpffs_dir.clone()));
     if let Some(addr) = cfg.metrics_addr {
         crate::metrics::serve(agent.clone(), addr).await?;
     }

@@ -50,6 +50,8 @@ pub struct Agent {
     pub dns: super::dns::NodeDns,
     pub mtu: u32,
     pub inner: Mutex<Inner>,
+    /// The datapath's new flows and drops, newest kept (`flows.rs`).
+    pub flows: super::flows::FlowLog,
     /// Poked when the local table changes, so the sync loop re-merges.
     pub changed: Notify,
     /// The balancer in use (`Inner::lb` is it).
@@ -219,6 +221,16 @@ impl Agent {
         let inner = self.inner.lock().await;
         task_records(&inner.state, &inner.programmer.last)
             .map(|(vni, _, r)| (vni, r.clone()))
+            .collect()
+    }
+
+    /// Every task address the node knows: (VNI, address, record).
+    pub async fn task_addresses(
+        &self,
+    ) -> Vec<(u32, std::net::Ipv4Addr, crate::gossip::table::SvcRecord)> {
+        let inner = self.inner.lock().await;
+        task_records(&inner.state, &inner.programmer.last)
+            .map(|(vni, ip, r)| (vni, ip, r.clone()))
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! Local API routes for the orchestrator's objects (served by managers):
-//! `/v1/networks`, `/v1/services`, `/v1/tasks`.
+//! `/v1/networks`, `/v1/services`, `/v1/tasks`, and `/v1/flows` (every
+//! node's flow log).
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub fn routes() -> Router<Arc<Agent>> {
         .route("/v1/tasks", get(task_ls))
         .route("/v1/tasks/{key}", get(task_inspect))
         .route("/v1/local/tasks", get(local_tasks))
+        .route("/v1/flows", post(cluster_flows))
 }
 
 async fn network_ls(State(a): Shared) -> Response {
@@ -115,6 +117,16 @@ async fn service_logs(
 ) -> Response {
     match body(b) {
         Ok(q) => reply(a.service_logs(&key, q).await),
+        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+    }
+}
+
+async fn cluster_flows(
+    State(a): Shared,
+    b: Result<Json<crate::raft::flows::FlowQuery>, JsonRejection>,
+) -> Response {
+    match body(b) {
+        Ok(q) => reply(a.cluster_flows(q).await),
         Err(msg) => err(StatusCode::BAD_REQUEST, msg),
     }
 }

@@ -84,6 +84,10 @@ pub struct DaemonArgs {
     /// to 9323, Docker's metrics port). Off unless given.
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = crate::metrics::parse_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// New service flows and drops kept in memory for `shoal debug flows`
+    /// (the newest; about 300 bytes each). 0 turns the flow log off.
+    #[arg(long, default_value_t = 4096)]
+    pub flow_log_size: usize,
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -146,6 +150,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         maglev_size: a.maglev_size,
         lb: a.lb,
         metrics_addr: a.metrics_addr,
+        flow_log_size: a.flow_log_size,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

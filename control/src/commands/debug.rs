@@ -67,6 +67,9 @@ pub enum DebugCmd {
     /// The datapath's events live: drops with their reason and traces of
     /// forwarded packets (encap, decap, local, mesh entry and reply).
     Monitor(super::debug_monitor::MonitorArgs),
+    /// Who talked to which service and what happened, across the cluster:
+    /// every node's log of new VIP and mesh flows and drops (on a manager).
+    Flows(super::debug_flows::FlowsArgs),
     /// The VIP balancer: services, backends' Maglev shares, conntrack,
     /// counters (from the pinned maps).
     Lb {
@@ -198,6 +201,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         DebugCmd::Dns { task } => {
             return super::debug_dns::run(&t.socket, task.as_deref(), a.format)
         }
+        DebugCmd::Flows(f) => return super::debug_flows::run(&t.socket, f, a.format),
         DebugCmd::Lb { vip, client } => {
             return super::debug_lb::run(&t.pins, &t.socket, *vip, *client, a.format)
         }
@@ -294,6 +298,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         | DebugCmd::Dns { .. }
         | DebugCmd::Lb { .. }
         | DebugCmd::Monitor(_)
+        | DebugCmd::Flows(_)
         | DebugCmd::ScheduleSim { .. } => {
             unreachable!("handled above")
         }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use shoal_dataplane::ebpf::{trace_label, DropReason, Event, EV_DROP, MON_DROPS, MON_TRACES};
+use shoal_dataplane::ebpf::{
+    proto_label, trace_label, DropReason, Event, EV_DROP, MON_DROPS, MON_TRACES,
+};
 use shoal_dataplane::monitor::Monitor;
 use shoal_dataplane::netns::NetNs;
 
@@ -73,16 +75,6 @@ struct Line {
 
 fn ip(k: u32) -> Ipv4Addr {
     Ipv4Addr::from(k.to_ne_bytes())
-}
-
-fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        0 => "-".into(),
-        p => p.to_string(),
-    }
 }
 
 /// What the node knows that names things: endpoints by interface, and
@@ -314,7 +306,7 @@ fn decode(
         } else {
             trace_label(e.code).to_string()
         },
-        proto: proto_name(e.proto),
+        proto: proto_label(e.proto),
         src: format!("{}{}", ip(e.saddr), port(e.sport)),
         dst: format!("{}{}", ip(e.daddr), port(e.dport)),
         vni: (e.vni != 0).then_some(e.vni),

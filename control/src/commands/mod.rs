@@ -4,6 +4,7 @@ pub mod daemon;
 pub mod debug;
 pub mod debug_daemon;
 pub mod debug_dns;
+pub mod debug_flows;
 pub mod debug_lb;
 pub mod debug_monitor;
 pub mod endpoint;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
+use super::flows::FlowDesk;
 use super::liveness::Liveness;
 use super::logs::LogDesk;
 use super::manager::{LeaderOp, LeaderReply, OpError, SessionReply, OP_TIMEOUT};
@@ -17,11 +18,12 @@ use super::tasks::TaskReport;
 use super::TypeConfig;
 
 /// What the leader keeps in memory, not in the log: last heartbeats, log
-/// asks in flight.
+/// and flow asks in flight.
 #[derive(Default)]
 pub struct LeaderMemory {
     pub live: Liveness,
     pub logs: LogDesk,
+    pub flows: FlowDesk,
 }
 
 /// Runs `op` on this manager, which believes it leads.
@@ -105,6 +107,7 @@ pub async fn execute(
             node_id,
             reports,
             logs,
+            flows,
         } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
@@ -124,6 +127,8 @@ pub async fn execute(
             mem.live.seen(&node_id);
             mem.logs.answer(logs);
             let log_asks = mem.logs.take_for(&node_id);
+            mem.flows.answer(flows);
+            let flow_asks = mem.flows.take_for(&node_id);
             // Only reports that move a task of this node forward are written.
             let changed: Vec<TaskReport> = {
                 let st = state.read().expect("state lock");
@@ -171,6 +176,7 @@ pub async fn execute(
                     leader,
                     assignments,
                     log_asks,
+                    flow_asks,
                     data_path_port,
                     mesh,
                 }),
@@ -183,6 +189,14 @@ pub async fn execute(
         }),
         LeaderOp::LogCollect { id } => Ok(LeaderReply {
             logs: mem.logs.collect(id),
+            ..Default::default()
+        }),
+        LeaderOp::FlowAsk { asks } => Ok(LeaderReply {
+            log_id: mem.flows.ask(asks),
+            ..Default::default()
+        }),
+        LeaderOp::FlowCollect { id } => Ok(LeaderReply {
+            flows: mem.flows.collect(id),
             ..Default::default()
         }),
     }

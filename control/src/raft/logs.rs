@@ -3,11 +3,8 @@
 //! the ask to the node with its next heartbeat reply, the node sends the
 //! lines with its next heartbeat, and the manager collects them. Workers
 //! need no listener, and the path is the mutual-TLS session that already
-//! exists. In memory on the leader only: a lost ask is simply asked again.
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+//! exists. In memory on the leader only (`desk.rs`): a lost ask is simply
+//! asked again.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,50 +44,23 @@ pub struct LogLines {
     pub more: bool,
 }
 
-#[derive(Default)]
-pub struct LogDesk {
-    next: AtomicU64,
-    pending: Mutex<HashMap<String, Vec<LogAsk>>>,
-    answers: Mutex<HashMap<u64, Vec<LogLines>>>,
-}
-
-impl LogDesk {
-    /// Files (node, ask) pairs under one new id; returns the id.
-    pub fn ask(&self, asks: Vec<(String, LogAsk)>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut p = self.pending.lock().expect("logs lock");
-        for (node, mut ask) in asks {
-            ask.id = id;
-            p.entry(node).or_default().push(ask);
-        }
-        id
-    }
-
-    /// The asks for `node`, handed out once.
-    pub fn take_for(&self, node: &str) -> Vec<LogAsk> {
-        self.pending
-            .lock()
-            .expect("logs lock")
-            .remove(node)
-            .unwrap_or_default()
-    }
-
-    pub fn answer(&self, lines: Vec<LogLines>) {
-        let mut a = self.answers.lock().expect("logs lock");
-        for l in lines {
-            a.entry(l.id).or_default().push(l);
-        }
-    }
-
-    /// What has arrived for ask `id` so far (taken).
-    pub fn collect(&self, id: u64) -> Vec<LogLines> {
-        self.answers
-            .lock()
-            .expect("logs lock")
-            .remove(&id)
-            .unwrap_or_default()
+impl super::desk::Numbered for LogAsk {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
     }
 }
+
+impl super::desk::Numbered for LogLines {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Log asks waiting for their nodes, and the lines that came back.
+pub type LogDesk = super::desk::Desk<LogAsk, LogLines>;
 
 #[cfg(test)]
 mod tests {

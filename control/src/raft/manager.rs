@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ClientConfig;
 
+use super::flows::{FlowAnswer, FlowAsk};
 use super::leader::LeaderMemory;
 use super::liveness;
 use super::logs::{LogAsk, LogLines};
@@ -75,6 +76,9 @@ pub enum LeaderOp {
         /// Answers to log asks handed out earlier.
         #[serde(default)]
         logs: Vec<LogLines>,
+        /// Answers to flow asks handed out earlier.
+        #[serde(default)]
+        flows: Vec<FlowAnswer>,
     },
     /// Ask nodes for their tasks' logs: (node id, ask) pairs.
     LogAsk {
@@ -82,6 +86,14 @@ pub enum LeaderOp {
     },
     /// What arrived for a log ask.
     LogCollect {
+        id: u64,
+    },
+    /// Ask nodes for their flow logs: (node id, ask) pairs.
+    FlowAsk {
+        asks: Vec<(String, FlowAsk)>,
+    },
+    /// What arrived for a flow ask.
+    FlowCollect {
         id: u64,
     },
 }
@@ -94,11 +106,13 @@ pub struct LeaderReply {
     /// until it has applied it, so its next read sees the change.
     pub index: u64,
     pub session: Option<SessionReply>,
-    /// The id of a log ask, or the lines collected for one.
+    /// The id of a log or flow ask, or what was collected for one.
     #[serde(default)]
     pub log_id: u64,
     #[serde(default)]
     pub logs: Vec<LogLines>,
+    #[serde(default)]
+    pub flows: Vec<FlowAnswer>,
 }
 
 /// The leader's answer to a node's heartbeat.
@@ -114,6 +128,9 @@ pub struct SessionReply {
     /// Log asks for this node's tasks.
     #[serde(default)]
     pub log_asks: Vec<LogAsk>,
+    /// Flow asks for this node's flow log.
+    #[serde(default)]
+    pub flow_asks: Vec<FlowAsk>,
     /// The swarm's VXLAN port (`swarm init --data-path-port`).
     #[serde(default = "default_data_path_port")]
     pub data_path_port: u16,

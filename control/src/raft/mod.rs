@@ -12,6 +12,8 @@
 //! - `networks.rs`, `services.rs`, `tasks.rs`, `updates.rs`: the
 //!   orchestrator's records and their commands; `logs.rs`: `service logs`.
 
+pub mod desk;
+pub mod flows;
 pub mod lb_addrs;
 pub mod leader;
 pub mod liveness;

@@ -17,8 +17,8 @@ use super::Hook;
 use crate::lb::{LbMaps, MeshMaps, MeshPort};
 use crate::netlink::Mac;
 
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
+pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
+pub(super) const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc8];
 
 fn ports(f: &[u8], l3: usize) -> (u16, u16) {
@@ -30,7 +30,7 @@ fn ports(f: &[u8], l3: usize) -> (u16, u16) {
 }
 
 /// A client's TCP SYN from outside to the node's address.
-fn from_client(env: &Env, sport: u16, dport: u16) -> Vec<u8> {
+pub(super) fn from_client(env: &Env, sport: u16, dport: u16) -> Vec<u8> {
     let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
     f.extend(ipv4(
         CLIENT,
@@ -43,7 +43,7 @@ fn from_client(env: &Env, sport: u16, dport: u16) -> Vec<u8> {
     f
 }
 
-fn setup(env: &mut Env, backends: &[Ipv4Addr]) -> (LbMaps, MeshMaps) {
+pub(super) fn setup(env: &mut Env, backends: &[Ipv4Addr]) -> (LbMaps, MeshMaps) {
     let mut cfg = env.maps.config().unwrap();
     cfg.ingress_vni = VNI;
     cfg.ingress_net = super::ip_key(Ipv4Addr::new(10, 0, 1, 0));

@@ -11,6 +11,8 @@
 #[cfg(test)]
 mod events_tests;
 #[cfg(test)]
+mod flows_tests;
+#[cfg(test)]
 mod lb_tests;
 mod maps;
 #[cfg(test)]

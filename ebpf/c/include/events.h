@@ -7,6 +7,7 @@
  * Off unless someone listens: every drop and trace point first reads one
  * word of `shoal_monitor` (set by the monitor while it runs), so the fast
  * path pays one array lookup. Traces can be sampled (1 in trace_every).
+ * Drops also go to the flow log (flows.h) while the agent keeps one.
  */
 #ifndef SHOAL_EVENTS_H
 #define SHOAL_EVENTS_H
@@ -19,9 +20,7 @@
 #include <bpf/bpf_endian.h>
 #include "shoal.h"
 #include "maps.h"
-
-#define MON_DROPS 1
-#define MON_TRACES 2
+#include "flows.h"
 
 enum shoal_event_kind {
 	EV_DROP = 1,
@@ -34,11 +33,6 @@ enum shoal_trace_point {
 	TR_LOCAL,          /* endpoint to endpoint on this node */
 	TR_MESH_ENTRY,     /* a client's packet to a published port, sent to its backend */
 	TR_MESH_REPLY,     /* a backend's reply leaving for the client */
-};
-
-struct monitor_cfg {
-	__u32 flags;       /* MON_DROPS | MON_TRACES */
-	__u32 trace_every; /* sample 1 trace in N (0, 1: all) */
 };
 
 /* One event; the 5-tuple is the inner one for VXLAN (vni, vtep set). */
@@ -58,14 +52,6 @@ struct shoal_event {
 	__u8 hook;         /* 0 tc, 1 xdp */
 	__u8 pad[2];
 };
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct monitor_cfg);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} shoal_monitor SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -113,8 +99,14 @@ static __always_inline void ev_emit(void *ctx, int xdp, __u16 kind, __u16 code, 
 	__be16 proto;
 	__u32 zero = 0, ihl;
 
+	int mon, flow;
+
 	m = bpf_map_lookup_elem(&shoal_monitor, &zero);
-	if (!m || !(m->flags & (kind == EV_DROP ? MON_DROPS : MON_TRACES)))
+	if (!m)
+		return;
+	mon = m->flags & (kind == EV_DROP ? MON_DROPS : MON_TRACES);
+	flow = kind == EV_DROP && (m->flags & MON_FLOWS);
+	if (!mon && !flow)
 		return;
 	if (kind == EV_TRACE && m->trace_every > 1 && bpf_get_prandom_u32() % m->trace_every)
 		return;
@@ -140,7 +132,25 @@ static __always_inline void ev_emit(void *ctx, int xdp, __u16 kind, __u16 code, 
 			}
 		}
 	}
-	bpf_ringbuf_output(&shoal_events, &e, sizeof(e), 0);
+	if (mon)
+		bpf_ringbuf_output(&shoal_events, &e, sizeof(e), 0);
+	if (flow) {
+		struct shoal_flow f = {
+			.ts_ns = e.ts_ns,
+			.ifindex = ifindex,
+			.vni = e.vni,
+			.kind = FL_DROP,
+			.reason = code,
+			.saddr = e.saddr,
+			.daddr = e.daddr,
+			.sport = e.sport,
+			.dport = e.dport,
+			.proto = e.proto,
+			.hook = xdp,
+		};
+
+		bpf_ringbuf_output(&shoal_flows, &f, sizeof(f), 0);
+	}
 }
 
 /* One copy of the event code per hook, called (not inlined) from every

@@ -26,6 +26,7 @@
 #include "shoal.h"
 #include "maps.h"
 #include "overlay.h"
+#include "flows.h"
 
 #define SHOAL_MAX_SERVICES 4096
 #define SHOAL_MAX_BACKENDS 65536
@@ -321,6 +322,22 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 		ct_key_set(&ck, vni, backend, backend == ip.saddr ? ip.daddr : ip.saddr, ports[1],
 			   ports[0], ip.protocol);
 		bpf_map_update_elem(&shoal_rct, &ck, &cv, BPF_ANY);
+		{
+			struct shoal_flow f = {
+				.ifindex = skb->ifindex,
+				.vni = vni,
+				.kind = FL_VIP,
+				.saddr = ip.saddr,
+				.daddr = ip.daddr,
+				.backend = backend,
+				.sport = ports[0],
+				.dport = ports[1],
+				.bport = ports[1],
+				.proto = ip.protocol,
+			};
+
+			flow_new(&f);
+		}
 	}
 	if (backend == ip.saddr) {
 		/* Hairpin: the task would answer itself on its own address,

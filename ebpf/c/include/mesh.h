@@ -235,6 +235,22 @@ static __always_inline int mesh_pick(const struct shoal_config *cfg, const struc
 			*reason = DROP_MESH_CT;
 			return MESH_DROP;
 		}
+		{
+			struct shoal_flow f = {
+				.ifindex = cfg->underlay_ifindex,
+				.vni = sk.vni,
+				.kind = FL_MESH,
+				.saddr = ip->saddr,
+				.daddr = ip->daddr,
+				.backend = backend,
+				.sport = ports[0],
+				.dport = ports[1],
+				.bport = pv->target,
+				.proto = ip->protocol,
+			};
+
+			flow_new(&f);
+		}
 	}
 	if (!lookup_ep(d, sk.vni, backend) || (host && !(d->ep.flags & EP_F_LOCAL))) {
 		/* Gossip has not told this node where the backend is yet. */

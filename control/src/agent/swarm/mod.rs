@@ -7,8 +7,10 @@
 //! 2377); workers only call it. Every change goes through
 //! `Manager::leader_op`, which forwards to the leader when needed.
 
+mod flows;
 mod join;
 mod logs;
+pub use flows::FlowsPage;
 pub use logs::{LogsPage, LogsQuery};
 pub use services::SpecAt;
 mod nodes;
@@ -47,6 +49,9 @@ pub struct SessionRequest {
     /// Answers to the log asks of the previous reply.
     #[serde(default)]
     pub logs: Vec<crate::raft::logs::LogLines>,
+    /// Answers to the flow asks of the previous reply.
+    #[serde(default)]
+    pub flows: Vec<crate::raft::flows::FlowAnswer>,
 }
 
 /// The text a manager uses for a node that is no longer in the swarm; the
@@ -229,7 +234,9 @@ async fn session_handler(
     Extension(peer): Extension<PeerId>,
     req: Option<Json<SessionRequest>>,
 ) -> Response {
-    let (reports, logs) = req.map(|Json(r)| (r.reports, r.logs)).unwrap_or_default();
+    let (reports, logs, flows) = req
+        .map(|Json(r)| (r.reports, r.logs, r.flows))
+        .unwrap_or_default();
     let res = async {
         let (m, _) = a.manager().await?;
         let r = m
@@ -237,6 +244,7 @@ async fn session_handler(
                 node_id: peer.node_id,
                 reports,
                 logs,
+                flows,
             })
             .await?;
         r.session.context("the leader sent no session")

@@ -52,6 +52,7 @@ impl Agent {
                     node_id: ms.node_id.clone(),
                     reports: self.task_reports(),
                     logs: self.take_log_answers(),
+                    flows: self.flows.take_answers(),
                 })
                 .await
                 .map_err(|e| format!("{e:#}"))
@@ -104,6 +105,7 @@ impl Agent {
                 let req = SessionRequest {
                     reports: self.task_reports(),
                     logs: self.take_log_answers(),
+                    flows: self.flows.take_answers(),
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
@@ -124,6 +126,7 @@ impl Agent {
         }
         self.reconcile_tasks(s.assignments.clone());
         self.answer_log_asks(&s.log_asks);
+        self.flows.answer_asks(&sw.membership.node_id, &s.flow_asks);
         self.set_data_path_port(s.data_path_port).await?;
         self.set_mesh(s.mesh.clone()).await?;
         let mut managers = s.managers.clone();
