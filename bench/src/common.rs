@@ -107,6 +107,9 @@ pub fn stats(mut v: Vec<f64>) -> serde_json::Value {
     })
 }
 
+#[path = "chart.rs"]
+pub mod chart;
+
 /// Prints `(label, key)` rows of `report` (each a `stats` object) as a
 /// median/max/min table, `decimals` after the point.
 pub fn print_stats(
@@ -127,13 +130,65 @@ pub fn print_stats(
     }
 }
 
-/// Prints the report as one JSON line and writes it (pretty) to `path`.
-pub fn emit(report: &serde_json::Value, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// Prints the report as one JSON line and writes it (pretty) to `path`,
+/// with `chart` beside it as SVG (`results-x.json` -> `results-x.svg`).
+pub fn emit(
+    report: &serde_json::Value,
+    path: Option<&std::path::Path>,
+    chart: &chart::Chart,
+) -> anyhow::Result<()> {
     println!("\n{}", serde_json::to_string(report)?);
     if let Some(p) = path {
         std::fs::write(p, serde_json::to_string_pretty(report)?)?;
+        let svg = chart::path_for(p);
+        chart.write(&svg)?;
+        println!("chart: {}", svg.display());
     }
     Ok(())
+}
+
+/// A chart with a panel per measure `(title, key)` and a bar per row,
+/// named by the row's `label_key`.
+pub fn rows_chart(
+    title: &str,
+    rows: &[&serde_json::Value],
+    label_key: &str,
+    measures: &[(&str, &str)],
+) -> chart::Chart {
+    let mut c = chart::Chart::new(title);
+    for (t, k) in measures {
+        let bars = rows
+            .iter()
+            .map(|r| {
+                (
+                    r[label_key].as_str().unwrap_or("?").to_string(),
+                    r[*k].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        c = c.panel(*t, bars);
+    }
+    c
+}
+
+/// A chart of `stats` objects' medians (the rows `print_stats` prints).
+pub fn medians_chart(
+    title: &str,
+    report: &serde_json::Value,
+    rows: &[(&str, &str)],
+) -> chart::Chart {
+    let bars = rows
+        .iter()
+        .map(|(label, key)| {
+            let s = &report[*key];
+            let v = s["median_ms"]
+                .as_f64()
+                .or(s["p50_ms"].as_f64())
+                .unwrap_or(0.0);
+            (label.trim().to_string(), v)
+        })
+        .collect();
+    chart::Chart::new(title).panel("median, ms (lower is better)", bars)
 }
 
 /// The tasks of `svc` as `service ps --format json` lists them (on n1).

@@ -332,7 +332,23 @@ fn main() -> Result<()> {
             r["p99_ms_at_half_peak"].as_f64().unwrap_or(0.0)
         );
     }
-    common::emit(&report, a.json.as_deref())?;
+    let chart = common::rows_chart(
+        "DNS, dnsperf -c 8 (same run)",
+        &report["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        "server",
+        &[
+            ("queries per s (higher is better)", "qps"),
+            (
+                "p99 at half the peak, ms (lower is better)",
+                "p99_ms_at_half_peak",
+            ),
+        ],
+    );
+    common::emit(&report, a.json.as_deref(), &chart)?;
     drop(kids);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())

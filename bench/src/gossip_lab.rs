@@ -112,26 +112,23 @@ fn main() -> Result<()> {
         "{:<44} {:>9} {:>9} {:>9}",
         "", "median ms", "max ms", "min ms"
     );
-    common::print_stats(
-        &report,
-        &[
-            (
-                "reference: local create (API round trip)",
-                "reference_local_create_ms",
-            ),
-            (
-                "create -> programmed on all other nodes",
-                "create_to_programmed_on_all_ms",
-            ),
-            (
-                "remove -> gone from all other nodes",
-                "remove_to_unprogrammed_on_all_ms",
-            ),
-        ],
-        44,
-        1,
-    );
-    common::emit(&report, a.json.as_deref())?;
+    let rows = [
+        (
+            "reference: local create (API round trip)",
+            "reference_local_create_ms",
+        ),
+        (
+            "create -> programmed on all other nodes",
+            "create_to_programmed_on_all_ms",
+        ),
+        (
+            "remove -> gone from all other nodes",
+            "remove_to_unprogrammed_on_all_ms",
+        ),
+    ];
+    common::print_stats(&report, &rows, 44, 1);
+    let chart = common::medians_chart("Endpoint propagation (gossip)", &report, &rows);
+    common::emit(&report, a.json.as_deref(), &chart)?;
     Ok(())
 }
 

@@ -154,7 +154,7 @@ fn main() -> Result<()> {
     if a.vm {
         let report = in_vm(&a, &shoal)?;
         print_report(&report);
-        return common::emit(&report, a.lab.json.as_deref());
+        return common::emit(&report, a.lab.json.as_deref(), &chart(&report));
     }
     let mut per = serde_json::Map::new();
     for lb in &a.balancers {
@@ -182,8 +182,33 @@ fn main() -> Result<()> {
         report["ebpf_vs_ipvs_new_connections"] = json!(e / i);
     }
     print_report(&report);
-    common::emit(&report, a.lab.json.as_deref())?;
+    common::emit(&report, a.lab.json.as_deref(), &chart(&report))?;
     Ok(())
+}
+
+const MEASURES: [(&str, &str); 3] = [
+    ("TCP single stream, Gbit/s", "throughput_gbit"),
+    ("TCP request/response, us", "rr_latency_us"),
+    ("new connections, per s", "new_connections_per_s"),
+];
+
+/// Per measure: each balancer's direct and via-VIP bars.
+fn chart(report: &Value) -> common::chart::Chart {
+    let mut c = common::chart::Chart::new(format!(
+        "VIP balancers, kernel {}",
+        report["kernel"].as_str().unwrap_or("?")
+    ));
+    let per = report["balancers"].as_object().cloned().unwrap_or_default();
+    for (title, k) in MEASURES {
+        let mut bars = vec![];
+        for (lb, m) in &per {
+            for (side, label) in [("direct", "direct to the task"), ("vip", "via the VIP")] {
+                bars.push((format!("{lb}: {label}"), m[k][side].as_f64().unwrap_or(0.0)));
+            }
+        }
+        c = c.panel(title, bars);
+    }
+    c
 }
 
 fn print_report(report: &Value) {
@@ -200,11 +225,7 @@ fn print_report(report: &Value) {
             "\n{lb}: {:<26} {:>10} {:>10} {:>8}",
             "", "direct", "via VIP", "ratio"
         );
-        for (label, k) in [
-            ("TCP single stream, Gbit/s", "throughput_gbit"),
-            ("TCP request/response, us", "rr_latency_us"),
-            ("new connections, per s", "new_connections_per_s"),
-        ] {
+        for (label, k) in MEASURES {
             let r = &m[k];
             println!(
                 "{label:<34} {:>10.2} {:>10.2} {:>8.3}",

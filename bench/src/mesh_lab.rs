@@ -253,6 +253,29 @@ fn main() -> Result<()> {
         report["mesh_vs_direct_udp_pps"].as_f64().unwrap_or(0.0),
         report["mesh_vs_docker_udp_pps"].as_f64().unwrap_or(0.0)
     );
-    common::emit(&report, a.lab.json.as_deref())?;
+    let chart = common::rows_chart(
+        &format!("Routing mesh from an outside client ({})", a.accel),
+        &[&direct, &shoal_mesh, &docker],
+        "label",
+        &[
+            (
+                "TCP single stream, Gbit/s (higher is better)",
+                "throughput_gbit",
+            ),
+            (
+                "TCP request/response, us (lower is better)",
+                "rr_latency_us",
+            ),
+            (
+                "new connections per s (higher is better)",
+                "new_connections_per_s",
+            ),
+            (
+                "small UDP packets, kpps (higher is better)",
+                "udp_small_kpps",
+            ),
+        ],
+    );
+    common::emit(&report, a.lab.json.as_deref(), &chart)?;
     Ok(())
 }

@@ -152,5 +152,14 @@ fn main() -> Result<()> {
         "\nTarget: drops-only costs < 2 % (the reference is the same run with the monitor off)."
     );
     let report = json!({"benchmark": "monitor_lab", "rounds": a.lab.rounds, "modes": rows});
-    common::emit(&report, a.lab.json.as_deref())
+    let chart = common::rows_chart(
+        "The cost of being watched (monitor off, drops only, full tracing)",
+        &rows.iter().collect::<Vec<_>>(),
+        "monitor",
+        &[
+            ("overlay TCP, Gbit/s", "overlay_throughput_gbit"),
+            ("VIP new connections per s", "vip_new_connections_per_s"),
+        ],
+    );
+    common::emit(&report, a.lab.json.as_deref(), &chart)
 }

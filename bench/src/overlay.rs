@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Serialize;
@@ -119,11 +121,21 @@ fn main() -> Result<()> {
         "note": "throughput ratios: higher is better; latency ratios: lower is better",
         "results": rows,
     });
-    println!("{}", serde_json::to_string(&report)?);
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-    }
-    Ok(())
+    let chart = common::rows_chart(
+        "Overlay: Shoal's eBPF VXLAN against the underlay and a kernel overlay",
+        &report["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        "label",
+        &[
+            ("TCP, 1 stream, Gbit/s", "gbps_1"),
+            ("TCP, 4 streams, Gbit/s", "gbps_4"),
+            ("TCP request/response, us (lower is better)", "rr_us"),
+        ],
+    );
+    common::emit(&report, args.json.as_deref(), &chart)
 }
 
 fn print_table(rows: &[Row], args: &Args) {

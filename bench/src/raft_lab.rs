@@ -239,18 +239,40 @@ fn main() -> Result<()> {
         "\n{:<46} {:>8} {:>8} {:>8}",
         "leader kill -9, over runs", "median", "max", "min"
     );
-    common::print_stats(
-        &report,
-        &[
-            (
-                "-> another manager reports a new leader",
-                "failover_new_leader",
-            ),
-            ("-> a write is accepted again", "failover_write_accepted"),
-        ],
-        46,
-        0,
-    );
-    common::emit(&report, a.json.as_deref())?;
+    let failover = [
+        (
+            "-> another manager reports a new leader",
+            "failover_new_leader",
+        ),
+        ("-> a write is accepted again", "failover_write_accepted"),
+    ];
+    common::print_stats(&report, &failover, 46, 0);
+    let p50 = |key: &str| report[key]["p50_ms"].as_f64().unwrap_or(0.0);
+    let chart = common::chart::Chart::new("Raft managers, 3-manager lab")
+        .panel(
+            "p50, ms (lower is better)",
+            vec![
+                (
+                    "reference: API read (no Raft)".into(),
+                    p50("reference_api_read"),
+                ),
+                (
+                    "change committed on the leader".into(),
+                    p50("write_on_leader"),
+                ),
+                (
+                    "change committed via a follower".into(),
+                    p50("write_via_follower"),
+                ),
+            ],
+        )
+        .panel(
+            "leader kill -9: median, ms",
+            common::medians_chart("", &report, &failover)
+                .panels
+                .remove(0)
+                .bars,
+        );
+    common::emit(&report, a.json.as_deref(), &chart)?;
     Ok(())
 }

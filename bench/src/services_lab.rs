@@ -252,31 +252,28 @@ fn main() -> Result<()> {
         "{:<52} {:>9} {:>9} {:>9}",
         "", "median ms", "max ms", "min ms"
     );
-    common::print_stats(
-        &report,
-        &[
-            (
-                "reference: 12 whoami started by hand (no Raft)",
-                "reference_by_hand_12_processes",
-            ),
-            (
-                "service create --replicas 12 -> all answer",
-                "service_create_to_12_answering",
-            ),
-            (
-                "worker kill -9 -> its tasks running elsewhere",
-                "node_kill_to_tasks_running_elsewhere",
-            ),
-        ],
-        52,
-        0,
-    );
+    let rows = [
+        (
+            "reference: 12 whoami started by hand (no Raft)",
+            "reference_by_hand_12_processes",
+        ),
+        (
+            "service create --replicas 12 -> all answer",
+            "service_create_to_12_answering",
+        ),
+        (
+            "worker kill -9 -> its tasks running elsewhere",
+            "node_kill_to_tasks_running_elsewhere",
+        ),
+    ];
+    common::print_stats(&report, &rows, 52, 0);
     println!(
         "\nIn-process: {} tasks over {} nodes ({}, max {} per node): plan {:.0} ms, apply {:.0} ms, {}..{} per node, {} pending, peak RSS {:.0} MB",
         sim["tasks"], sim["nodes"], sim["constraint"].as_str().unwrap_or(""), sim["max_per_node"],
         sim["plan_ms"].as_f64().unwrap_or(0.0), sim["apply_ms"].as_f64().unwrap_or(0.0),
         sim["per_node_min"], sim["per_node_max"], sim["pending"], sim["peak_rss_mb"].as_f64().unwrap_or(0.0)
     );
-    common::emit(&report, a.json.as_deref())?;
+    let chart = common::medians_chart("Services, 3-node lab", &report, &rows);
+    common::emit(&report, a.json.as_deref(), &chart)?;
     Ok(())
 }

@@ -95,20 +95,17 @@ fn main() -> Result<()> {
         "{:<46} {:>9} {:>9} {:>9}",
         "", "median ms", "max ms", "min ms"
     );
-    common::print_stats(
-        &report,
-        &[
-            (
-                "reference: create 12 tasks from scratch",
-                "reference_create_12_from_scratch",
-            ),
-            ("update, parallelism 1", "update_parallelism_1"),
-            ("update, parallelism 3", "update_parallelism_3"),
-            ("update, parallelism 12", "update_parallelism_12"),
-        ],
-        46,
-        0,
-    );
-    common::emit(&report, a.json.as_deref())?;
+    let rows = [
+        (
+            "reference: create 12 tasks from scratch",
+            "reference_create_12_from_scratch",
+        ),
+        ("update, parallelism 1", "update_parallelism_1"),
+        ("update, parallelism 3", "update_parallelism_3"),
+        ("update, parallelism 12", "update_parallelism_12"),
+    ];
+    common::print_stats(&report, &rows, 46, 0);
+    let chart = common::medians_chart("Rolling update of 12 tasks", &report, &rows);
+    common::emit(&report, a.json.as_deref(), &chart)?;
     Ok(())
 }

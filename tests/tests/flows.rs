@@ -97,7 +97,10 @@ fn flows_show_who_talked_to_a_service_and_what_happened() {
         d.iter().any(|f| f["verdict"] == "dropped"
             && f["reason"] == "no_backend"
             && f["node"] == "n2"
-            && f["client_task"].as_str().unwrap_or("").starts_with("cli.1.")),
+            && f["client_task"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("cli.1.")),
         "{sick}"
     );
 
