@@ -23,6 +23,25 @@ pub struct LabArgs {
     /// Internal: be the connection-rate client against IP:PORT.
     #[arg(long, hide = true)]
     pub conn_client: Option<String>,
+    /// Internal: be the bare-TCP connection client against IP:PORT.
+    #[arg(long, hide = true)]
+    pub tcp_client: Option<String>,
+    /// Internal: accept TCP connections on PORT and close each at once.
+    #[arg(long, hide = true)]
+    pub accept_server: Option<u16>,
+}
+
+impl LabArgs {
+    /// Runs the internal role this process was started for, if any.
+    pub fn internal_role(&self) -> Option<anyhow::Result<()>> {
+        if let Some(t) = &self.conn_client {
+            return Some(conn_client(t));
+        }
+        if let Some(t) = &self.tcp_client {
+            return Some(tcp_client(t));
+        }
+        self.accept_server.map(accept_server)
+    }
 }
 
 /// Runs a command; its stderr is the error if it fails.
@@ -303,6 +322,71 @@ pub fn conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
         .arg(exe)
         .args(["--conn-client", &format!("{ip}:{port}")]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// New bare TCP connections per second from inside `ns` to IP:PORT, where
+/// this binary runs as `--accept-server`: the handshake, the server's
+/// close, the client's close, and nothing else (no request to parse, no
+/// answer to build), so the path's own cost per connection shows.
+pub fn tcp_conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["--tcp-client", &format!("{ip}:{port}")]))?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+/// 2 threads for 2 s, each a loop of connect, read until the server
+/// closes, close. Prints connections per second.
+fn tcp_client(target: &str) -> anyhow::Result<()> {
+    use std::io::Read;
+    let addr: std::net::SocketAddr = target.parse()?;
+    let t0 = std::time::Instant::now();
+    let secs = std::time::Duration::from_secs(2);
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let mut n = 0u64;
+                let mut buf = [0u8; 64];
+                while t0.elapsed() < secs {
+                    let mut s = std::net::TcpStream::connect(addr)?;
+                    while s.read(&mut buf)? > 0 {}
+                    n += 1;
+                }
+                Ok(n)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    println!("{}", total as f64 / t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Accepts on 0.0.0.0:PORT with 2 threads and closes every connection at
+/// once (the server side keeps the TIME_WAIT, so clients never run out
+/// of ports). Runs until killed.
+fn accept_server(port: u16) -> anyhow::Result<()> {
+    let l = std::net::TcpListener::bind(("0.0.0.0", port))?;
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let l = l.try_clone()?;
+            Ok(std::thread::spawn(move || loop {
+                if let Ok((s, _)) = l.accept() {
+                    drop(s);
+                }
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
 }
 
 /// The client: 2 threads for 2 s, each a loop of connect, HTTP/1.0

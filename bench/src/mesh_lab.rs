@@ -1,7 +1,9 @@
 //! The routing mesh from outside, in one run: the lab's `client` host on
 //! the underlay, against
-//!   (a) a server straight on the backend's node (its own namespace, no
-//!       overlay, no balancing): the wire;
+//!   (a) the backend task straight, through a host-mode port on its node
+//!       (no mesh, no overlay: what `mode=host` publishing gives);
+//!   (w) a server in the backend node's own namespace (no task, no
+//!       veth into it): the wire, for reference;
 //!   (b) Shoal's mesh entering at a node without the backend (n3 -> the
 //!       task on n1: Maglev, encap, the client's address kept);
 //!   (c) a Docker-style mesh of kernel parts: an entry host with nftables
@@ -9,8 +11,10 @@
 //!       static FDB to the backend host, whose bridge holds the backend's
 //!       namespace.
 //! Single-stream TCP throughput (iperf3), TCP request/response latency
-//! (sockperf), new connections per second (HTTP/1.0, a client in this
-//! binary), small UDP packets per second (iperf3, 18-byte payloads);
+//! (sockperf), new TCP connections per second (connect, the server
+//! closes: this binary as both ends, `--tcp-client`/`--accept-server`),
+//! HTTP/1.0 requests on new connections per second (against `shoal
+//! whoami`), small UDP packets per second (iperf3, 18-byte payloads);
 //! alternating rounds, medians. `--accel xdp` builds the lab with XDP (the
 //! mesh's entry in XDP; the references are the same in either run).
 
@@ -21,7 +25,7 @@ mod common;
 use anyhow::{Context, Result};
 use clap::Parser;
 use common::{
-    conn_client, conn_rate, create_service, iperf, latency_us, on, run, sh, stats, udp_kpps,
+    conn_rate, create_service, iperf, latency_us, on, run, sh, stats, tcp_conn_rate, udp_kpps,
     LabGuard,
 };
 use serde_json::json;
@@ -41,7 +45,7 @@ const LAB: &str = "bms";
 /// 198.18.0.102) on the lab's underlay bridge; the backend in d2's
 /// container namespace at 10.9.0.3; d1 DNATs its ports there over the
 /// kernel overlay and masquerades (Docker's mesh).
-fn docker_style(bin: &str) -> Result<()> {
+fn docker_style(bin: &str, me: &str) -> Result<()> {
     let (ul, br) = (format!("{LAB}-ul"), format!("{LAB}-br"));
     for (i, host) in ["d1", "d2"].iter().enumerate() {
         let h = format!("{LAB}-{host}");
@@ -79,7 +83,7 @@ fn docker_style(bin: &str) -> Result<()> {
     let nft = "table ip mesh {
   chain pre {
     type nat hook prerouting priority dstnat; policy accept;
-    ip daddr 198.18.0.101 tcp dport { 5201, 11111, 80 } dnat to 10.9.0.4
+    ip daddr 198.18.0.101 tcp dport { 5201, 11111, 80, 9000 } dnat to 10.9.0.4
     ip daddr 198.18.0.101 udp dport 5201 dnat to 10.9.0.4
   }
   chain post {
@@ -97,7 +101,7 @@ fn docker_style(bin: &str) -> Result<()> {
         anyhow::bail!("nft refused the Docker-style mesh rules");
     }
     sh(&format!(
-        "ip netns exec {c} sh -c 'iperf3 -s -D -p 5201; (sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null 2>&1 &); ({bin} whoami --port 80 >/dev/null 2>&1 &)'"
+        "ip netns exec {c} sh -c 'iperf3 -s -D -p 5201; (sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null 2>&1 &); ({bin} whoami --port 80 >/dev/null 2>&1 &); ({me} --accept-server 9000 >/dev/null 2>&1 &)'"
     ))?;
     Ok(())
 }
@@ -115,8 +119,8 @@ impl Drop for KillIn {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if let Some(t) = &a.lab.conn_client {
-        return conn_client(t);
+    if let Some(done) = a.lab.internal_role() {
+        return done;
     }
     let shoal = common::shoal_path(a.lab.shoal.clone());
     let bin = shoal.to_string_lossy().into_owned();
@@ -125,8 +129,9 @@ fn main() -> Result<()> {
         "lab", "up", "--name", LAB, "--nodes", "3", "--accel", &a.accel,
     ]))?;
     on(&shoal, LAB, "n1", &["network", "create", "appnet"])?;
+    let me = std::env::current_exe()?.to_string_lossy().into_owned();
     let server = format!(
-        "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & exec {bin} whoami --port 80"
+        "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & {me} --accept-server 9000 & exec {bin} whoami --port 80"
     );
     create_service(
         &shoal,
@@ -143,30 +148,52 @@ fn main() -> Result<()> {
             "11111:11111",
             "-p",
             "8080:80",
+            "-p",
+            "9000:9000",
+            // (a): the same servers through host-mode ports on n1.
+            "-p",
+            "published=5301,target=5201,mode=host",
+            "-p",
+            "published=5301,target=5201,protocol=udp,mode=host",
+            "-p",
+            "published=11301,target=11111,mode=host",
+            "-p",
+            "published=8301,target=80,mode=host",
+            "-p",
+            "published=9301,target=9000,mode=host",
             "--",
             "sh",
             "-c",
             &server,
         ],
     )?;
-    // (a): the same servers in n1's own namespace, on other ports.
+    // (w): the same servers in n1's own namespace, on other ports.
     sh(&format!(
-        "ip netns exec {LAB}-n1 sh -c 'iperf3 -s -D -p 6201; (sockperf sr --tcp -i 0.0.0.0 -p 12111 >/dev/null 2>&1 &); ({bin} whoami --port 7080 >/dev/null 2>&1 &)'"
+        "ip netns exec {LAB}-n1 sh -c 'iperf3 -s -D -p 6201; (sockperf sr --tcp -i 0.0.0.0 -p 12111 >/dev/null 2>&1 &); ({bin} whoami --port 7080 >/dev/null 2>&1 &); ({me} --accept-server 7090 >/dev/null 2>&1 &)'"
     ))?;
     // Dropped before the lab: the servers started by hand above go first.
     let _servers = KillIn(vec![format!("{LAB}-n1"), format!("{LAB}-d2c")]);
-    docker_style(&bin)?;
+    docker_style(&bin, &me)?;
     std::thread::sleep(std::time::Duration::from_secs(2));
     let client = format!("{LAB}-client");
 
-    // (path, ip, iperf port, sockperf port, http port)
+    // (path, ip, iperf port, sockperf port, http port, bare TCP port)
     let paths = [
         (
-            "(a) straight to the backend's node",
+            "(a) straight to the backend task (host port)",
+            "198.18.0.1",
+            5301,
+            11301,
+            8301,
+            9301,
+        ),
+        (
+            "(w) a server on the backend's node itself",
             "198.18.0.1",
             6201,
             12111,
             7080,
+            7090,
         ),
         (
             "(b) Shoal mesh, entering at n3",
@@ -174,6 +201,7 @@ fn main() -> Result<()> {
             5201,
             11111,
             8080,
+            9000,
         ),
         (
             "(c) Docker-style kernel mesh",
@@ -181,24 +209,26 @@ fn main() -> Result<()> {
             5201,
             11111,
             80,
+            9000,
         ),
     ];
-    let mut m: Vec<[Vec<f64>; 4]> =
-        vec![Default::default(), Default::default(), Default::default()];
+    let mut m: Vec<[Vec<f64>; 5]> = vec![Default::default(); paths.len()];
     for r in 0..a.lab.rounds {
-        for (i, (label, ip, ip_port, sp_port, http)) in paths.iter().enumerate() {
+        for (i, (label, ip, ip_port, sp_port, http, bare)) in paths.iter().enumerate() {
             let t = iperf(&client, ip, *ip_port)?;
             let l = latency_us(&client, ip, *sp_port)?;
             let c = conn_rate(&client, ip, *http)?;
             let p = udp_kpps(&client, ip, *ip_port)?;
+            let b = tcp_conn_rate(&client, ip, *bare)?;
             eprintln!(
-                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} conn/s, {p:.0} kpps",
+                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} HTTP conn/s, {p:.0} kpps, {b:.0} TCP conn/s",
                 r + 1
             );
             m[i][0].push(t);
             m[i][1].push(l);
             m[i][2].push(c);
             m[i][3].push(p);
+            m[i][4].push(b);
         }
     }
     let med = |v: &Vec<f64>| stats(v.clone())["median_ms"].as_f64().unwrap_or(0.0);
@@ -209,19 +239,23 @@ fn main() -> Result<()> {
             "rr_latency_us": med(&m[i][1]),
             "new_connections_per_s": med(&m[i][2]),
             "udp_small_kpps": med(&m[i][3]),
+            "tcp_connections_per_s": med(&m[i][4]),
         })
     };
-    let (direct, shoal_mesh, docker) = (row(0), row(1), row(2));
+    let (direct, node, shoal_mesh, docker) = (row(0), row(1), row(2), row(3));
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let report = json!({
         "benchmark": "mesh_lab",
         "accel": a.accel,
         "rounds": a.lab.rounds,
         "direct": direct,
+        "node_wire": node,
         "shoal_mesh": shoal_mesh,
         "docker_style_mesh": docker,
         "mesh_vs_direct_throughput": f(&shoal_mesh, "throughput_gbit") / f(&direct, "throughput_gbit"),
+        "mesh_vs_node_wire_throughput": f(&shoal_mesh, "throughput_gbit") / f(&node, "throughput_gbit"),
         "mesh_vs_docker_new_connections": f(&shoal_mesh, "new_connections_per_s") / f(&docker, "new_connections_per_s"),
+        "mesh_vs_docker_tcp_connections": f(&shoal_mesh, "tcp_connections_per_s") / f(&docker, "tcp_connections_per_s"),
         "mesh_vs_direct_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&direct, "udp_small_kpps"),
         "mesh_vs_docker_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&docker, "udp_small_kpps"),
     });
@@ -230,22 +264,25 @@ fn main() -> Result<()> {
         a.accel, a.lab.rounds
     );
     println!(
-        "{:<38} {:>10} {:>10} {:>12} {:>12}",
-        "", "Gbit/s", "RR us", "conn/s", "UDP kpps"
+        "{:<46} {:>10} {:>10} {:>12} {:>12} {:>12}",
+        "", "Gbit/s", "RR us", "TCP conn/s", "HTTP conn/s", "UDP kpps"
     );
-    for v in [&direct, &shoal_mesh, &docker] {
+    for v in [&direct, &node, &shoal_mesh, &docker] {
         println!(
-            "{:<38} {:>10.2} {:>10.1} {:>12.0} {:>12.0}",
+            "{:<46} {:>10.2} {:>10.1} {:>12.0} {:>12.0} {:>12.0}",
             v["label"].as_str().unwrap_or(""),
             f(v, "throughput_gbit"),
             f(v, "rr_latency_us"),
+            f(v, "tcp_connections_per_s"),
             f(v, "new_connections_per_s"),
             f(v, "udp_small_kpps")
         );
     }
     println!(
-        "\nShoal mesh throughput / straight: {:.3} (target >= 0.9); new connections Shoal / Docker-style: {:.2}x (target >= 1.5x)",
+        "\nShoal mesh throughput / straight to the task: {:.3} (target >= 0.9; / the node itself: {:.3})\nNew TCP connections Shoal / Docker-style: {:.2}x (target >= 1.5x); HTTP requests on new connections: {:.2}x",
         report["mesh_vs_direct_throughput"].as_f64().unwrap_or(0.0),
+        report["mesh_vs_node_wire_throughput"].as_f64().unwrap_or(0.0),
+        report["mesh_vs_docker_tcp_connections"].as_f64().unwrap_or(0.0),
         report["mesh_vs_docker_new_connections"].as_f64().unwrap_or(0.0)
     );
     println!(
@@ -255,7 +292,7 @@ fn main() -> Result<()> {
     );
     let chart = common::rows_chart(
         &format!("Routing mesh from an outside client ({})", a.accel),
-        &[&direct, &shoal_mesh, &docker],
+        &[&direct, &node, &shoal_mesh, &docker],
         "label",
         &[
             (
@@ -263,11 +300,15 @@ fn main() -> Result<()> {
                 "throughput_gbit",
             ),
             (
+                "new TCP connections per s (higher is better)",
+                "tcp_connections_per_s",
+            ),
+            (
                 "TCP request/response, us (lower is better)",
                 "rr_latency_us",
             ),
             (
-                "new connections per s (higher is better)",
+                "HTTP requests on new connections per s (higher is better)",
                 "new_connections_per_s",
             ),
             (

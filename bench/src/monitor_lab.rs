@@ -13,8 +13,8 @@ mod common;
 use anyhow::{Context, Result};
 use clap::Parser;
 use common::{
-    conn_client, conn_rate, create_service, iperf, on, run, service_vip, stats, task_ip,
-    task_netns, tasks_of, LabGuard,
+    conn_rate, create_service, iperf, on, run, service_vip, stats, task_ip, task_netns, tasks_of,
+    LabGuard,
 };
 use serde_json::{json, Value};
 
@@ -66,8 +66,8 @@ impl Drop for Monitors {
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    if let Some(t) = &a.lab.conn_client {
-        return conn_client(t);
+    if let Some(done) = a.lab.internal_role() {
+        return done;
     }
     let shoal = common::shoal_path(a.lab.shoal.clone());
     let bin = shoal.to_string_lossy().into_owned();

@@ -87,3 +87,61 @@ impl Drop for Monitor {
         let _ = self.cfg.set(0, cfg, 0);
     }
 }
+
+/// The datapath stamps records with `bpf_ktime_get_ns` (CLOCK_MONOTONIC);
+/// this turns such stamps into wall-clock time, either side of `now`.
+#[derive(Clone, Copy, Debug)]
+pub struct MonoClock {
+    mono_ns: u64,
+    wall: std::time::SystemTime,
+}
+
+impl MonoClock {
+    pub fn now() -> Self {
+        let mono_ns = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0);
+        Self {
+            mono_ns,
+            wall: std::time::SystemTime::now(),
+        }
+    }
+
+    pub fn wall(&self, ts_ns: u64) -> std::time::SystemTime {
+        use std::time::Duration;
+        if ts_ns >= self.mono_ns {
+            self.wall + Duration::from_nanos(ts_ns - self.mono_ns)
+        } else {
+            self.wall - Duration::from_nanos(self.mono_ns - ts_ns)
+        }
+    }
+
+    /// `wall` as Unix milliseconds.
+    pub fn wall_ms(&self, ts_ns: u64) -> u64 {
+        self.wall(ts_ns)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_before_and_after_now_map_to_their_wall_time() {
+        let c = MonoClock::now();
+        let at = |ns: u64| {
+            c.wall(ns).duration_since(c.wall(c.mono_ns)).map_or_else(
+                |e| -(e.duration().as_millis() as i64),
+                |d| d.as_millis() as i64,
+            )
+        };
+        assert_eq!(
+            at(c.mono_ns + 5_000_000),
+            5,
+            "after now (the monitor's case)"
+        );
+        assert_eq!(at(c.mono_ns - 7_000_000), -7, "before now");
+    }
+}

@@ -326,6 +326,42 @@ fn host_mode_ports_answer_only_where_a_task_runs() {
         assert!(remote.starts_with("198.18.0.200:"), "{remote}");
     }
     assert!(get(&lab, "198.18.0.3", 9090).is_none(), "n3 runs no task");
+
+    // A task with an ingress port too routes by the ingress network, so a
+    // UDP socket bound to 0.0.0.0 answers from its ingress address: its
+    // host-mode UDP port goes there (it used to go to its first network's
+    // address, and the answers never matched the flow).
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "both",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname==n1",
+            "-p",
+            "published=5353,target=5353,protocol=udp",
+            "-p",
+            "published=5354,target=5353,protocol=udp,mode=host",
+            "--",
+            &bin,
+            "whoami",
+            "--udp",
+            "--port",
+            "5353",
+        ],
+    ));
+    let both = running(&lab, "n1", "both")[0].id[..12].to_string();
+    for (ip, port) in [("198.18.0.1", 5354), ("198.18.0.2", 5353)] {
+        let answer = || udp(&lab, ip, port);
+        wait(&format!("udp {ip}:{port}"), 10, || answer().is_some());
+        let (host, remote) = answer().unwrap();
+        assert_eq!(host, both, "{ip}:{port}");
+        assert!(remote.starts_with("198.18.0.200:"), "{remote}");
+    }
 }
 
 #[test]

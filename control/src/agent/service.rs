@@ -87,7 +87,7 @@ impl Agent {
         if self.lb_mode == super::lb::LbMode::Ipvs {
             self.sync_lb_endpoints(self.lb_wanted()).await;
         }
-        let host_published = self.host_published();
+        let host_published = self.host_published(self.ingress_name().await.as_deref());
         let sandbox = self.sync_ingress_sandbox().await;
         let peers = self.gossip.peers().await;
         let mut inner = self.inner.lock().await;

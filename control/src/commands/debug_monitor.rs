@@ -15,7 +15,7 @@ use serde::Serialize;
 use shoal_dataplane::ebpf::{
     proto_label, trace_label, DropReason, Event, EV_DROP, MON_DROPS, MON_TRACES,
 };
-use shoal_dataplane::monitor::Monitor;
+use shoal_dataplane::monitor::{Monitor, MonoClock};
 use shoal_dataplane::netns::NetNs;
 
 use crate::api::{Endpoint, GossipView};
@@ -198,10 +198,9 @@ pub fn run(
             .timeout
             .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
         let mut seen = 0u64;
-        // Monotonic (event) time -> wall clock.
-        let mono_now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)?;
-        let mono_now_ns = mono_now.tv_sec() as u64 * 1_000_000_000 + mono_now.tv_nsec() as u64;
-        let wall_now = std::time::SystemTime::now();
+        // Monotonic (event) time -> wall clock (events come after this:
+        // they used to all get the monitor's start time).
+        let clock = MonoClock::now();
         loop {
             // The ring is polled (every 20 ms when idle): a CLI tool's
             // latency, and no fd registration to keep sound.
@@ -228,7 +227,7 @@ pub fn run(
                         continue;
                     }
                 }
-                let line = decode(&e, node, netns, &names, &mut ifs, mono_now_ns, wall_now);
+                let line = decode(&e, node, netns, &names, &mut ifs, &clock);
                 if format == Format::Json {
                     println!("{}", serde_json::to_string(&line)?);
                 } else {
@@ -276,12 +275,11 @@ fn decode(
     netns: Option<&str>,
     names: &Names,
     ifs: &mut BTreeMap<u32, String>,
-    mono_now_ns: u64,
-    wall_now: std::time::SystemTime,
+    clock: &MonoClock,
 ) -> Line {
     let interface = if_name(netns, e.ifindex, ifs);
     let ep = names.by_if.get(&interface);
-    let at = wall_now - Duration::from_nanos(mono_now_ns.saturating_sub(e.ts_ns));
+    let at = clock.wall(e.ts_ns);
     let time = humantime::format_rfc3339_micros(at).to_string();
     let port = |p: u16| {
         if e.proto == 6 || e.proto == 17 {

@@ -94,6 +94,15 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
     ul.add_bridge(&bridge).await?;
     let br = ul.require_index(&bridge).await?;
     ul.set_up(br).await?;
+    // The underlay stands for a switch: it runs no iptables on the frames
+    // it bridges (with br_netfilter loaded the kernel would, on every hop;
+    // the sysctls are absent without it).
+    ul_ns.run(|| {
+        for k in ["arptables", "iptables", "ip6tables"] {
+            let _ =
+                shoal_dataplane::netlink::sysctl(&format!("net.bridge.bridge-nf-call-{k}"), "0");
+        }
+    })?;
 
     let net = lab_network();
     let mut lab = Lab {

@@ -209,6 +209,41 @@ fn the_backend_node_sends_replies_back_to_the_entry_node() {
     });
 }
 
+/// A client port first used for a flow that entered here (local backend),
+/// then again for one that entered at another node: the replies of the new
+/// flow go to the new entry node (the benchmark caught them leaving from
+/// here, to a client that expected them from the other node).
+#[test]
+fn a_client_port_reused_through_another_entry_node_moves_the_replies() {
+    with_env(|env| {
+        let (_lb, _mesh) = setup(env, &[EP_A]);
+        let f = from_client(env, 40004, 8080);
+        assert_eq!(
+            run(env, Hook::Tc, true, env.ul_ifindex, &f).0,
+            TC_ACT_REDIRECT
+        );
+        let mut inner = eth(MAC_A, [0xee; 6], 0x0800);
+        inner.extend(ipv4(CLIENT, EP_A, 6, 0, &[], &tcp(CLIENT, EP_A, 40004, 80)));
+        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &inner);
+        assert_eq!(
+            run(env, Hook::Tc, true, env.ul_ifindex, &vx).0,
+            TC_ACT_REDIRECT
+        );
+        let r = frame(
+            EP_A,
+            CLIENT,
+            6,
+            &tcp(EP_A, CLIENT, 80, 40004),
+            env.epa_host_mac,
+        );
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &r);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), r.len() + 50, "encapsulated, not answered here");
+        assert_eq!(addrs(&out).1, REMOTE_VTEP);
+        assert_eq!(addrs(&out[50..]), (EP_A, CLIENT));
+    });
+}
+
 #[test]
 fn fragments_unpublished_ports_and_empty_services_are_refused_or_passed() {
     with_env(|env| {

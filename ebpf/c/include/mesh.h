@@ -302,7 +302,7 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 static __always_inline void mesh_learn(struct __sk_buff *skb, const struct shoal_config *cfg,
 				       __u32 vni, __be32 entry_vtep)
 {
-	struct mesh_rev_value rv = {};
+	struct mesh_rev_value rv = {}, *old;
 	struct ct_key rk = {};
 	struct iphdr ip;
 	__be16 ports[2];
@@ -312,7 +312,11 @@ static __always_inline void mesh_learn(struct __sk_buff *skb, const struct shoal
 	if (in_subnet(ip.saddr, cfg->ingress_net, cfg->ingress_prefix))
 		return;
 	ct_key_set(&rk, vni, ip.daddr, ip.saddr, ports[1], ports[0], ip.protocol);
-	if (bpf_map_lookup_elem(&shoal_mesh_rev, &rk))
+	/* Written once per flow, not per packet; but a client port reused
+	 * through another entry node (or after a host-mode flow on the same
+	 * ports) must move the replies there. */
+	old = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
+	if (old && old->entry_vtep == entry_vtep && !old->node_ip)
 		return;
 	rv.entry_vtep = entry_vtep;
 	bpf_map_update_elem(&shoal_mesh_rev, &rk, &rv, BPF_ANY);

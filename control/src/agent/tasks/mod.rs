@@ -137,13 +137,24 @@ impl Agent {
     }
 
     /// Ports published in host mode by the tasks running here: each
-    /// straight to its task's address on its first network.
-    pub fn host_published(&self) -> std::collections::BTreeSet<shoal_dataplane::lb::MeshPort> {
+    /// straight to its task's address on the network its default route
+    /// uses (the ingress network if it is on it, else its first): a UDP
+    /// socket bound to 0.0.0.0 answers from that address.
+    pub fn host_published(
+        &self,
+        ingress: Option<&str>,
+    ) -> std::collections::BTreeSet<shoal_dataplane::lb::MeshPort> {
         let tasks = self.tasks.tasks.lock().expect("tasks lock");
         tasks
             .values()
             .filter(|l| l.state == TaskState::Running && !l.cleaned)
-            .filter_map(|l| Some((l, l.a.networks.first()?)))
+            .filter_map(|l| {
+                let by_ingress =
+                    l.a.networks
+                        .iter()
+                        .find(|n| Some(n.name.as_str()) == ingress);
+                Some((l, by_ingress.or(l.a.networks.first())?))
+            })
             .flat_map(|(l, n)| {
                 l.a.host_ports
                     .iter()
