@@ -337,35 +337,9 @@ pub fn tcp_conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// 2 threads for 2 s, each a loop of connect, read until the server
-/// closes, close. Prints connections per second.
+/// The bare client: connect, read until the server closes, close.
 fn tcp_client(target: &str) -> anyhow::Result<()> {
-    use std::io::Read;
-    let addr: std::net::SocketAddr = target.parse()?;
-    let t0 = std::time::Instant::now();
-    let secs = std::time::Duration::from_secs(2);
-    let threads: Vec<_> = (0..2)
-        .map(|_| {
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let mut n = 0u64;
-                let mut buf = [0u8; 64];
-                while t0.elapsed() < secs {
-                    let mut s = std::net::TcpStream::connect(addr)?;
-                    while s.read(&mut buf)? > 0 {}
-                    n += 1;
-                }
-                Ok(n)
-            })
-        })
-        .collect();
-    let mut total = 0;
-    for t in threads {
-        total += t
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-    }
-    println!("{}", total as f64 / t0.elapsed().as_secs_f64());
-    Ok(())
+    conn_loop(target, b"")
 }
 
 /// Accepts on 0.0.0.0:PORT with 2 threads and closes every connection at
@@ -389,9 +363,14 @@ fn accept_server(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The client: 2 threads for 2 s, each a loop of connect, HTTP/1.0
-/// request, read to the end, close. Prints connections per second.
+/// The HTTP client: connect, an HTTP/1.0 request, read to the end, close.
 pub fn conn_client(target: &str) -> anyhow::Result<()> {
+    conn_loop(target, b"GET / HTTP/1.0\r\n\r\n")
+}
+
+/// 2 threads for 2 s, each a loop of connect, send `request` (if any),
+/// read until the server closes, close. Prints connections per second.
+fn conn_loop(target: &str, request: &'static [u8]) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = target.parse()?;
     let t0 = std::time::Instant::now();
@@ -403,7 +382,9 @@ pub fn conn_client(target: &str) -> anyhow::Result<()> {
                 let mut buf = [0u8; 4096];
                 while t0.elapsed() < secs {
                     let mut s = std::net::TcpStream::connect(addr)?;
-                    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                    if !request.is_empty() {
+                        s.write_all(request)?;
+                    }
                     while s.read(&mut buf)? > 0 {}
                     n += 1;
                 }

@@ -130,8 +130,13 @@ fn main() -> Result<()> {
     ]))?;
     on(&shoal, LAB, "n1", &["network", "create", "appnet"])?;
     let me = std::env::current_exe()?.to_string_lossy().into_owned();
+    // Two sets of servers in the task: (a) reaches its own set, so the
+    // task never sees the same client address and port for two paths
+    // (a TIME_WAIT left by one would hold up the other's SYN).
     let server = format!(
-        "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & {me} --accept-server 9000 & exec {bin} whoami --port 80"
+        "iperf3 -s -p 5201 & sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null & {me} --accept-server 9000 & \
+         iperf3 -s -p 5202 & sockperf sr --tcp -i 0.0.0.0 -p 11112 >/dev/null & {me} --accept-server 9001 & \
+         {bin} whoami --port 81 & exec {bin} whoami --port 80"
     );
     create_service(
         &shoal,
@@ -152,15 +157,15 @@ fn main() -> Result<()> {
             "9000:9000",
             // (a): the same servers through host-mode ports on n1.
             "-p",
-            "published=5301,target=5201,mode=host",
+            "published=5301,target=5202,mode=host",
             "-p",
-            "published=5301,target=5201,protocol=udp,mode=host",
+            "published=5301,target=5202,protocol=udp,mode=host",
             "-p",
-            "published=11301,target=11111,mode=host",
+            "published=11301,target=11112,mode=host",
             "-p",
-            "published=8301,target=80,mode=host",
+            "published=8301,target=81,mode=host",
             "-p",
-            "published=9301,target=9000,mode=host",
+            "published=9301,target=9001,mode=host",
             "--",
             "sh",
             "-c",
