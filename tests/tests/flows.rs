@@ -134,4 +134,15 @@ fn flows_show_who_talked_to_a_service_and_what_happened() {
         "not found",
     );
     refused(&lab, "n2", &["debug", "flows"], "manager");
+    // Malformed queries straight at the API: 400, and it keeps answering.
+    for body in ["{not json", r#"{"limit": "x"}"#] {
+        let cmd = format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' --unix-socket \"$SHOAL_SOCKET\" -X POST -H 'content-type: application/json' -d '{body}' http://x/v1/flows"
+        );
+        let o = shoal_tests::shoal(&[
+            "lab", "exec", "--name", &lab.name, "n1", "--", "sh", "-c", &cmd,
+        ]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "400", "{body}");
+    }
+    assert!(!list(&flows(&lab, &["--service", "web"])).is_empty());
 }
