@@ -104,6 +104,12 @@ fn nodes_export_metrics_that_move_with_traffic_and_the_dashboard_names_only_thos
     grew("shoal_dns_queries_total", "result=local");
     grew("shoal_dns_query_duration_seconds_count", "source=local");
     assert_eq!(sum(&after, "shoal_gossip_members", "state=alive"), 2.0);
+    // n2's task endpoints reached n1 through gossip after n1 started: their
+    // propagation times are observed (and well inside the histogram).
+    let seen = sum(&after, "shoal_gossip_propagation_seconds_count", "");
+    assert!(seen >= 1.0, "propagation observed: {seen}");
+    let secs = sum(&after, "shoal_gossip_propagation_seconds_sum", "") / seen;
+    assert!(secs < 10.0, "mean propagation {secs} s");
     assert!(sum(&after, "shoal_raft_term", "") >= 1.0, "n1 is a manager");
     assert_eq!(sum(&after, "shoal_raft_is_leader", ""), 1.0);
     assert!(sum(&after, "shoal_tasks", "state=running") >= 1.0);

@@ -72,6 +72,13 @@ impl Agent {
                     .push(("mesh_reverse".into(), rev, MeshMaps::CT_CAPACITY));
             }
         }
+        let prop = self.inner.lock().await.programmer.propagation.clone();
+        s.gossip_propagation = shoal_dns::LatencyStats {
+            bounds: super::sync::PROPAGATION_BOUNDS.to_vec(),
+            buckets: prop.buckets.to_vec(),
+            count: prop.count,
+            sum_seconds: prop.sum_seconds,
+        };
         let members = self.gossip.members().await;
         let alive = members.iter().filter(|m| m.live).count() as u64;
         s.gossip_members = vec![

@@ -23,6 +23,33 @@ pub struct Programmer {
     refused_seen: BTreeSet<(String, String, &'static str)>,
     pub refused_total: BTreeMap<&'static str, u64>,
     pub last: Merged,
+    /// Endpoints created after this agent started: how long each took from
+    /// its creation on its node to being programmed here.
+    pub propagation: Propagation,
+    started_ms: u64,
+    seen: BTreeSet<(u32, Ipv4Addr, u64)>,
+}
+
+/// Upper bounds of the propagation buckets, seconds.
+pub const PROPAGATION_BOUNDS: [f64; 10] = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+/// Gossip propagation times (creation on another node -> programmed here),
+/// bucketed. Node clocks are compared, so skew between nodes shows in it.
+#[derive(Clone, Debug, Default)]
+pub struct Propagation {
+    pub buckets: [u64; PROPAGATION_BOUNDS.len()],
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Propagation {
+    fn observe(&mut self, secs: f64) {
+        if let Some(i) = PROPAGATION_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_seconds += secs;
+    }
 }
 
 impl Programmer {
@@ -42,6 +69,9 @@ impl Programmer {
             refused_seen: BTreeSet::new(),
             refused_total: BTreeMap::new(),
             last: Merged::default(),
+            propagation: Propagation::default(),
+            started_ms: crate::now_ms(),
+            seen: BTreeSet::new(),
         }
     }
 
@@ -55,6 +85,7 @@ impl Programmer {
         }
         let want: BTreeMap<(u32, Ipv4Addr), EpValue> =
             merged.desired.iter().map(|(k, r)| (*k, value(r))).collect();
+        self.observe_propagation(&merged);
         let (mut added, mut removed) = (0, 0);
         for (k, v) in &want {
             if self.programmed.get(k) != Some(v) {
@@ -97,6 +128,25 @@ impl Programmer {
         }
         self.last = merged;
         Ok((added, removed))
+    }
+
+    /// Entries of other nodes seen for the first time, created after this
+    /// agent started: their age is how long gossip took to bring them
+    /// (whether or not this node programs them: it may not have joined
+    /// their network).
+    fn observe_propagation(&mut self, merged: &Merged) {
+        let now = crate::now_ms();
+        let current: BTreeSet<(u32, Ipv4Addr, u64)> = merged
+            .entries
+            .iter()
+            .filter(|e| e.refused.is_none() && e.since >= self.started_ms)
+            .map(|e| (e.vni, e.ip, e.since))
+            .collect();
+        for (_, _, since) in current.difference(&self.seen) {
+            self.propagation
+                .observe(now.saturating_sub(*since) as f64 / 1000.0);
+        }
+        self.seen = current;
     }
 
     /// Still relearning the table after a restart: what gossip has not

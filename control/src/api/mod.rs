@@ -150,6 +150,10 @@ pub struct TableEntry {
     /// The task's service record, for a task endpoint.
     #[serde(default)]
     pub svc: Option<crate::gossip::table::SvcRecord>,
+    /// When its node created the endpoint (ms since the epoch; 0 for a
+    /// refused entry).
+    #[serde(default)]
+    pub since: u64,
 }
 
 /// An API error: a one-line message for the CLI.

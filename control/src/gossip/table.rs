@@ -147,6 +147,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                     programmed: false,
                     refused: Some(reason.to_string()),
                     svc: None,
+                    since: 0,
                 });
             };
             let Some((vni, ip)) = parse_ep_key(key) else {
@@ -192,7 +193,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
     }
     for ((vni, ip), mut cs) in claims {
         cs.sort_by(|a, b| (a.0, &a.1.node).cmp(&(b.0, &b.1.node)));
-        for (i, (_, r, mac, svc)) in cs.iter().enumerate() {
+        for (i, (since, r, mac, svc)) in cs.iter().enumerate() {
             let winner = i == 0;
             if !winner {
                 m.refused
@@ -207,6 +208,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                 programmed: winner && joined.contains(&vni),
                 refused: (!winner).then(|| "duplicate_ip".to_string()),
                 svc: svc.clone(),
+                since: *since,
             });
         }
         if joined.contains(&vni) {

@@ -59,6 +59,28 @@ struct ConstHistogram {
     buckets: Vec<(f64, u64)>,
 }
 
+impl ConstHistogram {
+    /// From per-bucket counts: Prometheus wants them cumulative, with +Inf.
+    fn of(h: &shoal_dns::LatencyStats) -> Self {
+        let mut cum = 0;
+        let mut buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .zip(&h.buckets)
+            .map(|(b, n)| {
+                cum += n;
+                (*b, cum)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, h.count));
+        Self {
+            sum: h.sum_seconds,
+            count: h.count,
+            buckets,
+        }
+    }
+}
+
 impl EncodeMetric for ConstHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
@@ -200,6 +222,13 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             [(labels(&[]), ConstGauge::new(self.gossip_max_age_s))],
         )?;
+        family(
+            e,
+            "shoal_gossip_propagation",
+            "Time from another node creating an endpoint to this node knowing it (gossip convergence; compares node clocks).",
+            Some(&Unit::Seconds),
+            [(labels(&[]), ConstHistogram::of(&self.gossip_propagation))],
+        )?;
         if let Some(r) = &self.raft {
             family(
                 e,
@@ -255,27 +284,9 @@ impl Collector for Snapshot {
             "shoal_dns_query_duration",
             "Time to answer a query, answered from the cluster's records (local) or by an upstream (forwarded).",
             Some(&Unit::Seconds),
-            self.dns_latency.iter().map(|(source, h)| {
-                let mut cum = 0;
-                let mut buckets: Vec<(f64, u64)> = h
-                    .bounds
-                    .iter()
-                    .zip(&h.buckets)
-                    .map(|(b, n)| {
-                        cum += n;
-                        (*b, cum)
-                    })
-                    .collect();
-                buckets.push((f64::INFINITY, h.count));
-                (
-                    labels(&[("source", source)]),
-                    ConstHistogram {
-                        sum: h.sum_seconds,
-                        count: h.count,
-                        buckets,
-                    },
-                )
-            }),
+            self.dns_latency
+                .iter()
+                .map(|(source, h)| (labels(&[("source", source)]), ConstHistogram::of(h))),
         )?;
         family(
             e,

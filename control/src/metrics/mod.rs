@@ -77,6 +77,8 @@ pub struct Snapshot {
     /// (alive | dead, nodes)
     pub gossip_members: Vec<(String, u64)>,
     pub gossip_max_age_s: f64,
+    /// Other nodes' new endpoints: creation there -> in this node's table.
+    pub gossip_propagation: shoal_dns::LatencyStats,
     pub raft: Option<RaftSnap>,
     pub dns: shoal_dns::Stats,
     /// (local | forwarded, latency histogram)
