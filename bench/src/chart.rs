@@ -125,9 +125,11 @@ mod tests {
 
     #[test]
     fn a_chart_names_every_bar_and_value() {
-        let dir = std::env::temp_dir().join(format!("shoal-chart-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.svg");
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-chart-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().join("r.svg");
         Chart::new("t")
             .panel(
                 "Gbit/s",
@@ -141,6 +143,5 @@ mod tests {
             assert!(svg.contains(s), "{s} in {svg}");
         }
         assert_eq!(svg.matches("<rect").count(), 1 + 3, "background and 3 bars");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

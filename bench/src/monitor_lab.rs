@@ -115,9 +115,8 @@ fn prog_ns(shoal: &Path) -> Result<f64> {
         .filter(|e| e["node"] == "n1")
         .collect();
     anyhow::ensure!(eps.len() >= 2, "want two endpoints on n1: {eps:?}");
-    let dir = std::env::temp_dir().join(format!("shoal-bmo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let (data, ctx) = (dir.join("frame"), dir.join("ctx"));
+    let dir = tempfile::Builder::new().prefix("shoal-bmo-").tempdir()?;
+    let (data, ctx) = (dir.path().join("frame"), dir.path().join("ctx"));
     std::fs::write(&data, frame(eps[0], eps[1])?)?;
     let ns = format!("{LAB}-n1");
     let ifindex: Value = serde_json::from_str(&common::sh(&format!(
@@ -159,7 +158,6 @@ fn prog_ns(shoal: &Path) -> Result<f64> {
         );
         v.push(ns_per);
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(stats(v)["median_ms"].as_f64().unwrap_or(0.0))
 }
 

@@ -19,12 +19,15 @@ fn completions_and_man_pages_come_from_the_cli() {
     assert!(o.status.success());
     let page = String::from_utf8_lossy(&o.stdout);
     assert!(page.contains(".TH shoal"), "{page}");
-    let dir = std::env::temp_dir().join(format!("shoal-man-{}", std::process::id()));
+    let tmp = tempfile::Builder::new()
+        .prefix("shoal-man-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
     assert!(shoal(&["man", "--dir", dir.to_str().unwrap()])
         .status
         .success());
     for page in ["shoal.1", "shoal-service.1", "shoal-debug.1"] {
         assert!(dir.join(page).exists(), "{page}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,8 +27,11 @@ fn the_deb_installs_into_a_clean_root_and_runs() {
         name.starts_with("shoal_") && name.ends_with("_amd64.deb"),
         "{name}"
     );
-    let root = std::env::temp_dir().join(format!("shoal-deb-root-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+    let tmp = tempfile::Builder::new()
+        .prefix("shoal-deb-root-")
+        .tempdir()
+        .unwrap();
+    let root = tmp.path().to_path_buf();
     for d in ["var/lib/dpkg/info", "var/lib/dpkg/updates"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
@@ -77,5 +80,4 @@ fn the_deb_installs_into_a_clean_root_and_runs() {
         "systemd-analyze verify: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -237,8 +237,11 @@ mod tests {
 
     #[test]
     fn tails_follow_across_rotation_and_stamp_lines() {
-        let dir = std::env::temp_dir().join(format!("shoal-log-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("shoal-log-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let log = dir.join("log");
         std::fs::write(&log, "a\nb\nc\n").unwrap();
         assert_eq!(observe(&log, 0, 1_000), 6);
@@ -276,13 +279,15 @@ mod tests {
         let idle = answer(&log, &ask(0, Some(after.cursor), false), 5_000);
         assert!(idle.lines.is_empty());
         assert_eq!(idle.cursor, after.cursor);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn big_logs_come_in_pieces() {
-        let dir = std::env::temp_dir().join(format!("shoal-logbig-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("shoal-logbig-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let log = dir.join("log");
         let line = "x".repeat(1000) + "\n";
         std::fs::write(&log, line.repeat(3000)).unwrap();
@@ -297,6 +302,5 @@ mod tests {
             }
         }
         assert_eq!(n, 3000);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
