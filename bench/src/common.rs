@@ -190,14 +190,10 @@ pub fn rows_chart(
     c
 }
 
-/// A chart of `stats` objects' medians (the rows `print_stats` prints).
-pub fn medians_chart(
-    title: &str,
-    report: &serde_json::Value,
-    rows: &[(&str, &str)],
-) -> chart::Chart {
-    let bars = rows
-        .iter()
+/// One bar per `(label, key)` row of `report`: the `stats` object's
+/// median (or p50).
+pub fn median_bars(report: &serde_json::Value, rows: &[(&str, &str)]) -> Vec<(String, f64)> {
+    rows.iter()
         .map(|(label, key)| {
             let s = &report[*key];
             let v = s["median_ms"]
@@ -206,8 +202,16 @@ pub fn medians_chart(
                 .unwrap_or(0.0);
             (label.trim().to_string(), v)
         })
-        .collect();
-    chart::Chart::new(title).panel("median, ms (lower is better)", bars)
+        .collect()
+}
+
+/// A chart of `stats` objects' medians (the rows `print_stats` prints).
+pub fn medians_chart(
+    title: &str,
+    report: &serde_json::Value,
+    rows: &[(&str, &str)],
+) -> chart::Chart {
+    chart::Chart::new(title).panel("median, ms (lower is better)", median_bars(report, rows))
 }
 
 /// The tasks of `svc` as `service ps --format json` lists them (on n1).

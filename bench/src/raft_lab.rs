@@ -215,7 +215,7 @@ fn main() -> Result<()> {
     });
     println!("\nRaft managers, 3-manager lab (heartbeat 150 ms, election timeout 750-1000 ms)\n");
     println!("{:<46} {:>8} {:>8} {:>8}", "", "p50 ms", "p99 ms", "max ms");
-    for (label, key) in [
+    let latency = [
         (
             "reference: API read (node ls, no Raft)",
             "reference_api_read",
@@ -225,7 +225,8 @@ fn main() -> Result<()> {
             "label update committed, via a follower",
             "write_via_follower",
         ),
-    ] {
+    ];
+    for (label, key) in latency {
         let s = &report[key];
         let f = |k: &str| s[k].as_f64().unwrap_or(0.0);
         println!(
@@ -247,31 +248,14 @@ fn main() -> Result<()> {
         ("-> a write is accepted again", "failover_write_accepted"),
     ];
     common::print_stats(&report, &failover, 46, 0);
-    let p50 = |key: &str| report[key]["p50_ms"].as_f64().unwrap_or(0.0);
     let chart = common::chart::Chart::new("Raft managers, 3-manager lab")
         .panel(
             "p50, ms (lower is better)",
-            vec![
-                (
-                    "reference: API read (no Raft)".into(),
-                    p50("reference_api_read"),
-                ),
-                (
-                    "change committed on the leader".into(),
-                    p50("write_on_leader"),
-                ),
-                (
-                    "change committed via a follower".into(),
-                    p50("write_via_follower"),
-                ),
-            ],
+            common::median_bars(&report, &latency),
         )
         .panel(
             "leader kill -9: median, ms",
-            common::medians_chart("", &report, &failover)
-                .panels
-                .remove(0)
-                .bars,
+            common::median_bars(&report, &failover),
         );
     common::emit(&report, a.json.as_deref(), &chart)?;
     Ok(())

@@ -52,15 +52,16 @@ impl FlowLog {
     }
 
     pub fn push(&self, recs: impl IntoIterator<Item = FlowRecord>) {
+        if !self.is_on() {
+            return;
+        }
         let mut g = self.inner.lock().expect("flow log lock");
         for r in recs {
             if g.records.len() >= self.cap {
                 g.records.pop_front();
                 g.evicted += 1;
             }
-            if self.cap > 0 {
-                g.records.push_back(r);
-            }
+            g.records.push_back(r);
         }
     }
 
@@ -146,11 +147,10 @@ impl Agent {
         }
         if let Some(m) = &inner.mesh {
             for p in &m.ports {
-                let proto = match p.protocol {
-                    crate::raft::services::Protocol::Tcp => 6,
-                    crate::raft::services::Protocol::Udp => 17,
-                };
-                n.published.insert((proto, p.published), p.service.clone());
+                n.published.insert(
+                    (super::mesh::proto(p.protocol), p.published),
+                    p.service.clone(),
+                );
             }
         }
         n
@@ -292,7 +292,9 @@ mod tests {
     fn an_off_log_keeps_nothing_and_says_so() {
         let log = FlowLog::new(0);
         log.push([rec(1, "web")]);
-        assert!(log.query(&FlowQuery::default()).0.is_empty());
+        let (kept, evicted) = log.query(&FlowQuery::default());
+        assert!(kept.is_empty());
+        assert_eq!(evicted, 0, "nothing was kept, so nothing let go");
         log.answer_asks("n1", &[FlowAsk::default()]);
         let a = log.take_answers();
         assert!(a[0].off);

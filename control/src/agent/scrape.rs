@@ -127,10 +127,10 @@ impl Agent {
 
     /// Service names by (VNI, VIP), from the gossiped task records.
     async fn vip_names(&self) -> BTreeMap<(u32, Ipv4Addr), String> {
-        self.service_records()
+        self.task_addresses()
             .await
             .into_iter()
-            .filter_map(|(vni, rec)| Some(((vni, rec.vip?), rec.service)))
+            .filter_map(|(vni, _, rec)| Some(((vni, rec.vip?), rec.service)))
             .collect()
     }
 }

@@ -215,16 +215,8 @@ impl Agent {
         Ok(())
     }
 
-    /// Every service record the node knows (gossip and its own), with
-    /// its network's VNI.
-    pub async fn service_records(&self) -> Vec<(u32, crate::gossip::table::SvcRecord)> {
-        let inner = self.inner.lock().await;
-        task_records(&inner.state, &inner.programmer.last)
-            .map(|(vni, _, r)| (vni, r.clone()))
-            .collect()
-    }
-
-    /// Every task address the node knows: (VNI, address, record).
+    /// Every task address the node knows (gossip and its own): (VNI,
+    /// address, service record).
     pub async fn task_addresses(
         &self,
     ) -> Vec<(u32, std::net::Ipv4Addr, crate::gossip::table::SvcRecord)> {
