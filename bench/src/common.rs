@@ -29,16 +29,20 @@ pub struct LabArgs {
     /// Internal: accept TCP connections on PORT and close each at once.
     #[arg(long, hide = true)]
     pub accept_server: Option<u16>,
+    /// Clients at once in the bare-TCP connection measure: 2 shows the
+    /// path's own cost and latency; many saturate the servers instead.
+    #[arg(long, default_value_t = 2)]
+    pub clients: usize,
 }
 
 impl LabArgs {
     /// Runs the internal role this process was started for, if any.
     pub fn internal_role(&self) -> Option<anyhow::Result<()>> {
         if let Some(t) = &self.conn_client {
-            return Some(conn_client(t));
+            return Some(conn_client(t, self.clients));
         }
         if let Some(t) = &self.tcp_client {
-            return Some(tcp_client(t));
+            return Some(tcp_client(t, self.clients));
         }
         self.accept_server.map(accept_server)
     }
@@ -332,18 +336,19 @@ pub fn conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
 /// this binary runs as `--accept-server`: the handshake, the server's
 /// close, the client's close, and nothing else (no request to parse, no
 /// answer to build), so the path's own cost per connection shows.
-pub fn tcp_conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
+pub fn tcp_conn_rate(ns: &str, ip: &str, port: u16, clients: usize) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
     let out = run(Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(exe)
-        .args(["--tcp-client", &format!("{ip}:{port}")]))?;
+        .args(["--tcp-client", &format!("{ip}:{port}")])
+        .args(["--clients", &clients.to_string()]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 /// The bare client: connect, read until the server closes, close.
-fn tcp_client(target: &str) -> anyhow::Result<()> {
-    conn_loop(target, b"")
+fn tcp_client(target: &str, clients: usize) -> anyhow::Result<()> {
+    conn_loop(target, b"", clients)
 }
 
 /// Accepts on 0.0.0.0:PORT with 2 threads and closes every connection at
@@ -368,18 +373,19 @@ fn accept_server(port: u16) -> anyhow::Result<()> {
 }
 
 /// The HTTP client: connect, an HTTP/1.0 request, read to the end, close.
-pub fn conn_client(target: &str) -> anyhow::Result<()> {
-    conn_loop(target, b"GET / HTTP/1.0\r\n\r\n")
+pub fn conn_client(target: &str, clients: usize) -> anyhow::Result<()> {
+    conn_loop(target, b"GET / HTTP/1.0\r\n\r\n", clients)
 }
 
-/// 2 threads for 2 s, each a loop of connect, send `request` (if any),
-/// read until the server closes, close. Prints connections per second.
-fn conn_loop(target: &str, request: &'static [u8]) -> anyhow::Result<()> {
+/// `clients` threads for 2 s, each a loop of connect, send `request` (if
+/// any), read until the server closes, close. Prints connections per
+/// second.
+fn conn_loop(target: &str, request: &'static [u8], clients: usize) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = target.parse()?;
     let t0 = std::time::Instant::now();
     let secs = std::time::Duration::from_secs(2);
-    let threads: Vec<_> = (0..2)
+    let threads: Vec<_> = (0..clients)
         .map(|_| {
             std::thread::spawn(move || -> anyhow::Result<u64> {
                 let mut n = 0u64;

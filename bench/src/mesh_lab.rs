@@ -224,7 +224,7 @@ fn main() -> Result<()> {
             let l = latency_us(&client, ip, *sp_port)?;
             let c = conn_rate(&client, ip, *http)?;
             let p = udp_kpps(&client, ip, *ip_port)?;
-            let b = tcp_conn_rate(&client, ip, *bare)?;
+            let b = tcp_conn_rate(&client, ip, *bare, a.lab.clients)?;
             eprintln!(
                 "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} HTTP conn/s, {p:.0} kpps, {b:.0} TCP conn/s",
                 r + 1

@@ -73,6 +73,44 @@ static __always_inline int tc_drop_ev(struct __sk_buff *skb, __u32 reason)
 	return TC_ACT_SHOT;
 }
 
+/* The FIB's answer per underlay destination, kept for a short while: the
+ * kernel's vxlan keeps its route the same way (dst_cache) rather than
+ * looking it up for every packet. A changed neighbour is seen within
+ * NEXTHOP_TTL_NS. */
+#define NEXTHOP_TTL_NS 1000000000ULL
+
+struct nexthop {
+	__u64 stamp;
+	__u32 ifindex;
+	__u8 smac[6];
+	__u8 dmac[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __be32);
+	__type(value, struct nexthop);
+} shoal_nexthops SEC(".maps");
+
+static __always_inline struct nexthop *nexthop_get(__be32 dst)
+{
+	struct nexthop *nh = bpf_map_lookup_elem(&shoal_nexthops, &dst);
+
+	if (nh && bpf_ktime_get_ns() - nh->stamp < NEXTHOP_TTL_NS)
+		return nh;
+	return 0;
+}
+
+static __always_inline void nexthop_put(__be32 dst, const struct bpf_fib_lookup *p)
+{
+	struct nexthop nh = { .stamp = bpf_ktime_get_ns(), .ifindex = p->ifindex };
+
+	mac_copy(nh.smac, p->smac);
+	mac_copy(nh.dmac, p->dmac);
+	bpf_map_update_elem(&shoal_nexthops, &dst, &nh, BPF_ANY);
+}
+
 /* Sends a frame whose IP headers are final out of the underlay towards
  * `dst` (a VTEP, or a mesh client): the FIB gives the next hop's MACs.
  * tot_len 0: a GSO super-packet is larger than the MTU by design; the
@@ -85,7 +123,21 @@ static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoa
 	struct ethhdr *eth;
 	int rc;
 
+	struct nexthop *nh_hit = nexthop_get(dst);
+
+	if (nh_hit) {
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		eth = data;
+		if ((void *)(eth + 1) > data_end)
+			return tc_drop(DROP_TRUNCATED);
+		mac_copy(eth->h_dest, nh_hit->dmac);
+		mac_copy(eth->h_source, nh_hit->smac);
+		return bpf_redirect(nh_hit->ifindex, 0);
+	}
 	rc = fib_to_vtep(skb, cfg, dst, 0, &p);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		nexthop_put(dst, &p);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		/* Let the neighbour subsystem resolve the next hop and queue
 		 * the packet meanwhile, as a routed packet would be. */
@@ -116,7 +168,10 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
-	sport = flow_sport(bpf_get_hash_recalc(skb));
+	/* The flow's hash for the outer source port: the one the sending
+	 * socket already set (as the kernel's vxlan uses it), else computed
+	 * (recalc runs the flow dissector, a cost on every packet). */
+	sport = flow_sport(skb->hash ? skb->hash : bpf_get_hash_recalc(skb));
 	if (d->inner_proto == bpf_htons(ETH_P_IP)) {
 		/* adjust_room keeps GSO/checksum offload state right for the
 		 * tunnel, but only takes IP packets. */
@@ -191,7 +246,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 	if (data + ETH_HLEN <= data_end && ((struct ethhdr *)data)->h_proto == bpf_htons(ETH_P_IP)) {
 		__u32 reason = 0;
 
-		switch (lb_from_endpoint(skb, ifc->vni, &reason)) {
+		switch (lb_from_endpoint(skb, ifc, &reason)) {
 		case LB_ECHO_REPLY:
 			return bpf_redirect(ifindex, 0);
 		case LB_DROP:
@@ -339,8 +394,8 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	count_stat(STAT_DECAP);
 	count_ep(d.ep.ifindex, skb->len, 1);
 	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
-		lb_reverse(skb, d.vni);
-		mesh_learn(skb, cfg, d.vni, outer_src);
+		if (!mesh_learn(skb, cfg, d.vni, outer_src))
+			lb_reverse(skb, d.vni);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
 	return bpf_redirect(d.ep.ifindex, 0);

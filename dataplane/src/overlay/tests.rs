@@ -400,6 +400,40 @@ pub(super) fn encap_produces_exact_rfc7348_frame() {
     });
 }
 
+/// The tc hook keeps the FIB's answer per VTEP for a second (as vxlan's
+/// dst_cache keeps a route): a neighbour whose MAC changes is followed
+/// within that second, on both hooks.
+#[test]
+pub(super) fn a_changed_underlay_neighbour_is_followed_within_a_second() {
+    with_env(|env| {
+        let inner = ep_frame(EP_A, MAC_A, EP_R, MAC_R, 100);
+        for h in HOOKS {
+            let (_, out) = run(env, h, false, env.epa_ifindex, &inner);
+            assert_eq!(&out[0..6], &REMOTE_VTEP_MAC, "{h:?} before");
+        }
+        let status = std::process::Command::new("ip")
+            .args(["neigh", "replace", &REMOTE_VTEP.to_string()])
+            .args([
+                "lladdr",
+                "02:00:00:00:00:22",
+                "dev",
+                "ul0",
+                "nud",
+                "permanent",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        for h in HOOKS {
+            let (rc, out) = run(env, h, false, env.epa_ifindex, &inner);
+            assert_eq!(rc, verdict_redirect(h), "{h:?}");
+            assert_eq!(&out[0..6], &[2, 0, 0, 0, 0, 0x22], "{h:?} after");
+            assert_eq!(&out[6..12], &env.ul_mac, "{h:?} source MAC");
+        }
+    });
+}
+
 #[test]
 pub(super) fn encap_handles_tiny_max_options_and_fragments() {
     with_env(|env| {

@@ -230,8 +230,10 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
  * A frame from a local endpoint on network `vni`: if it goes to a VIP,
  * pick the backend (conntrack, else Maglev) and rewrite the destination.
  */
-static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __u32 *reason)
+static __always_inline int lb_from_endpoint(struct __sk_buff *skb, const struct iface_value *ifc,
+					    __u32 *reason)
 {
+	__u32 vni = ifc->vni;
 	struct svc_key sk = { .vni = vni };
 	struct svc_value *svc;
 	struct iphdr ip;
@@ -247,7 +249,11 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, __u32 vni, __
 	svc = bpf_map_lookup_elem(&shoal_services, &sk);
 	l4 = ETH_HLEN + ip.ihl * 4;
 	if (!svc) {
-		forget_stale_reverse(skb, vni, &ip, l4);
+		/* Only a task of this network can be a backend: a packet
+		 * leaving the subnet (a mesh reply, the outside world) has no
+		 * reverse entry to forget, and is spared the lookup. */
+		if (in_subnet(ip.daddr, ifc->ip, ifc->prefix_len))
+			forget_stale_reverse(skb, vni, &ip, l4);
 		return LB_CONTINUE;
 	}
 	if (ip.protocol == IPPROTO_ICMP)

@@ -298,9 +298,10 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 /* On the backend's node, a packet of the ingress network just decapsulated
  * (headers at 0 again), sent by entry node `entry_vtep`: if it comes from
  * outside the ingress subnet (a mesh client), remember where to send the
- * replies. */
-static __always_inline void mesh_learn(struct __sk_buff *skb, const struct shoal_config *cfg,
-				       __u32 vni, __be32 entry_vtep)
+ * replies. 1 for a mesh client's packet: no VIP's reply then (those come
+ * from tasks, inside the subnet), so the caller skips lb_reverse. */
+static __always_inline int mesh_learn(struct __sk_buff *skb, const struct shoal_config *cfg,
+				      __u32 vni, __be32 entry_vtep)
 {
 	struct mesh_rev_value rv = {}, *old;
 	struct ct_key rk = {};
@@ -308,18 +309,19 @@ static __always_inline void mesh_learn(struct __sk_buff *skb, const struct shoal
 	__be16 ports[2];
 
 	if (!cfg->ingress_vni || vni != cfg->ingress_vni || load_flow(skb, ETH_HLEN, &ip, ports))
-		return;
+		return 0;
 	if (in_subnet(ip.saddr, cfg->ingress_net, cfg->ingress_prefix))
-		return;
+		return 0;
 	ct_key_set(&rk, vni, ip.daddr, ip.saddr, ports[1], ports[0], ip.protocol);
 	/* Written once per flow, not per packet; but a client port reused
 	 * through another entry node (or after a host-mode flow on the same
 	 * ports) must move the replies there. */
 	old = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
 	if (old && old->entry_vtep == entry_vtep && !old->node_ip)
-		return;
+		return 1;
 	rv.entry_vtep = entry_vtep;
 	bpf_map_update_elem(&shoal_mesh_rev, &rk, &rv, BPF_ANY);
+	return 1;
 }
 
 /* Restores the published address as the source of a reply whose headers
