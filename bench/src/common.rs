@@ -411,3 +411,35 @@ fn conn_loop(target: &str, request: &'static [u8], clients: usize) -> anyhow::Re
     println!("{}", total as f64 / t0.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// What every loaded `shoal_*` eBPF program has run so far (`bpftool prog
+/// show`, counted while `kernel.bpf_stats_enabled` is on): runs and ns.
+fn shoal_prog_runs() -> anyhow::Result<(u64, u64)> {
+    let progs: serde_json::Value = serde_json::from_str(&sh("bpftool prog show -j")?)?;
+    let mut total = (0, 0);
+    for p in progs.as_array().into_iter().flatten() {
+        if p["name"].as_str().is_some_and(|n| n.starts_with("shoal_")) {
+            total.0 += p["run_cnt"].as_u64().unwrap_or(0);
+            total.1 += p["run_time_ns"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// Runs `f` with the kernel's eBPF run-time statistics on (restored after)
+/// and returns its result with the program runs and nanoseconds every
+/// node's Shoal programs spent meanwhile. The statistics cost two clock
+/// reads per run, so the measured rates come from runs without them.
+pub fn with_ebpf_time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, u64, u64)> {
+    const KNOB: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let old = std::fs::read_to_string(KNOB)?;
+    std::fs::write(KNOB, "1")?;
+    let measured = (|| {
+        let before = shoal_prog_runs()?;
+        let r = f()?;
+        let after = shoal_prog_runs()?;
+        Ok((r, after.0 - before.0, after.1 - before.1))
+    })();
+    std::fs::write(KNOB, old.trim())?;
+    measured
+}

@@ -236,6 +236,21 @@ fn main() -> Result<()> {
             m[i][4].push(b);
         }
     }
+    // What the datapath itself costs per new connection: every node's
+    // eBPF time during one more bare-TCP run of (a) and of (b).
+    let mut ebpf = vec![];
+    for i in [0, 2] {
+        let (label, ip, _, _, _, bare) = paths[i];
+        let (rate, runs, ns) =
+            common::with_ebpf_time(|| tcp_conn_rate(&client, ip, bare, a.lab.clients))?;
+        let conns = rate * 2.0; // the client runs for 2 s
+        ebpf.push(json!({
+            "label": label,
+            "ebpf_us_per_connection": ns as f64 / conns / 1000.0,
+            "program_runs_per_connection": runs as f64 / conns,
+            "ns_per_program_run": ns as f64 / runs.max(1) as f64,
+        }));
+    }
     let med = |v: &Vec<f64>| stats(v.clone())["median_ms"].as_f64().unwrap_or(0.0);
     let row = |i: usize| {
         json!({
@@ -263,6 +278,7 @@ fn main() -> Result<()> {
         "mesh_vs_docker_tcp_connections": f(&shoal_mesh, "tcp_connections_per_s") / f(&docker, "tcp_connections_per_s"),
         "mesh_vs_direct_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&direct, "udp_small_kpps"),
         "mesh_vs_docker_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&docker, "udp_small_kpps"),
+        "ebpf_per_connection": ebpf,
     });
     println!(
         "\nRouting mesh from an outside client, 3-node lab ({}), medians of {} alternating rounds\n",
@@ -295,6 +311,15 @@ fn main() -> Result<()> {
         report["mesh_vs_direct_udp_pps"].as_f64().unwrap_or(0.0),
         report["mesh_vs_docker_udp_pps"].as_f64().unwrap_or(0.0)
     );
+    for e in &ebpf {
+        println!(
+            "eBPF per new TCP connection, {}: {:.2} us ({:.1} program runs of {:.0} ns, all nodes)",
+            e["label"].as_str().unwrap_or(""),
+            f(e, "ebpf_us_per_connection"),
+            f(e, "program_runs_per_connection"),
+            f(e, "ns_per_program_run")
+        );
+    }
     let chart = common::rows_chart(
         &format!("Routing mesh from an outside client ({})", a.accel),
         &[&direct, &node, &shoal_mesh, &docker],

@@ -188,7 +188,9 @@ fn names_scopes_types_case_ptr_truncation_and_forwarding() {
     assert_eq!(a_of(&lab, client, &name), vec![other.ip.clone()]);
     assert_eq!(a_of(&lab, client, &other.id[..12]), vec![other.ip.clone()]);
     // A stack's service: its prefixed name and its short alias.
-    let compose = std::env::temp_dir().join(format!("shoal-dns-stack-{}.yml", std::process::id()));
+    // Removed when dropped, also if an assertion fails.
+    let compose_dir = tempfile::tempdir().unwrap();
+    let compose = compose_dir.path().join("stack.yml");
     std::fs::write(
         &compose,
         "services:\n  api:\n    command: sleep 1000\n    networks: [appnet]\nnetworks:\n  appnet: {external: true}\n",
@@ -198,7 +200,6 @@ fn names_scopes_types_case_ptr_truncation_and_forwarding() {
         "n1",
         &["stack", "deploy", "-c", &compose.to_string_lossy(), "app"],
     ));
-    let _ = std::fs::remove_file(&compose);
     wait("the stack's names", 20, || {
         let a = a_of(&lab, client, "app_api");
         !a.is_empty() && a == a_of(&lab, client, "api")
@@ -317,6 +318,9 @@ fn dead_tasks_leave_every_nodes_answers_and_the_resolver_survives() {
     );
 
     // A task failing its health check leaves tasks.NAME everywhere too.
+    // Its flag file lives in a directory removed when dropped.
+    let flags = tempfile::tempdir().unwrap();
+    let health = format!("test ! -e {}/sick-$(hostname)", flags.path().display());
     service(
         &lab,
         &[
@@ -327,7 +331,7 @@ fn dead_tasks_leave_every_nodes_answers_and_the_resolver_survives() {
             "--restart-condition",
             "none",
             "--health-cmd",
-            "test ! -e /tmp/shoal-sick-$(hostname)",
+            &health,
             "--health-interval",
             "300ms",
             "--health-retries",
@@ -345,14 +349,12 @@ fn dead_tasks_leave_every_nodes_answers_and_the_resolver_survives() {
             .all(|p| a_of(&lab, p, "tasks.checked").len() == 2)
     });
     let sick = running(&lab, "n1", "checked")[0].clone();
-    let flag = format!("/tmp/shoal-sick-{}", &sick.id[..12]);
-    std::fs::write(&flag, "").unwrap();
+    std::fs::write(flags.path().join(format!("sick-{}", &sick.id[..12])), "").unwrap();
     wait("the unhealthy task gone on every node", 10, || {
         probes
             .iter()
             .all(|p| !a_of(&lab, p, "tasks.checked").contains(&sick.ip))
     });
-    let _ = std::fs::remove_file(&flag);
 
     // A daemon restart: the task's resolver answers again.
     let on_n2 = probes.iter().find(|p| p.node == "n2").unwrap();

@@ -214,9 +214,9 @@ fn promote_demote_drain_leave_rm_and_bad_input() {
         "https://198.18.0.1:2377/raft/vote",
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "401");
-    let dir = std::env::temp_dir().join(format!("shoal-foreign-{}", lab.name));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (key, crt) = (dir.join("k.pem"), dir.join("c.pem"));
+    // Removed when dropped, also if an assertion fails.
+    let dir = tempfile::tempdir().unwrap();
+    let (key, crt) = (dir.path().join("k.pem"), dir.path().join("c.pem"));
     let gen = std::process::Command::new("openssl")
         .args([
             "req",
@@ -250,7 +250,6 @@ fn promote_demote_drain_leave_rm_and_bad_input() {
         "https://198.18.0.1:2377/raft/vote",
     ]);
     assert!(!o.status.success(), "a foreign certificate was accepted");
-    let _ = std::fs::remove_dir_all(&dir);
     let o = curl(&["http://198.18.0.1:2377/raft/vote"]);
     assert!(!o.status.success() || o.stdout.is_empty());
     // Garbage on the port and a malformed join: refused, the manager lives.

@@ -106,7 +106,9 @@ fn underlay_frames_are_rfc7348_vxlan() {
     let info = lab.info();
     let (a, b) = (&info.endpoints[0], &info.endpoints[1]);
     let n1 = &info.nodes[0];
-    let pcap_path = std::env::temp_dir().join(format!("{}-ul.pcap", lab.name));
+    // Removed when dropped, also if an assertion fails.
+    let pcap_dir = tempfile::tempdir().unwrap();
+    let pcap_path = pcap_dir.path().join("ul.pcap");
     let mut dump = Command::new("ip")
         .args([
             "netns",
@@ -152,7 +154,6 @@ fn underlay_frames_are_rfc7348_vxlan() {
     );
     let _ = dump.wait();
     let data = std::fs::read(&pcap_path).expect("pcap written");
-    let _ = std::fs::remove_file(&pcap_path);
     let frames: Vec<_> = pcap::frames(&data)
         .iter()
         .filter_map(|f| pcap::vxlan(f))

@@ -39,25 +39,19 @@ networks:
     )
 }
 
-struct Files(std::path::PathBuf);
+/// The compose files of one test, in a directory removed when dropped
+/// (also if an assertion fails).
+struct Files(tempfile::TempDir);
 
 impl Files {
     fn new() -> Self {
-        let d = std::env::temp_dir().join(format!("shoal-stack-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
+        Self(tempfile::tempdir().unwrap())
     }
 
     fn write(&self, name: &str, text: &str) -> String {
-        let p = self.0.join(name);
+        let p = self.0.path().join(name);
         std::fs::write(&p, text).unwrap();
         p.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
