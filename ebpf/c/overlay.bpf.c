@@ -344,6 +344,16 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		case MESH_REMOTE:
 			tc_trace(TR_MESH_ENTRY);
 			return tc_encap(skb, &d);
+		case MESH_TOO_BIG: {
+			__be32 client = 0;
+
+			/* Counted and reported as the client sent it; answered. */
+			count_drop(reason);
+			ev_tc(skb, EV_DROP, reason);
+			if (mesh_too_big(skb, mesh_max_packet(cfg), &client))
+				return TC_ACT_SHOT;
+			return tc_mesh_out(skb, client);
+		}
 		case MESH_DROP:
 			return tc_drop(reason);
 		default:

@@ -452,3 +452,52 @@ fn processes_on_a_node_reach_published_ports_at_localhost_and_its_address() {
         get_from(&lab, &info.nodes[2].netns, "127.0.0.1", 8080).is_none()
     });
 }
+
+/// A datagram too big for the overlay once encapsulated (the client sends
+/// 1,500 bytes with DF, as Linux does by default) is answered by the entry
+/// node with ICMP "fragmentation needed": the client's kernel learns the
+/// mesh's MTU (1450) instead of losing its datagrams, and the next ones get
+/// through.
+#[test]
+fn a_datagram_too_big_for_the_mesh_gets_fragmentation_needed() {
+    let lab = Lab::up(3, 0, "tc");
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "echo",
+            "--network",
+            "appnet",
+            "--constraint",
+            "node.hostname==n1",
+            "-p",
+            "published=5353,target=5353,protocol=udp",
+            "--",
+            &bin,
+            "whoami",
+            "--udp",
+            "--port",
+            "5353",
+        ],
+    ));
+    let client = lab.info_client_ns();
+    let n3 = lab.info().nodes[2].underlay_ip.clone();
+    wait("the echo through n3", 15, || udp(&lab, &n3, 5353).is_some());
+    let before = lab.counter("n3", "too_big_for_underlay");
+    // DF on every datagram (IP_PMTUDISC_DO), one of 1,500 bytes; then the
+    // socket's path MTU (IP_MTU), which the ICMP answer sets.
+    let script = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,10,2)\ns.connect(('{n3}',5353))\ns.send(b'x'*1472)\ntime.sleep(0.5)\nprint(s.getsockopt(socket.IPPROTO_IP,14))"
+    );
+    let mtu = lab.run_ok(&client, &["python3", "-c", &script]);
+    assert_eq!(mtu.trim(), "1450", "the client's path MTU to n3");
+    let route = lab.run_ok(&client, &["ip", "route", "get", &n3]);
+    assert!(route.contains("mtu 1450"), "{route}");
+    assert_eq!(lab.counter("n3", "too_big_for_underlay"), before + 1);
+    // Datagrams that fit still get their answer.
+    assert!(udp(&lab, &n3, 5353).is_some());
+}

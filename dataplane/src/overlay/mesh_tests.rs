@@ -4,8 +4,9 @@
 //! which needs NAT state, to tc behind it), the backend's node learning the entry
 //! node and sending replies back there, the entry node restoring the
 //! published address (for its own backend and for one coming back
-//! encapsulated), and what is refused: fragments, a published port without
-//! backend, ports that are not published.
+//! encapsulated), a packet too big to encapsulate answered with ICMP
+//! "fragmentation needed", and what is refused: fragments, a published
+//! port without backend, ports that are not published.
 
 use std::net::Ipv4Addr;
 
@@ -399,5 +400,60 @@ fn a_connection_flood_fills_the_lru_but_established_flows_keep_working() {
                 .any(|f| f.client == Ipv4Addr::new(100, 64, 0, 0) && f.client_port == 1024),
             "the flood's oldest entry was evicted"
         );
+    });
+}
+
+/// A client's packet too big for the underlay once encapsulated (the mesh
+/// carries 1,450 bytes here: MTU 1500 less VXLAN) with DF set is answered
+/// with ICMP "fragmentation needed", MTU 1450, from the published address,
+/// quoting the client's header, so the client's path MTU shrinks instead of
+/// its packets vanishing. XDP hands it to tc, which answers; without DF it
+/// is dropped and counted; one that fits goes through on both hooks.
+#[test]
+fn a_packet_too_big_to_encapsulate_is_answered_with_fragmentation_needed() {
+    with_env(|env| {
+        let (_lb, _mesh) = setup(env, &[EP_R]);
+        let datagram = |env: &Env, payload: usize, frag: u16| {
+            let mut f = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+            let u = udp(40000, 5353, &vec![7u8; payload]);
+            f.extend(ipv4(CLIENT, LOCAL_VTEP, 17, frag, &[], &u));
+            f
+        };
+        const DF: u16 = 0x4000;
+        let fits = datagram(env, 1450 - 28, DF);
+        for h in HOOKS {
+            let (rc, out) = run(env, h, true, env.ul_ifindex, &fits);
+            assert_eq!(
+                (rc, out.len()),
+                (verdict_redirect(h), fits.len() + 50),
+                "{h:?}"
+            );
+        }
+        let big = datagram(env, 1450 - 27, DF);
+        let (rc, _) = run(env, Hook::Xdp, true, env.ul_ifindex, &big);
+        assert_eq!(rc, XDP_PASS, "XDP leaves it to tc");
+        let before = drops(env, DropReason::FragNeeded);
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &big);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), 14 + 20 + 8 + 28, "{out:02x?}");
+        let ip = &out[14..34];
+        assert_eq!((ip[0], ip[9]), (0x45, 1), "IPv4, ICMP");
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 56);
+        assert_eq!(csum(ip), 0, "IPv4 checksum");
+        assert_eq!(
+            addrs(&out),
+            (LOCAL_VTEP, CLIENT),
+            "from the published address"
+        );
+        let icmp = &out[34..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450, "next-hop MTU");
+        assert_eq!(csum(icmp), 0, "ICMP checksum");
+        assert_eq!(&icmp[8..], &big[14..42], "the client's header and 8 bytes");
+        assert_eq!(drops(env, DropReason::FragNeeded), before + 1, "counted");
+        // Without DF a router would fragment; the mesh drops it, counted.
+        let (rc, _) = run(env, Hook::Tc, true, env.ul_ifindex, &datagram(env, 1472, 0));
+        assert_eq!(rc, TC_ACT_SHOT);
+        assert_eq!(drops(env, DropReason::FragNeeded), before + 2);
     });
 }

@@ -67,7 +67,73 @@ enum mesh_verdict {
 	MESH_REMOTE,       /* encapsulate to d->ep.vtep on d->vni */
 	MESH_OUT,          /* a reply ready for the client: route it out */
 	MESH_DROP,         /* dropped, *reason says why */
+	MESH_TOO_BIG,      /* too big to encapsulate, DF: answer mesh_too_big */
 };
+
+/* The largest client packet an encapsulated mesh flow carries: the
+ * underlay MTU (mesh_mss + 90) less the 50 bytes of VXLAN; 0: no limit. */
+static __always_inline __u32 mesh_max_packet(const struct shoal_config *cfg)
+{
+	return cfg->mesh_mss ? cfg->mesh_mss + 40 : 0;
+}
+
+/* From linux/icmp.h (see lb.h). */
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+
+/*
+ * A client's packet too big for the underlay once encapsulated, with DF
+ * set: turned, in place, into the ICMP "fragmentation needed" a router
+ * would send, from the published address to the client, with the MTU the
+ * mesh can carry (RFC 792/1191: the original IP header and 8 bytes of its
+ * data). The client's path MTU then shrinks instead of its packets
+ * vanishing (the kernel's vxlan answers the same way). *client is where
+ * the answer goes; non-zero if the packet could not be rewritten.
+ */
+static __always_inline int mesh_too_big(struct __sk_buff *skb, __u32 mtu, __be32 *client)
+{
+	struct {
+		struct iphdr ip;
+		__u8 type;
+		__u8 code;
+		__u16 check;
+		__u16 unused;
+		__u16 mtu;
+	} h = {};
+	__u32 orig[7]; /* the client's IPv4 header (no options) + 8 bytes */
+	__s64 sum;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, orig, sizeof(orig)))
+		return -1;
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.ttl = 64;
+	h.ip.protocol = IPPROTO_ICMP;
+	h.ip.tot_len = bpf_htons(sizeof(h) + sizeof(orig));
+	h.ip.saddr = ((struct iphdr *)orig)->daddr;
+	h.ip.daddr = ((struct iphdr *)orig)->saddr;
+	h.ip.check = ipv4_csum(&h.ip);
+	h.type = ICMP_DEST_UNREACH;
+	h.code = ICMP_FRAG_NEEDED;
+	h.mtu = bpf_htons(mtu);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&h.type, 8, 0);
+	if (sum < 0)
+		return -1;
+	sum = bpf_csum_diff(0, 0, orig, sizeof(orig), sum);
+	if (sum < 0)
+		return -1;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	h.check = ~sum;
+	/* Keep Ethernet + the quoted 28 bytes, then open room for the new
+	 * IPv4 and ICMP headers in front of them. */
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(orig), 0) ||
+	    bpf_skb_adjust_room(skb, sizeof(h), BPF_ADJ_ROOM_MAC, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0))
+		return -1;
+	*client = h.ip.daddr;
+	return 0;
+}
 
 /* Rewrites the 16-bit port at `off` in the L4 header, fixing its checksum. */
 static __always_inline int rewrite_port(struct __sk_buff *skb, int l4, __u8 proto, int off,
@@ -281,6 +347,14 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 	rc = mesh_pick(cfg, &ip, ports, d, &mp, reason);
 	if (rc != MESH_LOCAL && rc != MESH_REMOTE)
 		return rc;
+	if (rc == MESH_REMOTE && mesh_max_packet(cfg) && !skb->gso_size &&
+	    bpf_ntohs(ip.tot_len) > mesh_max_packet(cfg)) {
+		*reason = DROP_FRAG_NEEDED;
+		/* Without DF a router would fragment; the mesh cannot. */
+		if (!(ip.frag_off & bpf_htons(IP_DF)) || ip.ihl != 5)
+			return MESH_DROP;
+		return MESH_TOO_BIG;
+	}
 	l4 = ETH_HLEN + ip.ihl * 4;
 	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, mp.backend) ||
 	    rewrite_port(skb, l4, ip.protocol, 2, ports[1], mp.target)) {

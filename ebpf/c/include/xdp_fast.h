@@ -158,6 +158,10 @@ static __always_inline int xdp_mesh_entry(struct xdp_md *ctx, const struct shoal
 	rc = mesh_pick(cfg, &iph, p, d, &mp, reason);
 	if (rc != MESH_LOCAL && rc != MESH_REMOTE)
 		return rc;
+	/* Too big to encapsulate: tc answers it (mesh_too_big). */
+	if (rc == MESH_REMOTE && mesh_max_packet(cfg) &&
+	    bpf_ntohs(ip->tot_len) > mesh_max_packet(cfg))
+		return MESH_CONTINUE;
 	check = (void *)ports + l4_csum_off(ip->protocol);
 	if ((void *)(check + 1) > data_end) {
 		*reason = DROP_LB_REWRITE;
