@@ -453,13 +453,16 @@ fn processes_on_a_node_reach_published_ports_at_localhost_and_its_address() {
     });
 }
 
-/// A datagram too big for the overlay once encapsulated (the client sends
-/// 1,500 bytes with DF, as Linux does by default) is answered by the entry
-/// node with ICMP "fragmentation needed": the client's kernel learns the
-/// mesh's MTU (1450) instead of losing its datagrams, and the next ones get
-/// through.
+/// The mesh answers with ICMP where a router and a NAT would: a datagram
+/// too big for the overlay once encapsulated (the client sends 1,500 bytes
+/// with DF, as Linux does by default) gets "fragmentation needed" from the
+/// entry node, so the client's kernel learns the mesh's MTU (1450) instead
+/// of losing its datagrams; a datagram to a published port whose task
+/// listens on no such port gets the task's "port unreachable", from the
+/// published address, so the client sees "connection refused" rather than
+/// a timeout, entering at the task's node or at another.
 #[test]
-fn a_datagram_too_big_for_the_mesh_gets_fragmentation_needed() {
+fn too_big_datagrams_and_closed_ports_are_answered_with_icmp() {
     let lab = Lab::up(3, 0, "tc");
     let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
@@ -476,6 +479,8 @@ fn a_datagram_too_big_for_the_mesh_gets_fragmentation_needed() {
             "node.hostname==n1",
             "-p",
             "published=5353,target=5353,protocol=udp",
+            "-p",
+            "published=5454,target=5999,protocol=udp",
             "--",
             &bin,
             "whoami",
@@ -500,4 +505,14 @@ fn a_datagram_too_big_for_the_mesh_gets_fragmentation_needed() {
     assert_eq!(lab.counter("n3", "too_big_for_underlay"), before + 1);
     // Datagrams that fit still get their answer.
     assert!(udp(&lab, &n3, 5353).is_some());
+
+    // Nothing listens on the task's 5999.
+    for n in [0, 2] {
+        let ip = lab.info().nodes[n].underlay_ip.clone();
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('{ip}',5454))\ns.send(b'hi')\ntry:\n  s.recv(100)\n  print('answered')\nexcept ConnectionRefusedError:\n  print('refused')\nexcept socket.timeout:\n  print('timeout')"
+        );
+        let got = lab.run_ok(&client, &["python3", "-c", &script]);
+        assert_eq!(got.trim(), "refused", "entering at {ip}");
+    }
 }

@@ -457,3 +457,90 @@ fn a_packet_too_big_to_encapsulate_is_answered_with_fragmentation_needed() {
         assert_eq!(drops(env, DropReason::FragNeeded), before + 2);
     });
 }
+
+/// The ICMP "port unreachable" a task sends about the datagram in `got`
+/// (its IPv4 header onward, as the task received it).
+fn port_unreachable(from: Ipv4Addr, got: &[u8]) -> Vec<u8> {
+    let mut i = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    i.extend_from_slice(&got[..28]);
+    let c = csum(&i);
+    i[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth([0xee; 6], MAC_A, 0x0800);
+    f.extend(ipv4(from, CLIENT, 1, 0, &[], &i));
+    f
+}
+
+/// An ICMP error as the client must get it: from the published address,
+/// about the datagram it sent there, every checksum right.
+fn assert_icmp_from_published(out: &[u8], sport: u16) {
+    assert_eq!(addrs(out), (LOCAL_VTEP, CLIENT), "{out:02x?}");
+    assert_eq!(csum(&out[14..34]), 0, "IPv4 checksum");
+    assert_eq!(csum(&out[34..]), 0, "ICMP checksum");
+    let quoted = &out[42..];
+    assert_eq!(addrs(&out[28..]), (CLIENT, LOCAL_VTEP), "quoted addresses");
+    assert_eq!(csum(&quoted[..20]), 0, "quoted IPv4 checksum");
+    assert_eq!(ports(quoted, 0), (sport, 5353), "quoted ports");
+}
+
+/// An ICMP error a task sends about a mesh flow (port unreachable for a
+/// datagram) reaches the client as from the published address, as a NAT
+/// translates related ICMP: restored on the backend's node when the flow
+/// entered there, and otherwise sent back to the entry node, which
+/// restores it.
+#[test]
+fn a_tasks_icmp_error_about_a_mesh_flow_comes_from_the_published_address() {
+    with_env(|env| {
+        let (mut lb, _mesh) = setup(env, &[EP_B]);
+        let datagram = |env: &Env, sport: u16| {
+            let mut u = eth(env.ul_mac, CLIENT_MAC, 0x0800);
+            let d = udp_ok(CLIENT, LOCAL_VTEP, sport, 5353);
+            u.extend(ipv4(CLIENT, LOCAL_VTEP, 17, 0, &[], &d));
+            u
+        };
+        // Entered here, local backend: answered from here.
+        let (rc, got) = run(env, Hook::Tc, true, env.ul_ifindex, &datagram(env, 40100));
+        assert_eq!((rc, addrs(&got)), (TC_ACT_REDIRECT, (CLIENT, EP_B)));
+        let err = port_unreachable(EP_B, &got[14..]);
+        let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &err);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_icmp_from_published(&out, 40100);
+
+        // Entered here, remote backend: the error comes back encapsulated
+        // from the backend's node and is restored here.
+        lb.set_service(VNI, VIP, &[EP_R], 251).unwrap();
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &datagram(env, 40101));
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        let got = out[50..].to_vec();
+        assert_eq!(addrs(&got), (CLIENT, EP_R));
+        let err = port_unreachable(EP_R, &got[14..]);
+        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &err);
+        let (rc, out) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), err.len(), "decapsulated");
+        assert_icmp_from_published(&out, 40101);
+
+        // Entered elsewhere, backend here: sent back to the entry node,
+        // untouched inside.
+        let mut inner = eth(MAC_A, [0xee; 6], 0x0800);
+        let d = udp_ok(CLIENT, EP_A, 40102, 53);
+        inner.extend(ipv4(CLIENT, EP_A, 17, 0, &[], &d));
+        let vx = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &inner);
+        let (rc, got) = run(env, Hook::Tc, true, env.ul_ifindex, &vx);
+        assert_eq!((rc, addrs(&got)), (TC_ACT_REDIRECT, (CLIENT, EP_A)));
+        let mut err = port_unreachable(EP_A, &got[14..]);
+        err[0..6].copy_from_slice(&env.epa_host_mac);
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &err);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), err.len() + 50, "encapsulated");
+        assert_eq!(addrs(&out).1, REMOTE_VTEP);
+        assert_eq!(&out[64..], &err[14..], "untouched inside");
+
+        // An ICMP error about no mesh flow is the kernel's.
+        let mut stray = got[14..].to_vec();
+        stray[22..24].copy_from_slice(&999u16.to_be_bytes());
+        let mut err = port_unreachable(EP_A, &stray);
+        err[0..6].copy_from_slice(&env.epa_host_mac);
+        let (rc, _) = run(env, Hook::Tc, false, env.epa_ifindex, &err);
+        assert_eq!(rc, TC_ACT_OK);
+    });
+}

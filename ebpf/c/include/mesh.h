@@ -80,6 +80,7 @@ static __always_inline __u32 mesh_max_packet(const struct shoal_config *cfg)
 /* From linux/icmp.h (see lb.h). */
 #define ICMP_DEST_UNREACH 3
 #define ICMP_FRAG_NEEDED 4
+#define ICMP_TIME_EXCEEDED 11
 
 /*
  * A client's packet too big for the underlay once encapsulated, with DF
@@ -412,6 +413,66 @@ static __always_inline int mesh_restore(struct __sk_buff *skb, const struct iphd
 	return 0;
 }
 
+/*
+ * An ICMP error (unreachable, time exceeded) whose IPv4 header sits at
+ * `l3` and quotes a packet of a mesh flow as its task saw it (client ->
+ * task:target): that flow's reverse entry, the quoted header and ports
+ * filled in; NULL for anything else.
+ */
+static __always_inline struct mesh_rev_value *mesh_icmp_flow(struct __sk_buff *skb, int l3,
+							     __u32 vni, struct iphdr *ip,
+							     struct iphdr *in, __be16 *inports)
+{
+	struct icmp_echo_hdr ic;
+	struct ct_key rk = {};
+	int l4 = l3 + sizeof(*ip);
+
+	if (bpf_skb_load_bytes(skb, l3, ip, sizeof(*ip)) || ip->version != 4 || ip->ihl != 5 ||
+	    ip->protocol != IPPROTO_ICMP || (ip->frag_off & bpf_htons(IP_OFFSET)))
+		return NULL;
+	if (bpf_skb_load_bytes(skb, l4, &ic, sizeof(ic)) ||
+	    (ic.type != ICMP_DEST_UNREACH && ic.type != ICMP_TIME_EXCEEDED))
+		return NULL;
+	if (bpf_skb_load_bytes(skb, l4 + 8, in, sizeof(*in)) || in->version != 4 || in->ihl != 5 ||
+	    (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
+		return NULL;
+	if (bpf_skb_load_bytes(skb, l4 + 8 + sizeof(*in), inports, 2 * sizeof(__be16)))
+		return NULL;
+	ct_key_set(&rk, vni, in->daddr, in->saddr, inports[1], inports[0], in->protocol);
+	return bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
+}
+
+/*
+ * The ICMP error of mesh_icmp_flow made to come from the published
+ * address, about the packet the client sent to it: the outer source, the
+ * quoted destination address and port become the node's address and the
+ * published port (IPv4 and ICMP checksums follow; the quoted L4 checksum,
+ * which no receiver checks, is left). As a NAT translates related ICMP.
+ */
+static __always_inline int mesh_icmp_restore(struct __sk_buff *skb, int l3,
+					     const struct iphdr *ip, const struct iphdr *in,
+					     const __be16 *inports,
+					     const struct mesh_rev_value *rv)
+{
+	int l4 = l3 + sizeof(*ip), q = l4 + 8;
+	__be32 to = rv->node_ip;
+	__u16 qcheck = csum_replace4(in->check, in->daddr, to);
+	__be16 port = rv->port;
+
+	if (bpf_l3_csum_replace(skb, l3 + 10, ip->saddr, to, 4) ||
+	    bpf_skb_store_bytes(skb, l3 + 12, &to, 4, 0))
+		return -1;
+	if (bpf_l4_csum_replace(skb, l4 + 2, in->daddr, to, 4) ||
+	    bpf_skb_store_bytes(skb, q + 16, &to, 4, 0) ||
+	    bpf_l4_csum_replace(skb, l4 + 2, in->check, qcheck, 2) ||
+	    bpf_skb_store_bytes(skb, q + 10, &qcheck, 2, 0) ||
+	    bpf_l4_csum_replace(skb, l4 + 2, inports[1], port, 2) ||
+	    bpf_skb_store_bytes(skb, q + sizeof(*in) + 2, &port, 2, 0))
+		return -1;
+	count_stat(STAT_MESH_REPLY);
+	return 0;
+}
+
 /* A frame from a local endpoint to an address outside its subnet: a reply
  * of a mesh flow? Restored here if it entered by this node, else sent back
  * to its entry node over the ingress network. */
@@ -424,8 +485,28 @@ static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_
 	__be16 ports[2];
 
 	/* Any network: host-mode ports deliver on the task's own. */
-	if (load_flow(skb, ETH_HLEN, &ip, ports))
-		return MESH_CONTINUE;
+	if (load_flow(skb, ETH_HLEN, &ip, ports)) {
+		/* An ICMP error about a mesh flow goes where its replies go. */
+		struct iphdr in;
+		__be16 inports[2];
+
+		rv = mesh_icmp_flow(skb, ETH_HLEN, vni, &ip, &in, inports);
+		if (!rv)
+			return MESH_CONTINUE;
+		if (rv->entry_vtep == cfg->vtep_ip) {
+			if (mesh_icmp_restore(skb, ETH_HLEN, &ip, &in, inports, rv)) {
+				*reason = DROP_LB_REWRITE;
+				return MESH_DROP;
+			}
+			*client = ip.daddr;
+			return MESH_OUT;
+		}
+		d->ep.vtep = rv->entry_vtep;
+		d->vni = vni;
+		d->inner_proto = bpf_htons(ETH_P_IP);
+		d->tos = ip.tos;
+		return MESH_REMOTE;
+	}
 	ct_key_set(&rk, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	rv = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
 	if (!rv)
@@ -458,8 +539,21 @@ static __always_inline int mesh_reply_in(struct __sk_buff *skb, const struct sho
 
 	if (!cfg->ingress_vni || d->vni != cfg->ingress_vni || d->inner_off > 128)
 		return MESH_CONTINUE;
-	if (load_flow(skb, d->inner_off + ETH_HLEN, &ip, ports))
-		return MESH_CONTINUE;
+	if (load_flow(skb, d->inner_off + ETH_HLEN, &ip, ports)) {
+		/* An ICMP error a backend sent about a flow that entered here. */
+		struct iphdr in;
+		__be16 inports[2];
+
+		rv = mesh_icmp_flow(skb, d->inner_off + ETH_HLEN, d->vni, &ip, &in, inports);
+		if (!rv || rv->entry_vtep != cfg->vtep_ip)
+			return MESH_CONTINUE;
+		if (bpf_skb_adjust_room(skb, -(__s32)d->inner_off, BPF_ADJ_ROOM_MAC,
+					BPF_F_ADJ_ROOM_FIXED_GSO) ||
+		    mesh_icmp_restore(skb, ETH_HLEN, &ip, &in, inports, rv))
+			return MESH_DROP;
+		*client = ip.daddr;
+		return MESH_OUT;
+	}
 	ct_key_set(&rk, d->vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	rv = bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
 	if (!rv || rv->entry_vtep != cfg->vtep_ip)
