@@ -36,13 +36,14 @@ pub mod map {
     pub const MESH_PORTS: &str = "shoal_mesh_ports";
     pub const MESH_CT: &str = "shoal_mesh_ct";
     pub const MESH_REV: &str = "shoal_mesh_rev";
+    pub const MESH_ADDRS: &str = "shoal_mesh_addrs";
     pub const EP_TRAFFIC: &str = "shoal_ep_traffic";
     pub const MONITOR: &str = "shoal_monitor";
     pub const EVENTS: &str = "shoal_events";
     pub const FLOWS: &str = "shoal_flows";
     pub const ALL: &[&str] = &[
         ENDPOINTS, IFACES, VNIS, CONFIG, DROPS, STATS, SERVICES, MAGLEV, BACKENDS, CT, RCT,
-        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV, EP_TRAFFIC, MONITOR, EVENTS, FLOWS,
+        LB_STATS, MESH_PORTS, MESH_CT, MESH_REV, MESH_ADDRS, EP_TRAFFIC, MONITOR, EVENTS, FLOWS,
     ];
 }
 

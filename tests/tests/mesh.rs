@@ -218,6 +218,29 @@ fn published_ports_on_every_node(accel: &str) {
     }
     // Nothing else answers on the nodes' addresses.
     assert!(get(&lab, &nodes[2], 9999).is_none());
+    // Another address of n3's underlay device answers published ports too
+    // (as Docker's mesh does on every address of a host), the client's
+    // address still kept, the replies from the address it used.
+    let n3 = &lab.info().nodes[2];
+    lab.run_ok(
+        &n3.netns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "198.18.0.103/24",
+            "dev",
+            &n3.underlay_dev,
+        ],
+    );
+    // (Until the agent's next pass, at most a second, the node's local
+    // relay answers there, from the ingress sandbox.)
+    wait("n3's second address on the published port", 10, || {
+        get(&lab, "198.18.0.103", 8080)
+            .is_some_and(|(_, remote)| remote.starts_with(&format!("{client_ip}:")))
+    });
+    let (_, remote) = udp(&lab, "198.18.0.103", 5353).expect("UDP on the second address");
+    assert!(remote.starts_with(&format!("{client_ip}:")), "{remote}");
 
     // `debug lb` on the entry node: the published ports and the flows that
     // entered there.

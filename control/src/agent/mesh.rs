@@ -68,6 +68,31 @@ pub fn program(maps: &mut MeshMaps, want: &BTreeSet<MeshPort>) {
     }
 }
 
+/// The IPv4 addresses of `dev` other than `advertise`: published ports
+/// answer on them too (the advertise address always does).
+pub fn device_addrs(dev: &str, advertise: std::net::Ipv4Addr) -> BTreeSet<std::net::Ipv4Addr> {
+    let Ok(all) = nix::ifaddrs::getifaddrs() else {
+        return BTreeSet::new();
+    };
+    all.filter(|a| a.interface_name == dev)
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .filter(|ip| *ip != advertise)
+        .collect()
+}
+
+/// Keeps the datapath's extra mesh addresses equal to `dev`'s (checked on
+/// every sync pass, so an address added or removed is followed).
+pub fn program_addrs(maps: &mut MeshMaps, dev: &str, advertise: std::net::Ipv4Addr) {
+    let want = device_addrs(dev, advertise);
+    if want == maps.addrs() {
+        return;
+    }
+    match maps.set_addrs(&want) {
+        Ok(()) => info!(?want, "published ports also answer on these addresses"),
+        Err(e) => warn!("routing mesh: {e}"),
+    }
+}
+
 /// The ingress sandbox's endpoint (and, with the task prefix, namespace).
 pub const SANDBOX: &str = "ingress-sbox";
 
@@ -213,5 +238,19 @@ impl super::Agent {
             .as_ref()
             .and_then(|m| m.ingress.as_ref())
             .map(|n| n.name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device_addrs;
+
+    #[test]
+    fn a_devices_addresses_leave_out_the_advertise_address() {
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        assert!(device_addrs("lo", lo).is_empty());
+        let other = device_addrs("lo", "198.18.0.1".parse().unwrap());
+        assert!(other.contains(&lo), "{other:?}");
+        assert!(device_addrs("no-such-device", lo).is_empty());
     }
 }

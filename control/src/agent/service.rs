@@ -133,6 +133,7 @@ impl Agent {
             let mut published = super::mesh::ports(m);
             published.extend(host_published.iter().cloned());
             super::mesh::program(mesh_maps, &published);
+            super::mesh::program_addrs(mesh_maps, &self.info.underlay_dev, self.info.vtep);
             let local = super::mesh::local_ports(m, sandbox.as_deref(), &host_published, |a| {
                 state
                     .endpoints

@@ -38,6 +38,7 @@ pub struct MeshFlow {
 
 pub struct MeshMaps {
     ports: HashMap<MapData, MeshPortKey, MeshPortValue>,
+    addrs: HashMap<MapData, u32, u32>,
     ct: HashMap<MapData, CtKey, CtValue>,
     rev: HashMap<MapData, CtKey, MeshRevValue>,
 }
@@ -61,6 +62,8 @@ impl MeshMaps {
         Ok(Self {
             ports: HashMap::try_from(Map::HashMap(open(dir, map::MESH_PORTS)?))
                 .map_err(|e| Error::bpf("map shoal_mesh_ports", e))?,
+            addrs: HashMap::try_from(Map::HashMap(open(dir, map::MESH_ADDRS)?))
+                .map_err(|e| Error::bpf("map shoal_mesh_addrs", e))?,
             ct: HashMap::try_from(Map::LruHashMap(open(dir, map::MESH_CT)?))
                 .map_err(|e| Error::bpf("map shoal_mesh_ct", e))?,
             rev: HashMap::try_from(Map::LruHashMap(open(dir, map::MESH_REV)?))
@@ -105,7 +108,30 @@ impl MeshMaps {
         out
     }
 
-    /// Flows that entered through this node (its mesh conntrack).
+    /// The node's addresses besides the advertise address where published
+    /// ports answer too.
+    pub fn addrs(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        self.addrs
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(key_ip)
+            .collect()
+    }
+
+    /// Makes the extra addresses equal to `want` (the difference only).
+    pub fn set_addrs(&mut self, want: &std::collections::BTreeSet<Ipv4Addr>) -> Result<(), Error> {
+        let have = self.addrs();
+        for a in want.difference(&have) {
+            self.addrs
+                .insert(ip_key(*a), 1, 0)
+                .map_err(|e| Error::bpf(format!("mesh address {a}"), e))?;
+        }
+        for a in have.difference(want) {
+            let _ = self.addrs.remove(&ip_key(*a));
+        }
+        Ok(())
+    }
+
     /// Size of each mesh conntrack table (`SHOAL_MESH_CT_MAX` in mesh.h).
     pub const CT_CAPACITY: u64 = 262_144;
 
@@ -117,6 +143,7 @@ impl MeshMaps {
         )
     }
 
+    /// Flows that entered through this node (its mesh conntrack).
     pub fn flows(&self) -> Vec<MeshFlow> {
         let mut out: Vec<MeshFlow> = self
             .ct

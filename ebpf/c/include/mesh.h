@@ -3,6 +3,7 @@
  * The ingress routing mesh: a published port answers on every node and the
  * client's own address reaches the backend (no SNAT, no flat L2 needed).
  *
+ *   shoal_mesh_addrs the node's addresses besides the advertise address
  *   shoal_mesh_ports (protocol, published port) -> the service's ingress VIP
  *                    (its Maglev table, shoal_maglev) and target port; or,
  *                    for a port published in host mode, the local task
@@ -44,6 +45,19 @@ struct {
 	__type(value, struct mesh_port_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_mesh_ports SEC(".maps");
+
+/* The node's other addresses on the underlay device (the agent keeps
+ * them): published ports answer there too, as Docker's do on every
+ * address of a host. The advertise address (cfg->vtep_ip) always does. */
+#define SHOAL_MESH_ADDRS_MAX 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SHOAL_MESH_ADDRS_MAX);
+	__type(key, __be32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} shoal_mesh_addrs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -240,7 +254,7 @@ static __always_inline int mesh_pick(const struct shoal_config *cfg, const struc
 	__be32 backend = 0;
 	int host;
 
-	if (ip->daddr != cfg->vtep_ip)
+	if (ip->daddr != cfg->vtep_ip && !bpf_map_lookup_elem(&shoal_mesh_addrs, &ip->daddr))
 		return MESH_CONTINUE;
 	pk.port = ports[1];
 	pk.proto = ip->protocol;
