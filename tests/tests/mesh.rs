@@ -241,6 +241,12 @@ fn published_ports_on_every_node(accel: &str) {
     });
     let (_, remote) = udp(&lab, "198.18.0.103", 5353).expect("UDP on the second address");
     assert!(remote.starts_with(&format!("{client_ip}:")), "{remote}");
+    let v = lab.debug_json("n3", &["lb"]);
+    assert_eq!(
+        v["mesh_addresses"],
+        serde_json::json!(["198.18.0.103"]),
+        "{v}"
+    );
 
     // `debug lb` on the entry node: the published ports and the flows that
     // entered there.

@@ -24,6 +24,9 @@ struct LbView {
     flows: Vec<LbFlow>,
     /// The routing mesh: published ports, and flows that entered here.
     published: Vec<MeshPort>,
+    /// The node's addresses besides the advertise address where they
+    /// answer too.
+    mesh_addresses: Vec<std::net::Ipv4Addr>,
     mesh_flows: Vec<MeshFlow>,
     /// Published ports relayed for the node's own processes.
     local_relays: Vec<LocalPort>,
@@ -92,6 +95,10 @@ pub fn run(
             .filter(|f| vip.is_none_or(|v| f.vip == v) && client.is_none_or(|c| f.client == c))
             .collect(),
         published: mesh.as_ref().map(|m| m.ports()).unwrap_or_default(),
+        mesh_addresses: mesh
+            .as_ref()
+            .map(|m| m.addrs().into_iter().collect())
+            .unwrap_or_default(),
         mesh_flows: mesh
             .as_ref()
             .map(|m| m.flows())
@@ -187,6 +194,10 @@ pub fn run(
         &["PUBLISHED", "MODE", "TO (VIP or task)", "TARGET"],
         &published,
     );
+    if !view.mesh_addresses.is_empty() {
+        let a: Vec<String> = view.mesh_addresses.iter().map(|a| a.to_string()).collect();
+        println!("also on: {} (besides the advertise address)", a.join(", "));
+    }
     println!();
     let mesh_flows: Vec<Vec<String>> = view
         .mesh_flows
