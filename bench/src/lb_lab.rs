@@ -39,7 +39,7 @@ struct Args {
 }
 
 /// Direct and through the VIP with balancer `lb`: medians per metric.
-fn measure(shoal: &Path, lb: &str, rounds: u32) -> Result<Value> {
+fn measure(shoal: &Path, lb: &str, rounds: u32, conn_clients: usize) -> Result<Value> {
     let bin = shoal.to_string_lossy().into_owned();
     let shoal = shoal.to_path_buf();
     let lab: &'static str = if lb == "ipvs" { "blbi" } else { "blb" };
@@ -99,7 +99,7 @@ fn measure(shoal: &Path, lb: &str, rounds: u32) -> Result<Value> {
             tput[i].push(iperf(&ns[i], ip, 5201)?);
             lat[i].push(latency_us(&ns[i], ip, 11111)?);
             conns[i].push(conn_rate(&ns[i], ip, 80)?);
-            bare[i].push(tcp_conn_rate(&ns[i], ip, 9000, 2)?);
+            bare[i].push(tcp_conn_rate(&ns[i], ip, 9000, conn_clients)?);
         }
         eprintln!(
             "{lb} round {}: direct {:.2} Gbit/s {:.1} us {:.0} TCP conn/s {:.0} HTTP conn/s; VIP {:.2} Gbit/s {:.1} us {:.0} TCP conn/s {:.0} HTTP conn/s",
@@ -164,7 +164,10 @@ fn main() -> Result<()> {
     }
     let mut per = serde_json::Map::new();
     for lb in &a.balancers {
-        per.insert(lb.clone(), measure(&shoal, lb, a.lab.rounds)?);
+        per.insert(
+            lb.clone(),
+            measure(&shoal, lb, a.lab.rounds, a.lab.clients)?,
+        );
     }
     // Maglev tables: 1,000 services x 100 backends, M = 16381.
     let t0 = Instant::now();

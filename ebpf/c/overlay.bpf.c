@@ -93,24 +93,6 @@ struct {
 	__type(value, struct nexthop);
 } shoal_nexthops SEC(".maps");
 
-static __always_inline struct nexthop *nexthop_get(__be32 dst)
-{
-	struct nexthop *nh = bpf_map_lookup_elem(&shoal_nexthops, &dst);
-
-	if (nh && bpf_ktime_get_ns() - nh->stamp < NEXTHOP_TTL_NS)
-		return nh;
-	return 0;
-}
-
-static __always_inline void nexthop_put(__be32 dst, const struct bpf_fib_lookup *p)
-{
-	struct nexthop nh = { .stamp = bpf_ktime_get_ns(), .ifindex = p->ifindex };
-
-	mac_copy(nh.smac, p->smac);
-	mac_copy(nh.dmac, p->dmac);
-	bpf_map_update_elem(&shoal_nexthops, &dst, &nh, BPF_ANY);
-}
-
 /* Sends a frame whose IP headers are final out of the underlay towards
  * `dst` (a VTEP, or a mesh client): the FIB gives the next hop's MACs.
  * tot_len 0: a GSO super-packet is larger than the MTU by design; the
@@ -118,44 +100,42 @@ static __always_inline void nexthop_put(__be32 dst, const struct bpf_fib_lookup 
 static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoal_config *cfg,
 					__be32 dst)
 {
-	struct bpf_fib_lookup p;
+	struct nexthop nh, *hit = bpf_map_lookup_elem(&shoal_nexthops, &dst);
+	__u64 now = bpf_ktime_get_ns();
 	void *data, *data_end;
 	struct ethhdr *eth;
-	int rc;
 
-	struct nexthop *nh_hit = nexthop_get(dst);
+	if (hit && now - hit->stamp < NEXTHOP_TTL_NS) {
+		nh = *hit;
+	} else {
+		struct bpf_fib_lookup p;
+		int rc = fib_to_vtep(skb, cfg, dst, 0, &p);
 
-	if (nh_hit) {
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
-		eth = data;
-		if ((void *)(eth + 1) > data_end)
-			return tc_drop(DROP_TRUNCATED);
-		mac_copy(eth->h_dest, nh_hit->dmac);
-		mac_copy(eth->h_source, nh_hit->smac);
-		return bpf_redirect(nh_hit->ifindex, 0);
+		if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+			/* Let the neighbour subsystem resolve the next hop and
+			 * queue the packet meanwhile, as a routed packet would
+			 * be (not kept: the neighbour is not known yet). */
+			struct bpf_redir_neigh rn = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
+
+			return bpf_redirect_neigh(p.ifindex, &rn, sizeof(rn), 0);
+		}
+		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+			return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED :
+									     DROP_FIB_FAILED);
+		nh.stamp = now;
+		nh.ifindex = p.ifindex;
+		mac_copy(nh.smac, p.smac);
+		mac_copy(nh.dmac, p.dmac);
+		bpf_map_update_elem(&shoal_nexthops, &dst, &nh, BPF_ANY);
 	}
-	rc = fib_to_vtep(skb, cfg, dst, 0, &p);
-	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
-		nexthop_put(dst, &p);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		/* Let the neighbour subsystem resolve the next hop and queue
-		 * the packet meanwhile, as a routed packet would be. */
-		struct bpf_redir_neigh nh = { .nh_family = AF_INET, .ipv4_nh = p.ipv4_dst };
-
-		return bpf_redirect_neigh(p.ifindex, &nh, sizeof(nh), 0);
-	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED :
-								     DROP_FIB_FAILED);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return tc_drop(DROP_TRUNCATED);
-	mac_copy(eth->h_dest, p.dmac);
-	mac_copy(eth->h_source, p.smac);
-	return bpf_redirect(p.ifindex, 0);
+	mac_copy(eth->h_dest, nh.dmac);
+	mac_copy(eth->h_source, nh.smac);
+	return bpf_redirect(nh.ifindex, 0);
 }
 
 static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
@@ -348,8 +328,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 			__be32 client = 0;
 
 			/* Counted and reported as the client sent it; answered. */
-			count_drop(reason);
-			ev_tc(skb, EV_DROP, reason);
+			tc_drop_ev(skb, reason);
 			if (mesh_too_big(skb, mesh_max_packet(cfg), &client))
 				return TC_ACT_SHOT;
 			return tc_mesh_out(skb, client);
