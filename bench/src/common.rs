@@ -33,6 +33,11 @@ pub struct LabArgs {
     /// path's own cost and latency; many saturate the servers instead.
     #[arg(long, default_value_t = 2)]
     pub clients: usize,
+    /// The saturation measure (mesh benchmark): connections each client
+    /// keeps under way at once on an event loop, so the CPU a connection
+    /// costs limits the rate, not how long each one waits.
+    #[arg(long, default_value_t = 16)]
+    pub in_flight: usize,
 }
 
 impl LabArgs {
@@ -42,7 +47,7 @@ impl LabArgs {
             return Some(conn_client(t, self.clients));
         }
         if let Some(t) = &self.tcp_client {
-            return Some(tcp_client(t, self.clients));
+            return Some(tcp_client(t, self.clients, self.in_flight));
         }
         self.accept_server.map(accept_server)
     }
@@ -336,19 +341,72 @@ pub fn conn_rate(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
 /// this binary runs as `--accept-server`: the handshake, the server's
 /// close, the client's close, and nothing else (no request to parse, no
 /// answer to build), so the path's own cost per connection shows.
-pub fn tcp_conn_rate(ns: &str, ip: &str, port: u16, clients: usize) -> anyhow::Result<f64> {
+pub fn tcp_conn_rate(
+    ns: &str,
+    ip: &str,
+    port: u16,
+    clients: usize,
+    in_flight: usize,
+) -> anyhow::Result<f64> {
     let exe = std::env::current_exe()?;
     let out = run(Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(exe)
         .args(["--tcp-client", &format!("{ip}:{port}")])
-        .args(["--clients", &clients.to_string()]))?;
+        .args(["--clients", &clients.to_string()])
+        .args(["--in-flight", &in_flight.to_string()]))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// The bare client: connect, read until the server closes, close.
-fn tcp_client(target: &str, clients: usize) -> anyhow::Result<()> {
-    conn_loop(target, b"", clients)
+/// The bare client: connect, read until the server closes, close. With
+/// `in_flight` > 0 each of the `clients` threads keeps that many
+/// connections under way at once on its own event loop, so the rate is
+/// what the path costs in CPU rather than how long one connection waits
+/// for the next wake-up; 0 is the blocking loop.
+fn tcp_client(target: &str, clients: usize, in_flight: usize) -> anyhow::Result<()> {
+    if in_flight == 0 {
+        return conn_loop(target, b"", clients);
+    }
+    let addr: std::net::SocketAddr = target.parse()?;
+    let t0 = std::time::Instant::now();
+    let secs = std::time::Duration::from_secs(2);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            std::thread::spawn(move || -> anyhow::Result<u64> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()?;
+                rt.block_on(async move {
+                    let conns = (0..in_flight).map(|_| {
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncReadExt;
+                            let mut n = 0u64;
+                            let mut buf = [0u8; 64];
+                            while t0.elapsed() < secs {
+                                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                                while s.read(&mut buf).await? > 0 {}
+                                n += 1;
+                            }
+                            anyhow::Ok(n)
+                        })
+                    });
+                    let mut total = 0;
+                    for c in conns.collect::<Vec<_>>() {
+                        total += c.await??;
+                    }
+                    Ok(total)
+                })
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+    }
+    println!("{}", total as f64 / t0.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Accepts on 0.0.0.0:PORT with 2 threads and closes every connection at

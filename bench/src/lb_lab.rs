@@ -99,7 +99,7 @@ fn measure(shoal: &Path, lb: &str, rounds: u32, conn_clients: usize) -> Result<V
             tput[i].push(iperf(&ns[i], ip, 5201)?);
             lat[i].push(latency_us(&ns[i], ip, 11111)?);
             conns[i].push(conn_rate(&ns[i], ip, 80)?);
-            bare[i].push(tcp_conn_rate(&ns[i], ip, 9000, conn_clients)?);
+            bare[i].push(tcp_conn_rate(&ns[i], ip, 9000, conn_clients, 0)?);
         }
         eprintln!(
             "{lb} round {}: direct {:.2} Gbit/s {:.1} us {:.0} TCP conn/s {:.0} HTTP conn/s; VIP {:.2} Gbit/s {:.1} us {:.0} TCP conn/s {:.0} HTTP conn/s",

@@ -12,7 +12,10 @@
 //!       namespace.
 //! Single-stream TCP throughput (iperf3), TCP request/response latency
 //! (sockperf), new TCP connections per second (connect, the server
-//! closes: this binary as both ends, `--tcp-client`/`--accept-server`),
+//! closes: this binary as both ends, `--tcp-client`/`--accept-server`;
+//! once with 2 blocking clients, where each connection's wait counts, and
+//! once at saturation, 16 connections in flight per client, where only
+//! the CPU a connection costs does),
 //! HTTP/1.0 requests on new connections per second (against `shoal
 //! whoami`), small UDP packets per second (iperf3, 18-byte payloads);
 //! alternating rounds, medians. `--accel xdp` builds the lab with XDP (the
@@ -217,16 +220,17 @@ fn main() -> Result<()> {
             9000,
         ),
     ];
-    let mut m: Vec<[Vec<f64>; 5]> = vec![Default::default(); paths.len()];
+    let mut m: Vec<[Vec<f64>; 6]> = vec![Default::default(); paths.len()];
     for r in 0..a.lab.rounds {
         for (i, (label, ip, ip_port, sp_port, http, bare)) in paths.iter().enumerate() {
             let t = iperf(&client, ip, *ip_port)?;
             let l = latency_us(&client, ip, *sp_port)?;
             let c = conn_rate(&client, ip, *http)?;
             let p = udp_kpps(&client, ip, *ip_port)?;
-            let b = tcp_conn_rate(&client, ip, *bare, a.lab.clients)?;
+            let b = tcp_conn_rate(&client, ip, *bare, a.lab.clients, 0)?;
+            let s = tcp_conn_rate(&client, ip, *bare, a.lab.clients, a.lab.in_flight)?;
             eprintln!(
-                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} HTTP conn/s, {p:.0} kpps, {b:.0} TCP conn/s",
+                "round {}: {label}: {t:.2} Gbit/s, {l:.1} us, {c:.0} HTTP conn/s, {p:.0} kpps, {b:.0} TCP conn/s, {s:.0} at saturation",
                 r + 1
             );
             m[i][0].push(t);
@@ -234,6 +238,7 @@ fn main() -> Result<()> {
             m[i][2].push(c);
             m[i][3].push(p);
             m[i][4].push(b);
+            m[i][5].push(s);
         }
     }
     // What the datapath itself costs per new connection: every node's
@@ -242,7 +247,7 @@ fn main() -> Result<()> {
     for i in [0, 2] {
         let (label, ip, _, _, _, bare) = paths[i];
         let (rate, runs, ns) =
-            common::with_ebpf_time(|| tcp_conn_rate(&client, ip, bare, a.lab.clients))?;
+            common::with_ebpf_time(|| tcp_conn_rate(&client, ip, bare, a.lab.clients, 0))?;
         let conns = rate * 2.0; // the client runs for 2 s
         ebpf.push(json!({
             "label": label,
@@ -260,6 +265,7 @@ fn main() -> Result<()> {
             "new_connections_per_s": med(&m[i][2]),
             "udp_small_kpps": med(&m[i][3]),
             "tcp_connections_per_s": med(&m[i][4]),
+            "tcp_connections_per_s_saturated": med(&m[i][5]),
         })
     };
     let (direct, node, shoal_mesh, docker) = (row(0), row(1), row(2), row(3));
@@ -276,6 +282,9 @@ fn main() -> Result<()> {
         "mesh_vs_node_wire_throughput": f(&shoal_mesh, "throughput_gbit") / f(&node, "throughput_gbit"),
         "mesh_vs_docker_new_connections": f(&shoal_mesh, "new_connections_per_s") / f(&docker, "new_connections_per_s"),
         "mesh_vs_docker_tcp_connections": f(&shoal_mesh, "tcp_connections_per_s") / f(&docker, "tcp_connections_per_s"),
+        "mesh_vs_docker_tcp_connections_saturated": f(&shoal_mesh, "tcp_connections_per_s_saturated") / f(&docker, "tcp_connections_per_s_saturated"),
+        "direct_vs_docker_tcp_connections_saturated": f(&direct, "tcp_connections_per_s_saturated") / f(&docker, "tcp_connections_per_s_saturated"),
+        "connections_in_flight_saturated": a.lab.clients * a.lab.in_flight,
         "mesh_vs_direct_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&direct, "udp_small_kpps"),
         "mesh_vs_docker_udp_pps": f(&shoal_mesh, "udp_small_kpps") / f(&docker, "udp_small_kpps"),
         "ebpf_per_connection": ebpf,
@@ -285,26 +294,30 @@ fn main() -> Result<()> {
         a.accel, a.lab.rounds
     );
     println!(
-        "{:<46} {:>10} {:>10} {:>12} {:>12} {:>12}",
-        "", "Gbit/s", "RR us", "TCP conn/s", "HTTP conn/s", "UDP kpps"
+        "{:<46} {:>10} {:>10} {:>12} {:>14} {:>12} {:>12}",
+        "", "Gbit/s", "RR us", "TCP conn/s", "saturated", "HTTP conn/s", "UDP kpps"
     );
     for v in [&direct, &node, &shoal_mesh, &docker] {
         println!(
-            "{:<46} {:>10.2} {:>10.1} {:>12.0} {:>12.0} {:>12.0}",
+            "{:<46} {:>10.2} {:>10.1} {:>12.0} {:>14.0} {:>12.0} {:>12.0}",
             v["label"].as_str().unwrap_or(""),
             f(v, "throughput_gbit"),
             f(v, "rr_latency_us"),
             f(v, "tcp_connections_per_s"),
+            f(v, "tcp_connections_per_s_saturated"),
             f(v, "new_connections_per_s"),
             f(v, "udp_small_kpps")
         );
     }
     println!(
-        "\nShoal mesh throughput / straight to the task: {:.3} (target >= 0.9; / the node itself: {:.3})\nNew TCP connections Shoal / Docker-style: {:.2}x (target >= 1.5x); HTTP requests on new connections: {:.2}x",
+        "\nShoal mesh throughput / straight to the task: {:.3} (target >= 0.9; / the node itself: {:.3})\nNew TCP connections Shoal / Docker-style: {:.3}x (target >= 1.5x); HTTP requests on new connections: {:.2}x\nAt saturation ({} connections in flight): Shoal / Docker-style {:.3}x, the task straight / Docker-style {:.3}x",
         report["mesh_vs_direct_throughput"].as_f64().unwrap_or(0.0),
         report["mesh_vs_node_wire_throughput"].as_f64().unwrap_or(0.0),
         report["mesh_vs_docker_tcp_connections"].as_f64().unwrap_or(0.0),
-        report["mesh_vs_docker_new_connections"].as_f64().unwrap_or(0.0)
+        report["mesh_vs_docker_new_connections"].as_f64().unwrap_or(0.0),
+        a.lab.clients * a.lab.in_flight,
+        report["mesh_vs_docker_tcp_connections_saturated"].as_f64().unwrap_or(0.0),
+        report["direct_vs_docker_tcp_connections_saturated"].as_f64().unwrap_or(0.0)
     );
     println!(
         "Small UDP packets: Shoal mesh / straight {:.2}, Shoal mesh / Docker-style {:.2}x",
@@ -332,6 +345,10 @@ fn main() -> Result<()> {
             (
                 "new TCP connections per s (higher is better)",
                 "tcp_connections_per_s",
+            ),
+            (
+                "new TCP connections per s at saturation (higher is better)",
+                "tcp_connections_per_s_saturated",
             ),
             (
                 "TCP request/response, us (lower is better)",

@@ -76,38 +76,51 @@ static __always_inline int tc_drop_ev(struct __sk_buff *skb, __u32 reason)
 /* The FIB's answer per underlay destination, kept for a short while: the
  * kernel's vxlan keeps its route the same way (dst_cache) rather than
  * looking it up for every packet. A changed neighbour is seen within
- * NEXTHOP_TTL_NS. */
+ * NEXTHOP_TTL_NS. Kept per CPU in a direct-mapped array, not a hash
+ * table: the verifier inlines an array lookup into a few instructions,
+ * where a hash lookup walked a bucket on every packet; two destinations
+ * sharing a slot only cost each other a FIB lookup. The coarse clock
+ * (the last tick) is plenty for a 1-s lifetime and reads no hardware
+ * clock. */
 #define NEXTHOP_TTL_NS 1000000000ULL
+#define NEXTHOP_SLOTS 1024
 
 struct nexthop {
 	__u64 stamp;
+	__be32 dst;
 	__u32 ifindex;
 	__u8 smac[6];
 	__u8 dmac[6];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __be32);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NEXTHOP_SLOTS);
+	__type(key, __u32);
 	__type(value, struct nexthop);
 } shoal_nexthops SEC(".maps");
 
-/* Sends a frame whose IP headers are final out of the underlay towards
- * `dst` (a VTEP, or a mesh client): the FIB gives the next hop's MACs.
- * tot_len 0: a GSO super-packet is larger than the MTU by design; the
- * kernel then checks the skb itself (is_skb_forwardable knows GSO). */
+/* Sends a frame whose IP headers are final out of device `oif` towards
+ * `dst` (a VTEP, or a mesh client). Out of the underlay the FIB gives the
+ * next hop's MACs (tot_len 0: a GSO super-packet is larger than the MTU
+ * by design; the kernel then checks the skb itself, is_skb_forwardable
+ * knows GSO). Out of another interface of the node (a mesh client that
+ * came in there) the kernel routes and resolves it: a FIB lookup from BPF
+ * would need forwarding turned on for that interface. */
 static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoal_config *cfg,
-					__be32 dst)
+					__be32 dst, __u32 oif)
 {
-	struct nexthop nh, *hit = bpf_map_lookup_elem(&shoal_nexthops, &dst);
-	__u64 now = bpf_ktime_get_ns();
+	__u32 slot = (dst * 0x9E3779B1u) >> 22; /* Fibonacci hashing: 10 bits */
+	struct nexthop *nh = bpf_map_lookup_elem(&shoal_nexthops, &slot);
+	__u64 now = bpf_ktime_get_coarse_ns();
 	void *data, *data_end;
 	struct ethhdr *eth;
 
-	if (hit && now - hit->stamp < NEXTHOP_TTL_NS) {
-		nh = *hit;
-	} else {
+	if (oif != cfg->underlay_ifindex)
+		return bpf_redirect_neigh(oif, NULL, 0, 0);
+	if (!nh)
+		return tc_drop(DROP_FIB_FAILED);
+	if (nh->dst != dst || now - nh->stamp >= NEXTHOP_TTL_NS) {
 		struct bpf_fib_lookup p;
 		int rc = fib_to_vtep(skb, cfg, dst, 0, &p);
 
@@ -122,20 +135,20 @@ static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoa
 		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 			return tc_drop(rc == BPF_FIB_LKUP_RET_FRAG_NEEDED ? DROP_FRAG_NEEDED :
 									     DROP_FIB_FAILED);
-		nh.stamp = now;
-		nh.ifindex = p.ifindex;
-		mac_copy(nh.smac, p.smac);
-		mac_copy(nh.dmac, p.dmac);
-		bpf_map_update_elem(&shoal_nexthops, &dst, &nh, BPF_ANY);
+		nh->stamp = now;
+		nh->dst = dst;
+		nh->ifindex = p.ifindex;
+		mac_copy(nh->smac, p.smac);
+		mac_copy(nh->dmac, p.dmac);
 	}
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return tc_drop(DROP_TRUNCATED);
-	mac_copy(eth->h_dest, nh.dmac);
-	mac_copy(eth->h_source, nh.smac);
-	return bpf_redirect(nh.ifindex, 0);
+	mac_copy(eth->h_dest, nh->dmac);
+	mac_copy(eth->h_source, nh->smac);
+	return bpf_redirect(nh->ifindex, 0);
 }
 
 static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
@@ -181,7 +194,7 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
 		return tc_drop(DROP_ENCAP_FAILED);
 
-	rc = tc_route_out(skb, cfg, d->ep.vtep);
+	rc = tc_route_out(skb, cfg, d->ep.vtep, cfg->underlay_ifindex);
 	if (rc != TC_ACT_SHOT) {
 		count_stat(STAT_ENCAP);
 		tc_trace(TR_ENCAP);
@@ -189,16 +202,17 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	return rc;
 }
 
-/* A mesh reply restored to come from the published address: routed out of
- * the underlay to the client. */
-static __always_inline int tc_mesh_out(struct __sk_buff *skb, __be32 client)
+/* A mesh reply restored to come from the published address `from`: routed
+ * to the client out of the interface that holds `from` (the underlay, or
+ * another interface of the node, shoal_mesh_addrs). */
+static __always_inline int tc_mesh_out(struct __sk_buff *skb, __be32 client, __be32 from)
 {
 	struct shoal_config *cfg = get_config();
 
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
 	tc_trace(TR_MESH_REPLY);
-	return tc_route_out(skb, cfg, client);
+	return tc_route_out(skb, cfg, client, mesh_oif(cfg, from));
 }
 
 SEC("classifier")
@@ -260,12 +274,12 @@ int shoal_ep_tc(struct __sk_buff *skb)
 		/* Off the subnet: a backend's reply to a mesh client? */
 		struct shoal_config *cfg = get_config();
 		__u32 reason = 0;
-		__be32 client = 0;
+		__be32 client = 0, from = 0;
 
 		if (cfg) {
-			switch (mesh_reply(skb, cfg, ifc->vni, &d, &client, &reason)) {
+			switch (mesh_reply(skb, cfg, ifc->vni, &d, &client, &from, &reason)) {
 			case MESH_OUT:
-				return tc_mesh_out(skb, client);
+				return tc_mesh_out(skb, client, from);
 			case MESH_REMOTE:
 				return tc_encap(skb, &d);
 			case MESH_DROP:
@@ -331,7 +345,9 @@ int shoal_ul_tc(struct __sk_buff *skb)
 			tc_drop_ev(skb, reason);
 			if (mesh_too_big(skb, mesh_max_packet(cfg), &client))
 				return TC_ACT_SHOT;
-			return tc_mesh_out(skb, client);
+			/* Back out of the interface it came in by. */
+			tc_trace(TR_MESH_REPLY);
+			return tc_route_out(skb, cfg, client, skb->ifindex);
 		}
 		case MESH_DROP:
 			return tc_drop(reason);
@@ -346,11 +362,11 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	default:
 		if (d.reason == DROP_UNKNOWN_INNER_DST) {
 			/* A mesh reply coming back to the node it entered by? */
-			__be32 client = 0;
+			__be32 client = 0, from = 0;
 
-			switch (mesh_reply_in(skb, cfg, &d, &client)) {
+			switch (mesh_reply_in(skb, cfg, &d, &client, &from)) {
 			case MESH_OUT:
-				return tc_mesh_out(skb, client);
+				return tc_mesh_out(skb, client, from);
 			case MESH_DROP:
 				return tc_drop(DROP_DECAP_FAILED);
 			default:

@@ -5,12 +5,12 @@
 //! (their Maglev tables, from gossip like any VIP), and holds the published
 //! ports that the leader sends with each heartbeat.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use shoal_dataplane::lb::{MeshMaps, MeshPort};
 use shoal_dataplane::netns::NetNs;
-use shoal_dataplane::overlay::ip_key;
+use shoal_dataplane::overlay::{self, ip_key, Overlay};
 use tracing::{info, warn};
 
 use super::mesh_local::LocalPort;
@@ -68,22 +68,61 @@ pub fn program(maps: &mut MeshMaps, want: &BTreeSet<MeshPort>) {
     }
 }
 
-/// The IPv4 addresses of `dev` other than `advertise`: published ports
-/// answer on them too (the advertise address always does).
-pub fn device_addrs(dev: &str, advertise: std::net::Ipv4Addr) -> BTreeSet<std::net::Ipv4Addr> {
+/// Interfaces of the node Shoal made itself: the host sides of task and
+/// sandbox veths (`sh` and 8 hex digits, endpoint::host_if_name).
+fn shoal_made(name: &str) -> bool {
+    name.starts_with("shoal")
+        || (name.len() == 10
+            && name.starts_with("sh")
+            && name[2..].chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Where published ports answer besides the advertise address: every other
+/// IPv4 address of the node (the underlay device's and other interfaces',
+/// not loopback's nor Shoal's own veths'), each with its interface.
+pub fn node_addrs(advertise: std::net::Ipv4Addr) -> BTreeMap<std::net::Ipv4Addr, String> {
     let Ok(all) = nix::ifaddrs::getifaddrs() else {
-        return BTreeSet::new();
+        return BTreeMap::new();
     };
-    all.filter(|a| a.interface_name == dev)
-        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
-        .filter(|ip| *ip != advertise)
+    all.filter(|a| a.interface_name != "lo" && !shoal_made(&a.interface_name))
+        .filter_map(|a| Some((a.address?.as_sockaddr_in()?.ip(), a.interface_name)))
+        .filter(|(ip, _)| *ip != advertise)
         .collect()
 }
 
-/// Keeps the datapath's extra mesh addresses equal to `dev`'s (checked on
-/// every sync pass, so an address added or removed is followed).
-pub fn program_addrs(maps: &mut MeshMaps, dev: &str, advertise: std::net::Ipv4Addr) {
-    let want = device_addrs(dev, advertise);
+/// Keeps the datapath's extra mesh addresses equal to the node's (checked
+/// on every sync pass, so an address added or removed is followed), and
+/// the underlay hook on every other interface that holds one, so a client
+/// arriving there is meshed with its address kept like one on the
+/// underlay (the hook passes everything else on). `hooked`: the other
+/// interfaces hooked so far.
+pub fn program_addrs(
+    maps: &mut MeshMaps,
+    overlay: &mut Overlay,
+    hooked: &mut BTreeSet<String>,
+    underlay: &str,
+    advertise: std::net::Ipv4Addr,
+) {
+    let addrs = node_addrs(advertise);
+    let others: BTreeSet<String> = addrs
+        .values()
+        .filter(|dev| *dev != underlay)
+        .cloned()
+        .collect();
+    for dev in others.difference(hooked) {
+        match overlay.attach_mesh_entry(dev) {
+            Ok(()) => info!(dev, "published ports answer on this interface too"),
+            Err(e) => warn!(dev, "routing mesh: {e}"),
+        }
+    }
+    for dev in hooked.difference(&others) {
+        overlay::detach(overlay.pin_dir(), dev);
+    }
+    *hooked = others;
+    let want: BTreeMap<_, _> = addrs
+        .into_iter()
+        .filter_map(|(ip, dev)| Some((ip, nix::net::if_::if_nametoindex(dev.as_str()).ok()?)))
+        .collect();
     if want == maps.addrs() {
         return;
     }
@@ -243,14 +282,19 @@ impl super::Agent {
 
 #[cfg(test)]
 mod tests {
-    use super::device_addrs;
+    use super::{node_addrs, shoal_made};
 
     #[test]
-    fn a_devices_addresses_leave_out_the_advertise_address() {
-        let lo = std::net::Ipv4Addr::LOCALHOST;
-        assert!(device_addrs("lo", lo).is_empty());
-        let other = device_addrs("lo", "198.18.0.1".parse().unwrap());
-        assert!(other.contains(&lo), "{other:?}");
-        assert!(device_addrs("no-such-device", lo).is_empty());
+    fn the_nodes_addresses_leave_out_loopback_shoals_veths_and_the_advertise_address() {
+        assert!(shoal_made("sh1ac4e5f6") && shoal_made("shoal-ipvs"));
+        assert!(!shoal_made("eth0") && !shoal_made("sh") && !shoal_made("shelf12345"));
+        let all = node_addrs(std::net::Ipv4Addr::UNSPECIFIED);
+        assert!(
+            all.values().all(|dev| dev != "lo" && !shoal_made(dev)),
+            "{all:?}"
+        );
+        if let Some((ip, _)) = all.iter().next() {
+            assert!(!node_addrs(*ip).contains_key(ip));
+        }
     }
 }

@@ -251,6 +251,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             lb,
             mesh: Default::default(),
             relays: Default::default(),
+            mesh_ifaces: Default::default(),
             mesh_maps: shoal_dataplane::lb::MeshMaps::open(&cfg.bpffs_dir)?,
         }),
         changed: Notify::new(),

@@ -33,6 +33,8 @@ pub struct Inner {
     pub mesh_maps: shoal_dataplane::lb::MeshMaps,
     /// Published ports relayed for the node's own processes.
     pub relays: super::mesh_local::Relays,
+    /// Interfaces besides the underlay where the mesh's entry is hooked.
+    pub mesh_ifaces: std::collections::BTreeSet<String>,
 }
 
 pub struct Agent {
@@ -125,6 +127,8 @@ impl Agent {
         let Inner {
             mesh,
             mesh_maps,
+            mesh_ifaces,
+            overlay,
             relays,
             state,
             ..
@@ -133,7 +137,13 @@ impl Agent {
             let mut published = super::mesh::ports(m);
             published.extend(host_published.iter().cloned());
             super::mesh::program(mesh_maps, &published);
-            super::mesh::program_addrs(mesh_maps, &self.info.underlay_dev, self.info.vtep);
+            super::mesh::program_addrs(
+                mesh_maps,
+                overlay,
+                mesh_ifaces,
+                &self.info.underlay_dev,
+                self.info.vtep,
+            );
             let local = super::mesh::local_ports(m, sandbox.as_deref(), &host_published, |a| {
                 state
                     .endpoints

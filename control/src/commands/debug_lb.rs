@@ -97,7 +97,7 @@ pub fn run(
         published: mesh.as_ref().map(|m| m.ports()).unwrap_or_default(),
         mesh_addresses: mesh
             .as_ref()
-            .map(|m| m.addrs().into_iter().collect())
+            .map(|m| m.addrs().into_keys().collect())
             .unwrap_or_default(),
         mesh_flows: mesh
             .as_ref()

@@ -108,25 +108,30 @@ impl MeshMaps {
         out
     }
 
-    /// The node's addresses besides the advertise address where published
-    /// ports answer too.
-    pub fn addrs(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+    /// The node's extra addresses where published ports answer, each with
+    /// the ifindex of the interface that holds it (replies leave there).
+    pub fn addrs(&self) -> std::collections::BTreeMap<Ipv4Addr, u32> {
         self.addrs
-            .keys()
-            .filter_map(|k| k.ok())
-            .map(key_ip)
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(k, ifindex)| (key_ip(k), ifindex))
             .collect()
     }
 
     /// Makes the extra addresses equal to `want` (the difference only).
-    pub fn set_addrs(&mut self, want: &std::collections::BTreeSet<Ipv4Addr>) -> Result<(), Error> {
+    pub fn set_addrs(
+        &mut self,
+        want: &std::collections::BTreeMap<Ipv4Addr, u32>,
+    ) -> Result<(), Error> {
         let have = self.addrs();
-        for a in want.difference(&have) {
-            self.addrs
-                .insert(ip_key(*a), 1, 0)
-                .map_err(|e| Error::bpf(format!("mesh address {a}"), e))?;
+        for (a, ifindex) in want {
+            if have.get(a) != Some(ifindex) {
+                self.addrs
+                    .insert(ip_key(*a), ifindex, 0)
+                    .map_err(|e| Error::bpf(format!("mesh address {a}"), e))?;
+            }
         }
-        for a in have.difference(want) {
+        for a in have.keys().filter(|a| !want.contains_key(a)) {
             let _ = self.addrs.remove(&ip_key(*a));
         }
         Ok(())

@@ -184,6 +184,14 @@ impl Overlay {
         }
     }
 
+    /// Attaches the underlay's tc program to another interface of the
+    /// node that holds an address published ports answer on: it enters
+    /// the mesh there and passes everything else on. tc only (the XDP
+    /// entry is the underlay's fast path).
+    pub fn attach_mesh_entry(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach_tc(prog::UL_TC, "ul", ifname)
+    }
+
     /// Attaches ARP/local delivery/encap to an endpoint's host-side veth.
     pub fn attach_endpoint(&mut self, ifname: &str) -> Result<(), Error> {
         match self.hooks.endpoint {

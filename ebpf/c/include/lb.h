@@ -245,15 +245,15 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, const struct 
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
 		return LB_CONTINUE;
+	/* VIPs and backends are addresses of the subnet: a packet leaving
+	 * it (a mesh reply, the outside world) is spared the lookups. */
+	if (!in_subnet(ip.daddr, ifc->ip, ifc->prefix_len))
+		return LB_CONTINUE;
 	sk.vip = ip.daddr;
 	svc = bpf_map_lookup_elem(&shoal_services, &sk);
 	l4 = ETH_HLEN + ip.ihl * 4;
 	if (!svc) {
-		/* Only a task of this network can be a backend: a packet
-		 * leaving the subnet (a mesh reply, the outside world) has no
-		 * reverse entry to forget, and is spared the lookup. */
-		if (in_subnet(ip.daddr, ifc->ip, ifc->prefix_len))
-			forget_stale_reverse(skb, vni, &ip, l4);
+		forget_stale_reverse(skb, vni, &ip, l4);
 		return LB_CONTINUE;
 	}
 	if (ip.protocol == IPPROTO_ICMP)

@@ -46,9 +46,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_mesh_ports SEC(".maps");
 
-/* The node's other addresses on the underlay device (the agent keeps
- * them): published ports answer there too, as Docker's do on every
- * address of a host. The advertise address (cfg->vtep_ip) always does. */
+/* The node's other addresses (the agent keeps them), each with the
+ * ifindex of the interface that holds it: published ports answer there
+ * too, as Docker's do on every address of a host, and replies leave by
+ * that interface. The advertise address (cfg->vtep_ip) always answers. */
 #define SHOAL_MESH_ADDRS_MAX 64
 
 struct {
@@ -58,6 +59,19 @@ struct {
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_mesh_addrs SEC(".maps");
+
+/* The interface a reply from the node's address `from` leaves by: the
+ * underlay, or the one that holds `from` (an ifindex above 1 in
+ * shoal_mesh_addrs). */
+static __always_inline __u32 mesh_oif(const struct shoal_config *cfg, __be32 from)
+{
+	__u32 *ifx;
+
+	if (from == cfg->vtep_ip || !from)
+		return cfg->underlay_ifindex;
+	ifx = bpf_map_lookup_elem(&shoal_mesh_addrs, &from);
+	return ifx && *ifx > 1 ? *ifx : cfg->underlay_ifindex;
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -367,7 +381,8 @@ static __always_inline int mesh_restore(struct __sk_buff *skb, const struct iphd
  * of a mesh flow? Restored here if it entered by this node, else sent back
  * to its entry node over the ingress network. */
 static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_config *cfg,
-				      __u32 vni, struct decision *d, __be32 *client, __u32 *reason)
+				      __u32 vni, struct decision *d, __be32 *client, __be32 *from,
+				      __u32 *reason)
 {
 	struct mesh_rev_value *rv;
 	struct ct_key rk = {};
@@ -393,6 +408,7 @@ static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_
 			return MESH_DROP;
 		}
 		*client = ip.daddr;
+		*from = rv->node_ip;
 		return MESH_OUT;
 	}
 	d->ep.vtep = rv->entry_vtep;
@@ -406,7 +422,7 @@ static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_
  * encapsulated (classify_from_underlay found no local endpoint for it):
  * decapsulated and restored here. */
 static __always_inline int mesh_reply_in(struct __sk_buff *skb, const struct shoal_config *cfg,
-					 const struct decision *d, __be32 *client)
+					 const struct decision *d, __be32 *client, __be32 *from)
 {
 	struct mesh_rev_value *rv;
 	struct ct_key rk = {};
@@ -433,6 +449,7 @@ static __always_inline int mesh_reply_in(struct __sk_buff *skb, const struct sho
 		   mesh_restore(skb, &ip, ports, rv))
 		return MESH_DROP;
 	*client = ip.daddr;
+	*from = rv->node_ip;
 	return MESH_OUT;
 }
 

@@ -262,9 +262,15 @@ static __always_inline int classify_from_endpoint(void *data, void *data_end,
 		if (ip->version != 4 || ip->ihl < 5)
 			return drop(d, DROP_INNER_MALFORMED);
 		d->tos = ip->tos;
+		/* Endpoints live inside the subnet: off it (the outside world,
+		 * a mesh client) there is nothing to look up. */
+		if (!in_subnet(ip->daddr, ifc->ip, ifc->prefix_len)) {
+			d->kind = D_PASS;
+			return D_PASS;
+		}
 		if (lookup_ep(d, ifc->vni, ip->daddr))
 			return forward_to(d);
-		if (in_subnet(ip->daddr, ifc->ip, ifc->prefix_len) && ip->daddr != ifc->gateway)
+		if (ip->daddr != ifc->gateway)
 			return drop(d, DROP_UNKNOWN_ENDPOINT);
 		d->kind = D_PASS;
 		return D_PASS;
@@ -333,6 +339,11 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 			return drop(d, DROP_TRUNCATED);
 		if (iip->version != 4 || iip->ihl < 5)
 			return drop(d, DROP_INNER_MALFORMED);
+		/* Off the ingress subnet: a mesh reply back at its entry node
+		 * (the caller's), never an endpoint; spared the lookup. */
+		if (vni == cfg->ingress_vni && cfg->ingress_vni &&
+		    !in_subnet(iip->daddr, cfg->ingress_net, cfg->ingress_prefix))
+			return drop(d, DROP_UNKNOWN_INNER_DST);
 		if (!lookup_ep(d, vni, iip->daddr) || !(d->ep.flags & EP_F_LOCAL))
 			return drop(d, DROP_UNKNOWN_INNER_DST);
 	} else if (ieth->h_proto == bpf_htons(ETH_P_ARP)) {
