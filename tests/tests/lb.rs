@@ -4,7 +4,9 @@
 //! (IPVS, as in Docker), every request (a whole TCP exchange) answered, so
 //! no flow split across backends, UDP through the VIP, ping VIP, a long
 //! iperf3 flow through the VIP that survives a daemon restart of its node,
-//! and a scale-down that new connections follow.
+//! a scale-down that new connections follow, and a published port that
+//! answers on every node with the outside client's address and at a
+//! node's localhost (the routing mesh balances in eBPF under either).
 //!
 //! The balancer is eBPF, or IPVS when `SHOAL_TEST_LB=ipvs`: the last test
 //! runs this same file that way inside a Debian kernel VM (this machine's
@@ -289,6 +291,37 @@ except socket.timeout:
         "web",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // The routing mesh, whatever the balancer: a published port answers
+    // on every node with the outside client's own address (IPVS mode
+    // leaves the ingress network's VIPs to eBPF, whose entry keeps it).
+    create(&[
+        "--name", "pub", "-p", "8080:80", "--", &bin, "whoami", "--port", "80",
+    ]);
+    wait("the published service", 60, || {
+        running(&lab, "n1", "pub").len() == 1
+    });
+    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
+        "lab", "ls", "--name", &lab.name, "--format", "json",
+    ])))
+    .unwrap();
+    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    for n in &lab.info().nodes {
+        let url = format!("http://{}:8080/", n.underlay_ip);
+        wait(&format!("{url} from outside"), 60, || {
+            let o = lab.run(&outside, &["curl", "-s", "-m", "3", &url]);
+            String::from_utf8_lossy(&o.stdout).contains("RemoteAddr: 198.18.0.200:")
+        });
+        // And a process on the node itself, at localhost (relayed from
+        // the node's ingress sandbox).
+        wait(&format!("127.0.0.1:8080 on {}", n.name), 60, || {
+            let o = lab.run(
+                &n.netns,
+                &["curl", "-s", "-m", "3", "http://127.0.0.1:8080/"],
+            );
+            String::from_utf8_lossy(&o.stdout).contains("Hostname:")
+        });
+    }
 
     // A long flow through the VIP keeps going across a daemon restart of
     // the client's node (pinned maps and conntrack). One iperf3 server:

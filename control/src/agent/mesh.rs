@@ -165,16 +165,15 @@ pub fn local_ports(
 
 impl super::Agent {
     /// The ingress sandbox exists while the swarm publishes ports in
-    /// ingress mode (and the eBPF balancer runs: IPVS mode has no mesh) and
-    /// the leader gave this node its address; it goes otherwise. Returns
-    /// its namespace path.
+    /// ingress mode and the leader gave this node its address (whatever
+    /// the balancer: the ingress VIPs are always eBPF's); it goes
+    /// otherwise. Returns its namespace path.
     pub async fn sync_ingress_sandbox(&self) -> Option<String> {
         let (want, have) = {
             let inner = self.inner.lock().await;
             let want = inner.mesh.as_ref().and_then(|m| {
                 let net = m.ingress.as_ref()?;
-                (!m.ports.is_empty() && self.lb_mode == super::lb::LbMode::Ebpf)
-                    .then_some((net.clone(), m.local_addr?))
+                (!m.ports.is_empty()).then_some((net.clone(), m.local_addr?))
             });
             let have = inner
                 .state

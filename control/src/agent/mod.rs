@@ -209,7 +209,13 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let lb = match cfg.lb {
         lb::LbMode::Ipvs => {
             lb::ipvs::IpvsLb::probe().context("--lb ipvs")?;
-            lb::Lb::Ipvs(Default::default())
+            lb::Lb::Ipvs {
+                ipvs: Default::default(),
+                mesh: lb::ebpf::LbProgrammer::new(
+                    shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
+                    cfg.maglev_size,
+                ),
+            }
         }
         lb::LbMode::Ebpf | lb::LbMode::Auto => lb::Lb::Ebpf(lb::ebpf::LbProgrammer::new(
             shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
@@ -217,7 +223,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         )),
     };
     let cfg = AgentConfig {
-        lb: if matches!(lb, lb::Lb::Ipvs(_)) {
+        lb: if matches!(lb, lb::Lb::Ipvs { .. }) {
             lb::LbMode::Ipvs
         } else {
             lb::LbMode::Ebpf

@@ -158,6 +158,7 @@ impl Agent {
             programmer,
             lb,
             state,
+            mesh,
             ..
         } = &mut *inner;
         lb.apply(
@@ -166,6 +167,10 @@ impl Agent {
                 maps,
                 endpoints: &state.endpoints,
                 adopting: programmer.adopting(),
+                ingress_vni: mesh
+                    .as_ref()
+                    .and_then(|m| m.ingress.as_ref())
+                    .map(|n| n.vni),
             },
         )
         .await;

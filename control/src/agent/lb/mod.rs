@@ -66,9 +66,9 @@ impl Lb {
                 ipvs: vec![],
                 local: vec![],
             },
-            Lb::Ipvs(b) => LbReport {
+            Lb::Ipvs { ipvs, .. } => LbReport {
                 mode: LbMode::Ipvs,
-                ipvs: b.view(),
+                ipvs: ipvs.view(),
                 local: vec![],
             },
         }
@@ -84,6 +84,10 @@ pub struct Ctx<'a> {
     /// only add (removing a service there would cut its flows; IPVS would
     /// reset them).
     pub adopting: bool,
+    /// The ingress network: its VIPs are the routing mesh's, balanced in
+    /// eBPF whatever the balancer (the mesh's entry picks a backend by
+    /// their Maglev tables; IPVS has no way to keep the client's address).
+    pub ingress_vni: Option<u32>,
 }
 
 /// `want`, or while adopting, `want` plus everything `programmed` has.
@@ -108,14 +112,44 @@ pub(crate) trait Balancer {
 #[allow(clippy::large_enum_variant)]
 pub enum Lb {
     Ebpf(ebpf::LbProgrammer),
-    Ipvs(ipvs::IpvsLb),
+    /// IPVS for the VIPs of every network but ingress, whose VIPs `mesh`
+    /// balances (Ctx::ingress_vni).
+    Ipvs {
+        ipvs: ipvs::IpvsLb,
+        mesh: ebpf::LbProgrammer,
+    },
 }
 
 impl Balancer for Lb {
     async fn apply(&mut self, want: &Desired, ctx: Ctx<'_>) {
         match self {
             Lb::Ebpf(b) => b.apply(want, ctx).await,
-            Lb::Ipvs(b) => b.apply(want, ctx).await,
+            Lb::Ipvs { ipvs, mesh } => {
+                let (ingress, rest): (Desired, Desired) = want
+                    .clone()
+                    .into_iter()
+                    .partition(|((vni, _), _)| Some(*vni) == ctx.ingress_vni);
+                let Ctx {
+                    maps,
+                    endpoints,
+                    adopting,
+                    ingress_vni,
+                } = ctx;
+                let mesh_ctx = Ctx {
+                    maps: &mut *maps,
+                    endpoints,
+                    adopting,
+                    ingress_vni,
+                };
+                mesh.apply(&ingress, mesh_ctx).await;
+                let ipvs_ctx = Ctx {
+                    maps,
+                    endpoints,
+                    adopting,
+                    ingress_vni,
+                };
+                ipvs.apply(&rest, ipvs_ctx).await;
+            }
         }
     }
 }
