@@ -368,45 +368,33 @@ fn tcp_client(target: &str, clients: usize, in_flight: usize) -> anyhow::Result<
         return conn_loop(target, b"", clients);
     }
     let addr: std::net::SocketAddr = target.parse()?;
-    let t0 = std::time::Instant::now();
-    let secs = std::time::Duration::from_secs(2);
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_io()
-                    .build()?;
-                rt.block_on(async move {
-                    let conns = (0..in_flight).map(|_| {
-                        tokio::spawn(async move {
-                            use tokio::io::AsyncReadExt;
-                            let mut n = 0u64;
-                            let mut buf = [0u8; 64];
-                            while t0.elapsed() < secs {
-                                let mut s = tokio::net::TcpStream::connect(addr).await?;
-                                while s.read(&mut buf).await? > 0 {}
-                                n += 1;
-                            }
-                            anyhow::Ok(n)
-                        })
-                    });
-                    let mut total = 0;
-                    for c in conns.collect::<Vec<_>>() {
-                        total += c.await??;
-                    }
-                    Ok(total)
+    count_connections(clients, move |until| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        rt.block_on(async move {
+            let conns: Vec<_> = (0..in_flight)
+                .map(|_| {
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncReadExt;
+                        let mut n = 0u64;
+                        let mut buf = [0u8; 64];
+                        while std::time::Instant::now() < until {
+                            let mut s = tokio::net::TcpStream::connect(addr).await?;
+                            while s.read(&mut buf).await? > 0 {}
+                            n += 1;
+                        }
+                        anyhow::Ok(n)
+                    })
                 })
-            })
+                .collect();
+            let mut total = 0;
+            for c in conns {
+                total += c.await??;
+            }
+            Ok(total)
         })
-        .collect();
-    let mut total = 0;
-    for t in threads {
-        total += t
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
-    }
-    println!("{}", total as f64 / t0.elapsed().as_secs_f64());
-    Ok(())
+    })
 }
 
 /// Accepts on 0.0.0.0:PORT with 2 threads and closes every connection at
@@ -441,24 +429,32 @@ pub fn conn_client(target: &str, clients: usize) -> anyhow::Result<()> {
 fn conn_loop(target: &str, request: &'static [u8], clients: usize) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     let addr: std::net::SocketAddr = target.parse()?;
+    count_connections(clients, move |until| {
+        let mut n = 0u64;
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < until {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            if !request.is_empty() {
+                s.write_all(request)?;
+            }
+            while s.read(&mut buf)? > 0 {}
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
+/// Runs `client` on `clients` threads for 2 s (each returns how many
+/// connections it completed before the deadline it is given) and prints
+/// connections per second.
+fn count_connections(
+    clients: usize,
+    client: impl Fn(std::time::Instant) -> anyhow::Result<u64> + Send + Copy + 'static,
+) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let secs = std::time::Duration::from_secs(2);
+    let until = t0 + std::time::Duration::from_secs(2);
     let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            std::thread::spawn(move || -> anyhow::Result<u64> {
-                let mut n = 0u64;
-                let mut buf = [0u8; 4096];
-                while t0.elapsed() < secs {
-                    let mut s = std::net::TcpStream::connect(addr)?;
-                    if !request.is_empty() {
-                        s.write_all(request)?;
-                    }
-                    while s.read(&mut buf)? > 0 {}
-                    n += 1;
-                }
-                Ok(n)
-            })
-        })
+        .map(|_| std::thread::spawn(move || client(until)))
         .collect();
     let mut total = 0;
     for t in threads {
