@@ -86,10 +86,12 @@ pub fn records(st: &State) -> Vec<(String, String)> {
 impl Agent {
     /// Re-merges gossip with the local table and reprograms the difference.
     pub async fn resync(&self) -> Result<()> {
+        let ingress = self.ingress_name().await;
         if self.lb_mode == super::lb::LbMode::Ipvs {
-            self.sync_lb_endpoints(self.lb_wanted()).await;
+            self.sync_lb_endpoints(self.lb_wanted(), ingress.as_deref())
+                .await;
         }
-        let host_published = self.host_published(self.ingress_name().await.as_deref());
+        let host_published = self.host_published(ingress.as_deref());
         let sandbox = self.sync_ingress_sandbox().await;
         let peers = self.gossip.peers().await;
         let mut inner = self.inner.lock().await;

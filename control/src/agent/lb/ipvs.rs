@@ -351,9 +351,14 @@ pub type Wanted = BTreeMap<String, (Ipv4Addr, u8)>;
 
 impl super::super::Agent {
     /// Creates balancing endpoints (IPVS mode) on the networks of the
-    /// node's tasks and removes those of networks it left. Runs outside the agent's lock (it
-    /// takes it per endpoint).
-    pub async fn sync_lb_endpoints(&self, wanted: Wanted) {
+    /// node's tasks and removes those of networks it left. Runs outside
+    /// the agent's lock (it takes it per endpoint). `ingress`: the ingress
+    /// network, which never has one (its VIPs are eBPF's, the mesh's, and
+    /// its node address is the ingress sandbox's).
+    pub async fn sync_lb_endpoints(&self, mut wanted: Wanted, ingress: Option<&str>) {
+        if let Some(name) = ingress {
+            wanted.remove(name);
+        }
         let all = self.endpoints().await;
         let have: Vec<&Endpoint> = all.iter().filter(|e| is_lb_endpoint(e)).collect();
         // Networks some other endpoint of this node is on. Until a restarted
@@ -391,10 +396,10 @@ impl super::super::Agent {
                 let _ = NetNs::delete(&ns_name);
             }
         }
-        for e in have
-            .iter()
-            .filter(|e| !wanted.contains_key(&e.network) && !joined.contains(e.network.as_str()))
-        {
+        for e in have.iter().filter(|e| {
+            Some(e.network.as_str()) == ingress
+                || (!wanted.contains_key(&e.network) && !joined.contains(e.network.as_str()))
+        }) {
             self.remove_lb_endpoint(&e.network).await;
         }
     }
