@@ -2,7 +2,7 @@
 //! `SHOAL_CLANG` overrides) so that `cargo build` needs no extra step.
 use std::{env, path::PathBuf, process::Command};
 
-const PROGRAMS: &[&str] = &["overlay"];
+const PROGRAMS: &[&str] = &["overlay", "resolver"];
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));

@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod netlink;
 pub mod netns;
 pub mod overlay;
+pub mod resolver;
 
 pub use shoal_ebpf as ebpf;
 

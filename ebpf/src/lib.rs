@@ -11,12 +11,24 @@ use serde::{Deserialize, Serialize};
 pub static OVERLAY_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.bpf.o"));
 
+/// The resolver's loopback program (`shoal_dns_lo`, no maps): loaded in
+/// every task's namespace so the node's DNS server can listen on
+/// [`RESOLVER_PORT`] while tasks ask port 53 (`c/resolver.bpf.c`).
+pub static RESOLVER_OBJ: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/resolver.bpf.o"));
+
+/// Where the node's DNS server listens inside a task's namespace
+/// (127.0.0.11); `SHOAL_RESOLVER_PORT` in `c/resolver.bpf.c`.
+pub const RESOLVER_PORT: u16 = 53053;
+
 /// Program names inside [`OVERLAY_OBJ`].
 pub mod prog {
     pub const EP_TC: &str = "shoal_ep_tc";
     pub const UL_TC: &str = "shoal_ul_tc";
     pub const EP_XDP: &str = "shoal_ep_xdp";
     pub const UL_XDP: &str = "shoal_ul_xdp";
+    /// In [`super::RESOLVER_OBJ`].
+    pub const DNS_LO: &str = "shoal_dns_lo";
 }
 
 /// Map names inside [`OVERLAY_OBJ`] (also their pin file names).
@@ -456,6 +468,16 @@ mod tests {
         assert_eq!(std::mem::size_of::<BackendKey>(), 12);
         assert_eq!(std::mem::size_of::<CtKey>(), 20);
         assert_eq!(std::mem::size_of::<CtValue>(), 8);
+    }
+
+    #[test]
+    fn the_resolver_port_matches_the_c_program() {
+        let c = include_str!("../c/resolver.bpf.c");
+        assert!(
+            c.contains(&format!("#define SHOAL_RESOLVER_PORT {RESOLVER_PORT}\n")),
+            "RESOLVER_PORT differs from c/resolver.bpf.c"
+        );
+        assert_eq!(&RESOLVER_OBJ[..4], b"\x7fELF");
     }
 
     #[test]

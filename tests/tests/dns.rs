@@ -2,7 +2,8 @@
 //! namespaces (through `shoal exec`, so the task's own resolv.conf is
 //! used): every name form, scoping across networks, NODATA, case, PTR,
 //! TC then TCP, forwarding to a real upstream (dnsmasq in a lab namespace)
-//! and SERVFAIL once it stops; a killed task gone from every node's
+//! and SERVFAIL once it stops; a DNS server in a task on port 53 beside
+//! the task's resolver; a killed task gone from every node's
 //! answers; answers across a daemon restart; malformed packets survived.
 
 use std::process::{Child, Command};
@@ -173,6 +174,48 @@ fn names_scopes_types_case_ptr_truncation_and_forwarding() {
         a_of(&lab, client, "tasks.rr").len() == 3
     });
     assert_eq!(a_of(&lab, client, "web"), vec![vip.clone()]);
+    // A DNS server run as a service binds port 53 on every address of its
+    // task (dnsmasq without --bind-interfaces: the wildcard), which the
+    // node's resolver at 127.0.0.11:53 used to refuse: it listens on
+    // another port there and the task's loopback program moves 53 to it.
+    // The task's own server answers the other tasks; its resolver still
+    // answers it, over UDP and TCP.
+    service(
+        &lab,
+        &[
+            "--name",
+            "ns",
+            "--network",
+            "appnet",
+            "--",
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--port=53",
+            "--user=root",
+            "--address=/answer.test/198.18.9.9",
+        ],
+    );
+    let mut ns = vec![];
+    wait("the DNS server task answering on its port 53", 30, || {
+        ns = running(&lab, "n1", "ns");
+        ns.first().is_some_and(|t| {
+            dig(
+                &lab,
+                client,
+                &["+short", &format!("@{}", t.ip), "answer.test"],
+            )
+            .trim()
+                == "198.18.9.9"
+        })
+    });
+    assert_eq!(a_of(&lab, &ns[0], "web"), vec![vip.clone()]);
+    assert_eq!(
+        dig(&lab, &ns[0], &["+short", "+tcp", "web"]).trim(),
+        vip,
+        "over TCP"
+    );
     assert_eq!(a_of(&lab, client, "front"), vec![vip.clone()]);
     let mut web_ips: Vec<String> = web.iter().map(|t| t.ip.clone()).collect();
     web_ips.sort();

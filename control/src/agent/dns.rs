@@ -29,6 +29,14 @@ use crate::gossip::table::SvcRecord;
 /// The address every task's resolver is at (Docker's).
 pub const RESOLVER: &str = "127.0.0.11:53";
 
+/// Where the server really listens in a task's namespace: port 53 is the
+/// task's own (a DNS server may run as a service); the program on the
+/// task's loopback moves 53 to this port and back (shoal_dataplane::resolver).
+const LISTEN: (std::net::Ipv4Addr, u16) = (
+    std::net::Ipv4Addr::new(127, 0, 0, 11),
+    shoal_dataplane::resolver::RESOLVER_PORT,
+);
+
 #[derive(Default)]
 struct Snapshot {
     /// Task id -> its networks (VNIs), in attachment order.
@@ -147,7 +155,8 @@ pub struct NodeDns {
     pub server: Arc<DnsServer>,
     pub view: Arc<View>,
     ttl: u32,
-    serving: Mutex<HashMap<String, Serving>>,
+    /// Per task: its server and the loopback program in its namespace.
+    serving: Mutex<HashMap<String, (Serving, shoal_dataplane::resolver::PortMove)>>,
 }
 
 impl NodeDns {
@@ -163,8 +172,9 @@ impl NodeDns {
         }
     }
 
-    /// Opens 127.0.0.11:53 (UDP and TCP) inside the task's namespace and
-    /// serves it. Again for a task already served: a no-op.
+    /// Opens the resolver (UDP and TCP) inside the task's namespace and
+    /// serves it: tasks ask 127.0.0.11:53, which the loopback program
+    /// moves to LISTEN. Again for a task already served: a no-op.
     pub fn attach(&self, task_id: &str, netns: &Path) -> Result<()> {
         if self.serving.lock().expect("dns lock").contains_key(task_id) {
             return Ok(());
@@ -173,21 +183,22 @@ impl NodeDns {
             task_id,
             std::fs::File::open(netns).with_context(|| format!("{}", netns.display()))?,
         );
-        let (udp, tcp) = ns.run(|| -> std::io::Result<_> {
-            let udp = std::net::UdpSocket::bind(RESOLVER)?;
+        let (udp, tcp, moved) = ns.run(|| -> Result<_> {
+            let udp = std::net::UdpSocket::bind(LISTEN)?;
             // Room for bursts (4 MiB, beyond rmem_max: the daemon is root).
             let _ = nix::sys::socket::setsockopt(
                 &udp,
                 nix::sys::socket::sockopt::RcvBufForce,
                 &(4 << 20),
             );
-            Ok((udp, std::net::TcpListener::bind(RESOLVER)?))
+            let tcp = std::net::TcpListener::bind(LISTEN)?;
+            Ok((udp, tcp, shoal_dataplane::resolver::attach_here()?))
         })??;
         let s = self.server.serve(task_id, udp, tcp)?;
         self.serving
             .lock()
             .expect("dns lock")
-            .insert(task_id.to_string(), s);
+            .insert(task_id.to_string(), (s, moved));
         Ok(())
     }
 

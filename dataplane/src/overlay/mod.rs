@@ -18,6 +18,8 @@ mod maps;
 #[cfg(test)]
 mod mesh_tests;
 #[cfg(test)]
+mod resolver_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
@@ -347,7 +349,7 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-fn prog_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Error>
+pub(crate) fn prog_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Error>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program>,
 {
@@ -359,7 +361,7 @@ where
 }
 
 /// Keeps the verifier's log when a load fails: it is the only useful part.
-fn verifier(e: aya::programs::ProgramError) -> String {
+pub(crate) fn verifier(e: aya::programs::ProgramError) -> String {
     match e {
         aya::programs::ProgramError::LoadError {
             io_error,
@@ -372,6 +374,6 @@ fn verifier(e: aya::programs::ProgramError) -> String {
 }
 
 /// TCX links (kernel >= 6.6) keep a pinned link through restarts.
-fn tcx_supported() -> bool {
+pub(crate) fn tcx_supported() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
 }

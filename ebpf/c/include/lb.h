@@ -27,6 +27,7 @@
 #include "maps.h"
 #include "overlay.h"
 #include "flows.h"
+#include "l4.h"
 
 #define SHOAL_MAX_SERVICES 4096
 #define SHOAL_MAX_BACKENDS 65536
@@ -124,27 +125,6 @@ static __always_inline __u32 lb_hash(__u32 a, __u32 b, __u32 c)
 	h *= 0xc2b2ae35u;
 	h ^= h >> 16;
 	return h;
-}
-
-static __always_inline int l4_csum_off(__u8 proto)
-{
-	return proto == IPPROTO_TCP ? 16 : 6;
-}
-
-/* Rewrites the IPv4 address at `addr_off` (12: source, 16: destination)
- * and fixes the IP and L4 checksums incrementally. */
-static __always_inline int rewrite_addr(struct __sk_buff *skb, int l4, __u8 proto, int addr_off,
-					__be32 from, __be32 to)
-{
-	__u64 flags = BPF_F_PSEUDO_HDR | sizeof(to);
-
-	if (proto == IPPROTO_UDP)
-		flags |= BPF_F_MARK_MANGLED_0; /* a zero UDP checksum stays zero */
-	if (bpf_l4_csum_replace(skb, l4 + l4_csum_off(proto), from, to, flags))
-		return -1;
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, from, to, sizeof(to)))
-		return -1;
-	return bpf_skb_store_bytes(skb, ETH_HLEN + addr_off, &to, sizeof(to), 0);
 }
 
 /* An echo request to a VIP: answered here (Docker's VIPs stay silent). */

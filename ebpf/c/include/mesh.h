@@ -100,21 +100,6 @@ enum mesh_verdict {
 
 #include "mesh_icmp.h"
 
-/* Rewrites the 16-bit port at `off` in the L4 header, fixing its checksum. */
-static __always_inline int rewrite_port(struct __sk_buff *skb, int l4, __u8 proto, int off,
-					__be16 from, __be16 to)
-{
-	__u64 flags = sizeof(to);
-
-	if (from == to)
-		return 0;
-	if (proto == IPPROTO_UDP)
-		flags |= BPF_F_MARK_MANGLED_0;
-	if (bpf_l4_csum_replace(skb, l4 + l4_csum_off(proto), from, to, flags))
-		return -1;
-	return bpf_skb_store_bytes(skb, l4 + off, &to, sizeof(to), 0);
-}
-
 /*
  * A client's SYN whose flow will be encapsulated: its MSS option is lowered
  * to `mss`, so full-size segments still fit the underlay after the 50 bytes
