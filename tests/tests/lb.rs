@@ -64,13 +64,18 @@ for i in range({n}):
         # A backend on a node that just died (before gossip dropped it).
         print("timeout timeout")
         continue
-    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
     d = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        d += b
+    try:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            d += b
+    except ConnectionResetError:
+        # A backend that stopped while answering (IPVS resets its flows).
+        print("reset reset")
+        continue
     s.close()
     t = d.decode()
     h = [l.split(": ")[1] for l in t.splitlines() if l.startswith("Hostname: ")][0]
@@ -359,9 +364,9 @@ except socket.timeout:
     let clients: Vec<Task> = clients.into_iter().filter(|c| c.node != dead).collect();
     wait("no connection to the dead node's backend", 30, || {
         clients.iter().all(|c| {
-            requests(&lab, c, 10)
-                .iter()
-                .all(|(h, _)| *h != on_dead && h != "timeout" && h != "refused")
+            requests(&lab, c, 10).iter().all(|(h, _)| {
+                *h != on_dead && !["timeout", "refused", "reset"].contains(&h.as_str())
+            })
         })
     });
     eprintln!(

@@ -78,14 +78,28 @@ fn shoal_made(name: &str) -> bool {
 }
 
 /// Where published ports answer besides the advertise address: every other
-/// IPv4 address of the node (the underlay device's and other interfaces',
-/// not loopback's nor Shoal's own veths'), each with its interface.
+/// IPv4 address of the node on an Ethernet interface (the underlay
+/// device's and others', not Shoal's own veths'; the mesh's programs parse
+/// Ethernet frames, so loopback and L3 tunnels such as WireGuard are left
+/// to the local relay), each with its interface.
 pub fn node_addrs(advertise: std::net::Ipv4Addr) -> BTreeMap<std::net::Ipv4Addr, String> {
+    const ARPHRD_ETHER: u16 = 1;
     let Ok(all) = nix::ifaddrs::getifaddrs() else {
         return BTreeMap::new();
     };
-    all.filter(|a| a.interface_name != "lo" && !shoal_made(&a.interface_name))
-        .filter_map(|a| Some((a.address?.as_sockaddr_in()?.ip(), a.interface_name)))
+    let all: Vec<_> = all.collect();
+    let ethernet: BTreeSet<&str> = all
+        .iter()
+        .filter(|a| {
+            a.address
+                .and_then(|s| s.as_link_addr().map(|l| l.hatype() == ARPHRD_ETHER))
+                .unwrap_or(false)
+        })
+        .map(|a| a.interface_name.as_str())
+        .collect();
+    all.iter()
+        .filter(|a| ethernet.contains(a.interface_name.as_str()) && !shoal_made(&a.interface_name))
+        .filter_map(|a| Some((a.address?.as_sockaddr_in()?.ip(), a.interface_name.clone())))
         .filter(|(ip, _)| *ip != advertise)
         .collect()
 }
@@ -95,7 +109,8 @@ pub fn node_addrs(advertise: std::net::Ipv4Addr) -> BTreeMap<std::net::Ipv4Addr,
 /// the underlay hook on every other interface that holds one, so a client
 /// arriving there is meshed with its address kept like one on the
 /// underlay (the hook passes everything else on). `hooked`: the other
-/// interfaces hooked so far.
+/// interfaces hooked so far (one that cannot be hooked is reported once,
+/// not retried until it goes and comes back).
 pub fn program_addrs(
     maps: &mut MeshMaps,
     overlay: &mut Overlay,
