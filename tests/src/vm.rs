@@ -15,6 +15,14 @@ use std::time::Duration;
 
 pub const VM_DIR: &str = "/var/cache/shoal/vm";
 
+/// The guest kernel's console level and watchdogs: warnings and stack
+/// dumps shown (`quiet` hid the traces a lockup prints, leaving only its
+/// one-line repeats), boot chatter not; a soft lockup or an RCU stall
+/// panics at once (every CPU's stack printed), so a stuck guest
+/// ends the run with its trace instead of idling until the timeout.
+const KERNEL_ARGS: &str = "loglevel=5 panic=-1 softlockup_panic=1 softlockup_all_cpu_backtrace=1 \
+     sysctl.kernel.panic_on_rcu_stall=1";
+
 /// Modules the initramfs loads to reach the host's root.
 const BOOT_MODULES: &[&str] = &[
     "virtio_ring",
@@ -72,6 +80,28 @@ pub struct Vm {
 pub struct VmRun {
     pub console: String,
     pub exit: Option<i32>,
+}
+
+impl VmRun {
+    /// The kernel's first complaint (a BUG, lockup, stall, oops or panic)
+    /// with the stack dump after it, if the console holds one: a failing
+    /// run's tail alone shows only the repeats, never the first trace.
+    pub fn kernel_trouble(&self) -> Option<String> {
+        let lines: Vec<&str> = self.console.lines().collect();
+        let first = lines.iter().position(|l| {
+            [
+                "BUG:",
+                "Oops",
+                "Kernel panic",
+                "rcu: INFO",
+                "WARNING:",
+                "hung_task",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+        })?;
+        Some(lines[first..lines.len().min(first + 80)].join("\n"))
+    }
 }
 
 impl Vm {
@@ -178,7 +208,7 @@ impl Vm {
             .arg(&initrd)
             .arg("-append")
             .arg(format!(
-                "console=ttyS0 quiet panic=-1 shoal.cmd={}",
+                "console=ttyS0 {KERNEL_ARGS} shoal.cmd={}",
                 cmd.display()
             ))
             .args([

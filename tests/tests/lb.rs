@@ -661,6 +661,9 @@ fn the_same_suite_with_ipvs_in_a_debian_kernel_vm() {
     let tail: Vec<&str> = run.console.lines().rev().take(60).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
     eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));
+    if let Some(trouble) = run.kernel_trouble() {
+        eprintln!("the VM's kernel first complained:\n{trouble}");
+    }
     assert_eq!(run.exit, Some(0), "the IPVS suite failed in the VM");
     assert!(
         run.console.contains("test result: ok. 3 passed"),

@@ -9,6 +9,10 @@
 //! ```
 
 #[cfg(test)]
+mod decap_tests;
+#[cfg(test)]
+mod encap_tests;
+#[cfg(test)]
 mod events_tests;
 #[cfg(test)]
 mod flows_tests;
