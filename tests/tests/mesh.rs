@@ -253,24 +253,35 @@ fn published_ports_on_every_node(accel: &str) {
     // address kept, the replies leaving by that link. (Before, the node's
     // local relay answered there, from the ingress sandbox's address.)
     let client_ns = lab.info_client_ns();
-    for (ns, cmd) in [
-        (
-            &n3.netns,
-            "ip link add side0 type veth peer name side1 netns CLIENT",
-        ),
-        (&n3.netns, "ip addr add 198.19.3.3/24 dev side0"),
-        (&n3.netns, "ip link set side0 up"),
-        (&client_ns, "ip addr add 198.19.3.200/24 dev side1"),
-        (&client_ns, "ip link set side1 up"),
-    ] {
-        let cmd = cmd.replace("CLIENT", &client_ns);
-        lab.run_ok(ns, &cmd.split(' ').collect::<Vec<_>>());
-    }
+    let side_link = || {
+        for (ns, cmd) in [
+            (
+                &n3.netns,
+                "ip link add side0 type veth peer name side1 netns CLIENT",
+            ),
+            (&n3.netns, "ip addr add 198.19.3.3/24 dev side0"),
+            (&n3.netns, "ip link set side0 up"),
+            (&client_ns, "ip addr add 198.19.3.200/24 dev side1"),
+            (&client_ns, "ip link set side1 up"),
+        ] {
+            let cmd = cmd.replace("CLIENT", &client_ns);
+            lab.run_ok(ns, &cmd.split(' ').collect::<Vec<_>>());
+        }
+    };
+    side_link();
     wait("n3's other interface on the published port", 10, || {
         get(&lab, "198.19.3.3", 8080).is_some_and(|(_, r)| r.starts_with("198.19.3.200:"))
     });
     let (_, remote) = udp(&lab, "198.19.3.3", 5353).expect("UDP on n3's other interface");
     assert!(remote.starts_with("198.19.3.200:"), "{remote}");
+    // The link deleted and made again under the same name, faster than
+    // the agent's pass: its hook went with the old device, and the agent
+    // hooks the new one (it tells them apart by ifindex).
+    lab.run_ok(&n3.netns, &["ip", "link", "del", "side0"]);
+    side_link();
+    wait("n3's remade interface on the published port", 10, || {
+        get(&lab, "198.19.3.3", 8080).is_some_and(|(_, r)| r.starts_with("198.19.3.200:"))
+    });
     let v = lab.debug_json("n3", &["lb"]);
     assert_eq!(
         v["mesh_addresses"],

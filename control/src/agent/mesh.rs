@@ -104,39 +104,68 @@ pub fn node_addrs(advertise: std::net::Ipv4Addr) -> BTreeMap<std::net::Ipv4Addr,
         .collect()
 }
 
+/// The interfaces besides the underlay where the mesh's entry is hooked,
+/// each with the ifindex it had then (a device deleted and made again
+/// under the same name is hooked again), and those that could not be
+/// hooked, with the error last reported (retried every pass, reported
+/// again only when the error changes).
+#[derive(Default)]
+pub struct MeshIfaces {
+    hooked: BTreeMap<String, u32>,
+    failed: BTreeMap<String, String>,
+}
+
 /// Keeps the datapath's extra mesh addresses equal to the node's (checked
 /// on every sync pass, so an address added or removed is followed), and
 /// the underlay hook on every other interface that holds one, so a client
 /// arriving there is meshed with its address kept like one on the
-/// underlay (the hook passes everything else on). `hooked`: the other
-/// interfaces hooked so far (one that cannot be hooked is reported once,
-/// not retried until it goes and comes back).
+/// underlay (the hook passes everything else on).
 pub fn program_addrs(
     maps: &mut MeshMaps,
     overlay: &mut Overlay,
-    hooked: &mut BTreeSet<String>,
+    ifaces: &mut MeshIfaces,
     underlay: &str,
     advertise: std::net::Ipv4Addr,
 ) {
+    let ifindex = |dev: &str| nix::net::if_::if_nametoindex(dev).ok();
     let addrs = node_addrs(advertise);
-    let others: BTreeSet<String> = addrs
+    let others: BTreeMap<String, u32> = addrs
         .values()
         .filter(|dev| *dev != underlay)
-        .cloned()
+        .filter_map(|dev| Some((dev.clone(), ifindex(dev)?)))
         .collect();
-    for dev in others.difference(hooked) {
+    // Gone, or made again (its hook went with the old device; the stale
+    // pin must not be reused for the new one).
+    ifaces.hooked.retain(|dev, idx| {
+        let keep = others.get(dev) == Some(idx);
+        if !keep {
+            overlay::detach(overlay.pin_dir(), dev);
+        }
+        keep
+    });
+    ifaces.failed.retain(|dev, _| others.contains_key(dev));
+    for (dev, idx) in &others {
+        if ifaces.hooked.contains_key(dev) {
+            continue;
+        }
         match overlay.attach_mesh_entry(dev) {
-            Ok(()) => info!(dev, "published ports answer on this interface too"),
-            Err(e) => warn!(dev, "routing mesh: {e}"),
+            Ok(()) => {
+                info!(dev, "published ports answer on this interface too");
+                ifaces.hooked.insert(dev.clone(), *idx);
+                ifaces.failed.remove(dev);
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if ifaces.failed.get(dev) != Some(&e) {
+                    warn!(dev, "routing mesh: {e} (retried every pass)");
+                }
+                ifaces.failed.insert(dev.clone(), e);
+            }
         }
     }
-    for dev in hooked.difference(&others) {
-        overlay::detach(overlay.pin_dir(), dev);
-    }
-    *hooked = others;
     let want: BTreeMap<_, _> = addrs
         .into_iter()
-        .filter_map(|(ip, dev)| Some((ip, nix::net::if_::if_nametoindex(dev.as_str()).ok()?)))
+        .filter_map(|(ip, dev)| Some((ip, ifindex(&dev)?)))
         .collect();
     if want == maps.addrs() {
         return;

@@ -34,7 +34,7 @@ pub struct Inner {
     /// Published ports relayed for the node's own processes.
     pub relays: super::mesh_local::Relays,
     /// Interfaces besides the underlay where the mesh's entry is hooked.
-    pub mesh_ifaces: std::collections::BTreeSet<String>,
+    pub mesh_ifaces: super::mesh::MeshIfaces,
 }
 
 pub struct Agent {
