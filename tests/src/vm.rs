@@ -245,3 +245,33 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Vm;
+    use std::time::{Duration, Instant};
+
+    /// A guest kernel that stops (here: a crash asked for by sysrq) ends
+    /// the run at once, without an exit code, its trace found.
+    #[test]
+    fn a_stopped_guest_kernel_ends_the_run_with_its_trace() {
+        let vm = match Vm::available() {
+            Ok(vm) => vm,
+            Err(why) if why.contains("qemu") => {
+                eprintln!("not run: {why}");
+                return;
+            }
+            Err(why) => panic!("{why}"),
+        };
+        let t0 = Instant::now();
+        let run = vm.run("echo c > /proc/sysrq-trigger", Duration::from_secs(300));
+        assert_eq!(run.exit, None, "{}", run.console);
+        let trouble = run.kernel_trouble().expect("the crash's trace");
+        assert!(trouble.contains("sysrq"), "{trouble}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+}

@@ -656,13 +656,26 @@ fn the_same_suite_with_ipvs_in_a_debian_kernel_vm() {
         shoal_bin().display(),
         exe.display()
     );
-    let t0 = std::time::Instant::now();
-    let run = vm.run(&script, std::time::Duration::from_secs(1500));
-    let tail: Vec<&str> = run.console.lines().rev().take(60).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));
-    if let Some(trouble) = run.kernel_trouble() {
-        eprintln!("the VM's kernel first complained:\n{trouble}");
+    let boot = || {
+        let t0 = std::time::Instant::now();
+        let run = vm.run(&script, std::time::Duration::from_secs(1500));
+        let tail: Vec<&str> = run.console.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));
+        let trouble = run.kernel_trouble();
+        if let Some(t) = &trouble {
+            eprintln!("the VM's kernel first complained:\n{t}");
+        }
+        (run, trouble)
+    };
+    let (mut run, trouble) = boot();
+    if run.exit.is_none() && trouble.is_some() {
+        // The emulated guest's kernel itself stopped (CI once saw both of
+        // its CPUs in a soft lockup for 20 minutes; runs here never did):
+        // its trace is printed above; the suite gets one more boot, and a
+        // second stop fails the test.
+        eprintln!("the guest kernel stopped (trace above): one more boot");
+        run = boot().0;
     }
     assert_eq!(run.exit, Some(0), "the IPVS suite failed in the VM");
     assert!(
