@@ -199,6 +199,12 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// What a node's agent has logged so far.
+    pub fn node_log(&self, node: &str) -> String {
+        let path = format!("/run/shoal/lab/{}/nodes/{node}.log", self.name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
     pub fn debug_json(&self, node: &str, what: &[&str]) -> serde_json::Value {
         let mut args = vec![
             "debug", "--lab", &self.name, "--node", node, "--format", "json",

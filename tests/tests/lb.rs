@@ -508,6 +508,13 @@ print(ok, fail)
     eprintln!("during the update: {good} requests answered, {bad} failed");
     assert!(good > 100, "{text}");
     assert_eq!(bad, 0, "{text}");
+    // Each old task got its SIGTERM once every other node had said, in
+    // gossip, that its balancer let the task go (none timed out waiting).
+    let logs = lab.node_log("n2") + &lab.node_log("n3");
+    let drained: Vec<&str> = logs.lines().filter(|l| l.contains("drained:")).collect();
+    eprintln!("{}", drained.join("\n"));
+    assert_eq!(drained.len(), 3, "{logs}");
+    assert!(!logs.contains("drain timed out"), "{logs}");
 }
 
 /// Long-lived flows while the service scales 3 -> 5 -> 2: twelve UDP

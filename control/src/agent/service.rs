@@ -177,6 +177,12 @@ impl Agent {
         )
         .await;
         programmer.apply(maps, merged)?;
+        drop(inner);
+        // Programmed: say how far into each peer's endpoint changes this
+        // node's balancers (and DNS) now are; a node draining a task waits
+        // for it.
+        let applied = peers.iter().map(|p| (p.node.clone(), p.ep_version));
+        self.gossip.set_applied(&applied.collect()).await;
         Ok(())
     }
 
@@ -198,7 +204,9 @@ impl Agent {
 
     /// Sets the health in the service records of a task's endpoints and
     /// gossips it: DNS (and the load balancer) answer only healthy tasks.
-    pub async fn set_task_health(&self, task_id: &str, health: &str) {
+    /// Returns the highest gossip version it published (None: nothing
+    /// changed).
+    pub async fn set_task_health(&self, task_id: &str, health: &str) -> Option<u64> {
         let mut inner = self.inner.lock().await;
         let mut changed = vec![];
         for ep in inner.state.endpoints.iter_mut() {
@@ -210,14 +218,16 @@ impl Agent {
             }
         }
         if changed.is_empty() {
-            return;
+            return None;
         }
         let _ = inner.store.save(&inner.state);
         drop(inner);
+        let mut version = 0;
         for ep in changed {
-            self.gossip.publish(ep.vni, ep.ip, &ep_record(&ep)).await;
+            version = version.max(self.gossip.publish(ep.vni, ep.ip, &ep_record(&ep)).await);
         }
         self.changed.notify_one();
+        Some(version)
     }
 
     /// Adopts the swarm's VXLAN port (`swarm init --data-path-port`): the

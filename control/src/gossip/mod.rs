@@ -23,7 +23,7 @@ use chitchat::{
 use tokio::sync::watch;
 
 use crate::api::Member;
-use table::{ep_key, EpRecord, PeerState, LEAVING_KEY, VTEP_KEY};
+use table::{ep_key, EpRecord, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, VTEP_KEY};
 use transport::{CountingUdpTransport, WireCounters};
 
 #[derive(Clone, Debug)]
@@ -100,14 +100,20 @@ impl Gossip {
         })
     }
 
-    pub async fn publish(&self, vni: u32, ip: Ipv4Addr, rec: &EpRecord) {
+    /// Publishes an endpoint record; returns the version it got (what
+    /// another node's `lb_applied` must reach to have applied it).
+    pub async fn publish(&self, vni: u32, ip: Ipv4Addr, rec: &EpRecord) -> u64 {
         let (k, v) = (
             ep_key(vni, ip),
             serde_json::to_string(rec).expect("record serialises"),
         );
         self.handle
-            .with_chitchat(|c| c.self_node_state().set(k.clone(), v.clone()))
-            .await;
+            .with_chitchat(|c| {
+                let st = c.self_node_state();
+                st.set(k.clone(), v.clone());
+                st.get_versioned(&k).map(|v| v.version).unwrap_or(0)
+            })
+            .await
     }
 
     pub async fn withdraw(&self, vni: u32, ip: Ipv4Addr) {
@@ -122,6 +128,46 @@ impl Gossip {
         &self,
     ) -> watch::Receiver<std::collections::BTreeMap<ChitchatId, NodeState>> {
         self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    }
+
+    /// Says what this node's balancers have applied of each peer's
+    /// endpoint keys (`applied:NODE` keys); gossips only what changed,
+    /// and drops the keys of nodes no longer among the peers.
+    pub async fn set_applied(&self, applied: &std::collections::BTreeMap<String, u64>) {
+        self.handle
+            .with_chitchat(|c| {
+                let st = c.self_node_state();
+                let gone: Vec<String> = st
+                    .key_values()
+                    .filter_map(|(k, _)| k.strip_prefix(APPLIED_PREFIX))
+                    .filter(|n| !applied.contains_key(*n))
+                    .map(|n| format!("{APPLIED_PREFIX}{n}"))
+                    .collect();
+                for k in gone {
+                    st.delete(&k);
+                }
+                for (node, v) in applied {
+                    let (k, v) = (format!("{APPLIED_PREFIX}{node}"), v.to_string());
+                    if st.get(&k) != Some(v.as_str()) {
+                        st.set(k, v);
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// What each live peer has applied of this node's endpoint keys
+    /// (None: it says nothing of us).
+    pub async fn applied_of_me(&self) -> Vec<(String, Option<u64>)> {
+        let me = self.handle.chitchat_id().node_id.clone();
+        self.peers()
+            .await
+            .into_iter()
+            .map(|p| {
+                let a = p.applied_of(&me);
+                (p.node, a)
+            })
+            .collect()
     }
 
     /// The other live nodes' states, ready for [`table::merge`]: live as the
@@ -155,10 +201,17 @@ impl Gossip {
                     .key_values()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
+                let ep_version = st
+                    .key_values_including_deleted()
+                    .filter(|(k, _)| k.starts_with(EP_PREFIX))
+                    .map(|(_, v)| v.version)
+                    .max()
+                    .unwrap_or(0);
                 Some(PeerState {
                     node,
                     gossip_ip,
                     kv,
+                    ep_version,
                 })
             })
             .collect()

@@ -16,6 +16,12 @@ pub const EP_PREFIX: &str = "ep:";
 pub const VTEP_KEY: &str = "vtep";
 /// Set when a node leaves gracefully; others drop it at once.
 pub const LEAVING_KEY: &str = "leaving";
+/// What this node's balancers have applied of another node's endpoint
+/// keys: `applied:NODE` -> the highest `ep:` key version of NODE merged
+/// into its last programming pass (one small key per peer, so a change
+/// costs one key on the wire). A node stopping a task waits until every
+/// other node has applied the "stopping" record (`agent::tasks::drain`).
+pub const APPLIED_PREFIX: &str = "applied:";
 
 /// The value of an `ep:` key. Small on purpose: one key per endpoint, so a
 /// change costs one key on the wire.
@@ -71,6 +77,19 @@ pub struct PeerState {
     /// The address it gossips from: its VTEP must be this address.
     pub gossip_ip: Ipv4Addr,
     pub kv: Vec<(String, String)>,
+    /// The highest version among its `ep:` keys, deleted ones included:
+    /// how far into its endpoint changes this state goes.
+    pub ep_version: u64,
+}
+
+impl PeerState {
+    /// What this peer's balancers have applied of `node`'s endpoint keys
+    /// (None: it says nothing, or nothing readable, of that node).
+    pub fn applied_of(&self, node: &str) -> Option<u64> {
+        let key = format!("{APPLIED_PREFIX}{node}");
+        let (_, v) = self.kv.iter().find(|(k, _)| *k == key)?;
+        v.parse().ok()
+    }
 }
 
 /// What this node has locally.
@@ -254,6 +273,7 @@ mod tests {
             node: node.into(),
             gossip_ip: Ipv4Addr::from(ip),
             kv,
+            ep_version: 0,
         }
     }
 
@@ -341,5 +361,17 @@ mod tests {
         }
         // Our own address, and n4's later claim.
         assert_eq!(reasons.iter().filter(|r| **r == "duplicate_ip").count(), 2);
+    }
+
+    #[test]
+    fn what_a_peer_applied_of_a_node_is_read_from_its_applied_key() {
+        let mut p = peer("n2", [198, 18, 0, 2], "198.18.0.2", &[]);
+        assert_eq!(p.applied_of("n1"), None);
+        p.kv.push(("applied:n1".into(), "17".into()));
+        p.kv.push(("applied:n3".into(), "4".into()));
+        assert_eq!(p.applied_of("n1"), Some(17));
+        assert_eq!(p.applied_of("n4"), None);
+        p.kv[1].1 = "garbage".into();
+        assert_eq!(p.applied_of("n1"), None);
     }
 }

@@ -12,6 +12,7 @@
 //! failed | shutdown | rejected; a stop is SIGTERM to the process group,
 //! SIGKILL after the service's stop grace period.
 
+mod drain;
 mod health;
 pub mod logfile;
 mod logs;
@@ -37,13 +38,6 @@ use health::Health;
 /// How often the runner looks at its processes.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Between taking a stopping task out of DNS and the balancers (gossiped
-/// as "stopping") and its SIGTERM: time for every node to hear it, so no
-/// node sends a new connection to a task that closed its port. Gossip
-/// spreads in ~250 ms typically; 1 s was seen to be short on a loaded
-/// 2-core machine (a request lost during a start-first update).
-const STOP_DRAIN: Duration = Duration::from_secs(2);
-
 struct Local {
     a: Assignment,
     state: TaskState,
@@ -55,8 +49,8 @@ struct Local {
     /// A start or a cleanup is running for it.
     busy: bool,
     stop_deadline: Option<Instant>,
-    /// When SIGTERM goes out (after the drain, see `begin_stop`).
-    term_at: Option<Instant>,
+    /// Until SIGTERM goes out (`drain.rs`).
+    drain: Option<drain::Drain>,
     /// "stopping" was gossiped.
     stop_announced: bool,
     cleaned: bool,
@@ -189,7 +183,7 @@ impl Agent {
                         adopted: Some(pid),
                         busy: false,
                         stop_deadline: None,
-                        term_at: None,
+                        drain: None,
                         stop_announced: false,
                         cleaned: false,
                         health: Health::default(),
@@ -219,7 +213,7 @@ impl Agent {
                             adopted: None,
                             busy: true,
                             stop_deadline: None,
-                            term_at: None,
+                            drain: None,
                             stop_announced: false,
                             cleaned: false,
                             health: Health::default(),
@@ -242,7 +236,7 @@ impl Agent {
                             adopted: None,
                             busy: false,
                             stop_deadline: None,
-                            term_at: None,
+                            drain: None,
                             stop_announced: false,
                             cleaned: false,
                             health: Health::default(),
@@ -274,10 +268,18 @@ impl Agent {
             tokio::time::sleep(POLL).await;
             let mut cleanups = vec![];
             let mut stopping = vec![];
+            let draining = {
+                let tasks = self.tasks.tasks.lock().expect("tasks lock");
+                tasks.values().any(|l| l.drain.is_some())
+            };
+            let applied = match draining {
+                true => self.gossip.applied_of_me().await,
+                false => vec![],
+            };
             {
                 let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
                 for l in tasks.values_mut() {
-                    signal_term(l, Instant::now());
+                    signal_term(l, Instant::now(), &applied);
                     if l.stop_deadline.is_some() && !l.stop_announced {
                         l.stop_announced = true;
                         stopping.push(l.a.task.id.clone());
@@ -342,7 +344,14 @@ impl Agent {
             }
             for id in stopping {
                 let agent = self.clone();
-                tokio::spawn(async move { agent.set_task_health(&id, "stopping").await });
+                tokio::spawn(async move {
+                    let v = agent.set_task_health(&id, "stopping").await;
+                    agent.set_task(&id, |l| {
+                        if let Some(d) = l.drain.as_mut() {
+                            d.version = Some(v.unwrap_or(0));
+                        }
+                    });
+                });
             }
             self.watch_logs();
             let due = self.due_health_checks();
@@ -564,26 +573,35 @@ fn begin_stop(l: &mut Local) {
         return;
     }
     // Out of DNS and the balancers first (the tasks loop gossips
-    // "stopping"), SIGTERM once that has spread, SIGKILL after the grace
-    // period.
-    let term = Instant::now() + STOP_DRAIN;
-    l.term_at = Some(term);
-    l.stop_deadline = Some(term + Duration::from_millis(l.a.stop_grace_ms));
+    // "stopping"), SIGTERM once every node has applied that (the deadline
+    // moves to SIGTERM + grace then), SIGKILL after the grace period.
+    let now = Instant::now();
+    l.drain = Some(drain::Drain::new(now));
+    l.stop_deadline = Some(now + drain::MAX + Duration::from_millis(l.a.stop_grace_ms));
 }
 
 /// SIGTERM once the drain is over (and the process exists: a task still
-/// starting gets it when it has started).
-fn signal_term(l: &mut Local, now: Instant) {
-    if l.term_at.is_none_or(|t| now < t) {
+/// starting gets it when it has started); `applied`: what each live peer
+/// has applied of this node's endpoint keys.
+fn signal_term(l: &mut Local, now: Instant, applied: &[(String, Option<u64>)]) {
+    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, applied)) else {
         return;
-    }
+    };
     match (&l.child, l.adopted) {
         (Some(c), _) => process::signal(c.id(), Signal::SIGTERM),
         (None, Some(pid)) => process::signal(pid, Signal::SIGTERM),
         (None, None) if l.busy => return,
         (None, None) => {}
     }
-    l.term_at = None;
+    let waited_ms = ended.waited.as_millis() as u64;
+    if ended.pending.is_empty() {
+        info!(task = %l.a.task.name(), waited_ms, "drained: every node has let it go; SIGTERM");
+    } else {
+        warn!(task = %l.a.task.name(), waited_ms, pending = ?ended.pending,
+            "drain timed out on nodes that had not applied the stop; SIGTERM");
+    }
+    l.drain = None;
+    l.stop_deadline = Some(now + Duration::from_millis(l.a.stop_grace_ms));
 }
 
 fn alive(pid: u32) -> bool {
