@@ -312,6 +312,16 @@ impl super::Agent {
     }
 
     /// The ingress network's name, if the swarm has one.
+    pub async fn ingress_vni(&self) -> Option<u32> {
+        self.inner
+            .lock()
+            .await
+            .mesh
+            .as_ref()
+            .and_then(|m| m.ingress.as_ref())
+            .map(|n| n.vni)
+    }
+
     pub async fn ingress_name(&self) -> Option<String> {
         self.inner
             .lock()

@@ -111,6 +111,19 @@ impl Agent {
                 .collect(),
         };
         let merged = table::merge(&local, &peers);
+        // Acknowledged after programming: the peers stopping a task on a
+        // network this node balances.
+        let joined: std::collections::BTreeSet<u32> = local
+            .endpoints
+            .iter()
+            .map(|(v, _)| *v)
+            .chain(local.also_joined.iter().copied())
+            .collect();
+        let acks: std::collections::BTreeMap<String, u64> = peers
+            .iter()
+            .filter(|p| !p.stopping_vnis().is_disjoint(&joined))
+            .map(|p| (p.node.clone(), p.ep_version))
+            .collect();
         self.rebuild_dns(&inner.state, &merged);
         let want = {
             let mut joined: std::collections::BTreeSet<u32> =
@@ -178,11 +191,11 @@ impl Agent {
         .await;
         programmer.apply(maps, merged)?;
         drop(inner);
-        // Programmed: say how far into each peer's endpoint changes this
+        // Programmed: say how far into those peers' endpoint changes this
         // node's balancers (and DNS) now are; a node draining a task waits
         // for it.
-        let applied = peers.iter().map(|p| (p.node.clone(), p.ep_version));
-        self.gossip.set_applied(&applied.collect()).await;
+        let present = peers.iter().map(|p| p.node.clone()).collect();
+        self.gossip.set_applied(&present, &acks).await;
         Ok(())
     }
 

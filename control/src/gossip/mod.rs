@@ -44,6 +44,17 @@ pub struct GossipConfig {
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
 type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
 
+/// A live peer as a draining task sees it.
+#[derive(Clone, Debug)]
+pub struct PeerAck {
+    pub node: String,
+    /// What it has applied of this node's endpoint keys (None: it says
+    /// nothing of us).
+    pub applied: Option<u64>,
+    /// The networks it has endpoints on.
+    pub vnis: std::collections::BTreeSet<u32>,
+}
+
 pub struct Gossip {
     handle: ChitchatHandle,
     pub counters: Arc<WireCounters>,
@@ -130,23 +141,27 @@ impl Gossip {
         self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
     }
 
-    /// Says what this node's balancers have applied of each peer's
-    /// endpoint keys (`applied:NODE` keys); gossips only what changed,
-    /// and drops the keys of nodes no longer among the peers.
-    pub async fn set_applied(&self, applied: &std::collections::BTreeMap<String, u64>) {
+    /// Says what this node's balancers have applied of peers' endpoint
+    /// keys (`applied:NODE` keys): sets those in `updates` that moved,
+    /// drops those of nodes no longer among the `peers`.
+    pub async fn set_applied(
+        &self,
+        peers: &std::collections::BTreeSet<String>,
+        updates: &std::collections::BTreeMap<String, u64>,
+    ) {
         self.handle
             .with_chitchat(|c| {
                 let st = c.self_node_state();
                 let gone: Vec<String> = st
                     .key_values()
                     .filter_map(|(k, _)| k.strip_prefix(APPLIED_PREFIX))
-                    .filter(|n| !applied.contains_key(*n))
+                    .filter(|n| !peers.contains(*n))
                     .map(|n| format!("{APPLIED_PREFIX}{n}"))
                     .collect();
                 for k in gone {
                     st.delete(&k);
                 }
-                for (node, v) in applied {
+                for (node, v) in updates {
                     let (k, v) = (format!("{APPLIED_PREFIX}{node}"), v.to_string());
                     if st.get(&k) != Some(v.as_str()) {
                         st.set(k, v);
@@ -156,16 +171,17 @@ impl Gossip {
             .await;
     }
 
-    /// What each live peer has applied of this node's endpoint keys
-    /// (None: it says nothing of us).
-    pub async fn applied_of_me(&self) -> Vec<(String, Option<u64>)> {
+    /// Each live peer: what it has applied of this node's endpoint keys,
+    /// and the networks it balances.
+    pub async fn acks(&self) -> Vec<PeerAck> {
         let me = self.handle.chitchat_id().node_id.clone();
         self.peers()
             .await
             .into_iter()
-            .map(|p| {
-                let a = p.applied_of(&me);
-                (p.node, a)
+            .map(|p| PeerAck {
+                applied: p.applied_of(&me),
+                vnis: p.vnis(),
+                node: p.node,
             })
             .collect()
     }

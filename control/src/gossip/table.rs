@@ -90,6 +90,27 @@ impl PeerState {
         let (_, v) = self.kv.iter().find(|(k, _)| *k == key)?;
         v.parse().ok()
     }
+
+    /// The networks (VNIs) it has endpoints on: those it balances.
+    pub fn vnis(&self) -> BTreeSet<u32> {
+        self.kv
+            .iter()
+            .filter_map(|(k, _)| Some(parse_ep_key(k)?.0))
+            .collect()
+    }
+
+    /// The networks on which it has a task stopping: a node that balances
+    /// one of them acknowledges applying this state (`APPLIED_PREFIX`).
+    pub fn stopping_vnis(&self) -> BTreeSet<u32> {
+        self.kv
+            .iter()
+            .filter_map(|(k, v)| {
+                let (vni, _) = parse_ep_key(k)?;
+                let rec: EpRecord = serde_json::from_str(v).ok()?;
+                (rec.svc?.health == "stopping").then_some(vni)
+            })
+            .collect()
+    }
 }
 
 /// What this node has locally.
@@ -373,5 +394,38 @@ mod tests {
         assert_eq!(p.applied_of("n4"), None);
         p.kv[1].1 = "garbage".into();
         assert_eq!(p.applied_of("n1"), None);
+    }
+
+    #[test]
+    fn a_peer_s_networks_and_those_it_is_stopping_a_task_on() {
+        let svc = |health: &str| SvcRecord {
+            service_id: "s".into(),
+            service: "web".into(),
+            task_id: "t".into(),
+            task: "web.1".into(),
+            slot: 1,
+            network: "n".into(),
+            vip: None,
+            aliases: vec![],
+            health: health.into(),
+        };
+        let with = |health: &str| {
+            let mut r: EpRecord = serde_json::from_str(&rec("02:42:0a:00:01:05")).unwrap();
+            r.svc = Some(svc(health));
+            serde_json::to_string(&r).unwrap()
+        };
+        let p = peer(
+            "n2",
+            [198, 18, 0, 2],
+            "198.18.0.2",
+            &[
+                ("ep:4097:10.0.1.5", with("healthy")),
+                ("ep:4098:10.0.2.5", with("stopping")),
+                ("ep:4099:10.0.3.5", rec("02:42:0a:00:03:05")),
+                ("ep:4100:10.0.4.5", "not json".into()),
+            ],
+        );
+        assert_eq!(p.vnis(), [4097, 4098, 4099, 4100].into());
+        assert_eq!(p.stopping_vnis(), [4098].into());
     }
 }

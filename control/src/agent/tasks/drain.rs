@@ -7,7 +7,10 @@
 //! short on a loaded one: a rolling update lost requests on a busy
 //! 2-core machine with 1 s, and once with 2 s.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
+
+use crate::gossip::PeerAck;
 
 /// The shortest drain: connections a node balanced to the task just
 /// before applying the stop are still being set up.
@@ -22,6 +25,9 @@ pub struct Drain {
     /// The gossip version of the "stopping" records (0: the task had none
     /// to publish); None until they are published.
     pub version: Option<u64>,
+    /// The task's networks: only nodes balancing one of them (with
+    /// endpoints there; every node for the ingress network) are waited for.
+    pub vnis: BTreeSet<u32>,
 }
 
 /// How a drain ended.
@@ -33,26 +39,29 @@ pub struct Ended {
 }
 
 impl Drain {
-    pub fn new(now: Instant) -> Self {
+    pub fn new(now: Instant, vnis: BTreeSet<u32>) -> Self {
         Self {
             since: now,
             version: None,
+            vnis,
         }
     }
 
-    /// Whether the drain is over at `now`, given what each live peer has
-    /// applied of this node's endpoint keys (None: it says nothing).
-    pub fn over(&self, now: Instant, applied: &[(String, Option<u64>)]) -> Option<Ended> {
+    /// Whether the drain is over at `now`, given the live peers and the
+    /// ingress network's VNI (a task on it: every node is a mesh entry).
+    pub fn over(&self, now: Instant, peers: &[PeerAck], ingress: Option<u32>) -> Option<Ended> {
         let waited = now.saturating_duration_since(self.since);
         if waited < MIN {
             return None;
         }
+        let everyone = ingress.is_some_and(|v| self.vnis.contains(&v));
         let pending: Vec<String> = match self.version {
             Some(0) => vec![],
-            Some(v) => applied
+            Some(v) => peers
                 .iter()
-                .filter(|(_, a)| a.is_none_or(|a| a < v))
-                .map(|(n, _)| n.clone())
+                .filter(|p| everyone || !p.vnis.is_disjoint(&self.vnis))
+                .filter(|p| p.applied.is_none_or(|a| a < v))
+                .map(|p| p.node.clone())
                 .collect(),
             None => vec!["(this node: not published yet)".into()],
         };
@@ -64,49 +73,70 @@ impl Drain {
 mod tests {
     use super::*;
 
-    fn peers(v: &[(&str, Option<u64>)]) -> Vec<(String, Option<u64>)> {
-        v.iter().map(|(n, a)| (n.to_string(), *a)).collect()
+    fn peers(v: &[(&str, Option<u64>, &[u32])]) -> Vec<PeerAck> {
+        v.iter()
+            .map(|(n, a, vnis)| PeerAck {
+                node: n.to_string(),
+                applied: *a,
+                vnis: vnis.iter().copied().collect(),
+            })
+            .collect()
     }
 
     #[test]
-    fn a_drain_ends_when_every_live_node_has_applied_the_stop() {
+    fn a_drain_ends_when_every_node_balancing_its_networks_has_applied_the_stop() {
         let t0 = Instant::now();
-        let mut d = Drain::new(t0);
+        let mut d = Drain::new(t0, [4097].into());
         let at = |ms| t0 + Duration::from_millis(ms);
-        let all = peers(&[("n2", Some(7)), ("n3", Some(9))]);
+        let all = peers(&[("n2", Some(7), &[4097]), ("n3", Some(9), &[4097])]);
         // Not published yet, or too early: wait.
-        assert_eq!(d.over(at(600), &all), None);
+        assert_eq!(d.over(at(600), &all, None), None);
         d.version = Some(8);
-        assert_eq!(d.over(at(100), &all), None);
+        assert_eq!(d.over(at(100), &all, None), None);
         // n2 has applied up to 7 only; a node that says nothing has not.
-        assert_eq!(d.over(at(600), &all), None);
+        assert_eq!(d.over(at(600), &all, None), None);
+        let silent = peers(&[("n2", Some(8), &[4097]), ("n3", None, &[4097])]);
+        assert_eq!(d.over(at(600), &silent, None), None);
+        let done = peers(&[("n2", Some(8), &[4097]), ("n3", Some(9), &[4097])]);
         assert_eq!(
-            d.over(at(600), &peers(&[("n2", Some(8)), ("n3", None)])),
-            None
-        );
-        assert_eq!(
-            d.over(at(600), &peers(&[("n2", Some(8)), ("n3", Some(9))])),
+            d.over(at(600), &done, None),
             Some(Ended {
                 waited: Duration::from_millis(600),
                 pending: vec![]
             })
         );
         // Alone in the cluster: the shortest drain.
-        assert!(d.over(at(500), &[]).is_some());
+        assert!(d.over(at(500), &[], None).is_some());
+    }
+
+    #[test]
+    fn only_nodes_balancing_the_task_s_networks_are_waited_for() {
+        let t0 = Instant::now() - MIN;
+        let mut d = Drain::new(t0, [4097, 4000].into());
+        d.version = Some(8);
+        // n3 has no endpoint on the task's networks: it cannot send to it.
+        let p = peers(&[("n2", Some(8), &[4097]), ("n3", None, &[4098])]);
+        assert!(d.over(Instant::now(), &p, None).is_some());
+        // On the ingress network every node is a mesh entry.
+        assert_eq!(d.over(Instant::now(), &p, Some(4000)), None);
+        assert!(d.over(Instant::now(), &p, Some(4099)).is_some());
     }
 
     #[test]
     fn a_drain_gives_up_on_nodes_that_never_apply_and_needs_nothing_without_records() {
         let t0 = Instant::now();
-        let mut d = Drain::new(t0);
+        let mut d = Drain::new(t0, [4097].into());
         d.version = Some(8);
-        let late = peers(&[("n2", Some(3)), ("n3", Some(8))]);
-        assert_eq!(d.over(t0 + MAX - Duration::from_millis(1), &late), None);
+        let late = peers(&[("n2", Some(3), &[4097]), ("n3", Some(8), &[4097])]);
         assert_eq!(
-            d.over(t0 + MAX, &late).map(|e| e.pending),
+            d.over(t0 + MAX - Duration::from_millis(1), &late, None),
+            None
+        );
+        assert_eq!(
+            d.over(t0 + MAX, &late, None).map(|e| e.pending),
             Some(vec!["n2".to_string()])
         );
         d.version = Some(0);
-        assert!(d.over(t0 + MIN, &late).is_some());
+        assert!(d.over(t0 + MIN, &late, None).is_some());
     }
 }

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
+use crate::gossip::PeerAck;
 use crate::raft::logs::LogLines;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
 use health::Health;
@@ -272,14 +273,14 @@ impl Agent {
                 let tasks = self.tasks.tasks.lock().expect("tasks lock");
                 tasks.values().any(|l| l.drain.is_some())
             };
-            let applied = match draining {
-                true => self.gossip.applied_of_me().await,
-                false => vec![],
+            let (peers, ingress) = match draining {
+                true => (self.gossip.acks().await, self.ingress_vni().await),
+                false => (vec![], None),
             };
             {
                 let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
                 for l in tasks.values_mut() {
-                    signal_term(l, Instant::now(), &applied);
+                    signal_term(l, Instant::now(), &peers, ingress);
                     if l.stop_deadline.is_some() && !l.stop_announced {
                         l.stop_announced = true;
                         stopping.push(l.a.task.id.clone());
@@ -576,15 +577,16 @@ fn begin_stop(l: &mut Local) {
     // "stopping"), SIGTERM once every node has applied that (the deadline
     // moves to SIGTERM + grace then), SIGKILL after the grace period.
     let now = Instant::now();
-    l.drain = Some(drain::Drain::new(now));
+    let vnis = l.a.networks.iter().map(|n| n.vni).collect();
+    l.drain = Some(drain::Drain::new(now, vnis));
     l.stop_deadline = Some(now + drain::MAX + Duration::from_millis(l.a.stop_grace_ms));
 }
 
 /// SIGTERM once the drain is over (and the process exists: a task still
-/// starting gets it when it has started); `applied`: what each live peer
-/// has applied of this node's endpoint keys.
-fn signal_term(l: &mut Local, now: Instant, applied: &[(String, Option<u64>)]) {
-    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, applied)) else {
+/// starting gets it when it has started); `peers`: the live peers and what
+/// they have applied of this node's endpoint keys.
+fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingress: Option<u32>) {
+    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, peers, ingress)) else {
         return;
     };
     match (&l.child, l.adopted) {
