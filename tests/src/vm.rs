@@ -182,6 +182,19 @@ impl Vm {
         Ok(())
     }
 
+    /// For a test: the VM, or None (said on stderr) where qemu is not
+    /// installed; anything else missing fails the test.
+    pub fn for_test() -> Option<Vm> {
+        match Vm::available() {
+            Ok(vm) => Some(vm),
+            Err(why) if why.contains("qemu") => {
+                eprintln!("not run: {why}");
+                None
+            }
+            Err(why) => panic!("{why}"),
+        }
+    }
+
     /// Runs `script` (sh) in the VM as root, with the lab's modules loaded,
     /// killed after `timeout`. The console (kernel and command output)
     /// comes back whole.
@@ -255,13 +268,8 @@ mod tests {
     /// the run at once, without an exit code, its trace found.
     #[test]
     fn a_stopped_guest_kernel_ends_the_run_with_its_trace() {
-        let vm = match Vm::available() {
-            Ok(vm) => vm,
-            Err(why) if why.contains("qemu") => {
-                eprintln!("not run: {why}");
-                return;
-            }
-            Err(why) => panic!("{why}"),
+        let Some(vm) = Vm::for_test() else {
+            return;
         };
         let t0 = Instant::now();
         let run = vm.run("echo c > /proc/sysrq-trigger", Duration::from_secs(300));

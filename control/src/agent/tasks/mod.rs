@@ -274,7 +274,10 @@ impl Agent {
                 tasks.values().any(|l| l.drain.is_some())
             };
             let (peers, ingress) = match draining {
-                true => (self.gossip.acks().await, self.ingress_vni().await),
+                true => (
+                    self.gossip.acks().await,
+                    self.ingress().await.map(|(_, vni)| vni),
+                ),
                 false => (vec![], None),
             };
             {
