@@ -508,13 +508,19 @@ print(ok, fail)
     eprintln!("during the update: {good} requests answered, {bad} failed");
     assert!(good > 100, "{text}");
     assert_eq!(bad, 0, "{text}");
-    // Each old task got its SIGTERM once every other node had said, in
-    // gossip, that its balancer let the task go (none timed out waiting).
-    let logs = lab.node_log("n2") + &lab.node_log("n3");
-    let drained: Vec<&str> = logs.lines().filter(|l| l.contains("drained:")).collect();
-    eprintln!("{}", drained.join("\n"));
-    assert_eq!(drained.len(), 3, "{logs}");
-    assert!(!logs.contains("drain timed out"), "{logs}");
+    // Each old task got its SIGTERM once both other nodes had said, in
+    // gossip, that their balancers let the task go (none timed out).
+    let mut drains = 0;
+    for (node, others) in [("n2", r#"["n1", "n3"]"#), ("n3", r#"["n1", "n2"]"#)] {
+        let log = lab.node_log(node);
+        let drained: Vec<&str> = log.lines().filter(|l| l.contains("drained:")).collect();
+        eprintln!("{}", drained.join("\n"));
+        let acked = format!("acked={others}");
+        assert!(drained.iter().all(|l| l.contains(&acked)), "{log}");
+        assert!(!log.contains("drain timed out"), "{log}");
+        drains += drained.len();
+    }
+    assert_eq!(drains, 3, "one drain per replaced task");
 }
 
 /// Long-lived flows while the service scales 3 -> 5 -> 2: twelve UDP

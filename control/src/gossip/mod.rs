@@ -172,18 +172,28 @@ impl Gossip {
     }
 
     /// Each live peer: what it has applied of this node's endpoint keys,
-    /// and the networks it balances.
+    /// and the networks it balances. Polled while a task drains, so it
+    /// reads the states in place instead of copying them as `peers` does.
     pub async fn acks(&self) -> Vec<PeerAck> {
         let me = self.handle.chitchat_id().node_id.clone();
-        self.peers()
-            .await
-            .into_iter()
-            .map(|p| PeerAck {
-                applied: p.applied_of(&me),
-                vnis: p.vnis(),
-                node: p.node,
+        let key = format!("{APPLIED_PREFIX}{me}");
+        self.handle
+            .with_chitchat(|c| {
+                let live = c.live_nodes_watcher();
+                let live = live.borrow();
+                newest_peers(&live, &me)
+                    .into_iter()
+                    .map(|(node, (_, st))| PeerAck {
+                        node,
+                        applied: st.get(&key).and_then(|v| v.parse().ok()),
+                        vnis: st
+                            .iter_prefix(EP_PREFIX)
+                            .filter_map(|(k, _)| Some(table::parse_ep_key(k)?.0))
+                            .collect(),
+                    })
+                    .collect()
             })
-            .collect()
+            .await
     }
 
     /// The other live nodes' states, ready for [`table::merge`]: live as the
@@ -195,18 +205,7 @@ impl Gossip {
             .handle
             .with_chitchat(|c| c.live_nodes_watcher().borrow().clone())
             .await;
-        let mut newest: std::collections::BTreeMap<String, (&ChitchatId, &NodeState)> =
-            Default::default();
-        for (id, st) in &live {
-            if id.node_id == me.node_id {
-                continue;
-            }
-            let e = newest.entry(id.node_id.to_string()).or_insert((id, st));
-            if id.generation_id > e.0.generation_id {
-                *e = (id, st);
-            }
-        }
-        newest
+        newest_peers(&live, &me.node_id)
             .into_iter()
             .filter_map(|(node, (id, st))| {
                 let gossip_ip = match id.gossip_advertise_addr.ip() {
@@ -294,6 +293,26 @@ impl Gossip {
         tokio::time::sleep(self.interval * 4).await;
         let _ = self.handle.initiate_shutdown();
     }
+}
+
+/// The other nodes of `live`, the newest generation of each (a restarted
+/// node's old self may linger a moment), by name.
+fn newest_peers<'a>(
+    live: &'a std::collections::BTreeMap<ChitchatId, NodeState>,
+    me: &str,
+) -> std::collections::BTreeMap<String, (&'a ChitchatId, &'a NodeState)> {
+    let mut newest: std::collections::BTreeMap<String, (&ChitchatId, &NodeState)> =
+        Default::default();
+    for (id, st) in live {
+        if &*id.node_id == me {
+            continue;
+        }
+        let e = newest.entry(id.node_id.to_string()).or_insert((id, st));
+        if id.generation_id > e.0.generation_id {
+            *e = (id, st);
+        }
+    }
+    newest
 }
 
 /// Notes, once per round, when each node's heartbeat last advanced.

@@ -83,22 +83,6 @@ pub struct PeerState {
 }
 
 impl PeerState {
-    /// What this peer's balancers have applied of `node`'s endpoint keys
-    /// (None: it says nothing, or nothing readable, of that node).
-    pub fn applied_of(&self, node: &str) -> Option<u64> {
-        let key = format!("{APPLIED_PREFIX}{node}");
-        let (_, v) = self.kv.iter().find(|(k, _)| *k == key)?;
-        v.parse().ok()
-    }
-
-    /// The networks (VNIs) it has endpoints on: those it balances.
-    pub fn vnis(&self) -> BTreeSet<u32> {
-        self.kv
-            .iter()
-            .filter_map(|(k, _)| Some(parse_ep_key(k)?.0))
-            .collect()
-    }
-
     /// The networks on which it has a task stopping: a node that balances
     /// one of them acknowledges applying this state (`APPLIED_PREFIX`).
     pub fn stopping_vnis(&self) -> BTreeSet<u32> {
@@ -385,19 +369,7 @@ mod tests {
     }
 
     #[test]
-    fn what_a_peer_applied_of_a_node_is_read_from_its_applied_key() {
-        let mut p = peer("n2", [198, 18, 0, 2], "198.18.0.2", &[]);
-        assert_eq!(p.applied_of("n1"), None);
-        p.kv.push(("applied:n1".into(), "17".into()));
-        p.kv.push(("applied:n3".into(), "4".into()));
-        assert_eq!(p.applied_of("n1"), Some(17));
-        assert_eq!(p.applied_of("n4"), None);
-        p.kv[1].1 = "garbage".into();
-        assert_eq!(p.applied_of("n1"), None);
-    }
-
-    #[test]
-    fn a_peer_s_networks_and_those_it_is_stopping_a_task_on() {
+    fn the_networks_a_peer_is_stopping_a_task_on() {
         let svc = |health: &str| SvcRecord {
             service_id: "s".into(),
             service: "web".into(),
@@ -425,7 +397,6 @@ mod tests {
                 ("ep:4100:10.0.4.5", "not json".into()),
             ],
         );
-        assert_eq!(p.vnis(), [4097, 4098, 4099, 4100].into());
         assert_eq!(p.stopping_vnis(), [4098].into());
     }
 }

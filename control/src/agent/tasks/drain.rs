@@ -34,7 +34,9 @@ pub struct Drain {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Ended {
     pub waited: Duration,
-    /// Live nodes that had not applied the stop (the drain timed out).
+    /// The nodes waited for that had applied the stop.
+    pub acked: Vec<String>,
+    /// Those that had not (the drain timed out).
     pub pending: Vec<String>,
 }
 
@@ -55,17 +57,28 @@ impl Drain {
             return None;
         }
         let everyone = ingress.is_some_and(|v| self.vnis.contains(&v));
-        let pending: Vec<String> = match self.version {
-            Some(0) => vec![],
+        let (acked, pending): (Vec<&PeerAck>, Vec<&PeerAck>) = match self.version {
+            Some(0) => (vec![], vec![]),
             Some(v) => peers
                 .iter()
                 .filter(|p| everyone || !p.vnis.is_disjoint(&self.vnis))
-                .filter(|p| p.applied.is_none_or(|a| a < v))
-                .map(|p| p.node.clone())
-                .collect(),
-            None => vec!["(this node: not published yet)".into()],
+                .partition(|p| p.applied.is_some_and(|a| a >= v)),
+            // Its records not published yet (or not at all, in time).
+            None if waited < MAX => return None,
+            None => {
+                return Some(Ended {
+                    waited,
+                    acked: vec![],
+                    pending: vec!["(this node's records: not published)".into()],
+                })
+            }
         };
-        (pending.is_empty() || waited >= MAX).then_some(Ended { waited, pending })
+        let names = |ps: Vec<&PeerAck>| ps.into_iter().map(|p| p.node.clone()).collect();
+        (pending.is_empty() || waited >= MAX).then(|| Ended {
+            waited,
+            acked: names(acked),
+            pending: names(pending),
+        })
     }
 }
 
@@ -102,6 +115,7 @@ mod tests {
             d.over(at(600), &done, None),
             Some(Ended {
                 waited: Duration::from_millis(600),
+                acked: vec!["n2".into(), "n3".into()],
                 pending: vec![]
             })
         );

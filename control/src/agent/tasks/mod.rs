@@ -600,7 +600,8 @@ fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingress: Option<u
     }
     let waited_ms = ended.waited.as_millis() as u64;
     if ended.pending.is_empty() {
-        info!(task = %l.a.task.name(), waited_ms, "drained: every node has let it go; SIGTERM");
+        info!(task = %l.a.task.name(), waited_ms, acked = ?ended.acked,
+            "drained: every node has let it go; SIGTERM");
     } else {
         warn!(task = %l.a.task.name(), waited_ms, pending = ?ended.pending,
             "drain timed out on nodes that had not applied the stop; SIGTERM");
