@@ -1,8 +1,8 @@
 //! The drain before a stopping task's SIGTERM. The task is first taken
 //! out of DNS and the balancers (its records gossiped as "stopping"); it
-//! gets SIGTERM once every other live node says, in its `lb_applied`
-//! gossip key, that its balancers have applied that record, so no node
-//! still sends it new connections when it closes its port. A fixed wait
+//! gets SIGTERM once every other live node balancing its networks says, in
+//! its `applied:NODE` gossip key, that it has applied that record, so no
+//! node still sends it new connections when it closes its port. A fixed wait
 //! (Docker's way, and ours before) is too long on a quiet cluster and too
 //! short on a loaded one: a rolling update lost requests on a busy
 //! 2-core machine with 1 s, and once with 2 s.
@@ -10,7 +10,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
+use tracing::{info, warn};
+
+use super::{process, Local};
 use crate::gossip::PeerAck;
+use crate::raft::tasks::TaskState;
 
 /// The shortest drain: connections a node balanced to the task just
 /// before applying the stop are still being set up.
@@ -80,6 +85,51 @@ impl Drain {
             pending: names(pending),
         })
     }
+}
+
+/// Starts a task's stop: the drain, then SIGTERM (`signal_term`), then
+/// SIGKILL at the deadline (the tasks loop sends it).
+pub(super) fn begin_stop(l: &mut Local) {
+    if l.stop_deadline.is_some() || l.state.is_terminal() {
+        return;
+    }
+    if l.child.is_none() && l.adopted.is_none() && !l.busy {
+        // Not started and never will be: nothing to signal.
+        l.state = TaskState::Shutdown;
+        return;
+    }
+    // Out of DNS and the balancers first (the tasks loop gossips
+    // "stopping"), SIGTERM once every node has applied that (the deadline
+    // moves to SIGTERM + grace then), SIGKILL after the grace period.
+    let now = Instant::now();
+    let vnis = l.a.networks.iter().map(|n| n.vni).collect();
+    l.drain = Some(Drain::new(now, vnis));
+    l.stop_deadline = Some(now + MAX + Duration::from_millis(l.a.stop_grace_ms));
+}
+
+/// SIGTERM once the drain is over (and the process exists: a task still
+/// starting gets it when it has started); `peers`: the live peers and what
+/// they have applied of this node's endpoint keys.
+pub(super) fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingress: Option<u32>) {
+    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, peers, ingress)) else {
+        return;
+    };
+    match (&l.child, l.adopted) {
+        (Some(c), _) => process::signal(c.id(), Signal::SIGTERM),
+        (None, Some(pid)) => process::signal(pid, Signal::SIGTERM),
+        (None, None) if l.busy => return,
+        (None, None) => {}
+    }
+    let waited_ms = ended.waited.as_millis() as u64;
+    if ended.pending.is_empty() {
+        info!(task = %l.a.task.name(), waited_ms, acked = ?ended.acked,
+            "drained: every node has let it go; SIGTERM");
+    } else {
+        warn!(task = %l.a.task.name(), waited_ms, pending = ?ended.pending,
+            "drain timed out on nodes that had not applied the stop; SIGTERM");
+    }
+    l.drain = None;
+    l.stop_deadline = Some(now + Duration::from_millis(l.a.stop_grace_ms));
 }
 
 #[cfg(test)]

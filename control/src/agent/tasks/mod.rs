@@ -31,9 +31,9 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::api::{EndpointCreate, NetworkCreate};
 use crate::gossip::table::SvcRecord;
-use crate::gossip::PeerAck;
 use crate::raft::logs::LogLines;
 use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
+use drain::begin_stop;
 use health::Health;
 
 /// How often the runner looks at its processes.
@@ -283,7 +283,7 @@ impl Agent {
             {
                 let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
                 for l in tasks.values_mut() {
-                    signal_term(l, Instant::now(), &peers, ingress);
+                    drain::signal_term(l, Instant::now(), &peers, ingress);
                     if l.stop_deadline.is_some() && !l.stop_announced {
                         l.stop_announced = true;
                         stopping.push(l.a.task.id.clone());
@@ -564,50 +564,6 @@ impl Agent {
             l.busy = false;
         });
     }
-}
-
-/// SIGTERM now, SIGKILL at the deadline (the tasks loop sends it).
-fn begin_stop(l: &mut Local) {
-    if l.stop_deadline.is_some() || l.state.is_terminal() {
-        return;
-    }
-    if l.child.is_none() && l.adopted.is_none() && !l.busy {
-        // Not started and never will be: nothing to signal.
-        l.state = TaskState::Shutdown;
-        return;
-    }
-    // Out of DNS and the balancers first (the tasks loop gossips
-    // "stopping"), SIGTERM once every node has applied that (the deadline
-    // moves to SIGTERM + grace then), SIGKILL after the grace period.
-    let now = Instant::now();
-    let vnis = l.a.networks.iter().map(|n| n.vni).collect();
-    l.drain = Some(drain::Drain::new(now, vnis));
-    l.stop_deadline = Some(now + drain::MAX + Duration::from_millis(l.a.stop_grace_ms));
-}
-
-/// SIGTERM once the drain is over (and the process exists: a task still
-/// starting gets it when it has started); `peers`: the live peers and what
-/// they have applied of this node's endpoint keys.
-fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingress: Option<u32>) {
-    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, peers, ingress)) else {
-        return;
-    };
-    match (&l.child, l.adopted) {
-        (Some(c), _) => process::signal(c.id(), Signal::SIGTERM),
-        (None, Some(pid)) => process::signal(pid, Signal::SIGTERM),
-        (None, None) if l.busy => return,
-        (None, None) => {}
-    }
-    let waited_ms = ended.waited.as_millis() as u64;
-    if ended.pending.is_empty() {
-        info!(task = %l.a.task.name(), waited_ms, acked = ?ended.acked,
-            "drained: every node has let it go; SIGTERM");
-    } else {
-        warn!(task = %l.a.task.name(), waited_ms, pending = ?ended.pending,
-            "drain timed out on nodes that had not applied the stop; SIGTERM");
-    }
-    l.drain = None;
-    l.stop_deadline = Some(now + Duration::from_millis(l.a.stop_grace_ms));
 }
 
 fn alive(pid: u32) -> bool {
