@@ -326,3 +326,22 @@ impl super::Agent {
         self.ingress().await.map(|(name, _)| name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{node_addrs, shoal_made};
+
+    #[test]
+    fn the_nodes_addresses_leave_out_loopback_shoals_veths_and_the_advertise_address() {
+        assert!(shoal_made("sh1ac4e5f6") && shoal_made("shoal-ipvs"));
+        assert!(!shoal_made("eth0") && !shoal_made("sh") && !shoal_made("shelf12345"));
+        let all = node_addrs(std::net::Ipv4Addr::UNSPECIFIED);
+        assert!(
+            all.values().all(|dev| dev != "lo" && !shoal_made(dev)),
+            "{all:?}"
+        );
+        if let Some((ip, _)) = all.iter().next() {
+            assert!(!node_addrs(*ip).contains_key(ip));
+        }
+    }
+}
