@@ -111,8 +111,10 @@ impl Agent {
                 .collect(),
         };
         let merged = table::merge(&local, &peers);
-        // Acknowledged after programming: the peers stopping a task on a
-        // network this node balances.
+        // The networks this node balances: its endpoints' and the ingress
+        // network's (every node is an entry of the routing mesh, whether
+        // or not it runs a task). Acknowledged after programming: the
+        // peers stopping a task on one of them.
         let joined: std::collections::BTreeSet<u32> = local
             .endpoints
             .iter()
@@ -125,20 +127,7 @@ impl Agent {
             .map(|p| (p.node.clone(), p.ep_version))
             .collect();
         self.rebuild_dns(&inner.state, &merged);
-        let want = {
-            let mut joined: std::collections::BTreeSet<u32> =
-                inner.state.endpoints.iter().map(|e| e.vni).collect();
-            // Every node balances the ingress VIPs: it is an entry of the
-            // routing mesh whether or not it runs a task.
-            joined.extend(
-                inner
-                    .mesh
-                    .iter()
-                    .filter_map(|m| m.ingress.as_ref())
-                    .map(|n| n.vni),
-            );
-            super::lb::desired(task_records(&inner.state, &merged), &joined)
-        };
+        let want = super::lb::desired(task_records(&inner.state, &merged), &joined);
         let Inner {
             mesh,
             mesh_maps,

@@ -112,7 +112,7 @@ impl Gossip {
     }
 
     /// Publishes an endpoint record; returns the version it got (what
-    /// another node's `lb_applied` must reach to have applied it).
+    /// another node's `applied:NODE` key must reach to have applied it).
     pub async fn publish(&self, vni: u32, ip: Ipv4Addr, rec: &EpRecord) -> u64 {
         let (k, v) = (
             ep_key(vni, ip),
