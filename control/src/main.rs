@@ -3,6 +3,8 @@
 
 mod agent;
 mod api;
+mod asks;
+mod clock;
 mod commands;
 mod control_port;
 mod gossip;
@@ -13,16 +15,9 @@ mod output;
 mod pki;
 mod raft;
 mod stack;
+mod wire;
 
 use clap::Parser;
-
-/// Milliseconds since the epoch (record timestamps).
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 fn main() {
     let cli = match commands::Cli::try_parse() {

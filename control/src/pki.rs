@@ -14,7 +14,7 @@ use rcgen::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::raft::state::Role;
+use crate::wire::Role;
 
 const DIGEST_LEN: usize = 50;
 const SECRET_LEN: usize = 25;
@@ -183,7 +183,10 @@ impl JoinToken {
                 secret: s.to_string(),
             }),
             ["SWMTKN", v, ..] if *v != "1" => bail!("unsupported join token version {v}"),
-            _ => bail!("invalid join token (want SWMTKN-1-<50 characters>-<25 characters>)"),
+            _ => crate::fail!(
+                Invalid,
+                "invalid join token (want SWMTKN-1-<50 characters>-<25 characters>)"
+            ),
         }
     }
 

@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-use serde::{Deserialize, Serialize};
 use shoal_dataplane::netns::NetNs;
-use shoal_dns::{DnsServer, Records, Serving, Stats, UpstreamView};
+use shoal_dns::{DnsServer, Records, Serving};
 
-use crate::gossip::table::SvcRecord;
+use crate::wire::DnsReport;
+use crate::wire::SvcRecord;
 
 /// The address every task's resolver is at (Docker's).
 pub const RESOLVER: &str = "127.0.0.11:53";
@@ -136,19 +136,6 @@ impl View {
         out.sort();
         out
     }
-}
-
-/// `shoal debug dns`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DnsReport {
-    pub resolver: String,
-    pub ttl: u32,
-    pub serving: Vec<String>,
-    pub upstreams: Vec<UpstreamView>,
-    pub stats: Stats,
-    /// With `--task`: the names it sees.
-    #[serde(default)]
-    pub names: Vec<(String, Vec<Ipv4Addr>)>,
 }
 
 pub struct NodeDns {

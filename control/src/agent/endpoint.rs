@@ -9,16 +9,14 @@ use anyhow::{Context, Result};
 use shoal_dataplane::netlink::{self, Mac, Netlink};
 use shoal_dataplane::netns::NetNs;
 
-use crate::api::{Endpoint, Network};
+use crate::wire::EP_IFNAME;
+use crate::wire::{Endpoint, Network};
 
 /// What the dataplane needs to know about a plumbed endpoint.
 pub struct Plumbed {
     pub host_ifindex: u32,
     pub host_mac: Mac,
 }
-
-/// Name of the interface inside the endpoint's namespace, as in Docker.
-pub const EP_IFNAME: &str = "eth0";
 
 /// Host-side veth name: stable per endpoint (like Docker's vethXXXXXXX).
 pub fn host_if_name(network: &str, ip: Ipv4Addr) -> String {

@@ -18,7 +18,7 @@ use shoal_dataplane::overlay::key_ip;
 use tracing::warn;
 
 use super::Agent;
-use crate::raft::flows::{FlowAnswer, FlowAsk, FlowQuery, FlowRecord};
+use crate::wire::{FlowAnswer, FlowAsk, FlowQuery, FlowRecord};
 
 /// Most flows one node sends for one ask (the newest).
 pub const ANSWER_MAX: usize = 2000;
@@ -332,7 +332,7 @@ mod tests {
             ..Default::default()
         };
         let r = record(&f, &n, "n1", &clock);
-        assert!(r.time_ms <= crate::now_ms());
+        assert!(r.time_ms <= crate::clock::now_ms());
         assert_eq!(r.client, "10.0.1.5:40000");
         assert_eq!(r.client_task.as_deref(), Some("client.1"));
         assert_eq!(r.address, "10.0.1.2:80");

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_LOCAL};
 use shoal_dataplane::netlink::{format_mac, mac_from_ip, parse_mac};
 use shoal_dataplane::netns::NetNs;
@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::endpoint;
 use super::service::{ep_record, Agent, Inner};
 use super::store::State;
-use crate::api::{Endpoint, EndpointCreate, Network, NetworkCreate};
+use crate::wire::{Endpoint, EndpointCreate, Network, NetworkCreate};
 
 fn valid_name(kind: &str, name: &str) -> Result<()> {
     if name.is_empty()
@@ -25,7 +25,10 @@ fn valid_name(kind: &str, name: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         || name.starts_with('-')
     {
-        bail!("invalid {kind} name {name:?}: use 1-64 letters, digits, '-', '_' or '.'");
+        crate::fail!(
+            Invalid,
+            "invalid {kind} name {name:?}: use 1-64 letters, digits, '-', '_' or '.'"
+        );
     }
     Ok(())
 }
@@ -42,7 +45,11 @@ impl Agent {
                 Err(e) => warn!(endpoint = %ep.name, "cannot restore endpoint, dropping it: {e:#}"),
             }
         }
-        let _ = inner.store.save(&inner.state);
+        // The dropped endpoints must not come back at the next start; if
+        // the file cannot be written they will be tried (and dropped) again.
+        if let Err(e) = inner.store.save(&inner.state) {
+            warn!("cannot save the local table after restoring it: {e:#}");
+        }
         info!(
             endpoints = inner.state.endpoints.len(),
             "local endpoints restored"
@@ -56,19 +63,24 @@ impl Agent {
     pub async fn create_network(&self, req: NetworkCreate) -> Result<Network> {
         valid_name("network", &req.name)?;
         if req.vni == 0 || req.vni > 0xff_ffff {
-            bail!("VNI {} out of range (1-16777215)", req.vni);
+            crate::fail!(Invalid, "VNI {} out of range (1-16777215)", req.vni);
         }
         let subnet: ipnet::Ipv4Net = req.subnet.parse().map_err(|_| {
-            anyhow::anyhow!("bad subnet {:?} (want CIDR, e.g. 10.0.1.0/24)", req.subnet)
+            crate::wire_err!(
+                Invalid,
+                "bad subnet {:?} (want CIDR, e.g. 10.0.1.0/24)",
+                req.subnet
+            )
         })?;
         if subnet.trunc() != subnet {
-            bail!(
+            crate::fail!(
+                Invalid,
                 "subnet {subnet} has host bits set (did you mean {}?)",
                 subnet.trunc()
             );
         }
         if subnet.prefix_len() > 30 {
-            bail!("subnet {subnet} is too small (at most /30)");
+            crate::fail!(Invalid, "subnet {subnet} is too small (at most /30)");
         }
         let gateway = req
             .gateway
@@ -77,18 +89,31 @@ impl Agent {
             || gateway == subnet.network()
             || gateway == subnet.broadcast()
         {
-            bail!("gateway {gateway} is not a host address of {subnet}");
+            crate::fail!(
+                Invalid,
+                "gateway {gateway} is not a host address of {subnet}"
+            );
         }
         let mut inner = self.inner.lock().await;
         for n in &inner.state.networks {
             if n.name == req.name {
-                bail!("network {} already exists", n.name);
+                crate::fail!(Conflict, "network {} already exists", n.name);
             }
             if n.vni == req.vni {
-                bail!("VNI {} is already used by network {}", n.vni, n.name);
+                crate::fail!(
+                    Conflict,
+                    "VNI {} is already used by network {}",
+                    n.vni,
+                    n.name
+                );
             }
             if n.subnet.contains(&subnet.network()) || subnet.contains(&n.subnet.network()) {
-                bail!("subnet {subnet} overlaps network {} ({})", n.name, n.subnet);
+                crate::fail!(
+                    Conflict,
+                    "subnet {subnet} overlaps network {} ({})",
+                    n.name,
+                    n.subnet
+                );
             }
         }
         let net = Network {
@@ -112,7 +137,8 @@ impl Agent {
             if n.vni == vni {
                 Ok(())
             } else {
-                Err(anyhow::anyhow!(
+                Err(crate::wire_err!(
+                    Conflict,
                     "network {} is defined on this node with VNI {}, not {vni}",
                     n.name,
                     n.vni,
@@ -120,12 +146,12 @@ impl Agent {
             }
         };
         if let Some(n) = have(self.networks().await) {
-            return check(n);
+            return Ok(check(n)?);
         }
         match self.create_network(req).await {
             Ok(_) => Ok(()),
             Err(e) => match have(self.networks().await) {
-                Some(n) => check(n),
+                Some(n) => Ok(check(n)?),
                 None => Err(e),
             },
         }
@@ -134,7 +160,7 @@ impl Agent {
     pub async fn remove_network(&self, name: &str) -> Result<Network> {
         let mut inner = self.inner.lock().await;
         let Some(pos) = inner.state.networks.iter().position(|n| n.name == name) else {
-            bail!("no network named {name:?}");
+            crate::fail!(NotFound, "no network named {name:?}");
         };
         let users: Vec<&str> = inner
             .state
@@ -144,7 +170,11 @@ impl Agent {
             .map(|e| e.name.as_str())
             .collect();
         if !users.is_empty() {
-            bail!("network {name} is in use by endpoints {}", users.join(", "));
+            crate::fail!(
+                Conflict,
+                "network {name} is in use by endpoints {}",
+                users.join(", ")
+            );
         }
         let net = inner.state.networks.remove(pos);
         inner.store.save(&inner.state)?;
@@ -177,15 +207,16 @@ impl Agent {
         };
         let ip: Ipv4Addr = ip
             .parse()
-            .map_err(|_| anyhow::anyhow!("bad IP address {:?}", req.ip))?;
+            .map_err(|_| crate::wire_err!(Invalid, "bad IP address {:?}", req.ip))?;
         let prefix_len = match prefix {
             Some(p) => p
                 .parse::<u8>()
-                .map_err(|_| anyhow::anyhow!("bad prefix length in {:?}", req.ip))?,
+                .map_err(|_| crate::wire_err!(Invalid, "bad prefix length in {:?}", req.ip))?,
             None => net.subnet.prefix_len(),
         };
         if prefix_len != net.subnet.prefix_len() {
-            bail!(
+            crate::fail!(
+                Invalid,
                 "{} does not have the prefix of network {} ({})",
                 req.ip,
                 net.name,
@@ -193,14 +224,16 @@ impl Agent {
             );
         }
         if !net.subnet.contains(&ip) {
-            bail!(
+            crate::fail!(
+                Invalid,
                 "{ip} is outside network {}'s subnet {}",
                 net.name,
                 net.subnet
             );
         }
         if ip == net.subnet.network() || ip == net.subnet.broadcast() || ip == net.gateway {
-            bail!(
+            crate::fail!(
+                Invalid,
                 "{ip} is the network, broadcast or gateway address of {}",
                 net.subnet
             );
@@ -211,7 +244,8 @@ impl Agent {
             .iter()
             .find(|e| e.vni == net.vni && e.ip == ip)
         {
-            bail!(
+            crate::fail!(
+                Conflict,
                 "{ip} is already used on network {} by endpoint {}",
                 net.name,
                 e.name
@@ -224,7 +258,8 @@ impl Agent {
             .iter()
             .find(|e| e.vni == net.vni && e.ip == ip)
         {
-            bail!(
+            crate::fail!(
+                Conflict,
                 "{ip} is already used on network {} by an endpoint of node {}",
                 net.name,
                 e.node
@@ -240,7 +275,7 @@ impl Agent {
             .unwrap_or_else(|| format!("ep-{}-{}", net.name, ip).replace('.', "-"));
         valid_name("endpoint", &name)?;
         if inner.state.endpoints.iter().any(|e| e.name == name) {
-            bail!("an endpoint named {name} already exists");
+            crate::fail!(Conflict, "an endpoint named {name} already exists");
         }
         let (netns, owns_netns) = match &req.netns {
             Some(path) => {
@@ -271,7 +306,7 @@ impl Agent {
             ifname: req
                 .ifname
                 .clone()
-                .unwrap_or_else(|| endpoint::EP_IFNAME.to_string()),
+                .unwrap_or_else(|| crate::wire::EP_IFNAME.to_string()),
             svc: req.svc.clone(),
             default_route: req.default_route,
             since: std::time::SystemTime::now()
@@ -295,7 +330,7 @@ impl Agent {
     pub async fn remove_endpoint(&self, name: &str) -> Result<Endpoint> {
         let mut inner = self.inner.lock().await;
         let Some(pos) = inner.state.endpoints.iter().position(|e| e.name == name) else {
-            bail!("no endpoint named {name:?}");
+            crate::fail!(NotFound, "no endpoint named {name:?}");
         };
         let ep = inner.state.endpoints.remove(pos);
         inner.store.save(&inner.state)?;

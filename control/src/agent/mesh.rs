@@ -13,10 +13,10 @@ use shoal_dataplane::netns::NetNs;
 use shoal_dataplane::overlay::{self, ip_key, Overlay};
 use tracing::{info, warn};
 
-use super::mesh_local::LocalPort;
-use crate::api::{EndpointCreate, NetworkCreate};
-use crate::raft::mesh::MeshConfig;
-use crate::raft::services::Protocol;
+use crate::wire::LocalPort;
+use crate::wire::MeshConfig;
+use crate::wire::Protocol;
+use crate::wire::{EndpointCreate, NetworkCreate};
 
 pub fn proto(p: Protocol) -> u8 {
     match p {

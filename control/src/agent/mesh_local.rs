@@ -19,12 +19,12 @@
 //! than it saves, and none creates its upstream sockets in another netns.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::wire::LocalPort;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use shoal_dataplane::netns::NetNs;
 use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio::task::AbortHandle;
@@ -32,19 +32,6 @@ use tracing::{debug, info, warn};
 
 /// How long a UDP peer's relay socket lives without traffic.
 const UDP_IDLE: Duration = Duration::from_secs(60);
-
-/// One published port as a local relay serves it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct LocalPort {
-    /// 6 (TCP) or 17 (UDP).
-    pub proto: u8,
-    pub published: u16,
-    /// Where the relay connects: the ingress VIP and the target port, or
-    /// 127.0.0.1 and the target port inside a host-mode task.
-    pub upstream: SocketAddrV4,
-    /// The namespace (a path) the relay's upstream sockets are made in.
-    pub netns: String,
-}
 
 /// The relays running on this node, by (protocol, published port).
 #[derive(Default)]

@@ -34,13 +34,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{Mutex, Notify};
 use tracing::info;
 
-use crate::api::NodeInfo;
 use crate::gossip::{Gossip, GossipConfig};
+use crate::wire::NodeInfo;
 use store::{State, Store};
 use sync::Programmer;
 
 pub use service::Agent;
-pub use swarm::{FlowsPage, LogsPage, LogsQuery, SpecAt};
 
 /// Everything the agent is told at start.
 #[derive(Clone, Debug)]
@@ -72,7 +71,7 @@ pub struct AgentConfig {
     /// Maglev table size of every service (a prime of `lb::maglev::SIZES`).
     pub maglev_size: u32,
     /// The VIP balancer (`auto`: eBPF).
-    pub lb: lb::LbMode,
+    pub lb: crate::wire::LbMode,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
     /// Flow records kept for `debug flows` (0: no flow log).
@@ -207,7 +206,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         pid: std::process::id(),
     };
     let lb = match cfg.lb {
-        lb::LbMode::Ipvs => {
+        crate::wire::LbMode::Ipvs => {
             lb::ipvs::IpvsLb::probe().context("--lb ipvs")?;
             lb::Lb::Ipvs {
                 ipvs: Default::default(),
@@ -217,16 +216,18 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 ),
             }
         }
-        lb::LbMode::Ebpf | lb::LbMode::Auto => lb::Lb::Ebpf(lb::ebpf::LbProgrammer::new(
-            shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
-            cfg.maglev_size,
-        )),
+        crate::wire::LbMode::Ebpf | crate::wire::LbMode::Auto => {
+            lb::Lb::Ebpf(lb::ebpf::LbProgrammer::new(
+                shoal_dataplane::lb::LbMaps::open(&cfg.bpffs_dir)?,
+                cfg.maglev_size,
+            ))
+        }
     };
     let cfg = AgentConfig {
         lb: if matches!(lb, lb::Lb::Ipvs { .. }) {
-            lb::LbMode::Ipvs
+            crate::wire::LbMode::Ipvs
         } else {
-            lb::LbMode::Ebpf
+            crate::wire::LbMode::Ebpf
         },
         ..cfg
     };

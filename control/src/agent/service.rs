@@ -16,9 +16,10 @@ use tracing::{info, warn};
 use super::lb::Balancer;
 use super::store::{State, Store};
 use super::sync::Programmer;
-use crate::api::{Endpoint, GossipView, NodeInfo};
-use crate::gossip::table::{self, EpRecord, LocalView};
+use crate::gossip::table::{self, LocalView};
 use crate::gossip::Gossip;
+use crate::wire::EpRecord;
+use crate::wire::{Endpoint, GossipView, NodeInfo};
 
 pub struct Inner {
     pub overlay: Overlay,
@@ -29,7 +30,7 @@ pub struct Inner {
     pub lb: super::lb::Lb,
     /// The routing mesh: what the leader said last (None: not heard yet,
     /// so a restarted agent leaves the pinned ports alone), and the maps.
-    pub mesh: Option<crate::raft::mesh::MeshConfig>,
+    pub mesh: Option<crate::wire::MeshConfig>,
     pub mesh_maps: shoal_dataplane::lb::MeshMaps,
     /// Published ports relayed for the node's own processes.
     pub relays: super::mesh_local::Relays,
@@ -57,7 +58,7 @@ pub struct Agent {
     /// Poked when the local table changes, so the sync loop re-merges.
     pub changed: Notify,
     /// The balancer in use (`Inner::lb` is it).
-    pub lb_mode: super::lb::LbMode,
+    pub lb_mode: crate::wire::LbMode,
 }
 
 /// An endpoint's gossip record.
@@ -87,7 +88,7 @@ impl Agent {
     /// Re-merges gossip with the local table and reprograms the difference.
     pub async fn resync(&self) -> Result<()> {
         let ingress = self.ingress_name().await;
-        if self.lb_mode == super::lb::LbMode::Ipvs {
+        if self.lb_mode == crate::wire::LbMode::Ipvs {
             self.sync_lb_endpoints(self.lb_wanted(), ingress.as_deref())
                 .await;
         }
@@ -222,7 +223,14 @@ impl Agent {
         if changed.is_empty() {
             return None;
         }
-        let _ = inner.store.save(&inner.state);
+        // Gossip carries the health now; the file only matters to a
+        // restart, which re-runs the health check anyway.
+        if let Err(e) = inner.store.save(&inner.state) {
+            warn!(
+                task = task_id,
+                "cannot save the task's health locally: {e:#}"
+            );
+        }
         drop(inner);
         let mut version = 0;
         for ep in changed {
@@ -247,9 +255,7 @@ impl Agent {
 
     /// Every task address the node knows (gossip and its own): (VNI,
     /// address, service record).
-    pub async fn task_addresses(
-        &self,
-    ) -> Vec<(u32, std::net::Ipv4Addr, crate::gossip::table::SvcRecord)> {
+    pub async fn task_addresses(&self) -> Vec<(u32, std::net::Ipv4Addr, crate::wire::SvcRecord)> {
         let inner = self.inner.lock().await;
         task_records(&inner.state, &inner.programmer.last)
             .map(|(vni, ip, r)| (vni, ip, r.clone()))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Endpoint, Network};
+use crate::wire::{Endpoint, Network};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct State {

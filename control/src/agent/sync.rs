@@ -70,7 +70,7 @@ impl Programmer {
             refused_total: BTreeMap::new(),
             last: Merged::default(),
             propagation: Propagation::default(),
-            started_ms: crate::now_ms(),
+            started_ms: crate::clock::now_ms(),
             seen: BTreeSet::new(),
         }
     }
@@ -135,7 +135,7 @@ impl Programmer {
     /// (whether or not this node programs them: it may not have joined
     /// their network).
     fn observe_propagation(&mut self, merged: &Merged) {
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         let current: BTreeSet<(u32, Ipv4Addr, u64)> = merged
             .entries
             .iter()

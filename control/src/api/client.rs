@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use super::ApiError;
+use crate::wire::{ErrorKind, WireError};
 
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -45,10 +45,10 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
-            anyhow!(
+            anyhow!(WireError::unavailable(format!(
                 "cannot reach the shoal daemon at {} ({e}); is `shoal daemon` running?",
                 self.socket.display()
-            )
+            )))
         })?;
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -70,13 +70,25 @@ impl Client {
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         if status != StatusCode::OK {
-            if let Ok(e) = serde_json::from_slice::<ApiError>(&body) {
-                bail!("{}", e.error);
-            }
-            bail!(
-                "daemon answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+            // The daemon's error, kind and all, so callers decide on the
+            // kind (`WireError::kind_of`), never on the words.
+            let e = match serde_json::from_slice::<WireError>(&body) {
+                Ok(mut e) => {
+                    if e.kind == ErrorKind::Internal && status != StatusCode::INTERNAL_SERVER_ERROR
+                    {
+                        e.kind = ErrorKind::from_http_status(status.as_u16());
+                    }
+                    e
+                }
+                Err(_) => WireError::new(
+                    ErrorKind::from_http_status(status.as_u16()),
+                    format!(
+                        "daemon answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    ),
+                ),
+            };
+            return Err(e.into());
         }
         serde_json::from_slice(&body)
             .with_context(|| format!("bad answer from the daemon to {path}"))

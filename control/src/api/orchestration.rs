@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,8 +13,8 @@ use serde::Deserialize;
 
 use super::server::{body, err, reply};
 use crate::agent::Agent;
-use crate::raft::networks::NetworkSpec;
-use crate::raft::services::ServiceSpec;
+use crate::wire::NetworkSpec;
+use crate::wire::ServiceSpec;
 
 type Shared = State<Arc<Agent>>;
 
@@ -48,7 +47,7 @@ async fn network_ls(State(a): Shared) -> Response {
 async fn network_create(State(a): Shared, b: Result<Json<NetworkSpec>, JsonRejection>) -> Response {
     match body(b) {
         Ok(spec) => reply(a.network_create(spec).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -67,7 +66,7 @@ async fn service_ls(State(a): Shared) -> Response {
 async fn service_create(State(a): Shared, b: Result<Json<ServiceSpec>, JsonRejection>) -> Response {
     match body(b) {
         Ok(spec) => reply(a.service_create(spec).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -91,7 +90,7 @@ async fn service_scale(
 ) -> Response {
     match body(b) {
         Ok(s) => reply(a.service_scale(&key, s.replicas).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -102,32 +101,32 @@ async fn service_spec(State(a): Shared, UrlPath(key): UrlPath<String>) -> Respon
 async fn service_update(
     State(a): Shared,
     UrlPath(key): UrlPath<String>,
-    b: Result<Json<crate::agent::SpecAt>, JsonRejection>,
+    b: Result<Json<crate::wire::SpecAt>, JsonRejection>,
 ) -> Response {
     match body(b) {
         Ok(u) => reply(a.service_update(&key, u).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
 async fn service_logs(
     State(a): Shared,
     UrlPath(key): UrlPath<String>,
-    b: Result<Json<crate::agent::LogsQuery>, JsonRejection>,
+    b: Result<Json<crate::wire::LogsQuery>, JsonRejection>,
 ) -> Response {
     match body(b) {
         Ok(q) => reply(a.service_logs(&key, q).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
 async fn cluster_flows(
     State(a): Shared,
-    b: Result<Json<crate::raft::flows::FlowQuery>, JsonRejection>,
+    b: Result<Json<crate::wire::FlowQuery>, JsonRejection>,
 ) -> Response {
     match body(b) {
         Ok(q) => reply(a.cluster_flows(q).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The daemon side of the local API (axum on a Unix socket, mode 0600).
-//! Every error is a JSON `{"error": "..."}` with a one-line message; a
-//! malformed request changes nothing.
+//! Every error is a `WireError` (`{"error": "...", "kind": "..."}`, one
+//! line) with the HTTP status of its kind; a malformed request changes
+//! nothing.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,11 +17,11 @@ use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
-use super::{
-    ApiError, EndpointCreate, NetworkCreate, NodeUpdate, SwarmInit, SwarmJoin, SwarmLeave,
-};
 use crate::agent::Agent;
-use crate::raft::state::Role;
+use crate::wire::{
+    EndpointCreate, ErrorKind, NetworkCreate, NodeUpdate, Role, SwarmInit, SwarmJoin, SwarmLeave,
+    WireError,
+};
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
     let l =
@@ -54,30 +55,45 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/nodes/{key}", get(node_inspect).delete(node_rm))
         .route("/v1/nodes/{key}/update", axum::routing::post(node_update))
         .merge(super::orchestration::routes())
-        .fallback(|| async { err(StatusCode::NOT_FOUND, "no such API route".into()) })
+        .fallback(|| async { err(WireError::not_found("no such API route")) })
         .with_state(agent);
-    let _ = axum::serve(listener, app)
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.notified().await })
-        .await;
+        .await
+    {
+        tracing::error!("local API server stopped: {e}");
+    }
 }
 
 type Shared = State<Arc<Agent>>;
 
-pub(super) fn err(code: StatusCode, msg: String) -> Response {
-    (code, Json(ApiError { error: msg })).into_response()
+/// An error answer: the status of its kind, the error as JSON.
+pub(super) fn err(e: WireError) -> Response {
+    let status =
+        StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(e)).into_response()
 }
 
+/// A handler's result: the value, or its error with the kind found in the
+/// error's chain (an untyped failure is the daemon's own: 500).
 pub(super) fn reply<T: serde::Serialize>(r: Result<T>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
-        Err(e) => err(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => err(WireError::new(
+            WireError::kind_of(e.as_ref()),
+            format!("{e:#}"),
+        )),
     }
 }
 
 /// A request body that is not the expected JSON gets a clear error.
-pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, String> {
-    b.map(|Json(v)| v)
-        .map_err(|e| format!("bad request: {}", e.body_text()))
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, WireError> {
+    b.map(|Json(v)| v).map_err(|e| {
+        WireError::new(
+            ErrorKind::Invalid,
+            format!("bad request: {}", e.body_text()),
+        )
+    })
 }
 
 async fn info(State(a): Shared) -> Response {
@@ -103,7 +119,7 @@ async fn dns_debug(State(a): Shared, Query(q): Query<DnsAsk>) -> Response {
             });
             match found {
                 Some(t) => Some(t.id),
-                None => return err(StatusCode::NOT_FOUND, format!("no task {k} on this node")),
+                None => return err(WireError::not_found(format!("no task {k} on this node"))),
             }
         }
     };
@@ -127,7 +143,7 @@ async fn create_network(
 ) -> Response {
     match body(b) {
         Ok(req) => reply(a.create_network(req).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -145,7 +161,7 @@ async fn create_endpoint(
 ) -> Response {
     match body(b) {
         Ok(req) => reply(a.create_endpoint(req).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -160,29 +176,31 @@ async fn gossip(State(a): Shared) -> Response {
 async fn swarm_init(State(a): Shared, b: Result<Json<SwarmInit>, JsonRejection>) -> Response {
     match body(b) {
         Ok(req) => reply(a.swarm_init(req).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
-fn role(s: &str) -> anyhow::Result<Role> {
+fn role(s: &str) -> Result<Role, WireError> {
     match s {
         "worker" => Ok(Role::Worker),
         "manager" => Ok(Role::Manager),
-        other => anyhow::bail!("unknown role {other:?} (worker or manager)"),
+        other => Err(WireError::invalid(format!(
+            "unknown role {other:?} (worker or manager)"
+        ))),
     }
 }
 
 async fn join_token(State(a): Shared, UrlPath(r): UrlPath<String>) -> Response {
     match role(&r) {
         Ok(r) => reply(a.join_token(r, false).await),
-        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => err(e),
     }
 }
 
 async fn rotate_token(State(a): Shared, UrlPath(r): UrlPath<String>) -> Response {
     match role(&r) {
         Ok(r) => reply(a.join_token(r, true).await),
-        Err(e) => err(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => err(e),
     }
 }
 
@@ -197,7 +215,7 @@ async fn swarm_join(State(a): Shared, b: Result<Json<SwarmJoin>, JsonRejection>)
                 .await
                 .map(|r| serde_json::json!({"node_id": r.node_id, "role": r.role})),
         ),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -230,7 +248,7 @@ async fn node_demote(State(a): Shared, UrlPath(key): UrlPath<String>) -> Respons
 async fn swarm_leave(State(a): Shared, b: Result<Json<SwarmLeave>, JsonRejection>) -> Response {
     match body(b) {
         Ok(req) => reply(a.swarm_leave(req.force).await),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }
 
@@ -248,6 +266,6 @@ async fn node_update(
             a.node_update(&key, u.availability, u.labels_add, u.labels_rm)
                 .await,
         ),
-        Err(msg) => err(StatusCode::BAD_REQUEST, msg),
+        Err(e) => err(e),
     }
 }

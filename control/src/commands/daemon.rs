@@ -78,8 +78,8 @@ pub struct DaemonArgs {
     pub maglev_size: u32,
     /// VIP load balancer: eBPF (Maglev in the tc programs) or IPVS
     /// (Docker's scheme; needs a kernel with IP_VS). auto = ebpf.
-    #[arg(long, value_enum, default_value_t = crate::agent::lb::LbMode::Auto)]
-    pub lb: crate::agent::lb::LbMode,
+    #[arg(long, value_enum, default_value_t = crate::wire::LbMode::Auto)]
+    pub lb: crate::wire::LbMode,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (PORT defaults
     /// to 9323, Docker's metrics port). Off unless given.
     #[arg(long, value_name = "ADDR[:PORT]", value_parser = crate::metrics::parse_addr)]

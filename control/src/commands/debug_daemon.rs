@@ -8,7 +8,7 @@ use super::debug::{NetworkCmd, Target};
 use crate::output::{print_json, print_table, Format};
 
 pub(super) fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()> {
-    use crate::api::{Network, NetworkCreate};
+    use crate::wire::{Network, NetworkCreate};
     let client = crate::api::client::Client::new(&t.socket);
     super::runtime()?.block_on(async move {
         match cmd {
@@ -95,7 +95,7 @@ pub(super) fn raft(t: &Target, format: Format) -> Result<()> {
 
 pub(super) fn gossip(t: &Target, format: Format) -> Result<()> {
     let client = crate::api::client::Client::new(&t.socket);
-    let view: crate::api::GossipView = super::runtime()?.block_on(client.get("/v1/gossip"))?;
+    let view: crate::wire::GossipView = super::runtime()?.block_on(client.get("/v1/gossip"))?;
     if format == Format::Json {
         return print_json(&view);
     }

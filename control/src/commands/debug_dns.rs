@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::agent::dns::DnsReport;
 use crate::output::{print_json, print_table, Format};
+use crate::wire::DnsReport;
 
 pub fn run(socket: &Path, task: Option<&str>, format: Format) -> Result<()> {
     let client = crate::api::client::Client::new(socket);

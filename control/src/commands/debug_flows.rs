@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, Result};
 use clap::Args;
 
-use crate::agent::FlowsPage;
 use crate::output::{print_json, print_table, Format};
-use crate::raft::flows::{FlowQuery, FlowRecord};
+use crate::wire::FlowsPage;
+use crate::wire::{FlowQuery, FlowRecord};
 
 #[derive(Args, Debug)]
 pub struct FlowsArgs {

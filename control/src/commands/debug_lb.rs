@@ -12,9 +12,9 @@ use shoal_dataplane::lb::{LbCounter, LbFlow, LbMaps, LbService, MeshFlow, MeshMa
 use shoal_dataplane::overlay::Maps;
 use shoal_ebpf::{DropReason, Stat};
 
-use crate::agent::lb::{LbMode, LbReport};
-use crate::agent::mesh_local::LocalPort;
 use crate::output::{print_json, print_table, Format};
+use crate::wire::LocalPort;
+use crate::wire::{LbMode, LbReport};
 
 #[derive(Serialize)]
 struct LbView {

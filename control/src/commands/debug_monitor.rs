@@ -18,8 +18,8 @@ use shoal_dataplane::ebpf::{
 use shoal_dataplane::monitor::{Monitor, MonoClock};
 use shoal_dataplane::netns::NetNs;
 
-use crate::api::{Endpoint, GossipView};
 use crate::output::Format;
+use crate::wire::{Endpoint, GossipView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum EventType {
@@ -82,7 +82,7 @@ fn ip(k: u32) -> Ipv4Addr {
 #[derive(Default)]
 struct Names {
     by_if: BTreeMap<String, Endpoint>,
-    table: Vec<crate::api::TableEntry>,
+    table: Vec<crate::wire::TableEntry>,
 }
 
 impl Names {

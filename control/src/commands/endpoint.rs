@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::api::client::Client;
-use crate::api::{socket_path, Endpoint, EndpointCreate};
+use crate::api::socket_path;
 use crate::output::{print_json, print_table, Format};
+use crate::wire::{Endpoint, EndpointCreate};
 
 #[derive(Args, Debug)]
 pub struct EndpointArgs {

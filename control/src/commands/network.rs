@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::api::client::Client;
 use crate::api::socket_path;
 use crate::output::{print_table, Format};
-use crate::raft::networks::NetworkSpec;
+use crate::wire::NetworkSpec;
 
 #[derive(Args, Debug)]
 pub struct NetworkArgs {

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use crate::api::client::Client;
-use crate::api::{socket_path, NodeUpdate, NodeView};
+use crate::api::socket_path;
 use crate::output::{print_table, Format};
-use crate::raft::state::Availability;
+use crate::wire::Availability;
+use crate::wire::{NodeUpdate, NodeView};
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {

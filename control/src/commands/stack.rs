@@ -13,13 +13,13 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 
 use super::service::views::{print_services, print_tasks};
-use crate::agent::SpecAt;
 use crate::api::client::Client;
 use crate::api::socket_path;
 use crate::output::{print_table, Format};
-use crate::raft::services::ServiceSpec;
 use crate::stack::compose::parse;
 use crate::stack::convert::{convert, StackNetwork, NAMESPACE_LABEL};
+use crate::wire::ServiceSpec;
+use crate::wire::SpecAt;
 
 #[derive(Args, Debug)]
 pub struct StackArgs {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::api::client::Client;
-use crate::api::{socket_path, JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmLeave};
+use crate::api::socket_path;
+use crate::wire::{JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmLeave};
 
 #[derive(Args, Debug)]
 pub struct SwarmArgs {

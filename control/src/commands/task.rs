@@ -10,9 +10,9 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::agent::tasks::process::{enter, TaskNs};
-use crate::agent::tasks::LocalTask;
 use crate::api::client::Client;
 use crate::api::socket_path;
+use crate::wire::LocalTask;
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {

@@ -15,14 +15,18 @@ use rustls_pki_types::ServerName;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::TlsConnector;
 
+use crate::wire::{ErrorKind, WireError};
+
 /// Why a request failed; `connect` tells "could not reach" (the peer may be
 /// down) from "reached, then failed".
 #[derive(Debug)]
 pub struct Failure {
     pub msg: String,
     pub connect: bool,
-    /// The HTTP status, when the server answered with an error.
-    pub status: Option<u16>,
+    /// The server's error, when it answered with one (its kind decides).
+    pub error: Option<WireError>,
+    /// The peer's certificate is not of the CA a join token pins.
+    pub pin_mismatch: bool,
 }
 
 impl std::fmt::Display for Failure {
@@ -37,7 +41,17 @@ fn fail(msg: String, connect: bool) -> Failure {
     Failure {
         msg,
         connect,
-        status: None,
+        error: None,
+        pin_mismatch: false,
+    }
+}
+
+impl Failure {
+    /// The error as the local API passes it on: the server's own, else
+    /// "unavailable" (the peer could not be reached or broke off).
+    pub fn into_wire(self) -> WireError {
+        self.error
+            .unwrap_or_else(|| WireError::unavailable(self.msg))
     }
 }
 
@@ -62,7 +76,10 @@ pub async fn request(
         let stream = TlsConnector::from(tls.clone())
             .connect(ServerName::IpAddress(sock.ip().into()), tcp)
             .await
-            .map_err(|e| fail(format!("TLS with {addr}: {e}"), true))?;
+            .map_err(|e| Failure {
+                pin_mismatch: super::tls::is_pin_mismatch(&e),
+                ..fail(format!("TLS with {addr}: {e}"), true)
+            })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| fail(format!("handshake {addr}: {e}"), true))?;
@@ -104,13 +121,25 @@ pub async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
     let body = serde_json::to_vec(req).map_err(|e| fail(e.to_string(), false))?;
     let (status, bytes) = request(tls, addr, hyper::Method::POST, path, body, ttl).await?;
     if !status.is_success() {
-        let msg = serde_json::from_slice::<crate::api::ApiError>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| format!("{addr}{path}: HTTP {status}"));
+        let error = serde_json::from_slice::<WireError>(&bytes)
+            .map(|mut e| {
+                // An answer without a kind: the status tells.
+                if e.kind == ErrorKind::Internal && status.as_u16() != 500 {
+                    e.kind = ErrorKind::from_http_status(status.as_u16());
+                }
+                e
+            })
+            .unwrap_or_else(|_| {
+                WireError::new(
+                    ErrorKind::from_http_status(status.as_u16()),
+                    format!("{addr}{path}: HTTP {status}"),
+                )
+            });
         return Err(Failure {
-            msg,
+            msg: error.message.clone(),
             connect: false,
-            status: Some(status.as_u16()),
+            error: Some(error),
+            pin_mismatch: false,
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| fail(format!("{addr}{path}: bad reply: {e}"), false))

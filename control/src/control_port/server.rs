@@ -20,7 +20,6 @@ use tracing::debug;
 
 use super::tls::{peer_id, PeerId};
 use super::Refusal;
-use crate::api::ApiError;
 
 /// Decides, before the request is read, whether `peer` may call `path`.
 pub type Authorize = Arc<dyn Fn(Option<&PeerId>, &str) -> Result<(), Refusal> + Send + Sync>;
@@ -72,9 +71,9 @@ pub async fn serve(
                 async move {
                     match verdict {
                         Ok(()) => app.oneshot(req).await,
-                        Err(r) => Ok::<Response, Infallible>(
-                            (r.status, Json(ApiError { error: r.msg })).into_response(),
-                        ),
+                        Err(r) => {
+                            Ok::<Response, Infallible>((r.status, Json(r.error())).into_response())
+                        }
                     }
                 }
             });

@@ -25,7 +25,7 @@ use tokio_rustls::rustls::{
 };
 
 use crate::pki::{digest_of_der, role_of_ou};
-use crate::raft::state::Role;
+use crate::wire::Role;
 
 #[derive(Debug, Error)]
 pub enum TlsError {
@@ -166,6 +166,22 @@ impl Identity {
     }
 }
 
+/// A manager whose CA is not the one a join token pins: typed, so the
+/// joining node can say so without reading the TLS library's words.
+#[derive(Debug, thiserror::Error)]
+#[error("the manager's CA does not match the join token's digest")]
+pub struct PinMismatch;
+
+/// Whether a failed TLS connect was refused by the join token's pin.
+pub fn is_pin_mismatch(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(r, rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))
+                if o.0.downcast_ref::<PinMismatch>().is_some())
+        })
+}
+
 /// A client for a node that has only a join token: the server's chain must
 /// carry a CA whose digest is the token's, and the server certificate must
 /// be signed by it. No client certificate.
@@ -204,9 +220,9 @@ impl ServerCertVerifier for PinnedCa {
             .iter()
             .find(|c| digest_of_der(c) == self.digest)
             .ok_or_else(|| {
-                rustls::Error::General(
-                    "the manager's CA does not match the join token's digest".into(),
-                )
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                    rustls::OtherError(Arc::new(PinMismatch)),
+                ))
             })?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;

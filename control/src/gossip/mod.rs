@@ -22,8 +22,9 @@ use chitchat::{
 };
 use tokio::sync::watch;
 
-use crate::api::Member;
-use table::{ep_key, EpRecord, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, VTEP_KEY};
+use crate::wire::EpRecord;
+use crate::wire::Member;
+use table::{ep_key, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, VTEP_KEY};
 use transport::{CountingUdpTransport, WireCounters};
 
 #[derive(Clone, Debug)]

@@ -6,9 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
-
-use crate::api::{Network, TableEntry};
+use crate::wire::{EpRecord, SvcRecord};
+use crate::wire::{Network, TableEntry};
 
 /// Key prefix of an endpoint in a node's gossip state: `ep:VNI:IP`.
 pub const EP_PREFIX: &str = "ep:";
@@ -22,39 +21,6 @@ pub const LEAVING_KEY: &str = "leaving";
 /// costs one key on the wire). A node stopping a task waits until every
 /// other node has applied the "stopping" record (`agent::tasks::drain`).
 pub const APPLIED_PREFIX: &str = "applied:";
-
-/// The value of an `ep:` key. Small on purpose: one key per endpoint, so a
-/// change costs one key on the wire.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EpRecord {
-    pub mac: String,
-    pub net: String,
-    /// When the endpoint was created (ms since the epoch): of two nodes
-    /// claiming one address, the older claim keeps it.
-    #[serde(default)]
-    pub since: u64,
-    /// For a task's endpoint: the service record DNS and load balancing
-    /// build from (raft holds what should be, gossip spreads what is).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub svc: Option<SvcRecord>,
-}
-
-/// A running task's service record, on one of its networks.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SvcRecord {
-    pub service_id: String,
-    pub service: String,
-    pub task_id: String,
-    pub task: String,
-    pub slot: u64,
-    pub network: String,
-    /// The service's VIP on this network (none in dnsrr mode).
-    pub vip: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-    /// `healthy`, `unhealthy`, `starting` or `none` (no health check).
-    pub health: String,
-}
 
 pub fn ep_key(vni: u32, ip: Ipv4Addr) -> String {
     format!("{EP_PREFIX}{vni}:{ip}")

@@ -32,7 +32,7 @@ pub struct Lab {
     pub underlay_netns: String,
     pub underlay_bridge: String,
     pub nodes: Vec<LabNode>,
-    pub networks: Vec<crate::api::Network>,
+    pub networks: Vec<crate::wire::Network>,
     pub endpoints: Vec<LabEndpoint>,
     /// The first this many nodes are swarm managers (0: no swarm).
     #[serde(default)]

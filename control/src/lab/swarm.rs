@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use super::Lab;
 use crate::api::client::Client;
-use crate::api::{JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin};
+use crate::wire::{JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin};
 
 /// The lab swarm's address pool: clear of the lab's own `labnet`
 /// (10.0.1.0/24) and of the ingress network (10.0.0.0/24).

@@ -14,7 +14,7 @@ use shoal_dataplane::netns::NetNs;
 
 use super::{daemon, Lab, LabEndpoint, LabNode};
 use crate::api::client::Client;
-use crate::api::{Endpoint, EndpointCreate, GossipView, Network, NetworkCreate};
+use crate::wire::{Endpoint, EndpointCreate, GossipView, Network, NetworkCreate};
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {

@@ -13,7 +13,8 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use crate::raft::manager::Manager;
-use crate::raft::state::{new_id, CommandResult};
+use crate::raft::state::new_id;
+use crate::wire::CommandResult;
 
 /// How often the leader reconciles.
 pub const PASS: Duration = Duration::from_millis(200);
@@ -26,7 +27,7 @@ pub async fn run(m: std::sync::Weak<Manager>) {
             continue;
         }
         let st = m.state();
-        let cmds = plan::plan(&st, crate::now_ms(), &mut new_id);
+        let cmds = plan::plan(&st, crate::clock::now_ms(), &mut new_id);
         for cmd in cmds {
             debug!(?cmd, "orchestrator");
             match m.write(cmd).await {

@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::scheduler::{eligible, pick, Load, Placer};
 use super::update;
-use crate::raft::services::{Mode, RestartCondition, ServiceRecord};
-use crate::raft::state::{Availability, ClusterState, Command, NodeState};
-use crate::raft::tasks::{DesiredState, NewTask, TaskRecord, TaskState};
+use crate::raft::state::ClusterState;
+use crate::wire::{Availability, Command, NodeState};
+use crate::wire::{DesiredState, NewTask, TaskRecord, TaskState};
+use crate::wire::{Mode, RestartCondition, ServiceRecord};
 
 /// Finished tasks kept per slot.
 pub const HISTORY: usize = 5;

@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::raft::services::{Constraint, Protocol, PublishMode, ServiceRecord};
-use crate::raft::state::{Availability, ClusterState, NodeRecord, NodeState};
+use crate::raft::services::Constraint;
+use crate::raft::state::ClusterState;
+use crate::wire::{Availability, NodeRecord, NodeState};
+use crate::wire::{Protocol, PublishMode, ServiceRecord};
 
 /// Running-or-coming tasks per node: of this service, and of all.
 #[derive(Default, Clone)]
@@ -35,7 +37,7 @@ impl Load {
     pub fn of(st: &ClusterState) -> Self {
         let mut l = Load::default();
         for t in st.tasks.values() {
-            if t.desired != crate::raft::tasks::DesiredState::Running || t.state.is_terminal() {
+            if t.desired != crate::wire::DesiredState::Running || t.state.is_terminal() {
                 continue;
             }
             if let Some(n) = &t.node_id {

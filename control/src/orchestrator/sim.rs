@@ -8,9 +8,10 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::plan::plan;
-use crate::raft::networks::NetworkSpec;
-use crate::raft::services::{EndpointMode, Mode, NetAttach, RestartPolicy, ServiceSpec};
-use crate::raft::state::{Availability, ClusterState, Command, NodeRecord, NodeState, Role};
+use crate::raft::state::ClusterState;
+use crate::wire::NetworkSpec;
+use crate::wire::{Availability, Command, NodeRecord, NodeState, Role};
+use crate::wire::{EndpointMode, Mode, NetAttach, RestartPolicy, ServiceSpec};
 
 #[derive(Debug, Serialize)]
 pub struct SimReport {

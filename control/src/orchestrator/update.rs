@@ -16,10 +16,11 @@
 use std::collections::BTreeSet;
 
 use super::scheduler::eligible;
-use crate::raft::services::{Mode, ServiceRecord};
-use crate::raft::state::{ClusterState, Command};
-use crate::raft::tasks::{DesiredState, TaskRecord, TaskState};
-use crate::raft::updates::{FailureAction, TaskSpec, UpdateOrder, UpdateState, UpdateStatus};
+use crate::raft::state::ClusterState;
+use crate::wire::Command;
+use crate::wire::{DesiredState, TaskRecord, TaskState};
+use crate::wire::{FailureAction, TaskSpec, UpdateOrder, UpdateState, UpdateStatus};
+use crate::wire::{Mode, ServiceRecord};
 
 /// What one step of an update wants.
 #[derive(Debug, Default, PartialEq)]
@@ -48,7 +49,7 @@ pub fn out_of_date(st: &ClusterState, s: &ServiceRecord, t: &TaskRecord) -> bool
         && t.node_id
             .as_ref()
             .and_then(|n| st.nodes.get(n))
-            .is_some_and(|n| !eligible(s, n) && n.state == crate::raft::state::NodeState::Ready)
+            .is_some_and(|n| !eligible(s, n) && n.state == crate::wire::NodeState::Ready)
 }
 
 pub fn step(

@@ -11,16 +11,8 @@
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
-
 use super::state::{put, Change, ClusterState};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LbAddr {
-    pub network_id: String,
-    pub node_id: String,
-    pub addr: Ipv4Addr,
-}
+use crate::wire::LbAddr;
 
 /// The record's key inside `ClusterState::lb_addrs` (and after `lbaddr/`
 /// in the store).

@@ -9,13 +9,14 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
-use super::flows::FlowDesk;
 use super::liveness::Liveness;
-use super::logs::LogDesk;
-use super::manager::{LeaderOp, LeaderReply, OpError, SessionReply, OP_TIMEOUT};
-use super::state::{ClusterState, Command, RaftId};
-use super::tasks::TaskReport;
+use super::manager::OP_TIMEOUT;
+use super::state::ClusterState;
 use super::TypeConfig;
+use crate::asks::{FlowDesk, LogDesk};
+use crate::wire::TaskReport;
+use crate::wire::{Command, RaftId};
+use crate::wire::{LeaderOp, LeaderReply, OpError, SessionReply, WireError};
 
 /// What the leader keeps in memory, not in the log: last heartbeats, log
 /// and flow asks in flight.
@@ -34,12 +35,13 @@ pub async fn execute(
     op: LeaderOp,
     left: Duration,
 ) -> Result<LeaderReply, OpError> {
-    let failed = |what: &str, e: String| OpError::Failed(format!("{what}: {e}"));
+    let failed =
+        |what: &str, e: String| OpError::Failed(WireError::internal(format!("{what}: {e}")));
     let no_quorum = || {
-        OpError::Failed(format!(
+        OpError::Failed(WireError::unavailable(format!(
             "not committed within {} s: this manager cannot reach a majority of managers",
             OP_TIMEOUT.as_secs()
-        ))
+        )))
     };
     match op {
         LeaderOp::Write { cmd } => match tokio::time::timeout(left, raft.client_write(cmd)).await {
@@ -87,9 +89,9 @@ pub async fn execute(
                 return Ok(LeaderReply::default());
             }
             if voters.is_empty() {
-                return Err(OpError::Failed(
-                    "cannot remove the last manager of the swarm".into(),
-                ));
+                return Err(OpError::Failed(WireError::conflict(
+                    "cannot remove the last manager of the swarm",
+                )));
             }
             match tokio::time::timeout(left, raft.change_membership(voters, false)).await {
                 Ok(Ok(r)) => Ok(LeaderReply {
@@ -120,9 +122,10 @@ pub async fn execute(
                 .get(&node_id)
                 .cloned();
             let Some(node) = node else {
-                return Err(OpError::Failed(format!(
-                    "node {node_id} was removed from the swarm"
-                )));
+                return Err(OpError::Failed(WireError::gone(format!(
+                    "node {node_id} {}",
+                    crate::wire::REMOVED
+                ))));
             };
             mem.live.seen(&node_id);
             mem.logs.answer(logs);
@@ -144,7 +147,7 @@ pub async fn execute(
             if !changed.is_empty() {
                 let cmd = Command::TaskReports {
                     reports: changed,
-                    now: crate::now_ms(),
+                    now: crate::clock::now_ms(),
                 };
                 match tokio::time::timeout(left, raft.client_write(cmd)).await {
                     Ok(Ok(_)) => {}

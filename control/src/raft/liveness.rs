@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use openraft::Raft;
 use tracing::{info, warn};
 
-use super::state::{ClusterState, Command, NodeState};
+use super::state::ClusterState;
 use super::TypeConfig;
+use crate::wire::{Command, NodeState};
 
 /// How often a node reports to the managers.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);

@@ -9,27 +9,25 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::leader::execute;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use axum::Router;
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::rustls::ClientConfig;
 
-use super::flows::{FlowAnswer, FlowAsk};
 use super::leader::LeaderMemory;
 use super::liveness;
-use super::logs::{LogAsk, LogLines};
-use super::network::Network;
-use super::rpc;
-use super::state::{ClusterState, Command, CommandResult, NodeRecord, RaftId};
+use super::rpc_client::Network;
+use super::rpc_server;
+use super::state::ClusterState;
 use super::store::{self, LogStore, StateMachine};
-use super::tasks::{Assignment, TaskReport};
 use super::TypeConfig;
 use crate::control_port::client::call;
+use crate::control_port::server;
 use crate::control_port::tls::Identity;
-use crate::control_port::{self, server};
+use crate::wire::{Command, CommandResult, RaftId};
+use crate::wire::{LeaderOp, LeaderReply, OpError, WireError};
 
 /// How long a change may wait for a leader and a quorum before it is
 /// refused (an election takes 1-2 s; a minority never gets one).
@@ -48,107 +46,6 @@ impl Default for Options {
             snapshot_every: 1000,
         }
     }
-}
-
-/// An operation only the leader performs.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-// Wire and log types, built and moved once each: boxing the big variants
-// would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum LeaderOp {
-    Write {
-        cmd: Command,
-    },
-    AddVoter {
-        raft_id: RaftId,
-        addr: String,
-    },
-    RemoveVoter {
-        raft_id: RaftId,
-    },
-    /// A node's session heartbeat (liveness, role changes), with its
-    /// tasks' states.
-    Heartbeat {
-        node_id: String,
-        #[serde(default)]
-        reports: Vec<TaskReport>,
-        /// Answers to log asks handed out earlier.
-        #[serde(default)]
-        logs: Vec<LogLines>,
-        /// Answers to flow asks handed out earlier.
-        #[serde(default)]
-        flows: Vec<FlowAnswer>,
-    },
-    /// Ask nodes for their tasks' logs: (node id, ask) pairs.
-    LogAsk {
-        asks: Vec<(String, LogAsk)>,
-    },
-    /// What arrived for a log ask.
-    LogCollect {
-        id: u64,
-    },
-    /// Ask nodes for their flow logs: (node id, ask) pairs.
-    FlowAsk {
-        asks: Vec<(String, FlowAsk)>,
-    },
-    /// What arrived for a flow ask.
-    FlowCollect {
-        id: u64,
-    },
-}
-
-/// What the leader answered.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct LeaderReply {
-    pub result: CommandResult,
-    /// Log index of the change (0 for none); a forwarding follower waits
-    /// until it has applied it, so its next read sees the change.
-    pub index: u64,
-    pub session: Option<SessionReply>,
-    /// The id of a log or flow ask, or what was collected for one.
-    #[serde(default)]
-    pub log_id: u64,
-    #[serde(default)]
-    pub logs: Vec<LogLines>,
-    #[serde(default)]
-    pub flows: Vec<FlowAnswer>,
-}
-
-/// The leader's answer to a node's heartbeat.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SessionReply {
-    pub node: NodeRecord,
-    /// Control addresses of the managers (voters).
-    pub managers: Vec<String>,
-    pub leader: String,
-    /// The tasks this node should run or stop.
-    #[serde(default)]
-    pub assignments: Vec<Assignment>,
-    /// Log asks for this node's tasks.
-    #[serde(default)]
-    pub log_asks: Vec<LogAsk>,
-    /// Flow asks for this node's flow log.
-    #[serde(default)]
-    pub flow_asks: Vec<FlowAsk>,
-    /// The swarm's VXLAN port (`swarm init --data-path-port`).
-    #[serde(default = "default_data_path_port")]
-    pub data_path_port: u16,
-    /// The routing mesh: the ingress network and the published ports.
-    #[serde(default)]
-    pub mesh: super::mesh::MeshConfig,
-}
-
-fn default_data_path_port() -> u16 {
-    4789
-}
-
-/// Why the leader could not run an operation.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum OpError {
-    /// Asked a manager that is not (or no longer) the leader: retry.
-    NotLeader,
-    Failed(String),
 }
 
 pub struct Manager {
@@ -224,11 +121,11 @@ impl Manager {
             .map_err(|e| anyhow!("raft: {e}"))?;
         let addr = listener.local_addr()?.to_string();
         let mem = Arc::new(LeaderMemory::default());
-        let app = rpc::router(raft.clone(), state.clone(), mem.clone()).merge(extra);
+        let app = rpc_server::router(raft.clone(), state.clone(), mem.clone()).merge(extra);
         let policy_state = state.clone();
         let authorize: server::Authorize = Arc::new(move |peer, path| {
             let st = policy_state.read().expect("state lock");
-            control_port::authorize(&st, peer, path)
+            super::policy::authorize(&st, peer, path)
         });
         let server = tokio::spawn(server::serve(
             listener,
@@ -302,7 +199,10 @@ impl Manager {
                         .voter_ids()
                         .any(|v| v == self.id)
                 {
-                    bail!("this manager was removed from Raft's membership");
+                    return Err(WireError::unavailable(
+                        "this manager was removed from Raft's membership",
+                    )
+                    .into());
                 }
                 let addr = m.current_leader.and_then(|l| {
                     m.membership_config
@@ -336,14 +236,18 @@ impl Manager {
                         // Unreachable: the leader may have just died; wait
                         // for the next one.
                         Err(f) if f.connect => Err(OpError::NotLeader),
-                        Err(f) => Err(OpError::Failed(format!("leader {addr}: {}", f.msg))),
+                        Err(f) => Err(OpError::Failed({
+                            let mut e = f.into_wire();
+                            e.message = format!("leader {addr}: {}", e.message);
+                            e
+                        })),
                     }
                 }
                 _ => Err(OpError::NotLeader),
             };
             match outcome {
                 Ok(r) => return Ok(r),
-                Err(OpError::Failed(e)) => bail!("{e}"),
+                Err(OpError::Failed(e)) => return Err(e.into()),
                 Err(OpError::NotLeader) => {
                     if let Some(l) = leader {
                         last = format!("leader {l} unreachable");
@@ -351,10 +255,11 @@ impl Manager {
                 }
             }
             if Instant::now() >= deadline {
-                bail!(
+                return Err(WireError::unavailable(format!(
                     "no reachable leader within {} s ({last}): is a majority of managers up and connected?",
                     OP_TIMEOUT.as_secs()
-                );
+                ))
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -501,12 +406,14 @@ pub async fn to_leader(
             {
                 Ok(Ok(r)) => return Ok(r),
                 Ok(Err(OpError::NotLeader)) => last = format!("{a} is not the leader"),
-                Ok(Err(OpError::Failed(e))) => bail!("{e}"),
+                Ok(Err(OpError::Failed(e))) => return Err(e.into()),
                 Err(f) => last = f.msg,
             }
         }
         if Instant::now() >= deadline {
-            bail!("no leader among {addrs:?}: {last}");
+            return Err(
+                WireError::unavailable(format!("no leader among {addrs:?}: {last}")).into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -1,28 +1,29 @@
 //! The manager core: a Raft log (openraft 0.9, storage-v2) stored in redb,
 //! whose state machine is the cluster's desired state (`state.rs`).
 //!
-//! - `state.rs`: the typed records and the pure `apply`.
+//! - `state.rs`: the state and the pure `apply` (the records' and the
+//!   commands' shapes are in `crate::wire`).
 //! - `store.rs`: log and state machine in redb (openraft's conformance
 //!   suite passes on it).
 //! - `manager.rs`: one manager; `leader_op` is the door for every change.
-//! - `network.rs` / `rpc.rs`: Raft RPCs, client and server, on the control
-//!   port's mutual TLS (`crate::control_port`).
+//! - `rpc_client.rs` / `rpc_server.rs`: Raft RPCs, client and server, on
+//!   the control port's mutual TLS (`crate::control_port`).
 //! - `leader.rs`: what the leader does with each `LeaderOp`.
 //! - `liveness.rs`: the leader marks silent nodes down.
+//! - `policy.rs`: who may call what on the control port.
 //! - `networks.rs`, `services.rs`, `tasks.rs`, `updates.rs`: the
-//!   orchestrator's records and their commands; `logs.rs`: `service logs`.
+//!   what applying each kind of command does, and allocation.
+//! - `mesh.rs`: the routing mesh each node is sent, derived from the state.
 
-pub mod desk;
-pub mod flows;
 pub mod lb_addrs;
 pub mod leader;
 pub mod liveness;
-pub mod logs;
 pub mod manager;
 pub mod mesh;
-pub mod network;
 pub mod networks;
-pub mod rpc;
+pub mod policy;
+pub mod rpc_client;
+pub mod rpc_server;
 pub mod services;
 pub mod state;
 pub mod store;
@@ -31,7 +32,7 @@ pub mod updates;
 
 use std::io::Cursor;
 
-use state::{Command, CommandResult, RaftId};
+use crate::wire::{Command, CommandResult, RaftId};
 
 openraft::declare_raft_types!(
     /// Shoal's Raft types: commands in, results out, managers addressed by

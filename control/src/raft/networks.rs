@@ -8,62 +8,21 @@
 //! VIPs, task addresses, node balancer addresses). Removing a record frees its addresses; an address
 //! is never handed out twice because it is only free when no record holds it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use serde::{Deserialize, Serialize};
 
 use super::state::ClusterState;
-use super::state::{err, put, Change, Command, CommandResult};
+use super::state::{err, put, Change};
+use crate::wire::WireError;
+use crate::wire::{AddrPool, NetworkRecord, NetworkSpec};
+use crate::wire::{Command, CommandResult};
 
 /// The first VNI Shoal gives a network (Docker's overlay VNIs start here).
 pub const VNI_BASE: u32 = 4096;
 /// Docker's ingress network.
 pub const INGRESS_SUBNET: &str = "10.0.0.0/24";
-
-/// Where network subnets come from (`swarm init --default-addr-pool`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddrPool {
-    pub base: Ipv4Net,
-    pub mask_len: u8,
-}
-
-impl Default for AddrPool {
-    fn default() -> Self {
-        Self {
-            base: "10.0.0.0/8".parse().expect("valid"),
-            mask_len: 24,
-        }
-    }
-}
-
-/// What `network create` asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkSpec {
-    pub name: String,
-    pub subnet: Option<Ipv4Net>,
-    pub gateway: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub attachable: bool,
-    #[serde(default)]
-    pub internal: bool,
-    #[serde(default)]
-    pub ingress: bool,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkRecord {
-    pub id: String,
-    pub spec: NetworkSpec,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
-    pub vni: u32,
-    pub created_at: u64,
-    pub version: u64,
-}
 
 impl ClusterState {
     pub fn network_by_key(&self, key: &str) -> Option<&NetworkRecord> {
@@ -117,7 +76,7 @@ impl ClusterState {
         id: &str,
         spec: &NetworkSpec,
         pool: &AddrPool,
-    ) -> Result<NetworkRecord, String> {
+    ) -> Result<NetworkRecord, WireError> {
         if spec.name.is_empty()
             || spec.name.len() > 64
             || !spec
@@ -125,13 +84,19 @@ impl ClusterState {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         {
-            return Err(format!("invalid network name {:?}", spec.name));
+            return Err(WireError::invalid(format!(
+                "invalid network name {:?}",
+                spec.name
+            )));
         }
         if self.networks.values().any(|n| n.spec.name == spec.name) {
-            return Err(format!("network with name {} already exists", spec.name));
+            return Err(WireError::conflict(format!(
+                "network with name {} already exists",
+                spec.name
+            )));
         }
         if spec.ingress && self.networks.values().any(|n| n.spec.ingress) {
-            return Err("an ingress network already exists".into());
+            return Err(WireError::conflict("an ingress network already exists"));
         }
         let overlaps = |s: &Ipv4Net| {
             self.networks
@@ -142,36 +107,45 @@ impl ClusterState {
             Some(s) => {
                 let s = s.trunc();
                 if s.prefix_len() > 29 {
-                    return Err(format!("subnet {s} is too small (at most /29)"));
+                    return Err(WireError::invalid(format!(
+                        "subnet {s} is too small (at most /29)"
+                    )));
                 }
                 if let Some(n) = overlaps(&s) {
-                    return Err(format!(
+                    return Err(WireError::conflict(format!(
                         "subnet {s} overlaps network {} ({})",
                         n.spec.name, n.subnet
-                    ));
+                    )));
                 }
                 s
             }
             None => pool
                 .base
                 .subnets(pool.mask_len)
-                .map_err(|e| format!("address pool: {e}"))?
+                .map_err(|e| WireError::invalid(format!("address pool: {e}")))?
                 .find(|s| overlaps(s).is_none())
-                .ok_or_else(|| format!("the address pool {} is exhausted", pool.base))?,
+                .ok_or_else(|| {
+                    WireError::conflict(format!("the address pool {} is exhausted", pool.base))
+                })?,
         };
         let gateway = match spec.gateway {
             Some(g) => {
                 if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
-                    return Err(format!("gateway {g} is not a host address of {subnet}"));
+                    return Err(WireError::invalid(format!(
+                        "gateway {g} is not a host address of {subnet}"
+                    )));
                 }
                 g
             }
-            None => subnet.hosts().next().ok_or("subnet has no hosts")?,
+            None => subnet
+                .hosts()
+                .next()
+                .ok_or_else(|| WireError::invalid("subnet has no hosts"))?,
         };
         let used: BTreeSet<u32> = self.networks.values().map(|n| n.vni).collect();
         let vni = (VNI_BASE..(1 << 24))
             .find(|v| !used.contains(v))
-            .ok_or("no VNI left")?;
+            .ok_or_else(|| WireError::conflict("no VNI left"))?;
         Ok(NetworkRecord {
             id: id.to_string(),
             spec: spec.clone(),
@@ -215,20 +189,23 @@ impl ClusterState {
             }
             Command::NetworkRemove { id } => {
                 let Some(n) = self.networks.get(&id).cloned() else {
-                    return err(format!("network {id} not found"));
+                    return err(WireError::not_found(format!("network {id} not found")));
                 };
                 if let Some(s) = self.services.values().find(|s| s.network_ids.contains(&id)) {
-                    return err(format!(
+                    return err(WireError::conflict(format!(
                         "network {} is in use by service {}",
                         n.spec.name, s.spec.name
-                    ));
+                    )));
                 }
                 if self
                     .tasks
                     .values()
                     .any(|t| t.networks.iter().any(|a| a.network_id == id))
                 {
-                    return err(format!("network {} still has tasks attached", n.spec.name));
+                    return err(WireError::conflict(format!(
+                        "network {} still has tasks attached",
+                        n.spec.name
+                    )));
                 }
                 self.networks.remove(&id);
                 let mut changes = vec![Change::Delete(format!("network/{id}"))];
@@ -269,10 +246,12 @@ mod tests {
         assert!(st
             .allocate_network("b", &spec("appnet", None), &pool)
             .unwrap_err()
+            .message
             .contains("already exists"));
         assert!(st
             .allocate_network("b", &spec("x", Some("10.0.1.128/25")), &pool)
             .unwrap_err()
+            .message
             .contains("overlaps"));
         assert!(st
             .allocate_network("b", &spec("bad name", None), &pool)

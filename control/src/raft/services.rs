@@ -2,165 +2,13 @@
 //! how many, where, on which networks, with which ports), and the record
 //! the leader keeps (VIPs per network, allocated when it is applied).
 
-use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-
-use serde::{Deserialize, Serialize};
-
-use super::state::{err, put, Change, Command, CommandResult};
-use super::state::{ClusterState, NodeRecord, Role};
-use super::tasks::DesiredState;
-use super::updates::{UpdatePolicy, UpdateStatus};
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Replicated { replicas: u64 },
-    Global,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EndpointMode {
-    #[default]
-    Vip,
-    Dnsrr,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetAttach {
-    /// Network name or id, as given.
-    pub target: String,
-    #[serde(default)]
-    pub aliases: Vec<String>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PublishMode {
-    #[default]
-    Ingress,
-    Host,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortSpec {
-    pub published: u16,
-    pub target: u16,
-    #[serde(default)]
-    pub protocol: Protocol,
-    #[serde(default)]
-    pub mode: PublishMode,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestartCondition {
-    None,
-    OnFailure,
-    #[default]
-    Any,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartPolicy {
-    pub condition: RestartCondition,
-    /// Docker's default is 5 s.
-    pub delay_ms: u64,
-    /// 0: unlimited.
-    pub max_attempts: u64,
-}
-
-impl Default for RestartPolicy {
-    fn default() -> Self {
-        Self {
-            condition: RestartCondition::Any,
-            delay_ms: 5000,
-            max_attempts: 0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthSpec {
-    /// Run with `sh -c` inside the task's namespaces.
-    pub cmd: String,
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub retries: u64,
-    pub start_period_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    pub name: String,
-    pub mode: Mode,
-    /// The task's process: argv.
-    pub command: Vec<String>,
-    #[serde(default)]
-    pub env: Vec<String>,
-    #[serde(default)]
-    pub workdir: Option<String>,
-    #[serde(default)]
-    pub networks: Vec<NetAttach>,
-    #[serde(default)]
-    pub endpoint_mode: EndpointMode,
-    #[serde(default)]
-    pub ports: Vec<PortSpec>,
-    #[serde(default)]
-    pub constraints: Vec<String>,
-    #[serde(default)]
-    pub placement_prefs: Vec<String>,
-    #[serde(default)]
-    pub max_per_node: u64,
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    #[serde(default)]
-    pub health: Option<HealthSpec>,
-    /// Docker's default is 10 s.
-    pub stop_grace_ms: u64,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub update: UpdatePolicy,
-    #[serde(default)]
-    pub rollback: UpdatePolicy,
-    /// Bumped by `service update --force`: every task is replaced.
-    #[serde(default)]
-    pub force_update: u64,
-}
-
-/// A service's virtual IP on one of its networks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Vip {
-    pub network_id: String,
-    pub addr: Ipv4Addr,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServiceRecord {
-    pub id: String,
-    pub spec: ServiceSpec,
-    /// The networks' ids, in the spec's order.
-    pub network_ids: Vec<String>,
-    pub vips: Vec<Vip>,
-    pub created_at: u64,
-    pub updated_at: u64,
-    pub version: u64,
-    /// The spec before the last update (what a rollback returns to).
-    #[serde(default)]
-    pub previous_spec: Option<ServiceSpec>,
-    #[serde(default)]
-    pub update_status: Option<UpdateStatus>,
-}
+use super::state::ClusterState;
+use super::state::{err, put, Change};
+use crate::wire::DesiredState;
+use crate::wire::WireError;
+use crate::wire::{Command, CommandResult};
+use crate::wire::{EndpointMode, Mode, Protocol, PublishMode, ServiceRecord, ServiceSpec, Vip};
+use crate::wire::{NodeRecord, Role};
 
 /// A placement constraint: `node.KEY==VALUE` or `!=`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -230,7 +78,7 @@ impl ClusterState {
         &self,
         spec: &ServiceSpec,
         except: Option<&str>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, WireError> {
         if spec.name.is_empty()
             || spec.name.len() > 63
             || !spec
@@ -239,44 +87,57 @@ impl ClusterState {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             || spec.name.starts_with('-')
         {
-            return Err(format!("invalid service name {:?}", spec.name));
+            return Err(WireError::invalid(format!(
+                "invalid service name {:?}",
+                spec.name
+            )));
         }
         if self
             .services
             .values()
             .any(|s| s.spec.name == spec.name && Some(s.id.as_str()) != except)
         {
-            return Err(format!("service {} already exists", spec.name));
+            return Err(WireError::conflict(format!(
+                "service {} already exists",
+                spec.name
+            )));
         }
         if spec.command.is_empty() {
-            return Err("a service needs a command to run (after --)".into());
+            return Err(WireError::invalid(
+                "a service needs a command to run (after --)",
+            ));
         }
-        spec.update.check("update")?;
-        spec.rollback.check("rollback")?;
+        spec.update.check("update").map_err(WireError::invalid)?;
+        spec.rollback
+            .check("rollback")
+            .map_err(WireError::invalid)?;
         for c in &spec.constraints {
-            Constraint::parse(c)?;
+            Constraint::parse(c).map_err(WireError::invalid)?;
         }
         let mut ids = vec![];
         for a in &spec.networks {
             let n = self
                 .network_by_key(&a.target)
-                .ok_or_else(|| format!("network {} not found", a.target))?;
+                .ok_or_else(|| WireError::not_found(format!("network {} not found", a.target)))?;
             if n.spec.ingress {
-                return Err(format!(
+                return Err(WireError::invalid(format!(
                     "network {} is the ingress network; publish ports to use it",
                     n.spec.name
-                ));
+                )));
             }
             if ids.contains(&n.id) {
-                return Err(format!("network {} is attached twice", n.spec.name));
+                return Err(WireError::invalid(format!(
+                    "network {} is attached twice",
+                    n.spec.name
+                )));
             }
             ids.push(n.id.clone());
         }
         let ingress_ports = spec.ports.iter().any(|p| p.mode == PublishMode::Ingress);
         if ingress_ports && spec.endpoint_mode == EndpointMode::Dnsrr {
-            return Err(
-                "ports published in ingress mode need a VIP: not with --endpoint-mode dnsrr".into(),
-            );
+            return Err(WireError::invalid(
+                "ports published in ingress mode need a VIP: not with --endpoint-mode dnsrr",
+            ));
         }
         if ingress_ports {
             // The routing mesh: the tasks join the ingress network (with a
@@ -285,18 +146,25 @@ impl ClusterState {
                 .networks
                 .values()
                 .find(|n| n.spec.ingress)
-                .ok_or("no ingress network (was the swarm made by `swarm init`?)")?;
+                .ok_or_else(|| {
+                    WireError::unavailable(
+                        "no ingress network (was the swarm made by `swarm init`?)",
+                    )
+                })?;
             ids.push(ingress.id.clone());
         }
         for (i, p) in spec.ports.iter().enumerate() {
             if p.published == 0 || p.target == 0 {
-                return Err("ports must be 1-65535".into());
+                return Err(WireError::invalid("ports must be 1-65535"));
             }
             if spec.ports[..i]
                 .iter()
                 .any(|q| q.published == p.published && q.protocol == p.protocol)
             {
-                return Err(format!("port {} is published twice", p.published));
+                return Err(WireError::invalid(format!(
+                    "port {} is published twice",
+                    p.published
+                )));
             }
             if let Some(s) = self.services.values().find(|s| {
                 Some(s.id.as_str()) != except
@@ -307,11 +175,13 @@ impl ClusterState {
                     })
             }) {
                 if p.mode == PublishMode::Ingress {
-                    return Err(format!(
-                        "port {}/{:?} is already published by service {}",
-                        p.published, p.protocol, s.spec.name
-                    )
-                    .to_lowercase());
+                    return Err(WireError::conflict(
+                        format!(
+                            "port {}/{:?} is already published by service {}",
+                            p.published, p.protocol, s.spec.name
+                        )
+                        .to_lowercase(),
+                    ));
                 }
             }
         }
@@ -329,7 +199,7 @@ impl ClusterState {
         &self,
         spec: &mut ServiceSpec,
         except: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), WireError> {
         let mut used: std::collections::BTreeSet<(u16, Protocol)> = self
             .services
             .values()
@@ -346,7 +216,7 @@ impl ClusterState {
             let port = DYNAMIC_PORTS
                 .clone()
                 .find(|n| !used.contains(&(*n, p.protocol)))
-                .ok_or("no free port left in 30000-32767")?;
+                .ok_or_else(|| WireError::conflict("no free port left in 30000-32767"))?;
             p.published = port;
             used.insert((port, p.protocol));
         }
@@ -369,10 +239,10 @@ impl ClusterState {
                     Err(e) => return err(e),
                 };
                 if self.services.contains_key(&id) {
-                    return err(format!("service {id} already exists"));
+                    return err(WireError::conflict(format!("service {id} already exists")));
                 }
                 let mut vips = vec![];
-                if spec.endpoint_mode == super::services::EndpointMode::Vip {
+                if spec.endpoint_mode == crate::wire::EndpointMode::Vip {
                     for nid in &network_ids {
                         match self.free_addr(nid, &Default::default()) {
                             Some(addr) => vips.push(Vip {
@@ -380,7 +250,9 @@ impl ClusterState {
                                 addr,
                             }),
                             None => {
-                                return err(format!("network {nid} has no free address for a VIP"))
+                                return err(WireError::conflict(format!(
+                                    "network {nid} has no free address for a VIP"
+                                )))
                             }
                         }
                     }
@@ -404,13 +276,13 @@ impl ClusterState {
             }
             Command::ServiceScale { id, replicas, now } => {
                 let Some(mut s) = self.services.get(&id).cloned() else {
-                    return err(format!("service {id} not found"));
+                    return err(WireError::not_found(format!("service {id} not found")));
                 };
                 if s.spec.mode == Mode::Global {
-                    return err(format!(
+                    return err(WireError::invalid(format!(
                         "{}: scale can only be used with replicated mode",
                         s.spec.name
-                    ));
+                    )));
                 }
                 s.spec.mode = Mode::Replicated { replicas };
                 s.updated_at = now;
@@ -423,7 +295,7 @@ impl ClusterState {
             }
             Command::ServiceRemove { id } => {
                 let Some(s) = self.services.remove(&id) else {
-                    return err(format!("service {id} not found"));
+                    return err(WireError::not_found(format!("service {id} not found")));
                 };
                 // Its tasks are told to stop; the orchestrator removes them
                 // once they have.
@@ -455,9 +327,9 @@ mod tests {
             hostname: "n2".into(),
             addr: "198.18.0.2".parse().unwrap(),
             role: Role::Worker,
-            availability: super::super::state::Availability::Active,
+            availability: crate::wire::Availability::Active,
             labels: Default::default(),
-            state: super::super::state::NodeState::Ready,
+            state: crate::wire::NodeState::Ready,
             version: 0,
         };
         assert!(!c.matches(&n));

@@ -9,13 +9,14 @@
 //! not storage errors: a refused command must not stop Raft.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::networks::{AddrPool, NetworkRecord, NetworkSpec};
-use super::services::{ServiceRecord, ServiceSpec};
-use super::tasks::{DesiredState, NewTask, TaskRecord, TaskReport};
+use crate::wire::NetworkRecord;
+use crate::wire::ServiceRecord;
+use crate::wire::TaskRecord;
+use crate::wire::WireError;
+use crate::wire::{ClusterInfo, Command, CommandResult, NodeRecord, Role};
 
 /// A Docker-style id: 25 base-36 characters.
 pub fn new_id() -> String {
@@ -48,183 +49,6 @@ pub fn find_by_key<'a, T>(
         })
 }
 
-/// Raft's own id for a manager.
-pub type RaftId = u64;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Manager,
-    Worker,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Availability {
-    Active,
-    Pause,
-    Drain,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    Unknown,
-    Ready,
-    Down,
-}
-
-/// A node of the cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    /// Swarm node id (25 lowercase alphanumerics, like Docker's).
-    pub id: String,
-    /// Raft id, for managers.
-    pub raft_id: Option<RaftId>,
-    pub hostname: String,
-    pub addr: Ipv4Addr,
-    pub role: Role,
-    pub availability: Availability,
-    pub labels: BTreeMap<String, String>,
-    pub state: NodeState,
-    /// Raft log index that last changed this record.
-    pub version: u64,
-}
-
-/// Cluster-wide settings and secrets, created by `swarm init`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    pub cluster_id: String,
-    pub ca_cert_pem: String,
-    pub ca_key_pem: String,
-    pub worker_token: String,
-    pub manager_token: String,
-    /// Where network subnets come from.
-    #[serde(default)]
-    pub pool: AddrPool,
-    /// UDP port of the VXLAN data path.
-    #[serde(default = "default_data_path_port")]
-    pub data_path_port: u16,
-}
-
-fn default_data_path_port() -> u16 {
-    4789
-}
-
-/// A change to the desired state. Tagged, so new commands can be added
-/// without breaking old log entries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-// Wire and log types, built and moved once each: boxing the big variants
-// would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Command {
-    ClusterInit {
-        info: ClusterInfo,
-    },
-    TokenRotate {
-        role: Role,
-        token: String,
-    },
-    NodeAdd {
-        node: NodeRecord,
-    },
-    NodeUpdate {
-        id: String,
-        role: Option<Role>,
-        availability: Option<Availability>,
-        #[serde(default)]
-        labels_add: BTreeMap<String, String>,
-        #[serde(default)]
-        labels_rm: Vec<String>,
-    },
-    NodeSetState {
-        id: String,
-        state: NodeState,
-    },
-    /// Promotion (with the Raft id the node will run) or demotion.
-    NodeSetRole {
-        id: String,
-        role: Role,
-        raft_id: Option<RaftId>,
-    },
-    NodeRemove {
-        id: String,
-    },
-    NetworkCreate {
-        id: String,
-        spec: NetworkSpec,
-        now: u64,
-    },
-    NetworkRemove {
-        id: String,
-    },
-    ServiceCreate {
-        id: String,
-        spec: ServiceSpec,
-        now: u64,
-    },
-    ServiceScale {
-        id: String,
-        replicas: u64,
-        now: u64,
-    },
-    ServiceRemove {
-        id: String,
-    },
-    /// A new spec (or, with `rollback`, the previous one); `version`: the
-    /// service's version the spec was made from (0: any).
-    ServiceUpdate {
-        id: String,
-        spec: Option<ServiceSpec>,
-        version: u64,
-        rollback: bool,
-        now: u64,
-    },
-    /// The updater's verdicts: paused, completed, rolled back by itself.
-    ServiceUpdateStatus {
-        id: String,
-        version: u64,
-        status: super::updates::UpdateStatus,
-        rollback: bool,
-    },
-    TaskCreate {
-        tasks: Vec<NewTask>,
-        now: u64,
-    },
-    TaskAssign {
-        id: String,
-        node_id: String,
-        now: u64,
-    },
-    TaskDesired {
-        ids: Vec<String>,
-        desired: DesiredState,
-    },
-    TaskReports {
-        reports: Vec<TaskReport>,
-        now: u64,
-    },
-    TaskRemove {
-        ids: Vec<String>,
-    },
-}
-
-/// What applying a command gave.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-// Wire and log types, built and moved once each: boxing the big variants
-// would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[serde(rename_all = "snake_case")]
-pub enum CommandResult {
-    #[default]
-    Ok,
-    Node(NodeRecord),
-    Network(NetworkRecord),
-    Service(ServiceRecord),
-    Error(String),
-}
-
 /// A persisted change: put a record's JSON under a key, or delete the key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -244,7 +68,7 @@ pub struct ClusterState {
     pub tasks: BTreeMap<String, TaskRecord>,
     /// Balancer addresses by `network_id/node_id` (`lb_addrs.rs`).
     #[serde(default)]
-    pub lb_addrs: BTreeMap<String, super::lb_addrs::LbAddr>,
+    pub lb_addrs: BTreeMap<String, crate::wire::LbAddr>,
 }
 
 fn node_key(id: &str) -> String {
@@ -336,7 +160,7 @@ impl ClusterState {
         match cmd {
             Command::ClusterInit { info } => {
                 if self.cluster.is_some() {
-                    return err("the cluster is already initialised".into());
+                    return err(WireError::conflict("the cluster is already initialised"));
                 }
                 self.cluster = Some(info.clone());
                 (
@@ -349,7 +173,7 @@ impl ClusterState {
             }
             Command::TokenRotate { role, token } => {
                 let Some(mut c) = self.cluster.clone() else {
-                    return err("the cluster is not initialised".into());
+                    return err(WireError::unavailable("the cluster is not initialised"));
                 };
                 match role {
                     Role::Worker => c.worker_token = token,
@@ -366,13 +190,16 @@ impl ClusterState {
             }
             Command::NodeAdd { mut node } => {
                 if self.nodes.contains_key(&node.id) {
-                    return err(format!("node {} already exists", node.id));
+                    return err(WireError::conflict(format!(
+                        "node {} already exists",
+                        node.id
+                    )));
                 }
                 if let Some(other) = self.nodes.values().find(|n| n.addr == node.addr) {
-                    return err(format!(
+                    return err(WireError::conflict(format!(
                         "address {} is already used by node {} ({})",
                         node.addr, other.hostname, other.id
-                    ));
+                    )));
                 }
                 node.version = index;
                 let id = node.id.clone();
@@ -388,7 +215,7 @@ impl ClusterState {
                 labels_rm,
             } => {
                 let Some(mut node) = self.nodes.get(&id).cloned() else {
-                    return err(format!("no such node: {id}"));
+                    return err(WireError::not_found(format!("no such node: {id}")));
                 };
                 if let Some(r) = role {
                     node.role = r;
@@ -405,7 +232,7 @@ impl ClusterState {
             }
             Command::NodeSetState { id, state } => {
                 let Some(mut node) = self.nodes.get(&id).cloned() else {
-                    return err(format!("no such node: {id}"));
+                    return err(WireError::not_found(format!("no such node: {id}")));
                 };
                 node.state = state;
                 node.version = index;
@@ -413,7 +240,7 @@ impl ClusterState {
             }
             Command::NodeSetRole { id, role, raft_id } => {
                 let Some(mut node) = self.nodes.get(&id).cloned() else {
-                    return err(format!("no such node: {id}"));
+                    return err(WireError::not_found(format!("no such node: {id}")));
                 };
                 if role == Role::Worker
                     && node.role == Role::Manager
@@ -424,7 +251,9 @@ impl ClusterState {
                         .count()
                         == 1
                 {
-                    return err("cannot demote the last manager of the swarm".into());
+                    return err(WireError::conflict(
+                        "cannot demote the last manager of the swarm",
+                    ));
                 }
                 node.role = role;
                 node.raft_id = raft_id;
@@ -433,7 +262,7 @@ impl ClusterState {
             }
             Command::NodeRemove { id } => {
                 let Some(n) = self.nodes.remove(&id) else {
-                    return err(format!("no such node: {id}"));
+                    return err(WireError::not_found(format!("no such node: {id}")));
                 };
                 // Its tasks go with it (their addresses are freed).
                 let gone: Vec<String> = self
@@ -470,13 +299,17 @@ impl ClusterState {
     }
 }
 
-pub(super) fn err(msg: String) -> (CommandResult, Vec<Change>) {
-    (CommandResult::Error(msg), vec![])
+/// A refused command: its error (with the kind the caller decides on) and
+/// no change.
+pub(super) fn err(e: WireError) -> (CommandResult, Vec<Change>) {
+    (CommandResult::Error(e), vec![])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{Availability, NodeState};
+    use std::net::Ipv4Addr;
 
     fn node(id: &str, addr: [u8; 4]) -> NodeRecord {
         NodeRecord {

@@ -24,8 +24,9 @@ use openraft::{
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::state::{Change, ClusterState, CommandResult, RaftId};
+use super::state::{Change, ClusterState};
 use super::TypeConfig;
+use crate::wire::{CommandResult, RaftId};
 
 type Node = openraft::BasicNode;
 type SE = StorageError<RaftId>;
@@ -483,7 +484,7 @@ mod tests {
 
     #[tokio::test]
     async fn state_survives_reopening() {
-        use super::super::state::{Availability, Command, NodeRecord, NodeState, Role};
+        use crate::wire::{Availability, Command, NodeRecord, NodeState, Role};
         let dir = tempdir::Dir::new();
         let path = dir.0.join("raft.redb");
         {

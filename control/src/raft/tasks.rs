@@ -4,117 +4,13 @@
 
 use std::net::Ipv4Addr;
 
-use super::state::{err, put, Change, ClusterState, Command, CommandResult};
-use serde::{Deserialize, Serialize};
+use super::state::{err, put, Change, ClusterState};
+use crate::wire::WireError;
+use crate::wire::{
+    AssignedNet, Assignment, DesiredState, NewTask, TaskAddr, TaskRecord, TaskState,
+};
+use crate::wire::{Command, CommandResult};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// swarmkit's task states, in the order a task moves through them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    New,
-    Pending,
-    Assigned,
-    Accepted,
-    Preparing,
-    Starting,
-    Running,
-    Complete,
-    Shutdown,
-    Failed,
-    Rejected,
-    Orphaned,
-}
-
-impl TaskState {
-    /// Finished: the process is gone (or never came).
-    pub fn is_terminal(self) -> bool {
-        self >= TaskState::Complete
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DesiredState {
-    Running,
-    Shutdown,
-}
-
-/// A task's address on one network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskAddr {
-    pub network_id: String,
-    pub addr: Ipv4Addr,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskRecord {
-    pub id: String,
-    pub service_id: String,
-    pub service_name: String,
-    /// Replica slot (1..N); 0 for global tasks (one per node).
-    pub slot: u64,
-    pub node_id: Option<String>,
-    pub desired: DesiredState,
-    pub state: TaskState,
-    /// Why it is in this state (a scheduling refusal, an exit code).
-    pub err: Option<String>,
-    pub exit_code: Option<i32>,
-    pub networks: Vec<TaskAddr>,
-    pub created_at: u64,
-    /// When `state` last changed (ms since the epoch).
-    pub state_at: u64,
-    pub version: u64,
-    /// What it runs (its service's spec when it was made).
-    #[serde(default)]
-    pub spec: super::updates::TaskSpec,
-}
-
-impl TaskRecord {
-    /// Docker's task name: `SERVICE.SLOT.ID` (global: `SERVICE.NODEID.ID`).
-    pub fn name(&self) -> String {
-        let slot = if self.slot == 0 {
-            self.node_id.clone().unwrap_or_default()
-        } else {
-            self.slot.to_string()
-        };
-        format!("{}.{}.{}", self.service_name, slot, self.id)
-    }
-
-    /// `web.1` (or `web.NODEID` for global tasks), as `service ps` shows.
-    pub fn short_name(&self) -> String {
-        if self.slot == 0 {
-            format!(
-                "{}.{}",
-                self.service_name,
-                self.node_id.clone().unwrap_or_default()
-            )
-        } else {
-            format!("{}.{}", self.service_name, self.slot)
-        }
-    }
-}
-
-/// A new task the orchestrator asks for (addresses are allocated when the
-/// command is applied).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewTask {
-    pub id: String,
-    pub service_id: String,
-    pub slot: u64,
-    pub node_id: Option<String>,
-    /// Why it has no node, if it has none.
-    pub err: Option<String>,
-}
-
-/// A node's report of one of its tasks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskReport {
-    pub id: String,
-    pub state: TaskState,
-    pub err: Option<String>,
-    pub exit_code: Option<i32>,
-}
 
 impl ClusterState {
     /// Applies a task command (see `ClusterState::apply`).
@@ -123,10 +19,10 @@ impl ClusterState {
             Command::TaskCreate { tasks, now } => self.create_tasks(index, tasks, now),
             Command::TaskAssign { id, node_id, now } => {
                 let Some(mut t) = self.tasks.get(&id).cloned() else {
-                    return err(format!("no such task: {id}"));
+                    return err(WireError::not_found(format!("no such task: {id}")));
                 };
                 if t.state != TaskState::Pending {
-                    return err(format!("task {id} is not pending"));
+                    return err(WireError::conflict(format!("task {id} is not pending")));
                 }
                 let nets: Vec<String> = t.networks.iter().map(|a| a.network_id.clone()).collect();
                 let mut changes = self.ensure_lb_addrs(&node_id, &nets);
@@ -239,7 +135,7 @@ impl ClusterState {
             let mut networks = vec![];
             for nid in &s.network_ids {
                 let Some(net) = self.networks.get(nid) else {
-                    return err(format!("network {nid} not found"));
+                    return err(WireError::not_found(format!("network {nid} not found")));
                 };
                 let subnet = net.subnet;
                 let (used, from) = pools
@@ -258,7 +154,11 @@ impl ClusterState {
                             addr,
                         })
                     }
-                    None => return err(format!("network {nid} has no free address")),
+                    None => {
+                        return err(WireError::conflict(format!(
+                            "network {nid} has no free address"
+                        )))
+                    }
                 }
             }
             let nt_node = nt.node_id.clone();
@@ -280,7 +180,7 @@ impl ClusterState {
                 created_at: now,
                 state_at: now,
                 version: index,
-                spec: super::updates::TaskSpec::of(&s.spec),
+                spec: crate::wire::TaskSpec::of(&s.spec),
             };
             changes.push(put(format!("task/{}", t.id), &t));
             self.tasks.insert(t.id.clone(), t);
@@ -292,54 +192,6 @@ impl ClusterState {
         }
         (CommandResult::Ok, changes)
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_order_and_words() {
-        assert!(TaskState::Running < TaskState::Complete);
-        assert!(TaskState::Failed.is_terminal() && !TaskState::Running.is_terminal());
-        assert_eq!(
-            serde_json::to_string(&TaskState::Running).unwrap(),
-            "\"running\""
-        );
-    }
-}
-
-/// A network as a node needs it to attach a task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AssignedNet {
-    pub name: String,
-    pub vni: u32,
-    pub subnet: ipnet::Ipv4Net,
-    pub gateway: Ipv4Addr,
-    pub addr: Ipv4Addr,
-    pub aliases: Vec<String>,
-    /// The service's VIP on this network.
-    pub vip: Option<Ipv4Addr>,
-    /// This node's balancer address on the network (IPVS mode).
-    #[serde(default)]
-    pub lb_addr: Option<Ipv4Addr>,
-}
-
-/// What a node is told about one of its tasks at each heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Assignment {
-    pub task: TaskRecord,
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub stop_grace_ms: u64,
-    pub networks: Vec<AssignedNet>,
-    #[serde(default)]
-    pub health: Option<super::services::HealthSpec>,
-    /// Ports the service publishes in host mode: on this node, straight to
-    /// this task.
-    #[serde(default)]
-    pub host_ports: Vec<super::services::PortSpec>,
 }
 
 impl super::state::ClusterState {
@@ -395,7 +247,7 @@ impl super::state::ClusterState {
                             s.spec
                                 .ports
                                 .iter()
-                                .filter(|p| p.mode == super::services::PublishMode::Host)
+                                .filter(|p| p.mode == crate::wire::PublishMode::Host)
                                 .cloned()
                                 .collect()
                         })

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 use serde_yaml_ng::Value;
 
 use super::compose::{ComposeFile, External, KeyValues, Port, UpdateConfig, Words};
-use crate::raft::networks::NetworkSpec;
-use crate::raft::services::{
+use crate::wire::NetworkSpec;
+use crate::wire::{
     EndpointMode, HealthSpec, Mode, NetAttach, PortSpec, Protocol, PublishMode, RestartCondition,
     RestartPolicy, ServiceSpec,
 };
-use crate::raft::updates::{FailureAction, UpdateOrder, UpdatePolicy};
+use crate::wire::{FailureAction, UpdateOrder, UpdatePolicy};
 
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 

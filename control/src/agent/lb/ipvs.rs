@@ -18,15 +18,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use shoal_dataplane::ebpf::{EpValue, EP_F_LOCAL};
-use shoal_dataplane::ipvs::{Ipvs, IpvsService};
+use shoal_dataplane::ipvs::Ipvs;
 use shoal_dataplane::netlink::{self, parse_mac, Netlink};
 use shoal_dataplane::netns::NetNs;
 use tracing::{info, warn};
 
 use super::{Ctx, Desired};
-use crate::api::{Endpoint, EndpointCreate};
+use crate::wire::IpvsNsView;
+use crate::wire::{Endpoint, EndpointCreate};
 
 /// The balancing endpoint of a network.
 pub fn endpoint_name(network: &str) -> String {
@@ -52,15 +52,6 @@ struct LbNs {
     vips: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
     /// The VIP set the nftables rules were last written for (None: never).
     ruled: Option<BTreeSet<Ipv4Addr>>,
-}
-
-/// A balancing namespace in `debug lb`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IpvsNsView {
-    pub vni: u32,
-    pub endpoint: String,
-    pub lb_addr: Ipv4Addr,
-    pub services: Vec<IpvsService>,
 }
 
 #[derive(Default)]

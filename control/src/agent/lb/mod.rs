@@ -11,22 +11,11 @@ pub mod ipvs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use shoal_dataplane::overlay::Maps;
 
 use super::dns::Rec;
-use crate::api::Endpoint;
-
-/// `shoal daemon --lb`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LbMode {
-    /// eBPF (the kernel may lack IPVS; eBPF is always there).
-    #[default]
-    Auto,
-    Ebpf,
-    Ipvs,
-}
+use crate::wire::Endpoint;
+use crate::wire::{LbMode, LbReport};
 
 pub type Desired = BTreeMap<(u32, Ipv4Addr), BTreeSet<Ipv4Addr>>;
 
@@ -44,18 +33,6 @@ pub fn desired<'a>(recs: impl Iterator<Item = Rec<'a>>, joined: &BTreeSet<u32>) 
         }
     }
     d
-}
-
-/// `GET /v1/debug/lb`: which balancer, and IPVS's tables when it is IPVS
-/// (the eBPF balancer's maps are read from their pins directly).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LbReport {
-    pub mode: LbMode,
-    #[serde(default)]
-    pub ipvs: Vec<ipvs::IpvsNsView>,
-    /// Published ports relayed for the node's own processes.
-    #[serde(default)]
-    pub local: Vec<super::mesh_local::LocalPort>,
 }
 
 impl Lb {
@@ -157,7 +134,7 @@ impl Balancer for Lb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gossip::table::SvcRecord;
+    use crate::wire::SvcRecord;
 
     fn rec(vip: Option<Ipv4Addr>, health: &str) -> SvcRecord {
         SvcRecord {

@@ -5,30 +5,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 
 use crate::agent::Agent;
-use crate::raft::flows::{FlowAsk, FlowQuery, FlowRecord};
-use crate::raft::manager::LeaderOp;
-use crate::raft::state::NodeState;
+use crate::wire::FlowsPage;
+use crate::wire::LeaderOp;
+use crate::wire::NodeState;
+use crate::wire::{FlowAsk, FlowQuery};
 
 /// How long the answers are waited for (a node answers within two of its
 /// 500 ms heartbeats).
 const ANSWER_WAIT: Duration = Duration::from_secs(3);
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct FlowsPage {
-    /// Every node's matching flows, oldest first.
-    pub flows: Vec<FlowRecord>,
-    /// Nodes that did not answer: `NODE (why)`.
-    pub silent: Vec<String>,
-    /// Per node that answered: flows its log has let go (it keeps the
-    /// newest), so a reader knows older history is incomplete.
-    pub evicted: BTreeMap<String, u64>,
-    /// Nodes that keep no flow log.
-    pub off: Vec<String>,
-}
 
 impl Agent {
     pub async fn cluster_flows(&self, q: FlowQuery) -> Result<FlowsPage> {
@@ -36,7 +23,7 @@ impl Agent {
         let st = m.state();
         if let Some(s) = &q.service {
             if st.service_by_key(s).is_none() {
-                bail!("service {s} not found");
+                crate::fail!(NotFound, "service {s} not found");
             }
         }
         let mut page = FlowsPage::default();

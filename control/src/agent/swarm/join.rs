@@ -9,57 +9,31 @@
 //! then starts its Raft member with that certificate and asks the leader,
 //! now authenticated, to add it as a voter.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use hyper::Method;
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::{new_id, new_raft_id, Membership};
 use crate::agent::Agent;
-use crate::api::{SwarmInit, SwarmInitReply};
 use crate::control_port::client::{call, request};
 use crate::control_port::tls::{pinned_client, Identity};
 use crate::pki::{digest_of_pem, ClusterCa, JoinToken};
-use crate::raft::manager::{to_leader, LeaderOp};
-use crate::raft::networks::{AddrPool, NetworkSpec, INGRESS_SUBNET};
-use crate::raft::state::{
-    Availability, ClusterInfo, ClusterState, Command, CommandResult, NodeRecord, NodeState, Role,
-};
-
-/// `POST /swarm/join` on a manager's control port.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub token: String,
-    pub hostname: String,
-    pub addr: Ipv4Addr,
-    /// The Raft id this node will run if the token makes it a manager.
-    pub raft_id: u64,
-    pub control_addr: SocketAddr,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JoinReply {
-    pub node_id: String,
-    pub role: Role,
-    pub cert_pem: String,
-    pub key_pem: String,
-    /// Control addresses of the managers.
-    pub managers: Vec<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CertReply {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
+use crate::raft::manager::to_leader;
+use crate::raft::networks::INGRESS_SUBNET;
+use crate::raft::state::ClusterState;
+use crate::wire::LeaderOp;
+use crate::wire::{AddrPool, NetworkSpec};
+use crate::wire::{Availability, ClusterInfo, Command, CommandResult, NodeRecord, NodeState, Role};
+use crate::wire::{JoinReply, JoinRequest};
+use crate::wire::{SwarmInit, SwarmInitReply};
 
 pub fn expect_ok(r: CommandResult) -> Result<()> {
     match r {
-        CommandResult::Error(e) => bail!("{e}"),
+        CommandResult::Error(e) => Err(e.into()),
         _ => Ok(()),
     }
 }
@@ -68,7 +42,7 @@ fn cluster_ca(st: &ClusterState) -> Result<ClusterCa> {
     let c = st
         .cluster
         .as_ref()
-        .context("the swarm is not initialised")?;
+        .ok_or_else(|| crate::wire_err!(Unavailable, "the swarm is not initialised"))?;
     ClusterCa::from_pem(&c.cluster_id, &c.ca_cert_pem, &c.ca_key_pem)
 }
 
@@ -96,7 +70,7 @@ impl Agent {
     pub async fn swarm_init(self: &Arc<Self>, req: SwarmInit) -> Result<SwarmInitReply> {
         let mut swarm = self.swarm.lock().await;
         if swarm.is_some() {
-            bail!("this node is already part of a swarm");
+            crate::fail!(Conflict, "this node is already part of a swarm");
         }
         let pool = AddrPool {
             base: req
@@ -106,7 +80,8 @@ impl Agent {
             mask_len: req.default_addr_pool_mask_length.unwrap_or(24),
         };
         if pool.mask_len < pool.base.prefix_len() || pool.mask_len > 29 {
-            bail!(
+            crate::fail!(
+                Invalid,
                 "--default-addr-pool-mask-length {} does not fit the pool {} (between /{} and /29)",
                 pool.mask_len,
                 pool.base,
@@ -115,7 +90,7 @@ impl Agent {
         }
         let data_path_port = req.data_path_port.unwrap_or(4789);
         if data_path_port < 1024 {
-            bail!("--data-path-port must be 1024-65535");
+            crate::fail!(Invalid, "--data-path-port must be 1024-65535");
         }
         let addr = req.advertise_addr.unwrap_or(self.info.vtep);
         let control_addr = SocketAddr::new(addr.into(), self.control_port);
@@ -174,7 +149,7 @@ impl Agent {
                 .write(Command::NetworkCreate {
                     id: new_id(),
                     spec: ingress,
-                    now: crate::now_ms(),
+                    now: crate::clock::now_ms(),
                 })
                 .await?,
         )?;
@@ -204,24 +179,25 @@ impl Agent {
         let cluster = st
             .cluster
             .as_ref()
-            .context("the swarm is not initialised")?;
+            .ok_or_else(|| crate::wire_err!(Unavailable, "the swarm is not initialised"))?;
         let ca = cluster_ca(&st)?;
         let presented = JoinToken::parse(&req.token)?;
         if presented.ca_digest != ca.digest() {
-            bail!("the join token is for another swarm");
+            crate::fail!(Forbidden, "the join token is for another swarm");
         }
         let role = if presented.secret_matches(&JoinToken::parse(&cluster.worker_token)?) {
             Role::Worker
         } else if presented.secret_matches(&JoinToken::parse(&cluster.manager_token)?) {
             Role::Manager
         } else {
-            bail!("invalid join token");
+            crate::fail!(Forbidden, "invalid join token");
         };
         // A node that left (down) may come back under a new id, as in
         // Docker; a live one may not join twice.
         if let Some(n) = st.nodes.values().find(|n| n.addr == req.addr) {
             if n.state != NodeState::Down || n.role == Role::Manager {
-                bail!(
+                crate::fail!(
+                    Conflict,
                     "a node with address {} is already in the swarm ({})",
                     req.addr,
                     n.hostname
@@ -256,29 +232,35 @@ impl Agent {
     pub async fn swarm_join(self: &Arc<Self>, token: &str, remote: &str) -> Result<JoinReply> {
         let mut swarm = self.swarm.lock().await;
         if swarm.is_some() {
-            bail!("this node is already part of a swarm");
+            crate::fail!(Conflict, "this node is already part of a swarm");
         }
         let t = JoinToken::parse(token)?;
         if remote.parse::<SocketAddr>().is_err() {
-            bail!("bad manager address {remote:?} (want IP:PORT, e.g. 198.18.0.1:2377)");
+            crate::fail!(
+                Invalid,
+                "bad manager address {remote:?} (want IP:PORT, e.g. 198.18.0.1:2377)"
+            );
         }
         let pinned = pinned_client(&t.ca_digest)?;
         let ttl = Duration::from_secs(20);
         let (status, ca) = request(&pinned, remote, Method::GET, "/swarm/ca", vec![], ttl)
             .await
             .map_err(|f| {
-                if f.msg.contains("join token's digest") {
-                    anyhow!("the manager at {remote} does not hold the CA this token pins (refused in the TLS handshake); refusing to join")
+                if f.pin_mismatch {
+                    anyhow!(crate::wire::WireError::forbidden(format!("the manager at {remote} does not hold the CA this token pins (refused in the TLS handshake); refusing to join")))
                 } else {
-                    anyhow!("{}", f.msg)
+                    anyhow!(f.into_wire())
                 }
             })?;
         if !status.is_success() {
-            bail!("{remote} is not a swarm manager");
+            crate::fail!(Unavailable, "{remote} is not a swarm manager");
         }
         let ca = String::from_utf8_lossy(&ca).into_owned();
         if digest_of_pem(&ca)? != t.ca_digest {
-            bail!("the manager at {remote} does not hold the CA this token pins; refusing to join");
+            crate::fail!(
+                Forbidden,
+                "the manager at {remote} does not hold the CA this token pins; refusing to join"
+            );
         }
         let control_addr = SocketAddr::new(self.info.vtep.into(), self.control_port);
         let raft_id = new_raft_id();

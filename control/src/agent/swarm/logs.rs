@@ -7,42 +7,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
 
 use crate::agent::Agent;
-use crate::raft::logs::{LogAsk, LogCursor};
-use crate::raft::manager::LeaderOp;
-use crate::raft::state::NodeState;
-use crate::raft::tasks::TaskRecord;
+use crate::wire::LeaderOp;
+use crate::wire::LogAsk;
+use crate::wire::NodeState;
+use crate::wire::TaskRecord;
+use crate::wire::{LogsPage, LogsQuery};
 
 /// How long a page waits for the nodes' answers.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
-
-/// One page of a service's logs.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct LogsQuery {
-    /// Last N lines of each task without a cursor (0: all).
-    #[serde(default)]
-    pub tail: u64,
-    #[serde(default)]
-    pub timestamps: bool,
-    /// Per task id: where the previous page ended.
-    #[serde(default)]
-    pub cursors: BTreeMap<String, LogCursor>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct LogsPage {
-    /// `NAME@NODE    | line` (timestamp first with `timestamps`), Docker's
-    /// shape, in task order.
-    pub lines: Vec<String>,
-    pub cursors: BTreeMap<String, LogCursor>,
-    /// Some answer was cut at its size limit: ask again at once.
-    pub more: bool,
-    /// Tasks whose node did not answer: `NAME@NODE (why)`.
-    pub silent: Vec<String>,
-}
 
 impl Agent {
     pub async fn service_logs(&self, key: &str, q: LogsQuery) -> Result<LogsPage> {
@@ -50,7 +25,7 @@ impl Agent {
         let st = m.state();
         let s = st
             .service_by_key(key)
-            .with_context(|| format!("service {key} not found"))?;
+            .ok_or_else(|| crate::wire_err!(NotFound, "service {key} not found"))?;
         let mut tasks: Vec<&TaskRecord> = st
             .tasks
             .values()

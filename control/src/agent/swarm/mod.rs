@@ -7,12 +7,10 @@
 //! 2377); workers only call it. Every change goes through
 //! `Manager::leader_op`, which forwards to the leader when needed.
 
+mod docker_views;
 mod flows;
 mod join;
 mod logs;
-pub use flows::FlowsPage;
-pub use logs::{LogsPage, LogsQuery};
-pub use services::SpecAt;
 mod nodes;
 mod services;
 mod session;
@@ -34,29 +32,11 @@ use tokio_rustls::rustls::ClientConfig;
 use tracing::info;
 
 use super::Agent;
-use crate::api::ApiError;
 use crate::control_port::tls::{Identity, PeerId};
-use crate::raft::manager::{LeaderOp, Manager};
-use crate::raft::state::{RaftId, Role};
-
-pub use join::JoinRequest;
-
-/// A node's heartbeat body: how its tasks are doing.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SessionRequest {
-    #[serde(default)]
-    pub reports: Vec<crate::raft::tasks::TaskReport>,
-    /// Answers to the log asks of the previous reply.
-    #[serde(default)]
-    pub logs: Vec<crate::raft::logs::LogLines>,
-    /// Answers to the flow asks of the previous reply.
-    #[serde(default)]
-    pub flows: Vec<crate::raft::flows::FlowAnswer>,
-}
-
-/// The text a manager uses for a node that is no longer in the swarm; the
-/// node's session leaves on it.
-pub const REMOVED: &str = "was removed from the swarm";
+use crate::raft::manager::Manager;
+use crate::wire::LeaderOp;
+use crate::wire::{ErrorKind, WireError, REMOVED};
+use crate::wire::{RaftId, Role};
 
 /// What a node remembers of its swarm membership (DATA_DIR/swarm.json).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,6 +75,7 @@ pub struct Swarm {
 }
 
 pub use crate::raft::state::new_id;
+use crate::wire::SessionRequest;
 
 fn new_raft_id() -> RaftId {
     rand::rng().random_range(1..u64::MAX)
@@ -106,12 +87,8 @@ impl Agent {
     async fn manager(&self) -> Result<(Arc<Manager>, Membership)> {
         let swarm = self.swarm.lock().await;
         // Docker's wording, which operators grep for.
-        let s = swarm.as_ref().context(
-            "this node is not a swarm manager: use `shoal swarm init` or `shoal swarm join` to connect it to a swarm",
-        )?;
-        let m = s.manager.clone().context(
-            "this node is not a swarm manager: worker nodes can't be used to view or modify cluster state; run this on a manager node or promote this node",
-        )?;
+        let s = swarm.as_ref().ok_or_else(|| crate::wire_err!(Unavailable, "this node is not a swarm manager: use `shoal swarm init` or `shoal swarm join` to connect it to a swarm"))?;
+        let m = s.manager.clone().ok_or_else(|| crate::wire_err!(Unavailable, "this node is not a swarm manager: worker nodes can't be used to view or modify cluster state; run this on a manager node or promote this node"))?;
         Ok((m, s.membership.clone()))
     }
 
@@ -203,14 +180,16 @@ fn control_router(agent: &Arc<Agent>) -> Router {
         .with_state(agent.clone())
 }
 
+/// An error answer on the control port. `status` is for an untyped
+/// failure; a typed one keeps its kind (a node no longer in the swarm gets
+/// 410 Gone, and its session leaves on it).
 fn refusal(status: StatusCode, e: anyhow::Error) -> Response {
-    let error = format!("{e:#}");
-    let status = if error.contains(REMOVED) {
-        StatusCode::GONE
-    } else {
-        status
+    let kind = WireError::kind_of(e.as_ref());
+    let status = match kind {
+        ErrorKind::Internal => status,
+        k => StatusCode::from_u16(k.http_status()).unwrap_or(status),
     };
-    (status, Json(ApiError { error })).into_response()
+    (status, Json(WireError::new(kind, format!("{e:#}")))).into_response()
 }
 
 async fn ca_pem(State(a): State<Arc<Agent>>) -> Response {
@@ -220,7 +199,10 @@ async fn ca_pem(State(a): State<Arc<Agent>>) -> Response {
     }
 }
 
-async fn join_handler(State(a): State<Arc<Agent>>, Json(req): Json<JoinRequest>) -> Response {
+async fn join_handler(
+    State(a): State<Arc<Agent>>,
+    Json(req): Json<crate::wire::JoinRequest>,
+) -> Response {
     match a.admit(req).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => refusal(StatusCode::BAD_REQUEST, e),
@@ -265,12 +247,12 @@ async fn cert_handler(State(a): State<Arc<Agent>>, Extension(peer): Extension<Pe
         let node = st
             .nodes
             .get(&peer.node_id)
-            .with_context(|| format!("node {} {REMOVED}", peer.node_id))?;
+            .ok_or_else(|| WireError::gone(format!("node {} {REMOVED}", peer.node_id)))?;
         join::issue_for(&st, node)
     }
     .await;
     match res {
-        Ok(id) => Json(join::CertReply {
+        Ok(id) => Json(crate::wire::CertReply {
             cert_pem: id.cert_pem,
             key_pem: id.key_pem,
         })

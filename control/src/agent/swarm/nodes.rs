@@ -4,15 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::join::expect_ok;
 use super::new_raft_id;
 use crate::agent::Agent;
-use crate::api::{JoinTokenReply, NodeView};
 use crate::pki::{ClusterCa, JoinToken};
-use crate::raft::manager::{LeaderOp, Manager};
-use crate::raft::state::{Availability, Command, NodeRecord, NodeState, RaftId, Role};
+use crate::raft::manager::Manager;
+use crate::wire::LeaderOp;
+use crate::wire::{Availability, Command, NodeRecord, NodeState, RaftId, Role};
+use crate::wire::{JoinTokenReply, NodeView};
 
 fn state_word(s: NodeState) -> &'static str {
     match s {
@@ -47,7 +48,7 @@ impl Agent {
     pub async fn join_token(&self, role: Role, rotate: bool) -> Result<JoinTokenReply> {
         let (m, ms) = self.manager().await?;
         let Some(cluster) = m.state().cluster else {
-            bail!("the swarm is not initialised yet");
+            crate::fail!(Unavailable, "the swarm is not initialised yet");
         };
         let mut token = match role {
             Role::Worker => cluster.worker_token,
@@ -110,8 +111,12 @@ impl Agent {
             .collect();
         match hits.as_slice() {
             [n] => Ok((*n).clone()),
-            [] => bail!("no such node: {key}"),
-            _ => bail!("node {key} is ambiguous (matches {} nodes)", hits.len()),
+            [] => crate::fail!(NotFound, "no such node: {key}"),
+            _ => crate::fail!(
+                Invalid,
+                "node {key} is ambiguous (matches {} nodes)",
+                hits.len()
+            ),
         }
     }
 
@@ -152,7 +157,7 @@ impl Agent {
         let n = Self::find_node(&m, key)?;
         for k in labels_add.keys().chain(labels_rm.iter()) {
             if k.is_empty() || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bail!("bad label key {k:?}");
+                crate::fail!(Invalid, "bad label key {k:?}");
             }
         }
         let cmd = Command::NodeUpdate {
@@ -173,13 +178,15 @@ impl Agent {
         let (m, _) = self.manager().await?;
         let n = Self::find_node(&m, key)?;
         if n.role == Role::Manager {
-            bail!(
+            crate::fail!(
+                Conflict,
                 "node {} is a manager; demote it before removing it",
                 n.hostname
             );
         }
         if n.state == NodeState::Ready && !force {
-            bail!(
+            crate::fail!(
+                Conflict,
                 "node {} is not down and can't be removed (use --force)",
                 n.hostname
             );
@@ -194,7 +201,7 @@ impl Agent {
         let (m, _) = self.manager().await?;
         let n = Self::find_node(&m, key)?;
         if n.role == Role::Manager {
-            bail!("node {} is already a manager", n.hostname);
+            crate::fail!(Conflict, "node {} is already a manager", n.hostname);
         }
         let cmd = Command::NodeSetRole {
             id: n.id.clone(),
@@ -211,7 +218,7 @@ impl Agent {
         let (m, _) = self.manager().await?;
         let n = Self::find_node(&m, key)?;
         if n.role == Role::Worker {
-            bail!("node {} is already a worker", n.hostname);
+            crate::fail!(Conflict, "node {} is already a worker", n.hostname);
         }
         let managers = m
             .state()
@@ -220,7 +227,7 @@ impl Agent {
             .filter(|n| n.role == Role::Manager)
             .count();
         if managers <= 1 {
-            bail!("cannot demote the last manager of the swarm");
+            crate::fail!(Conflict, "cannot demote the last manager of the swarm");
         }
         if let Some(raft_id) = n.raft_id {
             m.leader_op(LeaderOp::RemoveVoter { raft_id }).await?;

@@ -12,14 +12,18 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, info, warn};
 
-use super::join::{issue_for, CertReply};
-use super::{Membership, SessionRequest, REMOVED};
+use super::join::issue_for;
+use super::Membership;
 use crate::agent::Agent;
 use crate::control_port::client::call;
 use crate::control_port::tls::Identity;
 use crate::raft::liveness::HEARTBEAT;
-use crate::raft::manager::{to_leader, LeaderOp, SessionReply};
-use crate::raft::state::Role;
+use crate::raft::manager::to_leader;
+use crate::wire::CertReply;
+use crate::wire::Role;
+use crate::wire::SessionRequest;
+use crate::wire::{ErrorKind, WireError};
+use crate::wire::{LeaderOp, SessionReply};
 
 impl Agent {
     pub(super) fn spawn_session(self: &Arc<Self>, generation: u64) {
@@ -55,23 +59,27 @@ impl Agent {
                     flows: self.flows.take_answers(),
                 })
                 .await
-                .map_err(|e| format!("{e:#}"))
-                .and_then(|r| r.session.ok_or_else(|| "no session in reply".into())),
-            None => Err(String::new()),
+                .map_err(|e| WireError::new(WireError::kind_of(e.as_ref()), format!("{e:#}")))
+                .and_then(|r| {
+                    r.session
+                        .ok_or_else(|| WireError::internal("no session in reply"))
+                }),
+            None => Err(WireError::unavailable("not a manager")),
         };
         let reply = match local {
             Ok(s) => Ok(s),
-            Err(e) if e.contains(REMOVED) => Err(e),
+            Err(e) if e.kind == ErrorKind::Gone => Err(e),
             Err(_) => self.session_remote(&tls, &ms).await,
         };
         match reply {
             Ok(s) => self.follow_session(s).await,
-            Err(e) if e.contains(REMOVED) => {
+            // Only a node no longer in the swarm is refused its session.
+            Err(e) if e.kind == ErrorKind::Gone => {
                 warn!("{e}; leaving the swarm");
                 self.leave_locally().await;
                 Ok(())
             }
-            Err(e) => Err(anyhow!(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -83,8 +91,8 @@ impl Agent {
         &self,
         tls: &Arc<ClientConfig>,
         ms: &Membership,
-    ) -> Result<SessionReply, String> {
-        let mut last = String::from("no managers known");
+    ) -> Result<SessionReply, WireError> {
+        let mut last = WireError::unavailable("no managers known");
         let mut tried: Vec<String> = vec![ms.control_addr.to_string()];
         let known = ms.managers.clone();
         let others: Vec<String> = self
@@ -109,8 +117,10 @@ impl Agent {
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
-                    Err(f) if f.status == Some(410) => return Err(f.msg),
-                    Err(f) => last = f.msg,
+                    Err(f) => match f.into_wire() {
+                        e if e.kind == ErrorKind::Gone => return Err(e),
+                        e => last = e,
+                    },
                 }
             }
         }
@@ -218,13 +228,16 @@ impl Agent {
     pub async fn swarm_leave(&self, force: bool) -> Result<()> {
         let (manager, ms) = {
             let g = self.swarm.lock().await;
-            let s = g.as_ref().context("this node is not part of a swarm")?;
+            let s = g
+                .as_ref()
+                .ok_or_else(|| crate::wire_err!(Unavailable, "this node is not part of a swarm"))?;
             (s.manager.clone(), s.membership.clone())
         };
         if let Some(m) = manager {
             let voters = m.voters().len();
             if !force {
-                bail!(
+                crate::fail!(
+                    Conflict,
                     "this node is a manager: leaving leaves {} of {} managers{}; demote it first, or use --force",
                     voters.saturating_sub(1),
                     voters,

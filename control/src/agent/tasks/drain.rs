@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::{process, Local};
 use crate::gossip::PeerAck;
-use crate::raft::tasks::TaskState;
+use crate::wire::TaskState;
 
 /// The shortest drain: connections a node balanced to the task just
 /// before applying the stop are still being set up.

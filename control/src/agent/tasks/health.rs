@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{begin_stop, process, Agent};
-use crate::raft::services::HealthSpec;
-use crate::raft::tasks::TaskState;
+use crate::wire::HealthSpec;
+use crate::wire::TaskState;
 
 /// Health-check bookkeeping of one task.
 #[derive(Default)]

@@ -17,7 +17,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::raft::logs::{LogAsk, LogCursor, LogLines};
+use crate::wire::{LogAsk, LogCursor, LogLines};
 
 /// A task log is rotated past this size; at most twice this on disk.
 pub const LOG_MAX_BYTES: u64 = 10 << 20;

@@ -5,7 +5,7 @@ use tracing::info;
 
 use super::logfile::{self, rotate, LOG_MAX_BYTES};
 use super::Agent;
-use crate::raft::logs::{LogAsk, LogLines};
+use crate::wire::{LogAsk, LogLines};
 
 impl Agent {
     /// Reads the asked tails of local task logs for the next heartbeat.
@@ -13,7 +13,7 @@ impl Agent {
         if asks.is_empty() {
             return;
         }
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         let answers: Vec<LogLines> = asks
             .iter()
             .map(|a| {
@@ -48,7 +48,7 @@ impl Agent {
             .values()
             .map(|l| (l.a.task.id.clone(), l.state.is_terminal()))
             .collect();
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         let mut seen = self.tasks.log_seen.lock().expect("logs lock");
         seen.retain(|id, _| ids.iter().any(|(i, _)| i == id));
         for (id, ended) in ids {

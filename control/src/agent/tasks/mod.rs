@@ -29,10 +29,11 @@ use shoal_dataplane::netns::NetNs;
 use tracing::{info, warn};
 
 use super::Agent;
-use crate::api::{EndpointCreate, NetworkCreate};
-use crate::gossip::table::SvcRecord;
-use crate::raft::logs::LogLines;
-use crate::raft::tasks::{Assignment, DesiredState, TaskReport, TaskState};
+use crate::wire::LocalTask;
+use crate::wire::LogLines;
+use crate::wire::SvcRecord;
+use crate::wire::{Assignment, DesiredState, TaskReport, TaskState};
+use crate::wire::{EndpointCreate, NetworkCreate};
 use drain::begin_stop;
 use health::Health;
 
@@ -56,17 +57,6 @@ struct Local {
     stop_announced: bool,
     cleaned: bool,
     health: Health,
-}
-
-/// A task as this node runs it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct LocalTask {
-    pub id: String,
-    pub name: String,
-    pub short_name: String,
-    pub state: TaskState,
-    pub pid: Option<u32>,
-    pub netns: String,
 }
 
 #[derive(Default)]

@@ -103,17 +103,17 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
             }
         }
         ServiceCmd::Update(u) => {
-            let at: crate::agent::SpecAt =
+            let at: crate::wire::SpecAt =
                 rt.block_on(client.get(&format!("/v1/services/{}/spec", u.service)))?;
             let req = if u.rollback {
-                crate::agent::SpecAt {
+                crate::wire::SpecAt {
                     version: at.version,
                     spec: None,
                     rollback: true,
                 }
             } else {
                 let old = at.spec.context("the manager sent no spec")?;
-                crate::agent::SpecAt {
+                crate::wire::SpecAt {
                     version: at.version,
                     spec: Some(update::edit(&old, &u)?),
                     rollback: false,
@@ -122,7 +122,7 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
             send_update(&rt, &client, &u.service, &req, at.version, u.detach)?;
         }
         ServiceCmd::Rollback { service, detach } => {
-            let req = crate::agent::SpecAt {
+            let req = crate::wire::SpecAt {
                 version: 0,
                 spec: None,
                 rollback: true,
@@ -250,7 +250,7 @@ fn send_update(
     rt: &tokio::runtime::Runtime,
     client: &Client,
     service: &str,
-    req: &crate::agent::SpecAt,
+    req: &crate::wire::SpecAt,
     read_version: u64,
     detach: bool,
 ) -> anyhow::Result<()> {

@@ -4,8 +4,8 @@
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 
-use crate::raft::services::ServiceSpec;
-use crate::raft::updates::{FailureAction, UpdateOrder, UpdatePolicy};
+use crate::wire::ServiceSpec;
+use crate::wire::{FailureAction, UpdateOrder, UpdatePolicy};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FailureArg {

@@ -9,7 +9,7 @@ use crate::api::client::Client;
 
 /// "5 seconds ago", as Docker words it.
 pub(super) fn ago(ms: u64) -> String {
-    let s = crate::now_ms().saturating_sub(ms) / 1000;
+    let s = crate::clock::now_ms().saturating_sub(ms) / 1000;
     match s {
         0 => "Less than a second ago".into(),
         1 => "1 second ago".into(),
@@ -126,14 +126,14 @@ pub(super) fn logs(
     timestamps: bool,
 ) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut q = crate::agent::LogsQuery {
+    let mut q = crate::wire::LogsQuery {
         tail,
         timestamps,
         cursors: Default::default(),
     };
     let mut told = std::collections::BTreeSet::new();
     loop {
-        let page: crate::agent::LogsPage =
+        let page: crate::wire::LogsPage =
             rt.block_on(client.post(&format!("/v1/services/{service}/logs"), &q))?;
         let mut out = std::io::stdout().lock();
         for l in &page.lines {

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 
 use super::super::network::parse_labels;
 use super::policy::duration_ms;
-use crate::raft::services::{
+use crate::wire::{
     EndpointMode, HealthSpec, Mode, NetAttach, PortSpec, Protocol, PublishMode, RestartCondition,
     RestartPolicy, ServiceSpec,
 };

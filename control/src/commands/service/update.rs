@@ -7,7 +7,7 @@ use super::policy::duration_ms;
 use super::policy::PolicyArgs;
 use super::spec::{parse_network, parse_publish, parse_replicas, RestartArg};
 use crate::commands::network::parse_labels;
-use crate::raft::services::{HealthSpec, Mode, RestartCondition, ServiceSpec};
+use crate::wire::{HealthSpec, Mode, RestartCondition, ServiceSpec};
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct UpdateArgs {
@@ -210,7 +210,7 @@ pub fn edit(old: &ServiceSpec, u: &UpdateArgs) -> anyhow::Result<ServiceSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::updates::{FailureAction, UpdateOrder, UpdatePolicy};
+    use crate::wire::{FailureAction, UpdateOrder, UpdatePolicy};
     use clap::Parser;
 
     #[derive(Parser)]

@@ -1,8 +1,8 @@
 use super::*;
-use crate::raft::networks::NetworkSpec;
-use crate::raft::services::{EndpointMode, RestartPolicy, ServiceSpec};
-use crate::raft::state::{NodeRecord, Role};
-use crate::raft::tasks::TaskReport;
+use crate::wire::NetworkSpec;
+use crate::wire::TaskReport;
+use crate::wire::{EndpointMode, RestartPolicy, ServiceSpec};
+use crate::wire::{NodeRecord, Role};
 
 /// A cluster of `nodes` (the first a manager) with network `appnet`.
 pub(crate) fn cluster(nodes: &[&str]) -> ClusterState {
@@ -46,7 +46,7 @@ fn spec(name: &str, mode: Mode) -> ServiceSpec {
         command: vec!["true".into()],
         env: vec![],
         workdir: None,
-        networks: vec![crate::raft::services::NetAttach {
+        networks: vec![crate::wire::NetAttach {
             target: "appnet".into(),
             aliases: vec![],
         }],
@@ -332,7 +332,7 @@ fn restart_policy_delay_and_attempts() {
 
 #[test]
 fn host_mode_ports_take_one_task_per_node_and_block_other_services() {
-    use crate::raft::services::{PortSpec, Protocol, PublishMode};
+    use crate::wire::{PortSpec, Protocol, PublishMode};
     let mut st = cluster(&["n1", "n2", "n3"]);
     let host = |p: u16| PortSpec {
         published: p,

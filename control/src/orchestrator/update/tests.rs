@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 
 use crate::orchestrator::plan::plan;
-use crate::raft::services::{Mode, ServiceSpec};
-use crate::raft::state::{ClusterState, Command};
-use crate::raft::tasks::{DesiredState, TaskReport, TaskState};
-use crate::raft::updates::{FailureAction, UpdateOrder, UpdateState};
+use crate::raft::state::ClusterState;
+use crate::wire::Command;
+use crate::wire::{DesiredState, TaskReport, TaskState};
+use crate::wire::{FailureAction, UpdateOrder, UpdateState};
+use crate::wire::{Mode, ServiceSpec};
 
 fn cluster() -> ClusterState {
     crate::orchestrator::plan::tests::cluster(&["n1", "n2", "n3"])
@@ -272,7 +273,7 @@ fn mode_and_name_cannot_change_and_bad_ratios_are_refused() {
             },
         );
         assert!(
-            matches!(&r, crate::raft::state::CommandResult::Error(e) if e.contains(needle)),
+            matches!(&r, crate::wire::CommandResult::Error(e) if e.message.contains(needle)),
             "{r:?}"
         );
     }
@@ -288,8 +289,6 @@ fn mode_and_name_cannot_change_and_bad_ratios_are_refused() {
             now: 0,
         },
     );
-    assert!(
-        matches!(r, crate::raft::state::CommandResult::Error(e) if e.contains("out of sequence"))
-    );
+    assert!(matches!(r, crate::wire::CommandResult::Error(e) if e.message.contains("out of sequence")));
     sim.run(100);
 }

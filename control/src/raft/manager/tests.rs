@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::state::{Availability, NodeRecord, NodeState, Role};
 use super::*;
 use crate::pki::ClusterCa;
+use crate::wire::{Availability, NodeRecord, NodeState, Role};
 
 fn identity(ca: &ClusterCa, id: u64) -> Identity {
     let (cert_pem, key_pem) = ca

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio_rustls::rustls::ClientConfig;
 
-use super::state::RaftId;
 use super::TypeConfig;
 use crate::control_port::client::request;
+use crate::wire::RaftId;
 
 /// Makes a client per target; cheap (openraft calls it often).
 #[derive(Clone)]

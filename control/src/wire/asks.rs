@@ -1,6 +1,6 @@
-//! `shoal debug flows` on the wire: the query a manager sends every node
-//! through the session asks (`desk.rs`), and the flows that come back from
-//! each node's flow log (`agent/flows.rs`).
+//! Asks that ride the node sessions (`service logs`, `debug flows`): what managers ask, what nodes answer, and the pages the CLI reads.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,21 +74,74 @@ pub struct FlowAnswer {
     #[serde(default)]
     pub off: bool,
 }
-
-impl super::desk::Numbered for FlowAsk {
-    fn set_id(&mut self, id: u64) {
-        self.id = id;
-    }
+/// Where a reader of a task log stands: the log's rotation generation and
+/// the byte offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub gen: u64,
+    pub offset: u64,
 }
 
-impl super::desk::Numbered for FlowAnswer {
-    fn set_id(&mut self, id: u64) {
-        self.id = id;
-    }
-    fn id(&self) -> u64 {
-        self.id
-    }
+/// "Send task `task_id`'s lines from `from`, or its last `tail` lines
+/// (0: all) without a cursor."
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAsk {
+    #[serde(default)]
+    pub id: u64,
+    pub task_id: String,
+    #[serde(default)]
+    pub tail: u64,
+    #[serde(default)]
+    pub from: Option<LogCursor>,
+    #[serde(default)]
+    pub timestamps: bool,
 }
 
-/// The flow asks waiting for their nodes, and the answers.
-pub type FlowDesk = super::desk::Desk<FlowAsk, FlowAnswer>;
+/// A node's answer to one ask; `cursor` is where the next ask starts,
+/// `more` says the answer was cut at its size limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLines {
+    pub id: u64,
+    pub task_id: String,
+    pub lines: Vec<String>,
+    #[serde(default)]
+    pub cursor: LogCursor,
+    #[serde(default)]
+    pub more: bool,
+}
+/// One page of a service's logs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// Last N lines of each task without a cursor (0: all).
+    #[serde(default)]
+    pub tail: u64,
+    #[serde(default)]
+    pub timestamps: bool,
+    /// Per task id: where the previous page ended.
+    #[serde(default)]
+    pub cursors: BTreeMap<String, LogCursor>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogsPage {
+    /// `NAME@NODE    | line` (timestamp first with `timestamps`), Docker's
+    /// shape, in task order.
+    pub lines: Vec<String>,
+    pub cursors: BTreeMap<String, LogCursor>,
+    /// Some answer was cut at its size limit: ask again at once.
+    pub more: bool,
+    /// Tasks whose node did not answer: `NAME@NODE (why)`.
+    pub silent: Vec<String>,
+}
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FlowsPage {
+    /// Every node's matching flows, oldest first.
+    pub flows: Vec<FlowRecord>,
+    /// Nodes that did not answer: `NODE (why)`.
+    pub silent: Vec<String>,
+    /// Per node that answered: flows its log has let go (it keeps the
+    /// newest), so a reader knows older history is incomplete.
+    pub evicted: BTreeMap<String, u64>,
+    /// Nodes that keep no flow log.
+    pub off: Vec<String>,
+}

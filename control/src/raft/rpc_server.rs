@@ -13,9 +13,11 @@ use openraft::Raft;
 
 use super::leader::execute;
 use super::leader::LeaderMemory;
-use super::manager::{LeaderOp, LeaderReply, OpError, OP_TIMEOUT};
-use super::state::{ClusterState, RaftId};
+use super::manager::OP_TIMEOUT;
+use super::state::ClusterState;
 use super::TypeConfig;
+use crate::wire::RaftId;
+use crate::wire::{LeaderOp, LeaderReply, OpError};
 
 type R = Raft<TypeConfig>;
 

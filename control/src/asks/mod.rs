@@ -70,3 +70,71 @@ impl<A: Numbered, L: Numbered> Desk<A, L> {
             .unwrap_or_default()
     }
 }
+
+use crate::wire::{FlowAnswer, FlowAsk, LogAsk, LogLines};
+
+impl Numbered for FlowAsk {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
+}
+
+impl Numbered for FlowAnswer {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// The flow asks waiting for their nodes, and the answers.
+pub type FlowDesk = Desk<FlowAsk, FlowAnswer>;
+
+impl Numbered for LogAsk {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
+}
+
+impl Numbered for LogLines {
+    fn set_id(&mut self, id: u64) {
+        self.id = id;
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// Log asks waiting for their nodes, and the lines that came back.
+pub type LogDesk = Desk<LogAsk, LogLines>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::LogCursor;
+
+    #[test]
+    fn asks_are_handed_out_once_and_answers_collected() {
+        let d = LogDesk::default();
+        let ask = |t: &str| LogAsk {
+            id: 0,
+            task_id: t.into(),
+            tail: 5,
+            from: None,
+            timestamps: false,
+        };
+        let id = d.ask(vec![("n1".into(), ask("t1")), ("n2".into(), ask("t2"))]);
+        assert_eq!(d.take_for("n1").len(), 1);
+        assert!(d.take_for("n1").is_empty());
+        d.answer(vec![LogLines {
+            id,
+            task_id: "t2".into(),
+            lines: vec!["a".into()],
+            cursor: LogCursor::default(),
+            more: false,
+        }]);
+        assert_eq!(d.collect(id).len(), 1);
+        assert!(d.collect(id).is_empty());
+    }
+}

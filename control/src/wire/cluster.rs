@@ -1,0 +1,185 @@
+//! The cluster's nodes and settings, and the Raft log's commands and results (they cross the control port in Raft's RPCs and in writes forwarded to the leader).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Raft's own id for a manager.
+pub type RaftId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Manager,
+    Worker,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Unknown,
+    Ready,
+    Down,
+}
+
+/// A node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Swarm node id (25 lowercase alphanumerics, like Docker's).
+    pub id: String,
+    /// Raft id, for managers.
+    pub raft_id: Option<RaftId>,
+    pub hostname: String,
+    pub addr: Ipv4Addr,
+    pub role: Role,
+    pub availability: Availability,
+    pub labels: BTreeMap<String, String>,
+    pub state: NodeState,
+    /// Raft log index that last changed this record.
+    pub version: u64,
+}
+
+/// Cluster-wide settings and secrets, created by `swarm init`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub worker_token: String,
+    pub manager_token: String,
+    /// Where network subnets come from.
+    #[serde(default)]
+    pub pool: AddrPool,
+    /// UDP port of the VXLAN data path.
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
+}
+
+fn default_data_path_port() -> u16 {
+    4789
+}
+
+/// A change to the desired state. Tagged, so new commands can be added
+/// without breaking old log entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// Wire and log types, built and moved once each: boxing the big variants
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    ClusterInit {
+        info: ClusterInfo,
+    },
+    TokenRotate {
+        role: Role,
+        token: String,
+    },
+    NodeAdd {
+        node: NodeRecord,
+    },
+    NodeUpdate {
+        id: String,
+        role: Option<Role>,
+        availability: Option<Availability>,
+        #[serde(default)]
+        labels_add: BTreeMap<String, String>,
+        #[serde(default)]
+        labels_rm: Vec<String>,
+    },
+    NodeSetState {
+        id: String,
+        state: NodeState,
+    },
+    /// Promotion (with the Raft id the node will run) or demotion.
+    NodeSetRole {
+        id: String,
+        role: Role,
+        raft_id: Option<RaftId>,
+    },
+    NodeRemove {
+        id: String,
+    },
+    NetworkCreate {
+        id: String,
+        spec: NetworkSpec,
+        now: u64,
+    },
+    NetworkRemove {
+        id: String,
+    },
+    ServiceCreate {
+        id: String,
+        spec: ServiceSpec,
+        now: u64,
+    },
+    ServiceScale {
+        id: String,
+        replicas: u64,
+        now: u64,
+    },
+    ServiceRemove {
+        id: String,
+    },
+    /// A new spec (or, with `rollback`, the previous one); `version`: the
+    /// service's version the spec was made from (0: any).
+    ServiceUpdate {
+        id: String,
+        spec: Option<ServiceSpec>,
+        version: u64,
+        rollback: bool,
+        now: u64,
+    },
+    /// The updater's verdicts: paused, completed, rolled back by itself.
+    ServiceUpdateStatus {
+        id: String,
+        version: u64,
+        status: UpdateStatus,
+        rollback: bool,
+    },
+    TaskCreate {
+        tasks: Vec<NewTask>,
+        now: u64,
+    },
+    TaskAssign {
+        id: String,
+        node_id: String,
+        now: u64,
+    },
+    TaskDesired {
+        ids: Vec<String>,
+        desired: DesiredState,
+    },
+    TaskReports {
+        reports: Vec<TaskReport>,
+        now: u64,
+    },
+    TaskRemove {
+        ids: Vec<String>,
+    },
+}
+
+/// What applying a command gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+// Wire and log types, built and moved once each: boxing the big variants
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandResult {
+    #[default]
+    Ok,
+    Node(NodeRecord),
+    Network(NetworkRecord),
+    Service(ServiceRecord),
+    Error(WireError),
+}

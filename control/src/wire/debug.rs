@@ -1,0 +1,63 @@
+//! What the debug commands read from a daemon: DNS, balancers, local relays, Raft.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+use shoal_dataplane::ipvs::IpvsService;
+use shoal_dns::{Stats, UpstreamView};
+
+/// `shoal debug dns`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DnsReport {
+    pub resolver: String,
+    pub ttl: u32,
+    pub serving: Vec<String>,
+    pub upstreams: Vec<UpstreamView>,
+    pub stats: Stats,
+    /// With `--task`: the names it sees.
+    #[serde(default)]
+    pub names: Vec<(String, Vec<Ipv4Addr>)>,
+}
+/// `shoal daemon --lb`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMode {
+    /// eBPF (the kernel may lack IPVS; eBPF is always there).
+    #[default]
+    Auto,
+    Ebpf,
+    Ipvs,
+}
+
+/// `GET /v1/debug/lb`: which balancer, and IPVS's tables when it is IPVS
+/// (the eBPF balancer's maps are read from their pins directly).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LbReport {
+    pub mode: LbMode,
+    #[serde(default)]
+    pub ipvs: Vec<IpvsNsView>,
+    /// Published ports relayed for the node's own processes.
+    #[serde(default)]
+    pub local: Vec<LocalPort>,
+}
+/// A balancing namespace in `debug lb`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IpvsNsView {
+    pub vni: u32,
+    pub endpoint: String,
+    pub lb_addr: Ipv4Addr,
+    pub services: Vec<IpvsService>,
+}
+/// One published port as a local relay serves it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LocalPort {
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    pub published: u16,
+    /// Where the relay connects: the ingress VIP and the target port, or
+    /// 127.0.0.1 and the target port inside a host-mode task.
+    pub upstream: SocketAddrV4,
+    /// The namespace (a path) the relay's upstream sockets are made in.
+    pub netns: String,
+}

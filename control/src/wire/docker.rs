@@ -1,0 +1,312 @@
+//! Docker's JSON shapes, field for field: what `inspect` prints (whole
+//! objects) and what `ls`/`ps --format json` print (one row a line, the
+//! table's columns under Docker's names, as `--format '{{json .}}'` does),
+//! so scripts written for Docker read Shoal's output unchanged.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// `network inspect`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInspect {
+    pub name: String,
+    pub id: String,
+    pub created: String,
+    pub scope: String,
+    pub driver: String,
+    #[serde(rename = "EnableIPv6")]
+    pub enable_ipv6: bool,
+    #[serde(rename = "IPAM")]
+    pub ipam: Ipam,
+    pub internal: bool,
+    pub attachable: bool,
+    pub ingress: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ipam {
+    pub driver: String,
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IpamConfig {
+    pub subnet: String,
+    pub gateway: String,
+}
+
+/// `service inspect`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceInspect {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub version: Version,
+    pub created_at: String,
+    pub updated_at: String,
+    pub spec: ServiceSpecView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_spec: Option<ServiceSpecView>,
+    pub endpoint: EndpointView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<UpdateStatusView>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Version {
+    pub index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointView {
+    pub spec: EndpointSpecMode,
+    pub ports: Vec<PortView>,
+    #[serde(rename = "VirtualIPs")]
+    pub virtual_ips: Vec<VirtualIp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSpecMode {
+    pub mode: EndpointMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VirtualIp {
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    /// `10.0.1.2/24`.
+    pub addr: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PortView {
+    pub protocol: Protocol,
+    pub target_port: u16,
+    pub published_port: u16,
+    pub publish_mode: PublishMode,
+}
+
+impl From<&PortSpec> for PortView {
+    fn from(p: &PortSpec) -> Self {
+        Self {
+            protocol: p.protocol,
+            target_port: p.target,
+            published_port: p.published,
+            publish_mode: p.mode,
+        }
+    }
+}
+
+/// `UpdateStatus`, with Shoal's progress beside Docker's fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStatusView {
+    pub state: UpdateState,
+    pub started_at: String,
+    pub completed_at: Option<String>,
+    pub message: String,
+    /// How many of the live tasks run the current spec.
+    pub progress: UpdateProgress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateProgress {
+    pub updated: usize,
+    pub total: usize,
+}
+
+/// Docker's ServiceSpec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceSpecView {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub task_template: TaskTemplate,
+    pub mode: ModeView,
+    pub update_config: UpdateConfigView,
+    pub rollback_config: UpdateConfigView,
+    pub endpoint_spec: EndpointSpecView,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskTemplate {
+    pub container_spec: ContainerSpec,
+    pub restart_policy: RestartPolicyView,
+    pub placement: Placement,
+    pub networks: Vec<NetworkAttachmentView>,
+    pub force_update: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSpec {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub dir: Option<String>,
+    /// Nanoseconds, as Docker.
+    pub stop_grace_period: u64,
+    pub healthcheck: Option<HealthSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RestartPolicyView {
+    pub condition: RestartCondition,
+    /// Nanoseconds.
+    pub delay: u64,
+    pub max_attempts: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Placement {
+    pub constraints: Vec<String>,
+    pub preferences: Vec<String>,
+    pub max_replicas: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkAttachmentView {
+    /// The network's id where known, else as the spec gave it.
+    pub target: String,
+    pub aliases: Vec<String>,
+}
+
+/// `{"Replicated": {"Replicas": 3}}` or `{"Global": {}}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ModeView {
+    Replicated {
+        #[serde(rename = "Replicas")]
+        replicas: u64,
+    },
+    Global {},
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateConfigView {
+    pub parallelism: u64,
+    /// Nanoseconds.
+    pub delay: u64,
+    pub failure_action: FailureAction,
+    /// Nanoseconds.
+    pub monitor: u64,
+    pub max_failure_ratio: f64,
+    pub order: UpdateOrder,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSpecView {
+    pub mode: EndpointMode,
+    pub ports: Vec<PortView>,
+}
+
+/// `service ls` row (`docker service ls --format '{{json .}}'`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    /// `replicated` or `global`.
+    pub mode: String,
+    /// `running/desired`.
+    pub replicas: String,
+    pub image: String,
+    /// `*:8080->80/tcp, ...`.
+    pub ports: String,
+    /// Not a column of Docker's table: the labels a stack filters on.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `inspect TASK` / `/v1/tasks`: a task, Docker's fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskInspect {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub slot: u64,
+    #[serde(rename = "NodeID")]
+    pub node_id: Option<String>,
+    /// The node's hostname.
+    pub node: Option<String>,
+    pub desired_state: DesiredState,
+    pub status: TaskStatusView,
+    pub created_at: String,
+    pub spec: TaskSpecView,
+    pub networks_attachments: Vec<TaskAttachmentView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskStatusView {
+    pub state: TaskState,
+    pub timestamp: String,
+    /// The same time in ms since the epoch (for `N seconds ago`).
+    pub timestamp_ms: u64,
+    pub err: Option<String>,
+    pub container_status: ContainerStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerStatus {
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskSpecView {
+    pub container_spec: TaskContainerSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskContainerSpec {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskAttachmentView {
+    pub network: AttachedNetwork,
+    /// `10.0.1.5/24`.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetwork {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub spec: AttachedNetworkSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetworkSpec {
+    pub name: Option<String>,
+}

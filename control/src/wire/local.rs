@@ -1,0 +1,99 @@
+//! The local API's node-level shapes: overlay networks and endpoints as one node knows them, and the node's own facts.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Name of the interface inside the endpoint's namespace, as in Docker.
+pub const EP_IFNAME: &str = "eth0";
+
+/// An overlay network as a node knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub vni: u32,
+    pub subnet: ipnet::Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub vni: u32,
+    /// CIDR, e.g. 10.0.1.0/24.
+    pub subnet: String,
+    /// Default: the subnet's first address.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EndpointCreate {
+    pub network: String,
+    /// CIDR with the network's prefix, e.g. 10.0.1.5/24.
+    pub ip: String,
+    pub mac: Option<String>,
+    /// An existing network namespace (a path such as /run/netns/X or
+    /// /proc/PID/ns/net) to attach...
+    pub netns: Option<String>,
+    /// ...or the name of one to create under /run/netns (also the
+    /// endpoint's name).
+    pub name: Option<String>,
+    /// Interface name inside the namespace (default eth0; only eth0 gets
+    /// the default route unless `default_route` says otherwise).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// A task endpoint's service record (gossiped with it).
+    #[serde(default)]
+    pub svc: Option<SvcRecord>,
+    /// Whether this interface holds the namespace's default route (None:
+    /// if it is eth0). The others get source routes: what leaves from
+    /// their address leaves by them.
+    #[serde(default)]
+    pub default_route: Option<bool>,
+}
+
+/// A local endpoint.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub network: String,
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mac: String,
+    /// Path of the endpoint's network namespace.
+    pub netns: String,
+    /// Whether the daemon created (and so removes) the namespace.
+    pub owns_netns: bool,
+    /// Host-side veth on the node.
+    pub host_if: String,
+    pub node: String,
+    /// Creation time, ms since the epoch (older claims win address conflicts).
+    #[serde(default)]
+    pub since: u64,
+    /// Interface name inside the namespace.
+    #[serde(default = "default_ifname")]
+    pub ifname: String,
+    #[serde(default)]
+    pub svc: Option<SvcRecord>,
+    #[serde(default)]
+    pub default_route: Option<bool>,
+}
+
+fn default_ifname() -> String {
+    EP_IFNAME.to_string()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub node: String,
+    pub generation: u64,
+    pub vtep: Ipv4Addr,
+    pub gossip_addr: SocketAddr,
+    pub cluster_id: String,
+    pub underlay_dev: String,
+    pub hooks: shoal_dataplane::overlay::Hooks,
+    pub pid: u32,
+}

@@ -1,0 +1,217 @@
+//! Joining and leaving the swarm, node rows, and a node's session with the managers (control port).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// How a manager words a node that is no longer in the swarm (its error
+/// is `forbidden`; the node's session leaves on that kind).
+pub const REMOVED: &str = "was removed from the swarm";
+
+/// `shoal swarm init`'s answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmInitReply {
+    pub node_id: String,
+    pub control_addr: String,
+    pub worker_token: String,
+    pub manager_token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmInit {
+    pub advertise_addr: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub default_addr_pool: Option<ipnet::Ipv4Net>,
+    #[serde(default)]
+    pub default_addr_pool_mask_length: Option<u8>,
+    #[serde(default)]
+    pub data_path_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinTokenReply {
+    pub role: Role,
+    pub token: String,
+    pub control_addr: String,
+}
+
+/// A row of `shoal node ls`, with Docker's JSON field names.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeView {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Hostname")]
+    pub hostname: String,
+    #[serde(rename = "Status")]
+    pub status: String,
+    #[serde(rename = "Availability")]
+    pub availability: String,
+    #[serde(rename = "ManagerStatus")]
+    pub manager_status: String,
+    #[serde(rename = "Self")]
+    pub is_self: bool,
+    #[serde(rename = "Addr")]
+    pub addr: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmJoin {
+    pub token: String,
+    /// A manager's control address, IP:2377.
+    pub remote: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SwarmLeave {
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeUpdate {
+    pub availability: Option<Availability>,
+    #[serde(default)]
+    pub labels_add: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels_rm: Vec<String>,
+}
+/// `POST /swarm/join` on a manager's control port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub hostname: String,
+    pub addr: Ipv4Addr,
+    /// The Raft id this node will run if the token makes it a manager.
+    pub raft_id: u64,
+    pub control_addr: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinReply {
+    pub node_id: String,
+    pub role: Role,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Control addresses of the managers.
+    pub managers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertReply {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+/// A node's heartbeat body: how its tasks are doing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SessionRequest {
+    #[serde(default)]
+    pub reports: Vec<TaskReport>,
+    /// Answers to the log asks of the previous reply.
+    #[serde(default)]
+    pub logs: Vec<LogLines>,
+    /// Answers to the flow asks of the previous reply.
+    #[serde(default)]
+    pub flows: Vec<FlowAnswer>,
+}
+/// An operation only the leader performs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+// Wire and log types, built and moved once each: boxing the big variants
+// would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LeaderOp {
+    Write {
+        cmd: Command,
+    },
+    AddVoter {
+        raft_id: RaftId,
+        addr: String,
+    },
+    RemoveVoter {
+        raft_id: RaftId,
+    },
+    /// A node's session heartbeat (liveness, role changes), with its
+    /// tasks' states.
+    Heartbeat {
+        node_id: String,
+        #[serde(default)]
+        reports: Vec<TaskReport>,
+        /// Answers to log asks handed out earlier.
+        #[serde(default)]
+        logs: Vec<LogLines>,
+        /// Answers to flow asks handed out earlier.
+        #[serde(default)]
+        flows: Vec<FlowAnswer>,
+    },
+    /// Ask nodes for their tasks' logs: (node id, ask) pairs.
+    LogAsk {
+        asks: Vec<(String, LogAsk)>,
+    },
+    /// What arrived for a log ask.
+    LogCollect {
+        id: u64,
+    },
+    /// Ask nodes for their flow logs: (node id, ask) pairs.
+    FlowAsk {
+        asks: Vec<(String, FlowAsk)>,
+    },
+    /// What arrived for a flow ask.
+    FlowCollect {
+        id: u64,
+    },
+}
+
+/// What the leader answered.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaderReply {
+    pub result: CommandResult,
+    /// Log index of the change (0 for none); a forwarding follower waits
+    /// until it has applied it, so its next read sees the change.
+    pub index: u64,
+    pub session: Option<SessionReply>,
+    /// The id of a log or flow ask, or what was collected for one.
+    #[serde(default)]
+    pub log_id: u64,
+    #[serde(default)]
+    pub logs: Vec<LogLines>,
+    #[serde(default)]
+    pub flows: Vec<FlowAnswer>,
+}
+
+/// The leader's answer to a node's heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionReply {
+    pub node: NodeRecord,
+    /// Control addresses of the managers (voters).
+    pub managers: Vec<String>,
+    pub leader: String,
+    /// The tasks this node should run or stop.
+    #[serde(default)]
+    pub assignments: Vec<Assignment>,
+    /// Log asks for this node's tasks.
+    #[serde(default)]
+    pub log_asks: Vec<LogAsk>,
+    /// Flow asks for this node's flow log.
+    #[serde(default)]
+    pub flow_asks: Vec<FlowAsk>,
+    /// The swarm's VXLAN port (`swarm init --data-path-port`).
+    #[serde(default = "default_data_path_port")]
+    pub data_path_port: u16,
+    /// The routing mesh: the ingress network and the published ports.
+    #[serde(default)]
+    pub mesh: MeshConfig,
+}
+
+fn default_data_path_port() -> u16 {
+    4789
+}
+
+/// Why the leader could not run an operation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum OpError {
+    /// Asked a manager that is not (or no longer) the leader: retry.
+    NotLeader,
+    Failed(WireError),
+}
