@@ -85,7 +85,7 @@ impl View {
         }
         for (vni, ip, r) in recs {
             let names = s.names.entry(vni).or_default();
-            let healthy = matches!(r.health.as_str(), "none" | "healthy");
+            let healthy = r.health.serves();
             let mut put = |n: String, ip: Ipv4Addr| {
                 let v = names.entry(n).or_default();
                 if !v.contains(&ip) {
@@ -227,8 +227,9 @@ pub fn host_upstreams(resolv_conf: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::TaskHealth;
 
-    fn rec(service: &str, task: &str, vip: Option<Ipv4Addr>, health: &str) -> SvcRecord {
+    fn rec(service: &str, task: &str, vip: Option<Ipv4Addr>, health: TaskHealth) -> SvcRecord {
         SvcRecord {
             service_id: format!("{service}-id"),
             service: service.into(),
@@ -242,17 +243,17 @@ mod tests {
             } else {
                 vec![]
             },
-            health: health.into(),
+            health,
         }
     }
 
     #[test]
     fn names_are_scoped_to_the_clients_networks_and_follow_health() {
         let vip = Ipv4Addr::new(10, 0, 1, 2);
-        let web = rec("web", "aaa", Some(vip), "healthy");
-        let sick = rec("web", "bbb", Some(vip), "unhealthy");
-        let rr = rec("db", "ccc", None, "none");
-        let other = rec("secret", "ddd", None, "none");
+        let web = rec("web", "aaa", Some(vip), TaskHealth::Healthy);
+        let sick = rec("web", "bbb", Some(vip), TaskHealth::Unhealthy);
+        let rr = rec("db", "ccc", None, TaskHealth::None);
+        let other = rec("secret", "ddd", None, TaskHealth::None);
         let v = View::default();
         v.rebuild(
             [

@@ -13,8 +13,10 @@ use shoal_dataplane::overlay::{self, ip_key};
 use tracing::{info, warn};
 
 use super::endpoint;
-use super::service::{ep_record, Agent, Inner};
 use super::store::State;
+use super::{Agent, Inner};
+use crate::gossip::table;
+use crate::wire::EpRecord;
 use crate::wire::{Endpoint, EndpointCreate, Network, NetworkCreate};
 
 fn valid_name(kind: &str, name: &str) -> Result<()> {
@@ -31,6 +33,29 @@ fn valid_name(kind: &str, name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// An endpoint's gossip record.
+pub(crate) fn ep_record(e: &Endpoint) -> EpRecord {
+    EpRecord {
+        mac: e.mac.clone(),
+        net: e.network.clone(),
+        since: e.since,
+        svc: e.svc.clone(),
+    }
+}
+
+/// The gossip records of a state's endpoints.
+pub fn records(st: &State) -> Vec<(String, String)> {
+    st.endpoints
+        .iter()
+        .map(|e| {
+            (
+                table::ep_key(e.vni, e.ip),
+                serde_json::to_string(&ep_record(e)).expect("record serialises"),
+            )
+        })
+        .collect()
 }
 
 impl Agent {
@@ -309,10 +334,7 @@ impl Agent {
                 .unwrap_or_else(|| crate::wire::EP_IFNAME.to_string()),
             svc: req.svc.clone(),
             default_route: req.default_route,
-            since: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            since: crate::clock::now_ms(),
         };
         if let Err(e) = self.plumb(&mut inner, &ep).await {
             self.unplumb(&mut inner, &ep).await;

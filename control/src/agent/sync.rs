@@ -1,170 +1,204 @@
-//! Programming remote endpoints from the merged gossip table: only the
-//! difference against what is already in the map is written, so a change
-//! costs O(change) map updates.
+//! What follows from the local table and gossip: the loop that re-merges
+//! them and reprograms remote endpoints (`programmer.rs`), DNS, the
+//! balancers and the routing mesh, then acknowledges what it applied; and
+//! the merged table as `shoal debug gossip` shows it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
-use shoal_dataplane::ebpf::{EpValue, EP_F_LOCAL, EP_F_REMOTE, EP_F_STATIC};
-use shoal_dataplane::overlay::{ip_key, key_ip, Maps};
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::gossip::table::{Merged, Remote};
+use super::lb::Balancer;
+use super::store::State;
+use super::{Agent, Inner};
+use crate::gossip::table::{self, LocalView};
+use crate::wire::GossipView;
 
-pub struct Programmer {
-    programmed: BTreeMap<(u32, Ipv4Addr), EpValue>,
-    /// Until then, entries found in the pinned map at start that gossip has
-    /// not confirmed yet are kept: a restarted agent must not cut flows
-    /// while it relearns the table.
-    keep_adopted_until: Instant,
-    adopted: BTreeSet<(u32, Ipv4Addr)>,
-    refused_seen: BTreeSet<(String, String, &'static str)>,
-    pub refused_total: BTreeMap<&'static str, u64>,
-    pub last: Merged,
-    /// Endpoints created after this agent started: how long each took from
-    /// its creation on its node to being programmed here.
-    pub propagation: Propagation,
-    started_ms: u64,
-    seen: BTreeSet<(u32, Ipv4Addr, u64)>,
-}
-
-/// Upper bounds of the propagation buckets, seconds.
-pub const PROPAGATION_BOUNDS: [f64; 10] = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
-
-/// Gossip propagation times (creation on another node -> programmed here),
-/// bucketed. Node clocks are compared, so skew between nodes shows in it.
-#[derive(Clone, Debug, Default)]
-pub struct Propagation {
-    pub buckets: [u64; PROPAGATION_BOUNDS.len()],
-    pub count: u64,
-    pub sum_seconds: f64,
-}
-
-impl Propagation {
-    fn observe(&mut self, secs: f64) {
-        if let Some(i) = PROPAGATION_BOUNDS.iter().position(|b| secs <= *b) {
-            self.buckets[i] += 1;
+impl Agent {
+    /// Re-merges gossip with the local table and reprograms the difference.
+    pub async fn resync(&self) -> Result<()> {
+        let ingress = self.ingress_name().await;
+        if self.lb_mode == crate::wire::LbMode::Ipvs {
+            self.sync_lb_endpoints(self.lb_wanted(), ingress.as_deref())
+                .await;
         }
-        self.count += 1;
-        self.sum_seconds += secs;
-    }
-}
-
-impl Programmer {
-    /// Adopts the remote entries a previous run left in the pinned map.
-    pub fn new(maps: &Maps, grace: Duration) -> Self {
-        let mut programmed = BTreeMap::new();
-        for (k, v) in maps.endpoints() {
-            if v.flags & (EP_F_LOCAL | EP_F_STATIC) == 0 {
-                programmed.insert((k.vni, key_ip(k.ip)), v);
-            }
-        }
-        let adopted = programmed.keys().cloned().collect();
-        Self {
-            programmed,
-            keep_adopted_until: Instant::now() + grace,
-            adopted,
-            refused_seen: BTreeSet::new(),
-            refused_total: BTreeMap::new(),
-            last: Merged::default(),
-            propagation: Propagation::default(),
-            started_ms: crate::clock::now_ms(),
-            seen: BTreeSet::new(),
-        }
-    }
-
-    /// Makes the map's remote entries equal to `merged.desired`.
-    pub fn apply(&mut self, maps: &mut Maps, merged: Merged) -> Result<(usize, usize)> {
-        for r in &merged.refused {
-            if self.refused_seen.insert(r.clone()) {
-                *self.refused_total.entry(r.2).or_default() += 1;
-                warn!(node = %r.0, key = %r.1, reason = r.2, "gossip entry refused");
-            }
-        }
-        let want: BTreeMap<(u32, Ipv4Addr), EpValue> =
-            merged.desired.iter().map(|(k, r)| (*k, value(r))).collect();
-        self.observe_propagation(&merged);
-        let (mut added, mut removed) = (0, 0);
-        for (k, v) in &want {
-            if self.programmed.get(k) != Some(v) {
-                // Never overwrite a local endpoint or a static peer.
-                if let Some(cur) = maps.endpoint(k.0, k.1) {
-                    if cur.flags & (EP_F_LOCAL | EP_F_STATIC) != 0 {
-                        continue;
-                    }
-                }
-                maps.upsert_endpoint(k.0, k.1, *v)?;
-                self.programmed.insert(*k, *v);
-                added += 1;
-            }
-            self.adopted.remove(k);
-        }
-        let keep_adopted = Instant::now() < self.keep_adopted_until;
-        let gone: Vec<(u32, Ipv4Addr)> = self
-            .programmed
-            .keys()
-            .filter(|k| !(want.contains_key(k) || keep_adopted && self.adopted.contains(k)))
-            .cloned()
-            .collect();
-        for k in gone {
-            if let Some(cur) = maps.endpoint(k.0, k.1) {
-                if cur.flags & (EP_F_LOCAL | EP_F_STATIC) == 0 {
-                    maps.remove_endpoint(k.0, k.1)?;
-                }
-            }
-            self.programmed.remove(&k);
-            self.adopted.remove(&k);
-            removed += 1;
-        }
-        if added + removed > 0 {
-            info!(
-                added,
-                removed,
-                total = self.programmed.len(),
-                "remote endpoints programmed"
-            );
-        }
-        self.last = merged;
-        Ok((added, removed))
-    }
-
-    /// Entries of other nodes seen for the first time, created after this
-    /// agent started: their age is how long gossip took to bring them
-    /// (whether or not this node programs them: it may not have joined
-    /// their network).
-    fn observe_propagation(&mut self, merged: &Merged) {
-        let now = crate::clock::now_ms();
-        let current: BTreeSet<(u32, Ipv4Addr, u64)> = merged
-            .entries
+        let host_published = self.host_published(ingress.as_deref());
+        let sandbox = self.sync_ingress_sandbox().await;
+        let peers = self.gossip.peers().await;
+        let mut inner = self.inner.lock().await;
+        let local = LocalView {
+            networks: inner.state.networks.clone(),
+            endpoints: inner
+                .state
+                .endpoints
+                .iter()
+                .map(|e| (e.vni, e.ip))
+                .collect(),
+            also_joined: inner
+                .mesh
+                .iter()
+                .filter_map(|m| m.ingress.as_ref())
+                .map(|n| n.vni)
+                .collect(),
+        };
+        let merged = table::merge(&local, &peers);
+        // The networks this node balances: its endpoints' and the ingress
+        // network's (every node is an entry of the routing mesh, whether
+        // or not it runs a task). Acknowledged after programming: the
+        // peers stopping a task on one of them.
+        let joined: std::collections::BTreeSet<u32> = local
+            .endpoints
             .iter()
-            .filter(|e| e.refused.is_none() && e.since >= self.started_ms)
-            .map(|e| (e.vni, e.ip, e.since))
+            .map(|(v, _)| *v)
+            .chain(local.also_joined.iter().copied())
             .collect();
-        for (_, _, since) in current.difference(&self.seen) {
-            self.propagation
-                .observe(now.saturating_sub(*since) as f64 / 1000.0);
+        let acks: std::collections::BTreeMap<String, u64> = peers
+            .iter()
+            .filter(|p| !p.stopping_vnis().is_disjoint(&joined))
+            .map(|p| (p.node.clone(), p.ep_version))
+            .collect();
+        self.rebuild_dns(&inner.state, &merged);
+        let want = super::lb::desired(task_records(&inner.state, &merged), &joined);
+        let Inner {
+            mesh,
+            mesh_maps,
+            mesh_ifaces,
+            overlay,
+            relays,
+            state,
+            ..
+        } = &mut *inner;
+        if let Some(m) = mesh.as_ref() {
+            let mut published = super::mesh::ports(m);
+            published.extend(host_published.iter().cloned());
+            super::mesh::program(mesh_maps, &published);
+            super::mesh::program_addrs(
+                mesh_maps,
+                overlay,
+                mesh_ifaces,
+                &self.info.underlay_dev,
+                self.info.vtep,
+            );
+            let local = super::mesh::local_ports(m, sandbox.as_deref(), &host_published, |a| {
+                state
+                    .endpoints
+                    .iter()
+                    .find(|e| e.ip == a)
+                    .map(|e| e.netns.clone())
+            });
+            relays.sync(&local);
         }
-        self.seen = current;
+        let Inner {
+            maps,
+            programmer,
+            lb,
+            state,
+            mesh,
+            ..
+        } = &mut *inner;
+        lb.apply(
+            &want,
+            super::lb::Ctx {
+                maps,
+                endpoints: &state.endpoints,
+                adopting: programmer.adopting(),
+                ingress_vni: mesh
+                    .as_ref()
+                    .and_then(|m| m.ingress.as_ref())
+                    .map(|n| n.vni),
+            },
+        )
+        .await;
+        programmer.apply(maps, merged)?;
+        drop(inner);
+        // Programmed: say how far into those peers' endpoint changes this
+        // node's balancers (and DNS) now are; a node draining a task waits
+        // for it.
+        let present = peers.iter().map(|p| p.node.clone()).collect();
+        self.gossip.set_applied(&present, &acks).await;
+        Ok(())
     }
 
-    /// Still relearning the table after a restart: what gossip has not
-    /// confirmed yet is kept, not removed.
-    pub fn adopting(&self) -> bool {
-        Instant::now() < self.keep_adopted_until
+    /// The DNS records: every accepted task record of the table and this
+    /// node's own; the local tasks' networks in attachment order.
+    fn rebuild_dns(&self, st: &State, merged: &table::Merged) {
+        let mut local: Vec<(&str, String, u32)> = st
+            .endpoints
+            .iter()
+            .filter_map(|e| Some((e.name.as_str(), e.svc.as_ref()?.task_id.clone(), e.vni)))
+            .collect();
+        // Endpoint names end in the attachment index (t<id>-0, -1, ...).
+        local.sort();
+        self.dns.view.rebuild(
+            task_records(st, merged),
+            local.into_iter().map(|(_, t, v)| (t, v)),
+        );
     }
 
-    pub fn is_programmed(&self, vni: u32, ip: Ipv4Addr) -> bool {
-        self.programmed.contains_key(&(vni, ip))
+    /// Every task address the node knows (gossip and its own): (VNI,
+    /// address, service record).
+    pub async fn task_addresses(&self) -> Vec<(u32, std::net::Ipv4Addr, crate::wire::SvcRecord)> {
+        let inner = self.inner.lock().await;
+        task_records(&inner.state, &inner.programmer.last)
+            .map(|(vni, ip, r)| (vni, ip, r.clone()))
+            .collect()
+    }
+
+    pub async fn gossip_view(&self) -> GossipView {
+        let members = self.gossip.members().await;
+        let inner = self.inner.lock().await;
+        let mut table = inner.programmer.last.entries.clone();
+        for e in &mut table {
+            e.programmed = inner.programmer.is_programmed(e.vni, e.ip) && e.refused.is_none();
+        }
+        let mut refused: BTreeMap<String, u64> = inner
+            .programmer
+            .refused_total
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
+        for (k, v) in self.gossip.wire_refused() {
+            refused.insert(k.to_string(), v);
+        }
+        GossipView {
+            members,
+            table,
+            refused,
+        }
     }
 }
 
-fn value(r: &Remote) -> EpValue {
-    EpValue {
-        ifindex: 0,
-        vtep: ip_key(r.vtep),
-        mac: r.mac,
-        flags: EP_F_REMOTE,
+/// Every task record this node knows: its peers' accepted ones and its own.
+fn task_records<'a>(
+    st: &'a State,
+    merged: &'a table::Merged,
+) -> impl Iterator<Item = super::dns::Rec<'a>> {
+    merged
+        .entries
+        .iter()
+        .filter(|e| e.refused.is_none())
+        .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?)))
+        .chain(
+            st.endpoints
+                .iter()
+                .filter_map(|e| Some((e.vni, e.ip, e.svc.as_ref()?))),
+        )
+}
+
+/// Reprograms on every gossip change, local change, and once a second (the
+/// adoption grace of a restarted agent ends on a timer).
+pub async fn sync_loop(agent: Arc<Agent>) {
+    let mut watcher = agent.gossip.watcher().await;
+    loop {
+        if let Err(e) = agent.resync().await {
+            warn!("reprogramming remote endpoints failed: {e:#}");
+        }
+        tokio::select! {
+            r = watcher.changed() => if r.is_err() { return },
+            _ = agent.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }

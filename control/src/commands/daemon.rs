@@ -155,5 +155,63 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
             snapshot_every: a.raft_snapshot_interval,
         },
     };
-    super::runtime()?.block_on(agent::run(cfg))
+    super::runtime()?.block_on(serve(cfg))
+}
+
+/// Starts the agent and serves it: the local API on its socket (and
+/// `/metrics` where asked), then the state file the lab waits for; until
+/// SIGTERM/SIGINT (leaving: peers drop this node's endpoints at once) or
+/// SIGUSR1 (restarting: no goodbye, the next generation takes over the
+/// same endpoints before the failure detector convicts this one).
+async fn serve(cfg: AgentConfig) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let (socket, metrics_addr) = (cfg.socket.clone(), cfg.metrics_addr);
+    let state_path = cfg.data_dir.join(crate::wire::STATE_FILE);
+    let (node, vtep, bpffs_dir) = (
+        cfg.node_name.clone(),
+        cfg.advertise_addr,
+        cfg.bpffs_dir.clone(),
+    );
+    let started = agent::start(cfg).await?;
+    let a = started.agent.clone();
+    if let Some(addr) = metrics_addr {
+        crate::metrics::serve(a.clone(), addr).await?;
+    }
+    let listener = crate::api::server::bind(&socket)?;
+    let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
+    let server = tokio::spawn(crate::api::server::serve(
+        listener,
+        a.clone(),
+        shutdown.clone(),
+    ));
+    let st = crate::wire::AgentState {
+        pid: std::process::id(),
+        node,
+        socket: socket.clone(),
+        underlay_dev: started.underlay_dev.clone(),
+        vtep,
+        hooks: started.hooks,
+        bpffs_dir,
+    };
+    let tmp = state_path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?)?;
+    std::fs::rename(&tmp, &state_path)?;
+    tracing::info!(socket = %socket.display(), gossip = %a.info.gossip_addr, "serving");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let leaving = tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+        _ = usr1.recv() => false,
+    };
+    tracing::info!(leaving, "stopping; the dataplane stays attached (pinned)");
+    shutdown.notify_waiters();
+    let _ = server.await;
+    started.stop(leaving).await;
+    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&state_path);
+    Ok(())
 }

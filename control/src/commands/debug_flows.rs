@@ -2,7 +2,7 @@
 //! to a service and what happened to it, across the cluster: every node's
 //! flow log (new VIP and mesh flows, drops), gathered by a manager.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -56,9 +56,8 @@ fn named(addr: &str, name: &Option<String>) -> String {
 }
 
 fn row(f: &FlowRecord) -> Vec<String> {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(f.time_ms);
     vec![
-        humantime::format_rfc3339_millis(t).to_string(),
+        crate::clock::rfc3339(f.time_ms),
         f.node.clone(),
         format!("{} {}", f.kind, f.proto),
         named(&f.client, &f.client_task),
@@ -120,7 +119,7 @@ mod tests {
 
     #[test]
     fn since_takes_a_duration_or_a_time() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         assert_eq!(since_ms("5m", now).unwrap(), (1_000_000 - 300) * 1000);
         assert_eq!(since_ms("1970-01-01T00:00:10Z", now).unwrap(), 10_000);
         assert!(since_ms("yesterday-ish", now).is_err());

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use crate::wire::{EpRecord, SvcRecord};
+use crate::wire::{EpRecord, SvcRecord, TaskHealth};
 use crate::wire::{Network, TableEntry};
 
 /// Key prefix of an endpoint in a node's gossip state: `ep:VNI:IP`.
@@ -57,7 +57,7 @@ impl PeerState {
             .filter_map(|(k, v)| {
                 let (vni, _) = parse_ep_key(k)?;
                 let rec: EpRecord = serde_json::from_str(v).ok()?;
-                (rec.svc?.health == "stopping").then_some(vni)
+                (rec.svc?.health == TaskHealth::Stopping).then_some(vni)
             })
             .collect()
     }
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_networks_a_peer_is_stopping_a_task_on() {
-        let svc = |health: &str| SvcRecord {
+        let svc = |health: TaskHealth| SvcRecord {
             service_id: "s".into(),
             service: "web".into(),
             task_id: "t".into(),
@@ -345,9 +345,9 @@ mod tests {
             network: "n".into(),
             vip: None,
             aliases: vec![],
-            health: health.into(),
+            health,
         };
-        let with = |health: &str| {
+        let with = |health: TaskHealth| {
             let mut r: EpRecord = serde_json::from_str(&rec("02:42:0a:00:01:05")).unwrap();
             r.svc = Some(svc(health));
             serde_json::to_string(&r).unwrap()
@@ -357,8 +357,8 @@ mod tests {
             [198, 18, 0, 2],
             "198.18.0.2",
             &[
-                ("ep:4097:10.0.1.5", with("healthy")),
-                ("ep:4098:10.0.2.5", with("stopping")),
+                ("ep:4097:10.0.1.5", with(TaskHealth::Healthy)),
+                ("ep:4098:10.0.2.5", with(TaskHealth::Stopping)),
                 ("ep:4099:10.0.3.5", rec("02:42:0a:00:03:05")),
                 ("ep:4100:10.0.4.5", "not json".into()),
             ],

@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{Lab, LabNode};
-use crate::agent::{AgentState, STATE_FILE};
+use crate::wire::{AgentState, STATE_FILE};
 
 /// PID of the node's agent if it is alive.
 pub fn running_pid(node: &LabNode) -> Option<u32> {

@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::Snapshot;
+use crate::agent::scrape::{BackendCount, EndpointCount, Snapshot};
 
 type Labels = Vec<(String, String)>;
 
@@ -96,7 +96,7 @@ impl EncodeMetric for ConstHistogram {
     }
 }
 
-fn ep_labels(ep: &super::EndpointCount, direction: &str) -> Labels {
+fn ep_labels(ep: &EndpointCount, direction: &str) -> Labels {
     labels(&[
         ("endpoint", &ep.name),
         ("network", &ep.network),
@@ -145,7 +145,7 @@ impl Collector for Snapshot {
                     .map(|(d, v)| (ep_labels(ep, d), counter(v)))
             }),
         )?;
-        let backend_labels = |b: &super::BackendCount| {
+        let backend_labels = |b: &BackendCount| {
             labels(&[
                 ("service", &b.service),
                 ("vip", &b.vip),

@@ -76,6 +76,28 @@ pub struct SvcRecord {
     pub vip: Option<Ipv4Addr>,
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// `healthy`, `unhealthy`, `starting` or `none` (no health check).
-    pub health: String,
+    pub health: TaskHealth,
+}
+
+/// A task's health as gossiped. DNS and the balancers answer only tasks
+/// that `serve`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskHealth {
+    /// No health check: it serves as soon as it runs.
+    #[default]
+    None,
+    /// Its health check has not passed yet.
+    Starting,
+    Healthy,
+    Unhealthy,
+    /// Draining before its SIGTERM (`agent::tasks::drain`).
+    Stopping,
+}
+
+impl TaskHealth {
+    /// Whether DNS and the balancers may send it traffic.
+    pub fn serves(self) -> bool {
+        matches!(self, TaskHealth::None | TaskHealth::Healthy)
+    }
 }

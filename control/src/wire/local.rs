@@ -97,3 +97,19 @@ pub struct NodeInfo {
     pub hooks: shoal_dataplane::overlay::Hooks,
     pub pid: u32,
 }
+
+/// Written to DATA_DIR/agent.json once the agent serves its API; the lab
+/// waits for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentState {
+    pub pid: u32,
+    pub node: String,
+    pub socket: std::path::PathBuf,
+    pub underlay_dev: String,
+    pub vtep: Ipv4Addr,
+    pub hooks: shoal_dataplane::overlay::Hooks,
+    pub bpffs_dir: std::path::PathBuf,
+}
+
+/// The file, in the daemon's data dir, that holds `AgentState`.
+pub const STATE_FILE: &str = "agent.json";

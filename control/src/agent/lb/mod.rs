@@ -28,7 +28,7 @@ pub fn desired<'a>(recs: impl Iterator<Item = Rec<'a>>, joined: &BTreeSet<u32>) 
             continue;
         }
         let backends = d.entry((vni, vip)).or_default();
-        if matches!(r.health.as_str(), "none" | "healthy") {
+        if r.health.serves() {
             backends.insert(ip);
         }
     }
@@ -134,9 +134,9 @@ impl Balancer for Lb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::SvcRecord;
+    use crate::wire::{SvcRecord, TaskHealth};
 
-    fn rec(vip: Option<Ipv4Addr>, health: &str) -> SvcRecord {
+    fn rec(vip: Option<Ipv4Addr>, health: TaskHealth) -> SvcRecord {
         SvcRecord {
             service_id: "s".into(),
             service: "web".into(),
@@ -146,7 +146,7 @@ mod tests {
             network: "appnet".into(),
             vip,
             aliases: vec![],
-            health: health.into(),
+            health,
         }
     }
 
@@ -154,9 +154,9 @@ mod tests {
     fn healthy_tasks_of_joined_networks_only() {
         let vip = Ipv4Addr::new(10, 0, 1, 2);
         let (ok, sick, rr) = (
-            rec(Some(vip), "healthy"),
-            rec(Some(vip), "starting"),
-            rec(None, "none"),
+            rec(Some(vip), TaskHealth::Healthy),
+            rec(Some(vip), TaskHealth::Starting),
+            rec(None, TaskHealth::None),
         );
         let recs = [
             (4096, Ipv4Addr::new(10, 0, 1, 5), &ok),

@@ -260,3 +260,18 @@ impl Agent {
         Ok(())
     }
 }
+
+impl Agent {
+    /// Adopts the swarm's VXLAN port (`swarm init --data-path-port`): the
+    /// dataplane's config map is rewritten in place, no reload.
+    pub async fn set_data_path_port(&self, port: u16) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let mut cfg = inner.maps.config()?;
+        if u16::from_be(cfg.vxlan_port) != port {
+            cfg.vxlan_port = port.to_be();
+            inner.maps.set_config(cfg)?;
+            info!(port, "VXLAN data path port set by the swarm");
+        }
+        Ok(())
+    }
+}

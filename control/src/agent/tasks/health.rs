@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{begin_stop, process, Agent};
-use crate::wire::HealthSpec;
 use crate::wire::TaskState;
+use crate::wire::{HealthSpec, TaskHealth};
 
 /// Health-check bookkeeping of one task.
 #[derive(Default)]
@@ -60,7 +60,7 @@ impl Agent {
             if ok {
                 l.health.failures = 0;
                 if !l.health.healthy {
-                    gossip_health = Some("healthy");
+                    gossip_health = Some(TaskHealth::Healthy);
                 }
                 l.health.healthy = true;
                 if l.state == TaskState::Starting {
@@ -77,12 +77,53 @@ impl Agent {
             if l.health.failures >= h.retries.max(1) {
                 warn!(task = %l.a.task.name(), failures = l.health.failures, "task unhealthy; stopping it");
                 l.health.unhealthy = true;
-                gossip_health = Some("unhealthy");
+                gossip_health = Some(TaskHealth::Unhealthy);
                 begin_stop(l);
             }
         });
         if let Some(h) = gossip_health {
             self.set_task_health(&id, h).await;
         }
+    }
+}
+
+impl crate::agent::Agent {
+    /// Sets the health in the service records of a task's endpoints and
+    /// gossips it: DNS (and the load balancer) answer only healthy tasks.
+    /// Returns the highest gossip version it published (None: nothing
+    /// changed).
+    pub async fn set_task_health(&self, task_id: &str, health: TaskHealth) -> Option<u64> {
+        let mut inner = self.inner.lock().await;
+        let mut changed = vec![];
+        for ep in inner.state.endpoints.iter_mut() {
+            if let Some(s) = ep.svc.as_mut().filter(|s| s.task_id == task_id) {
+                if s.health != health {
+                    s.health = health;
+                    changed.push(ep.clone());
+                }
+            }
+        }
+        if changed.is_empty() {
+            return None;
+        }
+        // Gossip carries the health now; the file only matters to a
+        // restart, which re-runs the health check anyway.
+        if let Err(e) = inner.store.save(&inner.state) {
+            warn!(
+                task = task_id,
+                "cannot save the task's health locally: {e:#}"
+            );
+        }
+        drop(inner);
+        let mut version = 0;
+        for ep in changed {
+            version = version.max(
+                self.gossip
+                    .publish(ep.vni, ep.ip, &crate::agent::local_table::ep_record(&ep))
+                    .await,
+            );
+        }
+        self.changed.notify_one();
+        Some(version)
     }
 }

@@ -117,8 +117,7 @@ fn stamp(times: &[(u64, u64)], end: u64, now_ms: u64) -> String {
         .iter()
         .find(|(len, _)| *len >= end)
         .map_or(now_ms, |(_, t)| *t);
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
+    crate::clock::rfc3339(ms)
 }
 
 /// Answers one ask: complete lines only (a partial last line waits for its

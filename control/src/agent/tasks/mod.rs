@@ -339,7 +339,9 @@ impl Agent {
             for id in stopping {
                 let agent = self.clone();
                 tokio::spawn(async move {
-                    let v = agent.set_task_health(&id, "stopping").await;
+                    let v = agent
+                        .set_task_health(&id, crate::wire::TaskHealth::Stopping)
+                        .await;
                     agent.set_task(&id, |l| {
                         if let Some(d) = l.drain.as_mut() {
                             d.version = Some(v.unwrap_or(0));
@@ -469,9 +471,9 @@ impl Agent {
                     vip: n.vip,
                     aliases: n.aliases.clone(),
                     health: if a.health.is_some() {
-                        "starting".into()
+                        crate::wire::TaskHealth::Starting
                     } else {
-                        "none".into()
+                        crate::wire::TaskHealth::None
                     },
                 }),
             })
