@@ -48,6 +48,36 @@ pub fn run(
     if let Some(r) = report.as_ref().filter(|r| r.mode == LbMode::Ipvs) {
         return print_ipvs(r.clone(), vip, format);
     }
+    let local = report.map(|r| r.local).unwrap_or_default();
+    let view = read_view(pins, vip, client, local)?;
+    if format == Format::Json {
+        return print_json(&view);
+    }
+    print_services(&view);
+    println!();
+    print_flows(&view);
+    println!();
+    print_mesh(&view);
+    println!();
+    print_local(&view);
+    println!();
+    let c: Vec<Vec<String>> = view
+        .counters
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    print_table(&["COUNTER", "VALUE"], &c);
+    Ok(())
+}
+
+/// The eBPF balancer and the mesh as the pinned maps hold them, filtered
+/// by VIP and client.
+fn read_view(
+    pins: &Path,
+    vip: Option<Ipv4Addr>,
+    client: Option<Ipv4Addr>,
+    local_relays: Vec<LocalPort>,
+) -> Result<LbView> {
     let lb = LbMaps::open(pins).with_context(|| {
         format!(
             "no Shoal balancer pinned at {} (is the daemon running there?)",
@@ -78,7 +108,7 @@ pub fn run(
         .map(|r| (format!("drop_{}", r.label()), c.drop_count(*r))),
     );
     let mesh = MeshMaps::open(pins).ok();
-    let view = LbView {
+    Ok(LbView {
         services: lb
             .services()
             .into_iter()
@@ -106,12 +136,21 @@ pub fn run(
             .into_iter()
             .filter(|f| client.is_none_or(|c| f.client == c))
             .collect(),
-        local_relays: report.map(|r| r.local).unwrap_or_default(),
+        local_relays,
         counters,
-    };
-    if format == Format::Json {
-        return print_json(&view);
+    })
+}
+
+fn proto(p: u8) -> String {
+    match p {
+        6 => "tcp".to_string(),
+        17 => "udp".to_string(),
+        p => p.to_string(),
     }
+}
+
+/// Each service's backends with their Maglev shares and what they were sent.
+fn print_services(view: &LbView) {
     let sent = |vni: u32, vip: Ipv4Addr, b: Ipv4Addr| {
         view.per_backend
             .iter()
@@ -154,17 +193,15 @@ pub fn run(
         &["VNI", "VIP", "M", "BACKEND", "SLOTS", "PACKETS", "BYTES"],
         &rows,
     );
-    println!();
+}
+
+fn print_flows(view: &LbView) {
     let flows: Vec<Vec<String>> = view
         .flows
         .iter()
         .map(|f| {
             vec![
-                match f.proto {
-                    6 => "tcp".into(),
-                    17 => "udp".into(),
-                    p => p.to_string(),
-                },
+                proto(f.proto),
                 format!("{}:{}", f.client, f.client_port),
                 format!("{}:{}", f.vip, f.port),
                 f.backend.to_string(),
@@ -172,12 +209,11 @@ pub fn run(
         })
         .collect();
     print_table(&["PROTO", "CLIENT", "VIP", "BACKEND"], &flows);
-    println!();
-    let proto = |p: u8| match p {
-        6 => "tcp".to_string(),
-        17 => "udp".to_string(),
-        p => p.to_string(),
-    };
+}
+
+/// Published ports, the extra addresses they answer on, and flows that
+/// entered here.
+fn print_mesh(view: &LbView) {
     let published: Vec<Vec<String>> = view
         .published
         .iter()
@@ -212,7 +248,9 @@ pub fn run(
         })
         .collect();
     print_table(&["PROTO", "CLIENT", "ENTERED AT", "BACKEND"], &mesh_flows);
-    println!();
+}
+
+fn print_local(view: &LbView) {
     let local: Vec<Vec<String>> = view
         .local_relays
         .iter()
@@ -225,14 +263,6 @@ pub fn run(
         })
         .collect();
     print_table(&["LOCAL ACCESS", "RELAYED TO", "FROM NAMESPACE"], &local);
-    println!();
-    let c: Vec<Vec<String>> = view
-        .counters
-        .iter()
-        .map(|(k, v)| vec![k.clone(), v.to_string()])
-        .collect();
-    print_table(&["COUNTER", "VALUE"], &c);
-    Ok(())
 }
 
 /// IPVS mode: each balancing namespace's virtual services (one per VIP,

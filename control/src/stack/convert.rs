@@ -162,7 +162,27 @@ fn policy(path: &str, u: Option<&UpdateConfig>) -> Result<UpdatePolicy, String> 
 
 /// The specs of stack `name`. Errors name the service and the key.
 pub fn convert(name: &str, f: &ComposeFile) -> Result<Stack, String> {
-    let label = || BTreeMap::from([(NAMESPACE_LABEL.to_string(), name.to_string())]);
+    let (networks, net_names) = networks(name, f)?;
+    let services = f
+        .services
+        .iter()
+        .map(|(key, s)| service(name, key, s, &net_names))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_ports(&services)?;
+    Ok(Stack { networks, services })
+}
+
+fn stack_label(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(NAMESPACE_LABEL.to_string(), name.to_string())])
+}
+
+/// The stack's networks (its own, and external ones that must exist), and
+/// each compose network's name in the cluster.
+fn networks(
+    name: &str,
+    f: &ComposeFile,
+) -> Result<(Vec<StackNetwork>, BTreeMap<String, String>), String> {
+    let label = || stack_label(name);
     let scoped = |n: &str| format!("{name}_{n}");
     // Compose name -> cluster name.
     let mut net_names: BTreeMap<String, String> = BTreeMap::new();
@@ -223,176 +243,214 @@ pub fn convert(name: &str, f: &ComposeFile) -> Result<Stack, String> {
             labels,
         }));
     }
+    Ok((networks, net_names))
+}
 
-    let mut services = vec![];
-    for (key, s) in &f.services {
-        let path = format!("services.{key}");
-        let mut command = match &s.entrypoint {
-            Some(e) => words(&format!("{path}.entrypoint"), e)?,
-            None => vec![],
-        };
-        if let Some(c) = &s.command {
-            command.extend(words(&format!("{path}.command"), c)?);
+/// One compose service as a service spec named `STACK_KEY`.
+fn service(
+    name: &str,
+    key: &str,
+    s: &super::compose::Service,
+    net_names: &BTreeMap<String, String>,
+) -> Result<ServiceSpec, String> {
+    let path = format!("services.{key}");
+    let command = command(&path, s)?;
+    let nets = attachments(&path, key, s, net_names)?;
+    let d = s.deploy.clone().unwrap_or_default();
+    let mode = mode(&path, &d)?;
+    let endpoint_mode = match d.endpoint_mode.as_deref() {
+        None | Some("vip") => EndpointMode::Vip,
+        Some("dnsrr") => EndpointMode::Dnsrr,
+        Some(o) => return Err(format!("{path}.deploy.endpoint_mode: {o:?} (vip or dnsrr)")),
+    };
+    let placement = d.placement.clone().unwrap_or_default();
+    let restart = restart(&path, &d)?;
+    let health = health(&path, s)?;
+    let mut labels = stack_label(name);
+    if let Some(kv) = &d.labels {
+        labels.extend(key_values(kv));
+    }
+    Ok(ServiceSpec {
+        name: format!("{name}_{key}"),
+        mode,
+        command,
+        env: s
+            .environment
+            .as_ref()
+            .map(|e| {
+                key_values(e)
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        workdir: s.working_dir.clone(),
+        networks: nets,
+        endpoint_mode,
+        ports: s
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| port(&format!("{path}.ports[{i}]"), p))
+            .collect::<Result<_, _>>()?,
+        constraints: placement.constraints.clone(),
+        placement_prefs: placement
+            .preferences
+            .iter()
+            .map(|p| format!("spread={}", p.spread))
+            .collect(),
+        max_per_node: placement.max_replicas_per_node.unwrap_or(0),
+        restart,
+        health,
+        stop_grace_ms: match &s.stop_grace_period {
+            Some(x) => duration_ms(&format!("{path}.stop_grace_period"), x)?,
+            None => 10_000,
+        },
+        labels,
+        update: policy(
+            &format!("{path}.deploy.update_config"),
+            d.update_config.as_ref(),
+        )?,
+        rollback: policy(
+            &format!("{path}.deploy.rollback_config"),
+            d.rollback_config.as_ref(),
+        )?,
+        force_update: 0,
+    })
+}
+
+/// The task's argv: entrypoint then command.
+fn command(path: &str, s: &super::compose::Service) -> Result<Vec<String>, String> {
+    let mut command = match &s.entrypoint {
+        Some(e) => words(&format!("{path}.entrypoint"), e)?,
+        None => vec![],
+    };
+    if let Some(c) = &s.command {
+        command.extend(words(&format!("{path}.command"), c)?);
+    }
+    if command.is_empty() {
+        return Err(format!(
+            "{path}: no command: Shoal runs processes, not images; give it a `command` (or `entrypoint`)"
+        ));
+    }
+    Ok(command)
+}
+
+/// The service's networks, each with the service's short name as an alias.
+fn attachments(
+    path: &str,
+    key: &str,
+    s: &super::compose::Service,
+    net_names: &BTreeMap<String, String>,
+) -> Result<Vec<NetAttach>, String> {
+    let attach: Vec<(String, Vec<String>)> = match &s.networks {
+        None => vec![("default".into(), vec![])],
+        Some(super::compose::ServiceNetworks::List(l)) => {
+            l.iter().map(|n| (n.clone(), vec![])).collect()
         }
-        if command.is_empty() {
+        Some(super::compose::ServiceNetworks::Map(m)) => m
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone().unwrap_or_default().aliases))
+            .collect(),
+    };
+    let mut nets = vec![];
+    for (n, mut aliases) in attach {
+        let Some(cluster) = net_names.get(&n) else {
             return Err(format!(
-                "{path}: no command: Shoal runs processes, not images; give it a `command` (or `entrypoint`)"
+                "{path}.networks: network {n:?} is not declared under the top-level networks"
             ));
+        };
+        if !aliases.iter().any(|a| a == key) {
+            aliases.insert(0, key.to_string());
         }
-        let attach: Vec<(String, Vec<String>)> = match &s.networks {
-            None => vec![("default".into(), vec![])],
-            Some(super::compose::ServiceNetworks::List(l)) => {
-                l.iter().map(|n| (n.clone(), vec![])).collect()
-            }
-            Some(super::compose::ServiceNetworks::Map(m)) => m
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone().unwrap_or_default().aliases))
-                .collect(),
-        };
-        let mut nets = vec![];
-        for (n, mut aliases) in attach {
-            let Some(cluster) = net_names.get(&n) else {
-                return Err(format!(
-                    "{path}.networks: network {n:?} is not declared under the top-level networks"
-                ));
-            };
-            if !aliases.contains(key) {
-                aliases.insert(0, key.clone());
-            }
-            nets.push(NetAttach {
-                target: cluster.clone(),
-                aliases,
-            });
-        }
-        let d = s.deploy.clone().unwrap_or_default();
-        let mode = match (d.mode.as_deref(), d.replicas) {
-            (Some("global"), Some(_)) => {
-                return Err(format!("{path}.deploy: replicas with mode global"))
-            }
-            (Some("global"), None) => Mode::Global,
-            (None | Some("replicated"), r) => Mode::Replicated {
-                replicas: r.unwrap_or(1),
-            },
-            (Some(o), _) => {
-                return Err(format!("{path}.deploy.mode: {o:?} (replicated or global)"))
-            }
-        };
-        let endpoint_mode = match d.endpoint_mode.as_deref() {
-            None | Some("vip") => EndpointMode::Vip,
-            Some("dnsrr") => EndpointMode::Dnsrr,
-            Some(o) => return Err(format!("{path}.deploy.endpoint_mode: {o:?} (vip or dnsrr)")),
-        };
-        let placement = d.placement.clone().unwrap_or_default();
-        let restart = match &d.restart_policy {
-            None => RestartPolicy::default(),
-            Some(r) => RestartPolicy {
-                condition: match r.condition.as_deref() {
-                    None | Some("any") => RestartCondition::Any,
-                    Some("on-failure") => RestartCondition::OnFailure,
-                    Some("none") => RestartCondition::None,
-                    Some(o) => {
-                        return Err(format!(
-                        "{path}.deploy.restart_policy.condition: {o:?} (none, on-failure or any)"
-                    ))
-                    }
-                },
-                delay_ms: match &r.delay {
-                    Some(x) => duration_ms(&format!("{path}.deploy.restart_policy.delay"), x)?,
-                    None => RestartPolicy::default().delay_ms,
-                },
-                max_attempts: r.max_attempts.unwrap_or(0),
-            },
-        };
-        let health = match &s.healthcheck {
-            None => None,
-            Some(h) if h.disable => None,
-            Some(h) => {
-                let hp = format!("{path}.healthcheck");
-                let cmd = match &h.test {
-                    None => return Err(format!("{hp}.test: missing")),
-                    Some(Words::One(s)) => Some(s.clone()),
-                    Some(Words::Many(v)) => match v.split_first() {
-                        Some((k, rest)) if k == "CMD" => Some(shlex::try_join(
-                            rest.iter().map(String::as_str),
-                        )
-                        .map_err(|e| format!("{hp}.test: {e}"))?),
-                        Some((k, rest)) if k == "CMD-SHELL" => Some(rest.join(" ")),
-                        Some((k, _)) if k == "NONE" => None,
-                        _ => return Err(format!("{hp}.test: want [\"CMD\", ...], [\"CMD-SHELL\", \"...\"] or [\"NONE\"]")),
-                    },
-                };
-                let dur = |v: &Option<String>, what: &str, default: u64| match v {
-                    Some(x) => duration_ms(&format!("{hp}.{what}"), x),
-                    None => Ok(default),
-                };
-                match cmd {
-                    None => None,
-                    Some(cmd) => Some(HealthSpec {
-                        cmd,
-                        interval_ms: dur(&h.interval, "interval", 30_000)?,
-                        timeout_ms: dur(&h.timeout, "timeout", 30_000)?,
-                        retries: h.retries.unwrap_or(3),
-                        start_period_ms: dur(&h.start_period, "start_period", 0)?,
-                    }),
-                }
-            }
-        };
-        let mut labels = label();
-        if let Some(kv) = &d.labels {
-            labels.extend(key_values(kv));
-        }
-        services.push(ServiceSpec {
-            name: scoped(key),
-            mode,
-            command,
-            env: s
-                .environment
-                .as_ref()
-                .map(|e| {
-                    key_values(e)
-                        .into_iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            workdir: s.working_dir.clone(),
-            networks: nets,
-            endpoint_mode,
-            ports: s
-                .ports
-                .iter()
-                .enumerate()
-                .map(|(i, p)| port(&format!("{path}.ports[{i}]"), p))
-                .collect::<Result<_, _>>()?,
-            constraints: placement.constraints.clone(),
-            placement_prefs: placement
-                .preferences
-                .iter()
-                .map(|p| format!("spread={}", p.spread))
-                .collect(),
-            max_per_node: placement.max_replicas_per_node.unwrap_or(0),
-            restart,
-            health,
-            stop_grace_ms: match &s.stop_grace_period {
-                Some(x) => duration_ms(&format!("{path}.stop_grace_period"), x)?,
-                None => 10_000,
-            },
-            labels,
-            update: policy(
-                &format!("{path}.deploy.update_config"),
-                d.update_config.as_ref(),
-            )?,
-            rollback: policy(
-                &format!("{path}.deploy.rollback_config"),
-                d.rollback_config.as_ref(),
-            )?,
-            force_update: 0,
+        nets.push(NetAttach {
+            target: cluster.clone(),
+            aliases,
         });
     }
-    // Two services of the file publishing one port: refused before anything
-    // is made (the managers would refuse the second one anyway).
+    Ok(nets)
+}
+
+fn mode(path: &str, d: &super::compose::Deploy) -> Result<Mode, String> {
+    Ok(match (d.mode.as_deref(), d.replicas) {
+        (Some("global"), Some(_)) => {
+            return Err(format!("{path}.deploy: replicas with mode global"))
+        }
+        (Some("global"), None) => Mode::Global,
+        (None | Some("replicated"), r) => Mode::Replicated {
+            replicas: r.unwrap_or(1),
+        },
+        (Some(o), _) => return Err(format!("{path}.deploy.mode: {o:?} (replicated or global)")),
+    })
+}
+
+fn restart(path: &str, d: &super::compose::Deploy) -> Result<RestartPolicy, String> {
+    Ok(match &d.restart_policy {
+        None => RestartPolicy::default(),
+        Some(r) => RestartPolicy {
+            condition: match r.condition.as_deref() {
+                None | Some("any") => RestartCondition::Any,
+                Some("on-failure") => RestartCondition::OnFailure,
+                Some("none") => RestartCondition::None,
+                Some(o) => {
+                    return Err(format!(
+                        "{path}.deploy.restart_policy.condition: {o:?} (none, on-failure or any)"
+                    ))
+                }
+            },
+            delay_ms: match &r.delay {
+                Some(x) => duration_ms(&format!("{path}.deploy.restart_policy.delay"), x)?,
+                None => RestartPolicy::default().delay_ms,
+            },
+            max_attempts: r.max_attempts.unwrap_or(0),
+        },
+    })
+}
+
+fn health(path: &str, s: &super::compose::Service) -> Result<Option<HealthSpec>, String> {
+    Ok(match &s.healthcheck {
+        None => None,
+        Some(h) if h.disable => None,
+        Some(h) => {
+            let hp = format!("{path}.healthcheck");
+            let cmd = match &h.test {
+                None => return Err(format!("{hp}.test: missing")),
+                Some(Words::One(s)) => Some(s.clone()),
+                Some(Words::Many(v)) => match v.split_first() {
+                    Some((k, rest)) if k == "CMD" => Some(
+                        shlex::try_join(rest.iter().map(String::as_str))
+                            .map_err(|e| format!("{hp}.test: {e}"))?,
+                    ),
+                    Some((k, rest)) if k == "CMD-SHELL" => Some(rest.join(" ")),
+                    Some((k, _)) if k == "NONE" => None,
+                    _ => return Err(format!(
+                        "{hp}.test: want [\"CMD\", ...], [\"CMD-SHELL\", \"...\"] or [\"NONE\"]"
+                    )),
+                },
+            };
+            let dur = |v: &Option<String>, what: &str, default: u64| match v {
+                Some(x) => duration_ms(&format!("{hp}.{what}"), x),
+                None => Ok(default),
+            };
+            match cmd {
+                None => None,
+                Some(cmd) => Some(HealthSpec {
+                    cmd,
+                    interval_ms: dur(&h.interval, "interval", 30_000)?,
+                    timeout_ms: dur(&h.timeout, "timeout", 30_000)?,
+                    retries: h.retries.unwrap_or(3),
+                    start_period_ms: dur(&h.start_period, "start_period", 0)?,
+                }),
+            }
+        }
+    })
+}
+
+/// Two services of the file publishing one port: refused before anything
+/// is made (the managers would refuse the second one anyway).
+fn check_ports(services: &[ServiceSpec]) -> Result<(), String> {
     let mut seen: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
-    for s in &services {
+    for s in services {
         for p in s.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
             if let Some(other) = seen.insert((p.published, p.protocol), &s.name) {
                 return Err(format!(
@@ -403,7 +461,7 @@ pub fn convert(name: &str, f: &ComposeFile) -> Result<Stack, String> {
             }
         }
     }
-    Ok(Stack { networks, services })
+    Ok(())
 }
 
 #[cfg(test)]
