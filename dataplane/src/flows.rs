@@ -7,7 +7,6 @@ use std::path::Path;
 use aya::maps::{Array, Map, MapData, RingBuf};
 use shoal_ebpf::{map, Flow, MonitorCfg, MON_FLOWS};
 
-use crate::monitor::open;
 use crate::Error;
 
 pub struct FlowRing {
@@ -17,10 +16,10 @@ pub struct FlowRing {
 
 impl FlowRing {
     pub fn open(pins: &Path) -> Result<Self, Error> {
-        let cfg = Array::try_from(Map::Array(open(pins, map::MONITOR)?))
-            .map_err(|e| Error::bpf("map shoal_monitor", e))?;
-        let ring = RingBuf::try_from(Map::RingBuf(open(pins, map::FLOWS)?))
-            .map_err(|e| Error::bpf("map shoal_flows", e))?;
+        let cfg = Array::try_from(Map::Array(crate::pinned_map(pins, map::MONITOR)?))
+            .map_err(|e| Error::map("map shoal_monitor", e))?;
+        let ring = RingBuf::try_from(Map::RingBuf(crate::pinned_map(pins, map::FLOWS)?))
+            .map_err(|e| Error::map("map shoal_flows", e))?;
         Ok(Self { cfg, ring })
     }
 
@@ -39,7 +38,7 @@ impl FlowRing {
         };
         self.cfg
             .set(0, cfg, 0)
-            .map_err(|e| Error::bpf("write shoal_monitor", e))
+            .map_err(|e| Error::map("write shoal_monitor", e))
     }
 
     /// The records waiting now.

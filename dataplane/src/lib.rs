@@ -23,8 +23,17 @@ pub enum Error {
     Sys(&'static str, #[source] nix::Error),
     #[error("{0}: {1}")]
     Netlink(String, #[source] rtnetlink::Error),
-    #[error("eBPF: {0}")]
-    Bpf(String),
+    /// Nothing is pinned there: no daemon has attached a dataplane with
+    /// this pin directory (callers say so in their own words).
+    #[error("nothing pinned at {0}")]
+    NotPinned(std::path::PathBuf),
+    /// A map could not be opened, read or written.
+    #[error("eBPF map {0}: {1}")]
+    Map(String, #[source] aya::maps::MapError),
+    /// A program could not be loaded, attached or pinned (the verifier's
+    /// log, when it refused one, is in the text).
+    #[error("eBPF program {0}: {1}")]
+    Program(String, String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -43,9 +52,24 @@ impl Error {
     pub(crate) fn netlink(what: String, e: rtnetlink::Error) -> Self {
         Error::Netlink(what, e)
     }
-    pub(crate) fn bpf(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
-        Error::Bpf(format!("{what}: {e}"))
+    pub(crate) fn map(what: impl std::fmt::Display, e: aya::maps::MapError) -> Self {
+        Error::Map(what.to_string(), e)
     }
+    pub(crate) fn program(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Self {
+        Error::Program(what.to_string(), e.to_string())
+    }
+}
+
+/// The map pinned as `name` in `dir`, or `NotPinned` when there is none.
+pub(crate) fn pinned_map(dir: &std::path::Path, name: &str) -> Result<aya::maps::MapData, Error> {
+    let path = dir.join(name);
+    aya::maps::MapData::from_pin(&path).map_err(|e| {
+        if path.exists() {
+            Error::map(format!("open pinned {}", path.display()), e)
+        } else {
+            Error::NotPinned(path)
+        }
+    })
 }
 
 /// Mounts bpffs at /sys/fs/bpf if nothing is mounted there yet.

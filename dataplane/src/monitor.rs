@@ -9,12 +9,6 @@ use shoal_ebpf::{map, Event, MonitorCfg, MON_DROPS, MON_TRACES};
 
 use crate::Error;
 
-pub(crate) fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
-    let path = dir.join(name);
-    MapData::from_pin(&path)
-        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
-}
-
 /// A listener on one node's datapath events. Reporting is switched on by
 /// `start` (added to what another listener asked for) and back to what it
 /// was when the listener is dropped. Listeners share the one ring buffer:
@@ -28,10 +22,10 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn open(pins: &Path) -> Result<Self, Error> {
-        let cfg = Array::try_from(Map::Array(open(pins, map::MONITOR)?))
-            .map_err(|e| Error::bpf("map shoal_monitor", e))?;
-        let ring = RingBuf::try_from(Map::RingBuf(open(pins, map::EVENTS)?))
-            .map_err(|e| Error::bpf("map shoal_events", e))?;
+        let cfg = Array::try_from(Map::Array(crate::pinned_map(pins, map::MONITOR)?))
+            .map_err(|e| Error::map("map shoal_monitor", e))?;
+        let ring = RingBuf::try_from(Map::RingBuf(crate::pinned_map(pins, map::EVENTS)?))
+            .map_err(|e| Error::map("map shoal_events", e))?;
         Ok(Self {
             cfg,
             ring: Some(ring),
@@ -53,7 +47,7 @@ impl Monitor {
         };
         self.cfg
             .set(0, cfg, 0)
-            .map_err(|e| Error::bpf("write shoal_monitor", e))
+            .map_err(|e| Error::map("write shoal_monitor", e))
     }
 
     /// The ring buffer to read (once).

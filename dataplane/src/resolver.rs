@@ -23,10 +23,11 @@ pub struct PortMove {
 /// Loads the program and attaches it to the egress of `lo` in the calling
 /// thread's network namespace (run it inside the task's: `NetNs::run`).
 pub fn attach_here() -> Result<PortMove, Error> {
-    let mut ebpf = Ebpf::load(RESOLVER_OBJ).map_err(|e| Error::bpf("load resolver object", e))?;
+    let mut ebpf =
+        Ebpf::load(RESOLVER_OBJ).map_err(|e| Error::program("load resolver object", e))?;
     let p: &mut SchedClassifier = prog_mut(&mut ebpf, prog::DNS_LO)?;
     p.load()
-        .map_err(|e| Error::bpf(format!("load {}", prog::DNS_LO), verifier(e)))?;
+        .map_err(|e| Error::program(format!("load {}", prog::DNS_LO), verifier(e)))?;
     let id = if tcx_supported() {
         p.attach_with_options(
             "lo",
@@ -38,10 +39,10 @@ pub fn attach_here() -> Result<PortMove, Error> {
         let _ = tc::qdisc_add_clsact("lo");
         p.attach("lo", TcAttachType::Egress)
     }
-    .map_err(|e| Error::bpf("attach the resolver program to lo", e))?;
+    .map_err(|e| Error::program("attach the resolver program to lo", e))?;
     let link = p
         .take_link(id)
-        .map_err(|e| Error::bpf("take the resolver link", e))?;
+        .map_err(|e| Error::program("take the resolver link", e))?;
     Ok(PortMove {
         _link: link,
         _ebpf: ebpf,

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use shoal_dataplane::ebpf::{EpValue, EP_F_LOCAL, EP_F_REMOTE, EP_F_STATIC};
@@ -223,14 +223,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         DebugCmd::ScheduleSim { .. } => unreachable!("handled before the target"),
         _ => {}
     }
-    let open = || {
-        Maps::open(&t.pins).with_context(|| {
-            format!(
-                "no Shoal dataplane pinned at {} (is the daemon running there?)",
-                t.pins.display()
-            )
-        })
-    };
+    let open = || super::pinned(Maps::open(&t.pins), &t.pins);
     match &a.cmd {
         DebugCmd::Maps => {
             let maps = open()?;

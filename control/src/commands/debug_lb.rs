@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use shoal_dataplane::lb::{LbCounter, LbFlow, LbMaps, LbService, MeshFlow, MeshMaps, MeshPort};
 use shoal_dataplane::overlay::Maps;
@@ -78,13 +78,8 @@ fn read_view(
     client: Option<Ipv4Addr>,
     local_relays: Vec<LocalPort>,
 ) -> Result<LbView> {
-    let lb = LbMaps::open(pins).with_context(|| {
-        format!(
-            "no Shoal balancer pinned at {} (is the daemon running there?)",
-            pins.display()
-        )
-    })?;
-    let c = Maps::open(pins)?.counters();
+    let lb = super::pinned(LbMaps::open(pins), pins)?;
+    let c = super::pinned(Maps::open(pins), pins)?.counters();
     let mut counters: Vec<(String, u64)> = [
         Stat::LbDnat,
         Stat::LbRevnat,

@@ -157,12 +157,7 @@ pub fn run(
     if a.sample == 0 {
         bail!("--sample must be at least 1");
     }
-    let mut mon = Monitor::open(pins).with_context(|| {
-        format!(
-            "no Shoal dataplane pinned at {} (is the daemon running there?)",
-            pins.display()
-        )
-    })?;
+    let mut mon = super::pinned(Monitor::open(pins), pins)?;
     let flags = match a.kind {
         Some(EventType::Drop) => MON_DROPS,
         Some(EventType::Trace) => MON_TRACES,

@@ -117,3 +117,18 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// A pinned dataplane object opened by a debug command: when nothing is
+/// pinned there, say what that means here; any other failure as it is.
+pub fn pinned<T>(
+    r: Result<T, shoal_dataplane::Error>,
+    pins: &std::path::Path,
+) -> anyhow::Result<T> {
+    r.map_err(|e| match e {
+        shoal_dataplane::Error::NotPinned(_) => anyhow::anyhow!(
+            "no Shoal dataplane pinned at {} (is the daemon running there?)",
+            pins.display()
+        ),
+        e => e.into(),
+    })
+}

@@ -423,9 +423,11 @@ fn health(path: &str, s: &super::compose::Service) -> Result<Option<HealthSpec>,
                     ),
                     Some((k, rest)) if k == "CMD-SHELL" => Some(rest.join(" ")),
                     Some((k, _)) if k == "NONE" => None,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "{hp}.test: want [\"CMD\", ...], [\"CMD-SHELL\", \"...\"] or [\"NONE\"]"
-                    )),
+                    ))
+                    }
                 },
             };
             let dur = |v: &Option<String>, what: &str, default: u64| match v {

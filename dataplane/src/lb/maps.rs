@@ -24,12 +24,6 @@ pub struct LbMaps {
     rct: HashMap<MapData, CtKey, CtValue>,
 }
 
-fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
-    let path = dir.join(name);
-    MapData::from_pin(&path)
-        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
-}
-
 /// A service as the datapath holds it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LbService {
@@ -63,20 +57,20 @@ pub struct LbFlow {
 
 impl LbMaps {
     pub fn open(dir: &Path) -> Result<Self, Error> {
-        let hash = |name: &str| -> Result<MapData, Error> { open(dir, name) };
+        let hash = |name: &str| -> Result<MapData, Error> { crate::pinned_map(dir, name) };
         Ok(Self {
             stats: PerCpuHashMap::try_from(Map::PerCpuHashMap(hash(map::LB_STATS)?))
-                .map_err(|e| Error::bpf("map shoal_lb_stats", e))?,
+                .map_err(|e| Error::map("map shoal_lb_stats", e))?,
             services: HashMap::try_from(Map::HashMap(hash(map::SERVICES)?))
-                .map_err(|e| Error::bpf("map shoal_services", e))?,
+                .map_err(|e| Error::map("map shoal_services", e))?,
             maglev: HashMap::try_from(Map::HashMap(hash(map::MAGLEV)?))
-                .map_err(|e| Error::bpf("map shoal_maglev", e))?,
+                .map_err(|e| Error::map("map shoal_maglev", e))?,
             backends: HashMap::try_from(Map::HashMap(hash(map::BACKENDS)?))
-                .map_err(|e| Error::bpf("map shoal_backends", e))?,
+                .map_err(|e| Error::map("map shoal_backends", e))?,
             ct: HashMap::try_from(Map::LruHashMap(hash(map::CT)?))
-                .map_err(|e| Error::bpf("map shoal_ct", e))?,
+                .map_err(|e| Error::map("map shoal_ct", e))?,
             rct: HashMap::try_from(Map::LruHashMap(hash(map::RCT)?))
-                .map_err(|e| Error::bpf("map shoal_rct", e))?,
+                .map_err(|e| Error::map("map shoal_rct", e))?,
         })
     }
 
@@ -102,7 +96,7 @@ impl LbMaps {
         }
         self.maglev
             .insert(key, table, 0)
-            .map_err(|e| Error::bpf("maglev insert", e))?;
+            .map_err(|e| Error::map("maglev insert", e))?;
         for b in &list {
             let bk = BackendKey {
                 vni,
@@ -111,7 +105,7 @@ impl LbMaps {
             };
             self.backends
                 .insert(bk, 1, 0)
-                .map_err(|e| Error::bpf("backend insert", e))?;
+                .map_err(|e| Error::map("backend insert", e))?;
         }
         self.services
             .insert(
@@ -123,7 +117,7 @@ impl LbMaps {
                 },
                 0,
             )
-            .map_err(|e| Error::bpf("service insert", e))?;
+            .map_err(|e| Error::map("service insert", e))?;
         let stale: Vec<BackendKey> = self
             .backends
             .keys()

@@ -43,12 +43,6 @@ pub struct MeshMaps {
     rev: HashMap<MapData, CtKey, MeshRevValue>,
 }
 
-fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
-    let path = dir.join(name);
-    MapData::from_pin(&path)
-        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
-}
-
 fn port_key(proto: u8, port: u16) -> MeshPortKey {
     MeshPortKey {
         port: port.to_be(),
@@ -60,14 +54,14 @@ fn port_key(proto: u8, port: u16) -> MeshPortKey {
 impl MeshMaps {
     pub fn open(dir: &Path) -> Result<Self, Error> {
         Ok(Self {
-            ports: HashMap::try_from(Map::HashMap(open(dir, map::MESH_PORTS)?))
-                .map_err(|e| Error::bpf("map shoal_mesh_ports", e))?,
-            addrs: HashMap::try_from(Map::HashMap(open(dir, map::MESH_ADDRS)?))
-                .map_err(|e| Error::bpf("map shoal_mesh_addrs", e))?,
-            ct: HashMap::try_from(Map::LruHashMap(open(dir, map::MESH_CT)?))
-                .map_err(|e| Error::bpf("map shoal_mesh_ct", e))?,
-            rev: HashMap::try_from(Map::LruHashMap(open(dir, map::MESH_REV)?))
-                .map_err(|e| Error::bpf("map shoal_mesh_rev", e))?,
+            ports: HashMap::try_from(Map::HashMap(crate::pinned_map(dir, map::MESH_PORTS)?))
+                .map_err(|e| Error::map("map shoal_mesh_ports", e))?,
+            addrs: HashMap::try_from(Map::HashMap(crate::pinned_map(dir, map::MESH_ADDRS)?))
+                .map_err(|e| Error::map("map shoal_mesh_addrs", e))?,
+            ct: HashMap::try_from(Map::LruHashMap(crate::pinned_map(dir, map::MESH_CT)?))
+                .map_err(|e| Error::map("map shoal_mesh_ct", e))?,
+            rev: HashMap::try_from(Map::LruHashMap(crate::pinned_map(dir, map::MESH_REV)?))
+                .map_err(|e| Error::map("map shoal_mesh_rev", e))?,
         })
     }
 
@@ -83,7 +77,7 @@ impl MeshMaps {
                 },
                 0,
             )
-            .map_err(|e| Error::bpf(format!("publish port {}", p.published), e))
+            .map_err(|e| Error::map(format!("publish port {}", p.published), e))
     }
 
     pub fn remove_port(&mut self, proto: u8, published: u16) {
@@ -128,7 +122,7 @@ impl MeshMaps {
             if have.get(a) != Some(ifindex) {
                 self.addrs
                     .insert(ip_key(*a), ifindex, 0)
-                    .map_err(|e| Error::bpf(format!("mesh address {a}"), e))?;
+                    .map_err(|e| Error::map(format!("mesh address {a}"), e))?;
             }
         }
         for a in have.keys().filter(|a| !want.contains_key(a)) {

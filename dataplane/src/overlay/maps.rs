@@ -22,17 +22,11 @@ pub struct Maps {
     ep_traffic: PerCpuHashMap<MapData, u32, EpTraffic>,
 }
 
-fn open(dir: &Path, name: &str) -> Result<MapData, Error> {
-    let path = dir.join(name);
-    MapData::from_pin(&path)
-        .map_err(|e| Error::bpf(format!("open pinned map {}", path.display()), e))
-}
-
 macro_rules! typed {
     ($variant:ident, $dir:expr, $name:expr) => {
-        Map::$variant(open($dir, $name)?)
+        Map::$variant(crate::pinned_map($dir, $name)?)
             .try_into()
-            .map_err(|e| Error::bpf(format!("map {}", $name), e))?
+            .map_err(|e| Error::map(format!("map {}", $name), e))?
     };
 }
 
@@ -98,13 +92,13 @@ impl Maps {
     pub fn set_config(&mut self, cfg: Config) -> Result<(), Error> {
         self.config
             .set(0, cfg, 0)
-            .map_err(|e| Error::bpf("write config", e))
+            .map_err(|e| Error::map("write config", e))
     }
 
     pub fn config(&self) -> Result<Config, Error> {
         self.config
             .get(&0, 0)
-            .map_err(|e| Error::bpf("read config", e))
+            .map_err(|e| Error::map("read config", e))
     }
 
     pub fn upsert_endpoint(&mut self, vni: u32, ip: Ipv4Addr, v: EpValue) -> Result<(), Error> {
@@ -117,7 +111,7 @@ impl Maps {
                 v,
                 0,
             )
-            .map_err(|e| Error::bpf(format!("write endpoint {vni}/{ip}"), e))
+            .map_err(|e| Error::map(format!("write endpoint {vni}/{ip}"), e))
     }
 
     pub fn remove_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<bool, Error> {
@@ -132,7 +126,7 @@ impl Maps {
             {
                 Ok(false)
             }
-            Err(e) => Err(Error::bpf(format!("remove endpoint {vni}/{ip}"), e)),
+            Err(e) => Err(Error::map(format!("remove endpoint {vni}/{ip}"), e)),
         }
     }
 
@@ -155,12 +149,12 @@ impl Maps {
     pub fn set_iface(&mut self, ifindex: u32, v: IfaceValue) -> Result<(), Error> {
         self.ifaces
             .insert(ifindex, v, 0)
-            .map_err(|e| Error::bpf(format!("write iface {ifindex}"), e))
+            .map_err(|e| Error::map(format!("write iface {ifindex}"), e))
     }
 
     pub fn remove_iface(&mut self, ifindex: u32) -> Result<bool, Error> {
         removed(self.ifaces.remove(&ifindex))
-            .map_err(|e| Error::bpf(format!("remove iface {ifindex}"), e))
+            .map_err(|e| Error::map(format!("remove iface {ifindex}"), e))
     }
 
     pub fn ifaces(&self) -> Vec<(u32, IfaceValue)> {
@@ -170,11 +164,11 @@ impl Maps {
     pub fn add_vni(&mut self, vni: u32) -> Result<(), Error> {
         self.vnis
             .insert(vni, VniValue { flags: 0 }, 0)
-            .map_err(|e| Error::bpf(format!("write vni {vni}"), e))
+            .map_err(|e| Error::map(format!("write vni {vni}"), e))
     }
 
     pub fn remove_vni(&mut self, vni: u32) -> Result<bool, Error> {
-        removed(self.vnis.remove(&vni)).map_err(|e| Error::bpf(format!("remove vni {vni}"), e))
+        removed(self.vnis.remove(&vni)).map_err(|e| Error::map(format!("remove vni {vni}"), e))
     }
 
     pub fn vnis(&self) -> Vec<u32> {

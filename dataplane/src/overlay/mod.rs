@@ -144,16 +144,16 @@ impl Overlay {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OVERLAY_OBJ)
-            .map_err(|e| Error::bpf("load overlay object", e))?;
+            .map_err(|e| Error::program("load overlay object", e))?;
         for name in [prog::EP_TC, prog::UL_TC] {
             let p: &mut SchedClassifier = prog_mut(&mut ebpf, name)?;
             p.load()
-                .map_err(|e| Error::bpf(format!("load {name}"), verifier(e)))?;
+                .map_err(|e| Error::program(format!("load {name}"), verifier(e)))?;
         }
         for name in [prog::EP_XDP, prog::UL_XDP] {
             let p: &mut Xdp = prog_mut(&mut ebpf, name)?;
             p.load()
-                .map_err(|e| Error::bpf(format!("load {name}"), verifier(e)))?;
+                .map_err(|e| Error::program(format!("load {name}"), verifier(e)))?;
         }
         Ok(Self {
             ebpf,
@@ -241,13 +241,15 @@ impl Overlay {
                 TcAttachType::Ingress,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
-            .map_err(|e| Error::bpf(format!("attach {name} to {ifname}"), e))?;
-        let link = p.take_link(id).map_err(|e| Error::bpf("take link", e))?;
+            .map_err(|e| Error::program(format!("attach {name} to {ifname}"), e))?;
+        let link = p
+            .take_link(id)
+            .map_err(|e| Error::program("take link", e))?;
         let fd: FdLink = link
             .try_into()
-            .map_err(|e| Error::bpf("tc link is not a bpf_link (kernel < 6.6?)", e))?;
+            .map_err(|e| Error::program("tc link is not a bpf_link (kernel < 6.6?)", e))?;
         fd.pin(&pin)
-            .map_err(|e| Error::bpf(format!("pin {}", pin.display()), e))?;
+            .map_err(|e| Error::program(format!("pin {}", pin.display()), e))?;
         Ok(())
     }
 
@@ -260,14 +262,14 @@ impl Overlay {
             // EEXIST: a previous run's qdisc, kept.
             if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST))
             {
-                return Err(Error::bpf(format!("clsact on {ifname}"), e));
+                return Err(Error::program(format!("clsact on {ifname}"), e));
             }
         }
         let _ = tc::qdisc_detach_program(ifname, TcAttachType::Ingress, name);
         let p: &mut SchedClassifier = prog_mut(&mut self.ebpf, name)?;
         let id = p
             .attach(ifname, TcAttachType::Ingress)
-            .map_err(|e| Error::bpf(format!("attach {name} to {ifname}"), e))?;
+            .map_err(|e| Error::program(format!("attach {name} to {ifname}"), e))?;
         // Detached when the interface goes, not when the agent exits.
         std::mem::forget(p.take_link(id));
         Ok(())
@@ -290,13 +292,15 @@ impl Overlay {
         }
         let id = p
             .attach(ifname, XdpMode::Driver)
-            .map_err(|e| Error::bpf(format!("attach {name} (native XDP) to {ifname}"), e))?;
-        let link = p.take_link(id).map_err(|e| Error::bpf("take link", e))?;
+            .map_err(|e| Error::program(format!("attach {name} (native XDP) to {ifname}"), e))?;
+        let link = p
+            .take_link(id)
+            .map_err(|e| Error::program("take link", e))?;
         let fd: FdLink = link
             .try_into()
-            .map_err(|e| Error::bpf("xdp link is not a bpf_link", e))?;
+            .map_err(|e| Error::program("xdp link is not a bpf_link", e))?;
         fd.pin(&pin)
-            .map_err(|e| Error::bpf(format!("pin {}", pin.display()), e))?;
+            .map_err(|e| Error::program(format!("pin {}", pin.display()), e))?;
         Ok(())
     }
 }
@@ -361,7 +365,7 @@ where
         .program_mut(name)
         .ok_or_else(|| Error::NotFound(format!("program {name}")))?;
     p.try_into()
-        .map_err(|_| Error::Bpf(format!("program {name} has an unexpected type")))
+        .map_err(|_| Error::program(name, "has an unexpected type"))
 }
 
 /// Keeps the verifier's log when a load fails: it is the only useful part.
