@@ -2,7 +2,7 @@
 //! agent keeps serving; invalid CLI input gets one line naming the problem
 //! and changes nothing.
 
-use shoal_tests::{send_udp, shoal, Lab};
+use shoal_tests::{join_token, ok, send_udp, shoal, Lab};
 
 #[test]
 fn malformed_vxlan_is_dropped_counted_and_survived() {
@@ -134,4 +134,110 @@ fn invalid_cli_input_is_refused_with_one_line_and_changes_nothing() {
     // Nothing changed: the table holds exactly the lab's own endpoint.
     let eps = lab.debug_json("n1", &["endpoints"]);
     assert_eq!(eps.as_array().unwrap().len(), 1, "{eps}");
+}
+
+/// Runs `shoal ARGS` on `node`: a refusal with exit code 1 (Docker's) and
+/// one line naming the problem.
+fn refused_with_exit_1(lab: &Lab, node: &str, args: &[&str], needle: &str) {
+    let o = lab.shoal_on(node, args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{args:?} on {node}: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?} on {node}: want {needle:?} in {err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+}
+
+/// The local API's HTTP status and JSON error for one request on `node`'s
+/// socket (the one `lab exec` hands to `shoal`).
+fn api_status(lab: &Lab, node: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let script = format!(
+        "curl -s -o /dev/stderr -w '%{{http_code}}' --unix-socket \"$SHOAL_SOCKET\" \
+         -X {method} -H 'content-type: application/json' --data-binary '{body}' http://shoal{path}"
+    );
+    let o = shoal(&[
+        "lab", "exec", "--name", &lab.name, node, "--", "sh", "-c", &script,
+    ]);
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn each_error_kind_keeps_its_status_through_the_api_and_exit_code_1_in_the_cli() {
+    let lab = Lab::up(2, 0, "tc");
+    let kind = |j: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(j)
+            .map(|v| v["kind"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    // invalid: a name the managers refuse, and a body that is not JSON.
+    refused_with_exit_1(
+        &lab,
+        "n1",
+        &["network", "create", "bad!name"],
+        "invalid network name",
+    );
+    let (s, j) = api_status(&lab, "n1", "POST", "/v1/networks", r#"{"name":"bad!name"}"#);
+    assert_eq!((s, kind(&j).as_str()), (400, "invalid"), "{j}");
+    let (s, j) = api_status(&lab, "n1", "POST", "/v1/networks", "{not json");
+    assert_eq!((s, kind(&j).as_str()), (400, "invalid"), "{j}");
+    // not found.
+    refused_with_exit_1(&lab, "n1", &["service", "inspect", "nosuch"], "not found");
+    let (s, j) = api_status(&lab, "n1", "GET", "/v1/services/nosuch", "");
+    assert_eq!((s, kind(&j).as_str()), (404, "not_found"), "{j}");
+    let (s, _) = api_status(&lab, "n1", "GET", "/v1/no/such/route", "");
+    assert_eq!(s, 404);
+    // conflict: a name taken.
+    ok(lab.shoal_on("n1", &["network", "create", "dup"]));
+    refused_with_exit_1(&lab, "n1", &["network", "create", "dup"], "already exists");
+    let (s, j) = api_status(&lab, "n1", "POST", "/v1/networks", r#"{"name":"dup"}"#);
+    assert_eq!((s, kind(&j).as_str()), (409, "conflict"), "{j}");
+    // unavailable: cluster state asked of a worker.
+    refused_with_exit_1(&lab, "n2", &["service", "ls"], "not a swarm manager");
+    let (s, j) = api_status(&lab, "n2", "GET", "/v1/services", "");
+    assert_eq!((s, kind(&j).as_str()), (503, "unavailable"), "{j}");
+    // forbidden: a node outside the swarm joins with a token whose secret
+    // is wrong (the CA digest is right, so the TLS handshake passes and
+    // the manager refuses the token itself); the manager's kind crosses
+    // the control port and the joining node's API.
+    let token = join_token(&lab, "n1", "worker");
+    let bad = format!("{}{}", &token[..token.len() - 25], "a".repeat(25));
+    let ns = lab.extra_host("x", "198.18.0.60");
+    // Another cluster id: it stays out of the lab's gossip.
+    let (child, socket) = lab.spawn_daemon(&ns, "x", "198.18.0.60", "outside");
+    let _outsider = KillOnDrop(child);
+    let o = shoal(&[
+        "swarm",
+        "join",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--token",
+        &bad,
+        "198.18.0.1:2377",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("invalid join token"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err:?}");
+    // The CLI's usage errors keep exit code 2.
+    let o = shoal(&["network", "create"]);
+    assert_eq!(o.status.code(), Some(2));
+    // Nothing of the refused requests was made.
+    let nets = ok(lab.shoal_on("n1", &["network", "ls", "--format", "json"]));
+    assert!(!nets.contains("bad!name"), "{nets}");
+    assert_eq!(nets.matches("\"dup\"").count(), 1, "{nets}");
+}
+
+/// A spawned daemon, killed when the test ends (also when it fails).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

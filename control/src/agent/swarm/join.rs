@@ -273,7 +273,13 @@ impl Agent {
         };
         let reply: JoinReply = call(&pinned, remote, "/swarm/join", &req, ttl)
             .await
-            .map_err(|f| anyhow!("{remote} refused the join: {}", f.msg))?;
+            .map_err(|f| {
+                // The manager's kind (a bad token is forbidden, a taken
+                // address a conflict) reaches the CLI unchanged.
+                let mut e = f.into_wire();
+                e.message = format!("{remote} refused the join: {}", e.message);
+                e
+            })?;
         let identity = Identity {
             ca_pem: ca,
             cert_pem: reply.cert_pem.clone(),
