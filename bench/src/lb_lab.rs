@@ -134,7 +134,14 @@ fn in_vm(a: &Args, shoal: &Path) -> Result<Value> {
         shoal.display(),
         a.lab.rounds
     );
-    let r = vm.run(&script, std::time::Duration::from_secs(1800));
+    // Both binaries are shared with the guest wherever the target dir is.
+    let r = vm
+        .run(
+            &script,
+            &[exe.clone(), shoal.to_path_buf()],
+            std::time::Duration::from_secs(1800),
+        )
+        .map_err(anyhow::Error::msg)?;
     let line = r
         .console
         .lines()

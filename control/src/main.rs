@@ -19,6 +19,31 @@ mod wire;
 
 use clap::Parser;
 
+/// A clap error as one line naming the problem: its first line and the
+/// detail clap puts on the lines below it (the missing arguments, the
+/// possible values, a tip), without the usage and the help hint.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut out = first.trim_start_matches("error: ").trim_end().to_string();
+    let detail: Vec<&str> = lines
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if out.ends_with(':') {
+        // A list: "...not provided: --name <NAME>, <COMMAND>..."
+        out = format!("{out} {}", detail.join(", "));
+    } else {
+        for d in detail {
+            // "[possible values: a, b]" reads on; a tip is a clause of its own.
+            out.push_str(if d.starts_with('[') { " " } else { "; " });
+            out.push_str(d);
+        }
+    }
+    out
+}
+
 fn main() {
     let cli = match commands::Cli::try_parse() {
         Ok(c) => c,
@@ -32,13 +57,7 @@ fn main() {
             {
                 e.exit();
             }
-            // One line naming the problem (clap adds usage and a hint).
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!(
-                "shoal: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("shoal: {} (see --help)", one_line(&e.to_string()));
             std::process::exit(2);
         }
     };
@@ -69,5 +88,61 @@ fn main() {
         // One line naming the problem, as operators expect from a CLI.
         eprintln!("shoal: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use clap::Parser;
+
+    fn parse_error(args: &[&str]) -> String {
+        let e = crate::commands::Cli::try_parse_from(args).expect_err("a usage error");
+        one_line(&e.to_string())
+    }
+
+    #[test]
+    fn missing_arguments_are_named() {
+        assert_eq!(
+            parse_error(&["shoal", "service", "create"]),
+            "the following required arguments were not provided: --name <NAME>, <COMMAND>..."
+        );
+    }
+
+    #[test]
+    fn possible_values_and_tips_stay_on_the_line() {
+        let bad_value = parse_error(&["shoal", "lab", "ls", "--format", "yaml"]);
+        assert!(
+            bad_value.starts_with("invalid value 'yaml' for '--format <FORMAT>'")
+                && bad_value.ends_with("[possible values: table, json]"),
+            "{bad_value}"
+        );
+        let unexpected = parse_error(&["shoal", "lab", "ls", "--form", "json"]);
+        assert!(
+            unexpected
+                == "unexpected argument '--form' found; tip: a similar argument exists: '--format'",
+            "{unexpected}"
+        );
+        for line in [bad_value, unexpected] {
+            assert!(!line.contains('\n') && !line.contains("Usage"), "{line}");
+        }
+    }
+
+    #[test]
+    fn clap_layouts_become_one_line() {
+        let text = "error: the following required arguments were not provided:\n  --name <NAME>\n  <COMMAND>...\n\nUsage: shoal service create --name <NAME> <COMMAND>...\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(text),
+            "the following required arguments were not provided: --name <NAME>, <COMMAND>..."
+        );
+        let text = "error: unrecognized subcommand 'frob'\n\n  tip: a similar subcommand exists: 'up'\n\nUsage: shoal lab <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(text),
+            "unrecognized subcommand 'frob'; tip: a similar subcommand exists: 'up'"
+        );
+        assert_eq!(
+            one_line("error: invalid value 'x' for '--nodes <NODES>': invalid digit found in string\n\nFor more information, try '--help'.\n"),
+            "invalid value 'x' for '--nodes <NODES>': invalid digit found in string"
+        );
     }
 }

@@ -241,3 +241,41 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Usage errors name what is wrong on their one line, with the detail clap
+/// prints below its first line (issue 26): the missing arguments, the
+/// possible values, a tip. Exit code 2, as for every usage error.
+#[test]
+fn usage_errors_name_the_missing_arguments_on_one_line() {
+    let usage_error = |args: &[&str], needles: &[&str]| {
+        let out = shoal(args);
+        assert_eq!(out.status.code(), Some(2), "shoal {}", args.join(" "));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+        assert!(!err.contains("Usage:"), "{err:?}");
+        for n in needles {
+            assert!(
+                err.contains(n),
+                "shoal {}: expected {n:?} in {err:?}",
+                args.join(" ")
+            );
+        }
+    };
+    usage_error(
+        &["service", "create"],
+        &[
+            "shoal: the following required arguments were not provided: --name <NAME>, <COMMAND>... (see --help)",
+        ],
+    );
+    usage_error(
+        &["service", "ls", "--format", "yaml"],
+        &["invalid value 'yaml'", "[possible values: table, json]"],
+    );
+    usage_error(
+        &["lab", "ls", "--form", "json"],
+        &[
+            "unexpected argument '--form'",
+            "tip: a similar argument exists: '--format'",
+        ],
+    );
+}

@@ -667,15 +667,27 @@ fn the_same_suite_with_ipvs_in_a_debian_kernel_vm() {
         return;
     };
     let exe = std::env::current_exe().unwrap();
-    let script = format!(
-        "SHOAL_TEST_LB=ipvs SHOAL_BIN={} {} --test-threads 1 --nocapture \\
-         vip_connections_spread a_start_first_update long_lived_flows 2>&1",
-        shoal_bin().display(),
-        exe.display()
-    );
     let boot = || {
         let t0 = std::time::Instant::now();
-        let run = vm.run(&script, std::time::Duration::from_secs(1500));
+        // Both binaries are shared with the guest wherever the target dir
+        // is (a checkout in /tmp too); what it cannot reach fails here in
+        // one line.
+        let run = vm
+            .run_tests(
+                &exe,
+                &shoal_bin(),
+                &[("SHOAL_TEST_LB", "ipvs")],
+                &[
+                    "--test-threads",
+                    "1",
+                    "--nocapture",
+                    "vip_connections_spread",
+                    "a_start_first_update",
+                    "long_lived_flows",
+                ],
+                std::time::Duration::from_secs(1500),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         let tail: Vec<&str> = run.console.lines().rev().take(60).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));

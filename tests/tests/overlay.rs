@@ -1,6 +1,7 @@
 //! The overlay on real lab clusters: every endpoint reaches every other,
 //! same node and across nodes, by ping and TCP; the wire format is VXLAN;
-//! no bridge or vxlan device exists on any node; both hooks work.
+//! no bridge or vxlan device exists on any node; both hooks work; inside
+//! `shoal lab exec NODE` the debug commands read that node's dataplane.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -76,6 +77,30 @@ fn three_nodes_two_endpoints_reach_each_other_tc() {
         lab.counter("n1", "local") > 0,
         "same-node traffic is delivered endpoint to endpoint"
     );
+    // Inside `lab exec NODE` (or one of its endpoints) the debug commands
+    // find that node's pins, as on a host with its one daemon (issue 20).
+    let info = lab.info();
+    for (target, node) in [("n2", &info.nodes[1]), ("n3-e1", &info.nodes[2])] {
+        let json = |what: &str| -> serde_json::Value {
+            let o = lab.shoal_on(target, &["debug", what, "--format", "json"]);
+            assert!(
+                o.status.success(),
+                "lab exec {target} -- shoal debug {what}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        let maps = json("maps");
+        assert_eq!(maps["vtep"], node.underlay_ip.as_str(), "{target}: {maps}");
+        let drops = json("drops");
+        let encap = drops["stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == "encap")
+            .map(|p| p[1].as_u64().unwrap());
+        assert!(encap.is_some_and(|n| n > 0), "{target}: {drops}");
+    }
 }
 
 #[test]

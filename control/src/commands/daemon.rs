@@ -9,6 +9,12 @@ use shoal_dataplane::overlay::Accel;
 
 use crate::agent::{self, AgentConfig};
 
+/// Where a host's daemon pins its maps and links (and `shoal debug` looks).
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/shoal";
+
+// The path flags also read the environment (SHOAL_DATA_DIR,
+// SHOAL_BPFFS_DIR, SHOAL_SOCKET), so a daemon and the CLI beside it agree
+// wherever they are pointed (as `shoal lab exec NODE` points the CLI).
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
     /// This node's name (default: the hostname).
@@ -29,13 +35,14 @@ pub struct DaemonArgs {
     /// Underlay device (default: the device holding --advertise-addr).
     #[arg(long)]
     pub underlay_dev: Option<String>,
-    #[arg(long, default_value = "/var/lib/shoal")]
+    /// The node's persisted state (locked: one daemon per data dir).
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
     pub data_dir: PathBuf,
     /// Where the dataplane's maps and links are pinned.
-    #[arg(long, default_value = "/sys/fs/bpf/shoal")]
+    #[arg(long, env = "SHOAL_BPFFS_DIR", default_value = DEFAULT_BPFFS_DIR)]
     pub bpffs_dir: PathBuf,
     /// The local API socket.
-    #[arg(long, default_value = crate::api::DEFAULT_SOCKET)]
+    #[arg(long, env = "SHOAL_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
     pub socket: PathBuf,
     /// Which hooks carry the overlay: auto, tc or xdp.
     #[arg(long, default_value = "auto", value_parser = parse_accel)]

@@ -19,7 +19,8 @@ use crate::output::{print_json, print_table, Format};
 
 #[derive(Args, Debug)]
 pub struct DebugArgs {
-    /// The node's pin directory (what its daemon got as --bpffs-dir).
+    /// The node's pin directory (what its daemon got as --bpffs-dir;
+    /// default: $SHOAL_BPFFS_DIR or /sys/fs/bpf/shoal).
     #[arg(long, global = true)]
     pub bpffs_dir: Option<PathBuf>,
     /// A lab node instead: --lab LAB --node NODE.
@@ -138,6 +139,15 @@ pub(super) struct Target {
     pub(super) netns: Option<String>,
 }
 
+/// The pin dir when none is named: `$SHOAL_BPFFS_DIR` (`shoal lab exec
+/// NODE` sets it to the node's, as SHOAL_SOCKET for its API), else the
+/// daemon's default.
+fn default_pins() -> PathBuf {
+    std::env::var_os("SHOAL_BPFFS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| super::daemon::DEFAULT_BPFFS_DIR.into())
+}
+
 fn target(a: &DebugArgs) -> Result<Target> {
     match (&a.lab, &a.node, &a.bpffs_dir) {
         (Some(_), _, Some(_)) => bail!("give either --bpffs-dir or --lab/--node, not both"),
@@ -153,7 +163,7 @@ fn target(a: &DebugArgs) -> Result<Target> {
         (Some(_), None, None) => bail!("--lab needs --node NODE"),
         (None, Some(_), _) => bail!("--node needs --lab LAB"),
         (None, None, dir) => Ok(Target {
-            pins: dir.clone().unwrap_or_else(|| "/sys/fs/bpf/shoal".into()),
+            pins: dir.clone().unwrap_or_else(default_pins),
             socket: crate::api::socket_path(a.socket.as_deref()),
             netns: None,
         }),
@@ -206,11 +216,17 @@ pub fn run(a: DebugArgs) -> Result<()> {
             return super::debug_lb::run(&t.pins, &t.socket, *vip, *client, a.format)
         }
         DebugCmd::Monitor(m) => {
-            let node = a.node.clone().unwrap_or_else(|| {
-                nix::unistd::gethostname()
-                    .map(|h| h.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            });
+            // The node's name: a lab node's (--node, or $SHOAL_NODE that
+            // `shoal lab exec` sets), else a host's hostname.
+            let node = a
+                .node
+                .clone()
+                .or_else(|| std::env::var("SHOAL_NODE").ok())
+                .unwrap_or_else(|| {
+                    nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                });
             return super::debug_monitor::run(
                 &t.pins,
                 &t.socket,

@@ -188,7 +188,7 @@ pub fn exec(lab: &Lab, target: &str, cmd: &[String]) -> Result<()> {
         bail!("no command given: shoal lab exec {target} -- CMD [ARGS...]");
     }
     let ns = shoal_dataplane::netns::NetNs::open(&lab.netns_of(target)?)?;
-    // `shoal` run there talks to that node's daemon.
+    // `shoal` run there is that node's (an endpoint's: its node's).
     let node = lab.nodes.iter().find(|n| n.name == target).or_else(|| {
         lab.endpoints
             .iter()
@@ -199,7 +199,13 @@ pub fn exec(lab: &Lab, target: &str, cmd: &[String]) -> Result<()> {
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
     if let Some(n) = node {
-        command.env("SHOAL_SOCKET", n.socket());
+        // Every per-node default a `shoal` there would take on a real host
+        // (socket, pin dir, data dir, node name) points at this node's.
+        command
+            .env("SHOAL_SOCKET", n.socket())
+            .env("SHOAL_BPFFS_DIR", &n.bpffs_dir)
+            .env("SHOAL_DATA_DIR", &n.data_dir)
+            .env("SHOAL_NODE", &n.name);
     }
     let err = command.exec();
     bail!("cannot run {}: {err}", cmd[0])

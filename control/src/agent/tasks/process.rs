@@ -45,6 +45,22 @@ pub fn write_files(dir: &Path, hostname: &str, addrs: &[std::net::Ipv4Addr]) -> 
     Ok(())
 }
 
+/// A task's PATH: the usual one, then the daemon's own directory, so a
+/// task runs `shoal whoami` (the built-in workload) where shoal is not
+/// installed on the PATH, as in a lab run from a checkout.
+fn task_path() -> String {
+    let mut path = String::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.to_string_lossy().into_owned()))
+    {
+        if !path.split(':').any(|p| p == dir) {
+            path = format!("{path}:{dir}");
+        }
+    }
+    path
+}
+
 pub fn spawn(l: &Launch) -> Result<Child> {
     let Some(prog) = l.argv.first() else {
         bail!("no command");
@@ -64,10 +80,7 @@ pub fn spawn(l: &Launch) -> Result<Child> {
     let mut cmd = Command::new(prog);
     cmd.args(&l.argv[1..])
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        .env("PATH", task_path())
         .env("HOME", "/root")
         .env("HOSTNAME", &l.hostname)
         .envs(l.env.iter().map(|(k, v)| (k, v)))
