@@ -28,6 +28,7 @@
 #include "include/mesh.h"
 #include "include/xdp_fast.h"
 #include "include/events.h"
+#include "include/btf_anchor.h"
 
 #ifndef AF_INET
 #define AF_INET 2
