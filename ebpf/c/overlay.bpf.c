@@ -28,6 +28,7 @@
 #include "include/mesh.h"
 #include "include/xdp_fast.h"
 #include "include/events.h"
+#include "include/btf_anchor.h"
 
 #ifndef AF_INET
 #define AF_INET 2
@@ -154,7 +155,7 @@ static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoa
 static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 {
 	struct shoal_config *cfg = get_config();
-	__u32 inner_len = skb->len;
+	__u32 inner_len = skb->len, reason;
 	__be16 sport;
 	void *data, *data_end;
 	int rc;
@@ -191,8 +192,10 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	 * inner one. */
 	if (d->inner_proto == bpf_htons(ETH_P_IP))
 		__builtin_memcpy(data + SHOAL_ENCAP_LEN, data, ETH_HLEN);
-	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
-		return tc_drop(DROP_ENCAP_FAILED);
+	reason = write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len,
+				     d->tos);
+	if (reason)
+		return tc_drop(reason);
 
 	rc = tc_route_out(skb, cfg, d->ep.vtep, cfg->underlay_ifindex);
 	if (rc != TC_ACT_SHOT) {
@@ -310,11 +313,10 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		count_stat(STAT_PASS_UNDERLAY);
 		return TC_ACT_OK;
 	}
-	/* Outer headers + VXLAN + inner Ethernet + inner IPv4/ARP. */
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	if (data + 128 > data_end) {
-		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	if (data + UL_PULL_LEN > data_end) {
+		bpf_skb_pull_data(skb, skb->len < UL_PULL_LEN ? skb->len : UL_PULL_LEN);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 	}
@@ -376,10 +378,10 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		return tc_drop(d.reason);
 	}
 	tc_trace(TR_DECAP);
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, &outer_src, sizeof(outer_src)))
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + IPV4_SRC, &outer_src, sizeof(outer_src)))
 		return tc_drop(DROP_TRUNCATED);
 
-	if (d.inner_off > 128 || bpf_skb_load_bytes(skb, d.inner_off, &inner, sizeof(inner)))
+	if (d.inner_off > UL_PULL_LEN || bpf_skb_load_bytes(skb, d.inner_off, &inner, sizeof(inner)))
 		return tc_drop(DROP_TRUNCATED);
 	mac_copy(inner.h_dest, d.ep.mac);
 	/* IPv4 inside: tell the kernel the tunnel is gone (clears the UDP
@@ -423,7 +425,7 @@ static __always_inline int xdp_encap(struct xdp_md *ctx, struct decision *d)
 	struct shoal_config *cfg = get_config();
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	__u32 inner_len = data_end - data;
+	__u32 inner_len = data_end - data, reason;
 	struct bpf_fib_lookup p;
 	__be16 sport;
 	int rc;
@@ -436,8 +438,10 @@ static __always_inline int xdp_encap(struct xdp_md *ctx, struct decision *d)
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	/* The original frame now starts at offset 50: it is the inner frame. */
-	if (write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len, d->tos))
-		return xdp_drop(DROP_ENCAP_FAILED);
+	reason = write_vxlan_headers(data, data_end, cfg, d->ep.vtep, d->vni, sport, inner_len,
+				     d->tos);
+	if (reason)
+		return xdp_drop(reason);
 
 	rc = fib_to_vtep(ctx, cfg, d->ep.vtep, inner_len + SHOAL_ENCAP_LEN - ETH_HLEN, &p);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
@@ -518,7 +522,7 @@ static __always_inline struct iphdr *inner_ip(void *data, void *data_end)
 	if ((void *)(ip + 1) > data_end)
 		return NULL;
 	ihl = ip->ihl * 4;
-	return data + ETH_HLEN + ihl + 8 + 8 + ETH_HLEN;
+	return data + ETH_HLEN + ihl + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + ETH_HLEN;
 }
 
 SEC("xdp")

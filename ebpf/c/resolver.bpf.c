@@ -36,16 +36,17 @@ int shoal_dns_lo(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP) ||
 	    bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ihl < 5 ||
 	    (ip.protocol != IPPROTO_UDP && ip.protocol != IPPROTO_TCP) ||
-	    (ip.frag_off & bpf_htons(0x1fff)))
+	    (ip.frag_off & bpf_htons(IP_OFFSET)))
 		return TC_ACT_OK;
 	l4 = ETH_HLEN + ip.ihl * 4;
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return TC_ACT_OK;
 	if (ip.daddr == bpf_htonl(SHOAL_RESOLVER_IP) && ports[1] == bpf_htons(53))
-		rewrite_port(skb, l4, ip.protocol, 2, ports[1], bpf_htons(SHOAL_RESOLVER_PORT));
+		rewrite_port(skb, l4, ip.protocol, L4_DPORT, ports[1],
+			     bpf_htons(SHOAL_RESOLVER_PORT));
 	else if (ip.saddr == bpf_htonl(SHOAL_RESOLVER_IP) &&
 		 ports[0] == bpf_htons(SHOAL_RESOLVER_PORT))
-		rewrite_port(skb, l4, ip.protocol, 0, ports[0], bpf_htons(53));
+		rewrite_port(skb, l4, ip.protocol, L4_SPORT, ports[0], bpf_htons(53));
 	return TC_ACT_OK;
 }
 

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use shoal_ebpf::{DropReason, Stat};
 
-use super::lb_tests::{addrs, checksums_ok, frame, l4_check, tcp, udp_ok};
+use super::lb_tests::{addrs, checksums_ok, frame, tcp, udp_ok};
 use super::tests::*;
 use super::Hook;
 use crate::lb::{LbMaps, MeshMaps, MeshPort};
@@ -20,7 +20,7 @@ use crate::netlink::Mac;
 
 pub(super) const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 100);
 pub(super) const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
-const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc8];
+pub(super) const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc8];
 
 fn ports(f: &[u8], l3: usize) -> (u16, u16) {
     let l4 = l3 + 20;
@@ -284,47 +284,6 @@ fn fragments_unpublished_ports_and_empty_services_are_refused_or_passed() {
                 assert_eq!(after.drop_count(r), before.drop_count(r) + 1, "{h:?} {r:?}");
             }
             assert_eq!(after.stat(Stat::MeshEntry), before.stat(Stat::MeshEntry));
-        }
-    });
-}
-
-#[test]
-fn a_syn_that_gets_encapsulated_has_its_mss_clamped() {
-    with_env(|env| {
-        let (mut lb, _mesh) = setup(env, &[EP_R]);
-        for (i, h) in HOOKS.into_iter().enumerate() {
-            lb.set_service(VNI, VIP, &[EP_R], 251).unwrap();
-            let sport = 40010 + 10 * i as u16;
-            // SYN with options: MSS 1460, NOP, NOP, SACK permitted.
-            let ul_mac = env.ul_mac;
-            let syn = |sport: u16| {
-                let mut t = vec![0u8; 20];
-                t[0..2].copy_from_slice(&sport.to_be_bytes());
-                t[2..4].copy_from_slice(&8080u16.to_be_bytes());
-                t[12] = 7 << 4;
-                t[13] = 0x02;
-                t.extend_from_slice(&[2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
-                let c = l4_check(CLIENT, LOCAL_VTEP, 6, &t);
-                t[16..18].copy_from_slice(&c.to_be_bytes());
-                let mut f = eth(ul_mac, CLIENT_MAC, 0x0800);
-                f.extend(ipv4(CLIENT, LOCAL_VTEP, 6, 0, &[], &t));
-                f
-            };
-            let (rc, out) = run(env, h, true, env.ul_ifindex, &syn(sport));
-            assert_eq!(rc, verdict_redirect(h), "{h:?}");
-            let inner = &out[50..];
-            let mss = u16::from_be_bytes([inner[14 + 20 + 22], inner[14 + 20 + 23]]);
-            assert_eq!(mss, 1410, "{h:?}: clamped to the underlay's room");
-            assert!(checksums_ok(inner), "{h:?} {inner:02x?}");
-            // A local backend needs no clamp.
-            lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
-            let (_, out) = run(env, h, true, env.ul_ifindex, &syn(sport + 1));
-            assert_eq!(
-                u16::from_be_bytes([out[14 + 20 + 22], out[14 + 20 + 23]]),
-                1460,
-                "{h:?}"
-            );
-            assert!(checksums_ok(&out), "{h:?}");
         }
     });
 }

@@ -22,6 +22,8 @@ mod maps;
 #[cfg(test)]
 mod mesh_tests;
 #[cfg(test)]
+mod mss_tests;
+#[cfg(test)]
 mod resolver_tests;
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,7 @@
 #include "shoal.h"
 #include "maps.h"
 #include "flows.h"
+#include "pkt.h"
 
 enum shoal_event_kind {
 	EV_DROP = 1,
@@ -59,13 +60,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_events SEC(".maps");
 
-static __always_inline int ev_load(void *ctx, int xdp, __u32 off, void *to, __u32 len)
-{
-	if (xdp)
-		return bpf_xdp_load_bytes(ctx, off, to, len);
-	return bpf_skb_load_bytes(ctx, off, to, len);
-}
-
 /* The IPv4 header at `off` and its ports into e; its header length, or 0. */
 static __always_inline __u32 ev_ip(void *ctx, int xdp, __u32 off, struct shoal_event *e)
 {
@@ -73,7 +67,7 @@ static __always_inline __u32 ev_ip(void *ctx, int xdp, __u32 off, struct shoal_e
 	__be16 ports[2];
 	__u32 ihl;
 
-	if (ev_load(ctx, xdp, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+	if (pkt_load(ctx, xdp, off, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
 		return 0;
 	e->saddr = ip.saddr;
 	e->daddr = ip.daddr;
@@ -83,7 +77,7 @@ static __always_inline __u32 ev_ip(void *ctx, int xdp, __u32 off, struct shoal_e
 	ihl = ip.ihl * 4;
 	if ((ip.protocol == IPPROTO_TCP || ip.protocol == IPPROTO_UDP) &&
 	    !(ip.frag_off & bpf_htons(IP_OFFSET)) &&
-	    !ev_load(ctx, xdp, off + ihl, ports, sizeof(ports))) {
+	    !pkt_load(ctx, xdp, off + ihl, ports, sizeof(ports))) {
 		e->sport = ports[0];
 		e->dport = ports[1];
 	}
@@ -116,19 +110,22 @@ static __always_inline void ev_emit(void *ctx, int xdp, __u16 kind, __u16 code, 
 	e.code = code;
 	e.len = len;
 	e.hook = xdp;
-	if (!ev_load(ctx, xdp, 12, &proto, sizeof(proto)) && proto == bpf_htons(ETH_P_IP)) {
+	if (!pkt_load(ctx, xdp, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) &&
+	    proto == bpf_htons(ETH_P_IP)) {
 		ihl = ev_ip(ctx, xdp, ETH_HLEN, &e);
 		/* VXLAN: the network and the inner flow are what matter. */
 		if (ihl && cfg && e.proto == IPPROTO_UDP && e.dport == cfg->vxlan_port) {
-			__u8 vx[8];
-			__u32 in = ETH_HLEN + ihl + 8;
+			struct vxlanhdr vx;
+			__u32 vx_off = ETH_HLEN + ihl + sizeof(struct udphdr);
+			__u32 inner = vx_off + sizeof(vx);
 
-			if (!ev_load(ctx, xdp, in, vx, sizeof(vx))) {
-				e.vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+			if (!pkt_load(ctx, xdp, vx_off, &vx, sizeof(vx))) {
+				e.vni = bpf_ntohl(vx.vni_reserved) >> 8;
 				e.vtep = e.saddr;
-				if (!ev_load(ctx, xdp, in + 8 + 12, &proto, sizeof(proto)) &&
+				if (!pkt_load(ctx, xdp, inner + offsetof(struct ethhdr, h_proto), &proto,
+					      sizeof(proto)) &&
 				    proto == bpf_htons(ETH_P_IP))
-					ev_ip(ctx, xdp, in + 8 + ETH_HLEN, &e);
+					ev_ip(ctx, xdp, inner + sizeof(struct ethhdr), &e);
 			}
 		}
 	}

@@ -17,9 +17,12 @@
 #include <bpf/bpf_helpers.h>
 #include "shoal.h"
 
-#define MON_DROPS 1
-#define MON_TRACES 2
-#define MON_FLOWS 4
+/* monitor_cfg.flags */
+enum monitor_flags {
+	MON_DROPS = 1,
+	MON_TRACES = 2,
+	MON_FLOWS = 4,
+};
 
 struct monitor_cfg {
 	__u32 flags;       /* MON_DROPS | MON_TRACES | MON_FLOWS */

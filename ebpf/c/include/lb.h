@@ -27,6 +27,7 @@
 #include "maps.h"
 #include "overlay.h"
 #include "flows.h"
+#include "pkt.h"
 #include "l4.h"
 
 #define SHOAL_MAX_SERVICES 4096
@@ -70,14 +71,20 @@ struct {
 
 /* From linux/icmp.h, which drags in glibc's socket headers. */
 #define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
 #define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
 
+/* The first 8 bytes of any ICMP message (echo, or an error whose quoted
+ * packet follows). */
 struct icmp_echo_hdr {
 	__u8 type;
 	__u8 code;
 	__u16 checksum;
 	__u32 rest;
 };
+
+#define ICMP_CSUM offsetof(struct icmp_echo_hdr, checksum)
 
 enum lb_verdict {
 	LB_CONTINUE = 0, /* not for a VIP, or rewritten: carry on */
@@ -127,6 +134,25 @@ static __always_inline __u32 lb_hash(__u32 a, __u32 b, __u32 c)
 	return h;
 }
 
+/* The backend service `sk`'s Maglev table gives a flow (the VIPs' and the
+ * routing mesh's); 0 if it has none. */
+static __always_inline __be32 maglev_backend(const struct svc_value *svc, const struct svc_key *sk,
+					     const struct iphdr *ip, const __be16 *ports)
+{
+	struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, sk);
+	__u32 slot;
+
+	if (!mg || !svc || !svc->count || !svc->m)
+		return 0;
+	slot = lb_hash(ip->saddr, ((__u32)ports[0] << 16) | ports[1], ip->protocol ^ ip->daddr) %
+	       svc->m;
+	/* Never so (the agent writes m <= SHOAL_MAGLEV_MAX); the verifier
+	 * needs the bound. */
+	if (slot >= SHOAL_MAGLEV_MAX)
+		return 0;
+	return mg->slots[slot];
+}
+
 /* An echo request to a VIP: answered here (Docker's VIPs stay silent). */
 static __always_inline int lb_echo_reply(struct __sk_buff *skb, struct iphdr *ip, int l4)
 {
@@ -150,13 +176,14 @@ static __always_inline int lb_echo_reply(struct __sk_buff *skb, struct iphdr *ip
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
 		return LB_CONTINUE;
 	/* Swapping the addresses leaves the IP checksum as it was. */
-	if (bpf_skb_store_bytes(skb, ETH_HLEN + 12, &b, 4, 0) ||
-	    bpf_skb_store_bytes(skb, ETH_HLEN + 16, &a, 4, 0))
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + IPV4_SRC, &b, sizeof(b), 0) ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + IPV4_DST, &a, sizeof(a), 0))
 		return LB_CONTINUE;
-	if (bpf_l4_csum_replace(skb, l4 + 2, bpf_htons(ICMP_ECHO << 8), bpf_htons(ICMP_ECHOREPLY << 8),
-				2))
+	if (bpf_l4_csum_replace(skb, l4 + ICMP_CSUM, bpf_htons(ICMP_ECHO << 8),
+				bpf_htons(ICMP_ECHOREPLY << 8), 2))
 		return LB_CONTINUE;
-	if (bpf_skb_store_bytes(skb, l4, &reply, 1, 0))
+	if (bpf_skb_store_bytes(skb, l4 + offsetof(struct icmp_echo_hdr, type), &reply,
+				sizeof(reply), 0))
 		return LB_CONTINUE;
 	count_stat(STAT_LB_ECHO);
 	return LB_ECHO_REPLY;
@@ -173,6 +200,16 @@ static __always_inline void ct_key_set(struct ct_key *k, __u32 vni, __be32 saddr
 	k->proto = proto;
 }
 
+/* The reply's view of a flow to a VIP that `backend` takes: from the
+ * backend to the client, or for a hairpin (the client is its own
+ * backend) to the VIP. */
+static __always_inline void lb_reply_key(struct ct_key *rk, __u32 vni, __be32 backend,
+					 const struct iphdr *ip, const __be16 *ports)
+{
+	ct_key_set(rk, vni, backend, backend == ip->saddr ? ip->daddr : ip->saddr, ports[1],
+		   ports[0], ip->protocol);
+}
+
 /*
  * A TCP SYN or a UDP datagram straight to an address (not a VIP) starts a
  * direct flow: a reverse entry left by an earlier flow through a VIP on the
@@ -186,12 +223,15 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 {
 	struct ct_key ck = {};
 	__be16 ports[2];
-	__u8 flags;
 
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return;
 	if (ip->protocol == IPPROTO_TCP) {
-		if (bpf_skb_load_bytes(skb, l4 + 13, &flags, 1) || (flags & 0x12) != 0x02)
+		struct tcphdr tcp;
+
+		/* The header up to its flags. */
+		if (bpf_skb_load_bytes(skb, l4, &tcp, offsetof(struct tcphdr, window)) ||
+		    !tcp.syn || tcp.ack)
 			return; /* not a SYN, or a SYN-ACK */
 	} else if (ip->protocol != IPPROTO_UDP) {
 		return;
@@ -206,21 +246,127 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 	bpf_map_delete_elem(&shoal_rct, &ck);
 }
 
+/* What a VIP balances: whole TCP and UDP datagrams (a fragment carries no
+ * ports to balance by, a later one none at all). */
+static __always_inline __u32 lb_vip_refuses(const struct iphdr *ip)
+{
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return DROP_VIP_PROTO;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return DROP_VIP_FRAGMENT;
+	return DROP_NONE;
+}
+
+/* Hairpin, the reply half: a task answering its own flow through its
+ * service's VIP (it saw the VIP as the client, see lb_dnat). Back to
+ * itself, from the VIP. */
+static __always_inline __u32 lb_hairpin_reply(struct __sk_buff *skb, const struct iphdr *ip,
+					      int l4)
+{
+	__u32 r = rewrite_addr(skb, l4, ip->protocol, IPV4_SRC, ip->saddr, ip->daddr);
+
+	if (r || (r = rewrite_addr(skb, l4, ip->protocol, IPV4_DST, ip->daddr, ip->saddr)))
+		return r;
+	count_stat(STAT_LB_REVNAT);
+	return DROP_NONE;
+}
+
+/* The backend conntrack holds for the flow `ck` if it is still live; 0
+ * otherwise. */
+static __always_inline __be32 lb_ct_backend(const struct ct_key *ck, const struct iphdr *ip,
+					    const __be16 *ports)
+{
+	struct ct_value *ct = bpf_map_lookup_elem(&shoal_ct, ck);
+	struct backend_key bk = { .vni = ck->vni, .vip = ip->daddr };
+	struct ct_value cv;
+	struct ct_key rk = {};
+
+	if (!ct)
+		return 0;
+	bk.ip = ct->backend;
+	if (!bpf_map_lookup_elem(&shoal_backends, &bk))
+		return 0;
+	cv = *ct;
+	/* A direct datagram on the same ports may have taken the reverse
+	 * entry (forget_stale_reverse): UDP puts it back. */
+	if (ip->protocol == IPPROTO_UDP) {
+		lb_reply_key(&rk, ck->vni, cv.backend, ip, ports);
+		if (!bpf_map_lookup_elem(&shoal_rct, &rk))
+			bpf_map_update_elem(&shoal_rct, &rk, &cv, BPF_NOEXIST);
+	}
+	return cv.backend;
+}
+
+/* A new flow to a VIP: its backend by the Maglev table into *backend, its
+ * conntrack entries both ways, and a record in the flow log. */
+static __always_inline __u32 lb_new_flow(struct __sk_buff *skb, const struct svc_value *svc,
+					 const struct svc_key *sk, const struct ct_key *ck,
+					 const struct iphdr *ip, const __be16 *ports,
+					 __be32 *backend)
+{
+	struct ct_value cv = { .vip = ip->daddr };
+	struct ct_key rk = {};
+
+	cv.backend = maglev_backend(svc, sk, ip, ports);
+	if (!cv.backend)
+		return DROP_NO_BACKEND;
+	bpf_map_update_elem(&shoal_ct, ck, &cv, BPF_ANY);
+	lb_reply_key(&rk, ck->vni, cv.backend, ip, ports);
+	bpf_map_update_elem(&shoal_rct, &rk, &cv, BPF_ANY);
+	{
+		struct shoal_flow f = {
+			.ifindex = skb->ifindex,
+			.vni = ck->vni,
+			.kind = FL_VIP,
+			.saddr = ip->saddr,
+			.daddr = ip->daddr,
+			.backend = cv.backend,
+			.sport = ports[0],
+			.dport = ports[1],
+			.bport = ports[1],
+			.proto = ip->protocol,
+		};
+
+		flow_new(&f);
+	}
+	*backend = cv.backend;
+	return DROP_NONE;
+}
+
+/* The flow to `backend`: its destination rewritten, and counted. */
+static __always_inline __u32 lb_dnat(struct __sk_buff *skb, __u32 vni, const struct iphdr *ip,
+				     int l4, __be32 backend)
+{
+	__u32 r;
+
+	/* Hairpin: the task would answer itself on its own address, which
+	 * its socket (connected to the VIP) refuses. So it sees the VIP as
+	 * the client, and its reply comes back through lb_hairpin_reply. */
+	if (backend == ip->saddr &&
+	    (r = rewrite_addr(skb, l4, ip->protocol, IPV4_SRC, ip->saddr, ip->daddr)))
+		return r;
+	r = rewrite_addr(skb, l4, ip->protocol, IPV4_DST, ip->daddr, backend);
+	if (r)
+		return r;
+	count_stat(STAT_LB_DNAT);
+	count_backend(vni, ip->daddr, backend, skb->len);
+	return DROP_NONE;
+}
+
 /*
  * A frame from a local endpoint on network `vni`: if it goes to a VIP,
  * pick the backend (conntrack, else Maglev) and rewrite the destination.
+ * LB_DROP with *reason set when it cannot.
  */
 static __always_inline int lb_from_endpoint(struct __sk_buff *skb, const struct iface_value *ifc,
 					    __u32 *reason)
 {
-	__u32 vni = ifc->vni;
-	struct svc_key sk = { .vni = vni };
+	struct svc_key sk = { .vni = ifc->vni };
 	struct svc_value *svc;
 	struct iphdr ip;
 	struct ct_key ck = {};
-	struct ct_value *ct, cv = {};
 	__be16 ports[2];
-	__be32 backend = 0;
+	__be32 backend;
 	int l4;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
@@ -233,130 +379,28 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, const struct 
 	svc = bpf_map_lookup_elem(&shoal_services, &sk);
 	l4 = ETH_HLEN + ip.ihl * 4;
 	if (!svc) {
-		forget_stale_reverse(skb, vni, &ip, l4);
+		forget_stale_reverse(skb, sk.vni, &ip, l4);
 		return LB_CONTINUE;
 	}
 	if (ip.protocol == IPPROTO_ICMP)
 		return lb_echo_reply(skb, &ip, l4);
-	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP) {
-		*reason = DROP_VIP_PROTO;
+	*reason = lb_vip_refuses(&ip);
+	if (*reason)
 		return LB_DROP;
-	}
-	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
-		/* Later fragments carry no ports to balance by. */
-		*reason = DROP_VIP_FRAGMENT;
-		return LB_DROP;
-	}
 	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
 		return LB_CONTINUE;
 
-	ct_key_set(&ck, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
-	/* Hairpin, the reply half: a task answering its own flow through its
-	 * service's VIP (it saw the VIP as the client, see below). Back to
-	 * itself, from the VIP. */
+	ct_key_set(&ck, sk.vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	if (bpf_map_lookup_elem(&shoal_rct, &ck)) {
-		if (rewrite_addr(skb, l4, ip.protocol, 12, ip.saddr, ip.daddr) ||
-		    rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, ip.saddr)) {
-			*reason = DROP_LB_REWRITE;
-			return LB_DROP;
-		}
-		count_stat(STAT_LB_REVNAT);
-		return LB_CONTINUE;
+		*reason = lb_hairpin_reply(skb, &ip, l4);
+		return *reason ? LB_DROP : LB_CONTINUE;
 	}
-	ct = bpf_map_lookup_elem(&shoal_ct, &ck);
-	if (ct) {
-		struct backend_key bk = { .vni = vni, .vip = ip.daddr, .ip = ct->backend };
-
-		if (bpf_map_lookup_elem(&shoal_backends, &bk)) {
-			backend = ct->backend;
-			/* A direct datagram on the same ports may have taken the
-			 * reverse entry (forget_stale_reverse): UDP puts it back. */
-			if (ip.protocol == IPPROTO_UDP) {
-				struct ct_key rk = {};
-
-				cv = *ct;
-				ct_key_set(&rk, vni, backend,
-					   backend == ip.saddr ? ip.daddr : ip.saddr, ports[1],
-					   ports[0], ip.protocol);
-				if (!bpf_map_lookup_elem(&shoal_rct, &rk))
-					bpf_map_update_elem(&shoal_rct, &rk, &cv, BPF_NOEXIST);
-			}
-		}
-	}
-	if (!backend) {
-		struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, &sk);
-		__u32 slot;
-
-		if (!mg || !svc->count || !svc->m) {
-			*reason = DROP_NO_BACKEND;
-			return LB_DROP;
-		}
-		slot = lb_hash(ip.saddr, ((__u32)ports[0] << 16) | ports[1],
-			       ip.protocol ^ ip.daddr) % svc->m;
-		if (slot >= SHOAL_MAGLEV_MAX)
-			return LB_CONTINUE;
-		backend = mg->slots[slot];
-		if (!backend) {
-			*reason = DROP_NO_BACKEND;
-			return LB_DROP;
-		}
-		cv.backend = backend;
-		cv.vip = ip.daddr;
-		bpf_map_update_elem(&shoal_ct, &ck, &cv, BPF_ANY);
-		/* The reply's view of the same flow; for a hairpin (the client
-		 * is its own backend) the reply goes to the VIP. */
-		ct_key_set(&ck, vni, backend, backend == ip.saddr ? ip.daddr : ip.saddr, ports[1],
-			   ports[0], ip.protocol);
-		bpf_map_update_elem(&shoal_rct, &ck, &cv, BPF_ANY);
-		{
-			struct shoal_flow f = {
-				.ifindex = skb->ifindex,
-				.vni = vni,
-				.kind = FL_VIP,
-				.saddr = ip.saddr,
-				.daddr = ip.daddr,
-				.backend = backend,
-				.sport = ports[0],
-				.dport = ports[1],
-				.bport = ports[1],
-				.proto = ip.protocol,
-			};
-
-			flow_new(&f);
-		}
-	}
-	if (backend == ip.saddr) {
-		/* Hairpin: the task would answer itself on its own address,
-		 * which its socket (connected to the VIP) refuses. So it sees
-		 * the VIP as the client, and its reply comes back through here. */
-		if (rewrite_addr(skb, l4, ip.protocol, 12, ip.saddr, ip.daddr)) {
-			*reason = DROP_LB_REWRITE;
-			return LB_DROP;
-		}
-	}
-	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, backend)) {
-		*reason = DROP_LB_REWRITE;
-		return LB_DROP;
-	}
-	count_stat(STAT_LB_DNAT);
-	count_backend(vni, ip.daddr, backend, skb->len);
-	return LB_CONTINUE;
-}
-
-/* RFC 1624: a 16-bit one's complement checksum after a 32-bit field of the
- * data it covers changed from `from` to `to` (any byte order, as long as
- * all three are in the same one). */
-static __always_inline __u16 csum_replace4(__u16 csum, __u32 from, __u32 to)
-{
-	__u32 s = (__u16)~csum;
-
-	s += (~from >> 16) & 0xffff;
-	s += ~from & 0xffff;
-	s += to >> 16;
-	s += to & 0xffff;
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return ~s;
+	backend = lb_ct_backend(&ck, &ip, ports);
+	if (!backend)
+		*reason = lb_new_flow(skb, svc, &sk, &ck, &ip, ports, &backend);
+	if (!*reason)
+		*reason = lb_dnat(skb, sk.vni, &ip, l4, backend);
+	return *reason ? LB_DROP : LB_CONTINUE;
 }
 
 /*
@@ -378,9 +422,10 @@ static __always_inline void lb_reverse_icmp(struct __sk_buff *skb, __u32 vni,
 	__be16 ports[2];
 	__be32 backend, vip;
 	__u16 in_csum;
-	int in_l3 = l4 + 8, in_l4;
+	int in_l3 = l4 + sizeof(ic), in_l4;
 
-	if (bpf_skb_load_bytes(skb, l4, &ic, sizeof(ic)) || (ic.type != 3 && ic.type != 11))
+	if (bpf_skb_load_bytes(skb, l4, &ic, sizeof(ic)) ||
+	    (ic.type != ICMP_DEST_UNREACH && ic.type != ICMP_TIME_EXCEEDED))
 		return;
 	if (bpf_skb_load_bytes(skb, in_l3, &in, sizeof(in)) || in.version != 4 || in.ihl < 5)
 		return;
@@ -396,15 +441,15 @@ static __always_inline void lb_reverse_icmp(struct __sk_buff *skb, __u32 vni,
 	backend = in.daddr;
 	vip = cv->vip;
 	in_csum = csum_replace4(in.check, backend, vip);
-	if (bpf_skb_store_bytes(skb, in_l3 + 16, &vip, 4, 0) ||
-	    bpf_skb_store_bytes(skb, in_l3 + 10, &in_csum, 2, 0))
+	if (bpf_skb_store_bytes(skb, in_l3 + IPV4_DST, &vip, sizeof(vip), 0) ||
+	    bpf_skb_store_bytes(skb, in_l3 + IPV4_CSUM, &in_csum, sizeof(in_csum), 0))
 		return;
-	if (bpf_l4_csum_replace(skb, l4 + 2, backend, vip, 4) ||
-	    bpf_l4_csum_replace(skb, l4 + 2, in.check, in_csum, 2))
+	if (bpf_l4_csum_replace(skb, l4 + ICMP_CSUM, backend, vip, sizeof(vip)) ||
+	    bpf_l4_csum_replace(skb, l4 + ICMP_CSUM, in.check, in_csum, sizeof(in_csum)))
 		return;
 	if (ip->saddr == backend) {
-		if (bpf_l3_csum_replace(skb, ETH_HLEN + 10, backend, vip, 4) ||
-		    bpf_skb_store_bytes(skb, ETH_HLEN + 12, &vip, 4, 0))
+		if (bpf_l3_csum_replace(skb, ETH_HLEN + IPV4_CSUM, backend, vip, sizeof(vip)) ||
+		    bpf_skb_store_bytes(skb, ETH_HLEN + IPV4_SRC, &vip, sizeof(vip), 0))
 			return;
 	}
 	count_stat(STAT_LB_REVNAT);
@@ -437,7 +482,7 @@ static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
 	cv = bpf_map_lookup_elem(&shoal_rct, &ck);
 	if (!cv)
 		return;
-	if (!rewrite_addr(skb, l4, ip.protocol, 12, ip.saddr, cv->vip))
+	if (!rewrite_addr(skb, l4, ip.protocol, IPV4_SRC, ip.saddr, cv->vip))
 		count_stat(STAT_LB_REVNAT);
 }
 

@@ -33,7 +33,10 @@
 #include "shoal.h"
 #include "maps.h"
 #include "overlay.h"
+#include "pkt.h"
+#include "l4.h"
 #include "lb.h"
+#include "tcp_mss.h"
 
 #define SHOAL_MESH_PORTS_MAX 4096
 #define SHOAL_MESH_CT_MAX 262144
@@ -99,53 +102,6 @@ enum mesh_verdict {
 };
 
 #include "mesh_icmp.h"
-
-/*
- * A client's SYN whose flow will be encapsulated: its MSS option is lowered
- * to `mss`, so full-size segments still fit the underlay after the 50 bytes
- * of VXLAN (the client knows nothing of the overlay, and an ICMP "too big"
- * from the middle of it would not reach it).
- */
-static __always_inline void mesh_clamp_mss(struct __sk_buff *skb, int l4, __u32 mss)
-{
-	__u8 hdr[14];
-	__u32 off, end;
-	int i;
-
-	if (!mss || bpf_skb_load_bytes(skb, l4, hdr, sizeof(hdr)))
-		return;
-	if ((hdr[13] & 0x12) != 0x02) /* SYN, not SYN-ACK */
-		return;
-	end = l4 + (hdr[12] >> 4) * 4;
-	off = l4 + 20;
-	/* Options are at most 40 bytes: 10 steps cover any sane layout. */
-	for (i = 0; i < 10 && off + 1 < end; i++) {
-		__u8 kind_len[2];
-
-		if (bpf_skb_load_bytes(skb, off, kind_len, 2))
-			return;
-		if (kind_len[0] == 0) /* end of options */
-			return;
-		if (kind_len[0] == 1) { /* no-op */
-			off += 1;
-			continue;
-		}
-		if (kind_len[1] < 2)
-			return;
-		if (kind_len[0] == 2 && kind_len[1] == 4 && off + 4 <= end) {
-			__be16 cur, want = bpf_htons(mss);
-
-			if (bpf_skb_load_bytes(skb, off + 2, &cur, 2) ||
-			    bpf_ntohs(cur) <= mss)
-				return;
-			if (bpf_l4_csum_replace(skb, l4 + 16, cur, want, 2))
-				return;
-			bpf_skb_store_bytes(skb, off + 2, &want, 2, 0);
-			return;
-		}
-		off += kind_len[1];
-	}
-}
 
 /* The IPv4 header at `off` and the ports after it; 0 if TCP or UDP and not
  * a later fragment. */
@@ -216,25 +172,12 @@ static __always_inline int mesh_pick(const struct shoal_config *cfg, const struc
 			backend = ct->backend;
 	}
 	if (!backend || (host && !ct)) {
-		struct svc_value *svc = bpf_map_lookup_elem(&shoal_services, &sk);
-		struct maglev_value *mg = bpf_map_lookup_elem(&shoal_maglev, &sk);
 		struct mesh_rev_value rv = {};
 		struct ct_key rk = {};
-		__u32 slot;
 
 		if (!host) {
-			if (!svc || !mg || !svc->count || !svc->m) {
-				*reason = DROP_NO_BACKEND;
-				return MESH_DROP;
-			}
-			slot = lb_hash(ip->saddr, ((__u32)ports[0] << 16) | ports[1],
-				       ip->protocol ^ ip->daddr) %
-			       svc->m;
-			if (slot >= SHOAL_MAGLEV_MAX) {
-				*reason = DROP_NO_BACKEND;
-				return MESH_DROP;
-			}
-			backend = mg->slots[slot];
+			backend = maglev_backend(bpf_map_lookup_elem(&shoal_services, &sk), &sk, ip,
+						 ports);
 			if (!backend) {
 				*reason = DROP_NO_BACKEND;
 				return MESH_DROP;
@@ -306,16 +249,16 @@ static __always_inline int mesh_entry(struct __sk_buff *skb, const struct shoal_
 		return MESH_TOO_BIG;
 	}
 	l4 = ETH_HLEN + ip.ihl * 4;
-	if (rewrite_addr(skb, l4, ip.protocol, 16, ip.daddr, mp.backend) ||
-	    rewrite_port(skb, l4, ip.protocol, 2, ports[1], mp.target)) {
-		*reason = DROP_LB_REWRITE;
+	*reason = rewrite_addr(skb, l4, ip.protocol, IPV4_DST, ip.daddr, mp.backend);
+	if (!*reason)
+		*reason = rewrite_port(skb, l4, ip.protocol, L4_DPORT, ports[1], mp.target);
+	if (*reason)
 		return MESH_DROP;
-	}
 	count_stat(STAT_MESH_ENTRY);
 	if (!mp.host)
 		count_backend(mp.vni, mp.vip, mp.backend, skb->len);
 	if (rc == MESH_REMOTE && ip.protocol == IPPROTO_TCP)
-		mesh_clamp_mss(skb, l4, cfg->mesh_mss);
+		tc_clamp_mss(skb, l4, cfg->mesh_mss);
 	return rc;
 }
 
@@ -349,17 +292,17 @@ static __always_inline int mesh_learn(struct __sk_buff *skb, const struct shoal_
 }
 
 /* Restores the published address as the source of a reply whose headers
- * sit at 0, for a flow that entered by this node. */
-static __always_inline int mesh_restore(struct __sk_buff *skb, const struct iphdr *ip,
-					const __be16 *ports, const struct mesh_rev_value *rv)
+ * sit at 0, for a flow that entered by this node: DROP_NONE, or why not. */
+static __always_inline __u32 mesh_restore(struct __sk_buff *skb, const struct iphdr *ip,
+					  const __be16 *ports, const struct mesh_rev_value *rv)
 {
 	int l4 = ETH_HLEN + ip->ihl * 4;
+	__u32 r = rewrite_addr(skb, l4, ip->protocol, IPV4_SRC, ip->saddr, rv->node_ip);
 
-	if (rewrite_addr(skb, l4, ip->protocol, 12, ip->saddr, rv->node_ip) ||
-	    rewrite_port(skb, l4, ip->protocol, 0, ports[0], rv->port))
-		return -1;
+	if (r || (r = rewrite_port(skb, l4, ip->protocol, L4_SPORT, ports[0], rv->port)))
+		return r;
 	count_stat(STAT_MESH_REPLY);
-	return 0;
+	return DROP_NONE;
 }
 
 /* A frame from a local endpoint to an address outside its subnet: a reply
@@ -387,11 +330,10 @@ static __always_inline int mesh_reply(struct __sk_buff *skb, const struct shoal_
 	if (!rv)
 		return MESH_CONTINUE;
 	if (rv->entry_vtep == cfg->vtep_ip) {
-		if (icmp ? mesh_icmp_restore(skb, ETH_HLEN, &ip, &in, inports, rv) :
-			   mesh_restore(skb, &ip, ports, rv)) {
-			*reason = DROP_LB_REWRITE;
+		*reason = icmp ? mesh_icmp_restore(skb, ETH_HLEN, &ip, &in, inports, rv) :
+				 mesh_restore(skb, &ip, ports, rv);
+		if (*reason)
 			return MESH_DROP;
-		}
 		*client = ip.daddr;
 		*from = rv->node_ip;
 		return MESH_OUT;
@@ -415,7 +357,7 @@ static __always_inline int mesh_reply_in(struct __sk_buff *skb, const struct sho
 	__be16 ports[2], inports[2];
 	int icmp = 0;
 
-	if (!cfg->ingress_vni || d->vni != cfg->ingress_vni || d->inner_off > 128)
+	if (!cfg->ingress_vni || d->vni != cfg->ingress_vni || d->inner_off > UL_PULL_LEN)
 		return MESH_CONTINUE;
 	/* Or an ICMP error a backend sent about a flow that entered here. */
 	if (load_flow(skb, d->inner_off + ETH_HLEN, &ip, ports)) {

@@ -16,10 +16,8 @@ static __always_inline __u32 mesh_max_packet(const struct shoal_config *cfg)
 	return cfg->mesh_mss ? cfg->mesh_mss + 40 : 0;
 }
 
-/* From linux/icmp.h (see lb.h). */
-#define ICMP_DEST_UNREACH 3
+/* From linux/icmp.h (see lb.h for the others). */
 #define ICMP_FRAG_NEEDED 4
-#define ICMP_TIME_EXCEEDED 11
 
 /*
  * A client's packet too big for the underlay once encapsulated, with DF
@@ -40,7 +38,8 @@ static __always_inline int mesh_too_big(struct __sk_buff *skb, __u32 mtu, __be32
 		__u16 unused;
 		__u16 mtu;
 	} h = {};
-	__u32 orig[7]; /* the client's IPv4 header (no options) + 8 bytes */
+	/* the client's IPv4 header (no options) + 8 bytes of its data */
+	__u32 orig[(sizeof(struct iphdr) + 8) / sizeof(__u32)];
 	__s64 sum;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, orig, sizeof(orig)))
@@ -56,7 +55,7 @@ static __always_inline int mesh_too_big(struct __sk_buff *skb, __u32 mtu, __be32
 	h.type = ICMP_DEST_UNREACH;
 	h.code = ICMP_FRAG_NEEDED;
 	h.mtu = bpf_htons(mtu);
-	sum = bpf_csum_diff(0, 0, (__be32 *)&h.type, 8, 0);
+	sum = bpf_csum_diff(0, 0, (__be32 *)&h.type, sizeof(h) - sizeof(h.ip), 0);
 	if (sum < 0)
 		return -1;
 	sum = bpf_csum_diff(0, 0, orig, sizeof(orig), sum);
@@ -95,10 +94,11 @@ static __always_inline struct mesh_rev_value *mesh_icmp_flow(struct __sk_buff *s
 	if (bpf_skb_load_bytes(skb, l4, &ic, sizeof(ic)) ||
 	    (ic.type != ICMP_DEST_UNREACH && ic.type != ICMP_TIME_EXCEEDED))
 		return NULL;
-	if (bpf_skb_load_bytes(skb, l4 + 8, in, sizeof(*in)) || in->version != 4 || in->ihl != 5 ||
+	if (bpf_skb_load_bytes(skb, l4 + sizeof(ic), in, sizeof(*in)) || in->version != 4 ||
+	    in->ihl != 5 ||
 	    (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
 		return NULL;
-	if (bpf_skb_load_bytes(skb, l4 + 8 + sizeof(*in), inports, 2 * sizeof(__be16)))
+	if (bpf_skb_load_bytes(skb, l4 + sizeof(ic) + sizeof(*in), inports, 2 * sizeof(__be16)))
 		return NULL;
 	ct_key_set(&rk, vni, in->daddr, in->saddr, inports[1], inports[0], in->protocol);
 	return bpf_map_lookup_elem(&shoal_mesh_rev, &rk);
@@ -110,29 +110,30 @@ static __always_inline struct mesh_rev_value *mesh_icmp_flow(struct __sk_buff *s
  * quoted destination address and port become the node's address and the
  * published port (IPv4 and ICMP checksums follow; the quoted L4 checksum,
  * which no receiver checks, is left). As a NAT translates related ICMP.
+ * DROP_NONE, or DROP_LB_REWRITE if the kernel refused.
  */
-static __always_inline int mesh_icmp_restore(struct __sk_buff *skb, int l3,
+static __always_inline __u32 mesh_icmp_restore(struct __sk_buff *skb, int l3,
 					     const struct iphdr *ip, const struct iphdr *in,
 					     const __be16 *inports,
 					     const struct mesh_rev_value *rv)
 {
-	int l4 = l3 + sizeof(*ip), q = l4 + 8;
+	int l4 = l3 + sizeof(*ip), q = l4 + sizeof(struct icmp_echo_hdr);
 	__be32 to = rv->node_ip;
 	__u16 qcheck = csum_replace4(in->check, in->daddr, to);
 	__be16 port = rv->port;
 
-	if (bpf_l3_csum_replace(skb, l3 + 10, ip->saddr, to, 4) ||
-	    bpf_skb_store_bytes(skb, l3 + 12, &to, 4, 0))
-		return -1;
-	if (bpf_l4_csum_replace(skb, l4 + 2, in->daddr, to, 4) ||
-	    bpf_skb_store_bytes(skb, q + 16, &to, 4, 0) ||
-	    bpf_l4_csum_replace(skb, l4 + 2, in->check, qcheck, 2) ||
-	    bpf_skb_store_bytes(skb, q + 10, &qcheck, 2, 0) ||
-	    bpf_l4_csum_replace(skb, l4 + 2, inports[1], port, 2) ||
-	    bpf_skb_store_bytes(skb, q + sizeof(*in) + 2, &port, 2, 0))
-		return -1;
+	if (bpf_l3_csum_replace(skb, l3 + IPV4_CSUM, ip->saddr, to, sizeof(to)) ||
+	    bpf_skb_store_bytes(skb, l3 + IPV4_SRC, &to, sizeof(to), 0))
+		return DROP_LB_REWRITE;
+	if (bpf_l4_csum_replace(skb, l4 + ICMP_CSUM, in->daddr, to, sizeof(to)) ||
+	    bpf_skb_store_bytes(skb, q + IPV4_DST, &to, sizeof(to), 0) ||
+	    bpf_l4_csum_replace(skb, l4 + ICMP_CSUM, in->check, qcheck, sizeof(qcheck)) ||
+	    bpf_skb_store_bytes(skb, q + IPV4_CSUM, &qcheck, sizeof(qcheck), 0) ||
+	    bpf_l4_csum_replace(skb, l4 + ICMP_CSUM, inports[1], port, sizeof(port)) ||
+	    bpf_skb_store_bytes(skb, q + sizeof(*in) + L4_DPORT, &port, sizeof(port), 0))
+		return DROP_LB_REWRITE;
 	count_stat(STAT_MESH_REPLY);
-	return 0;
+	return DROP_NONE;
 }
 
 #endif

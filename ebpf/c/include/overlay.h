@@ -18,29 +18,12 @@
 #include <bpf/bpf_endian.h>
 #include "shoal.h"
 #include "maps.h"
-
-#ifndef IP_MF
-#define IP_MF 0x2000
-#endif
-#ifndef IP_DF
-#define IP_DF 0x4000
-#endif
-#ifndef IP_OFFSET
-#define IP_OFFSET 0x1fff
-#endif
-
-#define VXLAN_FLAG_I 0x08
+#include "pkt.h"
 
 /* From linux/if_arp.h, which drags in glibc's socket headers. */
 #define ARPHRD_ETHER 1
 #define ARPOP_REQUEST 1
 #define ARPOP_REPLY 2
-
-struct vxlanhdr {
-	__u8 flags;
-	__u8 reserved1[3];
-	__be32 vni_reserved; /* VNI in the upper 24 bits */
-};
 
 /* An ARP packet for IPv4 over Ethernet (RFC 826), the only kind we answer. */
 struct arp_eth_ipv4 {
@@ -54,6 +37,10 @@ struct arp_eth_ipv4 {
 	__u8 tha[ETH_ALEN];
 	__be32 tpa;
 } __attribute__((packed));
+
+/* How much of an underlay frame the tc hook makes linear: outer headers,
+ * VXLAN, inner Ethernet and an inner IPv4 header or ARP body. */
+#define UL_PULL_LEN 128
 
 enum decision_kind {
 	D_PASS = 0, /* hand the frame to the kernel untouched */
@@ -365,9 +352,10 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 /*
  * Write the outer IPv4/UDP/VXLAN headers at offset 14 of a frame whose inner
  * Ethernet frame (inner_len bytes) already sits at offset 50. The outer
- * Ethernet header is the caller's (it comes from the FIB).
+ * Ethernet header is the caller's (it comes from the FIB). DROP_NONE, or
+ * DROP_ENCAP_FAILED if the frame has no room for them.
  */
-static __always_inline int write_vxlan_headers(void *data, void *data_end,
+static __always_inline __u32 write_vxlan_headers(void *data, void *data_end,
 					       const struct shoal_config *cfg, __be32 vtep,
 					       __u32 vni, __be16 sport, __u32 inner_len, __u8 tos)
 {
@@ -377,7 +365,7 @@ static __always_inline int write_vxlan_headers(void *data, void *data_end,
 	struct vxlanhdr *vx = (void *)(udp + 1);
 
 	if ((void *)(vx + 1) > data_end)
-		return -1;
+		return DROP_ENCAP_FAILED;
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
 	ip->version = 4;
@@ -406,7 +394,7 @@ static __always_inline int write_vxlan_headers(void *data, void *data_end,
 	vx->reserved1[1] = 0;
 	vx->reserved1[2] = 0;
 	vx->vni_reserved = bpf_htonl(vni << 8);
-	return 0;
+	return DROP_NONE;
 }
 
 #endif

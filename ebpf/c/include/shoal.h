@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Shoal's map key/value layouts and constants. Every struct here has a
- * #[repr(C)] mirror in ebpf/src/lib.rs; change both together (a unit test
- * checks the sizes).
+ * Shoal's map key/value layouts and constants. Every struct and enum here
+ * has a Rust mirror in ebpf/src/types.rs; change both together (a unit test
+ * compares them with this object's BTF). Constants userspace shares are
+ * enums, not #defines, so that the BTF carries them.
  */
 #ifndef SHOAL_H
 #define SHOAL_H
@@ -10,13 +11,20 @@
 #include <linux/types.h>
 
 #define SHOAL_VXLAN_HLEN 8
-/* outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) */
-#define SHOAL_ENCAP_LEN 50
+
+enum shoal_sizes {
+	/* outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14) */
+	SHOAL_ENCAP_LEN = 50,
+	/* The largest Maglev table: Cilium's default M (a prime). */
+	SHOAL_MAGLEV_MAX = 16381,
+};
 
 /* ep_value.flags */
-#define EP_F_LOCAL 1  /* lives on this node, behind ifindex */
-#define EP_F_REMOTE 2 /* lives behind the VTEP vtep */
-#define EP_F_STATIC 4 /* a static peer (shoal debug peer add): gossip leaves it alone */
+enum ep_flags {
+	EP_F_LOCAL = 1,  /* lives on this node, behind ifindex */
+	EP_F_REMOTE = 2, /* lives behind the VTEP vtep */
+	EP_F_STATIC = 4, /* a static peer (shoal debug peer add): gossip leaves it alone */
+};
 
 /* An endpoint as the dataplane sees it: (VNI, overlay IPv4) -> where it is. */
 struct ep_key {
@@ -60,9 +68,6 @@ struct shoal_config {
 };
 
 /* ---- VIP load balancing (include/lb.h) ---- */
-
-/* The largest Maglev table: Cilium's default M (a prime). */
-#define SHOAL_MAGLEV_MAX 16381
 
 /* A service by network and VIP. */
 struct svc_key {
@@ -121,7 +126,9 @@ struct mesh_port_key {
 };
 
 /* mesh_port_value.flags */
-#define MESH_F_HOST 1 /* host mode: straight to `addr`, a local task on `vni` */
+enum mesh_port_flags {
+	MESH_F_HOST = 1, /* host mode: straight to `addr`, a local task on `vni` */
+};
 
 struct mesh_port_value {
 	__u32 addr;   /* ingress mode: the service's ingress VIP (its Maglev

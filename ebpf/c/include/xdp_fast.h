@@ -24,20 +24,11 @@
 #include "shoal.h"
 #include "maps.h"
 #include "overlay.h"
+#include "pkt.h"
+#include "l4.h"
 #include "lb.h"
 #include "mesh.h"
-
-/* RFC 1624 for a 16-bit field (see csum_replace4). */
-static __always_inline __u16 csum_replace2(__u16 csum, __u16 from, __u16 to)
-{
-	__u32 s = (__u16)~csum;
-
-	s += (__u16)~from;
-	s += to;
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return ~s;
-}
+#include "tcp_mss.h"
 
 /*
  * An IPv4 packet at `ip` (its L4 header within data_end or not) on network
@@ -81,46 +72,6 @@ static __always_inline int xdp_needs_tc(const struct shoal_config *cfg, __u32 vn
 	       !in_subnet(ip->saddr, cfg->ingress_net, cfg->ingress_prefix);
 }
 
-/* mesh_clamp_mss on a linear TCP header at `tcp`. */
-static __always_inline void xdp_clamp_mss(__u8 *tcp, void *data_end, __u32 mss)
-{
-	__u32 doff, off = 20;
-	int i;
-
-	if (!mss || (void *)(tcp + 20) > data_end || (tcp[13] & 0x12) != 0x02)
-		return;
-	doff = (tcp[12] >> 4) * 4;
-	for (i = 0; i < 10; i++) {
-		__u8 *o;
-
-		if (off + 1 >= doff || off >= 60)
-			return;
-		o = tcp + off;
-		if ((void *)(o + 2) > data_end || o[0] == 0)
-			return;
-		if (o[0] == 1) {
-			off += 1;
-			continue;
-		}
-		if (o[1] < 2)
-			return;
-		if (o[0] == 2 && o[1] == 4) {
-			__u16 cur, want = bpf_htons(mss);
-			__u16 *check = (__u16 *)(tcp + 16);
-
-			if ((void *)(o + 4) > data_end)
-				return;
-			cur = *(__u16 *)(o + 2);
-			if (bpf_ntohs(cur) <= mss)
-				return;
-			*check = csum_replace2(*check, cur, want);
-			*(__u16 *)(o + 2) = want;
-			return;
-		}
-		off += o[1];
-	}
-}
-
 /*
  * The XDP entry of the routing mesh (mesh_entry's twin): a client's packet
  * to a published port of this node, rewritten in place to its backend.
@@ -149,8 +100,10 @@ static __always_inline int xdp_mesh_entry(struct xdp_md *ctx, const struct shoal
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
 		return MESH_CONTINUE;
 	ports = (void *)(ip + 1);
-	/* The L4 header up to its checksum. */
-	if ((void *)ports + (ip->protocol == IPPROTO_TCP ? 20 : 8) > data_end)
+	/* The whole L4 header (its checksum is rewritten here). */
+	if ((void *)ports +
+		    (ip->protocol == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr)) >
+	    data_end)
 		return MESH_CONTINUE;
 	iph = *ip;
 	p[0] = ports[0];
@@ -184,7 +137,7 @@ static __always_inline int xdp_mesh_entry(struct xdp_md *ctx, const struct shoal
 	if (!mp.host)
 		count_backend(mp.vni, mp.vip, mp.backend, (__u32)(data_end - data));
 	if (rc == MESH_REMOTE && ip->protocol == IPPROTO_TCP)
-		xdp_clamp_mss((__u8 *)ports, data_end, cfg->mesh_mss);
+		xdp_clamp_mss(ctx, ETH_HLEN + sizeof(struct iphdr), cfg->mesh_mss);
 	return rc;
 }
 
