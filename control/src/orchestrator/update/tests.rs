@@ -289,6 +289,8 @@ fn mode_and_name_cannot_change_and_bad_ratios_are_refused() {
             now: 0,
         },
     );
-    assert!(matches!(r, crate::wire::CommandResult::Error(e) if e.message.contains("out of sequence")));
+    assert!(
+        matches!(r, crate::wire::CommandResult::Error(e) if e.message.contains("out of sequence"))
+    );
     sim.run(100);
 }
