@@ -3,30 +3,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde_json::Value;
 
 use crate::api::client::Client;
-
-/// "5 seconds ago", as Docker words it.
-pub(super) fn ago(ms: u64) -> String {
-    let s = crate::clock::now_ms().saturating_sub(ms) / 1000;
-    match s {
-        0 => "Less than a second ago".into(),
-        1 => "1 second ago".into(),
-        2..=59 => format!("{s} seconds ago"),
-        60..=119 => "About a minute ago".into(),
-        120..=3599 => format!("{} minutes ago", s / 60),
-        _ => format!("{} hours ago", s / 3600),
-    }
-}
-
-/// `running` -> `Running`, as Docker shows states.
-pub(super) fn capitalized(w: &str) -> String {
-    let mut c = w.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
-}
+use crate::wire::{ServiceInspect, ServiceRow, UpdateState};
 
 /// Waits until every task of the service runs (Docker's progress without
 /// `--detach`).
@@ -38,12 +17,11 @@ pub(super) fn converge(
     let t0 = Instant::now();
     let mut last = String::new();
     loop {
-        let services: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
-        let Some(s) = services.iter().find(|s| s["Name"] == name) else {
+        let services: Vec<ServiceRow> = rt.block_on(client.get("/v1/services"))?;
+        let Some(s) = services.iter().find(|s| s.name == name) else {
             bail!("service {name} disappeared");
         };
-        let r = s["Replicas"].as_str().unwrap_or("0/0").to_string();
-        let (run, want) = r.split_once('/').unwrap_or(("0", "0"));
+        let (run, want) = s.replicas.split_once('/').unwrap_or(("0", "0"));
         let line = format!("overall progress: {run} out of {want} tasks");
         if line != last {
             println!("{line}");
@@ -74,39 +52,44 @@ pub(super) fn follow_update(
     // The reason of a rollback the updater started.
     let mut why: Option<String> = None;
     loop {
-        let v: Value = rt.block_on(client.get(&format!("/v1/services/{name}")))?;
-        let u = &v["UpdateStatus"];
-        let state = u["State"].as_str().unwrap_or_default();
-        let msg = u["Message"].as_str().unwrap_or_default();
-        let line = format!(
-            "overall progress: {} out of {} tasks updated ({state})",
-            u["Progress"]["Updated"], u["Progress"]["Total"]
-        );
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-        match state {
-            "completed" => {
-                println!("verify: Service {name} converged");
-                return Ok(());
+        let v: ServiceInspect = rt.block_on(client.get(&format!("/v1/services/{name}")))?;
+        // No status yet: the manager has not started the update.
+        if let Some(u) = &v.update_status {
+            let (state, msg) = (u.state, u.message.as_str());
+            let line = format!(
+                "overall progress: {} out of {} tasks updated ({})",
+                u.progress.updated,
+                u.progress.total,
+                state.as_str()
+            );
+            if line != last {
+                println!("{line}");
+                last = line;
             }
-            "paused" | "rollback_paused" => bail!("service {name}: {msg}"),
-            "rollback_completed" if !rollback => {
-                bail!(
-                    "service {name} rolled back: {}",
-                    why.as_deref().unwrap_or(msg)
-                )
+            match state {
+                UpdateState::Completed => {
+                    println!("verify: Service {name} converged");
+                    return Ok(());
+                }
+                UpdateState::Paused | UpdateState::RollbackPaused => {
+                    bail!("service {name}: {msg}")
+                }
+                UpdateState::RollbackCompleted if !rollback => {
+                    bail!(
+                        "service {name} rolled back: {}",
+                        why.as_deref().unwrap_or(msg)
+                    )
+                }
+                UpdateState::RollbackCompleted => {
+                    println!("rollback: {msg}\nverify: Service {name} converged");
+                    return Ok(());
+                }
+                UpdateState::RollbackStarted if why.is_none() => {
+                    println!("rollback: {msg}");
+                    why = Some(msg.to_string());
+                }
+                _ => {}
             }
-            "rollback_completed" => {
-                println!("rollback: {msg}\nverify: Service {name} converged");
-                return Ok(());
-            }
-            "rollback_started" if why.is_none() => {
-                println!("rollback: {msg}");
-                why = Some(msg.to_string());
-            }
-            _ => {}
         }
         if t0.elapsed() > Duration::from_secs(600) {
             bail!("service {name}: the update is still running after 10 minutes (see `shoal service inspect {name}`)");
