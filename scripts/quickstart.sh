@@ -39,9 +39,11 @@ on_n1() { "$SHOAL" lab exec --name "$LAB" n1 -- "$SHOAL" "$@"; }
 on_n1 network create appnet >/dev/null
 on_n1 service create --name web --replicas 3 --network appnet -- "$SHOAL" whoami --port 80
 on_n1 service ps web
+# One JSON row per task, as Docker's `--format '{{json .}}'`; the task's
+# address is in its full object (`shoal inspect`).
 tasks=$(on_n1 service ps web --format json)
 task_on() { echo "$tasks" | grep "\"Node\":\"$1\"" | grep -o '"ID":"[a-z0-9]*' | head -1 | cut -d'"' -f4; }
-ip_on() { echo "$tasks" | grep "\"Node\":\"$1\"" | grep -o '"Addresses":\["[0-9.]*' | head -1 | cut -d'"' -f4; }
+ip_on() { on_n1 inspect "$(task_on "$1")" | tr -d ' \n' | grep -o '"Addresses":\["[0-9.]*' | head -1 | cut -d'"' -f4; }
 ip3=$(ip_on n3)
 echo
 echo "web task on n3 ($ip3:80) answers the web task on n1:"

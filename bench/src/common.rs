@@ -223,7 +223,9 @@ pub fn medians_chart(
     chart::Chart::new(title).panel("median, ms (lower is better)", median_bars(report, rows))
 }
 
-/// The tasks of `svc` as `service ps --format json` lists them (on n1).
+/// The tasks of `svc` as Docker's task objects (on n1): `service ps
+/// --format json` rows name them, `shoal inspect` gives the objects (the
+/// rows carry no addresses, as Docker's).
 pub fn tasks_of(
     shoal: &std::path::Path,
     lab: &str,
@@ -233,12 +235,19 @@ pub fn tasks_of(
         shoal,
         lab,
         "n1",
-        &["service", "ps", svc, "--format", "json"],
+        &["service", "ps", svc, "--no-trunc", "--format", "json"],
     )?;
-    Ok(out
+    let ids: Vec<String> = out
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["ID"].as_str().map(String::from))
+        .collect();
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut args = vec!["inspect"];
+    args.extend(ids.iter().map(String::as_str));
+    Ok(serde_json::from_str(&on(shoal, lab, "n1", &args)?)?)
 }
 
 /// A task's address on its first network.

@@ -44,25 +44,44 @@ fn whoami_service(shoal: &Path, name: &str, extra: &[&str], port: &str) -> Resul
     on(shoal, "n1", &args)
 }
 
-/// (task id, node, ip, state) of a service's desired-running tasks.
-fn tasks(shoal: &Path, service: &str) -> Result<Vec<(String, String, String, String)>> {
-    let out = on(shoal, "n1", &["service", "ps", service, "--format", "json"])?;
+/// (task id, node, state) of a service's desired-running tasks, from its
+/// `service ps` rows (Docker's: `"CurrentState":"Running 2 seconds ago"`).
+fn tasks(shoal: &Path, service: &str) -> Result<Vec<(String, String, String)>> {
+    let out = on(
+        shoal,
+        "n1",
+        &["service", "ps", service, "--no-trunc", "--format", "json"],
+    )?;
     Ok(out
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["DesiredState"] == "running")
+        .filter(|v| v["DesiredState"] == "Running")
         .map(|v| {
             let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            (
-                s(&v["ID"]),
-                s(&v["Node"]),
-                s(&v["NetworksAttachments"][0]["Addresses"][0])
-                    .split('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-                s(&v["Status"]["State"]),
-            )
+            let state = s(&v["CurrentState"]);
+            let state = state.split(' ').next().unwrap_or_default().to_lowercase();
+            (s(&v["ID"]), s(&v["Node"]), state)
+        })
+        .collect())
+}
+
+/// The tasks' addresses on their first network (`shoal inspect`: the
+/// rows carry none, as Docker's); asked only once the rows say running, so
+/// polling stays one call.
+fn task_ips(shoal: &Path, ts: &[(String, String, String)]) -> Result<Vec<String>> {
+    let mut args = vec!["inspect"];
+    args.extend(ts.iter().map(|t| t.0.as_str()));
+    let all: Vec<Value> = serde_json::from_str(&on(shoal, "n1", &args)?)?;
+    Ok(all
+        .iter()
+        .map(|t| {
+            t["NetworksAttachments"][0]["Addresses"][0]
+                .as_str()
+                .unwrap_or_default()
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string()
         })
         .collect())
 }
@@ -118,8 +137,10 @@ fn main() -> Result<()> {
         loop {
             let ts = tasks(&shoal, "web")?;
             if ts.len() == 12
-                && ts.iter().all(|t| t.3 == "running")
-                && ts.iter().all(|t| answers(&probe_ns, &t.2))
+                && ts.iter().all(|t| t.2 == "running")
+                && task_ips(&shoal, &ts)?
+                    .iter()
+                    .all(|ip| answers(&probe_ns, ip))
             {
                 break;
             }
@@ -213,7 +234,7 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         loop {
             let ts = tasks(&shoal, "move")?;
-            if ts.len() == 6 && ts.iter().all(|t| t.1 != victim && t.3 == "running") {
+            if ts.len() == 6 && ts.iter().all(|t| t.1 != victim && t.2 == "running") {
                 break;
             }
             if t0.elapsed() > Duration::from_secs(60) {

@@ -40,3 +40,14 @@ pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
+
+/// `--format json` of a list: one compact object per line, as Docker's
+/// `--format '{{json .}}'` prints rows.
+pub fn print_rows<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for r in rows {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+    }
+    Ok(())
+}

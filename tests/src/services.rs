@@ -7,11 +7,13 @@ use serde_json::Value;
 
 use crate::{ok, shoal_bin, Lab};
 
-/// A task as `service ps --format json` shows it.
+/// A task of a service: `service ps` names it, `shoal inspect` (Docker's
+/// task object) says the rest.
 #[derive(Debug, Clone)]
 pub struct Task {
     pub id: String,
     pub node: String,
+    /// Docker's task states, lower case (`running`, `shutdown`).
     pub desired: String,
     pub state: String,
     pub err: String,
@@ -21,38 +23,69 @@ pub struct Task {
     pub created_ms: u64,
 }
 
-pub fn tasks(lab: &Lab, on: &str, service: &str) -> Vec<Task> {
-    let out = ok(lab.shoal_on(on, &["service", "ps", service, "--format", "json"]));
+/// The ids of a service's tasks, from `service ps --no-trunc --format
+/// json` (one row a line, as Docker's `--format '{{json .}}'`).
+pub fn task_ids(lab: &Lab, on: &str, service: &str) -> Vec<String> {
+    let out = ok(lab.shoal_on(
+        on,
+        &["service", "ps", service, "--no-trunc", "--format", "json"],
+    ));
     out.lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            Task {
-                id: s(&v["ID"]),
-                node: s(&v["Node"]),
-                desired: s(&v["DesiredState"]),
-                state: s(&v["Status"]["State"]),
-                err: s(&v["Status"]["Err"]),
-                ip: v["NetworksAttachments"][0]["Addresses"][0]
-                    .as_str()
-                    .unwrap_or_default()
-                    .split('/')
-                    .next()
-                    .unwrap()
-                    .to_string(),
-                command: v["Spec"]["ContainerSpec"]["Command"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(s)
-                    .collect(),
-                created_ms: humantime::parse_rfc3339(v["CreatedAt"].as_str().unwrap_or_default())
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_millis() as u64),
-            }
+            v["ID"].as_str().unwrap().to_string()
         })
         .collect()
+}
+
+pub fn tasks(lab: &Lab, on: &str, service: &str) -> Vec<Task> {
+    // A task may be forgotten (history kept short) between the two calls:
+    // then ask again.
+    for _ in 0..5 {
+        let ids = task_ids(lab, on, service);
+        if ids.is_empty() {
+            return vec![];
+        }
+        let mut args = vec!["inspect"];
+        args.extend(ids.iter().map(String::as_str));
+        let o = lab.shoal_on(on, &args);
+        if !o.status.success() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            continue;
+        }
+        let all: Vec<Value> = serde_json::from_str(&ok(o)).unwrap();
+        return all.iter().map(task).collect();
+    }
+    panic!("no stable task list of {service} on {on}");
+}
+
+/// A task from its `shoal inspect` object.
+fn task(v: &Value) -> Task {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Task {
+        id: s(&v["ID"]),
+        node: s(&v["Node"]),
+        desired: s(&v["DesiredState"]),
+        state: s(&v["Status"]["State"]),
+        err: s(&v["Status"]["Err"]),
+        ip: v["NetworksAttachments"][0]["Addresses"][0]
+            .as_str()
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string(),
+        command: v["Spec"]["ContainerSpec"]["Command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(s)
+            .collect(),
+        created_ms: humantime::parse_rfc3339(v["CreatedAt"].as_str().unwrap_or_default())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as u64),
+    }
 }
 
 pub fn running(lab: &Lab, on: &str, service: &str) -> Vec<Task> {

@@ -101,7 +101,7 @@ fn batches_follow_the_policy_rollback_restores_and_start_first_keeps_n() {
                 ]);
                 let n = String::from_utf8_lossy(&o.stdout)
                     .lines()
-                    .filter(|l| l.contains(r#""State":"running""#))
+                    .filter(|l| l.contains(r#""CurrentState":"Running "#))
                     .count();
                 fewest.fetch_min(n, Ordering::Relaxed);
             }

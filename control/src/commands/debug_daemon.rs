@@ -60,35 +60,30 @@ pub(super) fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()
 
 pub(super) fn raft(t: &Target, format: Format) -> Result<()> {
     let client = crate::api::client::Client::new(&t.socket);
-    let v: serde_json::Value = super::runtime()?.block_on(client.get("/v1/debug/raft"))?;
+    let r: crate::wire::RaftDebug = super::runtime()?.block_on(client.get("/v1/debug/raft"))?;
     if format == Format::Json {
-        return print_json(&v);
+        return print_json(&r);
     }
-    let s = |k: &str| match &v[k] {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    for k in [
-        "id",
-        "state",
-        "term",
-        "leader",
-        "voters",
-        "learners",
-        "last_log_index",
-        "committed",
-        "applied",
-        "snapshot",
-        "purged",
-        "log_entries",
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    let ids = |v: &[u64]| serde_json::to_string(v).unwrap_or_default();
+    for (k, v) in [
+        ("id", r.id.to_string()),
+        ("state", r.state.clone()),
+        ("term", r.term.to_string()),
+        ("leader", opt(r.leader)),
+        ("voters", ids(&r.voters)),
+        ("learners", ids(&r.learners)),
+        ("last_log_index", opt(r.last_log_index)),
+        ("committed", opt(r.committed)),
+        ("applied", opt(r.applied)),
+        ("snapshot", opt(r.snapshot)),
+        ("purged", opt(r.purged)),
+        ("log_entries", opt(r.log_entries)),
     ] {
-        println!("{k:<16}{}", s(k));
+        println!("{k:<16}{v}");
     }
-    if let Some(nodes) = v["nodes"].as_object() {
-        for (id, addr) in nodes {
-            println!("{:<16}{id} {}", "member", addr.as_str().unwrap_or(""));
-        }
+    for (id, addr) in &r.nodes {
+        println!("{:<16}{id} {addr}", "member");
     }
     Ok(())
 }

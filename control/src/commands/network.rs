@@ -6,12 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
 use crate::api::client::Client;
 use crate::api::socket_path;
-use crate::output::{print_table, Format};
-use crate::wire::NetworkSpec;
+use crate::output::{print_rows, print_table, Format};
+use crate::wire::{NetworkInspect, NetworkRow, NetworkSpec};
 
 #[derive(Args, Debug)]
 pub struct NetworkArgs {
@@ -70,6 +69,47 @@ pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String
     Ok(out)
 }
 
+/// A `network ls` row as Docker prints it (short id, booleans and labels
+/// as strings, Go's time format).
+pub fn network_row(n: &NetworkInspect) -> NetworkRow {
+    NetworkRow {
+        id: super::service::views::short_id(&n.id),
+        name: n.name.clone(),
+        driver: n.driver.clone(),
+        scope: n.scope.clone(),
+        internal: n.internal.to_string(),
+        ipv6: n.enable_ipv6.to_string(),
+        labels: n
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        created_at: go_time(&n.created),
+    }
+}
+
+/// `2026-11-26T10:00:00.120Z` (the API's RFC 3339, UTC) as Go's
+/// `Time.String()` prints it, which Docker's `network ls` shows:
+/// `2026-11-26 10:00:00.12 +0000 UTC` (trailing zeros of the fraction
+/// dropped). Anything else is left as it is.
+pub fn go_time(rfc3339: &str) -> String {
+    let Some(t) = rfc3339.strip_suffix('Z') else {
+        return rfc3339.to_string();
+    };
+    let Some((date, time)) = t.split_once('T') else {
+        return rfc3339.to_string();
+    };
+    let time = match time.split_once('.') {
+        Some((hms, frac)) => match frac.trim_end_matches('0') {
+            "" => hms.to_string(),
+            f => format!("{hms}.{f}"),
+        },
+        None => time.to_string(),
+    };
+    format!("{date} {time} +0000 UTC")
+}
+
 pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
     let rt = super::runtime()?;
@@ -95,30 +135,18 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
                 ingress: false,
                 labels: parse_labels(&labels)?,
             };
-            let v: Value = rt.block_on(client.post("/v1/networks", &spec))?;
-            println!("{}", v["Id"].as_str().unwrap_or_default());
+            let v: NetworkInspect = rt.block_on(client.post("/v1/networks", &spec))?;
+            println!("{}", v.id);
         }
         NetworkCmd::Ls { format } => {
-            let nets: Vec<Value> = rt.block_on(client.get("/v1/networks"))?;
+            let nets: Vec<NetworkInspect> = rt.block_on(client.get("/v1/networks"))?;
+            let rows: Vec<NetworkRow> = nets.iter().map(network_row).collect();
             match format {
-                Format::Json => {
-                    for n in &nets {
-                        let row = serde_json::json!({"ID": n["Id"], "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"], "Subnet": n["IPAM"]["Config"][0]["Subnet"]});
-                        println!("{}", serde_json::to_string(&row)?);
-                    }
-                }
+                Format::Json => print_rows(&rows)?,
                 Format::Table => {
-                    let rows: Vec<Vec<String>> = nets
-                        .iter()
-                        .map(|n| {
-                            let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-                            vec![
-                                s(&n["Id"]).chars().take(12).collect(),
-                                s(&n["Name"]),
-                                s(&n["Driver"]),
-                                s(&n["Scope"]),
-                            ]
-                        })
+                    let rows: Vec<Vec<String>> = rows
+                        .into_iter()
+                        .map(|r| vec![r.id, r.name, r.driver, r.scope])
                         .collect();
                     print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
                 }
@@ -127,7 +155,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
         NetworkCmd::Inspect { networks } => {
             let mut out = vec![];
             for n in networks {
-                let v: Value = rt.block_on(client.get(&format!("/v1/networks/{n}")))?;
+                let v: NetworkInspect = rt.block_on(client.get(&format!("/v1/networks/{n}")))?;
                 out.push(v);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -140,4 +168,36 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_becomes_dockers_row() {
+        let n: NetworkInspect = serde_json::from_value(serde_json::json!({
+            "Name": "appnet", "Id": "abcdefghijklmnopqrstuvwxy",
+            "Created": "2026-11-26T10:00:00.120Z", "Scope": "swarm", "Driver": "overlay",
+            "EnableIPv6": false,
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": "10.10.0.0/24", "Gateway": "10.10.0.1"}]},
+            "Internal": true, "Attachable": false, "Ingress": false,
+            "Options": {}, "Labels": {"a": "1", "b": ""},
+        }))
+        .unwrap();
+        let r = network_row(&n);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({
+                "ID": "abcdefghijkl", "Name": "appnet", "Driver": "overlay", "Scope": "swarm",
+                "Internal": "true", "IPv6": "false", "Labels": "a=1,b=",
+                "CreatedAt": "2026-11-26 10:00:00.12 +0000 UTC",
+            })
+        );
+        assert_eq!(
+            go_time("2026-11-26T10:00:00.000Z"),
+            "2026-11-26 10:00:00 +0000 UTC"
+        );
+        assert_eq!(go_time("yesterday"), "yesterday");
+    }
 }

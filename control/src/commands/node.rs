@@ -6,9 +6,9 @@ use clap::{Args, Subcommand};
 
 use crate::api::client::Client;
 use crate::api::socket_path;
-use crate::output::{print_table, Format};
+use crate::output::{print_rows, print_table, Format};
 use crate::wire::Availability;
-use crate::wire::{NodeUpdate, NodeView};
+use crate::wire::{NodeInspect, NodeRow, NodeUpdate, NodeView};
 
 #[derive(Args, Debug)]
 pub struct NodeArgs {
@@ -71,6 +71,22 @@ fn parse_availability(s: &str) -> Result<Availability, String> {
     }
 }
 
+/// A `node ls` row as Docker prints it. The engine version is left empty:
+/// managers do not learn their nodes' versions (yet). Every node in the
+/// state holds a certificate of the cluster's CA: TLS `Ready`.
+pub fn node_row(n: &NodeView) -> NodeRow {
+    NodeRow {
+        id: n.id.clone(),
+        hostname: n.hostname.clone(),
+        status: n.status.clone(),
+        availability: n.availability.clone(),
+        manager_status: n.manager_status.clone(),
+        engine_version: String::new(),
+        is_self: n.is_self,
+        tls_status: "Ready".into(),
+    }
+}
+
 pub fn run(a: NodeArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
     let rt = super::runtime()?;
@@ -78,7 +94,7 @@ pub fn run(a: NodeArgs) -> anyhow::Result<()> {
         NodeCmd::Inspect { nodes } => {
             let mut out = vec![];
             for n in nodes {
-                let v: serde_json::Value = rt.block_on(client.get(&format!("/v1/nodes/{n}")))?;
+                let v: NodeInspect = rt.block_on(client.get(&format!("/v1/nodes/{n}")))?;
                 out.push(v);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -132,27 +148,23 @@ pub fn run(a: NodeArgs) -> anyhow::Result<()> {
         NodeCmd::Ls { .. } => {}
     }
     let nodes: Vec<NodeView> = rt.block_on(client.get("/v1/nodes"))?;
+    let rows: Vec<NodeRow> = nodes.iter().map(node_row).collect();
     match a.cmd {
         NodeCmd::Ls {
             format: Format::Json,
-        } => {
-            // One JSON object per line, as `docker node ls --format json`.
-            for n in &nodes {
-                println!("{}", serde_json::to_string(n)?);
-            }
-        }
+        } => print_rows(&rows)?,
         NodeCmd::Ls {
             format: Format::Table,
         } => {
-            let rows: Vec<Vec<String>> = nodes
-                .iter()
+            let rows: Vec<Vec<String>> = rows
+                .into_iter()
                 .map(|n| {
                     vec![
                         format!("{}{}", n.id, if n.is_self { " *" } else { "" }),
-                        n.hostname.clone(),
-                        n.status.clone(),
-                        n.availability.clone(),
-                        n.manager_status.clone(),
+                        n.hostname,
+                        n.status,
+                        n.availability,
+                        n.manager_status,
                     ]
                 })
                 .collect();
@@ -164,4 +176,30 @@ pub fn run(a: NodeArgs) -> anyhow::Result<()> {
         _ => unreachable!("handled above"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_becomes_dockers_row() {
+        let v = NodeView {
+            id: "abcdefghijklmnopqrstuvwxy".into(),
+            hostname: "n1".into(),
+            status: "Ready".into(),
+            availability: "Active".into(),
+            manager_status: "Leader".into(),
+            is_self: true,
+            addr: "198.18.0.1".parse().unwrap(),
+        };
+        assert_eq!(
+            serde_json::to_value(node_row(&v)).unwrap(),
+            serde_json::json!({
+                "ID": "abcdefghijklmnopqrstuvwxy", "Hostname": "n1", "Status": "Ready",
+                "Availability": "Active", "ManagerStatus": "Leader", "EngineVersion": "",
+                "Self": true, "TLSStatus": "Ready",
+            })
+        );
+    }
 }

@@ -10,16 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
-use super::service::views::{print_services, print_tasks};
+use super::service::views::{host_ports, print_services, print_tasks};
 use crate::api::client::Client;
 use crate::api::socket_path;
-use crate::output::{print_table, Format};
+use crate::output::{print_rows, print_table, Format};
 use crate::stack::compose::parse;
 use crate::stack::convert::{convert, StackNetwork, NAMESPACE_LABEL};
-use crate::wire::ServiceSpec;
-use crate::wire::SpecAt;
+use crate::wire::TaskInspect;
+use crate::wire::{NetworkInspect, ServiceInspect, ServiceRow, ServiceSpec, SpecAt, StackRow};
 
 #[derive(Args, Debug)]
 pub struct StackArgs {
@@ -67,8 +66,9 @@ pub enum StackCmd {
     },
 }
 
-fn in_stack(v: &Value, stack: &str) -> bool {
-    v["Labels"][NAMESPACE_LABEL] == stack
+/// Whether labels put an object in the stack (Docker's namespace label).
+fn in_stack(labels: &BTreeMap<String, String>, stack: &str) -> bool {
+    labels.get(NAMESPACE_LABEL).is_some_and(|n| n == stack)
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
@@ -85,7 +85,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 pub fn run(a: StackArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
     let rt = super::runtime()?;
-    let services = |rt: &tokio::runtime::Runtime| -> anyhow::Result<Vec<Value>> {
+    let services = |rt: &tokio::runtime::Runtime| -> anyhow::Result<Vec<ServiceRow>> {
         rt.block_on(client.get("/v1/services"))
     };
     match a.cmd {
@@ -107,29 +107,31 @@ pub fn run(a: StackArgs) -> anyhow::Result<()> {
         StackCmd::Ls { format } => {
             let mut count: BTreeMap<String, usize> = BTreeMap::new();
             for s in services(&rt)? {
-                if let Some(n) = s["Labels"][NAMESPACE_LABEL].as_str() {
-                    *count.entry(n.to_string()).or_default() += 1;
+                if let Some(n) = s.labels.get(NAMESPACE_LABEL) {
+                    *count.entry(n.clone()).or_default() += 1;
                 }
             }
+            let rows: Vec<StackRow> = count
+                .into_iter()
+                .map(|(name, c)| StackRow {
+                    name,
+                    services: c.to_string(),
+                    orchestrator: "Swarm".into(),
+                })
+                .collect();
             match format {
-                Format::Json => {
-                    for (n, c) in &count {
-                        println!("{}", serde_json::json!({"Name": n, "Services": c}));
-                    }
-                }
+                Format::Json => print_rows(&rows)?,
                 Format::Table => {
-                    let rows: Vec<Vec<String>> = count
-                        .iter()
-                        .map(|(n, c)| vec![n.clone(), c.to_string()])
-                        .collect();
+                    let rows: Vec<Vec<String>> =
+                        rows.into_iter().map(|r| vec![r.name, r.services]).collect();
                     print_table(&["NAME", "SERVICES"], &rows);
                 }
             }
         }
         StackCmd::Services { name, format } => {
-            let rows: Vec<Value> = services(&rt)?
+            let rows: Vec<ServiceRow> = services(&rt)?
                 .into_iter()
-                .filter(|s| in_stack(s, &name))
+                .filter(|s| in_stack(&s.labels, &name))
                 .collect();
             if rows.is_empty() {
                 bail!("nothing found in stack: {name}");
@@ -142,16 +144,19 @@ pub fn run(a: StackArgs) -> anyhow::Result<()> {
             format,
         } => {
             let mut all = vec![];
-            for s in services(&rt)?.iter().filter(|s| in_stack(s, &name)) {
-                let id = s["ID"].as_str().unwrap_or_default();
-                let tasks: Vec<Value> =
-                    rt.block_on(client.get(&format!("/v1/tasks?service={id}")))?;
+            let mut ports = BTreeMap::new();
+            for s in services(&rt)?.iter().filter(|s| in_stack(&s.labels, &name)) {
+                let tasks: Vec<TaskInspect> =
+                    rt.block_on(client.get(&format!("/v1/tasks?service={}", s.id)))?;
                 all.extend(tasks);
+                let inspect: ServiceInspect =
+                    rt.block_on(client.get(&format!("/v1/services/{}", s.id)))?;
+                ports.insert(s.id.clone(), host_ports(&inspect));
             }
             if all.is_empty() {
                 bail!("nothing found in stack: {name}");
             }
-            print_tasks(all.iter().collect(), no_trunc, format)?;
+            print_tasks(&all, &ports, no_trunc, format)?;
         }
         StackCmd::Rm { names } => {
             for name in names {
@@ -169,37 +174,35 @@ fn deploy(
     stack: &crate::stack::convert::Stack,
     prune: bool,
 ) -> anyhow::Result<()> {
-    let nets: Vec<Value> = rt.block_on(client.get("/v1/networks"))?;
+    let nets: Vec<NetworkInspect> = rt.block_on(client.get("/v1/networks"))?;
     for n in &stack.networks {
         match n {
             StackNetwork::External(ext) => {
-                if !nets.iter().any(|x| x["Name"] == ext.as_str()) {
+                if !nets.iter().any(|x| &x.name == ext) {
                     bail!("network {ext:?} is declared as external, but could not be found");
                 }
             }
-            StackNetwork::Own(spec) => {
-                match nets.iter().find(|x| x["Name"] == spec.name.as_str()) {
-                    Some(x) if in_stack(x, name) => {}
-                    Some(_) => bail!(
-                        "network {} exists and is not part of stack {name}",
-                        spec.name
-                    ),
-                    None => {
-                        println!("Creating network {}", spec.name);
-                        let _: Value = rt.block_on(client.post("/v1/networks", spec))?;
-                    }
+            StackNetwork::Own(spec) => match nets.iter().find(|x| x.name == spec.name) {
+                Some(x) if in_stack(&x.labels, name) => {}
+                Some(_) => bail!(
+                    "network {} exists and is not part of stack {name}",
+                    spec.name
+                ),
+                None => {
+                    println!("Creating network {}", spec.name);
+                    let _: NetworkInspect = rt.block_on(client.post("/v1/networks", spec))?;
                 }
-            }
+            },
         }
     }
-    let existing: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
+    let existing: Vec<ServiceRow> = rt.block_on(client.get("/v1/services"))?;
     for spec in &stack.services {
-        let Some(cur) = existing.iter().find(|s| s["Name"] == spec.name.as_str()) else {
+        let Some(cur) = existing.iter().find(|s| s.name == spec.name) else {
             println!("Creating service {}", spec.name);
-            let _: Value = rt.block_on(client.post("/v1/services", spec))?;
+            let _: ServiceInspect = rt.block_on(client.post("/v1/services", spec))?;
             continue;
         };
-        if !in_stack(cur, name) {
+        if !in_stack(&cur.labels, name) {
             bail!(
                 "service {} exists and is not part of stack {name}",
                 spec.name
@@ -215,7 +218,7 @@ fn deploy(
             continue;
         }
         println!("Updating service {}", spec.name);
-        let _: Value = rt.block_on(client.post(
+        let _: ServiceInspect = rt.block_on(client.post(
             &format!("/v1/services/{}/update", spec.name),
             &SpecAt {
                 version: at.version,
@@ -225,9 +228,9 @@ fn deploy(
         ))?;
     }
     if prune {
-        for s in existing.iter().filter(|s| in_stack(s, name)) {
-            let sname = s["Name"].as_str().unwrap_or_default();
-            if !stack.services.iter().any(|x| x.name == sname) {
+        for s in existing.iter().filter(|s| in_stack(&s.labels, name)) {
+            let sname = &s.name;
+            if !stack.services.iter().any(|x| &x.name == sname) {
                 println!("Removing service {sname}");
                 let _: String = rt.block_on(client.delete(&format!("/v1/services/{sname}")))?;
             }
@@ -239,20 +242,23 @@ fn deploy(
 /// Services first; networks once their tasks are gone (the managers refuse
 /// to remove a network tasks still use), for up to 30 s.
 fn remove(rt: &tokio::runtime::Runtime, client: &Client, name: &str) -> anyhow::Result<()> {
-    let services: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
-    let nets: Vec<Value> = rt.block_on(client.get("/v1/networks"))?;
-    let mine: Vec<&Value> = services.iter().filter(|s| in_stack(s, name)).collect();
-    let my_nets: Vec<&Value> = nets.iter().filter(|n| in_stack(n, name)).collect();
+    let services: Vec<ServiceRow> = rt.block_on(client.get("/v1/services"))?;
+    let nets: Vec<NetworkInspect> = rt.block_on(client.get("/v1/networks"))?;
+    let mine: Vec<&ServiceRow> = services
+        .iter()
+        .filter(|s| in_stack(&s.labels, name))
+        .collect();
+    let my_nets: Vec<&NetworkInspect> = nets.iter().filter(|n| in_stack(&n.labels, name)).collect();
     if mine.is_empty() && my_nets.is_empty() {
         bail!("nothing found in stack: {name}");
     }
     for s in mine {
-        let sname = s["Name"].as_str().unwrap_or_default();
+        let sname = &s.name;
         println!("Removing service {sname}");
         let _: String = rt.block_on(client.delete(&format!("/v1/services/{sname}")))?;
     }
     for n in my_nets {
-        let nname = n["Name"].as_str().unwrap_or_default();
+        let nname = &n.name;
         println!("Removing network {nname}");
         let t0 = Instant::now();
         loop {

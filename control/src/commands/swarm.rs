@@ -7,7 +7,9 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::api::client::Client;
 use crate::api::socket_path;
-use crate::wire::{JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmLeave};
+use crate::wire::{
+    JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmJoinReply, SwarmLeave,
+};
 
 #[derive(Args, Debug)]
 pub struct SwarmArgs {
@@ -75,9 +77,8 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
                 Ok(())
             }
             SwarmCmd::Join { token, remote } => {
-                let r: serde_json::Value = client.post("/v1/swarm/join", &SwarmJoin { token, remote }).await?;
-                let role = r["role"].as_str().unwrap_or("worker");
-                println!("This node joined a swarm as a {role}.");
+                let r: SwarmJoinReply = client.post("/v1/swarm/join", &SwarmJoin { token, remote }).await?;
+                println!("This node joined a swarm as a {}.", r.role.as_str());
                 Ok(())
             }
             SwarmCmd::Leave { force } => {

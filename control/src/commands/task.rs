@@ -7,12 +7,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde_json::Value;
 
 use crate::agent::tasks::process::{enter, TaskNs};
 use crate::api::client::Client;
 use crate::api::socket_path;
-use crate::wire::LocalTask;
+use crate::wire::{LocalTask, TaskInspect};
 
 #[derive(Args, Debug)]
 pub struct ExecArgs {
@@ -55,12 +54,13 @@ pub fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let local: Vec<LocalTask> = rt.block_on(client.get("/v1/local/tasks"))?;
     let Some(t) = find(&local, &a.task) else {
         // Say where it runs, if this node can know (a manager).
-        let v: Result<Value, _> = rt.block_on(client.get(&format!("/v1/tasks/{}", a.task)));
+        let v: anyhow::Result<TaskInspect> =
+            rt.block_on(client.get(&format!("/v1/tasks/{}", a.task)));
         match v {
             Ok(v) => bail!(
                 "task {} runs on node {}, not here: run `shoal exec` there",
-                v["Name"].as_str().unwrap_or(&a.task),
-                v["Node"].as_str().unwrap_or("(none)")
+                v.name,
+                v.node.as_deref().unwrap_or("(none)")
             ),
             Err(_) => bail!("no task {} on this node", a.task),
         }
@@ -87,7 +87,7 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let rt = super::runtime()?;
     let mut out = vec![];
     for t in &a.tasks {
-        let v: Value = rt.block_on(client.get(&format!("/v1/tasks/{t}")))?;
+        let v: TaskInspect = rt.block_on(client.get(&format!("/v1/tasks/{t}")))?;
         out.push(v);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

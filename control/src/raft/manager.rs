@@ -26,7 +26,7 @@ use super::TypeConfig;
 use crate::control_port::client::call;
 use crate::control_port::server;
 use crate::control_port::tls::Identity;
-use crate::wire::{Command, CommandResult, RaftId};
+use crate::wire::{Command, CommandResult, RaftDebug, RaftId};
 use crate::wire::{LeaderOp, LeaderReply, OpError, WireError};
 
 /// How long a change may wait for a leader and a quorum before it is
@@ -326,7 +326,15 @@ impl Manager {
     }
 
     /// What `shoal debug raft` shows.
+    /// `debug raft`'s JSON. Kept while the local API's handler
+    /// (`agent/swarm/nodes.rs`) still answers a `Value`; it should answer
+    /// `debug_report()` itself.
     pub fn debug_view(&self) -> serde_json::Value {
+        serde_json::to_value(self.debug_report()).expect("a RaftDebug serialises")
+    }
+
+    /// What `shoal debug raft` shows.
+    pub fn debug_report(&self) -> RaftDebug {
         let m = self.raft.metrics().borrow().clone();
         let mem = m.membership_config.membership();
         let nodes: BTreeMap<String, String> = mem
@@ -354,24 +362,26 @@ impl Manager {
             matched[(matched.len() - 1) / 2]
         });
         let st = self.state.read().expect("state lock");
-        serde_json::json!({
-            "id": self.id,
-            "node_id": self.node_id,
-            "state": format!("{:?}", m.state),
-            "term": m.current_term,
-            "leader": m.current_leader,
-            "voters": voters,
-            "learners": learners,
-            "nodes": nodes,
-            "last_log_index": m.last_log_index,
-            "committed": committed,
-            "applied": m.last_applied.map(|l| l.index),
-            "snapshot": m.snapshot.map(|l| l.index),
-            "purged": m.purged.map(|l| l.index),
-            "log_entries": m.last_log_index.map(|l| l - m.purged.map(|p| p.index).unwrap_or(0)),
-            "millis_since_quorum_ack": m.millis_since_quorum_ack,
-            "records": st.nodes.len(),
-        })
+        RaftDebug {
+            id: self.id,
+            node_id: self.node_id.clone(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            voters,
+            learners,
+            nodes,
+            last_log_index: m.last_log_index,
+            committed,
+            applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            log_entries: m
+                .last_log_index
+                .map(|l| l - m.purged.map(|p| p.index).unwrap_or(0)),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            records: st.nodes.len(),
+        }
     }
 
     pub async fn shutdown(&self) -> Result<()> {

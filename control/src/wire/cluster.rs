@@ -17,6 +17,16 @@ pub enum Role {
     Worker,
 }
 
+impl Role {
+    /// The role's word on the wire: `manager`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Worker => "worker",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Availability {

@@ -1,11 +1,41 @@
 //! What the debug commands read from a daemon: DNS, balancers, local relays, Raft.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
 use shoal_dataplane::ipvs::IpvsService;
 use shoal_dns::{Stats, UpstreamView};
+
+use super::RaftId;
+
+/// `GET /v1/debug/raft`: a manager's Raft member as openraft's metrics
+/// show it. Log positions are `null` before there are any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftDebug {
+    pub id: RaftId,
+    pub node_id: String,
+    /// openraft's server state: `Leader`, `Follower`, `Candidate`, `Learner`.
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<RaftId>,
+    pub voters: Vec<RaftId>,
+    pub learners: Vec<RaftId>,
+    /// Raft id -> control address of every member.
+    pub nodes: BTreeMap<String, String>,
+    pub last_log_index: Option<u64>,
+    /// The highest index a majority holds (known on the leader only).
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    /// Entries kept in the log (after compaction).
+    pub log_entries: Option<u64>,
+    pub millis_since_quorum_ack: Option<u64>,
+    /// Node records in the applied state.
+    pub records: usize,
+}
 
 /// `shoal debug dns`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -310,3 +310,187 @@ pub struct AttachedNetwork {
 pub struct AttachedNetworkSpec {
     pub name: Option<String>,
 }
+
+/// `node inspect`: Docker's node object, the fields Shoal has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeInspect {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub version: Version,
+    pub spec: NodeSpecView,
+    pub description: NodeDescription,
+    pub status: NodeStatusView,
+    /// `null` for a worker, as Docker.
+    pub manager_status: Option<ManagerStatusView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeSpecView {
+    pub labels: BTreeMap<String, String>,
+    pub role: Role,
+    pub availability: Availability,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeDescription {
+    pub hostname: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeStatusView {
+    pub state: NodeState,
+    pub addr: std::net::Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ManagerStatusView {
+    pub leader: bool,
+    /// `reachable` or `unreachable`.
+    pub reachability: String,
+    /// The control address, `IP:2377`.
+    pub addr: String,
+}
+
+// The rows below are what the list commands print with `--format json`:
+// one object a line, the table's columns under Docker's names and with the
+// values the table shows (capitalised states, `N seconds ago`, short ids
+// where the table truncates), as `docker ... --format '{{json .}}'` prints
+// them. The CLI builds them from the API's objects.
+
+/// `service ls` / `stack services` row (`docker service ls --format
+/// '{{json .}}'`): a `ServiceRow` without the labels, the id short.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceLsRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    /// `replicated` or `global`.
+    pub mode: String,
+    /// `running/desired`.
+    pub replicas: String,
+    pub image: String,
+    /// `*:8080->80/tcp, ...`.
+    pub ports: String,
+}
+
+/// `service ps` / `stack ps` row (`docker service ps --format '{{json .}}'`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskRow {
+    /// Short unless `--no-trunc`.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// `web.1` (a global task: `web.NODEID`). The table indents a slot's
+    /// older tasks (` \_ web.1`); JSON rows do not, as Docker's.
+    pub name: String,
+    pub image: String,
+    /// The node's hostname.
+    pub node: String,
+    /// `Running`, `Shutdown`.
+    pub desired_state: String,
+    /// `Running 5 seconds ago`.
+    pub current_state: String,
+    /// The task's error, cut at 60 characters unless `--no-trunc`.
+    pub error: String,
+    /// Host-mode published ports, `*:8080->80/tcp`.
+    pub ports: String,
+}
+
+/// `node ls` row (`docker node ls --format '{{json .}}'`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub hostname: String,
+    /// `Ready`, `Down`, `Unknown`.
+    pub status: String,
+    /// `Active`, `Pause`, `Drain`.
+    pub availability: String,
+    /// `Leader`, `Reachable`, `Unreachable`, or empty for a worker.
+    pub manager_status: String,
+    /// Empty: managers do not learn their nodes' versions yet.
+    pub engine_version: String,
+    #[serde(rename = "Self")]
+    pub is_self: bool,
+    /// `Ready`: every node holds a certificate of the cluster's CA.
+    #[serde(rename = "TLSStatus")]
+    pub tls_status: String,
+}
+
+/// `network ls` row (`docker network ls --format '{{json .}}'`): Docker
+/// prints its booleans here as strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub scope: String,
+    /// `true` or `false`.
+    pub internal: String,
+    /// `true` or `false`.
+    #[serde(rename = "IPv6")]
+    pub ipv6: String,
+    /// `k=v,k2=v2`.
+    pub labels: String,
+    /// Go's time format, as Docker: `2026-11-26 10:00:00.123 +0000 UTC`.
+    pub created_at: String,
+}
+
+/// `stack ls` row (`docker stack ls --format '{{json .}}'`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StackRow {
+    pub name: String,
+    /// How many services, as a string (Docker's).
+    pub services: String,
+    /// `Swarm`.
+    pub orchestrator: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CLI reads these answers typed and prints them back: nothing of
+    /// what the daemon sends today may be lost on the way.
+    #[test]
+    fn answers_still_built_as_json_read_back_unchanged() {
+        // `node inspect` (agent/swarm/nodes.rs), a manager and a worker.
+        for ms in [
+            serde_json::json!({"Leader": true, "Reachability": "reachable", "Addr": "198.18.0.1:2377"}),
+            serde_json::Value::Null,
+        ] {
+            let v = serde_json::json!({
+                "ID": "abc", "Version": {"Index": 7},
+                "Spec": {"Labels": {"a": "1"}, "Role": "manager", "Availability": "drain"},
+                "Description": {"Hostname": "n1"},
+                "Status": {"State": "ready", "Addr": "198.18.0.1"},
+                "ManagerStatus": ms,
+            });
+            let n: NodeInspect = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&n).unwrap(), v);
+        }
+        // `swarm join` (api/server.rs).
+        let v = serde_json::json!({"node_id": "abc", "role": Role::Worker});
+        let r: SwarmJoinReply = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), v);
+        // `debug raft` (raft/manager.rs), before any log.
+        let v = serde_json::json!({
+            "id": 1, "node_id": "abc", "state": "Leader", "term": 2, "leader": 1,
+            "voters": [1], "learners": [], "nodes": {"1": "198.18.0.1:2377"},
+            "last_log_index": null, "committed": null, "applied": null, "snapshot": null,
+            "purged": null, "log_entries": null, "millis_since_quorum_ack": 3, "records": 1,
+        });
+        let r: RaftDebug = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), v);
+    }
+}

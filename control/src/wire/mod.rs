@@ -12,7 +12,7 @@
 //! - `networks.rs`, `services.rs`, `tasks.rs`, `updates.rs`, `mesh.rs`:
 //!   the replicated state's records.
 //! - `asks.rs`: `service logs` and `debug flows` through node sessions.
-//! - `debug.rs`: what `shoal debug` reads (DNS, balancers, relays).
+//! - `debug.rs`: what `shoal debug` reads (DNS, balancers, relays, Raft).
 //! - `docker.rs`: Docker-shaped views (inspect objects, list rows).
 
 mod asks;

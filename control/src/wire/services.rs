@@ -22,6 +22,16 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
+impl EndpointMode {
+    /// The mode's word on the wire: `vip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetAttach {
     /// Network name or id, as given.

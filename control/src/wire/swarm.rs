@@ -56,6 +56,14 @@ pub struct NodeView {
     pub addr: Ipv4Addr,
 }
 
+/// `shoal swarm join`'s answer (the local API's, not the control port's
+/// `JoinReply`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmJoinReply {
+    pub node_id: String,
+    pub role: Role,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SwarmJoin {
     pub token: String,

@@ -25,6 +25,24 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// The state's word on the wire: `running`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+
     /// Finished: the process is gone (or never came).
     pub fn is_terminal(self) -> bool {
         self >= TaskState::Complete
@@ -36,6 +54,16 @@ impl TaskState {
 pub enum DesiredState {
     Running,
     Shutdown,
+}
+
+impl DesiredState {
+    /// The state's word on the wire: `running`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// A task's address on one network.
@@ -169,5 +197,43 @@ mod tests {
             serde_json::to_string(&TaskState::Running).unwrap(),
             "\"running\""
         );
+    }
+
+    #[test]
+    fn as_str_is_the_wire_word() {
+        fn word<T: Serialize>(v: T) -> String {
+            serde_json::to_value(v)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+        use TaskState::*;
+        for s in [
+            New, Pending, Assigned, Accepted, Preparing, Starting, Running, Complete, Shutdown,
+            Failed, Rejected, Orphaned,
+        ] {
+            assert_eq!(s.as_str(), word(s));
+        }
+        for d in [DesiredState::Running, DesiredState::Shutdown] {
+            assert_eq!(d.as_str(), word(d));
+        }
+        use UpdateState as U;
+        for u in [
+            U::Updating,
+            U::Paused,
+            U::Completed,
+            U::RollbackStarted,
+            U::RollbackPaused,
+            U::RollbackCompleted,
+        ] {
+            assert_eq!(u.as_str(), word(u));
+        }
+        for m in [EndpointMode::Vip, EndpointMode::Dnsrr] {
+            assert_eq!(m.as_str(), word(m));
+        }
+        for r in [Role::Manager, Role::Worker] {
+            assert_eq!(r.as_str(), word(r));
+        }
     }
 }

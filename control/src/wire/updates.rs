@@ -76,6 +76,18 @@ pub enum UpdateState {
 }
 
 impl UpdateState {
+    /// The state's word on the wire: `rollback_started`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Updating => "updating",
+            UpdateState::Paused => "paused",
+            UpdateState::Completed => "completed",
+            UpdateState::RollbackStarted => "rollback_started",
+            UpdateState::RollbackPaused => "rollback_paused",
+            UpdateState::RollbackCompleted => "rollback_completed",
+        }
+    }
+
     /// The updater has work to do.
     pub fn is_active(self) -> bool {
         matches!(self, UpdateState::Updating | UpdateState::RollbackStarted)

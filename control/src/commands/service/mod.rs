@@ -12,11 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
 use crate::api::client::Client;
 use crate::api::socket_path;
 use crate::output::Format;
+use crate::wire::{DesiredState, ModeView, ServiceInspect, ServiceRow, TaskInspect};
 use spec::CreateArgs;
 use update::UpdateArgs;
 
@@ -96,8 +96,8 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
     match a.cmd {
         ServiceCmd::Create(c) => {
             let spec = spec::spec(&c)?;
-            let v: Value = rt.block_on(client.post("/v1/services", &spec))?;
-            println!("{}", v["ID"].as_str().unwrap_or_default());
+            let v: ServiceInspect = rt.block_on(client.post("/v1/services", &spec))?;
+            println!("{}", v.id);
             if !c.detach {
                 progress::converge(&rt, &client, &c.name)?;
             }
@@ -130,7 +130,7 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
             send_update(&rt, &client, &service, &req, u64::MAX, detach)?;
         }
         ServiceCmd::Ls { format } => {
-            let rows: Vec<Value> = rt.block_on(client.get("/v1/services"))?;
+            let rows: Vec<ServiceRow> = rt.block_on(client.get("/v1/services"))?;
             views::print_services(&rows, format)?;
         }
         ServiceCmd::Ps {
@@ -141,55 +141,46 @@ pub fn run(a: ServiceArgs) -> anyhow::Result<()> {
         } => {
             let mut desired = None;
             for f in &filter {
-                match f.split_once('=') {
-                    Some(("desired-state", v @ ("running" | "shutdown" | "accepted"))) => {
-                        desired = Some(v.to_string())
-                    }
+                // Docker's `accepted` is a desired state Shoal's tasks
+                // skip: it lists them as running.
+                desired = match f.split_once('=') {
+                    Some(("desired-state", "running" | "accepted")) => Some(DesiredState::Running),
+                    Some(("desired-state", "shutdown")) => Some(DesiredState::Shutdown),
                     _ => bail!("bad --filter {f:?} (desired-state=running|shutdown|accepted)"),
                 }
             }
-            let tasks: Vec<Value> =
+            let mut tasks: Vec<TaskInspect> =
                 rt.block_on(client.get(&format!("/v1/tasks?service={service}")))?;
-            let tasks: Vec<&Value> = tasks
-                .iter()
-                .filter(|t| match desired.as_deref() {
-                    Some("accepted") | Some("running") => t["DesiredState"] == "running",
-                    Some(d) => t["DesiredState"] == d,
-                    None => true,
-                })
-                .collect();
-            views::print_tasks(tasks, no_trunc, format)?;
+            tasks.retain(|t| desired.is_none_or(|d| t.desired_state == d));
+            let s: ServiceInspect = rt.block_on(client.get(&format!("/v1/services/{service}")))?;
+            let ports = [(s.id.clone(), views::host_ports(&s))].into();
+            views::print_tasks(&tasks, &ports, no_trunc, format)?;
         }
         ServiceCmd::Inspect { services, pretty } => {
             let mut out = vec![];
             for s in services {
-                let v: Value = rt.block_on(client.get(&format!("/v1/services/{s}")))?;
+                let v: ServiceInspect = rt.block_on(client.get(&format!("/v1/services/{s}")))?;
                 out.push(v);
             }
             if pretty {
                 for v in &out {
-                    let s = &v["Spec"];
-                    println!("ID:\t\t{}", v["ID"].as_str().unwrap_or_default());
-                    println!("Name:\t\t{}", s["Name"].as_str().unwrap_or_default());
-                    match s["Mode"]["Replicated"]["Replicas"].as_u64() {
-                        Some(r) => println!("Service Mode:\tReplicated\n Replicas:\t{r}"),
-                        None => println!("Service Mode:\tGlobal"),
+                    let s = &v.spec;
+                    println!("ID:\t\t{}", v.id);
+                    println!("Name:\t\t{}", s.name);
+                    match s.mode {
+                        ModeView::Replicated { replicas } => {
+                            println!("Service Mode:\tReplicated\n Replicas:\t{replicas}")
+                        }
+                        ModeView::Global {} => println!("Service Mode:\tGlobal"),
                     }
                     println!(
                         "Command:\t{}",
-                        s["TaskTemplate"]["ContainerSpec"]["Command"]
+                        serde_json::to_string(&s.task_template.container_spec.command)?
                     );
-                    for vip in v["Endpoint"]["VirtualIPs"].as_array().into_iter().flatten() {
-                        println!(
-                            "Virtual IP:\t{} ({})",
-                            vip["Addr"].as_str().unwrap_or_default(),
-                            vip["NetworkID"].as_str().unwrap_or_default()
-                        );
+                    for vip in &v.endpoint.virtual_ips {
+                        println!("Virtual IP:\t{} ({})", vip.addr, vip.network_id);
                     }
-                    println!(
-                        "Endpoint Mode:\t{}",
-                        s["EndpointSpec"]["Mode"].as_str().unwrap_or_default()
-                    );
+                    println!("Endpoint Mode:\t{}", s.endpoint_spec.mode.as_str());
                 }
             } else {
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -254,10 +245,11 @@ fn send_update(
     read_version: u64,
     detach: bool,
 ) -> anyhow::Result<()> {
-    let v: Value = rt.block_on(client.post(&format!("/v1/services/{service}/update"), req))?;
-    let name = v["Spec"]["Name"].as_str().unwrap_or(service).to_string();
+    let v: ServiceInspect =
+        rt.block_on(client.post(&format!("/v1/services/{service}/update"), req))?;
+    let name = v.spec.name;
     println!("{name}");
-    if v["Version"]["Index"].as_u64() == Some(read_version) {
+    if v.version.index == read_version {
         // Unchanged: nothing to roll out.
         return Ok(());
     }
