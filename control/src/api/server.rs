@@ -210,11 +210,12 @@ async fn nodes(State(a): Shared) -> Response {
 
 async fn swarm_join(State(a): Shared, b: Result<Json<SwarmJoin>, JsonRejection>) -> Response {
     match body(b) {
-        Ok(req) => reply(
-            a.swarm_join(&req.token, &req.remote)
-                .await
-                .map(|r| serde_json::json!({"node_id": r.node_id, "role": r.role})),
-        ),
+        Ok(req) => reply(a.swarm_join(&req.token, &req.remote).await.map(|r| {
+            crate::wire::SwarmJoinReply {
+                node_id: r.node_id,
+                role: r.role,
+            }
+        })),
         Err(e) => err(e),
     }
 }

@@ -264,9 +264,12 @@ fn remove(rt: &tokio::runtime::Runtime, client: &Client, name: &str) -> anyhow::
         loop {
             match rt.block_on(client.delete::<String>(&format!("/v1/networks/{nname}"))) {
                 Ok(_) => break,
+                // The stack's services are gone, but their tasks may still
+                // be stopping and hold the network (a conflict): wait.
                 Err(e)
                     if t0.elapsed() < Duration::from_secs(30)
-                        && e.to_string().contains("tasks") =>
+                        && crate::wire::WireError::kind_of(e.as_ref())
+                            == crate::wire::ErrorKind::Conflict =>
                 {
                     std::thread::sleep(Duration::from_millis(300));
                 }

@@ -329,10 +329,6 @@ impl Manager {
     /// `debug raft`'s JSON. Kept while the local API's handler
     /// (`agent/swarm/nodes.rs`) still answers a `Value`; it should answer
     /// `debug_report()` itself.
-    pub fn debug_view(&self) -> serde_json::Value {
-        serde_json::to_value(self.debug_report()).expect("a RaftDebug serialises")
-    }
-
     /// What `shoal debug raft` shows.
     pub fn debug_report(&self) -> RaftDebug {
         let m = self.raft.metrics().borrow().clone();

@@ -14,6 +14,10 @@ use crate::raft::manager::Manager;
 use crate::wire::LeaderOp;
 use crate::wire::{Availability, Command, NodeRecord, NodeState, RaftId, Role};
 use crate::wire::{JoinTokenReply, NodeView};
+use crate::wire::{
+    ManagerStatusView, NodeDescription, NodeInspect, NodeSpecView, NodeStatusView, RaftDebug,
+    Version,
+};
 
 fn state_word(s: NodeState) -> &'static str {
     match s {
@@ -120,29 +124,34 @@ impl Agent {
         }
     }
 
-    pub async fn node_inspect(&self, key: &str) -> Result<serde_json::Value> {
+    pub async fn node_inspect(&self, key: &str) -> Result<NodeInspect> {
         let (m, _) = self.manager().await?;
         let n = Self::find_node(&m, key)?;
         let (leader, voters) = (m.leader(), m.voters());
-        let ms = (n.role == Role::Manager).then(|| {
-            serde_json::json!({
-                "Leader": n.raft_id.is_some() && n.raft_id == leader,
-                "Reachability": manager_status(&n, leader, &voters).to_lowercase().replace("leader", "reachable"),
-                "Addr": format!("{}:{}", n.addr, self.control_port),
-            })
+        let manager_status = (n.role == Role::Manager).then(|| ManagerStatusView {
+            leader: n.raft_id.is_some() && n.raft_id == leader,
+            reachability: manager_status(&n, leader, &voters)
+                .to_lowercase()
+                .replace("leader", "reachable"),
+            addr: format!("{}:{}", n.addr, self.control_port),
         });
-        Ok(serde_json::json!({
-            "ID": n.id,
-            "Version": {"Index": n.version},
-            "Spec": {
-                "Labels": n.labels,
-                "Role": match n.role { Role::Manager => "manager", Role::Worker => "worker" },
-                "Availability": availability_word(n.availability).to_lowercase(),
+        Ok(NodeInspect {
+            id: n.id.clone(),
+            version: Version { index: n.version },
+            spec: NodeSpecView {
+                labels: n.labels.clone(),
+                role: n.role,
+                availability: n.availability,
             },
-            "Description": {"Hostname": n.hostname},
-            "Status": {"State": state_word(n.state).to_lowercase(), "Addr": n.addr},
-            "ManagerStatus": ms,
-        }))
+            description: NodeDescription {
+                hostname: n.hostname.clone(),
+            },
+            status: NodeStatusView {
+                state: n.state,
+                addr: n.addr,
+            },
+            manager_status,
+        })
     }
 
     /// Availability and labels, through the Raft log (on the leader).
@@ -242,8 +251,8 @@ impl Agent {
     }
 
     /// `shoal debug raft`.
-    pub async fn raft_debug(&self) -> Result<serde_json::Value> {
+    pub async fn raft_debug(&self) -> Result<RaftDebug> {
         let (m, _) = self.manager().await?;
-        Ok(m.debug_view())
+        Ok(m.debug_report())
     }
 }
