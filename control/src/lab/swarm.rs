@@ -41,7 +41,7 @@ pub async fn form(lab: &Lab) -> Result<()> {
             token: token.clone(),
             remote: manager.control_addr.clone(),
         };
-        let _: serde_json::Value = Client::new(&node.socket())
+        let _: crate::wire::SwarmJoinReply = Client::new(&node.socket())
             .post("/v1/swarm/join", &req)
             .await
             .with_context(|| format!("swarm join of {}", node.name))?;

@@ -8,7 +8,11 @@ use std::sync::{Arc, RwLock};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
 use openraft::Raft;
 
 use super::leader::execute;
@@ -40,22 +44,22 @@ pub fn router(raft: R, state: Arc<RwLock<ClusterState>>, mem: Arc<LeaderMemory>)
 async fn append(
     State(c): State<Ctx>,
     Json(req): Json<AppendEntriesRequest<TypeConfig>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(c.raft.append_entries(req).await).unwrap_or_default())
+) -> Json<Result<AppendEntriesResponse<RaftId>, RaftError<RaftId>>> {
+    Json(c.raft.append_entries(req).await)
 }
 
 async fn vote(
     State(c): State<Ctx>,
     Json(req): Json<VoteRequest<RaftId>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(c.raft.vote(req).await).unwrap_or_default())
+) -> Json<Result<VoteResponse<RaftId>, RaftError<RaftId>>> {
+    Json(c.raft.vote(req).await)
 }
 
 async fn snapshot(
     State(c): State<Ctx>,
     Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
-) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(c.raft.install_snapshot(req).await).unwrap_or_default())
+) -> Json<Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>> {
+    Json(c.raft.install_snapshot(req).await)
 }
 
 /// A follower's forwarded operation; never forwarded again from here (a
