@@ -72,18 +72,7 @@ fn task_ips(shoal: &Path, ts: &[(String, String, String)]) -> Result<Vec<String>
     let mut args = vec!["inspect"];
     args.extend(ts.iter().map(|t| t.0.as_str()));
     let all: Vec<Value> = serde_json::from_str(&on(shoal, "n1", &args)?)?;
-    Ok(all
-        .iter()
-        .map(|t| {
-            t["NetworksAttachments"][0]["Addresses"][0]
-                .as_str()
-                .unwrap_or_default()
-                .split('/')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect())
+    Ok(all.iter().map(common::task_ip).collect())
 }
 
 fn answers(netns: &str, ip: &str) -> bool {

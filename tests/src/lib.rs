@@ -227,6 +227,16 @@ impl Lab {
     }
 }
 
+/// Takes the lab named so down when dropped (also when a test fails), for
+/// labs a test makes by running commands rather than with `Lab::up`.
+pub struct LabDown(pub String);
+
+impl Drop for LabDown {
+    fn drop(&mut self) {
+        let _ = shoal(&["lab", "down", "--name", &self.0]);
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let out = shoal(&["lab", "down", "--name", &self.name]);

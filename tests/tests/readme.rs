@@ -26,13 +26,7 @@ fn readme_first_command_builds_a_reachable_lab() {
         "README starts with the quickstart: {cmd}"
     );
     let lab = unique_name();
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = shoal(&["lab", "down", "--name", &self.0]);
-        }
-    }
-    let _down = Down(lab.clone());
+    let _down = shoal_tests::LabDown(lab.clone());
     let out = Command::new("bash")
         .args(["-c", &cmd])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -133,13 +127,7 @@ fn readme_tour_runs_as_written_on_a_lab() {
         "the tour starts by naming the binary: {lines:?}"
     );
     let lab = unique_name();
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = shoal(&["lab", "down", "--name", &self.0]);
-        }
-    }
-    let _down = Down(lab.clone());
+    let _down = shoal_tests::LabDown(lab.clone());
     let bin = shoal_tests::shoal_bin();
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     // What a line shows, beyond succeeding: (the line's words, a text its

@@ -147,11 +147,11 @@ pub fn run(a: StackArgs) -> anyhow::Result<()> {
             let mut ports = BTreeMap::new();
             for s in services(&rt)?.iter().filter(|s| in_stack(&s.labels, &name)) {
                 let tasks: Vec<TaskInspect> =
-                    rt.block_on(client.get(&format!("/v1/tasks?service={}", s.id)))?;
+                    rt.block_on(client.get(&format!("/v1/tasks?service={}", s.row.id)))?;
                 all.extend(tasks);
                 let inspect: ServiceInspect =
-                    rt.block_on(client.get(&format!("/v1/services/{}", s.id)))?;
-                ports.insert(s.id.clone(), host_ports(&inspect));
+                    rt.block_on(client.get(&format!("/v1/services/{}", s.row.id)))?;
+                ports.insert(s.row.id.clone(), host_ports(&inspect));
             }
             if all.is_empty() {
                 bail!("nothing found in stack: {name}");
@@ -197,7 +197,7 @@ fn deploy(
     }
     let existing: Vec<ServiceRow> = rt.block_on(client.get("/v1/services"))?;
     for spec in &stack.services {
-        let Some(cur) = existing.iter().find(|s| s.name == spec.name) else {
+        let Some(cur) = existing.iter().find(|s| s.row.name == spec.name) else {
             println!("Creating service {}", spec.name);
             let _: ServiceInspect = rt.block_on(client.post("/v1/services", spec))?;
             continue;
@@ -229,7 +229,7 @@ fn deploy(
     }
     if prune {
         for s in existing.iter().filter(|s| in_stack(&s.labels, name)) {
-            let sname = &s.name;
+            let sname = &s.row.name;
             if !stack.services.iter().any(|x| &x.name == sname) {
                 println!("Removing service {sname}");
                 let _: String = rt.block_on(client.delete(&format!("/v1/services/{sname}")))?;
@@ -253,7 +253,7 @@ fn remove(rt: &tokio::runtime::Runtime, client: &Client, name: &str) -> anyhow::
         bail!("nothing found in stack: {name}");
     }
     for s in mine {
-        let sname = &s.name;
+        let sname = &s.row.name;
         println!("Removing service {sname}");
         let _: String = rt.block_on(client.delete(&format!("/v1/services/{sname}")))?;
     }

@@ -218,22 +218,13 @@ pub struct EndpointSpecView {
     pub ports: Vec<PortView>,
 }
 
-/// `service ls` row (`docker service ls --format '{{json .}}'`).
+/// The API's `service ls` row: Docker's row (with the whole id) and the
+/// labels a stack filters on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
 pub struct ServiceRow {
-    #[serde(rename = "ID")]
-    pub id: String,
-    pub name: String,
-    /// `replicated` or `global`.
-    pub mode: String,
-    /// `running/desired`.
-    pub replicas: String,
-    pub image: String,
-    /// `*:8080->80/tcp, ...`.
-    pub ports: String,
-    /// Not a column of Docker's table: the labels a stack filters on.
-    #[serde(default)]
+    #[serde(flatten)]
+    pub row: ServiceLsRow,
+    #[serde(default, rename = "Labels")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -363,7 +354,7 @@ pub struct ManagerStatusView {
 // them. The CLI builds them from the API's objects.
 
 /// `service ls` / `stack services` row (`docker service ls --format
-/// '{{json .}}'`): a `ServiceRow` without the labels, the id short.
+/// '{{json .}}'`); the CLI prints the id short, as the table does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ServiceLsRow {

@@ -10,10 +10,10 @@ use crate::wire::{
     AttachedNetwork, AttachedNetworkSpec, ContainerSpec, ContainerStatus, DesiredState,
     EndpointSpecMode, EndpointSpecView, EndpointView, Ipam, IpamConfig, Mode, ModeView,
     NetworkAttachmentView, NetworkInspect, NetworkRecord, Placement, PortView, RestartPolicyView,
-    ServiceInspect, ServiceRecord, ServiceRow, ServiceSpec, ServiceSpecView, TaskAttachmentView,
-    TaskContainerSpec, TaskInspect, TaskRecord, TaskSpecView, TaskState, TaskStatusView,
-    TaskTemplate, UpdateConfigView, UpdatePolicy, UpdateProgress, UpdateStatusView, Version,
-    VirtualIp,
+    ServiceInspect, ServiceLsRow, ServiceRecord, ServiceRow, ServiceSpec, ServiceSpecView,
+    TaskAttachmentView, TaskContainerSpec, TaskInspect, TaskRecord, TaskSpecView, TaskState,
+    TaskStatusView, TaskTemplate, UpdateConfigView, UpdatePolicy, UpdateProgress, UpdateStatusView,
+    Version, VirtualIp,
 };
 
 /// Docker's durations are nanoseconds.
@@ -231,12 +231,14 @@ pub fn service_row(st: &ClusterState, s: &ServiceRecord) -> ServiceRow {
         Mode::Global => ("global", st.tasks.values().filter(live).count()),
     };
     ServiceRow {
-        id: s.id.clone(),
-        name: s.spec.name.clone(),
-        mode: mode.into(),
-        replicas: format!("{running}/{desired}"),
-        image: image_of(&s.spec.command),
-        ports: ports_column(&s.spec),
+        row: ServiceLsRow {
+            id: s.id.clone(),
+            name: s.spec.name.clone(),
+            mode: mode.into(),
+            replicas: format!("{running}/{desired}"),
+            image: image_of(&s.spec.command),
+            ports: ports_column(&s.spec),
+        },
         labels: s.spec.labels.clone(),
     }
 }

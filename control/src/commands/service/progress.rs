@@ -77,10 +77,10 @@ pub(super) fn converge(
     let mut errors = SlotErrors::default();
     loop {
         let services: Vec<ServiceRow> = rt.block_on(client.get("/v1/services"))?;
-        let Some(s) = services.iter().find(|s| s.name == name) else {
+        let Some(s) = services.iter().find(|s| s.row.name == name) else {
             bail!("service {name} disappeared");
         };
-        let (run, want) = s.replicas.split_once('/').unwrap_or(("0", "0"));
+        let (run, want) = s.row.replicas.split_once('/').unwrap_or(("0", "0"));
         let line = format!("overall progress: {run} out of {want} tasks");
         if line != last {
             println!("{line}");
@@ -90,7 +90,7 @@ pub(super) fn converge(
             println!("verify: Service {name} converged");
             return Ok(());
         }
-        let replicas = (s.mode == "replicated").then(|| want.parse().unwrap_or(0));
+        let replicas = (s.row.mode == "replicated").then(|| want.parse().unwrap_or(0));
         errors.poll(rt, client, name, replicas)?;
         if t0.elapsed() > Duration::from_secs(120) {
             bail!("service {name} did not converge within 120 s (see `shoal service ps {name}`)");

@@ -54,12 +54,8 @@ pub fn image_of(command: &[String]) -> String {
 /// A `service ls` row as Docker prints it (short id, no labels).
 pub fn service_ls_row(r: &ServiceRow) -> ServiceLsRow {
     ServiceLsRow {
-        id: short_id(&r.id),
-        name: r.name.clone(),
-        mode: r.mode.clone(),
-        replicas: r.replicas.clone(),
-        image: r.image.clone(),
-        ports: r.ports.clone(),
+        id: short_id(&r.row.id),
+        ..r.row.clone()
     }
 }
 
