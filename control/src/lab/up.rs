@@ -84,32 +84,14 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         == shoal_dataplane::overlay::Accel::Xdp;
     shoal_dataplane::ensure_bpffs()?;
     let name = &opts.name;
-    let state_dir = Lab::state_dir(name);
-    std::fs::create_dir_all(&state_dir)?;
-
-    let ul_ns_name = format!("{name}-ul");
-    let bridge = format!("{name}-br");
-    let ul_ns = NetNs::create(&ul_ns_name)?;
-    let ul = Netlink::connect_in(&ul_ns)?;
-    ul.add_bridge(&bridge).await?;
-    let br = ul.require_index(&bridge).await?;
-    ul.set_up(br).await?;
-    // The underlay stands for a switch: it runs no iptables on the frames
-    // it bridges (with br_netfilter loaded the kernel would, on every hop;
-    // the sysctls are absent without it).
-    ul_ns.run(|| {
-        for k in ["arptables", "iptables", "ip6tables"] {
-            let _ =
-                shoal_dataplane::netlink::sysctl(&format!("net.bridge.bridge-nf-call-{k}"), "0");
-        }
-    })?;
-
+    std::fs::create_dir_all(Lab::state_dir(name))?;
+    let ul = Underlay::make(name).await?;
     let net = lab_network();
     let mut lab = Lab {
         name: name.clone(),
         accel: opts.accel.clone(),
-        underlay_netns: ul_ns_name,
-        underlay_bridge: bridge,
+        underlay_netns: ul.netns_name.clone(),
+        underlay_bridge: ul.bridge_name.clone(),
         nodes: vec![],
         networks: vec![net.clone()],
         endpoints: vec![],
@@ -117,95 +99,18 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         daemon_args: opts.daemon_args.clone(),
         clients: vec![],
     };
-
     let mut next_ip = u32::from(net.gateway) + 1;
     for i in 1..=opts.nodes {
-        let node_name = format!("n{i}");
-        let node = LabNode {
-            name: node_name.clone(),
-            netns: format!("{name}-{node_name}"),
-            underlay_ip: node_ip(i),
-            underlay_dev: format!("{name}-eth0"),
-            data_dir: state_dir.join("nodes").join(&node_name),
-            bpffs_dir: Lab::bpffs_dir(name).join(&node_name),
-            log: state_dir.join("nodes").join(format!("{node_name}.log")),
-            pid: None,
-        };
-        let ns = NetNs::create(&node.netns)?;
-        // Underlay port: LAB-nI on the bridge, LAB-eth0 inside the node.
-        let port = format!("{name}-{node_name}");
-        ul.add_veth(
-            &port,
-            &node.underlay_dev,
-            Some(&ns),
-            Some(mac_from_ip(node.underlay_ip)),
-            None,
-        )
-        .await
-        .with_context(|| format!("underlay link of {node_name}"))?;
-        let port_idx = ul.require_index(&port).await?;
-        ul.set_master(port_idx, br).await?;
-        ul.set_up(port_idx).await?;
-        // XDP_REDIRECT into the node's underlay veth only delivers when
-        // its peer (this bridge port) has GRO on.
-        let port2 = port.clone();
-        ul_ns.run(move || netlink::set_gro(&port2, true))??;
-
-        let inside = Netlink::connect_in(&ns)?;
-        let dev = inside.require_index(&node.underlay_dev).await?;
-        inside.set_up(dev).await?;
-        inside.add_addr(dev, node.underlay_ip.into(), 24).await?;
-        if xdp {
-            let d = node.underlay_dev.clone();
-            ns.run(move || netlink::set_tx_csum(&d, false))??;
-        }
-
+        let node = ul.add_node(name, i, xdp).await?;
         for k in 1..=opts.endpoints {
             let ip = Ipv4Addr::from(next_ip);
             next_ip += 1;
-            let ep_name = format!("{node_name}-e{k}");
-            lab.endpoints.push(LabEndpoint {
-                netns: format!("{name}-{ep_name}"),
-                name: ep_name,
-                node: node_name.clone(),
-                network: net.name.clone(),
-                vni: net.vni,
-                ip,
-                mac: netlink::format_mac(&mac_from_ip(ip)),
-                host_if: String::new(),
-            });
+            lab.endpoints
+                .push(planned_endpoint(name, &node.name, k, &net, ip));
         }
         lab.nodes.push(node);
     }
-    // The outside client: a host on the underlay that is no node.
-    let client = super::LabClient {
-        name: "client".into(),
-        netns: format!("{name}-client"),
-        underlay_ip: CLIENT_IP,
-    };
-    let cns = NetNs::create(&client.netns)?;
-    let port = format!("{name}-cl");
-    ul.add_veth(
-        &port,
-        "eth0",
-        Some(&cns),
-        Some(mac_from_ip(CLIENT_IP)),
-        None,
-    )
-    .await
-    .context("underlay link of the client")?;
-    let port_idx = ul.require_index(&port).await?;
-    ul.set_master(port_idx, br).await?;
-    ul.set_up(port_idx).await?;
-    let inside = Netlink::connect_in(&cns)?;
-    let dev = inside.require_index("eth0").await?;
-    inside.set_up(dev).await?;
-    inside.add_addr(dev, CLIENT_IP.into(), 24).await?;
-    cns.run(netlink::set_lo_up_blocking)??;
-    if xdp {
-        cns.run(|| netlink::set_tx_csum("eth0", false))??;
-    }
-    lab.clients.push(client);
+    lab.clients.push(ul.add_client(name, xdp).await?);
     lab.save()?;
 
     for node in lab.nodes.clone() {
@@ -219,7 +124,137 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         super::swarm::form(&lab).await?;
     }
 
-    // Networks and endpoints through each node's API, as an orchestrator would.
+    create_endpoints(&mut lab, &net).await?;
+    lab.save()?;
+    wait_converged(&lab, Duration::from_secs(30)).await?;
+    Ok(lab)
+}
+
+/// The lab's switch: a namespace holding a bridge every host plugs into.
+struct Underlay {
+    netns_name: String,
+    bridge_name: String,
+    ns: NetNs,
+    nl: Netlink,
+    bridge: u32,
+}
+
+impl Underlay {
+    async fn make(name: &str) -> Result<Self> {
+        let ul_ns_name = format!("{name}-ul");
+        let bridge = format!("{name}-br");
+        let ul_ns = NetNs::create(&ul_ns_name)?;
+        let ul = Netlink::connect_in(&ul_ns)?;
+        ul.add_bridge(&bridge).await?;
+        let br = ul.require_index(&bridge).await?;
+        ul.set_up(br).await?;
+        // The underlay stands for a switch: it runs no iptables on the frames
+        // it bridges (with br_netfilter loaded the kernel would, on every hop;
+        // the sysctls are absent without it).
+        ul_ns.run(|| {
+            for k in ["arptables", "iptables", "ip6tables"] {
+                let _ = shoal_dataplane::netlink::sysctl(
+                    &format!("net.bridge.bridge-nf-call-{k}"),
+                    "0",
+                );
+            }
+        })?;
+        Ok(Self {
+            netns_name: ul_ns_name,
+            bridge_name: bridge,
+            ns: ul_ns,
+            nl: ul,
+            bridge: br,
+        })
+    }
+
+    /// A port named `port` on the bridge, whose other end is `ifname` in
+    /// `ns` with the MAC of `ip`.
+    async fn plug(&self, port: &str, ifname: &str, ns: &NetNs, ip: Ipv4Addr) -> Result<()> {
+        self.nl
+            .add_veth(port, ifname, Some(ns), Some(mac_from_ip(ip)), None)
+            .await?;
+        let idx = self.nl.require_index(port).await?;
+        self.nl.set_master(idx, self.bridge).await?;
+        self.nl.set_up(idx).await?;
+        Ok(())
+    }
+
+    /// Node `nI`: its namespace, plugged into the underlay with 198.18.0.I.
+    async fn add_node(&self, name: &str, i: u32, xdp: bool) -> Result<LabNode> {
+        let node_name = format!("n{i}");
+        let state_dir = Lab::state_dir(name);
+        let node = LabNode {
+            name: node_name.clone(),
+            netns: format!("{name}-{node_name}"),
+            underlay_ip: node_ip(i),
+            underlay_dev: format!("{name}-eth0"),
+            data_dir: state_dir.join("nodes").join(&node_name),
+            bpffs_dir: Lab::bpffs_dir(name).join(&node_name),
+            log: state_dir.join("nodes").join(format!("{node_name}.log")),
+            pid: None,
+        };
+        let ns = NetNs::create(&node.netns)?;
+        // Underlay port: LAB-nI on the bridge, LAB-eth0 inside the node.
+        let port = format!("{name}-{node_name}");
+        self.plug(&port, &node.underlay_dev, &ns, node.underlay_ip)
+            .await
+            .with_context(|| format!("underlay link of {node_name}"))?;
+        // XDP_REDIRECT into the node's underlay veth only delivers when
+        // its peer (this bridge port) has GRO on.
+        self.ns.run(move || netlink::set_gro(&port, true))??;
+        let inside = Netlink::connect_in(&ns)?;
+        let dev = inside.require_index(&node.underlay_dev).await?;
+        inside.set_up(dev).await?;
+        inside.add_addr(dev, node.underlay_ip.into(), 24).await?;
+        if xdp {
+            let d = node.underlay_dev.clone();
+            ns.run(move || netlink::set_tx_csum(&d, false))??;
+        }
+        Ok(node)
+    }
+
+    /// The outside client: a host on the underlay that is no node.
+    async fn add_client(&self, name: &str, xdp: bool) -> Result<super::LabClient> {
+        let client = super::LabClient {
+            name: "client".into(),
+            netns: format!("{name}-client"),
+            underlay_ip: CLIENT_IP,
+        };
+        let cns = NetNs::create(&client.netns)?;
+        self.plug(&format!("{name}-cl"), "eth0", &cns, CLIENT_IP)
+            .await
+            .context("underlay link of the client")?;
+        let inside = Netlink::connect_in(&cns)?;
+        let dev = inside.require_index("eth0").await?;
+        inside.set_up(dev).await?;
+        inside.add_addr(dev, CLIENT_IP.into(), 24).await?;
+        cns.run(netlink::set_lo_up_blocking)??;
+        if xdp {
+            cns.run(|| netlink::set_tx_csum("eth0", false))??;
+        }
+        Ok(client)
+    }
+}
+
+/// Endpoint `NODE-eK` as the lab plans it (made later through the node's API).
+fn planned_endpoint(lab: &str, node: &str, k: u32, net: &Network, ip: Ipv4Addr) -> LabEndpoint {
+    let ep_name = format!("{node}-e{k}");
+    LabEndpoint {
+        netns: format!("{lab}-{ep_name}"),
+        name: ep_name,
+        node: node.to_string(),
+        network: net.name.clone(),
+        vni: net.vni,
+        ip,
+        mac: netlink::format_mac(&mac_from_ip(ip)),
+        host_if: String::new(),
+    }
+}
+
+/// The lab's network on every node and its endpoints, through each node's
+/// API, as an orchestrator would.
+async fn create_endpoints(lab: &mut Lab, net: &Network) -> Result<()> {
     for node in &lab.nodes {
         let c = Client::new(&node.socket());
         let req = NetworkCreate {
@@ -255,9 +290,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
             .with_context(|| format!("endpoint {} on {}", ep.name, node.name))?;
         ep.host_if = created.host_if;
     }
-    lab.save()?;
-    wait_converged(&lab, Duration::from_secs(30)).await?;
-    Ok(lab)
+    Ok(())
 }
 
 /// Waits until every node has programmed every other node's endpoints.
