@@ -116,7 +116,16 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         managers: opts.managers,
         daemon_args: opts.daemon_args.clone(),
         clients: vec![],
+        gossip_key_file: None,
     };
+    let chosen = |flag: &str| {
+        opts.daemon_args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if opts.managers == 0 && !chosen("--insecure-gossip") && !chosen("--gossip-key-file") {
+        lab.gossip_key_file = Some(write_gossip_key(&state_dir)?);
+    }
 
     let mut next_ip = u32::from(net.gateway) + 1;
     for i in 1..=opts.nodes {
@@ -258,6 +267,27 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
     lab.save()?;
     wait_converged(&lab, Duration::from_secs(30)).await?;
     Ok(lab)
+}
+
+/// A random gossip key for the lab's daemons (hex, mode 0600): without a
+/// swarm to hand out keys, this is what keeps the lab's gossip sealed.
+fn write_gossip_key(state_dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("gossip.key");
+    let hex: String = crate::gossip::seal::random_bytes::<32>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("write {}", path.display()))?;
+    writeln!(f, "{hex}")?;
+    Ok(path)
 }
 
 /// Waits until every node has programmed every other node's endpoints.

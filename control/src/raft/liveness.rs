@@ -34,6 +34,11 @@ impl Liveness {
             .insert(node_id.to_string(), Instant::now());
     }
 
+    /// A node that said goodbye (`swarm leave`): no grace period.
+    pub fn forget(&self, node_id: &str) {
+        self.seen.lock().expect("liveness lock").remove(node_id);
+    }
+
     fn last(&self, node_id: &str) -> Option<Instant> {
         self.seen
             .lock()

@@ -57,6 +57,8 @@ impl Agent {
                     reports: self.task_reports(),
                     logs: self.take_log_answers(),
                     flows: self.flows.take_answers(),
+                    gossip_keys: self.gossip.keys.report(),
+                    leaving: false,
                 })
                 .await
                 .map_err(|e| WireError::new(WireError::kind_of(e.as_ref()), format!("{e:#}")))
@@ -114,6 +116,8 @@ impl Agent {
                     reports: self.task_reports(),
                     logs: self.take_log_answers(),
                     flows: self.flows.take_answers(),
+                    gossip_keys: self.gossip.keys.report(),
+                    leaving: false,
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
@@ -137,6 +141,7 @@ impl Agent {
         self.reconcile_tasks(s.assignments.clone());
         self.answer_log_asks(&s.log_asks);
         self.flows.answer_asks(&sw.membership.node_id, &s.flow_asks);
+        self.adopt_gossip_keys(s.gossip_keys.clone(), s.gossip_send);
         self.set_data_path_port(s.data_path_port).await?;
         self.set_mesh(s.mesh.clone()).await?;
         let mut managers = s.managers.clone();
@@ -223,6 +228,43 @@ impl Agent {
         self.forget_swarm();
     }
 
+    /// The last heartbeat (best effort): the leader marks this node down
+    /// at once and rotates the gossip key, so the key this node holds
+    /// stops working within seconds.
+    async fn say_goodbye(&self, manager: Option<&crate::raft::manager::Manager>, ms: &Membership) {
+        let bye = LeaderOp::Heartbeat {
+            node_id: ms.node_id.clone(),
+            reports: vec![],
+            logs: vec![],
+            flows: vec![],
+            gossip_keys: None,
+            leaving: true,
+        };
+        let local = match manager {
+            Some(m) => m.leader_op(bye).await.is_ok(),
+            None => false,
+        };
+        if local {
+            return;
+        }
+        let tls = match self.swarm.lock().await.as_ref() {
+            Some(s) => s.tls.clone(),
+            None => return,
+        };
+        let req = SessionRequest {
+            leaving: true,
+            ..Default::default()
+        };
+        for addr in &ms.managers {
+            let r =
+                call::<_, SessionReply>(&tls, addr, "/swarm/session", &req, Duration::from_secs(2));
+            if r.await.is_ok() {
+                return;
+            }
+        }
+        warn!("could not tell the managers this node leaves; they will see it down in 3 s");
+    }
+
     /// `swarm leave [--force]`: a manager must be forced (as in Docker); it
     /// first leaves Raft's membership, so the others' quorum shrinks with it.
     pub async fn swarm_leave(&self, force: bool) -> Result<()> {
@@ -233,7 +275,7 @@ impl Agent {
                 .ok_or_else(|| crate::wire_err!(Unavailable, "this node is not part of a swarm"))?;
             (s.manager.clone(), s.membership.clone())
         };
-        if let Some(m) = manager {
+        if let Some(m) = &manager {
             let voters = m.voters().len();
             if !force {
                 crate::fail!(
@@ -255,6 +297,7 @@ impl Agent {
                 }
             }
         }
+        self.say_goodbye(manager.as_deref(), &ms).await;
         self.leave_locally().await;
         info!(node_id = %ms.node_id, "left the swarm");
         Ok(())
