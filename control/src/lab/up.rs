@@ -275,10 +275,12 @@ fn write_gossip_key(state_dir: &std::path::Path) -> Result<std::path::PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join("gossip.key");
-    let hex: String = crate::gossip::seal::random_bytes::<32>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("no random source for the lab's gossip key"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -29,11 +29,17 @@ const TICK: Duration = Duration::from_millis(250);
 /// How long a computed plan serves heartbeats before it is recomputed.
 const PLAN_TTL: Duration = Duration::from_millis(100);
 
-/// A fresh key: 32 random bytes.
+/// A fresh key: 32 bytes of the OS's random source (through ring, as
+/// rustls draws its own).
 pub fn new_key(id: u32) -> GossipKey {
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .expect("the OS random source");
     GossipKey {
         id,
-        key: KeyBytes(crate::gossip::seal::random_bytes::<32>()),
+        key: KeyBytes(key),
         created_ms: crate::clock::now_ms(),
     }
 }
@@ -128,7 +134,9 @@ impl KeyMemory {
         let p = match fresh {
             Some(p) => p,
             None => {
-                let reports = self.reports.lock().expect("key reports");
+                let mut reports = self.reports.lock().expect("key reports");
+                // Removed nodes' reports go with them.
+                reports.retain(|id, _| st.nodes.contains_key(id));
                 let nodes = st.nodes.values().map(|n| {
                     let seen = match reports.get(&n.id) {
                         None => Seen::Unreported,
