@@ -2,8 +2,9 @@
 //! joined to it by veths (198.18.0.0/15 addresses), one agent per node
 //! joined by gossip, and K endpoints per node created through each node's
 //! endpoint API; with `--managers M` (default 1) the nodes form a swarm
-//! first (`swarm.rs`). Returns once every node has programmed every other
-//! node's endpoints. On any failure the partial lab is torn down again.
+//! first (`swarm.rs`). Returns once every node's gossip knows every node
+//! live and has programmed every other node's endpoints. On any failure
+//! the partial lab is torn down again.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -292,7 +293,10 @@ fn write_gossip_key(state_dir: &std::path::Path) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-/// Waits until every node has programmed every other node's endpoints.
+/// Waits until every node's gossip knows every node live and has
+/// programmed every other node's endpoints. (A swarm lab's nodes gossip
+/// only once they hold the swarm's keys, from their first heartbeat after
+/// joining: a lab without endpoints must still wait for that.)
 pub async fn wait_converged(lab: &Lab, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -303,6 +307,14 @@ pub async fn wait_converged(lab: &Lab, timeout: Duration) -> Result<()> {
             let have = view.table.iter().filter(|e| e.programmed).count();
             if have < want {
                 missing.push(format!("{} has {have} of {want}", node.name));
+            }
+            let live = view.members.iter().filter(|m| m.live).count();
+            if live < lab.nodes.len() {
+                missing.push(format!(
+                    "{} sees {live} of {} nodes live",
+                    node.name,
+                    lab.nodes.len()
+                ));
             }
         }
         if missing.is_empty() {

@@ -298,6 +298,47 @@ mod tests {
     }
 
     #[test]
+    fn the_replicated_ring_keeps_three_newest_first_and_ids_only_grow() {
+        use crate::wire::{ClusterInfo, Command, CommandResult, DEFAULT_GOSSIP_KEY_ROTATION_MS};
+        let mut st = ClusterState {
+            cluster: Some(ClusterInfo {
+                cluster_id: "c".into(),
+                ca_cert_pem: String::new(),
+                ca_key_pem: String::new(),
+                worker_token: String::new(),
+                manager_token: String::new(),
+                pool: Default::default(),
+                data_path_port: 4789,
+                gossip_keys: vec![new_key(1)],
+                gossip_key_rotation_ms: DEFAULT_GOSSIP_KEY_ROTATION_MS,
+            }),
+            ..Default::default()
+        };
+        for id in 2..=5 {
+            let (r, ch) = st.apply(id as u64, Command::GossipKeyRotate { key: new_key(id) });
+            assert_eq!((r, ch.len()), (CommandResult::Ok, 1));
+        }
+        let ids = |st: &ClusterState| -> Vec<u32> {
+            st.cluster
+                .as_ref()
+                .unwrap()
+                .gossip_keys
+                .iter()
+                .map(|k| k.id)
+                .collect()
+        };
+        assert_eq!(ids(&st), [5, 4, 3]);
+        // A second leader's late rotation to the same id changes nothing.
+        let (r, ch) = st.apply(9, Command::GossipKeyRotate { key: new_key(5) });
+        assert!(matches!(r, CommandResult::Error(_)) && ch.is_empty());
+        assert_eq!(ids(&st), [5, 4, 3]);
+        // Every key is different, and none shows in Debug output.
+        let keys = &st.cluster.as_ref().unwrap().gossip_keys;
+        assert!(keys[0].key != keys[1].key && keys[1].key != keys[2].key);
+        assert!(!format!("{st:?}").contains(&format!("{:?}", keys[0].key.0)));
+    }
+
+    #[test]
     fn keys_older_than_the_ring_clamp_to_its_oldest() {
         // Three rotations in a row (three removals): ring 4,3,2; a node
         // still at 1 is moved to the oldest key it will be sent.

@@ -78,7 +78,7 @@ impl Agent {
             // Only a node no longer in the swarm is refused its session.
             Err(e) if e.kind == ErrorKind::Gone => {
                 warn!("{e}; leaving the swarm");
-                self.leave_locally().await;
+                self.leave_locally(false).await;
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -217,10 +217,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Drops this node's swarm state (after a removal or `swarm leave`).
-    async fn leave_locally(&self) {
+    /// Drops this node's swarm state (after a removal or `swarm leave`),
+    /// saying goodbye first when `goodbye`: taking the state stops the
+    /// session loop, so no ordinary heartbeat follows the last one.
+    async fn leave_locally(&self, goodbye: bool) {
         let taken = self.swarm.lock().await.take();
         if let Some(s) = taken {
+            if goodbye {
+                self.say_goodbye(&s).await;
+            }
             if let Some(m) = s.manager {
                 let _ = m.shutdown().await;
             }
@@ -231,7 +236,8 @@ impl Agent {
     /// The last heartbeat (best effort): the leader marks this node down
     /// at once and rotates the gossip key, so the key this node holds
     /// stops working within seconds.
-    async fn say_goodbye(&self, manager: Option<&crate::raft::manager::Manager>, ms: &Membership) {
+    async fn say_goodbye(&self, s: &super::Swarm) {
+        let ms = &s.membership;
         let bye = LeaderOp::Heartbeat {
             node_id: ms.node_id.clone(),
             reports: vec![],
@@ -240,24 +246,23 @@ impl Agent {
             gossip_keys: None,
             leaving: true,
         };
-        let local = match manager {
-            Some(m) => m.leader_op(bye).await.is_ok(),
-            None => false,
-        };
-        if local {
-            return;
+        if let Some(m) = &s.manager {
+            if m.leader_op(bye).await.is_ok() {
+                return;
+            }
         }
-        let tls = match self.swarm.lock().await.as_ref() {
-            Some(s) => s.tls.clone(),
-            None => return,
-        };
         let req = SessionRequest {
             leaving: true,
             ..Default::default()
         };
         for addr in &ms.managers {
-            let r =
-                call::<_, SessionReply>(&tls, addr, "/swarm/session", &req, Duration::from_secs(2));
+            let r = call::<_, SessionReply>(
+                &s.tls,
+                addr,
+                "/swarm/session",
+                &req,
+                Duration::from_secs(2),
+            );
             if r.await.is_ok() {
                 return;
             }
@@ -275,7 +280,7 @@ impl Agent {
                 .ok_or_else(|| crate::wire_err!(Unavailable, "this node is not part of a swarm"))?;
             (s.manager.clone(), s.membership.clone())
         };
-        if let Some(m) = &manager {
+        if let Some(m) = manager {
             let voters = m.voters().len();
             if !force {
                 crate::fail!(
@@ -297,8 +302,7 @@ impl Agent {
                 }
             }
         }
-        self.say_goodbye(manager.as_deref(), &ms).await;
-        self.leave_locally().await;
+        self.leave_locally(true).await;
         info!(node_id = %ms.node_id, "left the swarm");
         Ok(())
     }
