@@ -199,6 +199,18 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// An endpoint-only lab's gossip key file (`--managers 0`).
+    pub fn gossip_key_file(&self) -> String {
+        format!("/run/shoal/lab/{}/gossip.key", self.name)
+    }
+
+    /// A node's refused-gossip counter (`debug gossip`), 0 when absent.
+    pub fn refused(&self, node: &str, reason: &str) -> u64 {
+        self.debug_json(node, &["gossip"])["refused"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     /// What a node's agent has logged so far.
     pub fn node_log(&self, node: &str) -> String {
         let path = format!("/run/shoal/lab/{}/nodes/{node}.log", self.name);
@@ -367,6 +379,19 @@ impl Lab {
         ip: &str,
         cluster_id: &str,
     ) -> (std::process::Child, PathBuf) {
+        self.spawn_daemon_with(ns, node, ip, cluster_id, &[])
+    }
+
+    /// `spawn_daemon` with extra `shoal daemon` arguments
+    /// (`--insecure-gossip`, `--gossip-key-file PATH`, ...).
+    pub fn spawn_daemon_with(
+        &self,
+        ns: &str,
+        node: &str,
+        ip: &str,
+        cluster_id: &str,
+        extra: &[&str],
+    ) -> (std::process::Child, PathBuf) {
         let data = PathBuf::from(format!("/run/shoal/lab/{}/nodes/{node}", self.name));
         std::fs::create_dir_all(&data).unwrap();
         let socket = data.join("shoal.sock");
@@ -390,6 +415,7 @@ impl Lab {
             .arg(format!("/sys/fs/bpf/shoal-lab/{}/{node}", self.name))
             .arg("--socket")
             .arg(&socket)
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

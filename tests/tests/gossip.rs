@@ -1,7 +1,8 @@
 //! The node daemon and gossip on real lab clusters: endpoints created
 //! through one node's API become reachable everywhere, removals and node
 //! failures propagate, restarts bring endpoints back, hostile gossip is
-//! refused while traffic keeps flowing.
+//! refused while traffic keeps flowing (hosts without the gossip key:
+//! `gossip_keys.rs`).
 
 use std::time::Duration;
 
@@ -140,18 +141,17 @@ fn graceful_stop_removes_the_node_at_once() {
     );
 }
 
+/// Hostile gossip from hosts that hold the gossip key (an endpoint-only
+/// lab, sealed with the lab's key file): what the merge rules and the
+/// cluster id refuse. Hosts without the key are `gossip_keys.rs`'s.
 #[test]
 fn hostile_gossip_is_refused_while_traffic_flows() {
-    let lab = Lab::up(2, 1, "tc");
+    let lab = Lab::up_with(2, 1, "tc", &["--managers", "0"]);
     let info = lab.info();
     let (a, b) = (&info.endpoints[0], &info.endpoints[1]);
-    let refused = |key: &str| {
-        lab.debug_json("n1", &["gossip"])["refused"][key]
-            .as_u64()
-            .unwrap_or(0)
-    };
+    let refused = |key: &str| lab.refused("n1", key);
 
-    // Garbage on 7946.
+    // Garbage on 7946: not even sealed.
     let garbage: Vec<Vec<u8>> = vec![
         vec![],
         vec![0xff; 3],
@@ -160,16 +160,24 @@ fn hostile_gossip_is_refused_while_traffic_flows() {
         vec![0x4c, 0xc8, 0, 0, 0xff, 0xff, 0xff],
     ];
     send_udp(&info.nodes[1].netns, "198.18.0.1:7946", &garbage);
-    let t = lab.wait_for(Duration::from_secs(3), || refused("malformed_packets") >= 4);
+    let t = lab.wait_for(Duration::from_secs(3), || refused("malformed") >= 4);
     assert!(
         t.is_some(),
         "malformed datagrams not counted: {}",
         lab.debug_json("n1", &["gossip"])
     );
 
-    // A daemon of another cluster joins through n1: refused, never a member.
+    // A daemon with the key but of another cluster joins through n1:
+    // refused, never a member.
+    let key = lab.gossip_key_file();
     let evil = lab.extra_host("ev", "198.18.0.201");
-    let (mut evil_d, _) = lab.spawn_daemon(&evil, "evil", "198.18.0.201", "another-cluster");
+    let (mut evil_d, _) = lab.spawn_daemon_with(
+        &evil,
+        "evil",
+        "198.18.0.201",
+        "another-cluster",
+        &["--gossip-key-file", &key],
+    );
     let t = lab.wait_for(Duration::from_secs(5), || refused("foreign_cluster") > 0);
     assert!(t.is_some(), "foreign cluster not counted");
     let members = lab.debug_json("n1", &["gossip"])["members"].clone();
@@ -185,7 +193,13 @@ fn hostile_gossip_is_refused_while_traffic_flows() {
     // A daemon of this cluster with a wider subnet claims n1-e1's address
     // (later than n1 did) and an address outside labnet's subnet.
     let intr = lab.extra_host("in", "198.18.0.202");
-    let (mut intr_d, sock) = lab.spawn_daemon(&intr, "intruder", "198.18.0.202", &lab.name);
+    let (mut intr_d, sock) = lab.spawn_daemon_with(
+        &intr,
+        "intruder",
+        "198.18.0.202",
+        &lab.name,
+        &["--gossip-key-file", &key],
+    );
     let s = sock.to_string_lossy().into_owned();
     shoal_tests::shoal_ok(&[
         "debug",

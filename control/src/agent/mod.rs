@@ -80,6 +80,12 @@ pub struct AgentConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Flow records kept for `debug flows` (0: no flow log).
     pub flow_log_size: usize,
+    /// The gossip key outside a swarm (`--gossip-key-file`).
+    pub gossip_key_file: Option<PathBuf>,
+    /// Plaintext gossip while no key is held (`--insecure-gossip`).
+    pub insecure_gossip: bool,
+    /// The gossip key rotation period a `swarm init` here sets by default.
+    pub gossip_key_rotation: Duration,
 }
 
 /// What the agent holds behind one lock: the dataplane and the local table.
@@ -121,4 +127,6 @@ pub struct Agent {
     pub changed: Notify,
     /// The balancer in use (`Inner::lb` is it).
     pub lb_mode: crate::wire::LbMode,
+    /// `swarm init`'s default gossip key rotation period.
+    pub gossip_key_rotation: Duration,
 }

@@ -54,6 +54,11 @@ pub struct Snapshot {
     pub gossip_max_age_s: f64,
     /// Other nodes' new endpoints: creation there -> in this node's table.
     pub gossip_propagation: shoal_dns::LatencyStats,
+    /// Refused gossip by reason: datagrams (sealing, chitchat) and entries
+    /// (the merge rules).
+    pub gossip_refused: Vec<(String, u64)>,
+    pub gossip_traffic: crate::wire::GossipTraffic,
+    pub gossip_keys: crate::wire::GossipKeysView,
     pub raft: Option<RaftSnap>,
     pub dns: shoal_dns::Stats,
     /// (local | forwarded, latency histogram)
@@ -132,6 +137,9 @@ impl Agent {
             count: prop.count,
             sum_seconds: prop.sum_seconds,
         };
+        s.gossip_refused = self.gossip_view_refused().await;
+        s.gossip_traffic = self.gossip.counters.traffic();
+        s.gossip_keys = self.gossip.keys.current().view();
         let members = self.gossip.members().await;
         let alive = members.iter().filter(|m| m.live).count() as u64;
         s.gossip_members = vec![

@@ -15,9 +15,10 @@ use shoal_dataplane::netlink::{self, Netlink};
 use shoal_dataplane::overlay::{ip_key, Hooks, Maps, Overlay};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{dns, flows, lb, sync, Agent, AgentConfig, Inner, Programmer, State, Store};
+use crate::gossip::keys::{read_key_file, GossipKeys, SwarmKeys};
 use crate::gossip::{Gossip, GossipConfig};
 use crate::wire::{LbMode, NodeInfo};
 
@@ -53,6 +54,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
     let store = Store::new(&cfg.data_dir);
     let state = store.load()?;
     let generation = crate::clock::now_ms();
+    let keys = gossip_keys(&cfg)?;
     let gossip_cfg = GossipConfig {
         node: cfg.node_name.clone(),
         generation,
@@ -62,6 +64,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         cluster_id: cfg.cluster_id.clone(),
         interval: cfg.gossip_interval,
         phi_threshold: cfg.phi_threshold,
+        keys,
     };
     let gossip = Gossip::start(&gossip_cfg, super::local_table::records(&state)).await?;
     // Keep what a previous run programmed until gossip had time to confirm it.
@@ -110,6 +113,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         changed: Notify::new(),
         flows: flows::FlowLog::new(cfg.flow_log_size),
         lb_mode,
+        gossip_key_rotation: cfg.gossip_key_rotation,
     });
     agent.restore(state).await;
     agent.restore_swarm().await?;
@@ -124,6 +128,26 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         sync_loop,
         _lock: lock,
     })
+}
+
+/// The gossip keys to start with: the swarm's as a previous run kept
+/// them, else the key file's; plaintext only when asked for.
+fn gossip_keys(cfg: &AgentConfig) -> Result<Arc<GossipKeys>> {
+    let file = match &cfg.gossip_key_file {
+        Some(p) => Some(read_key_file(p)?),
+        None => None,
+    };
+    let keys = GossipKeys::new(cfg.insecure_gossip, file, SwarmKeys::load(&cfg.data_dir));
+    let v = keys.current().view();
+    match v.source.as_str() {
+        "insecure" => warn!(
+            "--insecure-gossip: gossip on {} travels in clear and unauthenticated until this node joins a swarm; anyone who can reach the port can inject endpoints",
+            cfg.listen_addr
+        ),
+        "none" => info!("no gossip key: gossip sends nothing and refuses everything until this node joins a swarm (or give --gossip-key-file, or --insecure-gossip)"),
+        s => info!(source = s, ring = ?v.ring, sealing = ?v.sealing, "gossip sealed"),
+    }
+    Ok(Arc::new(keys))
 }
 
 /// The dataplane as attached to the underlay device.

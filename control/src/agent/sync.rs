@@ -146,6 +146,14 @@ impl Agent {
             .collect()
     }
 
+    /// Refused gossip by reason: entries (merge rules) and datagrams.
+    pub async fn gossip_view_refused(&self) -> Vec<(String, u64)> {
+        let inner = self.inner.lock().await;
+        refused(&inner.programmer, &self.gossip)
+            .into_iter()
+            .collect()
+    }
+
     pub async fn gossip_view(&self) -> GossipView {
         let members = self.gossip.members().await;
         let inner = self.inner.lock().await;
@@ -153,21 +161,27 @@ impl Agent {
         for e in &mut table {
             e.programmed = inner.programmer.is_programmed(e.vni, e.ip) && e.refused.is_none();
         }
-        let mut refused: BTreeMap<String, u64> = inner
-            .programmer
-            .refused_total
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
-        for (k, v) in self.gossip.wire_refused() {
-            refused.insert(k.to_string(), v);
-        }
+        let refused = refused(&inner.programmer, &self.gossip);
         GossipView {
             members,
             table,
             refused,
+            keys: self.gossip.keys.current().view(),
+            traffic: self.gossip.counters.traffic(),
         }
     }
+}
+
+fn refused(p: &super::Programmer, g: &crate::gossip::Gossip) -> BTreeMap<String, u64> {
+    let mut refused: BTreeMap<String, u64> = p
+        .refused_total
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    for (k, v) in g.wire_refused() {
+        refused.insert(k.to_string(), v);
+    }
+    refused
 }
 
 /// Every task record this node knows: its peers' accepted ones and its own.

@@ -95,6 +95,32 @@ pub struct DaemonArgs {
     /// (the newest; about 300 bytes each). 0 turns the flow log off.
     #[arg(long, default_value_t = 4096)]
     pub flow_log_size: usize,
+    /// Outside a swarm, seal gossip with this key (a file holding 32 bytes
+    /// as 64 hex digits or base64; key id 0). A node in a swarm uses the
+    /// swarm's keys instead.
+    #[arg(long, value_name = "PATH")]
+    pub gossip_key_file: Option<PathBuf>,
+    /// Outside a swarm and without --gossip-key-file, gossip in clear and
+    /// unauthenticated (otherwise such a node sends nothing and refuses
+    /// everything). Logs a warning.
+    #[arg(long)]
+    pub insecure_gossip: bool,
+    /// How often the leader makes a new gossip key, for a `swarm init` on
+    /// this node that does not say (seconds, or a duration such as 12h).
+    #[arg(long, default_value = "12h", value_parser = parse_rotation)]
+    pub gossip_key_rotation: Duration,
+}
+
+/// Seconds, or a humantime duration (`90s`, `12h`); at least 1 s.
+pub fn parse_rotation(s: &str) -> Result<Duration, String> {
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?,
+    };
+    if d < Duration::from_secs(1) {
+        return Err(format!("{s:?}: at least 1s"));
+    }
+    Ok(d)
 }
 
 fn parse_accel(s: &str) -> Result<Accel, String> {
@@ -158,6 +184,9 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         lb: a.lb,
         metrics_addr: a.metrics_addr,
         flow_log_size: a.flow_log_size,
+        gossip_key_file: a.gossip_key_file,
+        insecure_gossip: a.insecure_gossip,
+        gossip_key_rotation: a.gossip_key_rotation,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

@@ -160,5 +160,25 @@ pub(super) fn gossip(t: &Target, format: Format) -> Result<()> {
         .map(|(k, v)| vec![k.clone(), v.to_string()])
         .collect();
     print_table(&["REFUSED", "COUNT"], &rows);
+    println!();
+    let k = &view.keys;
+    let ids = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    print_table(
+        &["KEYS FROM", "RING (NEWEST FIRST)", "SEALING WITH"],
+        &[vec![
+            k.source.clone(),
+            if k.ring.is_empty() {
+                "-".into()
+            } else {
+                ids(&k.ring)
+            },
+            k.sealing.map_or("-".into(), |s| s.to_string()),
+        ]],
+    );
+    let t = &view.traffic;
+    println!(
+        "\nsent {} datagrams ({} bytes), received {} ({} bytes)",
+        t.sent_datagrams, t.sent_bytes, t.received_datagrams, t.received_bytes
+    );
     Ok(())
 }

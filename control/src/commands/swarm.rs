@@ -40,6 +40,10 @@ pub enum SwarmCmd {
         /// UDP port of the VXLAN data path (default 4789).
         #[arg(long)]
         data_path_port: Option<u16>,
+        /// How often the leader makes a new gossip key (seconds or e.g.
+        /// 12h; default: the daemon's --gossip-key-rotation).
+        #[arg(long, value_parser = super::daemon::parse_rotation)]
+        gossip_key_rotation: Option<std::time::Duration>,
     },
     /// Join the swarm of the manager at ADDR:2377 (the token decides the role).
     Join {
@@ -67,8 +71,9 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
     super::runtime()?.block_on(async move {
         match a.cmd {
-            SwarmCmd::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port } => {
-                let req = SwarmInit { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port };
+            SwarmCmd::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port, gossip_key_rotation } => {
+                let gossip_key_rotation_ms = gossip_key_rotation.map(|d| d.as_millis() as u64);
+                let req = SwarmInit { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port, gossip_key_rotation_ms };
                 let r: SwarmInitReply = client.post("/v1/swarm/init", &req).await?;
                 println!("Swarm initialized: current node ({}) is now a manager.\n", r.node_id);
                 println!("To add a worker to this swarm, run the following command:\n");

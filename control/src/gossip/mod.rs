@@ -6,13 +6,18 @@
 //! one key-version on the wire. A node that leaves gracefully sets `leaving`
 //! and is dropped by every peer at once; a node that dies is dropped when
 //! the failure detector convicts it.
+//!
+//! Every datagram is sealed with the cluster's gossip key (`seal.rs`,
+//! `sealed.rs`; the keys in `keys.rs`), so only swarm members take part.
 
+pub mod keys;
+pub mod seal;
+pub mod sealed;
 pub mod table;
 pub mod transport;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +29,10 @@ use tokio::sync::watch;
 
 use crate::wire::EpRecord;
 use crate::wire::Member;
+use keys::GossipKeys;
+use sealed::SealedTransport;
 use table::{ep_key, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, VTEP_KEY};
-use transport::{CountingUdpTransport, WireCounters};
+use transport::WireCounters;
 
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
@@ -40,6 +47,8 @@ pub struct GossipConfig {
     /// Phi-accrual threshold: lower convicts dead nodes sooner, and falsely
     /// more often. With a 200 ms interval, 5 convicts in about 2 s.
     pub phi_threshold: f64,
+    /// What datagrams are sealed and opened with.
+    pub keys: Arc<GossipKeys>,
 }
 
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
@@ -59,6 +68,7 @@ pub struct PeerAck {
 pub struct Gossip {
     handle: ChitchatHandle,
     pub counters: Arc<WireCounters>,
+    pub keys: Arc<GossipKeys>,
     interval: Duration,
     /// (node, generation) -> (last heartbeat seen, when it last advanced):
     /// chitchat keeps no wall-clock age, operators want one.
@@ -93,9 +103,10 @@ impl Gossip {
             // 2384-node simulation in bench/).
             protocol_version: chitchat::ProtocolVersion::V1,
         };
-        let transport = CountingUdpTransport {
+        let transport = SealedTransport {
             cluster_id: cfg.cluster_id.clone(),
             counters: counters.clone(),
+            keys: cfg.keys.clone(),
         };
         let handle = spawn_chitchat(config, kv, &transport).await?;
         let heartbeats = Arc::new(std::sync::Mutex::new(HashMap::new()));
@@ -107,6 +118,7 @@ impl Gossip {
         Ok(Self {
             handle,
             counters,
+            keys: cfg.keys.clone(),
             interval: cfg.interval,
             heartbeats,
         })
@@ -272,17 +284,9 @@ impl Gossip {
         out
     }
 
-    pub fn wire_refused(&self) -> [(&'static str, u64); 2] {
-        [
-            (
-                "malformed_packets",
-                transport::MALFORMED_PACKETS.load(Ordering::Relaxed),
-            ),
-            (
-                "foreign_cluster",
-                self.counters.foreign_cluster.load(Ordering::Relaxed),
-            ),
-        ]
+    /// Datagrams and messages refused on the wire, by reason.
+    pub fn wire_refused(&self) -> Vec<(&'static str, u64)> {
+        self.counters.refused()
     }
 
     /// Says goodbye: peers drop this node at once instead of waiting for

@@ -1,22 +1,20 @@
-//! chitchat's UDP transport, plus counting of what it refuses: datagrams
-//! that do not decode and messages from another cluster. chitchat only logs
-//! those; operators need the numbers.
+//! What the gossip transport counts: refused datagrams by reason, and
+//! traffic. chitchat only logs what it refuses; operators need numbers.
 //!
-//! chitchat keeps its wire codec private, so malformed datagrams are counted
+//! chitchat keeps its wire codec private, so datagrams that open (or, with
+//! `--insecure-gossip`, arrive in clear) but do not decode are counted
 //! from the warning its UDP socket logs for each one (a tracing layer, see
-//! [`MalformedCounter`]); foreign-cluster messages are counted here, on the
-//! decoded envelope, before chitchat answers them with BadCluster.
+//! [`MalformedCounter`]); foreign-cluster messages are counted by the
+//! sealing transport (`sealed.rs`), on the decoded envelope, before
+//! chitchat answers them with BadCluster.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use async_trait::async_trait;
-use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket};
-use chitchat::{ChitchatEnvelope, ChitchatMessage};
 use tracing::field::{Field, Visit};
-use tracing::warn;
 use tracing_subscriber::layer::Context;
+
+use super::seal::Refusal;
+use crate::wire::GossipTraffic;
 
 /// Datagrams on the gossip port that are not chitchat messages.
 pub static MALFORMED_PACKETS: AtomicU64 = AtomicU64::new(0);
@@ -24,55 +22,58 @@ pub static MALFORMED_PACKETS: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Default)]
 pub struct WireCounters {
     pub foreign_cluster: AtomicU64,
+    pub no_key: AtomicU64,
+    pub unknown_key: AtomicU64,
+    pub open_failed: AtomicU64,
+    pub replay: AtomicU64,
+    pub malformed: AtomicU64,
+    pub sent_datagrams: AtomicU64,
+    pub sent_bytes: AtomicU64,
+    pub received_datagrams: AtomicU64,
+    pub received_bytes: AtomicU64,
 }
 
-pub struct CountingUdpTransport {
-    pub cluster_id: String,
-    pub counters: Arc<WireCounters>,
-}
-
-#[async_trait]
-impl Transport for CountingUdpTransport {
-    async fn open(&self, bind_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        Ok(Box::new(CountingSocket {
-            inner: UdpSocket::open(bind_addr).await?,
-            cluster_id: self.cluster_id.clone(),
-            counters: self.counters.clone(),
-        }))
-    }
-}
-
-struct CountingSocket {
-    inner: UdpSocket,
-    cluster_id: String,
-    counters: Arc<WireCounters>,
-}
-
-#[async_trait]
-impl Socket for CountingSocket {
-    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        envelope: ChitchatEnvelope,
-    ) -> anyhow::Result<SendOutcome> {
-        self.inner.send(to, envelope).await
-    }
-
-    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
-        let out = self.inner.recv().await?;
-        if let ChitchatMessage::Syn { cluster_id, .. } = &out.envelope.message {
-            if *cluster_id != self.cluster_id {
-                self.counters
-                    .foreign_cluster
-                    .fetch_add(1, Ordering::Relaxed);
-                warn!(from = %out.from_addr, %cluster_id, "gossip from another cluster refused");
-            }
+impl WireCounters {
+    fn of(&self, r: Refusal) -> &AtomicU64 {
+        match r {
+            Refusal::NoKey => &self.no_key,
+            Refusal::UnknownKey => &self.unknown_key,
+            Refusal::OpenFailed => &self.open_failed,
+            Refusal::Replay => &self.replay,
+            Refusal::Malformed => &self.malformed,
         }
-        Ok(out)
+    }
+
+    /// Counts a refusal; returns the new count (callers log the 1st, 2nd,
+    /// 4th, 8th... so a flood cannot flood the log).
+    pub fn refuse(&self, r: Refusal) -> u64 {
+        self.of(r).fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Every reason with its count, chitchat's `malformed_packets` too.
+    pub fn refused(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<(&'static str, u64)> = Refusal::ALL
+            .iter()
+            .map(|r| (r.reason(), self.of(*r).load(Ordering::Relaxed)))
+            .collect();
+        v.push((
+            "foreign_cluster",
+            self.foreign_cluster.load(Ordering::Relaxed),
+        ));
+        v.push((
+            "malformed_packets",
+            MALFORMED_PACKETS.load(Ordering::Relaxed),
+        ));
+        v
+    }
+
+    pub fn traffic(&self) -> GossipTraffic {
+        GossipTraffic {
+            sent_datagrams: self.sent_datagrams.load(Ordering::Relaxed),
+            sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
+            received_datagrams: self.received_datagrams.load(Ordering::Relaxed),
+            received_bytes: self.received_bytes.load(Ordering::Relaxed),
+        }
     }
 }
 

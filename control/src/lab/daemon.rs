@@ -73,6 +73,11 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         // Docker's metrics port, on the node's underlay address.
         .arg("--metrics-addr")
         .arg(node.underlay_ip.to_string())
+        .args(
+            lab.gossip_key_file
+                .iter()
+                .flat_map(|k| [std::ffi::OsStr::new("--gossip-key-file"), k.as_os_str()]),
+        )
         .args(&lab.daemon_args)
         .env(
             "RUST_LOG",

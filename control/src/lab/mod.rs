@@ -45,6 +45,10 @@ pub struct Lab {
     /// users and tests try published ports from outside the cluster.
     #[serde(default)]
     pub clients: Vec<LabClient>,
+    /// An endpoint-only lab's gossip key (`--gossip-key-file` of every
+    /// daemon); a swarm lab's nodes get theirs from the managers.
+    #[serde(default)]
+    pub gossip_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -25,6 +25,7 @@ pub async fn form(lab: &Lab) -> Result<()> {
                 default_addr_pool: Some(SWARM_POOL.parse().expect("valid")),
                 default_addr_pool_mask_length: Some(24),
                 data_path_port: None,
+                gossip_key_rotation_ms: None,
             },
         )
         .await

@@ -2,8 +2,9 @@
 //! joined to it by veths (198.18.0.0/15 addresses), one agent per node
 //! joined by gossip, and K endpoints per node created through each node's
 //! endpoint API; with `--managers M` (default 1) the nodes form a swarm
-//! first (`swarm.rs`). Returns once every node has programmed every other
-//! node's endpoints. On any failure the partial lab is torn down again.
+//! first (`swarm.rs`). Returns once every node's gossip knows every node
+//! live and has programmed every other node's endpoints. On any failure
+//! the partial lab is torn down again.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -98,7 +99,17 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         managers: opts.managers,
         daemon_args: opts.daemon_args.clone(),
         clients: vec![],
+        gossip_key_file: None,
     };
+    let chosen = |flag: &str| {
+        opts.daemon_args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if opts.managers == 0 && !chosen("--insecure-gossip") && !chosen("--gossip-key-file") {
+        lab.gossip_key_file = Some(write_gossip_key(&Lab::state_dir(name))?);
+    }
+
     let mut next_ip = u32::from(net.gateway) + 1;
     for i in 1..=opts.nodes {
         let node = ul.add_node(name, i, xdp).await?;
@@ -293,7 +304,33 @@ async fn create_endpoints(lab: &mut Lab, net: &Network) -> Result<()> {
     Ok(())
 }
 
-/// Waits until every node has programmed every other node's endpoints.
+/// A random gossip key for the lab's daemons (hex, mode 0600): without a
+/// swarm to hand out keys, this is what keeps the lab's gossip sealed.
+fn write_gossip_key(state_dir: &std::path::Path) -> Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("gossip.key");
+    use ring::rand::SecureRandom;
+    let mut key = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("no random source for the lab's gossip key"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("write {}", path.display()))?;
+    writeln!(f, "{hex}")?;
+    Ok(path)
+}
+
+/// Waits until every node's gossip knows every node live and has
+/// programmed every other node's endpoints. (A swarm lab's nodes gossip
+/// only once they hold the swarm's keys, from their first heartbeat after
+/// joining: a lab without endpoints must still wait for that.)
 pub async fn wait_converged(lab: &Lab, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
@@ -304,6 +341,14 @@ pub async fn wait_converged(lab: &Lab, timeout: Duration) -> Result<()> {
             let have = view.table.iter().filter(|e| e.programmed).count();
             if have < want {
                 missing.push(format!("{} has {have} of {want}", node.name));
+            }
+            let live = view.members.iter().filter(|m| m.live).count();
+            if live < lab.nodes.len() {
+                missing.push(format!(
+                    "{} sees {live} of {} nodes live",
+                    node.name,
+                    lab.nodes.len()
+                ));
             }
         }
         if missing.is_empty() {

@@ -229,6 +229,47 @@ impl Collector for Snapshot {
             Some(&Unit::Seconds),
             [(labels(&[]), ConstHistogram::of(&self.gossip_propagation))],
         )?;
+        family(
+            e,
+            "shoal_gossip_refused",
+            "Gossip refused, by reason: datagrams (no_key, unknown_key, open_failed, replay, malformed, foreign_cluster, malformed_packets) and entries (duplicate_ip, outside_subnet, ...).",
+            None,
+            self.gossip_refused
+                .iter()
+                .map(|(r, n)| (labels(&[("reason", r)]), counter(*n))),
+        )?;
+        let t = &self.gossip_traffic;
+        family(
+            e,
+            "shoal_gossip_datagrams",
+            "Gossip datagrams on the wire (sealed), by direction.",
+            None,
+            [
+                ("sent", t.sent_datagrams),
+                ("received", t.received_datagrams),
+            ]
+            .map(|(d, n)| (labels(&[("direction", d)]), counter(n))),
+        )?;
+        family(
+            e,
+            "shoal_gossip",
+            "Gossip bytes on the wire (sealed sizes), by direction.",
+            Some(&Unit::Bytes),
+            [("sent", t.sent_bytes), ("received", t.received_bytes)]
+                .map(|(d, n)| (labels(&[("direction", d)]), counter(n))),
+        )?;
+        let k = &self.gossip_keys;
+        family(
+            e,
+            "shoal_gossip_key_id",
+            "Gossip key ids: the one this node seals with and the newest it holds (absent without keys).",
+            None,
+            [("sealing", k.sealing), ("newest", k.ring.first().copied())]
+                .into_iter()
+                .filter_map(|(u, id)| {
+                    Some((labels(&[("key", u), ("source", &k.source)]), gauge(id? as i64)))
+                }),
+        )?;
         if let Some(r) = &self.raft {
             family(
                 e,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft};
 
+use super::gossip_keys::KeyMemory;
 use super::liveness::Liveness;
 use super::manager::OP_TIMEOUT;
 use super::state::ClusterState;
@@ -23,6 +24,8 @@ use crate::wire::{LeaderOp, LeaderReply, OpError, SessionReply, WireError};
 #[derive(Default)]
 pub struct LeaderMemory {
     pub live: Liveness,
+    /// Nodes' gossip keys (`gossip_keys.rs`).
+    pub keys: KeyMemory,
     pub logs: LogDesk,
     pub flows: FlowDesk,
 }
@@ -110,6 +113,8 @@ pub async fn execute(
             reports,
             logs,
             flows,
+            gossip_keys,
+            leaving,
         } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
@@ -127,7 +132,23 @@ pub async fn execute(
                     crate::wire::REMOVED
                 ))));
             };
-            mem.live.seen(&node_id);
+            mem.keys.report(&node_id, gossip_keys);
+            if leaving {
+                // Down at once (no grace), and its key replaced.
+                mem.live.forget(&node_id);
+                mem.keys.rotate_now();
+                let cmd = Command::NodeSetState {
+                    id: node_id.clone(),
+                    state: crate::wire::NodeState::Down,
+                };
+                if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
+                    tokio::time::timeout(left, raft.client_write(cmd)).await
+                {
+                    return Err(OpError::NotLeader);
+                }
+            } else {
+                mem.live.seen(&node_id);
+            }
             mem.logs.answer(logs);
             let log_asks = mem.logs.take_for(&node_id);
             mem.flows.answer(flows);
@@ -158,10 +179,15 @@ pub async fn execute(
                     Err(_) => return Err(no_quorum()),
                 }
             }
-            let (assignments, data_path_port, mesh) = {
+            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send)) = {
                 let st = state.read().expect("state lock");
                 let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
-                (st.assignments(&node_id), port, st.mesh_config(&node_id))
+                (
+                    st.assignments(&node_id),
+                    port,
+                    st.mesh_config(&node_id),
+                    mem.keys.for_session(&st),
+                )
             };
             let mem = m.membership_config.membership();
             let managers = mem
@@ -182,6 +208,8 @@ pub async fn execute(
                     flow_asks,
                     data_path_port,
                     mesh,
+                    gossip_keys,
+                    gossip_send,
                 }),
                 ..Default::default()
             })

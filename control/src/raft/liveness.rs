@@ -4,7 +4,7 @@
 //! from it for `DOWN_AFTER`, and `ready` again when it returns. A new leader
 //! gives every node a fresh `DOWN_AFTER` before judging it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,30 @@ pub const DOWN_AFTER: Duration = Duration::from_secs(3);
 #[derive(Default)]
 pub struct Liveness {
     seen: Mutex<HashMap<String, Instant>>,
+    /// Nodes that said goodbye (`swarm leave`): a heartbeat of theirs still
+    /// in flight must not bring them back (a node that joins again gets a
+    /// new id).
+    left: Mutex<HashSet<String>>,
 }
 
 impl Liveness {
     pub fn seen(&self, node_id: &str) {
+        if self.left.lock().expect("liveness lock").contains(node_id) {
+            return;
+        }
         self.seen
             .lock()
             .expect("liveness lock")
             .insert(node_id.to_string(), Instant::now());
+    }
+
+    /// A node that said goodbye: no grace period, and no coming back.
+    pub fn forget(&self, node_id: &str) {
+        self.left
+            .lock()
+            .expect("liveness lock")
+            .insert(node_id.to_string());
+        self.seen.lock().expect("liveness lock").remove(node_id);
     }
 
     fn last(&self, node_id: &str) -> Option<Instant> {

@@ -139,6 +139,11 @@ impl Manager {
             mem.clone(),
             node_id.to_string(),
         ));
+        let rotations = tokio::spawn(super::gossip_keys::watch(
+            raft.clone(),
+            state.clone(),
+            mem.clone(),
+        ));
         let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = leader_changes.clone();
         let mut rx = raft.metrics();
@@ -163,7 +168,7 @@ impl Manager {
             tls,
             mem,
             leader_changes,
-            tasks: vec![server, watch, leaders],
+            tasks: vec![server, watch, rotations, leaders],
         })
     }
 

@@ -10,11 +10,14 @@
 //!   the control port's mutual TLS (`crate::control_port`).
 //! - `leader.rs`: what the leader does with each `LeaderOp`.
 //! - `liveness.rs`: the leader marks silent nodes down.
+//! - `gossip_keys.rs`: the gossip key ring, its rotation, and which keys
+//!   each node is sent.
 //! - `policy.rs`: who may call what on the control port.
 //! - `networks.rs`, `services.rs`, `tasks.rs`, `updates.rs`: the
 //!   what applying each kind of command does, and allocation.
 //! - `mesh.rs`: the routing mesh each node is sent, derived from the state.
 
+pub mod gossip_keys;
 pub mod lb_addrs;
 pub mod leader;
 pub mod liveness;

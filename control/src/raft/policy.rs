@@ -84,6 +84,8 @@ mod tests {
                 manager_token: String::new(),
                 pool: Default::default(),
                 data_path_port: 4789,
+                gossip_keys: vec![],
+                gossip_key_rotation_ms: crate::wire::DEFAULT_GOSSIP_KEY_ROTATION_MS,
             }),
             ..Default::default()
         };

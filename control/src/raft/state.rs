@@ -276,6 +276,22 @@ impl ClusterState {
                 changes.extend(self.drop_lb_addrs(|a| a.node_id == id));
                 (CommandResult::Node(n), changes)
             }
+            Command::GossipKeyRotate { key } => {
+                let Some(mut c) = self.cluster.clone() else {
+                    return err(WireError::unavailable("the cluster is not initialised"));
+                };
+                // Two leaders in a row may both try: ids only grow.
+                if c.gossip_keys.first().is_some_and(|k| k.id >= key.id) {
+                    return err(WireError::conflict(format!(
+                        "gossip key {} is not newer than the ring's",
+                        key.id
+                    )));
+                }
+                c.gossip_keys.insert(0, key);
+                c.gossip_keys.truncate(crate::wire::GOSSIP_RING);
+                self.cluster = Some(c.clone());
+                (CommandResult::Ok, vec![put("cluster".into(), &c)])
+            }
             c @ (Command::NetworkCreate { .. } | Command::NetworkRemove { .. }) => {
                 self.apply_network(index, c)
             }

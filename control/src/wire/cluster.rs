@@ -74,11 +74,28 @@ pub struct ClusterInfo {
     /// UDP port of the VXLAN data path.
     #[serde(default = "default_data_path_port")]
     pub data_path_port: u16,
+    /// The gossip key ring, newest first, at most `GOSSIP_RING` keys
+    /// (nodes get what they need of it in their session replies).
+    #[serde(default)]
+    pub gossip_keys: Vec<GossipKey>,
+    /// The leader makes a new gossip key this often (ms).
+    #[serde(default = "default_gossip_key_rotation_ms")]
+    pub gossip_key_rotation_ms: u64,
 }
 
 fn default_data_path_port() -> u16 {
     4789
 }
+
+/// Docker's gossip key rotation period: 12 h.
+pub const DEFAULT_GOSSIP_KEY_ROTATION_MS: u64 = 12 * 3600 * 1000;
+
+fn default_gossip_key_rotation_ms() -> u64 {
+    DEFAULT_GOSSIP_KEY_ROTATION_MS
+}
+
+/// Gossip keys kept in the replicated state (Docker keeps 3 too).
+pub const GOSSIP_RING: usize = 3;
 
 /// A change to the desired state. Tagged, so new commands can be added
 /// without breaking old log entries.
@@ -119,6 +136,10 @@ pub enum Command {
     },
     NodeRemove {
         id: String,
+    },
+    /// A new gossip key (ids only grow; the ring keeps `GOSSIP_RING`).
+    GossipKeyRotate {
+        key: GossipKey,
     },
     NetworkCreate {
         id: String,

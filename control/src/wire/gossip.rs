@@ -12,6 +12,10 @@ pub struct GossipView {
     pub table: Vec<TableEntry>,
     /// Refused gossip by reason, since the daemon started.
     pub refused: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub keys: GossipKeysView,
+    #[serde(default)]
+    pub traffic: GossipTraffic,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,4 +104,85 @@ impl TaskHealth {
     pub fn serves(self) -> bool {
         matches!(self, TaskHealth::None | TaskHealth::Healthy)
     }
+}
+
+/// A cluster gossip key (32 bytes for AES-256-GCM). Ids grow by one per
+/// rotation; id 0 is a key given by `--gossip-key-file` outside a swarm.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GossipKey {
+    pub id: u32,
+    pub key: KeyBytes,
+    /// When the leader made it (ms since the epoch).
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GossipKey {{ id: {}, created_ms: {} }}",
+            self.id, self.created_ms
+        )
+    }
+}
+
+/// Key material: base64 in JSON, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyBytes(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyBytes(..)")
+    }
+}
+
+impl Serialize for KeyBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let s = String::deserialize(d)?;
+        let v = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(serde::de::Error::custom)?;
+        let a: [u8; 32] = v
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a gossip key has 32 bytes"))?;
+        Ok(KeyBytes(a))
+    }
+}
+
+/// What a node tells the leader of its swarm gossip keys in each
+/// heartbeat: the newest key id it holds and the one it seals with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyReport {
+    pub newest: u32,
+    pub sealing: u32,
+}
+
+/// `shoal debug gossip`: which keys this node holds and uses.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GossipKeysView {
+    /// `swarm` (from the managers), `file` (`--gossip-key-file`),
+    /// `insecure` (plaintext, `--insecure-gossip`) or `none` (sends
+    /// nothing, refuses everything).
+    pub source: String,
+    /// Key ids held, newest first (any of them opens a datagram).
+    pub ring: Vec<u32>,
+    /// The key id this node seals with.
+    pub sealing: Option<u32>,
+}
+
+/// Gossip datagrams and bytes on the wire (sealed sizes) since start.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct GossipTraffic {
+    pub sent_datagrams: u64,
+    pub sent_bytes: u64,
+    pub received_datagrams: u64,
+    pub received_bytes: u64,
 }

@@ -28,6 +28,10 @@ pub struct SwarmInit {
     pub default_addr_pool_mask_length: Option<u8>,
     #[serde(default)]
     pub data_path_port: Option<u16>,
+    /// How often the leader makes a new gossip key, in ms (None: the
+    /// daemon's `--gossip-key-rotation`).
+    #[serde(default)]
+    pub gossip_key_rotation_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,6 +126,12 @@ pub struct SessionRequest {
     /// Answers to the flow asks of the previous reply.
     #[serde(default)]
     pub flows: Vec<FlowAnswer>,
+    /// The swarm gossip keys this node holds and seals with (None: none).
+    #[serde(default)]
+    pub gossip_keys: Option<KeyReport>,
+    /// The last heartbeat of a node leaving the swarm.
+    #[serde(default)]
+    pub leaving: bool,
 }
 /// An operation only the leader performs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -152,6 +162,11 @@ pub enum LeaderOp {
         /// Answers to flow asks handed out earlier.
         #[serde(default)]
         flows: Vec<FlowAnswer>,
+        #[serde(default)]
+        gossip_keys: Option<KeyReport>,
+        /// `swarm leave`: mark the node down and rotate the gossip key now.
+        #[serde(default)]
+        leaving: bool,
     },
     /// Ask nodes for their tasks' logs: (node id, ask) pairs.
     LogAsk {
@@ -210,6 +225,13 @@ pub struct SessionReply {
     /// The routing mesh: the ingress network and the published ports.
     #[serde(default)]
     pub mesh: MeshConfig,
+    /// The gossip keys this node must accept, newest first: those some
+    /// live node may still seal with.
+    #[serde(default)]
+    pub gossip_keys: Vec<GossipKey>,
+    /// The key id to seal with: the newest every live node holds.
+    #[serde(default)]
+    pub gossip_send: Option<u32>,
 }
 
 fn default_data_path_port() -> u16 {

@@ -92,6 +92,12 @@ impl Agent {
         if data_path_port < 1024 {
             crate::fail!(Invalid, "--data-path-port must be 1024-65535");
         }
+        let rotation_ms = req
+            .gossip_key_rotation_ms
+            .unwrap_or(self.gossip_key_rotation.as_millis() as u64);
+        if rotation_ms < 1000 {
+            crate::fail!(Invalid, "--gossip-key-rotation must be at least 1s");
+        }
         let addr = req.advertise_addr.unwrap_or(self.info.vtep);
         let control_addr = SocketAddr::new(addr.into(), self.control_port);
         let raft_id = new_raft_id();
@@ -111,6 +117,8 @@ impl Agent {
             .start_manager(raft_id, &node_id, control_addr, &identity)
             .await?;
         manager.initialize().await?;
+        // The first gossip key; the leader rotates it from here on.
+        let first_key = crate::raft::gossip_keys::new_key(1);
         let info = ClusterInfo {
             cluster_id,
             worker_token: JoinToken::generate(&ca.digest()).to_string(),
@@ -119,6 +127,8 @@ impl Agent {
             ca_key_pem: ca.key_pem.clone(),
             pool,
             data_path_port,
+            gossip_keys: vec![first_key.clone()],
+            gossip_key_rotation_ms: rotation_ms,
         };
         expect_ok(
             manager
@@ -161,6 +171,8 @@ impl Agent {
             managers: vec![control_addr.to_string()],
         };
         self.install(&mut swarm, membership, Some(manager), &identity)?;
+        // The first manager seals with the key it just made, at once.
+        self.adopt_gossip_keys(vec![first_key], Some(1));
         info!(%node_id, %control_addr, "swarm initialised");
         Ok(SwarmInitReply {
             node_id,

@@ -33,6 +33,7 @@ use tracing::info;
 
 use super::Agent;
 use crate::control_port::tls::{Identity, PeerId};
+use crate::gossip::keys::SwarmKeys;
 use crate::raft::manager::Manager;
 use crate::wire::LeaderOp;
 use crate::wire::{ErrorKind, WireError, REMOVED};
@@ -140,8 +141,11 @@ impl Agent {
     }
 
     /// Forgets the swarm on this node's disk (membership, certificates,
-    /// Raft store).
+    /// Raft store, gossip keys: gossip falls back to the key file, or to
+    /// plaintext if allowed, or stops).
     fn forget_swarm(&self) {
+        self.gossip.keys.clear_swarm();
+        SwarmKeys::remove(&self.data_dir);
         let _ = std::fs::remove_file(Membership::path(&self.data_dir));
         Identity::remove(&self.data_dir);
         let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
@@ -167,6 +171,20 @@ impl Agent {
         info!(node_id = %m.node_id, role = ?m.role, "swarm role resumed");
         let mut slot = self.swarm.lock().await;
         self.install(&mut slot, m, manager, &identity)
+    }
+}
+
+impl Agent {
+    /// Seals gossip with the swarm's keys from now on (kept on disk, so a
+    /// restart gossips at once, before its first session).
+    pub(super) fn adopt_gossip_keys(&self, keys: Vec<crate::wire::GossipKey>, send: Option<u32>) {
+        if let Some(saved) = self.gossip.keys.set_swarm(keys, send) {
+            let ids: Vec<u32> = saved.keys.iter().map(|k| k.id).collect();
+            info!(ring = ?ids, sealing = ?saved.send, "gossip keys from the managers");
+            if let Err(e) = saved.save(&self.data_dir) {
+                tracing::warn!("cannot keep the gossip keys on disk: {e}");
+            }
+        }
     }
 }
 
@@ -216,17 +234,17 @@ async fn session_handler(
     Extension(peer): Extension<PeerId>,
     req: Option<Json<SessionRequest>>,
 ) -> Response {
-    let (reports, logs, flows) = req
-        .map(|Json(r)| (r.reports, r.logs, r.flows))
-        .unwrap_or_default();
+    let r = req.map(|Json(r)| r).unwrap_or_default();
     let res = async {
         let (m, _) = a.manager().await?;
         let r = m
             .leader_op(LeaderOp::Heartbeat {
                 node_id: peer.node_id,
-                reports,
-                logs,
-                flows,
+                reports: r.reports,
+                logs: r.logs,
+                flows: r.flows,
+                gossip_keys: r.gossip_keys,
+                leaving: r.leaving,
             })
             .await?;
         r.session.context("the leader sent no session")

@@ -57,6 +57,8 @@ impl Agent {
                     reports: self.task_reports(),
                     logs: self.take_log_answers(),
                     flows: self.flows.take_answers(),
+                    gossip_keys: self.gossip.keys.report(),
+                    leaving: false,
                 })
                 .await
                 .map_err(|e| WireError::new(WireError::kind_of(e.as_ref()), format!("{e:#}")))
@@ -76,7 +78,7 @@ impl Agent {
             // Only a node no longer in the swarm is refused its session.
             Err(e) if e.kind == ErrorKind::Gone => {
                 warn!("{e}; leaving the swarm");
-                self.leave_locally().await;
+                self.leave_locally(false).await;
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -114,6 +116,8 @@ impl Agent {
                     reports: self.task_reports(),
                     logs: self.take_log_answers(),
                     flows: self.flows.take_answers(),
+                    gossip_keys: self.gossip.keys.report(),
+                    leaving: false,
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
@@ -137,6 +141,7 @@ impl Agent {
         self.reconcile_tasks(s.assignments.clone());
         self.answer_log_asks(&s.log_asks);
         self.flows.answer_asks(&sw.membership.node_id, &s.flow_asks);
+        self.adopt_gossip_keys(s.gossip_keys.clone(), s.gossip_send);
         self.set_data_path_port(s.data_path_port).await?;
         self.set_mesh(s.mesh.clone()).await?;
         let mut managers = s.managers.clone();
@@ -212,15 +217,57 @@ impl Agent {
         Ok(())
     }
 
-    /// Drops this node's swarm state (after a removal or `swarm leave`).
-    async fn leave_locally(&self) {
+    /// Drops this node's swarm state (after a removal or `swarm leave`),
+    /// saying goodbye first when `goodbye`: taking the state stops the
+    /// session loop, so no ordinary heartbeat follows the last one.
+    async fn leave_locally(&self, goodbye: bool) {
         let taken = self.swarm.lock().await.take();
         if let Some(s) = taken {
+            if goodbye {
+                self.say_goodbye(&s).await;
+            }
             if let Some(m) = s.manager {
                 let _ = m.shutdown().await;
             }
         }
         self.forget_swarm();
+    }
+
+    /// The last heartbeat (best effort): the leader marks this node down
+    /// at once and rotates the gossip key, so the key this node holds
+    /// stops working within seconds.
+    async fn say_goodbye(&self, s: &super::Swarm) {
+        let ms = &s.membership;
+        let bye = LeaderOp::Heartbeat {
+            node_id: ms.node_id.clone(),
+            reports: vec![],
+            logs: vec![],
+            flows: vec![],
+            gossip_keys: None,
+            leaving: true,
+        };
+        if let Some(m) = &s.manager {
+            if m.leader_op(bye).await.is_ok() {
+                return;
+            }
+        }
+        let req = SessionRequest {
+            leaving: true,
+            ..Default::default()
+        };
+        for addr in &ms.managers {
+            let r = call::<_, SessionReply>(
+                &s.tls,
+                addr,
+                "/swarm/session",
+                &req,
+                Duration::from_secs(2),
+            );
+            if r.await.is_ok() {
+                return;
+            }
+        }
+        warn!("could not tell the managers this node leaves; they will see it down in 3 s");
     }
 
     /// `swarm leave [--force]`: a manager must be forced (as in Docker); it
@@ -255,7 +302,7 @@ impl Agent {
                 }
             }
         }
-        self.leave_locally().await;
+        self.leave_locally(true).await;
         info!(node_id = %ms.node_id, "left the swarm");
         Ok(())
     }

@@ -1,0 +1,123 @@
+//! Real chitchat over the sealing transport on 127.0.0.1: members with the
+//! key converge (states bigger than a datagram included, so fragments
+//! travel), a node with another key, one in clear and one without a key
+//! never get in, and each refusal is counted by its reason.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::gossip::keys::GossipKeys;
+use crate::gossip::{Gossip, GossipConfig};
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn node(
+    name: &str,
+    seed: Option<SocketAddr>,
+    keys: GossipKeys,
+    kv: usize,
+) -> (Gossip, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let cfg = GossipConfig {
+        node: name.into(),
+        generation: 1,
+        advertise: addr,
+        listen: addr,
+        seeds: seed.iter().map(|s| s.to_string()).collect(),
+        cluster_id: "c".into(),
+        interval: Duration::from_millis(50),
+        phi_threshold: 8.0,
+        keys: Arc::new(keys),
+    };
+    // Random values (chitchat compresses): 3000 keys outgrow a datagram.
+    let initial = (0..kv)
+        .map(|i| {
+            let noise: String = crate::gossip::seal::random_bytes::<32>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            (
+                format!("ep:4000:10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                noise,
+            )
+        })
+        .collect();
+    (Gossip::start(&cfg, initial).await.unwrap(), addr)
+}
+
+async fn sees(g: &Gossip, name: &str, endpoints: usize) -> bool {
+    g.members()
+        .await
+        .iter()
+        .any(|m| m.node == name && m.live && m.endpoints == endpoints)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_holders_of_the_key_gossip_and_refusals_are_counted() {
+    let k = [7u8; 32];
+    let (a, a_addr) = node("a", None, GossipKeys::new(false, Some(k), None), 3000).await;
+    let (b, _) = node("b", Some(a_addr), GossipKeys::new(false, Some(k), None), 3).await;
+    let t0 = Instant::now();
+    while !(sees(&b, "a", 3000).await && sees(&a, "b", 3).await) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no convergence: {:?}",
+            b.members().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // a's state took more than one datagram; nothing was refused.
+    let t = a.counters.traffic();
+    assert!(t.sent_bytes > 65_507, "{t:?}");
+    assert!(
+        a.wire_refused().iter().all(|(_, n)| *n == 0),
+        "{:?}",
+        a.wire_refused()
+    );
+
+    // Another key (same id 0), plaintext, and no key at all.
+    let (c, _) = node(
+        "c",
+        Some(a_addr),
+        GossipKeys::new(false, Some([8; 32]), None),
+        1,
+    )
+    .await;
+    let (d, _) = node("d", Some(a_addr), GossipKeys::new(true, None, None), 1).await;
+    let (e, e_addr) = node("e", Some(a_addr), GossipKeys::new(false, None, None), 1).await;
+    // A member that also knows e's address: e refuses its datagrams.
+    let (_f, _) = node("f", Some(e_addr), GossipKeys::new(false, Some(k), None), 1).await;
+    let count = |g: &Gossip, r: &str| {
+        g.wire_refused()
+            .into_iter()
+            .find(|(k, _)| *k == r)
+            .map_or(0, |(_, n)| n)
+    };
+    let t0 = Instant::now();
+    while count(&a, "open_failed") == 0 || count(&a, "malformed") == 0 || count(&e, "no_key") == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            a.wire_refused()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let names: Vec<String> = a.members().await.into_iter().map(|m| m.node).collect();
+    assert!(
+        !names.iter().any(|n| ["c", "d", "e"].contains(&n.as_str())),
+        "outsiders got in: {names:?}"
+    );
+    assert!(!sees(&c, "a", 3000).await && !sees(&d, "a", 3000).await);
+    // The keyless node sent nothing at all.
+    assert_eq!(e.counters.sent_datagrams.load(Ordering::Relaxed), 0);
+    assert!(e.members().await.len() == 1, "{:?}", e.members().await);
+}
