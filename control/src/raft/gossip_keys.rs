@@ -176,12 +176,7 @@ pub async fn watch(
     loop {
         tokio::time::sleep(TICK).await;
         let m = raft.metrics().borrow().clone();
-        let voter = m
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|v| v == m.id);
-        if m.current_leader != Some(m.id) || !voter {
+        if !super::leads_as_voter(&m) {
             known = None;
             continue;
         }

@@ -49,3 +49,13 @@ openraft::declare_raft_types!(
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );
+
+/// Whether this manager leads and is still a voter (openraft 0.9 lets a
+/// leader that removed itself linger): the leader's own loops run only then.
+pub fn leads_as_voter(m: &openraft::RaftMetrics<RaftId, openraft::BasicNode>) -> bool {
+    m.current_leader == Some(m.id)
+        && m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == m.id)
+}
