@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod orchestration;
+pub mod respond;
 pub mod server;
 
 pub const DEFAULT_SOCKET: &str = "/run/shoal/shoal.sock";

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::server::{body, err, reply};
+use super::respond::{body, err, reply};
 use crate::agent::Agent;
 use crate::wire::NetworkSpec;
 use crate::wire::ServiceSpec;

@@ -10,17 +10,16 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
 
+use super::respond::{body, err, reply};
 use crate::agent::Agent;
 use crate::wire::{
-    EndpointCreate, ErrorKind, NetworkCreate, NodeUpdate, Role, SwarmInit, SwarmJoin, SwarmLeave,
-    WireError,
+    EndpointCreate, NetworkCreate, NodeUpdate, Role, SwarmInit, SwarmJoin, SwarmLeave, WireError,
 };
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
@@ -66,35 +65,6 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
 }
 
 type Shared = State<Arc<Agent>>;
-
-/// An error answer: the status of its kind, the error as JSON.
-pub(super) fn err(e: WireError) -> Response {
-    let status =
-        StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, Json(e)).into_response()
-}
-
-/// A handler's result: the value, or its error with the kind found in the
-/// error's chain (an untyped failure is the daemon's own: 500).
-pub(super) fn reply<T: serde::Serialize>(r: Result<T>) -> Response {
-    match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => err(WireError::new(
-            WireError::kind_of(e.as_ref()),
-            format!("{e:#}"),
-        )),
-    }
-}
-
-/// A request body that is not the expected JSON gets a clear error.
-pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, WireError> {
-    b.map(|Json(v)| v).map_err(|e| {
-        WireError::new(
-            ErrorKind::Invalid,
-            format!("bad request: {}", e.body_text()),
-        )
-    })
-}
 
 async fn info(State(a): Shared) -> Response {
     Json(a.info.clone()).into_response()
