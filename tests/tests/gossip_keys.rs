@@ -54,19 +54,24 @@ fn service_net(lab: &Lab, node: &str, service: &str) -> (u64, String, String) {
     )
 }
 
-#[test]
-fn a_host_that_never_joined_gets_nothing_programmed() {
-    let lab = Lab::up(3, 0, "tc");
+/// `web` on network `appnet`, one whoami task per node, once all run.
+fn three_web_tasks(lab: &Lab) -> Vec<shoal_tests::services::Task> {
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     create_whoami(
-        &lab,
+        lab,
         "web",
         &["--replicas", "3", "--replicas-max-per-node", "1"],
     );
     wait("three web tasks", 30, || {
-        running(&lab, "n1", "web").len() == 3
+        running(lab, "n1", "web").len() == 3
     });
-    let tasks = running(&lab, "n1", "web");
+    running(lab, "n1", "web")
+}
+
+#[test]
+fn a_host_that_never_joined_gets_nothing_programmed() {
+    let lab = Lab::up(3, 0, "tc");
+    let tasks = three_web_tasks(&lab);
     wait("every task programmed on every node", 20, || {
         ["n1", "n2", "n3"].iter().all(|n| {
             let ips = lab.remote_ips(n);
@@ -329,16 +334,7 @@ fn a_removed_node_s_key_stops_working_within_seconds() {
 #[test]
 fn rotations_under_load_lose_nothing() {
     let lab = Lab::up_with(3, 1, "tc", &["--daemon-arg=--gossip-key-rotation=3s"]);
-    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
-    create_whoami(
-        &lab,
-        "web",
-        &["--replicas", "3", "--replicas-max-per-node", "1"],
-    );
-    wait("three web tasks", 30, || {
-        running(&lab, "n1", "web").len() == 3
-    });
-    let tasks = running(&lab, "n1", "web");
+    let tasks = three_web_tasks(&lab);
     let (_, _, vip) = service_net(&lab, "n1", "web");
     let client = tasks.iter().find(|t| t.node == "n1").unwrap();
     let others: Vec<String> = tasks

@@ -294,19 +294,9 @@ mod tests {
 
     #[test]
     fn the_replicated_ring_keeps_three_newest_first_and_ids_only_grow() {
-        use crate::wire::{ClusterInfo, Command, CommandResult, DEFAULT_GOSSIP_KEY_ROTATION_MS};
+        use crate::wire::{ClusterInfo, Command, CommandResult};
         let mut st = ClusterState {
-            cluster: Some(ClusterInfo {
-                cluster_id: "c".into(),
-                ca_cert_pem: String::new(),
-                ca_key_pem: String::new(),
-                worker_token: String::new(),
-                manager_token: String::new(),
-                pool: Default::default(),
-                data_path_port: 4789,
-                gossip_keys: vec![new_key(1)],
-                gossip_key_rotation_ms: DEFAULT_GOSSIP_KEY_ROTATION_MS,
-            }),
+            cluster: Some(ClusterInfo::for_tests(vec![new_key(1)])),
             ..Default::default()
         };
         for id in 2..=5 {

@@ -76,17 +76,7 @@ mod tests {
 
     fn state() -> ClusterState {
         let mut st = ClusterState {
-            cluster: Some(ClusterInfo {
-                cluster_id: "c".into(),
-                ca_cert_pem: String::new(),
-                ca_key_pem: String::new(),
-                worker_token: String::new(),
-                manager_token: String::new(),
-                pool: Default::default(),
-                data_path_port: 4789,
-                gossip_keys: vec![],
-                gossip_key_rotation_ms: crate::wire::DEFAULT_GOSSIP_KEY_ROTATION_MS,
-            }),
+            cluster: Some(ClusterInfo::for_tests(vec![])),
             ..Default::default()
         };
         for (id, role) in [("m", Role::Manager), ("w", Role::Worker)] {

@@ -321,6 +321,24 @@ pub(super) fn err(e: WireError) -> (CommandResult, Vec<Change>) {
     (CommandResult::Error(e), vec![])
 }
 
+/// A cluster's settings with nothing secret in them, for unit tests.
+#[cfg(test)]
+impl ClusterInfo {
+    pub fn for_tests(gossip_keys: Vec<crate::wire::GossipKey>) -> Self {
+        Self {
+            cluster_id: "c".into(),
+            ca_cert_pem: String::new(),
+            ca_key_pem: String::new(),
+            worker_token: String::new(),
+            manager_token: String::new(),
+            pool: Default::default(),
+            data_path_port: 4789,
+            gossip_keys,
+            gossip_key_rotation_ms: crate::wire::DEFAULT_GOSSIP_KEY_ROTATION_MS,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
