@@ -447,10 +447,11 @@ fn a_start_first_update_behind_the_vip_loses_no_request() {
     let hammer = std::thread::spawn(move || {
         let bin = shoal_bin().to_string_lossy().into_owned();
         let script = r#"
-import socket, time
+import socket, sys, time
 ok = fail = 0
 t = time.time()
 while time.time() - t < 14:
+    at = time.time() - t
     try:
         s = socket.create_connection(("web", 80), timeout=3)
         s.sendall(b"GET / HTTP/1.0\r\n\r\n")
@@ -465,8 +466,10 @@ while time.time() - t < 14:
             ok += 1
         else:
             fail += 1
-    except OSError:
+            print("%.3fs: answer %r" % (at, d[:80]), file=sys.stderr)
+    except OSError as e:
         fail += 1
+        print("%.3fs: %r" % (at, e), file=sys.stderr)
     time.sleep(0.01)
 print(ok, fail)
 "#;
@@ -503,11 +506,15 @@ print(ok, fail)
     assert!(out.contains("converged"), "{out}");
     let o = hammer.join().unwrap();
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let why = String::from_utf8_lossy(&o.stderr).into_owned();
     let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
     let (good, bad) = (it.next().unwrap(), it.next().unwrap());
-    eprintln!("during the update: {good} requests answered, {bad} failed");
+    eprintln!("during the update: {good} requests answered, {bad} failed\n{why}");
     assert!(good > 100, "{text}");
-    assert_eq!(bad, 0, "{text}");
+    assert_eq!(
+        bad, 0,
+        "{text}: failed requests (seconds into the update): {why}"
+    );
     // Each old task got its SIGTERM once both other nodes had said, in
     // gossip, that their balancers let the task go (none timed out).
     // (The last old task may still be draining when the update reports
@@ -588,6 +595,10 @@ while time.time() - t < 16:
             h = [l.split(": ")[1] for l in s.recv(4096).decode().splitlines() if l.startswith("Hostname: ")][0]
         except socket.timeout:
             h = "timeout"
+        except ConnectionRefusedError:
+            # The backend's port closed (it exited) before every balancer
+            # dropped it: this datagram is lost, the flow goes on.
+            h = "refused"
         print(i, h, flush=True)
     time.sleep(0.1)
 "#;
@@ -610,21 +621,27 @@ while time.time() - t < 16:
         .collect();
     // Per flow: its backends in order, repeats folded.
     let mut seen: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    let mut timeouts = 0;
+    // Per flow: datagrams lost, and the longest run of losses in a row.
+    let mut lost: BTreeMap<usize, (u32, u32, u32)> = BTreeMap::new();
     for l in out.lines() {
         let Some((i, h)) = l.split_once(' ') else {
             continue;
         };
-        if h == "timeout" {
-            timeouts += 1;
+        let i: usize = i.parse().unwrap();
+        let (total, run, longest) = lost.entry(i).or_default();
+        if h == "timeout" || h == "refused" {
+            *total += 1;
+            *run += 1;
+            *longest = (*longest).max(*run);
             continue;
         }
-        let v = seen.entry(i.parse().unwrap()).or_default();
+        *run = 0;
+        let v = seen.entry(i).or_default();
         if v.last().map(String::as_str) != Some(h) {
             v.push(h.to_string());
         }
     }
-    eprintln!("flows: {seen:?}, {timeouts} timeouts, backends left {left:?}");
+    eprintln!("flows: {seen:?}, lost (total, -, longest run) {lost:?}, backends left {left:?}");
     assert_eq!(seen.len(), 12, "{out}");
     for (i, v) in &seen {
         if left.contains(&v[0]) {
@@ -644,8 +661,13 @@ while time.time() - t < 16:
             );
         }
     }
-    // A datagram in flight as its backend stops may be lost; no flow hangs.
-    assert!(timeouts <= 12, "{timeouts} timeouts");
+    // A datagram in flight as its backend stops, or sent between its exit
+    // and the last balancer dropping it (IPVS keeps a draining backend's
+    // flows until it is gone), may be lost; no flow hangs on a dead
+    // backend (a run of 10 losses: over 2 s).
+    for (i, (_, _, longest)) in &lost {
+        assert!(*longest < 10, "flow {i} hung: {lost:?}");
+    }
 }
 
 /// A `Lab` handle for a lab owned elsewhere (dropping it removes nothing).

@@ -61,6 +61,7 @@ impl Agent {
             .collect();
         self.rebuild_dns(&inner.state, &merged);
         let want = super::lb::desired(task_records(&inner.state, &merged), &joined);
+        let draining = super::lb::draining(task_records(&inner.state, &merged), &joined);
         let Inner {
             mesh,
             mesh_maps,
@@ -103,6 +104,7 @@ impl Agent {
             super::lb::Ctx {
                 maps,
                 endpoints: &state.endpoints,
+                draining: &draining,
                 adopting: programmer.adopting(),
                 ingress_vni: mesh
                     .as_ref()

@@ -205,8 +205,25 @@ impl Ipvs {
 
     /// A NAT real server; port 0 keeps each packet's destination port.
     pub fn add_dest(&mut self, fwmark: u32, addr: Ipv4Addr, weight: u32) -> Result<(), Error> {
+        self.dest_call(cmd::NEW_DEST, fwmark, addr, weight)
+    }
+
+    /// Changes a real server's weight. Weight 0 quiesces it: IPVS sends it
+    /// no new connection and keeps forwarding the ones it has (a draining
+    /// task), where deleting it would drop them at their next packet
+    /// (`expire_nodest_conn`).
+    pub fn set_dest_weight(
+        &mut self,
+        fwmark: u32,
+        addr: Ipv4Addr,
+        weight: u32,
+    ) -> Result<(), Error> {
+        self.dest_call(cmd::SET_DEST, fwmark, addr, weight)
+    }
+
+    fn dest_call(&mut self, c: u8, fwmark: u32, addr: Ipv4Addr, weight: u32) -> Result<(), Error> {
         self.call(
-            cmd::NEW_DEST,
+            c,
             vec![
                 Attr::Nested(attr::SERVICE, Self::fwmark_key(fwmark)),
                 Attr::Nested(attr::DEST, {

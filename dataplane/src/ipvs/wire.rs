@@ -19,6 +19,7 @@ pub mod cmd {
     pub const DEL_SERVICE: u8 = 3;
     pub const GET_SERVICE: u8 = 4;
     pub const NEW_DEST: u8 = 5;
+    pub const SET_DEST: u8 = 6;
     pub const DEL_DEST: u8 = 7;
     pub const GET_DEST: u8 = 8;
 }

@@ -48,11 +48,14 @@ struct LbNs {
     nl: Netlink,
     lo: u32,
     lb_addr: Ipv4Addr,
-    /// VIP -> backends, as IPVS holds them.
-    vips: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
+    /// VIP -> backend -> weight, as IPVS holds them (0: draining).
+    vips: BTreeMap<Ipv4Addr, Weights>,
     /// The VIP set the nftables rules were last written for (None: never).
     ruled: Option<BTreeSet<Ipv4Addr>>,
 }
+
+/// A virtual service's real servers and their weights.
+type Weights = BTreeMap<Ipv4Addr, u32>;
 
 #[derive(Default)]
 pub struct IpvsLb {
@@ -63,6 +66,13 @@ pub struct IpvsLb {
 /// namespace, stable across restarts, nothing to allocate).
 fn fwmark(vip: Ipv4Addr) -> u32 {
     u32::from(vip)
+}
+
+/// A service's real servers: the serving backends at weight 1, the
+/// draining ones at 0 (no new connection; the open ones finish).
+fn weights(serving: &BTreeSet<Ipv4Addr>, draining: Option<&BTreeSet<Ipv4Addr>>) -> Weights {
+    let quiesced = draining.into_iter().flatten().map(|b| (*b, 0));
+    quiesced.chain(serving.iter().map(|b| (*b, 1))).collect()
 }
 
 impl IpvsLb {
@@ -126,12 +136,23 @@ impl IpvsLb {
                 }
             }
             let n = self.nets.get_mut(&vni).expect("just inserted");
-            let programmed: Desired = n.vips.iter().map(|(v, b)| ((vni, *v), b.clone())).collect();
-            let want = super::settle(want, &programmed, ctx.adopting);
-            let mine: BTreeMap<Ipv4Addr, &BTreeSet<Ipv4Addr>> = want
+            // Adopting, what is programmed stays as it is (serving or
+            // quiesced) on top of what gossip says so far.
+            let programmed = |weighted: bool| -> Desired {
+                let of = |b: &Weights| {
+                    b.iter()
+                        .filter(|(_, w)| (**w > 0) == weighted)
+                        .map(|(a, _)| *a)
+                        .collect()
+                };
+                n.vips.iter().map(|(v, b)| ((vni, *v), of(b))).collect()
+            };
+            let want = super::settle(want, &programmed(true), ctx.adopting);
+            let draining = super::settle(ctx.draining, &programmed(false), ctx.adopting);
+            let mine: BTreeMap<Ipv4Addr, Weights> = want
                 .iter()
                 .filter(|((v, _), _)| *v == vni)
-                .map(|((_, vip), b)| (*vip, b))
+                .map(|(k, serving)| (k.1, weights(serving, draining.get(k))))
                 .collect();
             if let Err(e) = n.program(vni, ep, &mine, ctx.maps).await {
                 warn!(vni, "IPVS: {e:#}");
@@ -168,11 +189,11 @@ impl LbNs {
         let mut ipvs = Ipvs::open_in(&ns)?;
         let nl = Netlink::connect_in(&ns)?;
         let lo = nl.require_index("lo").await?;
-        let mut vips: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+        let mut vips: BTreeMap<Ipv4Addr, Weights> = BTreeMap::new();
         for s in ipvs.services()? {
             vips.insert(
                 Ipv4Addr::from(s.fwmark),
-                s.dests.iter().map(|d| d.addr).collect(),
+                s.dests.iter().map(|d| (d.addr, d.weight)).collect(),
             );
         }
         info!(endpoint = %ep.name, adopted = vips.len(), "balancing namespace ready");
@@ -192,7 +213,7 @@ impl LbNs {
         &mut self,
         vni: u32,
         ep: &Endpoint,
-        want: &BTreeMap<Ipv4Addr, &BTreeSet<Ipv4Addr>>,
+        want: &BTreeMap<Ipv4Addr, Weights>,
         maps: &mut shoal_dataplane::overlay::Maps,
     ) -> Result<()> {
         // New VIPs: address, virtual service, then the overlay entry that
@@ -203,6 +224,7 @@ impl LbNs {
             .context("balancing endpoint's veth")?;
         let mac = parse_mac(&ep.mac)?;
         for (vip, backends) in want {
+            let fw = fwmark(*vip);
             let have = self.vips.get(vip).cloned();
             if have.is_none() {
                 self.nl.add_addr(self.lo, IpAddr::V4(*vip), 32).await?;
@@ -214,16 +236,22 @@ impl LbNs {
                 }
             }
             let have = have.unwrap_or_default();
-            for b in backends.difference(&have) {
-                self.ipvs.add_dest(fwmark(*vip), *b, 1)?;
+            for (b, w) in backends {
+                match have.get(b) {
+                    None => self.ipvs.add_dest(fw, *b, *w)?,
+                    Some(h) if h != w => self.ipvs.set_dest_weight(fw, *b, *w)?,
+                    Some(_) => {}
+                }
             }
-            for b in have.difference(backends) {
-                self.ipvs.del_dest(fwmark(*vip), *b)?;
+            for b in have.keys().filter(|b| !backends.contains_key(b)) {
+                self.ipvs.del_dest(fw, *b)?;
             }
-            if self.vips.get(vip) != Some(*backends) {
-                info!(vni, %vip, backends = backends.len(), "service balanced by IPVS");
+            if self.vips.get(vip) != Some(backends) {
+                let serving = backends.values().filter(|w| **w > 0).count();
+                let draining = backends.len() - serving;
+                info!(vni, %vip, backends = serving, draining, "service balanced by IPVS");
             }
-            self.vips.insert(*vip, (*backends).clone());
+            self.vips.insert(*vip, backends.clone());
             maps.upsert_endpoint(
                 vni,
                 *vip,
@@ -423,5 +451,19 @@ mod tests {
         assert!(r.contains("ip saddr != 10.0.1.7 snat to 10.0.1.7"));
         // An empty set is still valid nft (no `elements = {}`).
         assert!(!nft_rules(&BTreeSet::new(), Ipv4Addr::new(10, 0, 1, 7)).contains("elements"));
+    }
+
+    #[test]
+    fn draining_backends_are_quiesced_and_serving_wins() {
+        let a = |d| Ipv4Addr::new(10, 0, 1, d);
+        let w = weights(
+            &BTreeSet::from([a(5), a(6)]),
+            Some(&BTreeSet::from([a(6), a(7)])),
+        );
+        assert_eq!(w, Weights::from([(a(5), 1), (a(6), 1), (a(7), 0)]));
+        assert_eq!(
+            weights(&BTreeSet::from([a(5)]), None),
+            Weights::from([(a(5), 1)])
+        );
     }
 }

@@ -15,7 +15,7 @@ use shoal_dataplane::overlay::Maps;
 
 use super::dns::Rec;
 use crate::wire::Endpoint;
-use crate::wire::{LbMode, LbReport};
+use crate::wire::{LbMode, LbReport, TaskHealth};
 
 pub type Desired = BTreeMap<(u32, Ipv4Addr), BTreeSet<Ipv4Addr>>;
 
@@ -30,6 +30,23 @@ pub fn desired<'a>(recs: impl Iterator<Item = Rec<'a>>, joined: &BTreeSet<u32>) 
         let backends = d.entry((vni, vip)).or_default();
         if r.health.serves() {
             backends.insert(ip);
+        }
+    }
+    d
+}
+
+/// Backends draining before their SIGTERM (gossiped as stopping), per
+/// service: out of every balancer's picks already, but IPVS keeps them as
+/// weight-0 real servers until their records go, so the connections it
+/// has on them finish (deleting one drops them; the eBPF balancer's flow
+/// table keeps them by itself).
+pub fn draining<'a>(recs: impl Iterator<Item = Rec<'a>>, joined: &BTreeSet<u32>) -> Desired {
+    let mut d = Desired::new();
+    for (vni, ip, r) in recs {
+        if let (Some(vip), TaskHealth::Stopping) = (r.vip, r.health) {
+            if joined.contains(&vni) {
+                d.entry((vni, vip)).or_default().insert(ip);
+            }
         }
     }
     d
@@ -57,6 +74,8 @@ pub struct Ctx<'a> {
     pub maps: &'a mut Maps,
     /// The node's endpoints (IPVS: its balancing endpoints among them).
     pub endpoints: &'a [Endpoint],
+    /// `draining` of the same records (IPVS quiesces them).
+    pub draining: &'a Desired,
     /// A restarted agent relearning gossip: keep what is programmed and
     /// only add (removing a service there would cut its flows; IPVS would
     /// reset them).
@@ -109,12 +128,14 @@ impl Balancer for Lb {
                 let Ctx {
                     maps,
                     endpoints,
+                    draining,
                     adopting,
                     ingress_vni,
                 } = ctx;
                 let mesh_ctx = Ctx {
                     maps: &mut *maps,
                     endpoints,
+                    draining,
                     adopting,
                     ingress_vni,
                 };
@@ -122,6 +143,7 @@ impl Balancer for Lb {
                 let ipvs_ctx = Ctx {
                     maps,
                     endpoints,
+                    draining,
                     adopting,
                     ingress_vni,
                 };
@@ -134,7 +156,7 @@ impl Balancer for Lb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{SvcRecord, TaskHealth};
+    use crate::wire::SvcRecord;
 
     fn rec(vip: Option<Ipv4Addr>, health: TaskHealth) -> SvcRecord {
         SvcRecord {
@@ -169,6 +191,32 @@ mod tests {
         assert_eq!(
             d[&(4096, vip)],
             BTreeSet::from([Ipv4Addr::new(10, 0, 1, 5)])
+        );
+    }
+
+    #[test]
+    fn stopping_tasks_drain_and_serve_nothing() {
+        let vip = Ipv4Addr::new(10, 0, 1, 2);
+        let (ok, stopping) = (
+            rec(Some(vip), TaskHealth::Healthy),
+            rec(Some(vip), TaskHealth::Stopping),
+        );
+        let recs = [
+            (4096, Ipv4Addr::new(10, 0, 1, 5), &ok),
+            (4096, Ipv4Addr::new(10, 0, 1, 6), &stopping),
+            (4097, Ipv4Addr::new(10, 0, 2, 6), &stopping),
+        ];
+        let joined = BTreeSet::from([4096]);
+        let serving = desired(recs.into_iter(), &joined);
+        let drain = draining(recs.into_iter(), &joined);
+        assert_eq!(
+            serving[&(4096, vip)],
+            BTreeSet::from([Ipv4Addr::new(10, 0, 1, 5)])
+        );
+        assert_eq!(drain.len(), 1);
+        assert_eq!(
+            drain[&(4096, vip)],
+            BTreeSet::from([Ipv4Addr::new(10, 0, 1, 6)])
         );
     }
 }
