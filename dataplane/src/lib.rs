@@ -3,6 +3,7 @@
 //! (aya). No cluster logic lives here.
 
 pub mod flows;
+pub mod ipsec;
 pub mod ipvs;
 pub mod lb;
 pub mod monitor;

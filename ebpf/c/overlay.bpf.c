@@ -158,10 +158,16 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	__u32 inner_len = skb->len, reason;
 	__be16 sport;
 	void *data, *data_end;
-	int rc;
+	int rc, encrypted;
 
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
+	/* An encrypted network's frames leave only through IPsec, never in
+	 * clear; ARP cannot take that way (the kernel strips what it takes
+	 * for the link header, which the pushed room is not). */
+	encrypted = vni_encrypted(d->vni);
+	if (encrypted && (!cfg->xfrm_ifindex || d->inner_proto != bpf_htons(ETH_P_IP)))
+		return tc_drop(DROP_CANNOT_ENCRYPT);
 	/* The flow's hash for the outer source port: the one the sending
 	 * socket already set (as the kernel's vxlan uses it), else computed
 	 * (recalc runs the flow dissector, a cost on every packet). */
@@ -197,6 +203,14 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (reason)
 		return tc_drop(reason);
 
+	if (encrypted) {
+		/* The IPsec interface (an L3 device: the kernel takes the
+		 * Ethernet header off) encrypts it for the VTEP by its SA and
+		 * routes the ESP packet out of the underlay. */
+		count_stat(STAT_ENCAP);
+		tc_trace(TR_ENCAP);
+		return bpf_redirect(cfg->xfrm_ifindex, 0);
+	}
 	rc = tc_route_out(skb, cfg, d->ep.vtep, cfg->underlay_ifindex);
 	if (rc != TC_ACT_SHOT) {
 		count_stat(STAT_ENCAP);
@@ -321,7 +335,12 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 	}
 
-	switch (classify_from_underlay(data, data_end, cfg, &d)) {
+	classify_from_underlay(data, data_end, cfg, &d);
+	/* An encrypted network's frames count only as IPsec decrypted them
+	 * (its SA marked them, then they came back in here). */
+	if (d.encrypted && (skb->mark & SHOAL_DECRYPT_MASK) != SHOAL_DECRYPT_MARK)
+		return tc_drop(DROP_CLEAR_ON_ENCRYPTED);
+	switch (d.kind) {
 	case D_PASS: {
 		/* Not VXLAN: a client of a published port (the mesh)? */
 		__u32 reason = 0;
@@ -398,6 +417,8 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		return tc_drop(DROP_DECAP_FAILED);
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
 		return tc_drop(DROP_DECAP_FAILED);
+	/* The decrypt mark is the underlay's business, not the endpoint's. */
+	skb->mark = 0;
 	count_stat(STAT_DECAP);
 	count_ep(d.ep.ifindex, skb->len, 1);
 	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
@@ -502,6 +523,9 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 		return bpf_redirect(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
+		/* Encrypted: only tc can hand it to IPsec. */
+		if (vni_encrypted(d.vni))
+			return xdp_to_tc();
 		count_ep(ifindex, data_end - data, 0);
 		return xdp_encap(ctx, &d);
 	case D_PASS:
@@ -538,11 +562,20 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 		count_stat(STAT_PASS_UNDERLAY);
 		return XDP_PASS;
 	}
-	switch (classify_from_underlay(data, data_end, cfg, &d)) {
+	classify_from_underlay(data, data_end, cfg, &d);
+	/* XDP sees frames as they came off the wire: what IPsec decrypts
+	 * comes back in at tc. */
+	if (d.encrypted)
+		return xdp_drop(DROP_CLEAR_ON_ENCRYPTED);
+	switch (d.kind) {
 	case D_PASS: {
 		/* Not VXLAN: a client of a published port (the mesh)? */
 		__u32 reason = 0;
 
+		/* A mesh client's flow that would travel an encrypted ingress
+		 * network: tc hands it to IPsec. */
+		if (cfg->ingress_vni && vni_encrypted(cfg->ingress_vni))
+			return xdp_to_tc();
 		switch (xdp_mesh_entry(ctx, cfg, &d, &reason)) {
 		case MESH_LOCAL:
 			data = (void *)(long)ctx->data;

@@ -20,6 +20,15 @@ c_consts! {
         /// A static peer (`shoal debug peer add`): gossip never removes it.
         EP_F_STATIC: u16 = 4,
     }
+    enum "vni_flags" prefix "" {
+        /// An encrypted network (`--opt encrypted`).
+        VNI_F_ENCRYPTED: u32 = 1,
+    }
+    enum "shoal_ipsec" prefix "SHOAL_" {
+        /// What the node's inbound IPsec SAs mark decrypted packets with.
+        DECRYPT_MARK: u32 = 0xe00,
+        DECRYPT_MASK: u32 = 0xf00,
+    }
     enum "mesh_port_flags" prefix "" {
         /// A port published in host mode.
         MESH_F_HOST: u16 = 1,
@@ -105,6 +114,8 @@ c_struct! {
         pub ingress_prefix: u32,
         /// MSS of mesh clients' SYNs that get encapsulated (0: none).
         pub mesh_mss: u32,
+        /// The IPsec interface encrypted networks leave by (0: none).
+        pub xfrm_ifindex: u32,
     }
 }
 
@@ -369,6 +380,8 @@ counters! {
         LbRewrite = "lb_rewrite_failed",
         MeshFragment = "mesh_fragment",
         MeshCt = "mesh_conntrack_full",
+        ClearOnEncrypted = "clear_on_encrypted_network",
+        CannotEncrypt = "cannot_encrypt",
     }
 }
 

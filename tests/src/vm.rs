@@ -65,6 +65,21 @@ pub const LAB_MODULES: &[&str] = &[
     "nft_chain_nat",
     "nft_nat",
     "nft_ct",
+    // Encrypted networks: ESP through an xfrm interface with
+    // rfc4106(gcm(aes)), and the DRBG the kernel's IV generator seeds
+    // from (without sha512 its self-test warns; the kernel cannot load
+    // modules itself here: they are not in the guest's /lib/modules).
+    "esp4",
+    "xfrm_interface",
+    "xfrm_user",
+    "gcm",
+    "ghash-generic",
+    "ctr",
+    "seqiv",
+    "sha512_generic",
+    "sha3_generic",
+    "jitterentropy_rng",
+    "drbg",
 ];
 
 const INIT: &str = r#"#!/bin/busybox sh

@@ -141,11 +141,15 @@ impl Agent {
                 );
             }
         }
+        if req.encrypted {
+            self.can_encrypt()?;
+        }
         let net = Network {
             name: req.name,
             vni: req.vni,
             subnet,
             gateway,
+            encrypted: req.encrypted,
         };
         inner.state.networks.push(net.clone());
         inner.store.save(&inner.state)?;
@@ -158,15 +162,18 @@ impl Agent {
     pub async fn join_network(&self, req: NetworkCreate) -> Result<()> {
         let (name, vni) = (req.name.clone(), req.vni);
         let have = |nets: Vec<Network>| nets.into_iter().find(|n| n.name == name);
+        let encrypted = req.encrypted;
         let check = |n: Network| {
-            if n.vni == vni {
+            if n.vni == vni && n.encrypted == encrypted {
                 Ok(())
             } else {
                 Err(crate::wire_err!(
                     Conflict,
-                    "network {} is defined on this node with VNI {}, not {vni}",
+                    "network {} is defined on this node with VNI {}{}, not {vni}{}",
                     n.name,
                     n.vni,
+                    if n.encrypted { " (encrypted)" } else { "" },
+                    if encrypted { " (encrypted)" } else { "" },
                 ))
             }
         };
@@ -376,7 +383,12 @@ impl Agent {
                 format!("endpoint {} names unknown network {}", ep.name, ep.network)
             })?;
         let hooks = inner.overlay.hooks();
-        let p = endpoint::ensure(&self.nl, ep, &net, self.mtu, hooks).await?;
+        // ESP takes its room out of an encrypted network's packets.
+        let mtu = match net.encrypted {
+            true => self.mtu - shoal_dataplane::ipsec::OVERHEAD,
+            false => self.mtu,
+        };
+        let p = endpoint::ensure(&self.nl, ep, &net, mtu, hooks).await?;
         inner.overlay.attach_endpoint(&ep.host_if)?;
         let mac = parse_mac(&ep.mac)?;
         inner.maps.set_iface(
@@ -400,7 +412,11 @@ impl Agent {
                 flags: EP_F_LOCAL,
             },
         )?;
-        inner.maps.add_vni(net.vni)?;
+        let flags = match net.encrypted {
+            true => shoal_dataplane::ebpf::VNI_F_ENCRYPTED,
+            false => 0,
+        };
+        inner.maps.add_vni(net.vni, flags)?;
         Ok(())
     }
 

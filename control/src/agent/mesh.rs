@@ -278,6 +278,7 @@ impl super::Agent {
                 vni: net.vni,
                 subnet: net.subnet.to_string(),
                 gateway: Some(net.gateway),
+                encrypted: false,
             })
             .await?;
         }
@@ -285,7 +286,7 @@ impl super::Agent {
         if let Some(n) = &m.ingress {
             // Replies come back to this node over the ingress network even
             // when no task of it runs here.
-            inner.maps.add_vni(n.vni)?;
+            inner.maps.add_vni(n.vni, 0)?;
         }
         let mut cfg = inner.maps.config()?;
         let (vni, subnet, prefix) = match &m.ingress {

@@ -18,6 +18,7 @@
 pub mod dns;
 pub mod endpoint;
 pub mod flows;
+pub mod ipsec;
 pub mod lb;
 mod local_table;
 pub mod mesh;
@@ -119,6 +120,8 @@ pub struct Agent {
     pub gossip: Gossip,
     /// The embedded DNS server of the node's tasks.
     pub dns: dns::NodeDns,
+    /// Encrypted networks: what the kernel can do, and the SAs.
+    pub ipsec: ipsec::Ipsec,
     pub mtu: u32,
     pub inner: Mutex<Inner>,
     /// The datapath's new flows and drops, newest kept (`flows.rs`).

@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub gossip_refused: Vec<(String, u64)>,
     pub gossip_traffic: crate::wire::GossipTraffic,
     pub gossip_keys: crate::wire::GossipKeysView,
+    /// Per peer node, its IPsec SAs (encrypted networks).
+    pub ipsec: Vec<crate::wire::IpsecPeerView>,
     pub raft: Option<RaftSnap>,
     pub dns: shoal_dns::Stats,
     /// (local | forwarded, latency histogram)
@@ -140,6 +142,7 @@ impl Agent {
         s.gossip_refused = self.gossip_view_refused().await;
         s.gossip_traffic = self.gossip.counters.traffic();
         s.gossip_keys = self.gossip.keys.current().view();
+        s.ipsec = self.ipsec_view().await.peers;
         let members = self.gossip.members().await;
         let alive = members.iter().filter(|m| m.live).count() as u64;
         s.gossip_members = vec![

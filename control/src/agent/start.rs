@@ -97,6 +97,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
             max_inflight: cfg.dns_max_forwards.max(1),
             ..Default::default()
         }),
+        ipsec: super::ipsec::Ipsec::probe(),
         mtu: ul.mtu - shoal_dataplane::ebpf::ENCAP_LEN,
         inner: Mutex::new(Inner {
             overlay: ul.overlay,

@@ -115,6 +115,11 @@ impl Agent {
         .await;
         programmer.apply(maps, merged)?;
         drop(inner);
+        // Encrypted networks: SAs with every live peer.
+        let vteps = peers.iter().map(|p| p.gossip_ip).collect();
+        if let Err(e) = self.sync_ipsec(vteps).await {
+            warn!("IPsec: {e:#}");
+        }
         // Programmed: say how far into those peers' endpoint changes this
         // node's balancers (and DNS) now are; a node draining a task waits
         // for it.

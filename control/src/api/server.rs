@@ -48,6 +48,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/debug/raft", get(raft_debug))
         .route("/v1/debug/dns", get(dns_debug))
         .route("/v1/debug/lb", get(lb_debug))
+        .route("/v1/debug/ipsec", get(ipsec_debug))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{key}/promote", axum::routing::post(node_promote))
         .route("/v1/nodes/{key}/demote", axum::routing::post(node_demote))
@@ -101,6 +102,10 @@ async fn lb_debug(State(a): Shared) -> Response {
     let mut r = inner.lb.report();
     r.local = inner.relays.open();
     Json(r).into_response()
+}
+
+async fn ipsec_debug(State(a): Shared) -> Response {
+    Json(a.ipsec_view().await).into_response()
 }
 
 async fn networks(State(a): Shared) -> Response {

@@ -81,6 +81,9 @@ pub enum DebugCmd {
         #[arg(long)]
         client: Option<Ipv4Addr>,
     },
+    /// Encrypted networks on this node: IPsec support, the key ids in use,
+    /// and per peer node its SAs (packets, errors).
+    Ipsec,
     /// Schedule a big replicated service over simulated nodes, in-process
     /// (the orchestrator's own plan and apply), and report time and memory.
     ScheduleSim {
@@ -215,6 +218,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         DebugCmd::Lb { vip, client } => {
             return super::debug_lb::run(&t.pins, &t.socket, *vip, *client, a.format)
         }
+        DebugCmd::Ipsec => return super::debug_ipsec::run(&t.socket, a.format),
         DebugCmd::Monitor(m) => {
             // The node's name: a lab node's (--node, or $SHOAL_NODE that
             // `shoal lab exec` sets), else a host's hostname.
@@ -306,6 +310,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
         | DebugCmd::Raft
         | DebugCmd::Dns { .. }
         | DebugCmd::Lb { .. }
+        | DebugCmd::Ipsec
         | DebugCmd::Monitor(_)
         | DebugCmd::Flows(_)
         | DebugCmd::ScheduleSim { .. } => {
@@ -336,7 +341,7 @@ fn peer(t: &Target, cmd: &PeerCmd, format: Format, mut maps: Maps) -> Result<()>
                     flags: EP_F_REMOTE | EP_F_STATIC,
                 },
             )?;
-            maps.add_vni(*vni)?;
+            maps.add_vni(*vni, 0)?;
             println!(
                 "peer {ip} (vni {vni}, {}) behind VTEP {vtep}",
                 format_mac(&mac)

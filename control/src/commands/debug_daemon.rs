@@ -23,6 +23,7 @@ pub(super) fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()
                     vni: *vni,
                     subnet: subnet.clone(),
                     gateway: *gateway,
+                    encrypted: false,
                 };
                 let n: Network = client.post("/v1/local/networks", &req).await?;
                 println!("{}", n.name);

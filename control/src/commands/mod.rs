@@ -5,6 +5,7 @@ pub mod debug;
 pub mod debug_daemon;
 pub mod debug_dns;
 pub mod debug_flows;
+pub mod debug_ipsec;
 pub mod debug_lb;
 pub mod debug_monitor;
 pub mod endpoint;

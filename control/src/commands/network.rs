@@ -37,6 +37,9 @@ pub enum NetworkCmd {
         internal: bool,
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Driver options, as Docker's: `encrypted` (IPsec between nodes).
+        #[arg(short = 'o', long = "opt")]
+        opts: Vec<String>,
         name: String,
     },
     /// List networks.
@@ -67,6 +70,22 @@ pub fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String
         out.insert(k.to_string(), v.to_string());
     }
     Ok(out)
+}
+
+/// Whether `--opt`s ask for encryption: `encrypted` (Docker's way), or
+/// `encrypted=true|false`; any other option is refused.
+pub fn encrypted_opt(opts: &[String]) -> anyhow::Result<bool> {
+    let mut encrypted = false;
+    for o in opts {
+        let (k, v) = o.split_once('=').unwrap_or((o.as_str(), ""));
+        match (k, v) {
+            ("encrypted", "" | "true") => encrypted = true,
+            ("encrypted", "false") => encrypted = false,
+            ("encrypted", v) => bail!("--opt encrypted={v}: want true or false"),
+            _ => bail!("--opt {o}: unknown option (Shoal's overlay knows `encrypted`)"),
+        }
+    }
+    Ok(encrypted)
 }
 
 /// A `network ls` row as Docker prints it (short id, booleans and labels
@@ -121,11 +140,13 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
             attachable,
             internal,
             labels,
+            opts,
             name,
         } => {
             if driver != "overlay" {
                 bail!("driver {driver:?} is not supported (only overlay)");
             }
+            let encrypted = encrypted_opt(&opts)?;
             let spec = NetworkSpec {
                 name,
                 subnet,
@@ -133,6 +154,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
                 attachable,
                 internal,
                 ingress: false,
+                encrypted,
                 labels: parse_labels(&labels)?,
             };
             let v: NetworkInspect = rt.block_on(client.post("/v1/networks", &spec))?;

@@ -217,6 +217,11 @@ impl GossipKeys {
         Some(new)
     }
 
+    /// The swarm's keys as held (None: outside a swarm).
+    pub fn swarm(&self) -> Option<SwarmKeys> {
+        self.swarm.lock().expect("keys lock").clone()
+    }
+
     /// Leaving the swarm: back to the key file, plaintext or nothing.
     pub fn clear_swarm(&self) {
         *self.swarm.lock().expect("keys lock") = None;

@@ -216,6 +216,7 @@ mod tests {
 
     fn net() -> Network {
         Network {
+            encrypted: false,
             name: "n".into(),
             vni: 4097,
             subnet: "10.0.1.0/24".parse().unwrap(),

@@ -38,6 +38,7 @@ pub fn lab_network() -> Network {
         vni: 4000,
         subnet: "10.0.1.0/24".parse().expect("valid"),
         gateway: Ipv4Addr::new(10, 0, 1, 1),
+        encrypted: false,
     }
 }
 
@@ -273,6 +274,7 @@ async fn create_endpoints(lab: &mut Lab, net: &Network) -> Result<()> {
             vni: net.vni,
             subnet: net.subnet.to_string(),
             gateway: Some(net.gateway),
+            encrypted: false,
         };
         let _: Network = c
             .post("/v1/local/networks", &req)

@@ -270,6 +270,39 @@ impl Collector for Snapshot {
                     Some((labels(&[("key", u), ("source", &k.source)]), gauge(id? as i64)))
                 }),
         )?;
+        family(
+            e,
+            "shoal_ipsec_packets",
+            "Packets through this node's IPsec SAs with each peer node, by direction (encrypted networks).",
+            None,
+            self.ipsec.iter().flat_map(|p| {
+                let peer = p.peer.to_string();
+                [("out", p.out_packets), ("in", p.in_packets)].map(|(d, n)| {
+                    (labels(&[("peer", &peer), ("direction", d)]), counter(n))
+                })
+            }),
+        )?;
+        family(
+            e,
+            "shoal_ipsec_errors",
+            "Packets this node's IPsec SAs with each peer node refused (replays, failed integrity checks).",
+            None,
+            self.ipsec
+                .iter()
+                .map(|p| (labels(&[("peer", &p.peer.to_string())]), counter(p.errors))),
+        )?;
+        family(
+            e,
+            "shoal_ipsec_key_id",
+            "The ring key id this node's outbound IPsec SA with each peer uses.",
+            None,
+            self.ipsec.iter().filter_map(|p| {
+                Some((
+                    labels(&[("peer", &p.peer.to_string())]),
+                    gauge(p.out_key? as i64),
+                ))
+            }),
+        )?;
         if let Some(r) = &self.raft {
             family(
                 e,

@@ -62,7 +62,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
                     n.state == NodeState::Down || n.availability == Availability::Drain
                 });
             let misfit = match (&s.spec.mode, node) {
-                (Mode::Global, Some(n)) => !eligible(s, n) && n.state == NodeState::Ready,
+                (Mode::Global, Some(n)) => !eligible(st, s, n) && n.state == NodeState::Ready,
                 (Mode::Replicated { replicas }, _) => t.slot > *replicas,
                 _ => false,
             };
@@ -87,7 +87,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             Mode::Global => st
                 .nodes
                 .values()
-                .filter(|n| eligible(s, n))
+                .filter(|n| eligible(st, s, n))
                 .map(|n| (0, Some(n.id.clone())))
                 .collect(),
         };

@@ -92,8 +92,39 @@ impl Load {
 }
 
 /// Whether `n` may take a new task of `s` at all (ignoring load).
-pub fn eligible(s: &ServiceRecord, n: &NodeRecord) -> bool {
-    fits(&constraints(s), n)
+pub fn eligible(st: &ClusterState, s: &ServiceRecord, n: &NodeRecord) -> bool {
+    fits(&constraints(s), n) && (!needs_ipsec(st, s) || n.ipsec.why_not().is_none())
+}
+
+/// Whether one of `s`'s networks is encrypted: its tasks go only to nodes
+/// that can encrypt (never in clear as a fallback).
+fn needs_ipsec(st: &ClusterState, s: &ServiceRecord) -> bool {
+    s.spec.networks.iter().any(|a| {
+        st.network_by_key(&a.target)
+            .is_some_and(|n| n.spec.encrypted)
+    })
+}
+
+/// Why no ready node can encrypt, if none can: the first one's reason.
+fn no_ipsec(st: &ClusterState, s: &ServiceRecord) -> Option<String> {
+    if !needs_ipsec(st, s) {
+        return None;
+    }
+    let ready: Vec<&NodeRecord> = st
+        .nodes
+        .values()
+        .filter(|n| n.state == NodeState::Ready)
+        .collect();
+    if ready.iter().any(|n| n.ipsec.why_not().is_none()) {
+        return None;
+    }
+    let first = ready
+        .first()
+        .and_then(|n| n.ipsec.why_not().map(|w| format!("{}: {w}", n.hostname)))
+        .unwrap_or_else(|| "no node is ready".into());
+    Some(format!(
+        "no suitable node (an encrypted network's tasks need IPsec; no ready node can encrypt: {first})"
+    ))
 }
 
 /// The service's constraints (validated when the service was created).
@@ -124,10 +155,11 @@ pub struct Placer {
 impl Placer {
     pub fn new(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Self {
         let cs = constraints(s);
+        let ipsec = needs_ipsec(st, s);
         let set = st
             .nodes
             .values()
-            .filter(|n| fits(&cs, n))
+            .filter(|n| fits(&cs, n) && (!ipsec || n.ipsec.why_not().is_none()))
             .map(|n| {
                 (
                     load.service_on(&s.id, &n.id),
@@ -149,7 +181,7 @@ impl Placer {
             set,
             // Host-mode ports: one task per node.
             max_per_node: if host { 1 } else { s.spec.max_per_node },
-            reason: no_node(s, ready),
+            reason: no_ipsec(st, s).unwrap_or_else(|| no_node(s, ready)),
         }
     }
 
@@ -181,10 +213,13 @@ pub fn pick(st: &ClusterState, s: &ServiceRecord, load: &Load) -> Result<String,
     let fits: Vec<&NodeRecord> = st
         .nodes
         .values()
-        .filter(|n| eligible(s, n))
+        .filter(|n| eligible(st, s, n))
         .filter(|n| s.spec.max_per_node == 0 || load.service_on(&s.id, &n.id) < s.spec.max_per_node)
         .filter(|n| load.ports_free(s, &n.id))
         .collect();
+    if let (true, Some(why)) = (fits.is_empty(), no_ipsec(st, s)) {
+        return Err(why);
+    }
     if fits.is_empty() {
         let ready = st
             .nodes

@@ -44,6 +44,7 @@ pub fn run(nodes: usize, tasks: u64, max_per_node: u64) -> SimReport {
     let mut st = ClusterState::default();
     for i in 0..nodes {
         let node = NodeRecord {
+            ipsec: Default::default(),
             id: format!("node{i:05}"),
             raft_id: None,
             hostname: format!("h{i}"),

@@ -49,7 +49,7 @@ pub fn out_of_date(st: &ClusterState, s: &ServiceRecord, t: &TaskRecord) -> bool
         && t.node_id
             .as_ref()
             .and_then(|n| st.nodes.get(n))
-            .is_some_and(|n| !eligible(s, n) && n.state == crate::wire::NodeState::Ready)
+            .is_some_and(|n| !eligible(st, s, n) && n.state == crate::wire::NodeState::Ready)
 }
 
 pub fn step(
@@ -104,7 +104,7 @@ pub fn step(
         .collect();
     let total = match s.spec.mode {
         Mode::Replicated { replicas } => replicas,
-        Mode::Global => st.nodes.values().filter(|n| eligible(s, n)).count() as u64,
+        Mode::Global => st.nodes.values().filter(|n| eligible(st, s, n)).count() as u64,
     }
     .max(1);
     if let Some(first) = failed.first() {

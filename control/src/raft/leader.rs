@@ -115,6 +115,7 @@ pub async fn execute(
             flows,
             gossip_keys,
             leaving,
+            ipsec,
         } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
@@ -133,6 +134,17 @@ pub async fn execute(
                 ))));
             };
             mem.keys.report(&node_id, gossip_keys);
+            if let Some(ipsec) = ipsec.filter(|i| *i != node.ipsec) {
+                let cmd = Command::NodeSetIpsec {
+                    id: node_id.clone(),
+                    ipsec,
+                };
+                if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
+                    tokio::time::timeout(left, raft.client_write(cmd)).await
+                {
+                    return Err(OpError::NotLeader);
+                }
+            }
             if leaving {
                 // Down at once (no grace), and its key replaced.
                 mem.live.forget(&node_id);

@@ -83,6 +83,7 @@ mod tests {
             st.nodes.insert(
                 id.into(),
                 NodeRecord {
+                    ipsec: Default::default(),
                     id: id.into(),
                     raft_id: None,
                     hostname: id.into(),

@@ -322,6 +322,7 @@ mod tests {
     fn constraints_parse_and_match() {
         let c = Constraint::parse("node.labels.zone == b").unwrap();
         let mut n = NodeRecord {
+            ipsec: Default::default(),
             id: "x".into(),
             raft_id: None,
             hostname: "n2".into(),

@@ -238,6 +238,14 @@ impl ClusterState {
                 node.version = index;
                 self.put(node)
             }
+            Command::NodeSetIpsec { id, ipsec } => {
+                let Some(mut node) = self.nodes.get(&id).cloned() else {
+                    return err(WireError::not_found(format!("no such node: {id}")));
+                };
+                node.ipsec = ipsec;
+                node.version = index;
+                self.put(node)
+            }
             Command::NodeSetRole { id, role, raft_id } => {
                 let Some(mut node) = self.nodes.get(&id).cloned() else {
                     return err(WireError::not_found(format!("no such node: {id}")));
@@ -347,6 +355,7 @@ mod tests {
 
     fn node(id: &str, addr: [u8; 4]) -> NodeRecord {
         NodeRecord {
+            ipsec: Default::default(),
             id: id.into(),
             raft_id: None,
             hostname: format!("h-{id}"),

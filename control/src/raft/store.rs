@@ -491,6 +491,7 @@ mod tests {
             let db = open(&path).unwrap();
             let mut sm = StateMachine::open(db).unwrap();
             let node = NodeRecord {
+                ipsec: Default::default(),
                 id: "abc".into(),
                 raft_id: Some(1),
                 hostname: "n1".into(),

@@ -231,6 +231,7 @@ impl super::state::ClusterState {
                             gateway: n.gateway,
                             addr: a.addr,
                             aliases,
+                            encrypted: n.spec.encrypted,
                         })
                     })
                     .collect();

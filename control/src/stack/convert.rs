@@ -240,6 +240,7 @@ fn networks(
             attachable: n.attachable,
             internal: n.internal,
             ingress: false,
+            encrypted: false,
             labels,
         }));
     }

@@ -56,8 +56,35 @@ pub struct NodeRecord {
     pub availability: Availability,
     pub labels: BTreeMap<String, String>,
     pub state: NodeState,
+    /// Whether its kernel can carry encrypted networks (as it last said).
+    #[serde(default)]
+    pub ipsec: Ipsec,
     /// Raft log index that last changed this record.
     pub version: u64,
+}
+
+/// Whether a node can encrypt overlay traffic (IPsec ESP with AES-GCM
+/// through an xfrm interface), as its daemon found out at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "missing")]
+pub enum Ipsec {
+    /// Not said yet (a node whose daemon predates encrypted networks).
+    #[default]
+    Unknown,
+    Ready,
+    /// What its kernel lacks, e.g. "esp4 (IPsec ESP)".
+    Missing(String),
+}
+
+impl Ipsec {
+    /// Why the node cannot take a task of an encrypted network (None: it can).
+    pub fn why_not(&self) -> Option<String> {
+        match self {
+            Ipsec::Ready => None,
+            Ipsec::Unknown => Some("it has not said whether it can encrypt".into()),
+            Ipsec::Missing(m) => Some(format!("its kernel lacks {m}")),
+        }
+    }
 }
 
 /// Cluster-wide settings and secrets, created by `swarm init`.
@@ -127,6 +154,11 @@ pub enum Command {
     NodeSetState {
         id: String,
         state: NodeState,
+    },
+    /// What a node's heartbeat says of its IPsec support, when it changed.
+    NodeSetIpsec {
+        id: String,
+        ipsec: Ipsec,
     },
     /// Promotion (with the Raft id the node will run) or demotion.
     NodeSetRole {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use shoal_dataplane::ipvs::IpvsService;
 use shoal_dns::{Stats, UpstreamView};
 
-use super::RaftId;
+use super::{Ipsec, RaftId};
 
 /// `GET /v1/debug/raft`: a manager's Raft member as openraft's metrics
 /// show it. Log positions are `null` before there are any.
@@ -90,4 +90,62 @@ pub struct LocalPort {
     pub upstream: SocketAddrV4,
     /// The namespace (a path) the relay's upstream sockets are made in.
     pub netns: String,
+}
+
+/// `GET /v1/debug/ipsec`: encrypted networks on this node, the keys in
+/// use, and per peer node its SAs (never a key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IpsecView {
+    pub support: Ipsec,
+    /// The xfrm interface, while the node is on an encrypted network.
+    pub interface: Option<String>,
+    pub encrypted_vnis: Vec<u32>,
+    /// The ring key ids the SAs were last made from, and the one sent with.
+    pub ring: Vec<u32>,
+    pub sending: Option<u32>,
+    pub peers: Vec<IpsecPeerView>,
+    /// The kernel's xfrm error counters that are not zero.
+    pub kernel_errors: Vec<(String, u64)>,
+}
+
+/// One peer node's SAs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IpsecPeerView {
+    pub peer: Ipv4Addr,
+    /// The key id the outbound SA uses (None: no outbound SA).
+    pub out_key: Option<u32>,
+    pub out_spi: Option<u32>,
+    pub out_packets: u64,
+    /// The inbound SAs' key ids (one per ring key).
+    pub in_keys: Vec<u32>,
+    pub in_packets: u64,
+    /// Packets the SAs refused (replays, failed integrity checks).
+    pub errors: u64,
+}
+
+impl IpsecPeerView {
+    pub fn new(peer: Ipv4Addr) -> Self {
+        Self {
+            peer,
+            out_key: None,
+            out_spi: None,
+            out_packets: 0,
+            in_keys: vec![],
+            in_packets: 0,
+            errors: 0,
+        }
+    }
+
+    /// Adds one of its SAs (`key_id`: the ring key it was made from).
+    pub fn add(&mut self, s: &shoal_dataplane::ipsec::SaStat, key_id: u32) {
+        if s.outbound {
+            self.out_key = Some(key_id);
+            self.out_spi = Some(s.spi);
+            self.out_packets += s.packets;
+        } else {
+            self.in_keys.push(key_id);
+            self.in_packets += s.packets;
+        }
+        self.errors += s.errors;
+    }
 }

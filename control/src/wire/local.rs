@@ -16,6 +16,9 @@ pub struct Network {
     pub vni: u32,
     pub subnet: ipnet::Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// Encrypted between nodes (IPsec, keys from the swarm's managers).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ pub struct NetworkCreate {
     pub subnet: String,
     /// Default: the subnet's first address.
     pub gateway: Option<Ipv4Addr>,
+    /// Only for swarm networks (the keys come from the managers).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -34,6 +34,9 @@ pub struct NetworkSpec {
     pub internal: bool,
     #[serde(default)]
     pub ingress: bool,
+    /// Every packet between nodes in IPsec ESP (`--opt encrypted`).
+    #[serde(default)]
+    pub encrypted: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

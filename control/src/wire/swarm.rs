@@ -132,6 +132,9 @@ pub struct SessionRequest {
     /// The last heartbeat of a node leaving the swarm.
     #[serde(default)]
     pub leaving: bool,
+    /// Whether this node can carry encrypted networks.
+    #[serde(default)]
+    pub ipsec: Option<Ipsec>,
 }
 /// An operation only the leader performs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -167,6 +170,8 @@ pub enum LeaderOp {
         /// `swarm leave`: mark the node down and rotate the gossip key now.
         #[serde(default)]
         leaving: bool,
+        #[serde(default)]
+        ipsec: Option<Ipsec>,
     },
     /// Ask nodes for their tasks' logs: (node id, ask) pairs.
     LogAsk {

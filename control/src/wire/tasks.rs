@@ -156,6 +156,8 @@ pub struct AssignedNet {
     /// This node's balancer address on the network (IPVS mode).
     #[serde(default)]
     pub lb_addr: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// What a node is told about one of its tasks at each heartbeat.

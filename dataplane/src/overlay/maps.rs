@@ -161,9 +161,10 @@ impl Maps {
         self.ifaces.iter().filter_map(|r| r.ok()).collect()
     }
 
-    pub fn add_vni(&mut self, vni: u32) -> Result<(), Error> {
+    /// A network this node is on; `flags`: `VNI_F_*`.
+    pub fn add_vni(&mut self, vni: u32, flags: u32) -> Result<(), Error> {
         self.vnis
-            .insert(vni, VniValue { flags: 0 }, 0)
+            .insert(vni, VniValue { flags }, 0)
             .map_err(|e| Error::map(format!("write vni {vni}"), e))
     }
 
@@ -173,6 +174,19 @@ impl Maps {
 
     pub fn vnis(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.vnis.keys().filter_map(|r| r.ok()).collect();
+        v.sort();
+        v
+    }
+
+    /// The networks this node is on that are encrypted.
+    pub fn encrypted_vnis(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self
+            .vnis
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, f)| f.flags & shoal_ebpf::VNI_F_ENCRYPTED != 0)
+            .map(|(k, _)| k)
+            .collect();
         v.sort();
         v
     }

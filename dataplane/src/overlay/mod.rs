@@ -17,6 +17,8 @@ mod events_tests;
 #[cfg(test)]
 mod flows_tests;
 #[cfg(test)]
+mod ipsec_tests;
+#[cfg(test)]
 mod lb_tests;
 mod maps;
 #[cfg(test)]

@@ -103,7 +103,7 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
                 ..Default::default()
             })
             .unwrap();
-            maps.add_vni(VNI).unwrap();
+            maps.add_vni(VNI, 0).unwrap();
             let epa_host_mac = nl.link_mac("epa").await.unwrap();
             let iface = |ip: Ipv4Addr, mac: Mac| IfaceValue {
                 vni: VNI,
@@ -162,6 +162,18 @@ pub(super) fn run(
     ifindex: u32,
     frame: &[u8],
 ) -> (u32, Vec<u8>) {
+    run_marked(env, hook, ul, ifindex, 0, frame)
+}
+
+/// `run` with `skb->mark` set (tc only: XDP has no mark).
+pub(super) fn run_marked(
+    env: &mut Env,
+    hook: Hook,
+    ul: bool,
+    ifindex: u32,
+    mark: u32,
+    frame: &[u8],
+) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
     let ebpf = env.overlay.ebpf_mut();
     let res = match hook {
@@ -171,8 +183,10 @@ pub(super) fn run(
                 .unwrap()
                 .try_into()
                 .unwrap();
-            // struct __sk_buff: ifindex at offset 40, 192 bytes in all.
+            // struct __sk_buff: mark at offset 8, ifindex at 40, 192
+            // bytes in all.
             let mut ctx = [0u8; 192];
+            ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
             ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(frame);

@@ -26,6 +26,8 @@ struct shoal_btf_types {
 	enum ep_flags ep_flags;
 	enum mesh_port_flags mesh_port_flags;
 	enum shoal_sizes sizes;
+	enum vni_flags vni_flags;
+	enum shoal_ipsec ipsec;
 };
 
 __attribute__((used)) static void shoal_btf_anchor(struct shoal_btf_types *t)

@@ -58,7 +58,7 @@ struct decision {
 	__u32 inner_off; /* decap: offset of the inner Ethernet header */
 	__u16 inner_proto; /* ethertype of the (inner) frame, network order */
 	__u8 tos;
-	__u8 pad;
+	__u8 encrypted; /* from the underlay: its network is VNI_F_ENCRYPTED */
 	struct ep_value ep;
 };
 
@@ -177,6 +177,14 @@ static __always_inline int vip_exists(__u32 vni, __be32 ip)
 	return bpf_map_lookup_elem(&shoal_services, &k) != NULL;
 }
 
+/* Network `vni` is encrypted between nodes (VNI_F_ENCRYPTED). */
+static __always_inline int vni_encrypted(__u32 vni)
+{
+	struct vni_value *v = bpf_map_lookup_elem(&shoal_vnis, &vni);
+
+	return v && (v->flags & VNI_F_ENCRYPTED);
+}
+
 static __always_inline int lookup_ep(struct decision *d, __u32 vni, __be32 ip)
 {
 	struct ep_key key = { .vni = vni, .ip = ip };
@@ -281,6 +289,7 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 	struct udphdr *udp;
 	struct vxlanhdr *vx;
 	struct ethhdr *ieth;
+	struct vni_value *vv;
 	__u32 ihl, vni;
 
 	d->kind = D_PASS;
@@ -313,9 +322,11 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 	if (!(vx->flags & VXLAN_FLAG_I))
 		return drop(d, DROP_BAD_VXLAN_FLAGS);
 	vni = bpf_ntohl(vx->vni_reserved) >> 8;
-	if (!bpf_map_lookup_elem(&shoal_vnis, &vni))
+	vv = bpf_map_lookup_elem(&shoal_vnis, &vni);
+	if (!vv)
 		return drop(d, DROP_UNKNOWN_VNI);
 	d->vni = vni;
+	d->encrypted = !!(vv->flags & VNI_F_ENCRYPTED);
 
 	d->inner_off = sizeof(*eth) + ihl + sizeof(*udp) + sizeof(*vx);
 	d->inner_proto = ieth->h_proto;

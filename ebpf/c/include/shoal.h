@@ -50,8 +50,23 @@ struct iface_value {
 	__u8 host_mac[6]; /* the host-side veth's MAC (answers ARP for the gateway) */
 };
 
+enum vni_flags {
+	/* Encrypted between nodes (`--opt encrypted`): encapsulated frames
+	 * leave through the IPsec interface (cfg->xfrm_ifindex), never the
+	 * underlay in clear, and frames from the underlay are accepted only
+	 * as IPsec decrypted them (SHOAL_DECRYPT_MARK). */
+	VNI_F_ENCRYPTED = 1,
+};
+
+/* The mark the node's inbound IPsec SAs put on what they decrypted (their
+ * output-mark): nothing on the wire can set it. */
+enum shoal_ipsec {
+	SHOAL_DECRYPT_MARK = 0xe00,
+	SHOAL_DECRYPT_MASK = 0xf00,
+};
+
 struct vni_value {
-	__u32 flags;
+	__u32 flags; /* VNI_F_* */
 };
 
 /* Node-wide settings, slot 0 of an array. */
@@ -65,6 +80,8 @@ struct shoal_config {
 	__u32 ingress_prefix; /* and prefix length */
 	__u32 mesh_mss;       /* MSS a client's SYN is clamped to when its flow
 			       * is encapsulated (underlay MTU - 90); 0: none */
+	__u32 xfrm_ifindex;   /* the IPsec (xfrm) interface encrypted networks
+			       * leave by; 0: none (their frames are dropped) */
 };
 
 /* ---- VIP load balancing (include/lb.h) ---- */
@@ -170,6 +187,8 @@ enum shoal_drop {
 	DROP_LB_REWRITE,        /* the kernel refused the address rewrite */
 	DROP_MESH_FRAGMENT,     /* a fragment to a published port */
 	DROP_MESH_CT,           /* the mesh conntrack refused an entry */
+	DROP_CLEAR_ON_ENCRYPTED,/* VXLAN of an encrypted network that IPsec did not decrypt */
+	DROP_CANNOT_ENCRYPT,    /* for an encrypted network, but no IPsec here (or ARP) */
 	DROP_MAX,
 };
 

@@ -37,10 +37,16 @@ pub fn network_view(n: &NetworkRecord) -> NetworkInspect {
         internal: n.spec.internal,
         attachable: n.spec.attachable,
         ingress: n.spec.ingress,
-        options: BTreeMap::from([(
-            "com.docker.network.driver.overlay.vxlanid_list".to_string(),
-            n.vni.to_string(),
-        )]),
+        options: {
+            let mut o = BTreeMap::from([(
+                "com.docker.network.driver.overlay.vxlanid_list".to_string(),
+                n.vni.to_string(),
+            )]);
+            if n.spec.encrypted {
+                o.insert("encrypted".to_string(), String::new());
+            }
+            o
+        },
         labels: n.spec.labels.clone(),
     }
 }

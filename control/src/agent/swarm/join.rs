@@ -144,6 +144,7 @@ impl Agent {
             availability: Availability::Active,
             labels: Default::default(),
             state: NodeState::Ready,
+            ipsec: self.ipsec.support.clone(),
             version: 0,
         };
         expect_ok(manager.write(Command::NodeAdd { node: me }).await?)?;
@@ -226,6 +227,8 @@ impl Agent {
             availability: Availability::Active,
             labels: Default::default(),
             state: NodeState::Ready,
+            // Its first heartbeat says.
+            ipsec: Default::default(),
             version: 0,
         };
         let identity = issue_for(&st, &node)?;

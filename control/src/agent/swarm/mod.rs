@@ -245,6 +245,7 @@ async fn session_handler(
                 flows: r.flows,
                 gossip_keys: r.gossip_keys,
                 leaving: r.leaving,
+                ipsec: r.ipsec,
             })
             .await?;
         r.session.context("the leader sent no session")

@@ -22,6 +22,24 @@ impl Agent {
         if spec.ingress {
             crate::fail!(Invalid, "the ingress network is created by `swarm init`");
         }
+        if spec.encrypted {
+            // Never in clear as a fallback: a network no node can carry
+            // is refused, with what the nodes' kernels lack.
+            let st = m.state();
+            let mut why: Vec<String> = st
+                .nodes
+                .values()
+                .filter_map(|n| n.ipsec.why_not().map(|w| format!("{}: {w}", n.hostname)))
+                .collect();
+            if why.len() == st.nodes.len() {
+                why.sort();
+                crate::fail!(
+                    Invalid,
+                    "no node of the swarm can carry an encrypted network ({})",
+                    why.join("; ")
+                );
+            }
+        }
         match m
             .write(Command::NetworkCreate {
                 id: new_id(),

@@ -59,6 +59,7 @@ impl Agent {
                     flows: self.flows.take_answers(),
                     gossip_keys: self.gossip.keys.report(),
                     leaving: false,
+                    ipsec: Some(self.ipsec.support.clone()),
                 })
                 .await
                 .map_err(|e| WireError::new(WireError::kind_of(e.as_ref()), format!("{e:#}")))
@@ -118,6 +119,7 @@ impl Agent {
                     flows: self.flows.take_answers(),
                     gossip_keys: self.gossip.keys.report(),
                     leaving: false,
+                    ipsec: Some(self.ipsec.support.clone()),
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
@@ -245,6 +247,7 @@ impl Agent {
             flows: vec![],
             gossip_keys: None,
             leaving: true,
+            ipsec: None,
         };
         if let Some(m) = &s.manager {
             if m.leader_op(bye).await.is_ok() {

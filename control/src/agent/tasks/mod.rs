@@ -429,6 +429,7 @@ impl Agent {
                 vni: n.vni,
                 subnet: n.subnet.to_string(),
                 gateway: Some(n.gateway),
+                encrypted: n.encrypted,
             })
             .await
             .with_context(|| format!("joining network {}", n.name))?;

@@ -12,6 +12,7 @@ pub(crate) fn cluster(nodes: &[&str]) -> ClusterState {
             1,
             Command::NodeAdd {
                 node: NodeRecord {
+                    ipsec: Default::default(),
                     id: format!("id-{n}"),
                     raft_id: None,
                     hostname: n.to_string(),
@@ -261,6 +262,7 @@ fn global_constraints_pending_and_max_per_node() {
         5,
         Command::NodeAdd {
             node: NodeRecord {
+                ipsec: Default::default(),
                 id: "id-n4".into(),
                 raft_id: None,
                 hostname: "n4".into(),

@@ -40,6 +40,7 @@ async fn start(ca: &ClusterCa, id: u64, dir: &Path) -> Manager {
 fn node(id: &str, last: u8) -> Command {
     Command::NodeAdd {
         node: NodeRecord {
+            ipsec: Default::default(),
             id: id.into(),
             raft_id: None,
             hostname: id.into(),
