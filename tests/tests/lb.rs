@@ -334,11 +334,21 @@ except socket.timeout:
     // balancer may send to different servers.
     let c = clients[2].clone();
     let name = lab.name.clone();
+    // By its VIP, resolved first: a name looked up while the node's daemon
+    // (its DNS) restarts would fail before the flow even starts (iperf3
+    // takes seconds to start under emulation).
+    let perf_vip = py(
+        &lab,
+        &c,
+        "import socket; print(socket.gethostbyname('perf'))",
+    )
+    .trim()
+    .to_string();
     let iperf = std::thread::spawn(move || {
         let bin = shoal_bin().to_string_lossy().into_owned();
         shoal(&[
             "lab", "exec", "--name", &name, &c.node, "--", &bin, "exec", &c.id, "--", "iperf3",
-            "-c", "perf", "-t", "6", "-J",
+            "-c", &perf_vip, "-t", "6", "-J",
         ])
     });
     std::thread::sleep(std::time::Duration::from_secs(2));

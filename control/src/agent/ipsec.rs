@@ -85,6 +85,14 @@ pub fn desired(me: Ipv4Addr, peers: &BTreeSet<Ipv4Addr>, keys: &SwarmKeys) -> Ve
 
 type SaId = (Ipv4Addr, Ipv4Addr, u32);
 
+/// Runs `ip` (a child process) off the runtime's threads: under load it
+/// takes long enough to stall DNS answers and sessions sharing them.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("IPsec helper thread")
+}
+
 /// What is programmed, as the kernel last listed it.
 #[derive(Default)]
 pub struct Programmed {
@@ -95,6 +103,17 @@ pub struct Programmed {
     /// The ring key ids the SAs were made from (for `debug ipsec`).
     ring: Vec<u32>,
     sending: Option<u32>,
+    /// Per peer, what its SAs counted before they were replaced (a
+    /// rotation makes new ones): the views and metrics keep counting.
+    retired: BTreeMap<Ipv4Addr, Counted>,
+}
+
+/// Packets out, in, and refused.
+#[derive(Clone, Copy, Default)]
+struct Counted {
+    out: u64,
+    inb: u64,
+    errors: u64,
 }
 
 /// IPsec on this node.
@@ -155,14 +174,15 @@ impl super::Agent {
             return Ok(());
         };
         if !p.up {
-            ipsec::ensure_interface(&self.info.underlay_dev)?;
+            let dev = self.info.underlay_dev.clone();
+            blocking(move || ipsec::ensure_interface(&dev)).await?;
             let ifindex = self.nl.require_index(ipsec::IFNAME).await?;
             let mut inner = self.inner.lock().await;
             let mut cfg = inner.maps.config()?;
             cfg.xfrm_ifindex = ifindex;
             inner.maps.set_config(cfg)?;
             drop(inner);
-            self.relist(&mut p)?;
+            self.relist(&mut p).await?;
             p.up = true;
             info!(ifindex, "IPsec interface up");
         }
@@ -196,11 +216,31 @@ impl super::Agent {
         if lines.is_empty() && gone.is_empty() {
             return Ok(());
         }
+        // What the SAs about to go counted stays counted.
+        if !gone.is_empty() {
+            let going: BTreeSet<SaId> = p.sas.difference(&want_ids).copied().collect();
+            for s in blocking(ipsec::states).await.unwrap_or_default() {
+                if going.contains(&(s.src, s.dst, s.spi)) {
+                    let peer = if s.src == me { s.dst } else { s.src };
+                    let c = p.retired.entry(peer).or_default();
+                    match s.outbound {
+                        true => c.out += s.packets,
+                        false => c.inb += s.packets,
+                    }
+                    c.errors += s.errors;
+                }
+            }
+        }
         // Forced: one line failing (a peer's SPI taken) must not keep the
         // others out; what the kernel holds is listed again after.
-        ipsec::batch(None, &lines, true)?;
-        ipsec::batch(None, &gone, true)?;
-        self.relist(&mut p)?;
+        let removed = gone.len();
+        blocking(move || {
+            ipsec::batch(None, &lines, true)?;
+            ipsec::batch(None, &gone, true)
+        })
+        .await?;
+        self.relist(&mut p).await?;
+        p.retired.retain(|peer, _| want_pol.contains(peer));
         p.ring = keys.keys.iter().map(|k| k.id).collect();
         p.sending = keys.send;
         let missing = want_ids.difference(&p.sas).count();
@@ -211,7 +251,7 @@ impl super::Agent {
             peers = want_pol.len(),
             sas = p.sas.len(),
             added = add.len(),
-            removed = gone.len(),
+            removed,
             ring = ?p.ring,
             sending = ?p.sending,
             "IPsec SAs programmed"
@@ -219,14 +259,15 @@ impl super::Agent {
         Ok(())
     }
 
-    fn relist(&self, p: &mut Programmed) -> Result<()> {
-        p.sas = ipsec::states()
+    async fn relist(&self, p: &mut Programmed) -> Result<()> {
+        let (sas, policies) = blocking(|| (ipsec::states(), ipsec::policies())).await;
+        p.sas = sas
             .context("listing IPsec SAs")?
             .into_iter()
             .map(|s| (s.src, s.dst, s.spi))
             .collect();
         let me = self.info.vtep;
-        p.policies = ipsec::policies()
+        p.policies = policies
             .context("listing IPsec policies")?
             .into_iter()
             .filter(|(src, _)| *src == me)
@@ -255,7 +296,7 @@ impl super::Agent {
             let _ = inner.maps.set_config(cfg);
         }
         drop(inner);
-        if let Err(e) = ipsec::batch(None, &lines, true) {
+        if let Err(e) = blocking(move || ipsec::batch(None, &lines, true)).await {
             warn!("IPsec teardown: {e}");
         }
         *p = Programmed::default();
@@ -267,7 +308,7 @@ impl super::Agent {
         let p = self.ipsec.state.lock().await;
         let encrypted_vnis = self.inner.lock().await.maps.encrypted_vnis();
         let states = if p.up {
-            ipsec::states().unwrap_or_default()
+            blocking(ipsec::states).await.unwrap_or_default()
         } else {
             vec![]
         };
@@ -275,6 +316,13 @@ impl super::Agent {
         let mut peers: BTreeMap<Ipv4Addr, IpsecPeerView> = BTreeMap::new();
         for peer in &p.policies {
             peers.insert(*peer, IpsecPeerView::new(*peer));
+        }
+        for (peer, c) in &p.retired {
+            if let Some(v) = peers.get_mut(peer) {
+                v.out_packets += c.out;
+                v.in_packets += c.inb;
+                v.errors += c.errors;
+            }
         }
         for s in states {
             let peer = if s.src == me { s.dst } else { s.src };

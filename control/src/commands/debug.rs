@@ -191,6 +191,10 @@ struct MapsView {
     underlay_ifindex: u32,
     vxlan_port: u16,
     vnis: Vec<u32>,
+    /// Those of `vnis` that are encrypted (IPsec between nodes).
+    encrypted_vnis: Vec<u32>,
+    /// The IPsec interface encrypted networks leave by (0: none).
+    xfrm_ifindex: u32,
     endpoints: Vec<EndpointRow>,
     counters: Counters,
     programs: Vec<Attachment>,
@@ -253,6 +257,8 @@ pub fn run(a: DebugArgs) -> Result<()> {
                 underlay_ifindex: cfg.underlay_ifindex,
                 vxlan_port: u16::from_be(cfg.vxlan_port),
                 vnis: maps.vnis(),
+                encrypted_vnis: maps.encrypted_vnis(),
+                xfrm_ifindex: cfg.xfrm_ifindex,
                 endpoints: endpoint_rows(&t, &maps)?,
                 counters: maps.counters(),
                 programs: overlay::attachments(&t.pins),
@@ -264,7 +270,10 @@ pub fn run(a: DebugArgs) -> Result<()> {
                         "VTEP {}  port {}  underlay ifindex {}",
                         view.vtep, view.vxlan_port, view.underlay_ifindex
                     );
-                    println!("VNIs {:?}\n", view.vnis);
+                    println!(
+                        "VNIs {:?}  encrypted {:?}  IPsec ifindex {}\n",
+                        view.vnis, view.encrypted_vnis, view.xfrm_ifindex
+                    );
                     print_endpoints(&view.endpoints);
                     println!();
                     print_counters(&view.counters);

@@ -47,10 +47,11 @@ pub(super) fn network(t: &Target, cmd: &NetworkCmd, format: Format) -> Result<()
                                     n.vni.to_string(),
                                     n.subnet.to_string(),
                                     n.gateway.to_string(),
+                                    if n.encrypted { "ipsec" } else { "-" }.to_string(),
                                 ]
                             })
                             .collect();
-                        print_table(&["NAME", "VNI", "SUBNET", "GATEWAY"], &rows);
+                        print_table(&["NAME", "VNI", "SUBNET", "GATEWAY", "ENCRYPTED"], &rows);
                         Ok(())
                     }
                 }

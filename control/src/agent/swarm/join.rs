@@ -173,7 +173,7 @@ impl Agent {
         };
         self.install(&mut swarm, membership, Some(manager), &identity)?;
         // The first manager seals with the key it just made, at once.
-        self.adopt_gossip_keys(vec![first_key], Some(1));
+        let _ = self.adopt_gossip_keys(vec![first_key], Some(1));
         info!(%node_id, %control_addr, "swarm initialised");
         Ok(SwarmInitReply {
             node_id,

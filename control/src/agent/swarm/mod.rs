@@ -177,14 +177,22 @@ impl Agent {
 impl Agent {
     /// Seals gossip with the swarm's keys from now on (kept on disk, so a
     /// restart gossips at once, before its first session).
-    pub(super) fn adopt_gossip_keys(&self, keys: Vec<crate::wire::GossipKey>, send: Option<u32>) {
-        if let Some(saved) = self.gossip.keys.set_swarm(keys, send) {
+    /// Whether the keys changed.
+    pub(super) fn adopt_gossip_keys(
+        &self,
+        keys: Vec<crate::wire::GossipKey>,
+        send: Option<u32>,
+    ) -> bool {
+        let saved = self.gossip.keys.set_swarm(keys, send);
+        let changed = saved.is_some();
+        if let Some(saved) = saved {
             let ids: Vec<u32> = saved.keys.iter().map(|k| k.id).collect();
             info!(ring = ?ids, sealing = ?saved.send, "gossip keys from the managers");
             if let Err(e) = saved.save(&self.data_dir) {
                 tracing::warn!("cannot keep the gossip keys on disk: {e}");
             }
         }
+        changed
     }
 }
 

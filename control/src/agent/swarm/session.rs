@@ -135,6 +135,28 @@ impl Agent {
 
     /// Acts on what the leader says this node is.
     async fn follow_session(self: &Arc<Self>, s: SessionReply) -> Result<()> {
+        let keys_changed = {
+            let g = self.swarm.lock().await;
+            g.as_ref()
+                .is_some_and(|sw| s.node.id == sw.membership.node_id)
+                && self.adopt_gossip_keys(s.gossip_keys.clone(), s.gossip_send)
+        };
+        if keys_changed {
+            // The inbound SAs of a new key are in before the next
+            // heartbeat tells the leader this node has it (then peers
+            // may send with it). Not under the swarm lock: the API waits
+            // on it.
+            let vteps = self
+                .gossip
+                .peers()
+                .await
+                .iter()
+                .map(|p| p.gossip_ip)
+                .collect();
+            if let Err(e) = self.sync_ipsec(vteps).await {
+                tracing::warn!("IPsec: {e:#}");
+            }
+        }
         let mut g = self.swarm.lock().await;
         let Some(sw) = g.as_mut() else { return Ok(()) };
         if s.node.id != sw.membership.node_id {
@@ -143,7 +165,6 @@ impl Agent {
         self.reconcile_tasks(s.assignments.clone());
         self.answer_log_asks(&s.log_asks);
         self.flows.answer_asks(&sw.membership.node_id, &s.flow_asks);
-        self.adopt_gossip_keys(s.gossip_keys.clone(), s.gossip_send);
         self.set_data_path_port(s.data_path_port).await?;
         self.set_mesh(s.mesh.clone()).await?;
         let mut managers = s.managers.clone();

@@ -432,3 +432,85 @@ fn every_node_has_an_ingress_address_until_it_leaves() {
     st.apply(12, Command::NodeRemove { id: "id-c".into() });
     assert!(st.lb_addr("ing", "id-c").is_none());
 }
+
+/// Tasks of an encrypted network go only to nodes that can encrypt; while
+/// none can they are pending with the reason, and a node saying it can
+/// takes them (never a node that would send in clear).
+#[test]
+fn encrypted_networks_tasks_go_only_to_nodes_that_can_encrypt() {
+    use crate::wire::Ipsec;
+    let mut st = cluster(&["n1", "n2", "n3"]);
+    st.apply(
+        3,
+        Command::NetworkCreate {
+            id: "sec".into(),
+            spec: NetworkSpec {
+                name: "secnet".into(),
+                encrypted: true,
+                ..Default::default()
+            },
+            now: 0,
+        },
+    );
+    let missing = Ipsec::Missing("esp4 (IPsec ESP)".into());
+    for (i, n) in ["n1", "n2", "n3"].iter().enumerate() {
+        st.apply(
+            4 + i as u64,
+            Command::NodeSetIpsec {
+                id: format!("id-{n}"),
+                ipsec: missing.clone(),
+            },
+        );
+    }
+    let mut s = spec("web", Mode::Replicated { replicas: 2 });
+    s.networks[0].target = "secnet".into();
+    st.apply(
+        10,
+        Command::ServiceCreate {
+            id: "w".into(),
+            spec: s,
+            now: 0,
+        },
+    );
+    settle(&mut st, 0);
+    let tasks = live(&st, "web");
+    assert_eq!(tasks.len(), 2);
+    for t in &tasks {
+        assert_eq!(t.state, TaskState::Pending);
+        let err = t.err.as_deref().unwrap();
+        assert!(
+            err.contains("no ready node can encrypt: n1: its kernel lacks esp4 (IPsec ESP)"),
+            "{err}"
+        );
+    }
+    // n2 can now: both tasks go there, none to n1 or n3.
+    st.apply(
+        11,
+        Command::NodeSetIpsec {
+            id: "id-n2".into(),
+            ipsec: Ipsec::Ready,
+        },
+    );
+    settle(&mut st, 1);
+    let on: BTreeSet<_> = live(&st, "web")
+        .iter()
+        .map(|t| t.node_id.clone().unwrap())
+        .collect();
+    assert_eq!(on, ["id-n2".to_string()].into());
+    // A plain network's service goes anywhere, as before.
+    st.apply(
+        12,
+        Command::ServiceCreate {
+            id: "p".into(),
+            spec: spec("plain", Mode::Replicated { replicas: 3 }),
+            now: 0,
+        },
+    );
+    settle(&mut st, 2);
+    assert_eq!(live(&st, "plain").len(), 3);
+    let nodes: BTreeSet<_> = live(&st, "plain")
+        .iter()
+        .map(|t| t.node_id.clone().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 3);
+}

@@ -1,0 +1,373 @@
+//! Encrypted overlay networks against a Docker-style encrypted overlay
+//! made of kernel parts, inside Debian's kernel under qemu (this machine's
+//! has no ESP): single-stream TCP throughput (iperf3) and TCP
+//! request/response latency (sockperf ping-pong) between a task on n1 and a
+//! task on n2 of one 2-node lab, over
+//!
+//!   (a) a plain Shoal network,
+//!   (b) an encrypted Shoal network (`network create --opt encrypted`),
+//!   (c) the reference: two hosts on the same underlay bridge, each with a
+//!       kernel vxlan device in a bridge and ESP in transport mode on UDP
+//!       4789 (`rfc4106(gcm(aes))`, xfrm states and policies), as Docker's
+//!       encrypted overlay builds it, its containers at the same MTU,
+//!
+//! rounds alternating between paths. Emulated CPUs: only ratios count.
+//! Target: (b) >= 1.0x (c) in throughput. Every round is printed and kept
+//! in the JSON, beside the medians.
+
+use std::path::Path;
+use std::process::Command;
+
+mod common;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use common::{iperf, latency_us, on, run, sh, stats, task_netns, tasks_of, LabGuard};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[command(flatten)]
+    lab: common::LabArgs,
+    /// Measure here (inside the VM) instead of booting it.
+    #[arg(long, hide = true)]
+    inside: bool,
+}
+
+const LAB: &str = "benc";
+/// The MTU of every measured path's endpoints: Shoal's for an encrypted
+/// network on a 1500-byte underlay (1500 - 50 VXLAN - 60 ESP).
+const MTU: u32 = 1390;
+
+/// A task's address on the network named `net`.
+fn addr_on(t: &Value, net: &str) -> Option<String> {
+    t["NetworksAttachments"]
+        .as_array()?
+        .iter()
+        .find(|a| a["Network"]["Spec"]["Name"] == net)?["Addresses"][0]
+        .as_str()?
+        .split('/')
+        .next()
+        .map(str::to_string)
+}
+
+/// The reference on the lab's underlay bridge: hosts `benc-d1`/`-d2`
+/// (198.18.0.101/.102), containers `benc-d1c`/`-d2c` (10.9.0.2/.3).
+fn reference() -> Result<()> {
+    let (ul, br) = (format!("{LAB}-ul"), format!("{LAB}-br"));
+    let mut raw = [0u8; 72];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    }
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let (k12, k21) = (hex(&raw[..36]), hex(&raw[36..]));
+    for (i, host) in ["d1", "d2"].iter().enumerate() {
+        let h = format!("{LAB}-{host}");
+        let c = format!("{LAB}-{host}c");
+        let ip = format!("198.18.0.{}", 101 + i);
+        let cip = format!("10.9.0.{}", 2 + i);
+        let mac = format!("02:42:0a:09:00:0{}", 2 + i);
+        sh(&format!(
+            "set -e
+             ip netns add {h}; ip netns add {c}
+             ip -n {h} link set lo up; ip -n {c} link set lo up
+             ip -n {ul} link add {LAB}-{host}p type veth peer name eth0 netns {h}
+             ip -n {ul} link set {LAB}-{host}p master {br} up
+             ip -n {h} link set eth0 up; ip -n {h} addr add {ip}/24 dev eth0
+             ip -n {h} link add br0 type bridge; ip -n {h} link set br0 up
+             ip -n {h} link add vxlan0 type vxlan id 5001 dstport 4789 local {ip} dev eth0 nolearning
+             ip -n {h} link set vxlan0 mtu {MTU} master br0 up
+             ip -n {h} link add veth0 mtu {MTU} type veth peer name eth0 netns {c}
+             ip -n {h} link set veth0 master br0 up
+             ip -n {c} link set eth0 mtu {MTU} address {mac} up; ip -n {c} addr add {cip}/24 dev eth0"
+        ))?;
+    }
+    // Static FDB and neighbour entries, as libnetwork programs them; ESP
+    // in transport mode on the VXLAN port, one SA per direction.
+    let a = "198.18.0.101";
+    let b = "198.18.0.102";
+    for (h, me, peer, peer_mac, peer_ip) in [
+        ("d1", a, b, "02:42:0a:09:00:03", "10.9.0.3"),
+        ("d2", b, a, "02:42:0a:09:00:02", "10.9.0.2"),
+    ] {
+        let sa = |src: &str, dst: &str, spi: u32, key: &str| {
+            format!(
+                "xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid 1 mode transport aead rfc4106(gcm(aes)) 0x{key} 128"
+            )
+        };
+        let pol = |src: &str, dst: &str, dir: &str| {
+            format!(
+                "xfrm policy add src {src}/32 dst {dst}/32 proto udp dport 4789 dir {dir} tmpl src {src} dst {dst} proto esp reqid 1 mode transport"
+            )
+        };
+        let batch = [
+            sa(a, b, 0x101, &k12),
+            sa(b, a, 0x102, &k21),
+            pol(me, peer, "out"),
+            pol(peer, me, "in"),
+        ]
+        .join("\n");
+        let mut c = Command::new("ip");
+        c.args(["-n", &format!("{LAB}-{h}"), "-batch", "-"]);
+        run_with_stdin(&mut c, &batch).with_context(|| format!("reference IPsec on {h}"))?;
+        sh(&format!(
+            "bridge -n {LAB}-{h} fdb append {peer_mac} dev vxlan0 dst {peer}
+             ip -n {LAB}-{h}c neigh add {peer_ip} lladdr {peer_mac} dev eth0 nud permanent"
+        ))?;
+    }
+    Ok(())
+}
+
+fn run_with_stdin(c: &mut Command, input: &str) -> Result<()> {
+    use std::io::Write;
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let o = child.wait_with_output()?;
+    anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Ok(())
+}
+
+/// The three paths: (key, label, client namespace, server address).
+fn setup(shoal: &Path) -> Result<Vec<(&'static str, &'static str, String, String)>> {
+    run(Command::new(shoal).args(["lab", "up", "--name", LAB, "--nodes", "2"]))?;
+    on(shoal, LAB, "n1", &["network", "create", "plainnet"])?;
+    on(
+        shoal,
+        LAB,
+        "n1",
+        &["network", "create", "--opt", "encrypted", "secnet"],
+    )?;
+    let svc = |name: &str, node: &str, cmd: &[&str]| -> Result<String> {
+        let mut a = vec!["service", "create", "--name", name];
+        a.extend(["--network", "plainnet", "--network", "secnet"]);
+        let c = format!("node.hostname=={node}");
+        a.extend(["--constraint", &c, "--"]);
+        a.extend_from_slice(cmd);
+        on(shoal, LAB, "n1", &a)
+    };
+    svc(
+        "srv",
+        "n2",
+        &[
+            "sh",
+            "-c",
+            "iperf3 -s -p 5201 & exec sockperf sr --tcp -i 0.0.0.0 -p 11111 >/dev/null",
+        ],
+    )?;
+    svc("cli", "n1", &["sleep", "100000"])?;
+    let srv = tasks_of(shoal, LAB, "srv")?;
+    let cli = tasks_of(shoal, LAB, "cli")?;
+    let (srv, cli) = (
+        srv.first().context("no server task")?,
+        cli.first().context("no client task")?,
+    );
+    let ns = task_netns(LAB, "n1", cli);
+    reference()?;
+    let paths = vec![
+        (
+            "plain",
+            "(a) Shoal, plain network",
+            ns.clone(),
+            addr_on(srv, "plainnet").context("server address on plainnet")?,
+        ),
+        (
+            "encrypted",
+            "(b) Shoal, encrypted network",
+            ns,
+            addr_on(srv, "secnet").context("server address on secnet")?,
+        ),
+        (
+            "reference",
+            "(c) kernel vxlan + ESP transport (Docker-style)",
+            format!("{LAB}-d1c"),
+            "10.9.0.3".to_string(),
+        ),
+    ];
+    // The reference's server: iperf3 and sockperf in its container.
+    sh(&format!(
+        "ip netns exec {LAB}-d2c iperf3 -s -p 5201 -D; (ip netns exec {LAB}-d2c sockperf sr --tcp -i 10.9.0.3 -p 11111 >/dev/null 2>&1 &)"
+    ))?;
+    for (_, label, ns, ip) in &paths {
+        let mut ok = false;
+        for _ in 0..60 {
+            if sh(&format!("ip netns exec {ns} ping -c 1 -W 2 {ip}")).is_ok() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        anyhow::ensure!(ok, "{label} does not work");
+    }
+    Ok(paths)
+}
+
+fn inside(a: &Args) -> Result<Value> {
+    let shoal = common::shoal_path(a.lab.shoal.clone());
+    let _lab = LabGuard::fresh(&shoal, LAB);
+    let paths = setup(&shoal)?;
+    let mut tput = vec![vec![]; paths.len()];
+    let mut lat = vec![vec![]; paths.len()];
+    for r in 0..a.lab.rounds {
+        for (i, (_, label, ns, ip)) in paths.iter().enumerate() {
+            tput[i].push(iperf(ns, ip, 5201)?);
+            lat[i].push(latency_us(ns, ip, 11111)?);
+            eprintln!(
+                "round {}: {label}: {:.3} Gbit/s, {:.1} us",
+                r + 1,
+                tput[i][r as usize],
+                lat[i][r as usize]
+            );
+        }
+    }
+    let med = |v: &Vec<f64>| {
+        let mut s = v.clone();
+        s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        s[s.len() / 2]
+    };
+    let results: Vec<Value> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, (key, label, _, _))| {
+            json!({
+                "path": key,
+                "label": label,
+                "gbps_1": med(&tput[i]),
+                "rr_us": med(&lat[i]),
+                "gbps_1_rounds": tput[i],
+                "rr_us_rounds": lat[i],
+                "gbps_1_stats": stats(tput[i].clone()),
+                "rr_us_stats": stats(lat[i].clone()),
+            })
+        })
+        .collect();
+    let (p, e, r) = (0, 1, 2);
+    Ok(json!({
+        "benchmark": "encrypted_vm",
+        "kernel": sh("uname -r")?.trim(),
+        "cpu": "qemu TCG (emulated): only ratios count",
+        "rounds": a.lab.rounds,
+        "mtu": MTU,
+        "results": results,
+        "encrypted_vs_reference": {
+            "throughput": med(&tput[e]) / med(&tput[r]),
+            "latency": med(&lat[e]) / med(&lat[r]),
+        },
+        "encrypted_vs_plain": {
+            "throughput": med(&tput[e]) / med(&tput[p]),
+            "latency": med(&lat[e]) / med(&lat[p]),
+        },
+        "note": "throughput ratios: higher is better; latency ratios: lower is better",
+    }))
+}
+
+/// Boots the VM and runs this benchmark in it; its report.
+fn in_vm(a: &Args) -> Result<Value> {
+    let shoal = common::shoal_path(a.lab.shoal.clone());
+    let vm = shoal_tests::vm::Vm::available().map_err(anyhow::Error::msg)?;
+    let exe = std::env::current_exe()?;
+    let script = format!(
+        "{} --inside --shoal {} --rounds {} --json /tmp/enc.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/enc.json)",
+        exe.display(),
+        shoal.display(),
+        a.lab.rounds
+    );
+    let r = vm
+        .run(
+            &script,
+            &[exe.clone(), shoal],
+            std::time::Duration::from_secs(1800),
+        )
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "{}",
+        r.console
+            .lines()
+            .filter(|l| l.starts_with("round "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let line = r
+        .console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SHOAL-BENCH-JSON="))
+        .with_context(|| format!("no report from the VM:\n{}", r.console))?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn print_table(r: &Value) {
+    println!(
+        "encrypted overlay, kernel {} ({}), {} rounds, MTU {}",
+        r["kernel"].as_str().unwrap_or("?"),
+        r["cpu"].as_str().unwrap_or("?"),
+        r["rounds"],
+        r["mtu"]
+    );
+    println!(
+        "{:<50} {:>10} {:>10}  rounds (Gbit/s | us)",
+        "path", "Gbit/s", "RR us"
+    );
+    for row in r["results"].as_array().into_iter().flatten() {
+        let list = |k: &str| {
+            row[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| format!("{:.3}", v.as_f64().unwrap_or(0.0)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        println!(
+            "{:<50} {:>10.3} {:>10.1}  {} | {}",
+            row["label"].as_str().unwrap_or("?"),
+            row["gbps_1"].as_f64().unwrap_or(0.0),
+            row["rr_us"].as_f64().unwrap_or(0.0),
+            list("gbps_1_rounds"),
+            list("rr_us_rounds")
+        );
+    }
+    for k in ["encrypted_vs_reference", "encrypted_vs_plain"] {
+        println!(
+            "{k}: throughput {:.2}x, latency {:.2}x",
+            r[k]["throughput"].as_f64().unwrap_or(0.0),
+            r[k]["latency"].as_f64().unwrap_or(0.0)
+        );
+    }
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    if let Some(done) = a.lab.internal_role() {
+        return done;
+    }
+    let report = if a.inside { inside(&a)? } else { in_vm(&a)? };
+    if a.inside {
+        // The host prints the table; here the JSON file is the output.
+        if let Some(p) = &a.lab.json {
+            std::fs::write(p, serde_json::to_string(&report)?)?;
+        }
+        return Ok(());
+    }
+    print_table(&report);
+    let chart = common::rows_chart(
+        "Encrypted overlay in Debian's kernel (emulated CPU): Shoal against a Docker-style kernel ESP overlay",
+        &report["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        "label",
+        &[
+            ("TCP, 1 stream, Gbit/s", "gbps_1"),
+            ("TCP request/response, us (lower is better)", "rr_us"),
+        ],
+    );
+    common::emit(&report, a.lab.json.as_deref(), &chart)
+}

@@ -1,0 +1,331 @@
+//! Encrypted overlay networks (`network create --opt encrypted`).
+//!
+//! This machine's kernel has no ESP, GCM or xfrm interfaces: here an
+//! encrypted network is refused with what the kernels lack, and nothing is
+//! ever sent in clear instead. The rest runs inside Debian's kernel (qemu)
+//! on a 3-node lab: a marker sent over the encrypted network never appears
+//! on the underlay (ESP does), the same over a plain network does (in
+//! VXLAN); services by name, their VIP and a published port work on the
+//! encrypted network; an iperf3 run across key rotations completes; and
+//! `debug ipsec` shows the peers' SAs counting packets without errors.
+
+use std::time::Duration;
+
+use shoal_tests::services::{running, Task};
+use shoal_tests::vm::Vm;
+use shoal_tests::{ok, pcap, refused, shoal, shoal_bin, wait, Lab};
+
+/// Where no kernel can encrypt: refused in one line that names the
+/// missing module; a plain network still works; `debug ipsec` says why.
+#[test]
+fn encrypted_networks_are_refused_where_no_kernel_can() {
+    let lab = Lab::up(2, 0, "tc");
+    refused(
+        &lab,
+        "n1",
+        &["network", "create", "--opt", "encrypted", "secnet"],
+        "no node of the swarm can carry an encrypted network (n1: its kernel lacks xfrm_interface",
+    );
+    let o = lab.shoal_on("n1", &["network", "create", "--opt", "encrypted", "secnet"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+    refused(
+        &lab,
+        "n1",
+        &["network", "create", "--opt", "bogus", "x"],
+        "--opt bogus: unknown option",
+    );
+    ok(lab.shoal_on("n1", &["network", "create", "plainnet"]));
+    let v = lab.debug_json("n2", &["ipsec"]);
+    assert_eq!(v["support"]["state"], "missing", "{v}");
+    assert!(v["interface"].is_null(), "{v}");
+    let text = ok(shoal(&[
+        "debug", "--lab", &lab.name, "--node", "n1", "ipsec",
+    ]));
+    assert!(
+        text.starts_with("IPsec: unavailable: its kernel lacks xfrm_interface"),
+        "{text}"
+    );
+}
+
+/// The encrypted suite inside Debian's kernel: this same test binary,
+/// run there with `SHOAL_VM_SUITE=ipsec` (then it is the suite itself).
+#[test]
+fn encrypted_overlay_in_a_debian_kernel_vm() {
+    if std::env::var("SHOAL_VM_SUITE").as_deref() == Ok("ipsec") {
+        return suite();
+    }
+    let vm = Vm::for_test();
+    let exe = std::env::current_exe().unwrap();
+    let t0 = std::time::Instant::now();
+    let run = vm
+        .run_tests(
+            &exe,
+            &shoal_bin(),
+            &[("SHOAL_VM_SUITE", "ipsec")],
+            &[
+                "--exact",
+                "encrypted_overlay_in_a_debian_kernel_vm",
+                "--nocapture",
+            ],
+            Duration::from_secs(1500),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tail: Vec<&str> = run.console.lines().rev().take(80).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));
+    if let Some(t) = run.kernel_trouble() {
+        eprintln!("the VM's kernel first complained:\n{t}");
+    }
+    assert_eq!(run.exit, Some(0), "the encrypted suite failed in the VM");
+    assert!(run.console.contains("test result: ok. 1 passed"));
+}
+
+/// Runs `script` with python3 inside task `t`: stdout, or stderr as Err.
+fn py(lab: &Lab, t: &Task, script: &str) -> Result<String, String> {
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let o = shoal(&[
+        "lab", "exec", "--name", &lab.name, &t.node, "--", &bin, "exec", &t.id, "--", "python3",
+        "-c", script,
+    ]);
+    match o.status.success() {
+        true => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+        false => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
+    }
+}
+
+/// One HTTP GET of `path` from task `t` to `host` (a service name).
+fn get(lab: &Lab, t: &Task, host: &str, path: &str) -> Result<String, String> {
+    py(
+        lab,
+        t,
+        &format!(
+            r#"
+import socket
+s = socket.create_connection(("{host}", 80), timeout=10)
+s.sendall(b"GET {path} HTTP/1.0\r\n\r\n")
+d = b""
+while True:
+    b = s.recv(4096)
+    if not b:
+        break
+    d += b
+print(d.decode())
+"#
+        ),
+    )
+}
+
+/// Frames of a capture that are IPv4 with protocol `proto`.
+fn ip_proto(frames: &[Vec<u8>], proto: u8) -> usize {
+    frames
+        .iter()
+        .filter(|f| f.len() > 34 && f[12..14] == [0x08, 0x00] && f[23] == proto)
+        .count()
+}
+
+fn suite() {
+    // Keys rotate every 4 s: the whole suite runs across rotations.
+    let lab = Lab::up_with(3, 0, "tc", &["--daemon-arg=--gossip-key-rotation=4s"]);
+    let info = lab.info();
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on("n1", &["network", "create", "--opt", "encrypted", "secnet"]));
+    ok(lab.shoal_on("n1", &["network", "create", "plainnet"]));
+    let inspect = ok(lab.shoal_on("n1", &["network", "inspect", "secnet"]));
+    assert!(inspect.contains("\"encrypted\": \"\""), "{inspect}");
+
+    let create = |name: &str, net: &str, extra: &[&str], cmd: &[&str]| {
+        let mut a = vec!["service", "create", "--name", name, "--network", net];
+        a.extend_from_slice(extra);
+        a.push("--");
+        a.extend_from_slice(cmd);
+        ok(lab.shoal_on("n1", &a));
+    };
+    let whoami = [bin.as_str(), "whoami", "--port", "80"];
+    let not_n1 = ["--replicas", "2", "--constraint", "node.hostname!=n1"];
+    let mut published = not_n1.to_vec();
+    published.extend(["-p", "8080:80"]);
+    create("sweb", "secnet", &published, &whoami);
+    create("pweb", "plainnet", &not_n1, &whoami);
+    create(
+        "perf",
+        "secnet",
+        &["--constraint", "node.hostname==n2"],
+        &["iperf3", "-s"],
+    );
+    let mut a = vec!["service", "create", "--name", "client"];
+    a.extend(["--network", "secnet", "--network", "plainnet"]);
+    a.extend(["--constraint", "node.hostname==n1", "--", "sleep", "100000"]);
+    ok(lab.shoal_on("n1", &a));
+    for (s, n) in [("sweb", 2), ("pweb", 2), ("perf", 1), ("client", 1)] {
+        wait(&format!("{n} {s} task(s)"), 120, || {
+            running(&lab, "n1", s).len() == n
+        });
+    }
+    let client = running(&lab, "n1", "client").remove(0);
+    // Their names reach n1's DNS by gossip from n2 and n3.
+    for s in ["sweb", "pweb"] {
+        wait(&format!("{s} answering by name on n1"), 60, || {
+            get(&lab, &client, s, "/").is_ok_and(|r| r.contains("Hostname:"))
+        });
+    }
+
+    // SAs with both peers, keys from the ring.
+    wait("n1's SAs with n2 and n3", 60, || {
+        let v = lab.debug_json("n1", &["ipsec"]);
+        v["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|x| !x["out_key"].is_null()))
+    });
+
+    // A marker over each network while the wire is captured.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ul.pcap").to_string_lossy().into_owned();
+    let mut dump = std::process::Command::new("ip")
+        .args(["netns", "exec", &info.underlay_netns, "tcpdump", "-i"])
+        .arg(&info.underlay_bridge)
+        .args(["-n", "-U", "--immediate-mode", "-s", "0", "-w", &file])
+        .args(["not", "port", "7946", "and", "not", "port", "2377"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tcpdump");
+    wait("tcpdump listening", 30, || {
+        std::fs::metadata(&file).is_ok_and(|m| m.len() >= 24)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // By name, through the VIP, on each network; then to each task (on
+    // n2 and n3) by its address (`tasks.NAME`).
+    for i in 0..4 {
+        for (host, marker) in [("sweb", "SECRET"), ("pweb", "PLAIN")] {
+            let r = get(&lab, &client, host, &format!("/{marker}-MARKER-{i}"));
+            assert!(r.as_ref().is_ok_and(|r| r.contains("Hostname:")), "{r:?}");
+        }
+    }
+    let each = py(
+        &lab,
+        &client,
+        r#"
+import socket
+for ip in sorted({a[4][0] for a in socket.getaddrinfo("tasks.sweb", 80, type=socket.SOCK_STREAM)}):
+    s = socket.create_connection((ip, 80), timeout=10)
+    s.sendall(b"GET /SECRET-MARKER-TASK HTTP/1.0\r\n\r\n")
+    d = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        d += b
+    print(ip, b"Hostname:" in d)
+"#,
+    )
+    .unwrap();
+    assert_eq!(each.matches("True").count(), 2, "{each}");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dump.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = dump.wait();
+    let data = std::fs::read(&file).unwrap();
+    let has = |m: &[u8]| data.windows(m.len()).any(|w| w == m);
+    let frames = pcap::frames(&data);
+    let esp = ip_proto(&frames, 50);
+    let vxlan: Vec<_> = frames.iter().filter_map(|f| pcap::vxlan(f)).collect();
+    eprintln!(
+        "underlay: {} frames, {esp} ESP, {} VXLAN",
+        frames.len(),
+        vxlan.len()
+    );
+    assert!(
+        !has(b"SECRET-MARKER"),
+        "the encrypted network's marker crossed in clear"
+    );
+    assert!(
+        has(b"PLAIN-MARKER"),
+        "the plain network's marker is in the capture"
+    );
+    assert!(esp >= 8, "{esp} ESP packets");
+    let vnis = |net: &str| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(lab.shoal_on("n1", &["network", "inspect", net]))).unwrap();
+        v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (sec_vni, plain_vni) = (vnis("secnet"), vnis("plainnet"));
+    assert!(vxlan.iter().any(|v| v.vni as u64 == plain_vni));
+    assert!(
+        vxlan.iter().all(|v| v.vni as u64 != sec_vni),
+        "a VXLAN frame of the encrypted network in clear"
+    );
+
+    // The published port of the encrypted network's service, from outside.
+    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
+        "lab", "ls", "--name", &lab.name, "--format", "json",
+    ])))
+    .unwrap();
+    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    for n in &info.nodes {
+        let url = format!("http://{}:8080/", n.underlay_ip);
+        wait(&format!("{url} from outside"), 60, || {
+            let o = lab.run(&outside, &["curl", "-s", "-m", "5", &url]);
+            String::from_utf8_lossy(&o.stdout).contains("Hostname:")
+        });
+    }
+
+    // iperf3 across rotations (every 4 s): completes, and the send key
+    // moved on meanwhile.
+    // Its name reaches n1's DNS by gossip from n2 first.
+    let mut vip = String::new();
+    wait("perf's name on n1", 60, || {
+        let r = py(
+            &lab,
+            &client,
+            "import socket; print(socket.gethostbyname('perf'))",
+        );
+        vip = r.map(|o| o.trim().to_string()).unwrap_or_default();
+        !vip.is_empty()
+    });
+    let before = lab.debug_json("n1", &["ipsec"])["sending"].as_u64();
+    let o = shoal(&[
+        "lab", "exec", "--name", &lab.name, "n1", "--", &bin, "exec", &client.id, "--", "iperf3",
+        "-c", &vip, "-t", "12", "-J",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    assert!(report["error"].is_null(), "{report}");
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    let after = lab.debug_json("n1", &["ipsec"]);
+    eprintln!(
+        "iperf3 over the encrypted network: {:.0} Mbit/s; send key {before:?} -> {}",
+        bps / 1e6,
+        after["sending"]
+    );
+    assert!(bps > 1e6, "{bps}");
+    assert!(after["sending"].as_u64() > before, "{after}");
+    // Each peer's SAs counted packets both ways, across their
+    // replacements (n2 carried iperf3); none refused any.
+    let peers = after["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{after}");
+    let n2 = &info.nodes[1].underlay_ip;
+    let p2 = peers.iter().find(|p| p["peer"] == n2.as_str()).unwrap();
+    assert!(p2["out_packets"].as_u64() > Some(1000), "{p2}");
+    for p in peers {
+        assert!(p["out_packets"].as_u64() > Some(0), "{p}");
+        assert!(p["in_packets"].as_u64() > Some(0), "{p}");
+        assert_eq!(p["errors"], 0, "{p}");
+    }
+    let text = ok(shoal(&[
+        "debug", "--lab", &lab.name, "--node", "n1", "ipsec",
+    ]));
+    eprintln!("{text}");
+    assert!(
+        text.starts_with("IPsec: ready (rfc4106(gcm(aes)))"),
+        "{text}"
+    );
+}
