@@ -273,8 +273,10 @@ fn in_vm(a: &Args) -> Result<Value> {
     let shoal = common::shoal_path(a.lab.shoal.clone());
     let vm = shoal_tests::vm::Vm::available().map_err(anyhow::Error::msg)?;
     let exe = std::env::current_exe()?;
+    // The reference needs the kernel's vxlan, which Shoal does not.
     let script = format!(
-        "{} --inside --shoal {} --rounds {} --json /tmp/enc.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/enc.json)",
+        "modprobe -d {}/root vxlan && {} --inside --shoal {} --rounds {} --json /tmp/enc.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/enc.json)",
+        shoal_tests::vm::VM_DIR,
         exe.display(),
         shoal.display(),
         a.lab.rounds

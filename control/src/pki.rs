@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Context, Result};
 use rand::Rng;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use sha2::{Digest, Sha256};
 
@@ -92,13 +92,36 @@ impl ClusterCa {
         digest_of_der(&self.cert_der)
     }
 
-    /// A certificate for a node: CN = node id, OU = its role, O = cluster;
-    /// usable as TLS client and server on its control address.
+    /// A certificate and its new key for a node, both made here: only for
+    /// the node that runs this CA (`swarm init`'s own) and tests; every
+    /// other node sends a CSR (`sign`) and keeps its key.
     pub fn issue(&self, node_id: &str, role: Role, addr: Ipv4Addr) -> Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let cert = self.sign_key(&key, node_id, role, addr)?;
+        Ok((cert, key.serialize_pem()))
+    }
+
+    /// Signs a node's CSR (PEM): its signature must verify (it holds the
+    /// key); what it asks for is ignored: CN = node id, OU = the role the
+    /// state gives it, O = cluster, SAN = its address, as `issue`.
+    pub fn sign(&self, csr_pem: &str, node_id: &str, role: Role, addr: Ipv4Addr) -> Result<String> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| anyhow::anyhow!("the certificate request is invalid: {e}"))?;
+        self.sign_key(&csr.public_key, node_id, role, addr)
+    }
+
+    /// A node certificate for `key`: CN = node id, OU = its role, O =
+    /// cluster; usable as TLS client and server on its control address.
+    fn sign_key(
+        &self,
+        key: &impl rcgen::PublicKeyData,
+        node_id: &str,
+        role: Role,
+        addr: Ipv4Addr,
+    ) -> Result<String> {
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
         let ca_params = ca_params(&self.cluster_id)?;
         let issuer = Issuer::from_params(&ca_params, &ca_key);
-        let key = KeyPair::generate()?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_id);
@@ -117,9 +140,19 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = p.signed_by(&key, &issuer)?;
-        Ok((cert.pem(), key.serialize_pem()))
+        let cert = p.signed_by(key, &issuer)?;
+        Ok(cert.pem())
     }
+}
+
+/// A node's new private key and the CSR it sends with it (both PEM): the
+/// key never leaves the node.
+pub fn new_key_and_csr() -> Result<(String, String)> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::new(Vec::<String>::new())?
+        .serialize_request(&key)?
+        .pem()?;
+    Ok((key.serialize_pem(), csr))
 }
 
 pub fn role_ou(role: Role) -> &'static str {
@@ -267,6 +300,69 @@ mod tests {
         assert_ne!(
             digest_of_pem(&cert).unwrap(),
             digest_of_pem(&cert2).unwrap()
+        );
+    }
+
+    /// What a node's certificate says about its key and identity.
+    fn subject_and_key(cert_pem: &str) -> (String, Vec<u8>) {
+        use x509_parser::prelude::*;
+        let der = pem_der(cert_pem).unwrap();
+        let (_, c) = X509Certificate::from_der(&der).unwrap();
+        (
+            c.subject().to_string(),
+            c.public_key().subject_public_key.data.to_vec(),
+        )
+    }
+
+    #[test]
+    fn a_csr_is_signed_for_its_key_with_the_identity_the_manager_gives() {
+        let ca = ClusterCa::generate("c1").unwrap();
+        let (key_pem, csr) = new_key_and_csr().unwrap();
+        let cert = ca
+            .sign(&csr, "node1", Role::Worker, "198.18.0.2".parse().unwrap())
+            .unwrap();
+        let (subject, key) = subject_and_key(&cert);
+        assert!(
+            subject.contains("CN=node1") && subject.contains("OU=swarm-worker"),
+            "{subject}"
+        );
+        let kp = KeyPair::from_pem(&key_pem).unwrap();
+        assert_eq!(
+            key,
+            kp.public_key_raw(),
+            "the certificate is for the node's own key"
+        );
+        // A request asking for another identity gets the manager's anyway.
+        let other = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["evil".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "manager-x");
+        p.distinguished_name
+            .push(DnType::OrganizationalUnitName, "swarm-manager");
+        let asks = p.serialize_request(&other).unwrap().pem().unwrap();
+        let cert = ca
+            .sign(&asks, "node2", Role::Worker, "198.18.0.3".parse().unwrap())
+            .unwrap();
+        let (subject, _) = subject_and_key(&cert);
+        assert!(
+            subject.contains("CN=node2") && subject.contains("OU=swarm-worker"),
+            "{subject}"
+        );
+        // Garbage, and a request whose signature does not verify, are refused.
+        assert!(ca
+            .sign("garbage", "n", Role::Worker, "198.18.0.4".parse().unwrap())
+            .is_err());
+        // One base64 digit of the signature (the last full line) changed.
+        let mut lines: Vec<String> = csr.lines().map(String::from).collect();
+        let at = lines.len() - 3;
+        let c = lines[at].remove(10);
+        lines[at].insert(10, if c == 'A' { 'B' } else { 'A' });
+        let bad_pem = lines.join("\n");
+        let e = ca
+            .sign(&bad_pem, "n", Role::Worker, "198.18.0.4".parse().unwrap())
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("the certificate request is invalid"),
+            "{e}"
         );
     }
 }

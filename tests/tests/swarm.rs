@@ -218,3 +218,106 @@ fn nodes_join_as_manager_or_worker_by_token_and_the_ca_is_pinned() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// The private key of a node's certificate is made on the node and never
+/// leaves it (it sends a CSR): after joins and a promotion no byte of a
+/// joined node's key is anywhere in the manager's data dir (certificates,
+/// the Raft log and snapshots), while the node holds it (0600) and its
+/// certificate certifies it.
+#[test]
+fn a_joined_node_s_private_key_never_leaves_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::up(3, 0, "tc");
+    let dir = |n: &str| std::path::PathBuf::from(format!("/run/shoal/lab/{}/nodes/{n}", lab.name));
+    // The key's base64 body lines (the PEM armour is the same everywhere).
+    let key_lines = |n: &str| -> Vec<String> {
+        let p = dir(n).join("node.key");
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", p.display());
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 32)
+            .map(String::from)
+            .collect()
+    };
+    let nowhere_on_n1 = |lines: &[String]| {
+        assert!(!lines.is_empty());
+        let mut stack = vec![dir("n1")];
+        let mut files = 0;
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(bytes) = std::fs::read(&p) {
+                    files += 1;
+                    for l in lines {
+                        assert!(
+                            !bytes.windows(l.len()).any(|w| w == l.as_bytes()),
+                            "a joined node's key is in {}",
+                            p.display()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(files > 3, "looked at {files} files of n1");
+    };
+    // A join whose certificate request does not verify is refused (the
+    // manager makes no key for anyone): straight to the control port,
+    // the CA pinned.
+    let token = join_token(&lab, "n1", "worker");
+    let ls: serde_json::Value = serde_json::from_str(&ok(shoal_tests::shoal(&[
+        "lab", "ls", "--name", &lab.name, "--format", "json",
+    ])))
+    .unwrap();
+    let outside = ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    let body = serde_json::json!({
+        "token": token, "hostname": "x", "addr": "198.18.0.77", "raft_id": 7,
+        "control_addr": "198.18.0.77:2377", "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+    })
+    .to_string();
+    let ca = dir("n1").join("ca.crt").to_string_lossy().into_owned();
+    let o = lab.run(
+        &outside,
+        &[
+            "curl",
+            "-s",
+            "--cacert",
+            &ca,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body,
+            "https://198.18.0.1:2377/swarm/join",
+        ],
+    );
+    let reply = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        reply.contains("the certificate request is invalid"),
+        "{reply}"
+    );
+    assert!(!ok(lab.shoal_on("n1", &["node", "ls"])).contains(" x "));
+    let (k2, k3) = (key_lines("n2"), key_lines("n3"));
+    nowhere_on_n1(&k2);
+    nowhere_on_n1(&k3);
+    // A promotion gives n2 a manager certificate for a new key of its own.
+    ok(lab.shoal_on("n1", &["node", "promote", "n2"]));
+    shoal_tests::wait("n2's manager certificate", 30, || {
+        std::fs::read_to_string(dir("n2").join("node.crt")).is_ok_and(|c| {
+            let der: Vec<u8> = {
+                use rustls_pki_types::pem::PemObject;
+                rustls_pki_types::CertificateDer::from_pem_slice(c.as_bytes())
+                    .map(|d| d.to_vec())
+                    .unwrap_or_default()
+            };
+            der.windows(13).any(|w| w == b"swarm-manager")
+        })
+    });
+    let k2b = key_lines("n2");
+    assert_ne!(k2, k2b, "a new key for the new certificate");
+    nowhere_on_n1(&k2b);
+    // n2 works as a manager with it (its Raft log now has the state).
+    ok(lab.shoal_on("n2", &["node", "ls"]));
+}

@@ -98,6 +98,8 @@ pub struct JoinRequest {
     /// The Raft id this node will run if the token makes it a manager.
     pub raft_id: u64,
     pub control_addr: SocketAddr,
+    /// The node's certificate request: its key stays on the node.
+    pub csr_pem: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,7 +107,6 @@ pub struct JoinReply {
     pub node_id: String,
     pub role: Role,
     pub cert_pem: String,
-    pub key_pem: String,
     /// Control addresses of the managers.
     pub managers: Vec<String>,
 }
@@ -113,7 +114,12 @@ pub struct JoinReply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CertReply {
     pub cert_pem: String,
-    pub key_pem: String,
+}
+
+/// `/swarm/cert`: a new certificate for the calling node's new key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CertRequest {
+    pub csr_pem: String,
 }
 /// A node's heartbeat body: how its tasks are doing.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

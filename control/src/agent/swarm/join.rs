@@ -46,12 +46,23 @@ fn cluster_ca(st: &ClusterState) -> Result<ClusterCa> {
     ClusterCa::from_pem(&c.cluster_id, &c.ca_cert_pem, &c.ca_key_pem)
 }
 
-/// A certificate for `node` with the role the state gives it.
-pub fn issue_for(st: &ClusterState, node: &NodeRecord) -> Result<Identity> {
+/// A certificate for `node`'s key (its CSR) with the role the state gives it.
+pub fn sign_for(st: &ClusterState, node: &NodeRecord, csr_pem: &str) -> Result<String> {
     let ca = cluster_ca(st)?;
-    let (cert_pem, key_pem) = ca.issue(&node.id, node.role, node.addr)?;
+    ca.sign(csr_pem, &node.id, node.role, node.addr)
+}
+
+/// This node's new identity: a key made here, certified through `sign`
+/// (a manager's, from the node's CSR).
+pub async fn renew_identity<F, Fut>(ca_pem: String, sign: F) -> Result<Identity>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String>>,
+{
+    let (key_pem, csr_pem) = crate::pki::new_key_and_csr()?;
+    let cert_pem = sign(csr_pem).await?;
     Ok(Identity {
-        ca_pem: ca.cert_pem.clone(),
+        ca_pem,
         cert_pem,
         key_pem,
     })
@@ -231,14 +242,13 @@ impl Agent {
             ipsec: Default::default(),
             version: 0,
         };
-        let identity = issue_for(&st, &node)?;
+        let cert_pem = sign_for(&st, &node, &req.csr_pem)?;
         expect_ok(m.write(Command::NodeAdd { node: node.clone() }).await?)?;
         info!(node_id = %node.id, hostname = %req.hostname, ?role, "node admitted");
         Ok(JoinReply {
             node_id: node.id,
             role,
-            cert_pem: identity.cert_pem,
-            key_pem: identity.key_pem,
+            cert_pem,
             managers: manager_addrs(&m),
         })
     }
@@ -279,12 +289,15 @@ impl Agent {
         }
         let control_addr = SocketAddr::new(self.info.vtep.into(), self.control_port);
         let raft_id = new_raft_id();
+        // The key is made here and stays here; the manager signs its CSR.
+        let (key_pem, csr_pem) = crate::pki::new_key_and_csr()?;
         let req = JoinRequest {
             token: token.to_string(),
             hostname: self.info.node.clone(),
             addr: self.info.vtep,
             raft_id,
             control_addr,
+            csr_pem,
         };
         let reply: JoinReply = call(&pinned, remote, "/swarm/join", &req, ttl)
             .await
@@ -298,7 +311,7 @@ impl Agent {
         let identity = Identity {
             ca_pem: ca,
             cert_pem: reply.cert_pem.clone(),
-            key_pem: reply.key_pem.clone(),
+            key_pem,
         };
         identity.save(&self.data_dir)?;
         let manager = if reply.role == Role::Manager {

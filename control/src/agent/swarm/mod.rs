@@ -267,23 +267,26 @@ async fn session_handler(
 
 /// A fresh certificate for the calling node, with the role the replicated
 /// state gives it now (after promotion or demotion).
-async fn cert_handler(State(a): State<Arc<Agent>>, Extension(peer): Extension<PeerId>) -> Response {
+async fn cert_handler(
+    State(a): State<Arc<Agent>>,
+    Extension(peer): Extension<PeerId>,
+    req: Option<Json<crate::wire::CertRequest>>,
+) -> Response {
     let res = async {
+        let Some(Json(req)) = req else {
+            crate::fail!(Invalid, "a certificate request (CSR) is required");
+        };
         let (m, _) = a.manager().await?;
         let st = m.state();
         let node = st
             .nodes
             .get(&peer.node_id)
             .ok_or_else(|| WireError::gone(format!("node {} {REMOVED}", peer.node_id)))?;
-        join::issue_for(&st, node)
+        join::sign_for(&st, node, &req.csr_pem)
     }
     .await;
     match res {
-        Ok(id) => Json(crate::wire::CertReply {
-            cert_pem: id.cert_pem,
-            key_pem: id.key_pem,
-        })
-        .into_response(),
+        Ok(cert_pem) => Json(crate::wire::CertReply { cert_pem }).into_response(),
         Err(e) => refusal(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -12,16 +12,16 @@ use anyhow::{anyhow, bail, Context, Result};
 use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, info, warn};
 
-use super::join::issue_for;
+use super::join::{renew_identity, sign_for};
 use super::Membership;
 use crate::agent::Agent;
 use crate::control_port::client::call;
 use crate::control_port::tls::Identity;
 use crate::raft::liveness::HEARTBEAT;
 use crate::raft::manager::to_leader;
-use crate::wire::CertReply;
 use crate::wire::Role;
 use crate::wire::SessionRequest;
+use crate::wire::{CertReply, CertRequest};
 use crate::wire::{ErrorKind, WireError};
 use crate::wire::{LeaderOp, SessionReply};
 
@@ -180,21 +180,21 @@ impl Agent {
         match s.node.role {
             Role::Manager => {
                 let raft_id = s.node.raft_id.context("promoted without a Raft id")?;
-                let c: CertReply = call(
-                    &sw.tls,
-                    &s.leader,
-                    "/swarm/cert",
-                    &(),
-                    Duration::from_secs(5),
-                )
-                .await
-                .map_err(|f| anyhow!("new certificate: {}", f.msg))?;
                 let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
-                let identity = Identity {
-                    ca_pem,
-                    cert_pem: c.cert_pem,
-                    key_pem: c.key_pem,
-                };
+                let (tls, leader) = (sw.tls.clone(), s.leader.clone());
+                let identity = renew_identity(ca_pem, |csr_pem| async move {
+                    let c: CertReply = call(
+                        &tls,
+                        &leader,
+                        "/swarm/cert",
+                        &CertRequest { csr_pem },
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .map_err(|f| anyhow!("new certificate: {}", f.msg))?;
+                    Ok(c.cert_pem)
+                })
+                .await?;
                 let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
                 let m = self
                     .start_manager(raft_id, &ms.node_id, ms.control_addr, &identity)
@@ -226,7 +226,13 @@ impl Agent {
                 let Some(m) = sw.manager.take() else {
                     bail!("demoted, but no manager runs here");
                 };
-                let identity = issue_for(&m.state(), &s.node)?;
+                // Signed here while this node still holds the CA (the
+                // key is made here either way).
+                let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
+                let st = m.state();
+                let identity =
+                    renew_identity(ca_pem, |csr| async move { sign_for(&st, &s.node, &csr) })
+                        .await?;
                 let _ = m.shutdown().await;
                 let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
                 identity.save(&self.data_dir)?;
