@@ -506,3 +506,44 @@ pub fn with_ebpf_time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Resul
     std::fs::write(KNOB, old.trim())?;
     measured
 }
+
+/// Runs this benchmark binary inside the Debian-kernel VM as `ARGS --json
+/// /tmp/report.json` (after `before`, a shell command) and returns the
+/// report it wrote; prints the console lines `progress` picks (its
+/// rounds). Both binaries are shared with the guest wherever they are.
+pub fn report_from_vm(
+    shoal: &std::path::Path,
+    before: &str,
+    args: &str,
+    progress: impl Fn(&str) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let vm = shoal_tests::vm::Vm::available().map_err(anyhow::Error::msg)?;
+    let exe = std::env::current_exe()?;
+    let script = format!(
+        "{before}{} --shoal {} {args} --json /tmp/report.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/report.json)",
+        exe.display(),
+        shoal.display(),
+    );
+    let r = vm
+        .run(
+            &script,
+            &[exe.clone(), shoal.to_path_buf()],
+            std::time::Duration::from_secs(1800),
+        )
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "{}",
+        r.console
+            .lines()
+            .filter(|l| progress(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let line = r
+        .console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SHOAL-BENCH-JSON="))
+        .with_context(|| format!("no report from the VM:\n{}", r.console))?;
+    Ok(serde_json::from_str(line)?)
+}

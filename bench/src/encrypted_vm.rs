@@ -11,6 +11,10 @@
 //!       4789 (`rfc4106(gcm(aes))`, xfrm states and policies), as Docker's
 //!       encrypted overlay builds it, its containers at the same MTU,
 //!
+//!   (d) the same reference with GRO off on its vxlan devices: the
+//!       experiment that bounds (b) against (c) (Shoal's decrypted VXLAN
+//!       reaches no UDP tunnel socket, so nothing aggregates its inner TCP),
+//!
 //! rounds alternating between paths. Emulated CPUs: only ratios count.
 //! Target: (b) >= 1.0x (c) in throughput. Every round is printed and kept
 //! in the JSON, beside the medians.
@@ -190,6 +194,15 @@ fn setup(shoal: &Path) -> Result<Vec<(&'static str, &'static str, String, String
             format!("{LAB}-d1c"),
             "10.9.0.3".to_string(),
         ),
+        // The experiment that bounds (b) against (c): the same reference
+        // with GRO off on its vxlan devices, as Shoal's decrypted VXLAN
+        // gets none (no UDP tunnel socket aggregates it).
+        (
+            "reference_no_gro",
+            "(d) = (c) without GRO on its vxlan devices",
+            format!("{LAB}-d1c"),
+            "10.9.0.3".to_string(),
+        ),
     ];
     // The reference's server: iperf3 and sockperf in its container.
     sh(&format!(
@@ -216,9 +229,20 @@ fn inside(a: &Args) -> Result<Value> {
     let mut tput = vec![vec![]; paths.len()];
     let mut lat = vec![vec![]; paths.len()];
     for r in 0..a.lab.rounds {
-        for (i, (_, label, ns, ip)) in paths.iter().enumerate() {
+        for (i, (key, label, ns, ip)) in paths.iter().enumerate() {
+            let gro = |on: &str| {
+                sh(&format!(
+                    "for h in d1 d2; do ip netns exec {LAB}-$h ethtool -K vxlan0 gro {on}; done"
+                ))
+            };
+            if *key == "reference_no_gro" {
+                gro("off")?;
+            }
             tput[i].push(iperf(ns, ip, 5201)?);
             lat[i].push(latency_us(ns, ip, 11111)?);
+            if *key == "reference_no_gro" {
+                gro("on")?;
+            }
             eprintln!(
                 "round {}: {label}: {:.3} Gbit/s, {:.1} us",
                 r + 1,
@@ -260,6 +284,10 @@ fn inside(a: &Args) -> Result<Value> {
             "throughput": med(&tput[e]) / med(&tput[r]),
             "latency": med(&lat[e]) / med(&lat[r]),
         },
+        "encrypted_vs_reference_without_gro": {
+            "throughput": med(&tput[e]) / med(&tput[3]),
+            "latency": med(&lat[e]) / med(&lat[3]),
+        },
         "encrypted_vs_plain": {
             "throughput": med(&tput[e]) / med(&tput[p]),
             "latency": med(&lat[e]) / med(&lat[p]),
@@ -271,37 +299,13 @@ fn inside(a: &Args) -> Result<Value> {
 /// Boots the VM and runs this benchmark in it; its report.
 fn in_vm(a: &Args) -> Result<Value> {
     let shoal = common::shoal_path(a.lab.shoal.clone());
-    let vm = shoal_tests::vm::Vm::available().map_err(anyhow::Error::msg)?;
-    let exe = std::env::current_exe()?;
     // The reference needs the kernel's vxlan, which Shoal does not.
-    let script = format!(
-        "modprobe -d {}/root vxlan && {} --inside --shoal {} --rounds {} --json /tmp/enc.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/enc.json)",
-        shoal_tests::vm::VM_DIR,
-        exe.display(),
-        shoal.display(),
-        a.lab.rounds
-    );
-    let r = vm
-        .run(
-            &script,
-            &[exe.clone(), shoal],
-            std::time::Duration::from_secs(1800),
-        )
-        .map_err(anyhow::Error::msg)?;
-    eprintln!(
-        "{}",
-        r.console
-            .lines()
-            .filter(|l| l.starts_with("round "))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let line = r
-        .console
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("SHOAL-BENCH-JSON="))
-        .with_context(|| format!("no report from the VM:\n{}", r.console))?;
-    Ok(serde_json::from_str(line)?)
+    common::report_from_vm(
+        &shoal,
+        &format!("modprobe -d {}/root vxlan && ", shoal_tests::vm::VM_DIR),
+        &format!("--inside --rounds {}", a.lab.rounds),
+        |l| l.starts_with("round "),
+    )
 }
 
 fn print_table(r: &Value) {
@@ -335,7 +339,11 @@ fn print_table(r: &Value) {
             list("rr_us_rounds")
         );
     }
-    for k in ["encrypted_vs_reference", "encrypted_vs_plain"] {
+    for k in [
+        "encrypted_vs_reference",
+        "encrypted_vs_reference_without_gro",
+        "encrypted_vs_plain",
+    ] {
         println!(
             "{k}: throughput {:.2}x, latency {:.2}x",
             r[k]["throughput"].as_f64().unwrap_or(0.0),

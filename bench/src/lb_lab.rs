@@ -126,36 +126,12 @@ fn measure(shoal: &Path, lb: &str, rounds: u32, conn_clients: usize) -> Result<V
 
 /// `--vm`: this benchmark inside the VM, both balancers; its report.
 fn in_vm(a: &Args, shoal: &Path) -> Result<Value> {
-    let vm = shoal_tests::vm::Vm::available().map_err(anyhow::Error::msg)?;
-    let exe = std::env::current_exe()?;
-    let script = format!(
-        "{} --shoal {} --rounds {} --balancers ebpf,ipvs --json /tmp/lb.json >&2 && echo SHOAL-BENCH-JSON=$(tr -d '\\n' < /tmp/lb.json)",
-        exe.display(),
-        shoal.display(),
-        a.lab.rounds
-    );
-    // Both binaries are shared with the guest wherever the target dir is.
-    let r = vm
-        .run(
-            &script,
-            &[exe.clone(), shoal.to_path_buf()],
-            std::time::Duration::from_secs(1800),
-        )
-        .map_err(anyhow::Error::msg)?;
-    let line = r
-        .console
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("SHOAL-BENCH-JSON="))
-        .with_context(|| format!("no report from the VM:\n{}", r.console))?;
-    eprintln!(
-        "{}",
-        r.console
-            .lines()
-            .filter(|l| l.contains(" round "))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    Ok(serde_json::from_str(line)?)
+    common::report_from_vm(
+        shoal,
+        "",
+        &format!("--rounds {} --balancers ebpf,ipvs", a.lab.rounds),
+        |l| l.contains(" round "),
+    )
 }
 
 fn main() -> Result<()> {

@@ -273,6 +273,30 @@ impl Vm {
         self.run(&script, &needs, timeout)
     }
 
+    /// `run_tests`, and what a test prints of it: the console's last 80
+    /// lines and the guest kernel's first complaint, if any. Panics with
+    /// the one line when the guest cannot reach a binary.
+    pub fn run_suite(
+        &self,
+        exe: &Path,
+        shoal: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+        timeout: Duration,
+    ) -> VmRun {
+        let t0 = std::time::Instant::now();
+        let run = self
+            .run_tests(exe, shoal, env, args, timeout)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tail: Vec<&str> = run.console.lines().rev().take(80).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        eprintln!("VM ({:?}):\n{}", t0.elapsed(), tail.join("\n"));
+        if let Some(t) = run.kernel_trouble() {
+            eprintln!("the VM's kernel first complained:\n{t}");
+        }
+        run
+    }
+
     /// Runs `script` (sh) in the VM as root, with the lab's modules loaded,
     /// killed after `timeout`; `needs` are the host's files and directories
     /// it uses (shared with the guest where it has its own /tmp or /run).
