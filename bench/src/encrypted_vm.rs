@@ -36,6 +36,26 @@ struct Args {
     /// Measure here (inside the VM) instead of booting it.
     #[arg(long, hide = true)]
     inside: bool,
+    /// Also profile the whole guest (perf, 999 Hz) during one more
+    /// single-stream run of (b) and of (c): the top symbols of each.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// The guest's top kernel symbols while `ns` sends to `ip` (iperf3, 3 s).
+fn profile(key: &str, ns: &str, ip: &str) -> Result<Vec<String>> {
+    let data = format!("/tmp/perf-{key}.data");
+    let mut rec = Command::new("perf")
+        .args(["record", "-a", "-F", "999", "-o", &data, "--", "sleep", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    iperf(ns, ip, 5201)?;
+    rec.wait()?;
+    let out = sh(&format!(
+        "perf report -i {data} --stdio --no-children --sort sym --percent-limit 1.5 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25"
+    ))?;
+    Ok(out.lines().map(|l| format!("PROFILE {key}: {l}")).collect())
 }
 
 const LAB: &str = "benc";
@@ -251,6 +271,18 @@ fn inside(a: &Args) -> Result<Value> {
             );
         }
     }
+    let mut profiles = vec![];
+    if a.profile {
+        for (key, _, ns, ip) in paths
+            .iter()
+            .filter(|p| p.0 == "encrypted" || p.0 == "reference")
+        {
+            for l in profile(key, ns, ip)? {
+                eprintln!("{l}");
+                profiles.push(l);
+            }
+        }
+    }
     let med = |v: &Vec<f64>| {
         let mut s = v.clone();
         s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
@@ -293,6 +325,7 @@ fn inside(a: &Args) -> Result<Value> {
             "latency": med(&lat[e]) / med(&lat[p]),
         },
         "note": "throughput ratios: higher is better; latency ratios: lower is better",
+        "profile": profiles,
     }))
 }
 
@@ -303,8 +336,12 @@ fn in_vm(a: &Args) -> Result<Value> {
     common::report_from_vm(
         &shoal,
         &format!("modprobe -d {}/root vxlan && ", shoal_tests::vm::VM_DIR),
-        &format!("--inside --rounds {}", a.lab.rounds),
-        |l| l.starts_with("round "),
+        &format!(
+            "--inside --rounds {}{}",
+            a.lab.rounds,
+            if a.profile { " --profile" } else { "" }
+        ),
+        |l| l.starts_with("round ") || l.starts_with("PROFILE "),
     )
 }
 
