@@ -199,6 +199,17 @@ pub fn rows_chart(
     c
 }
 
+/// `rows_chart` of a report's `results` rows, each named by its `label`.
+pub fn results_chart(
+    title: &str,
+    report: &serde_json::Value,
+    measures: &[(&str, &str)],
+) -> chart::Chart {
+    let rows: Vec<&serde_json::Value> =
+        report["results"].as_array().into_iter().flatten().collect();
+    rows_chart(title, &rows, "label", measures)
+}
+
 /// One bar per `(label, key)` row of `report`: the `stats` object's
 /// median (or p50).
 pub fn median_bars(report: &serde_json::Value, rows: &[(&str, &str)]) -> Vec<(String, f64)> {

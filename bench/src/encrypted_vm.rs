@@ -403,14 +403,9 @@ fn main() -> Result<()> {
         return Ok(());
     }
     print_table(&report);
-    let chart = common::rows_chart(
+    let chart = common::results_chart(
         "Encrypted overlay in Debian's kernel (emulated CPU): Shoal against a Docker-style kernel ESP overlay",
-        &report["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>(),
-        "label",
+        &report,
         &[
             ("TCP, 1 stream, Gbit/s", "gbps_1"),
             ("TCP request/response, us (lower is better)", "rr_us"),

@@ -121,14 +121,9 @@ fn main() -> Result<()> {
         "note": "throughput ratios: higher is better; latency ratios: lower is better",
         "results": rows,
     });
-    let chart = common::rows_chart(
+    let chart = common::results_chart(
         "Overlay: Shoal's eBPF VXLAN against the underlay and a kernel overlay",
-        &report["results"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>(),
-        "label",
+        &report,
         &[
             ("TCP, 1 stream, Gbit/s", "gbps_1"),
             ("TCP, 4 streams, Gbit/s", "gbps_4"),
