@@ -42,7 +42,9 @@ struct Args {
     profile: bool,
 }
 
-/// The guest's top kernel symbols while `ns` sends to `ip` (iperf3, 3 s).
+/// The guest's top (command, symbol) pairs while `ns` sends to `ip`
+/// (iperf3, 3 s): the sender's work runs as iperf3, the receiver's mostly
+/// in softirq context (ksoftirqd, swapper).
 fn profile(key: &str, ns: &str, ip: &str) -> Result<Vec<String>> {
     let data = format!("/tmp/perf-{key}.data");
     let mut rec = Command::new("perf")
@@ -53,7 +55,7 @@ fn profile(key: &str, ns: &str, ip: &str) -> Result<Vec<String>> {
     iperf(ns, ip, 5201)?;
     rec.wait()?;
     let out = sh(&format!(
-        "perf report -i {data} --stdio --no-children --sort sym --percent-limit 1.5 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25"
+        "perf report -i {data} --stdio --no-children --sort comm,sym --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30"
     ))?;
     Ok(out.lines().map(|l| format!("PROFILE {key}: {l}")).collect())
 }
