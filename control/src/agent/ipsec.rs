@@ -85,8 +85,8 @@ pub fn desired(me: Ipv4Addr, peers: &BTreeSet<Ipv4Addr>, keys: &SwarmKeys) -> Ve
 
 type SaId = (Ipv4Addr, Ipv4Addr, u32);
 
-/// Runs `ip` (a child process) off the runtime's threads: under load it
-/// takes long enough to stall DNS answers and sessions sharing them.
+/// Runs `ip` (a child process, slow under load) off the runtime's two
+/// worker threads, which DNS answers and sessions share.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await
