@@ -52,7 +52,8 @@ pub fn sa_key(secret: &[u8; 32], key_id: u32, src: Ipv4Addr, dst: Ipv4Addr) -> [
     out
 }
 
-/// Every SA and outbound policy this node should have with `peers`.
+/// Every SA this node should have with `peers` (one outbound policy per
+/// peer goes with them, `sync_ipsec`).
 pub fn desired(me: Ipv4Addr, peers: &BTreeSet<Ipv4Addr>, keys: &SwarmKeys) -> Vec<Sa> {
     let send = keys
         .keys
