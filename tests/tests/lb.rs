@@ -23,9 +23,21 @@ fn lb_mode() -> String {
     std::env::var("SHOAL_TEST_LB").unwrap_or_else(|_| "ebpf".into())
 }
 
-fn lab() -> Lab {
+/// One test of this file at a time: the VM test's emulated guest, starved
+/// by the other tests' labs on 2 cores, can stall long enough for its
+/// daemons to convict each other dead (the suspected cause of a request a
+/// CI run lost; the nodes' logs now say when peers come and go).
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A 3-node lab with this run's balancer, and this file's turn.
+fn lab() -> (std::sync::MutexGuard<'static, ()>, Lab) {
+    let turn = alone();
     let arg = format!("--daemon-arg=--lb={}", lb_mode());
-    Lab::up_with(3, 0, "tc", &[&arg])
+    (turn, Lab::up_with(3, 0, "tc", &[&arg]))
 }
 
 /// `shoal debug lb` of a node, as JSON.
@@ -94,7 +106,7 @@ for i in range({n}):
 
 #[test]
 fn vip_connections_spread_keep_their_backend_and_the_client_address() {
-    let lab = lab();
+    let (_alone, lab) = lab();
     let ipvs = lb_mode() == "ipvs";
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let bin = shoal_bin().to_string_lossy().into_owned();
@@ -409,7 +421,7 @@ except socket.timeout:
 /// SIGTERM).
 #[test]
 fn a_start_first_update_behind_the_vip_loses_no_request() {
-    let lab = lab();
+    let (_alone, lab) = lab();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let bin = shoal_bin().to_string_lossy().into_owned();
     ok(lab.shoal_on(
@@ -531,20 +543,26 @@ print(ok, fail)
     let mut it = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
     let (good, bad) = (it.next().unwrap(), it.next().unwrap());
     eprintln!("during the update: {good} requests answered, {bad} failed\n{why}");
+    // Drains end in "; SIGTERM" lines; peers coming and going are logged.
+    let lines = |node: &str, what: &[&str]| -> Vec<String> {
+        let log = lab.node_log(node);
+        let hits = log.lines().filter(|l| what.iter().any(|w| l.contains(w)));
+        hits.map(str::to_string).collect()
+    };
+    let drains = |node: &str| lines(node, &["; SIGTERM"]);
+    if bad > 0 {
+        let seen = ["n1", "n2", "n3"]
+            .map(|n| format!("{n}:\n{}", lines(n, &["; SIGTERM", "peer "]).join("\n")));
+        panic!(
+            "{text}: failed requests (seconds into the update): {why}\n{}",
+            seen.join("\n")
+        );
+    }
     assert!(good > 100, "{text}");
-    assert_eq!(
-        bad, 0,
-        "{text}: failed requests (seconds into the update): {why}"
-    );
     // Each old task got its SIGTERM once both other nodes had said, in
     // gossip, that their balancers let the task go (none timed out).
     // (The last old task may still be draining when the update reports
-    // convergence: the new tasks run.) Drains end in "; SIGTERM" lines.
-    let drains = |node: &str| -> Vec<String> {
-        let log = lab.node_log(node);
-        let ends = log.lines().filter(|l| l.contains("; SIGTERM"));
-        ends.map(str::to_string).collect()
-    };
+    // convergence: the new tasks run.)
     wait("one drain per replaced task", 30, || {
         drains("n2").len() + drains("n3").len() == 3
     });
@@ -567,7 +585,7 @@ print(ok, fail)
 /// waits on a dead backend.
 #[test]
 fn long_lived_flows_keep_their_backend_through_scaling() {
-    let lab = lab();
+    let (_alone, lab) = lab();
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     let bin = shoal_bin().to_string_lossy().into_owned();
     for (name, args) in [
@@ -706,6 +724,7 @@ fn the_same_suite_with_ipvs_in_a_debian_kernel_vm() {
     if std::env::var("SHOAL_TEST_LB").is_ok() {
         return; // already inside the VM (or asked for one balancer)
     }
+    let _alone = alone();
     let vm = Vm::for_test();
     let exe = std::env::current_exe().unwrap();
     // Both binaries are shared with the guest wherever the target dir is

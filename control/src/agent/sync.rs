@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::lb::Balancer;
 use super::store::State;
@@ -212,7 +212,23 @@ fn task_records<'a>(
 /// adoption grace of a restarted agent ends on a timer).
 pub async fn sync_loop(agent: Arc<Agent>) {
     let mut watcher = agent.gossip.watcher().await;
+    let mut live = std::collections::BTreeSet::new();
     loop {
+        // Who the failure detector counts live, logged as it changes: an
+        // operator's first question when names or backends vanish.
+        let now: std::collections::BTreeSet<String> = watcher
+            .borrow()
+            .keys()
+            .map(|id| id.node_id.to_string())
+            .filter(|n| *n != agent.info.node)
+            .collect();
+        for gone in live.difference(&now) {
+            warn!(peer = %gone, "peer no longer live (convicted by the failure detector, or left)");
+        }
+        for back in now.difference(&live) {
+            info!(peer = %back, "peer live");
+        }
+        live = now;
         if let Err(e) = agent.resync().await {
             warn!("reprogramming remote endpoints failed: {e:#}");
         }

@@ -51,10 +51,14 @@ pub struct GossipConfig {
     pub keys: Arc<GossipKeys>,
 }
 
+/// How long a peer the failure detector convicted, but whose heartbeat
+/// advanced this recently, is still waited for by a draining task.
+pub const SUSPECT_WINDOW: Duration = Duration::from_secs(15);
+
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
 type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
 
-/// A live peer as a draining task sees it.
+/// A peer as a draining task sees it.
 #[derive(Clone, Debug)]
 pub struct PeerAck {
     pub node: String,
@@ -184,17 +188,36 @@ impl Gossip {
             .await;
     }
 
-    /// Each live peer: what it has applied of this node's endpoint keys,
-    /// and the networks it balances. Polled while a task drains, so it
-    /// reads the states in place instead of copying them as `peers` does.
+    /// Each peer a draining task waits for: what it has applied of this
+    /// node's endpoint keys, and the networks it balances. Polled while a
+    /// task drains, so it reads the states in place instead of copying them
+    /// as `peers` does.
+    ///
+    /// Not only the live peers: liveness is this node's view, and a node
+    /// starved for a moment (or cut off one way) convicts peers that still
+    /// balance to it. Stopping early then sends their new connections to a
+    /// closed port, so a peer heard from within [`SUSPECT_WINDOW`] that has
+    /// not said goodbye is waited for too (the drain's own bound caps the
+    /// wait on one that really died).
     pub async fn acks(&self) -> Vec<PeerAck> {
         let me = self.handle.chitchat_id().node_id.clone();
         let key = format!("{APPLIED_PREFIX}{me}");
+        let heartbeats = self.heartbeats.clone();
         self.handle
             .with_chitchat(|c| {
                 let live = c.live_nodes_watcher();
                 let live = live.borrow();
-                newest_peers(&live, &me)
+                let hb = heartbeats.lock().expect("heartbeat table");
+                let heard = |id: &ChitchatId, st: &NodeState| {
+                    live.contains_key(id)
+                        || (st.get(VTEP_KEY).is_some()
+                            && st.get(LEAVING_KEY).is_none()
+                            && hb
+                                .get(&(id.node_id.to_string(), id.generation_id))
+                                .is_some_and(|(_, at)| at.elapsed() < SUSPECT_WINDOW))
+                };
+                let waited = c.node_states().iter().filter(|(id, st)| heard(id, st));
+                newest_peers(waited, &me)
                     .into_iter()
                     .map(|(node, (_, st))| PeerAck {
                         node,
@@ -218,7 +241,7 @@ impl Gossip {
             .handle
             .with_chitchat(|c| c.live_nodes_watcher().borrow().clone())
             .await;
-        newest_peers(&live, &me.node_id)
+        newest_peers(live.iter(), &me.node_id)
             .into_iter()
             .filter_map(|(node, (id, st))| {
                 let gossip_ip = match id.gossip_advertise_addr.ip() {
@@ -303,7 +326,7 @@ impl Gossip {
 /// The other nodes of `live`, the newest generation of each (a restarted
 /// node's old self may linger a moment), by name.
 fn newest_peers<'a>(
-    live: &'a std::collections::BTreeMap<ChitchatId, NodeState>,
+    live: impl Iterator<Item = (&'a ChitchatId, &'a NodeState)>,
     me: &str,
 ) -> std::collections::BTreeMap<String, (&'a ChitchatId, &'a NodeState)> {
     let mut newest: std::collections::BTreeMap<String, (&ChitchatId, &NodeState)> =
@@ -352,3 +375,7 @@ async fn track_heartbeats(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "liveness_tests.rs"]
+mod liveness_tests;

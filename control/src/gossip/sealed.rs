@@ -287,4 +287,4 @@ fn relay(
 
 #[cfg(test)]
 #[path = "sealed_tests.rs"]
-mod tests;
+pub(super) mod tests;

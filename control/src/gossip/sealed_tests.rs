@@ -19,7 +19,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn node(
+pub(in crate::gossip) async fn node(
     name: &str,
     seed: Option<SocketAddr>,
     keys: GossipKeys,

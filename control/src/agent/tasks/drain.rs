@@ -54,7 +54,8 @@ impl Drain {
         }
     }
 
-    /// Whether the drain is over at `now`, given the live peers and the
+    /// Whether the drain is over at `now`, given the peers waited for
+    /// (`Gossip::acks`: the live ones and those convicted a moment ago) and the
     /// ingress network's VNI (a task on it: every node is a mesh entry).
     pub fn over(&self, now: Instant, peers: &[PeerAck], ingress: Option<u32>) -> Option<Ended> {
         let waited = now.saturating_duration_since(self.since);
@@ -108,7 +109,7 @@ pub(super) fn begin_stop(l: &mut Local) {
 }
 
 /// SIGTERM once the drain is over (and the process exists: a task still
-/// starting gets it when it has started); `peers`: the live peers and what
+/// starting gets it when it has started); `peers`: the peers waited for and what
 /// they have applied of this node's endpoint keys.
 pub(super) fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingress: Option<u32>) {
     let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, peers, ingress)) else {
