@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use rand::Rng;
@@ -95,29 +96,46 @@ impl ClusterCa {
     /// A certificate and its new key for a node, both made here: only for
     /// the node that runs this CA (`swarm init`'s own) and tests; every
     /// other node sends a CSR (`sign`) and keeps its key.
-    pub fn issue(&self, node_id: &str, role: Role, addr: Ipv4Addr) -> Result<(String, String)> {
+    pub fn issue(
+        &self,
+        node_id: &str,
+        role: Role,
+        addr: Ipv4Addr,
+        validity: Duration,
+    ) -> Result<(String, String)> {
         let key = KeyPair::generate()?;
-        let cert = self.sign_key(&key, node_id, role, addr)?;
+        let cert = self.sign_key(&key, node_id, role, addr, validity)?;
         Ok((cert, key.serialize_pem()))
     }
 
     /// Signs a node's CSR (PEM): its signature must verify (it holds the
     /// key); what it asks for is ignored: CN = node id, OU = the role the
-    /// state gives it, O = cluster, SAN = its address, as `issue`.
-    pub fn sign(&self, csr_pem: &str, node_id: &str, role: Role, addr: Ipv4Addr) -> Result<String> {
+    /// state gives it, O = cluster, SAN = its address, as `issue`; valid
+    /// for `validity` from now.
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        node_id: &str,
+        role: Role,
+        addr: Ipv4Addr,
+        validity: Duration,
+    ) -> Result<String> {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| anyhow::anyhow!("the certificate request is invalid: {e}"))?;
-        self.sign_key(&csr.public_key, node_id, role, addr)
+        self.sign_key(&csr.public_key, node_id, role, addr, validity)
     }
 
     /// A node certificate for `key`: CN = node id, OU = its role, O =
-    /// cluster; usable as TLS client and server on its control address.
+    /// cluster; usable as TLS client and server on its control address;
+    /// a random serial; valid from a minute ago (clocks differ a little)
+    /// for `validity`.
     fn sign_key(
         &self,
         key: &impl rcgen::PublicKeyData,
         node_id: &str,
         role: Role,
         addr: Ipv4Addr,
+        validity: Duration,
     ) -> Result<String> {
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
         let ca_params = ca_params(&self.cluster_id)?;
@@ -140,9 +158,27 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::minutes(1);
+        p.not_after = now + validity;
+        let mut serial: [u8; 16] = rand::rng().random();
+        serial[0] &= 0x7f; // a positive INTEGER
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let cert = p.signed_by(key, &issuer)?;
         Ok(cert.pem())
     }
+}
+
+/// When a certificate (PEM) starts and stops being valid.
+pub fn validity_of_pem(cert_pem: &str) -> Result<(SystemTime, SystemTime)> {
+    let der = pem_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
+    };
+    let v = cert.validity();
+    Ok((at(v.not_before), at(v.not_after)))
 }
 
 /// A node's new private key and the CSR it sends with it (both PEM): the
@@ -237,8 +273,10 @@ impl fmt::Display for JoinToken {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub(crate) const DAY: Duration = Duration::from_secs(24 * 3600);
 
     #[test]
     fn base36_pads_and_converts() {
@@ -291,16 +329,32 @@ mod tests {
                 "abcdefghijklmnopqrstuvwxy",
                 Role::Manager,
                 "198.18.0.1".parse().unwrap(),
+                DAY,
             )
             .unwrap();
         assert!(cert.contains("BEGIN CERTIFICATE") && key.contains("PRIVATE KEY"));
         let (cert2, _) = ca
-            .issue("zzz", Role::Worker, "198.18.0.2".parse().unwrap())
+            .issue("zzz", Role::Worker, "198.18.0.2".parse().unwrap(), DAY)
             .unwrap();
         assert_ne!(
             digest_of_pem(&cert).unwrap(),
             digest_of_pem(&cert2).unwrap()
         );
+        // Valid from a minute ago for the lifetime asked for.
+        let (cert3, _) = ca
+            .issue(
+                "zzz",
+                Role::Worker,
+                "198.18.0.2".parse().unwrap(),
+                Duration::from_secs(7200),
+            )
+            .unwrap();
+        let (from, until) = validity_of_pem(&cert3).unwrap();
+        let now = SystemTime::now();
+        let ago = now.duration_since(from).unwrap().as_secs();
+        let left = until.duration_since(now).unwrap().as_secs();
+        assert!((55..=65).contains(&ago), "{ago}");
+        assert!((7190..=7200).contains(&left), "{left}");
     }
 
     /// What a node's certificate says about its key and identity.
@@ -319,7 +373,13 @@ mod tests {
         let ca = ClusterCa::generate("c1").unwrap();
         let (key_pem, csr) = new_key_and_csr().unwrap();
         let cert = ca
-            .sign(&csr, "node1", Role::Worker, "198.18.0.2".parse().unwrap())
+            .sign(
+                &csr,
+                "node1",
+                Role::Worker,
+                "198.18.0.2".parse().unwrap(),
+                DAY,
+            )
             .unwrap();
         let (subject, key) = subject_and_key(&cert);
         assert!(
@@ -340,7 +400,13 @@ mod tests {
             .push(DnType::OrganizationalUnitName, "swarm-manager");
         let asks = p.serialize_request(&other).unwrap().pem().unwrap();
         let cert = ca
-            .sign(&asks, "node2", Role::Worker, "198.18.0.3".parse().unwrap())
+            .sign(
+                &asks,
+                "node2",
+                Role::Worker,
+                "198.18.0.3".parse().unwrap(),
+                DAY,
+            )
             .unwrap();
         let (subject, _) = subject_and_key(&cert);
         assert!(
@@ -349,7 +415,13 @@ mod tests {
         );
         // Garbage, and a request whose signature does not verify, are refused.
         assert!(ca
-            .sign("garbage", "n", Role::Worker, "198.18.0.4".parse().unwrap())
+            .sign(
+                "garbage",
+                "n",
+                Role::Worker,
+                "198.18.0.4".parse().unwrap(),
+                DAY
+            )
             .is_err());
         // One base64 digit of the signature (the last full line) changed.
         let mut lines: Vec<String> = csr.lines().map(String::from).collect();
@@ -358,7 +430,13 @@ mod tests {
         lines[at].insert(10, if c == 'A' { 'B' } else { 'A' });
         let bad_pem = lines.join("\n");
         let e = ca
-            .sign(&bad_pem, "n", Role::Worker, "198.18.0.4".parse().unwrap())
+            .sign(
+                &bad_pem,
+                "n",
+                Role::Worker,
+                "198.18.0.4".parse().unwrap(),
+                DAY,
+            )
             .unwrap_err();
         assert!(
             e.to_string().contains("the certificate request is invalid"),

@@ -87,6 +87,8 @@ pub struct AgentConfig {
     pub insecure_gossip: bool,
     /// The gossip key rotation period a `swarm init` here sets by default.
     pub gossip_key_rotation: Duration,
+    /// The shortest node certificate lifetime this node's API accepts.
+    pub min_cert_expiry: Duration,
 }
 
 /// What the agent holds behind one lock: the dataplane and the local table.
@@ -132,4 +134,6 @@ pub struct Agent {
     pub lb_mode: crate::wire::LbMode,
     /// `swarm init`'s default gossip key rotation period.
     pub gossip_key_rotation: Duration,
+    /// `--min-cert-expiry`: the floor of `--cert-expiry` here.
+    pub min_cert_expiry: Duration,
 }

@@ -57,6 +57,8 @@ pub struct Snapshot {
     /// Refused gossip by reason: datagrams (sealing, chitchat) and entries
     /// (the merge rules).
     pub gossip_refused: Vec<(String, u64)>,
+    /// Refused control-port handshakes by reason (a manager's).
+    pub control_refused: Vec<(String, u64)>,
     pub gossip_traffic: crate::wire::GossipTraffic,
     pub gossip_keys: crate::wire::GossipKeysView,
     /// Per peer node, its IPsec SAs (encrypted networks).
@@ -156,13 +158,14 @@ impl Agent {
             .max()
             .unwrap_or(0) as f64
             / 1e3;
-        if let Some(m) = self
-            .swarm
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|s| s.manager.clone())
-        {
+        let (manager, control_refused) = match self.swarm.lock().await.as_ref() {
+            Some(sw) => (sw.manager.clone(), sw.tls.refusals()),
+            None => (None, Default::default()),
+        };
+        if manager.is_some() {
+            s.control_refused = control_refused.into_iter().collect();
+        }
+        if let Some(m) = manager {
             let r = m.raft_metrics();
             s.raft = Some(RaftSnap {
                 term: r.term,

@@ -115,6 +115,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         flows: flows::FlowLog::new(cfg.flow_log_size),
         lb_mode,
         gossip_key_rotation: cfg.gossip_key_rotation,
+        min_cert_expiry: cfg.min_cert_expiry,
     });
     agent.restore(state).await;
     agent.restore_swarm().await?;

@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use super::respond::{body, err, reply};
 use crate::agent::Agent;
 use crate::wire::{
-    EndpointCreate, NetworkCreate, NodeUpdate, Role, SwarmInit, SwarmJoin, SwarmLeave, WireError,
+    EndpointCreate, NetworkCreate, NodeUpdate, Role, SwarmInit, SwarmJoin, SwarmLeave, SwarmUpdate,
+    WireError,
 };
 
 pub fn bind(path: &Path) -> Result<UnixListener> {
@@ -45,6 +46,8 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
             axum::routing::post(rotate_token),
         )
         .route("/v1/swarm/leave", axum::routing::post(swarm_leave))
+        .route("/v1/swarm", get(swarm_inspect))
+        .route("/v1/swarm/update", axum::routing::post(swarm_update))
         .route("/v1/debug/raft", get(raft_debug))
         .route("/v1/debug/dns", get(dns_debug))
         .route("/v1/debug/lb", get(lb_debug))
@@ -224,6 +227,17 @@ async fn node_demote(State(a): Shared, UrlPath(key): UrlPath<String>) -> Respons
 async fn swarm_leave(State(a): Shared, b: Result<Json<SwarmLeave>, JsonRejection>) -> Response {
     match body(b) {
         Ok(req) => reply(a.swarm_leave(req.force).await),
+        Err(e) => err(e),
+    }
+}
+
+async fn swarm_inspect(State(a): Shared) -> Response {
+    reply(a.swarm_inspect().await)
+}
+
+async fn swarm_update(State(a): Shared, b: Result<Json<SwarmUpdate>, JsonRejection>) -> Response {
+    match body(b) {
+        Ok(req) => reply(a.swarm_update(req).await),
         Err(e) => err(e),
     }
 }

@@ -109,6 +109,10 @@ pub struct DaemonArgs {
     /// this node that does not say (seconds, or a duration such as 12h).
     #[arg(long, default_value = "12h", value_parser = parse_rotation)]
     pub gossip_key_rotation: Duration,
+    /// The shortest `--cert-expiry` this node's API accepts (Docker's 1h);
+    /// lower only for tests that watch certificates renew.
+    #[arg(long, default_value = "1h", value_parser = parse_rotation, hide = true)]
+    pub min_cert_expiry: Duration,
 }
 
 /// Seconds, or a humantime duration (`90s`, `12h`); at least 1 s.
@@ -187,6 +191,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         gossip_key_file: a.gossip_key_file,
         insecure_gossip: a.insecure_gossip,
         gossip_key_rotation: a.gossip_key_rotation,
+        min_cert_expiry: a.min_cert_expiry,
         raft: crate::raft::manager::Options {
             snapshot_every: a.raft_snapshot_interval,
         },

@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the node agent (owns this node's dataplane).
-    Daemon(daemon::DaemonArgs),
+    Daemon(Box<daemon::DaemonArgs>),
     /// Attach network namespaces to overlay networks (the endpoint API).
     Endpoint(endpoint::EndpointArgs),
     /// Swarm membership: init, join, join-token, leave.
@@ -94,7 +94,7 @@ fn man(dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Daemon(a) => daemon::run(a),
+        Cmd::Daemon(a) => daemon::run(*a),
         Cmd::Completions { shell } => completions(shell),
         Cmd::Man { dir } => man(dir),
         Cmd::Endpoint(a) => endpoint::run(a),

@@ -1,4 +1,4 @@
-//! `shoal swarm init|join|join-token|leave`.
+//! `shoal swarm init|join|join-token|leave|update|inspect`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -8,7 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::api::client::Client;
 use crate::api::socket_path;
 use crate::wire::{
-    JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmJoinReply, SwarmLeave,
+    JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmJoinReply, SwarmLeave, SwarmUpdate,
+    SwarmView,
 };
 
 #[derive(Args, Debug)]
@@ -44,7 +45,19 @@ pub enum SwarmCmd {
         /// 12h; default: the daemon's --gossip-key-rotation).
         #[arg(long, value_parser = super::daemon::parse_rotation)]
         gossip_key_rotation: Option<std::time::Duration>,
+        /// How long node certificates are valid (e.g. 2160h; default 90
+        /// days, at least 1h); nodes renew in the last half.
+        #[arg(long, value_parser = super::daemon::parse_rotation)]
+        cert_expiry: Option<std::time::Duration>,
     },
+    /// Change the swarm's settings.
+    Update {
+        /// How long node certificates are valid from now on (e.g. 720h).
+        #[arg(long, value_parser = super::daemon::parse_rotation)]
+        cert_expiry: Option<std::time::Duration>,
+    },
+    /// Show the swarm's settings (JSON).
+    Inspect,
     /// Join the swarm of the manager at ADDR:2377 (the token decides the role).
     Join {
         #[arg(long)]
@@ -71,14 +84,26 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
     let client = Client::new(&socket_path(a.socket.as_deref()));
     super::runtime()?.block_on(async move {
         match a.cmd {
-            SwarmCmd::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port, gossip_key_rotation } => {
+            SwarmCmd::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port, gossip_key_rotation, cert_expiry } => {
                 let gossip_key_rotation_ms = gossip_key_rotation.map(|d| d.as_millis() as u64);
-                let req = SwarmInit { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port, gossip_key_rotation_ms };
+                let cert_expiry_ms = cert_expiry.map(|d| d.as_millis() as u64);
+                let req = SwarmInit { advertise_addr, default_addr_pool, default_addr_pool_mask_length, data_path_port, gossip_key_rotation_ms, cert_expiry_ms };
                 let r: SwarmInitReply = client.post("/v1/swarm/init", &req).await?;
                 println!("Swarm initialized: current node ({}) is now a manager.\n", r.node_id);
                 println!("To add a worker to this swarm, run the following command:\n");
                 println!("    shoal swarm join --token {} {}\n", r.worker_token, r.control_addr);
                 println!("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.");
+                Ok(())
+            }
+            SwarmCmd::Update { cert_expiry } => {
+                let req = SwarmUpdate { cert_expiry_ms: cert_expiry.map(|d| d.as_millis() as u64) };
+                let _: SwarmView = client.post("/v1/swarm/update", &req).await?;
+                println!("Swarm updated.");
+                Ok(())
+            }
+            SwarmCmd::Inspect => {
+                let v: SwarmView = client.get("/v1/swarm").await?;
+                println!("{}", serde_json::to_string_pretty(&[v])?);
                 Ok(())
             }
             SwarmCmd::Join { token, remote } => {

@@ -27,6 +27,9 @@ pub struct Failure {
     pub error: Option<WireError>,
     /// The peer's certificate is not of the CA a join token pins.
     pub pin_mismatch: bool,
+    /// The peer refused our certificate, and why ("expired", "revoked",
+    /// "bad_certificate": the TLS alert it sent).
+    pub cert_refused: Option<&'static str>,
 }
 
 impl std::fmt::Display for Failure {
@@ -43,7 +46,33 @@ fn fail(msg: String, connect: bool) -> Failure {
         connect,
         error: None,
         pin_mismatch: false,
+        cert_refused: None,
     }
+}
+
+/// The alert a peer refused our certificate with, anywhere in `e`'s
+/// sources (TLS 1.3 clients learn it at their first read, after the
+/// handshake looked done).
+fn cert_refused(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use tokio_rustls::rustls::{AlertDescription as A, Error as R};
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let tls = err.downcast_ref::<R>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<R>())
+        });
+        if let Some(R::AlertReceived(a)) = tls {
+            return match a {
+                A::CertificateExpired => Some("expired"),
+                A::CertificateRevoked => Some("revoked"),
+                A::BadCertificate | A::UnknownCA | A::CertificateUnknown => Some("bad_certificate"),
+                _ => None,
+            };
+        }
+        cur = err.source();
+    }
+    None
 }
 
 impl Failure {
@@ -78,12 +107,13 @@ pub async fn request(
             .await
             .map_err(|e| Failure {
                 pin_mismatch: super::tls::is_pin_mismatch(&e),
+                cert_refused: cert_refused(&e),
                 ..fail(format!("TLS with {addr}: {e}"), true)
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| fail(format!("handshake {addr}: {e}"), true))?;
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -91,10 +121,26 @@ pub async fn request(
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| fail(e.to_string(), false))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| fail(format!("{addr}{path}: {e}"), false))?;
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A refused certificate's alert is read by the connection
+                // task (TLS 1.3 clients finish their handshake first).
+                let why = match tokio::time::timeout(Duration::from_secs(1), conn).await {
+                    Ok(Ok(Err(c))) => cert_refused(&c),
+                    _ => None,
+                };
+                let refused = cert_refused(&e).or(why);
+                let msg = match refused {
+                    Some(r) => format!("{addr} refused this node's certificate ({r})"),
+                    None => format!("{addr}{path}: {e:#}"),
+                };
+                return Err(Failure {
+                    cert_refused: refused,
+                    ..fail(msg, false)
+                });
+            }
+        };
         let status = resp.status();
         let body = resp
             .into_body()
@@ -140,6 +186,7 @@ pub async fn call<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
             connect: false,
             error: Some(error),
             pin_mismatch: false,
+            cert_refused: None,
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| fail(format!("{addr}{path}: bad reply: {e}"), false))

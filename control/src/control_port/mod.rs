@@ -16,6 +16,7 @@
 //! A certificate of another CA fails the handshake itself.
 
 pub mod client;
+pub mod live;
 pub mod server;
 pub mod tls;
 

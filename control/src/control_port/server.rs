@@ -1,5 +1,6 @@
 //! The control port's accept loop: a TLS handshake per connection (bounded,
-//! so a silent client cannot hold a task forever), the peer's identity
+//! so a silent client cannot hold a task forever; refusals counted and a
+//! refused certificate logged in one line), the peer's identity
 //! read from its certificate, and the authorisation policy applied to each
 //! request before the router sees it.
 
@@ -13,11 +14,11 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use super::live::{refusal_reason, LiveTls};
 use super::tls::{peer_id, PeerId};
 use super::Refusal;
 
@@ -26,13 +27,7 @@ pub type Authorize = Arc<dyn Fn(Option<&PeerId>, &str) -> Result<(), Refusal> + 
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    app: Router,
-    authorize: Authorize,
-) {
-    let acceptor = TlsAcceptor::from(tls);
+pub async fn serve(listener: TcpListener, tls: Arc<LiveTls>, app: Router, authorize: Authorize) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(c) => c,
@@ -43,15 +38,25 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, app, authorize) = (acceptor.clone(), app.clone(), authorize.clone());
+        // The certificate current now (a renewal applies from here on).
+        let acceptor = TlsAcceptor::from(tls.server());
+        let (tls, app, authorize) = (tls.clone(), app.clone(), authorize.clone());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    debug!(%remote, "control port: TLS handshake refused: {e}");
+                    let reason = refusal_reason(&e);
+                    tls.refused.count(reason);
+                    if reason == "malformed" {
+                        // Not TLS, or broken off: anyone can send that.
+                        debug!(%remote, "control port: TLS handshake failed: {e}");
+                    } else {
+                        warn!(%remote, reason, "control port: refused a certificate: {e}");
+                    }
                     return;
                 }
                 Err(_) => {
+                    tls.refused.count("timeout");
                     debug!(%remote, "control port: TLS handshake timed out");
                     return;
                 }

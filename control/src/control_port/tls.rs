@@ -18,6 +18,7 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{
     self, client::WebPkiServerVerifier, ClientConfig, DigitallySignedStruct, RootCertStore,
@@ -137,13 +138,21 @@ impl Identity {
         Ok((vec![cert, ca], key))
     }
 
-    /// Server side: a client certificate is asked for; one of another CA
-    /// fails the handshake, none at all is let through to the join routes.
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+    /// The cluster CA's client verifier: a certificate of another CA (or
+    /// expired) fails the handshake, none at all is let through to the
+    /// join routes.
+    pub fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
             .allow_unauthenticated()
             .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            .map_err(|e| TlsError::Verifier(e.to_string()))
+    }
+
+    /// Server side, with `verifier` deciding on client certificates.
+    pub fn server_config_with(
+        &self,
+        verifier: Arc<dyn ClientCertVerifier>,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let (chain, key) = self.chain()?;
         Ok(Arc::new(
             ServerConfig::builder_with_provider(provider())
@@ -151,6 +160,12 @@ impl Identity {
                 .with_client_cert_verifier(verifier)
                 .with_single_cert(chain, key)?,
         ))
+    }
+
+    /// Server side with the cluster CA's verifier alone.
+    #[cfg(test)]
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config_with(self.client_verifier()?)
     }
 
     /// Client side: verifies the server against the cluster CA and presents
@@ -274,7 +289,14 @@ mod tests {
     use crate::pki::ClusterCa;
 
     fn identity(ca: &ClusterCa, id: &str, role: Role) -> Identity {
-        let (cert_pem, key_pem) = ca.issue(id, role, "127.0.0.1".parse().unwrap()).unwrap();
+        let (cert_pem, key_pem) = ca
+            .issue(
+                id,
+                role,
+                "127.0.0.1".parse().unwrap(),
+                crate::pki::tests::DAY,
+            )
+            .unwrap();
         Identity {
             ca_pem: ca.cert_pem.clone(),
             cert_pem,

@@ -26,6 +26,7 @@ pub async fn form(lab: &Lab) -> Result<()> {
                 default_addr_pool_mask_length: Some(24),
                 data_path_port: None,
                 gossip_key_rotation_ms: None,
+                cert_expiry_ms: None,
             },
         )
         .await

@@ -231,6 +231,15 @@ impl Collector for Snapshot {
         )?;
         family(
             e,
+            "shoal_control_handshakes_refused",
+            "Control-port (2377) TLS handshakes a manager refused, by reason: expired, revoked (a removed node), unknown_ca, bad_certificate, malformed (not TLS), timeout.",
+            None,
+            self.control_refused
+                .iter()
+                .map(|(r, n)| (labels(&[("reason", r)]), counter(*n))),
+        )?;
+        family(
+            e,
             "shoal_gossip_refused",
             "Gossip refused, by reason: datagrams (no_key, unknown_key, open_failed, replay, malformed, foreign_cluster, malformed_packets) and entries (duplicate_ip, outside_subnet, ...).",
             None,

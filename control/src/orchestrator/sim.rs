@@ -45,6 +45,7 @@ pub fn run(nodes: usize, tasks: u64, max_per_node: u64) -> SimReport {
     for i in 0..nodes {
         let node = NodeRecord {
             ipsec: Default::default(),
+            cert_not_after_ms: None,
             id: format!("node{i:05}"),
             raft_id: None,
             hostname: format!("h{i}"),

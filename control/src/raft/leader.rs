@@ -116,6 +116,7 @@ pub async fn execute(
             gossip_keys,
             leaving,
             ipsec,
+            cert_not_after_ms,
         } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
@@ -138,6 +139,19 @@ pub async fn execute(
                 let cmd = Command::NodeSetIpsec {
                     id: node_id.clone(),
                     ipsec,
+                };
+                if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
+                    tokio::time::timeout(left, raft.client_write(cmd)).await
+                {
+                    return Err(OpError::NotLeader);
+                }
+            }
+            if let Some(not_after_ms) =
+                cert_not_after_ms.filter(|t| Some(*t) != node.cert_not_after_ms)
+            {
+                let cmd = Command::NodeSetCertExpiry {
+                    id: node_id.clone(),
+                    not_after_ms,
                 };
                 if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
                     tokio::time::timeout(left, raft.client_write(cmd)).await
@@ -191,7 +205,7 @@ pub async fn execute(
                     Err(_) => return Err(no_quorum()),
                 }
             }
-            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send)) = {
+            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send), cert_expiry_ms) = {
                 let st = state.read().expect("state lock");
                 let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
                 (
@@ -199,6 +213,7 @@ pub async fn execute(
                     port,
                     st.mesh_config(&node_id),
                     mem.keys.for_session(&st),
+                    st.cluster.as_ref().map(|c| c.cert_expiry_ms),
                 )
             };
             let mem = m.membership_config.membership();
@@ -222,6 +237,7 @@ pub async fn execute(
                     mesh,
                     gossip_keys,
                     gossip_send,
+                    cert_expiry_ms,
                 }),
                 ..Default::default()
             })

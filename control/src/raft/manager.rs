@@ -24,8 +24,8 @@ use super::state::ClusterState;
 use super::store::{self, LogStore, StateMachine};
 use super::TypeConfig;
 use crate::control_port::client::call;
+use crate::control_port::live::LiveTls;
 use crate::control_port::server;
-use crate::control_port::tls::Identity;
 use crate::wire::{Command, CommandResult, RaftDebug, RaftId};
 use crate::wire::{LeaderOp, LeaderReply, OpError, WireError};
 
@@ -54,7 +54,7 @@ pub struct Manager {
     pub addr: String,
     pub raft: Raft<TypeConfig>,
     state: Arc<RwLock<ClusterState>>,
-    tls: Arc<ClientConfig>,
+    tls: Arc<LiveTls>,
     mem: Arc<LeaderMemory>,
     /// Leader changes seen since start (metrics).
     leader_changes: Arc<std::sync::atomic::AtomicU64>,
@@ -98,14 +98,14 @@ fn config(opts: &Options) -> Result<Config> {
 
 impl Manager {
     /// Opens (or creates) the store under `data_dir` and serves the control
-    /// port on `listener` with `identity`'s certificate: Raft RPCs plus the
-    /// `extra` routes of the caller.
+    /// port on `listener` with the node's certificate as it renews (`tls`):
+    /// Raft RPCs plus the `extra` routes of the caller.
     pub async fn start(
         id: RaftId,
         node_id: &str,
         listener: TcpListener,
         data_dir: &Path,
-        identity: &Identity,
+        tls: Arc<LiveTls>,
         extra: Router,
         opts: Options,
     ) -> Result<Self> {
@@ -114,7 +114,6 @@ impl Manager {
             store::open(&data_dir.join("raft.redb")).map_err(|e| anyhow!("raft store: {e}"))?;
         let sm = StateMachine::open(db.clone()).map_err(|e| anyhow!("raft state: {e}"))?;
         let state = sm.state();
-        let tls = identity.client_config()?;
         let network = Network { tls: tls.clone() };
         let raft = Raft::new(id, Arc::new(config(&opts)?), network, LogStore::new(db), sm)
             .await
@@ -127,12 +126,15 @@ impl Manager {
             let st = policy_state.read().expect("state lock");
             super::policy::authorize(&st, peer, path)
         });
-        let server = tokio::spawn(server::serve(
-            listener,
-            identity.server_config()?,
-            app,
-            authorize,
-        ));
+        // Removed nodes' certificates fail the handshake here.
+        let revoked_state = state.clone();
+        tls.set_revoked(Arc::new(move |node_id: &str| {
+            let st = revoked_state.read().expect("state lock");
+            st.cluster
+                .as_ref()
+                .is_some_and(|c| c.revoked.contains_key(node_id))
+        }));
+        let server = tokio::spawn(server::serve(listener, tls.clone(), app, authorize));
         let watch = tokio::spawn(liveness::watch(
             raft.clone(),
             state.clone(),
@@ -224,7 +226,7 @@ impl Manager {
                 }
                 (Some(_), Some(addr)) => {
                     match call::<_, Result<LeaderReply, OpError>>(
-                        &self.tls,
+                        &self.tls.client(),
                         &addr,
                         "/raft/leader",
                         &op,

@@ -31,6 +31,21 @@ pub fn authorize(state: &ClusterState, peer: Option<&PeerId>, path: &str) -> Res
             format!("{path} needs a node certificate of the cluster CA"),
         );
     };
+    // Checked at the handshake too; here for a connection opened before
+    // the removal.
+    if state
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.revoked.contains_key(&peer.node_id))
+    {
+        return refuse(
+            StatusCode::GONE,
+            format!(
+                "node {} was removed from the swarm (its certificate is revoked)",
+                peer.node_id
+            ),
+        );
+    }
     let record = state.nodes.get(&peer.node_id);
     if path.starts_with("/raft/") {
         if peer.role != Role::Manager {
@@ -84,6 +99,7 @@ mod tests {
                 id.into(),
                 NodeRecord {
                     ipsec: Default::default(),
+                    cert_not_after_ms: None,
                     id: id.into(),
                     raft_id: None,
                     hostname: id.into(),
@@ -138,5 +154,16 @@ mod tests {
         let empty = ClusterState::default();
         assert!(authorize(&empty, Some(&peer("x", Role::Manager)), "/raft/append").is_ok());
         assert_eq!(code(Some(&m), "/nope"), Some(StatusCode::NOT_FOUND));
+        // A revoked node is refused even if a record of it lingers.
+        let mut st = state();
+        let revoked = crate::wire::RevokedNode {
+            hostname: "w".into(),
+            at_ms: 1,
+        };
+        let c = st.cluster.as_mut().unwrap();
+        c.revoked.insert("w".into(), revoked);
+        let r = authorize(&st, Some(&peer("w", Role::Worker)), "/swarm/session").unwrap_err();
+        assert_eq!(r.status, StatusCode::GONE);
+        assert!(r.msg.contains("revoked"), "{}", r.msg);
     }
 }

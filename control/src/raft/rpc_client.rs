@@ -18,12 +18,13 @@ use tokio_rustls::rustls::ClientConfig;
 
 use super::TypeConfig;
 use crate::control_port::client::request;
+use crate::control_port::live::LiveTls;
 use crate::wire::RaftId;
 
 /// Makes a client per target; cheap (openraft calls it often).
 #[derive(Clone)]
 pub struct Network {
-    pub tls: Arc<ClientConfig>,
+    pub tls: Arc<LiveTls>,
 }
 
 pub struct Conn {
@@ -39,7 +40,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Conn {
             target,
             addr: node.addr.clone(),
-            tls: self.tls.clone(),
+            tls: self.tls.client(),
         }
     }
 }

@@ -323,6 +323,7 @@ mod tests {
         let c = Constraint::parse("node.labels.zone == b").unwrap();
         let mut n = NodeRecord {
             ipsec: Default::default(),
+            cert_not_after_ms: None,
             id: "x".into(),
             raft_id: None,
             hostname: "n2".into(),

@@ -268,10 +268,37 @@ impl ClusterState {
                 node.version = index;
                 self.put(node)
             }
-            Command::NodeRemove { id } => {
+            Command::NodeSetCertExpiry { id, not_after_ms } => {
+                let Some(mut node) = self.nodes.get(&id).cloned() else {
+                    return err(WireError::not_found(format!("no such node: {id}")));
+                };
+                node.cert_not_after_ms = Some(not_after_ms);
+                node.version = index;
+                self.put(node)
+            }
+            Command::ClusterSetCertExpiry { ms } => {
+                let Some(mut c) = self.cluster.clone() else {
+                    return err(WireError::unavailable("the cluster is not initialised"));
+                };
+                c.cert_expiry_ms = ms;
+                self.cluster = Some(c.clone());
+                (CommandResult::Ok, vec![put("cluster".into(), &c)])
+            }
+            Command::NodeRemove { id, now } => {
                 let Some(n) = self.nodes.remove(&id) else {
                     return err(WireError::not_found(format!("no such node: {id}")));
                 };
+                let mut changes = vec![Change::Delete(node_key(&id))];
+                // Its certificates are refused from now on, expired or not.
+                if let Some(mut c) = self.cluster.clone() {
+                    let revoked = crate::wire::RevokedNode {
+                        hostname: n.hostname.clone(),
+                        at_ms: now,
+                    };
+                    c.revoked.insert(id.clone(), revoked);
+                    self.cluster = Some(c.clone());
+                    changes.push(put("cluster".into(), &c));
+                }
                 // Its tasks go with it (their addresses are freed).
                 let gone: Vec<String> = self
                     .tasks
@@ -279,7 +306,6 @@ impl ClusterState {
                     .filter(|t| t.node_id.as_deref() == Some(id.as_str()))
                     .map(|t| t.id.clone())
                     .collect();
-                let mut changes = vec![Change::Delete(node_key(&id))];
                 changes.extend(self.remove_tasks(&gone));
                 changes.extend(self.drop_lb_addrs(|a| a.node_id == id));
                 (CommandResult::Node(n), changes)
@@ -343,6 +369,8 @@ impl ClusterInfo {
             data_path_port: 4789,
             gossip_keys,
             gossip_key_rotation_ms: crate::wire::DEFAULT_GOSSIP_KEY_ROTATION_MS,
+            cert_expiry_ms: crate::wire::DEFAULT_CERT_EXPIRY_MS,
+            revoked: Default::default(),
         }
     }
 }
@@ -356,6 +384,7 @@ mod tests {
     fn node(id: &str, addr: [u8; 4]) -> NodeRecord {
         NodeRecord {
             ipsec: Default::default(),
+            cert_not_after_ms: None,
             id: id.into(),
             raft_id: None,
             hostname: format!("h-{id}"),
@@ -400,7 +429,13 @@ mod tests {
         let back =
             ClusterState::from_rows(rows.iter().map(|(k, v)| (k.as_str(), v.as_slice()))).unwrap();
         assert_eq!(back, st);
-        let (_, ch) = st.apply(5, Command::NodeRemove { id: "a".into() });
+        let (_, ch) = st.apply(
+            5,
+            Command::NodeRemove {
+                id: "a".into(),
+                now: 0,
+            },
+        );
         assert_eq!(ch, vec![Change::Delete("node/a".into())]);
         assert!(st.nodes.is_empty());
     }
@@ -422,7 +457,10 @@ mod tests {
             Command::NodeAdd {
                 node: node("b", [198, 18, 0, 1]),
             },
-            Command::NodeRemove { id: "zz".into() },
+            Command::NodeRemove {
+                id: "zz".into(),
+                now: 0,
+            },
             Command::NodeSetState {
                 id: "zz".into(),
                 state: NodeState::Down,
@@ -437,9 +475,68 @@ mod tests {
 
     #[test]
     fn commands_are_tagged_on_the_wire() {
-        let j = serde_json::to_value(Command::NodeRemove { id: "x".into() }).unwrap();
+        let rm = Command::NodeRemove {
+            id: "x".into(),
+            now: 7,
+        };
+        let j = serde_json::to_value(&rm).unwrap();
         assert_eq!(j["op"], "node_remove");
         let back: Command = serde_json::from_value(j).unwrap();
-        assert_eq!(back, Command::NodeRemove { id: "x".into() });
+        assert_eq!(back, rm);
+        // A log entry written before removals had a time still reads.
+        let old: Command = serde_json::from_str(r#"{"op":"node_remove","id":"x"}"#).unwrap();
+        assert_eq!(
+            old,
+            Command::NodeRemove {
+                id: "x".into(),
+                now: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_removed_node_is_revoked_and_certificate_settings_apply() {
+        let mut st = ClusterState::default();
+        st.apply(
+            1,
+            Command::ClusterInit {
+                info: ClusterInfo::for_tests(vec![]),
+            },
+        );
+        st.apply(
+            2,
+            Command::NodeAdd {
+                node: node("a", [198, 18, 0, 2]),
+            },
+        );
+        let (r, _) = st.apply(
+            3,
+            Command::NodeSetCertExpiry {
+                id: "a".into(),
+                not_after_ms: 99,
+            },
+        );
+        assert!(matches!(r, CommandResult::Node(n) if n.cert_not_after_ms == Some(99)));
+        st.apply(4, Command::ClusterSetCertExpiry { ms: 3_600_000 });
+        let (_, ch) = st.apply(
+            5,
+            Command::NodeRemove {
+                id: "a".into(),
+                now: 1234,
+            },
+        );
+        let c = st.cluster.as_ref().unwrap();
+        assert_eq!(c.cert_expiry_ms, 3_600_000);
+        assert_eq!(
+            c.revoked.get("a"),
+            Some(&crate::wire::RevokedNode {
+                hostname: "h-a".into(),
+                at_ms: 1234
+            })
+        );
+        // Persisted with the removal itself.
+        assert!(ch
+            .iter()
+            .any(|c| matches!(c, Change::Put(k, _) if k == "cluster")));
     }
 }

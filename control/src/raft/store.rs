@@ -492,6 +492,7 @@ mod tests {
             let mut sm = StateMachine::open(db).unwrap();
             let node = NodeRecord {
                 ipsec: Default::default(),
+                cert_not_after_ms: None,
                 id: "abc".into(),
                 raft_id: Some(1),
                 hostname: "n1".into(),

@@ -59,6 +59,10 @@ pub struct NodeRecord {
     /// Whether its kernel can carry encrypted networks (as it last said).
     #[serde(default)]
     pub ipsec: Ipsec,
+    /// When the certificate it holds expires (ms since the epoch, as its
+    /// heartbeat last said; None: not said yet).
+    #[serde(default)]
+    pub cert_not_after_ms: Option<u64>,
     /// Raft log index that last changed this record.
     pub version: u64,
 }
@@ -108,6 +112,30 @@ pub struct ClusterInfo {
     /// The leader makes a new gossip key this often (ms).
     #[serde(default = "default_gossip_key_rotation_ms")]
     pub gossip_key_rotation_ms: u64,
+    /// How long node certificates are valid (ms); nodes renew in the last
+    /// half of that.
+    #[serde(default = "default_cert_expiry_ms")]
+    pub cert_expiry_ms: u64,
+    /// Nodes removed from the swarm, by id: their certificates are refused
+    /// at every manager's handshake from then on, expired or not. Kept
+    /// (node ids are never reused; one small entry per removal).
+    #[serde(default)]
+    pub revoked: BTreeMap<String, RevokedNode>,
+}
+
+/// A removed node whose certificates no manager accepts any more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedNode {
+    pub hostname: String,
+    /// When it was removed (ms since the epoch; 0: not known).
+    pub at_ms: u64,
+}
+
+/// Docker's node certificate lifetime: 90 days.
+pub const DEFAULT_CERT_EXPIRY_MS: u64 = 90 * 24 * 3600 * 1000;
+
+fn default_cert_expiry_ms() -> u64 {
+    DEFAULT_CERT_EXPIRY_MS
 }
 
 fn default_data_path_port() -> u16 {
@@ -166,8 +194,20 @@ pub enum Command {
         role: Role,
         raft_id: Option<RaftId>,
     },
+    /// Also revokes its certificates (`ClusterInfo::revoked`).
     NodeRemove {
         id: String,
+        #[serde(default)]
+        now: u64,
+    },
+    /// When the certificate a node holds expires, as its heartbeat says.
+    NodeSetCertExpiry {
+        id: String,
+        not_after_ms: u64,
+    },
+    /// `swarm update --cert-expiry`: certificates signed from now on.
+    ClusterSetCertExpiry {
+        ms: u64,
     },
     /// A new gossip key (ids only grow; the ring keeps `GOSSIP_RING`).
     GossipKeyRotate {

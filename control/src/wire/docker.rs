@@ -328,6 +328,17 @@ pub struct NodeSpecView {
 #[serde(rename_all = "PascalCase")]
 pub struct NodeDescription {
     pub hostname: String,
+    /// Docker's TLS section, with the certificate's expiry (RFC 3339; as
+    /// the node's heartbeat last said).
+    #[serde(rename = "TLSInfo", default)]
+    pub tls_info: TlsInfoView,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TlsInfoView {
+    #[serde(default)]
+    pub cert_not_after: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

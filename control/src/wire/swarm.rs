@@ -32,6 +32,34 @@ pub struct SwarmInit {
     /// daemon's `--gossip-key-rotation`).
     #[serde(default)]
     pub gossip_key_rotation_ms: Option<u64>,
+    /// Node certificate lifetime, in ms (None: 90 days).
+    #[serde(default)]
+    pub cert_expiry_ms: Option<u64>,
+}
+
+/// `shoal swarm update`: what changes (None: unchanged).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SwarmUpdate {
+    #[serde(default)]
+    pub cert_expiry_ms: Option<u64>,
+}
+
+/// `shoal swarm inspect`: the swarm's settings, Docker's names where it has
+/// them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmView {
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Node certificate lifetime, e.g. "2160h0m0s" in Docker; here ms.
+    #[serde(rename = "NodeCertExpiryMs")]
+    pub cert_expiry_ms: u64,
+    #[serde(rename = "DataPathPort")]
+    pub data_path_port: u16,
+    #[serde(rename = "GossipKeyRotationMs")]
+    pub gossip_key_rotation_ms: u64,
+    /// Removed nodes whose certificates are refused.
+    #[serde(rename = "RevokedNodes")]
+    pub revoked: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -141,6 +169,9 @@ pub struct SessionRequest {
     /// Whether this node can carry encrypted networks.
     #[serde(default)]
     pub ipsec: Option<Ipsec>,
+    /// When this node's certificate expires (ms since the epoch).
+    #[serde(default)]
+    pub cert_not_after_ms: Option<u64>,
 }
 /// An operation only the leader performs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -178,6 +209,9 @@ pub enum LeaderOp {
         leaving: bool,
         #[serde(default)]
         ipsec: Option<Ipsec>,
+        /// When its certificate expires (ms since the epoch).
+        #[serde(default)]
+        cert_not_after_ms: Option<u64>,
     },
     /// Ask nodes for their tasks' logs: (node id, ask) pairs.
     LogAsk {
@@ -243,6 +277,11 @@ pub struct SessionReply {
     /// The key id to seal with: the newest every live node holds.
     #[serde(default)]
     pub gossip_send: Option<u32>,
+    /// The swarm's node certificate lifetime (ms): a certificate that
+    /// outlives it from now is renewed at once (`swarm update
+    /// --cert-expiry` shortened it).
+    #[serde(default)]
+    pub cert_expiry_ms: Option<u64>,
 }
 
 fn default_data_path_port() -> u16 {

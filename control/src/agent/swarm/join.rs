@@ -20,6 +20,7 @@ use tracing::info;
 use super::{new_id, new_raft_id, Membership};
 use crate::agent::Agent;
 use crate::control_port::client::{call, request};
+use crate::control_port::live::LiveTls;
 use crate::control_port::tls::{pinned_client, Identity};
 use crate::pki::{digest_of_pem, ClusterCa, JoinToken};
 use crate::raft::manager::to_leader;
@@ -30,6 +31,7 @@ use crate::wire::{AddrPool, NetworkSpec};
 use crate::wire::{Availability, ClusterInfo, Command, CommandResult, NodeRecord, NodeState, Role};
 use crate::wire::{JoinReply, JoinRequest};
 use crate::wire::{SwarmInit, SwarmInitReply};
+use crate::wire::{DEFAULT_CERT_EXPIRY_MS, REMOVED};
 
 pub fn expect_ok(r: CommandResult) -> Result<()> {
     match r {
@@ -47,9 +49,15 @@ fn cluster_ca(st: &ClusterState) -> Result<ClusterCa> {
 }
 
 /// A certificate for `node`'s key (its CSR) with the role the state gives it.
+/// Valid for the swarm's `cert_expiry_ms`; never for a revoked node.
 pub fn sign_for(st: &ClusterState, node: &NodeRecord, csr_pem: &str) -> Result<String> {
     let ca = cluster_ca(st)?;
-    ca.sign(csr_pem, &node.id, node.role, node.addr)
+    let c = st.cluster.as_ref().expect("cluster_ca checked");
+    if c.revoked.contains_key(&node.id) {
+        crate::fail!(Gone, "node {} {REMOVED}", node.id);
+    }
+    let validity = Duration::from_millis(c.cert_expiry_ms);
+    ca.sign(csr_pem, &node.id, node.role, node.addr, validity)
 }
 
 /// This node's new identity: a key made here, certified through `sign`
@@ -78,6 +86,20 @@ fn manager_addrs(m: &crate::raft::manager::Manager) -> Vec<String> {
 }
 
 impl Agent {
+    /// `--cert-expiry` at least an hour (Docker's floor; `--min-cert-expiry`
+    /// lowers it for tests), at most ten years.
+    pub(super) fn check_cert_expiry(&self, ms: u64) -> Result<()> {
+        let floor = self.min_cert_expiry.as_millis() as u64;
+        if ms < floor || ms > 10 * 365 * 24 * 3600 * 1000 {
+            crate::fail!(
+                Invalid,
+                "--cert-expiry must be between {} and 10 years",
+                humantime::format_duration(Duration::from_millis(floor))
+            );
+        }
+        Ok(())
+    }
+
     pub async fn swarm_init(self: &Arc<Self>, req: SwarmInit) -> Result<SwarmInitReply> {
         let mut swarm = self.swarm.lock().await;
         if swarm.is_some() {
@@ -109,6 +131,8 @@ impl Agent {
         if rotation_ms < 1000 {
             crate::fail!(Invalid, "--gossip-key-rotation must be at least 1s");
         }
+        let cert_expiry_ms = req.cert_expiry_ms.unwrap_or(DEFAULT_CERT_EXPIRY_MS);
+        self.check_cert_expiry(cert_expiry_ms)?;
         let addr = req.advertise_addr.unwrap_or(self.info.vtep);
         let control_addr = SocketAddr::new(addr.into(), self.control_port);
         let raft_id = new_raft_id();
@@ -117,15 +141,17 @@ impl Agent {
         // rebuild the issuer name from the same id.
         let cluster_id = new_id();
         let ca = ClusterCa::generate(&cluster_id)?;
-        let (cert_pem, key_pem) = ca.issue(&node_id, Role::Manager, addr)?;
+        let validity = Duration::from_millis(cert_expiry_ms);
+        let (cert_pem, key_pem) = ca.issue(&node_id, Role::Manager, addr, validity)?;
         let identity = Identity {
             ca_pem: ca.cert_pem.clone(),
             cert_pem,
             key_pem,
         };
         identity.save(&self.data_dir)?;
+        let tls = LiveTls::new(&identity)?;
         let manager = self
-            .start_manager(raft_id, &node_id, control_addr, &identity)
+            .start_manager(raft_id, &node_id, control_addr, &tls)
             .await?;
         manager.initialize().await?;
         // The first gossip key; the leader rotates it from here on.
@@ -140,6 +166,8 @@ impl Agent {
             data_path_port,
             gossip_keys: vec![first_key.clone()],
             gossip_key_rotation_ms: rotation_ms,
+            cert_expiry_ms,
+            revoked: Default::default(),
         };
         expect_ok(
             manager
@@ -156,6 +184,7 @@ impl Agent {
             labels: Default::default(),
             state: NodeState::Ready,
             ipsec: self.ipsec.support.clone(),
+            cert_not_after_ms: None,
             version: 0,
         };
         expect_ok(manager.write(Command::NodeAdd { node: me }).await?)?;
@@ -182,7 +211,7 @@ impl Agent {
             role: Role::Manager,
             managers: vec![control_addr.to_string()],
         };
-        self.install(&mut swarm, membership, Some(manager), &identity)?;
+        self.install(&mut swarm, membership, Some(manager), &identity, tls)?;
         // The first manager seals with the key it just made, at once.
         let _ = self.adopt_gossip_keys(vec![first_key], Some(1));
         info!(%node_id, %control_addr, "swarm initialised");
@@ -227,7 +256,11 @@ impl Agent {
                     n.hostname
                 );
             }
-            expect_ok(m.write(Command::NodeRemove { id: n.id.clone() }).await?)?;
+            let rm = Command::NodeRemove {
+                id: n.id.clone(),
+                now: crate::clock::now_ms(),
+            };
+            expect_ok(m.write(rm).await?)?;
         }
         let node = NodeRecord {
             id: new_id(),
@@ -240,6 +273,7 @@ impl Agent {
             state: NodeState::Ready,
             // Its first heartbeat says.
             ipsec: Default::default(),
+            cert_not_after_ms: None,
             version: 0,
         };
         let cert_pem = sign_for(&st, &node, &req.csr_pem)?;
@@ -314,10 +348,11 @@ impl Agent {
             key_pem,
         };
         identity.save(&self.data_dir)?;
+        let tls = LiveTls::new(&identity)?;
         let manager = if reply.role == Role::Manager {
             let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
             let m = self
-                .start_manager(raft_id, &reply.node_id, control_addr, &identity)
+                .start_manager(raft_id, &reply.node_id, control_addr, &tls)
                 .await?;
             let mut addrs = reply.managers.clone();
             addrs.push(remote.to_string());
@@ -325,7 +360,7 @@ impl Agent {
                 raft_id,
                 addr: control_addr.to_string(),
             };
-            if let Err(e) = to_leader(&identity.client_config()?, &addrs, &add).await {
+            if let Err(e) = to_leader(&tls.client(), &addrs, &add).await {
                 let _ = m.shutdown().await;
                 self.forget_swarm();
                 bail!("joined as a manager, but the leader could not add this node to Raft: {e:#}");
@@ -341,7 +376,7 @@ impl Agent {
             role: reply.role,
             managers: reply.managers.clone(),
         };
-        self.install(&mut swarm, membership, manager, &identity)?;
+        self.install(&mut swarm, membership, manager, &identity, tls)?;
         info!(node_id = %reply.node_id, role = ?reply.role, "joined the swarm");
         Ok(reply)
     }

@@ -7,6 +7,7 @@
 //! 2377); workers only call it. Every change goes through
 //! `Manager::leader_op`, which forwards to the leader when needed.
 
+mod certs;
 mod docker_views;
 mod flows;
 mod join;
@@ -14,6 +15,7 @@ mod logs;
 mod nodes;
 mod services;
 mod session;
+mod settings;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,10 +30,10 @@ use axum::{Extension, Json, Router};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_rustls::rustls::ClientConfig;
 use tracing::info;
 
 use super::Agent;
+use crate::control_port::live::LiveTls;
 use crate::control_port::tls::{Identity, PeerId};
 use crate::gossip::keys::SwarmKeys;
 use crate::raft::manager::Manager;
@@ -69,10 +71,15 @@ pub struct Swarm {
     pub membership: Membership,
     /// Managers run a Raft member; workers do not.
     pub manager: Option<Arc<Manager>>,
-    /// This node's certificate, as a control-port client.
-    pub tls: Arc<ClientConfig>,
+    /// This node's certificate as it renews, as a control-port client
+    /// (and server, on a manager).
+    pub tls: Arc<LiveTls>,
     /// Bumped on every (re)install, so an old session loop knows to stop.
     generation: u64,
+    /// When the certificate expires and renews.
+    cert: certs::CertClock,
+    /// Why the managers last refused the certificate (said once).
+    cert_refused: Option<String>,
 }
 
 pub use crate::raft::state::new_id;
@@ -93,13 +100,13 @@ impl Agent {
         Ok((m, s.membership.clone()))
     }
 
-    /// A Raft member serving the control port with `identity`.
+    /// A Raft member serving the control port with `tls`.
     async fn start_manager(
         self: &Arc<Self>,
         raft_id: RaftId,
         node_id: &str,
         control_addr: SocketAddr,
-        identity: &Identity,
+        tls: &Arc<LiveTls>,
     ) -> Result<Arc<Manager>> {
         let listener = TcpListener::bind(control_addr)
             .await
@@ -110,7 +117,7 @@ impl Agent {
                 node_id,
                 listener,
                 &self.data_dir.join("raft"),
-                identity,
+                tls.clone(),
                 control_router(self),
                 self.raft_opts.clone(),
             )
@@ -127,14 +134,17 @@ impl Agent {
         membership: Membership,
         manager: Option<Arc<Manager>>,
         identity: &Identity,
+        tls: Arc<LiveTls>,
     ) -> Result<()> {
         membership.save(&self.data_dir)?;
         let generation = slot.as_ref().map_or(0, |s| s.generation) + 1;
         *slot = Some(Swarm {
             membership,
             manager,
-            tls: identity.client_config()?,
+            cert: certs::clock_or_now(identity),
+            tls,
             generation,
+            cert_refused: None,
         });
         self.spawn_session(generation);
         Ok(())
@@ -160,9 +170,10 @@ impl Agent {
         let m: Membership =
             serde_json::from_str(&text).with_context(|| format!("corrupt {}", path.display()))?;
         let identity = Identity::load(&self.data_dir)?;
+        let tls = LiveTls::new(&identity)?;
         let manager = if m.role == Role::Manager {
             Some(
-                self.start_manager(m.raft_id, &m.node_id, m.control_addr, &identity)
+                self.start_manager(m.raft_id, &m.node_id, m.control_addr, &tls)
                     .await?,
             )
         } else {
@@ -170,7 +181,7 @@ impl Agent {
         };
         info!(node_id = %m.node_id, role = ?m.role, "swarm role resumed");
         let mut slot = self.swarm.lock().await;
-        self.install(&mut slot, m, manager, &identity)
+        self.install(&mut slot, m, manager, &identity, tls)
     }
 }
 
@@ -254,6 +265,7 @@ async fn session_handler(
                 gossip_keys: r.gossip_keys,
                 leaving: r.leaving,
                 ipsec: r.ipsec,
+                cert_not_after_ms: r.cert_not_after_ms,
             })
             .await?;
         r.session.context("the leader sent no session")

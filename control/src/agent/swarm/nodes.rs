@@ -145,6 +145,9 @@ impl Agent {
             },
             description: NodeDescription {
                 hostname: n.hostname.clone(),
+                tls_info: crate::wire::TlsInfoView {
+                    cert_not_after: n.cert_not_after_ms.map(crate::clock::rfc3339),
+                },
             },
             status: NodeStatusView {
                 state: n.state,
@@ -200,7 +203,11 @@ impl Agent {
                 n.hostname
             );
         }
-        expect_ok(m.write(Command::NodeRemove { id: n.id.clone() }).await?)?;
+        let rm = Command::NodeRemove {
+            id: n.id.clone(),
+            now: crate::clock::now_ms(),
+        };
+        expect_ok(m.write(rm).await?)?;
         Ok(n.id)
     }
 

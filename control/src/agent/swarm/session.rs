@@ -22,7 +22,7 @@ use crate::raft::manager::to_leader;
 use crate::wire::Role;
 use crate::wire::SessionRequest;
 use crate::wire::{CertReply, CertRequest};
-use crate::wire::{ErrorKind, WireError};
+use crate::wire::{ErrorKind, WireError, REMOVED};
 use crate::wire::{LeaderOp, SessionReply};
 
 impl Agent {
@@ -43,10 +43,16 @@ impl Agent {
     }
 
     async fn session_tick(self: &Arc<Self>) -> Result<()> {
-        let (manager, tls, ms) = {
+        let (manager, tls, ms, not_after) = {
             let g = self.swarm.lock().await;
             let Some(s) = g.as_ref() else { return Ok(()) };
-            (s.manager.clone(), s.tls.clone(), s.membership.clone())
+            let not_after = Some(s.cert.not_after_ms());
+            (
+                s.manager.clone(),
+                s.tls.client(),
+                s.membership.clone(),
+                not_after,
+            )
         };
         // A manager asks through its own Raft member; if that fails (a
         // demoted manager is refused Raft), it asks like a worker does.
@@ -60,6 +66,7 @@ impl Agent {
                     gossip_keys: self.gossip.keys.report(),
                     leaving: false,
                     ipsec: Some(self.ipsec.support.clone()),
+                    cert_not_after_ms: not_after,
                 })
                 .await
                 .map_err(|e| WireError::new(WireError::kind_of(e.as_ref()), format!("{e:#}")))
@@ -72,10 +79,15 @@ impl Agent {
         let reply = match local {
             Ok(s) => Ok(s),
             Err(e) if e.kind == ErrorKind::Gone => Err(e),
-            Err(_) => self.session_remote(&tls, &ms).await,
+            Err(_) => self.session_remote(&tls, &ms, not_after).await,
         };
         match reply {
-            Ok(s) => self.follow_session(s).await,
+            Ok(s) => {
+                self.note_cert_refusal(None).await;
+                self.follow_session(s).await?;
+                self.renew_if_due().await;
+                Ok(())
+            }
             // Only a node no longer in the swarm is refused its session.
             Err(e) if e.kind == ErrorKind::Gone => {
                 warn!("{e}; leaving the swarm");
@@ -94,8 +106,11 @@ impl Agent {
         &self,
         tls: &Arc<ClientConfig>,
         ms: &Membership,
+        cert_not_after_ms: Option<u64>,
     ) -> Result<SessionReply, WireError> {
         let mut last = WireError::unavailable("no managers known");
+        // Every manager reached refused this node's certificate (why).
+        let mut refused: Option<&'static str> = None;
         let mut tried: Vec<String> = vec![ms.control_addr.to_string()];
         let known = ms.managers.clone();
         let others: Vec<String> = self
@@ -120,15 +135,28 @@ impl Agent {
                     gossip_keys: self.gossip.keys.report(),
                     leaving: false,
                     ipsec: Some(self.ipsec.support.clone()),
+                    cert_not_after_ms,
                 };
                 match call::<_, SessionReply>(tls, &addr, "/swarm/session", &req, ttl).await {
                     Ok(r) => return Ok(r),
-                    Err(f) => match f.into_wire() {
-                        e if e.kind == ErrorKind::Gone => return Err(e),
-                        e => last = e,
-                    },
+                    Err(f) => {
+                        refused = refused.or(f.cert_refused);
+                        match f.into_wire() {
+                            e if e.kind == ErrorKind::Gone => return Err(e),
+                            e => last = e,
+                        }
+                    }
                 }
             }
+        }
+        if refused == Some("revoked") {
+            // Removed: the managers refuse its certificate at the handshake.
+            return Err(WireError::gone(format!(
+                "this node {REMOVED} (the managers revoked its certificate)"
+            )));
+        }
+        if refused.is_some() {
+            self.note_cert_refusal(refused).await;
         }
         Err(last)
     }
@@ -167,6 +195,9 @@ impl Agent {
         self.flows.answer_asks(&sw.membership.node_id, &s.flow_asks);
         self.set_data_path_port(s.data_path_port).await?;
         self.set_mesh(s.mesh.clone()).await?;
+        if let Some(ms) = s.cert_expiry_ms {
+            sw.cert.follow_expiry(ms);
+        }
         let mut managers = s.managers.clone();
         managers.sort_by_key(|a| a != &s.leader);
         if managers != sw.membership.managers {
@@ -181,7 +212,7 @@ impl Agent {
             Role::Manager => {
                 let raft_id = s.node.raft_id.context("promoted without a Raft id")?;
                 let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
-                let (tls, leader) = (sw.tls.clone(), s.leader.clone());
+                let (tls, leader) = (sw.tls.client(), s.leader.clone());
                 let identity = renew_identity(ca_pem, |csr_pem| async move {
                     let c: CertReply = call(
                         &tls,
@@ -196,19 +227,17 @@ impl Agent {
                 })
                 .await?;
                 let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+                // The manager certificate from here on (the session too).
+                sw.tls.reload(&identity)?;
                 let m = self
-                    .start_manager(raft_id, &ms.node_id, ms.control_addr, &identity)
+                    .start_manager(raft_id, &ms.node_id, ms.control_addr, &sw.tls)
                     .await?;
                 let add = LeaderOp::AddVoter {
                     raft_id,
                     addr: ms.control_addr.to_string(),
                 };
-                if let Err(e) = to_leader(
-                    &identity.client_config()?,
-                    std::slice::from_ref(&s.leader),
-                    &add,
-                )
-                .await
+                if let Err(e) =
+                    to_leader(&sw.tls.client(), std::slice::from_ref(&s.leader), &add).await
                 {
                     let _ = m.shutdown().await;
                     bail!("promotion: the leader did not add this node to Raft: {e:#}");
@@ -217,7 +246,7 @@ impl Agent {
                 ms.role = Role::Manager;
                 ms.raft_id = raft_id;
                 sw.manager = Some(m);
-                sw.tls = identity.client_config()?;
+                sw.cert = super::certs::clock_or_now(&identity);
                 sw.membership = ms.clone();
                 ms.save(&self.data_dir)?;
                 info!("promoted to manager");
@@ -237,7 +266,8 @@ impl Agent {
                 let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
                 identity.save(&self.data_dir)?;
                 ms.role = Role::Worker;
-                sw.tls = identity.client_config()?;
+                sw.tls.reload(&identity)?;
+                sw.cert = super::certs::clock_or_now(&identity);
                 sw.membership = ms.clone();
                 ms.save(&self.data_dir)?;
                 info!("demoted to worker");
@@ -275,6 +305,7 @@ impl Agent {
             gossip_keys: None,
             leaving: true,
             ipsec: None,
+            cert_not_after_ms: None,
         };
         if let Some(m) = &s.manager {
             if m.leader_op(bye).await.is_ok() {
@@ -285,9 +316,10 @@ impl Agent {
             leaving: true,
             ..Default::default()
         };
+        let client = s.tls.client();
         for addr in &ms.managers {
             let r = call::<_, SessionReply>(
-                &s.tls,
+                &client,
                 addr,
                 "/swarm/session",
                 &req,

@@ -13,6 +13,7 @@ pub(crate) fn cluster(nodes: &[&str]) -> ClusterState {
             Command::NodeAdd {
                 node: NodeRecord {
                     ipsec: Default::default(),
+                    cert_not_after_ms: None,
                     id: format!("id-{n}"),
                     raft_id: None,
                     hostname: n.to_string(),
@@ -263,6 +264,7 @@ fn global_constraints_pending_and_max_per_node() {
         Command::NodeAdd {
             node: NodeRecord {
                 ipsec: Default::default(),
+                cert_not_after_ms: None,
                 id: "id-n4".into(),
                 raft_id: None,
                 hostname: "n4".into(),
@@ -429,7 +431,13 @@ fn every_node_has_an_ingress_address_until_it_leaves() {
     st.apply(8, Command::ServiceRemove { id: "s".into() });
     settle(&mut st, 9);
     assert!(st.lb_addr("ing", "id-a").is_some(), "kept without tasks");
-    st.apply(12, Command::NodeRemove { id: "id-c".into() });
+    st.apply(
+        12,
+        Command::NodeRemove {
+            id: "id-c".into(),
+            now: 0,
+        },
+    );
     assert!(st.lb_addr("ing", "id-c").is_none());
 }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::control_port::tls::Identity;
 use crate::pki::ClusterCa;
 use crate::wire::{Availability, NodeRecord, NodeState, Role};
 
@@ -13,6 +14,7 @@ fn identity(ca: &ClusterCa, id: u64) -> Identity {
             &format!("m{id}"),
             Role::Manager,
             "127.0.0.1".parse().unwrap(),
+            crate::pki::tests::DAY,
         )
         .unwrap();
     Identity {
@@ -29,7 +31,7 @@ async fn start(ca: &ClusterCa, id: u64, dir: &Path) -> Manager {
         &format!("m{id}"),
         l,
         dir,
-        &identity(ca, id),
+        crate::control_port::live::LiveTls::new(&identity(ca, id)).unwrap(),
         Router::new(),
         Options::default(),
     )
@@ -41,6 +43,7 @@ fn node(id: &str, last: u8) -> Command {
     Command::NodeAdd {
         node: NodeRecord {
             ipsec: Default::default(),
+            cert_not_after_ms: None,
             id: id.into(),
             raft_id: None,
             hostname: id.into(),
@@ -175,7 +178,12 @@ async fn control_port_refuses_strangers() {
     );
     // A worker certificate of this CA: no Raft.
     let (cert_pem, key_pem) = ca
-        .issue("w1", Role::Worker, "127.0.0.1".parse().unwrap())
+        .issue(
+            "w1",
+            Role::Worker,
+            "127.0.0.1".parse().unwrap(),
+            crate::pki::tests::DAY,
+        )
         .unwrap();
     let worker = Identity {
         ca_pem: ca.cert_pem.clone(),
