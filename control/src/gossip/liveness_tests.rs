@@ -1,6 +1,7 @@
 //! Who a draining task waits for: a peer the failure detector convicted a
 //! moment ago is still waited for (liveness is one node's view, and the
 //! convicted peer may still balance to it); one that said goodbye is not.
+//! And right after this node stalled, such a peer keeps its entries.
 
 use std::time::{Duration, Instant};
 
@@ -44,4 +45,8 @@ async fn a_drain_waits_for_a_peer_convicted_a_moment_ago_not_for_one_that_left()
     let (live, waited) = names(&a).await;
     assert!(live.is_empty(), "{live:?}");
     assert_eq!(waited, ["b"], "convicted, not live, but heard of recently");
+    // Had a itself just stalled, b's conviction would not be trusted yet:
+    // its entries stay (c said goodbye: gone either way).
+    a.note_stall();
+    assert_eq!(names(&a).await.0, ["b"]);
 }

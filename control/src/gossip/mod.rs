@@ -13,6 +13,7 @@
 pub mod keys;
 pub mod seal;
 pub mod sealed;
+pub mod stall;
 pub mod table;
 pub mod transport;
 
@@ -77,6 +78,8 @@ pub struct Gossip {
     /// (node, generation) -> (last heartbeat seen, when it last advanced):
     /// chitchat keeps no wall-clock age, operators want one.
     heartbeats: HeartbeatTable,
+    /// Whether this node itself just stalled (`stall.rs`).
+    stall: Arc<std::sync::Mutex<stall::StallClock>>,
 }
 
 impl Gossip {
@@ -114,9 +117,14 @@ impl Gossip {
         };
         let handle = spawn_chitchat(config, kv, &transport).await?;
         let heartbeats = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let stall = Arc::new(std::sync::Mutex::new(stall::StallClock::new(
+            cfg.interval,
+            Instant::now(),
+        )));
         tokio::spawn(track_heartbeats(
             handle.chitchat(),
             heartbeats.clone(),
+            stall.clone(),
             cfg.interval,
         ));
         Ok(Self {
@@ -125,6 +133,7 @@ impl Gossip {
             keys: cfg.keys.clone(),
             interval: cfg.interval,
             heartbeats,
+            stall,
         })
     }
 
@@ -209,12 +218,7 @@ impl Gossip {
                 let live = live.borrow();
                 let hb = heartbeats.lock().expect("heartbeat table");
                 let heard = |id: &ChitchatId, st: &NodeState| {
-                    live.contains_key(id)
-                        || (st.get(VTEP_KEY).is_some()
-                            && st.get(LEAVING_KEY).is_none()
-                            && hb
-                                .get(&(id.node_id.to_string(), id.generation_id))
-                                .is_some_and(|(_, at)| at.elapsed() < SUSPECT_WINDOW))
+                    live.contains_key(id) || heard_lately(&hb, id, st)
                 };
                 let waited = c.node_states().iter().filter(|(id, st)| heard(id, st));
                 newest_peers(waited, &me)
@@ -235,11 +239,27 @@ impl Gossip {
     /// The other live nodes' states, ready for [`table::merge`]: live as the
     /// failure detector *and* the leaving predicate say, newest generation
     /// of each node only (a restarted node's old self may linger a moment).
+    ///
+    /// Right after this node itself stalled, also the peers convicted
+    /// while it was not running (`stall.rs`): the silence was its own.
     pub async fn peers(&self) -> Vec<PeerState> {
         let me = self.handle.chitchat_id().clone();
+        let stalled = self.stalled();
+        let heartbeats = self.heartbeats.clone();
         let live = self
             .handle
-            .with_chitchat(|c| c.live_nodes_watcher().borrow().clone())
+            .with_chitchat(|c| {
+                let mut live = c.live_nodes_watcher().borrow().clone();
+                if stalled {
+                    let hb = heartbeats.lock().expect("heartbeat table");
+                    for (id, st) in c.node_states() {
+                        if !live.contains_key(id) && heard_lately(&hb, id, st) {
+                            live.insert(id.clone(), st.clone());
+                        }
+                    }
+                }
+                live
+            })
             .await;
         newest_peers(live.iter(), &me.node_id)
             .into_iter()
@@ -307,6 +327,23 @@ impl Gossip {
         out
     }
 
+    /// Whether this node stalled just now or within `stall::GRACE`.
+    pub fn stalled(&self) -> bool {
+        self.stall
+            .lock()
+            .expect("stall clock")
+            .recently(Instant::now())
+    }
+
+    /// For tests: as if this node had just stalled.
+    #[cfg(test)]
+    pub fn note_stall(&self) {
+        let mut c = self.stall.lock().expect("stall clock");
+        let late = Instant::now();
+        *c = stall::StallClock::new(self.interval, late - self.interval * 10);
+        c.tick(late);
+    }
+
     /// Datagrams and messages refused on the wire, by reason.
     pub fn wire_refused(&self) -> Vec<(&'static str, u64)> {
         self.counters.refused()
@@ -321,6 +358,20 @@ impl Gossip {
         tokio::time::sleep(self.interval * 4).await;
         let _ = self.handle.initiate_shutdown();
     }
+}
+
+/// A node that is not live but has not said goodbye either, and whose
+/// heartbeat advanced within `SUSPECT_WINDOW`: convicted a moment ago.
+fn heard_lately(
+    hb: &HashMap<(String, u64), (u64, Instant)>,
+    id: &ChitchatId,
+    st: &NodeState,
+) -> bool {
+    st.get(VTEP_KEY).is_some()
+        && st.get(LEAVING_KEY).is_none()
+        && hb
+            .get(&(id.node_id.to_string(), id.generation_id))
+            .is_some_and(|(_, at)| at.elapsed() < SUSPECT_WINDOW)
 }
 
 /// The other nodes of `live`, the newest generation of each (a restarted
@@ -347,11 +398,20 @@ fn newest_peers<'a>(
 async fn track_heartbeats(
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     table: HeartbeatTable,
+    stall: Arc<std::sync::Mutex<stall::StallClock>>,
     interval: Duration,
 ) {
     let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if let Some(gap) = stall.lock().expect("stall clock").tick(Instant::now()) {
+            tracing::warn!(
+                gap_ms = gap.as_millis() as u64,
+                "this node did not run for a while: peers convicted meanwhile keep their entries for {}s",
+                stall::GRACE.as_secs()
+            );
+        }
         let now: Vec<((String, u64), u64)> = {
             let c = chitchat.lock().await;
             c.node_states()

@@ -140,11 +140,7 @@ pub async fn execute(
                     id: node_id.clone(),
                     ipsec,
                 };
-                if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
-                    tokio::time::timeout(left, raft.client_write(cmd)).await
-                {
-                    return Err(OpError::NotLeader);
-                }
+                note(raft, cmd, left).await?;
             }
             if let Some(not_after_ms) =
                 cert_not_after_ms.filter(|t| Some(*t) != node.cert_not_after_ms)
@@ -153,11 +149,7 @@ pub async fn execute(
                     id: node_id.clone(),
                     not_after_ms,
                 };
-                if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
-                    tokio::time::timeout(left, raft.client_write(cmd)).await
-                {
-                    return Err(OpError::NotLeader);
-                }
+                note(raft, cmd, left).await?;
             }
             if leaving {
                 // Down at once (no grace), and its key replaced.
@@ -167,11 +159,7 @@ pub async fn execute(
                     id: node_id.clone(),
                     state: crate::wire::NodeState::Down,
                 };
-                if let Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) =
-                    tokio::time::timeout(left, raft.client_write(cmd)).await
-                {
-                    return Err(OpError::NotLeader);
-                }
+                note(raft, cmd, left).await?;
             } else {
                 mem.live.seen(&node_id);
             }
@@ -258,5 +246,17 @@ pub async fn execute(
             flows: mem.flows.collect(id),
             ..Default::default()
         }),
+    }
+}
+
+/// Writes a heartbeat's side note (a node's IPsec support, its certificate
+/// expiry, its goodbye): only losing the leadership matters to the caller
+/// (the node asks again); any other failure is retried at the next beat.
+async fn note(raft: &Raft<TypeConfig>, cmd: Command, left: Duration) -> Result<(), OpError> {
+    match tokio::time::timeout(left, raft.client_write(cmd)).await {
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            Err(OpError::NotLeader)
+        }
+        _ => Ok(()),
     }
 }

@@ -474,7 +474,7 @@ mod tests {
             let v = serde_json::json!({
                 "ID": "abc", "Version": {"Index": 7},
                 "Spec": {"Labels": {"a": "1"}, "Role": "manager", "Availability": "drain"},
-                "Description": {"Hostname": "n1"},
+                "Description": {"Hostname": "n1", "TLSInfo": {"CertNotAfter": "2027-03-05T13:44:47.000Z"}},
                 "Status": {"State": "ready", "Addr": "198.18.0.1"},
                 "ManagerStatus": ms,
             });
