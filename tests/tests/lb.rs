@@ -25,8 +25,8 @@ fn lb_mode() -> String {
 
 /// One test of this file at a time: the VM test's emulated guest, starved
 /// by the other tests' labs on 2 cores, can stall long enough for its
-/// daemons to convict each other dead (the suspected cause of a request a
-/// CI run lost; the nodes' logs now say when peers come and go).
+/// daemons to convict each other dead (the nodes' logs say when peers come
+/// and go, and whether their entries were kept).
 static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn alone() -> std::sync::MutexGuard<'static, ()> {
@@ -551,8 +551,12 @@ print(ok, fail)
     };
     let drains = |node: &str| lines(node, &["; SIGTERM"]);
     if bad > 0 {
-        let seen = ["n1", "n2", "n3"]
-            .map(|n| format!("{n}:\n{}", lines(n, &["; SIGTERM", "peer "]).join("\n")));
+        let seen = ["n1", "n2", "n3"].map(|n| {
+            format!(
+                "{n}:\n{}",
+                lines(n, &["; SIGTERM", "peer", "did not run"]).join("\n")
+            )
+        });
         panic!(
             "{text}: failed requests (seconds into the update): {why}\n{}",
             seen.join("\n")

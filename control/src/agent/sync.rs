@@ -3,7 +3,7 @@
 //! balancers and the routing mesh, then acknowledges what it applied; and
 //! the merged table as `shoal debug gossip` shows it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,8 @@ use crate::wire::GossipView;
 
 impl Agent {
     /// Re-merges gossip with the local table and reprograms the difference.
-    pub async fn resync(&self) -> Result<()> {
+    /// Returns the peers whose entries it programmed.
+    pub async fn resync(&self) -> Result<BTreeSet<String>> {
         let ingress = self.ingress_name().await;
         if self.lb_mode == crate::wire::LbMode::Ipvs {
             self.sync_lb_endpoints(self.lb_wanted(), ingress.as_deref())
@@ -123,9 +124,9 @@ impl Agent {
         // Programmed: say how far into those peers' endpoint changes this
         // node's balancers (and DNS) now are; a node draining a task waits
         // for it.
-        let present = peers.iter().map(|p| p.node.clone()).collect();
+        let present: BTreeSet<String> = peers.iter().map(|p| p.node.clone()).collect();
         self.gossip.set_applied(&present, &acks).await;
-        Ok(())
+        Ok(present)
     }
 
     /// The DNS records: every accepted task record of the table and this
@@ -212,26 +213,37 @@ fn task_records<'a>(
 /// adoption grace of a restarted agent ends on a timer).
 pub async fn sync_loop(agent: Arc<Agent>) {
     let mut watcher = agent.gossip.watcher().await;
-    let mut live = std::collections::BTreeSet::new();
+    let mut live = BTreeSet::new();
+    let mut used = BTreeSet::new();
     loop {
-        // Who the failure detector counts live, logged as it changes: an
-        // operator's first question when names or backends vanish.
-        let now: std::collections::BTreeSet<String> = watcher
+        // Who the failure detector counts live, and whose entries this node
+        // programs, logged as they change: an operator's first question
+        // when names or backends vanish. (They differ for a moment after
+        // this node stalled or heard from no peer: `Gossip::peers`.)
+        let now: BTreeSet<String> = watcher
             .borrow()
             .keys()
             .map(|id| id.node_id.to_string())
             .filter(|n| *n != agent.info.node)
             .collect();
-        for gone in live.difference(&now) {
-            warn!(peer = %gone, "peer no longer live (convicted by the failure detector, or left)");
-        }
-        for back in now.difference(&live) {
-            info!(peer = %back, "peer live");
+        match agent.resync().await {
+            Ok(programmed) => {
+                for gone in live.difference(&now) {
+                    if programmed.contains(gone) {
+                        warn!(peer = %gone, "peer convicted by the failure detector, but its entries are kept: this node just stalled, or hears from no peer at all");
+                    }
+                }
+                for gone in used.difference(&programmed) {
+                    warn!(peer = %gone, "peer no longer live (convicted by the failure detector, or left): its entries are gone");
+                }
+                for back in programmed.difference(&used) {
+                    info!(peer = %back, "peer live");
+                }
+                used = programmed;
+            }
+            Err(e) => warn!("reprogramming remote endpoints failed: {e:#}"),
         }
         live = now;
-        if let Err(e) = agent.resync().await {
-            warn!("reprogramming remote endpoints failed: {e:#}");
-        }
         tokio::select! {
             r = watcher.changed() => if r.is_err() { return },
             _ = agent.changed.notified() => {}

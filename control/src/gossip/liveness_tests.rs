@@ -50,3 +50,44 @@ async fn a_drain_waits_for_a_peer_convicted_a_moment_ago_not_for_one_that_left()
     a.note_stall();
     assert_eq!(names(&a).await.0, ["b"]);
 }
+
+/// Every peer silent in the same instant: this node's trouble likelier
+/// than theirs, so their entries stay for `stall::GRACE` after they were
+/// last heard, then go (two peers really dead are dropped, only later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_hears_from_no_peer_keeps_their_entries_for_the_grace() {
+    let keys = || GossipKeys::new(false, Some([4; 32]), None);
+    let (a, a_addr) = node("a", None, keys(), 1).await;
+    let (b, _) = node("b", Some(a_addr), keys(), 1).await;
+    let (c, _) = node("c", Some(a_addr), keys(), 1).await;
+    let within = |what: &'static str, secs: u64| {
+        let t0 = Instant::now();
+        move || assert!(t0.elapsed() < Duration::from_secs(secs), "{what}")
+    };
+    let check = within("both peers live", 20);
+    while names(&a).await.0.len() < 2 {
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.handle.initiate_shutdown().unwrap();
+    c.handle.initiate_shutdown().unwrap();
+    let silent = Instant::now();
+    let watcher = a.watcher().await;
+    let check = within("the failure detector convicts both", 20);
+    while watcher.borrow().len() > 1 {
+        check();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(silent.elapsed() < crate::gossip::stall::GRACE);
+    assert_eq!(names(&a).await.0, ["b", "c"], "convicted, yet kept");
+    let check = within("the entries go after the grace", 20);
+    while !names(&a).await.0.is_empty() {
+        check();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = silent.elapsed();
+    assert!(
+        after >= crate::gossip::stall::GRACE - Duration::from_millis(500),
+        "{after:?}"
+    );
+}

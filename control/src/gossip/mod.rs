@@ -17,7 +17,7 @@ pub mod stall;
 pub mod table;
 pub mod transport;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -218,7 +218,7 @@ impl Gossip {
                 let live = live.borrow();
                 let hb = heartbeats.lock().expect("heartbeat table");
                 let heard = |id: &ChitchatId, st: &NodeState| {
-                    live.contains_key(id) || heard_lately(&hb, id, st)
+                    live.contains_key(id) || heard_lately(&hb, id, st, SUSPECT_WINDOW)
                 };
                 let waited = c.node_states().iter().filter(|(id, st)| heard(id, st));
                 newest_peers(waited, &me)
@@ -241,7 +241,12 @@ impl Gossip {
     /// of each node only (a restarted node's old self may linger a moment).
     ///
     /// Right after this node itself stalled, also the peers convicted
-    /// while it was not running (`stall.rs`): the silence was its own.
+    /// while it was not running (`stall.rs`): the silence was its own. And
+    /// while it hears from no peer at all although two or more spoke within
+    /// `stall::GRACE`: every peer going silent in the same instant is far
+    /// likelier this node's trouble (starved, or cut off) than theirs, and
+    /// dropping every remote backend then only turns a hiccup into refused
+    /// connections. Peers that said goodbye are never kept.
     pub async fn peers(&self) -> Vec<PeerState> {
         let me = self.handle.chitchat_id().clone();
         let stalled = self.stalled();
@@ -250,12 +255,27 @@ impl Gossip {
             .handle
             .with_chitchat(|c| {
                 let mut live = c.live_nodes_watcher().borrow().clone();
-                if stalled {
-                    let hb = heartbeats.lock().expect("heartbeat table");
-                    for (id, st) in c.node_states() {
-                        if !live.contains_key(id) && heard_lately(&hb, id, st) {
-                            live.insert(id.clone(), st.clone());
-                        }
+                let hb = heartbeats.lock().expect("heartbeat table");
+                let others = |live: &BTreeMap<ChitchatId, NodeState>| {
+                    live.keys().filter(|id| id.node_id != me.node_id).count()
+                };
+                let window = if stalled {
+                    SUSPECT_WINDOW
+                } else {
+                    stall::GRACE
+                };
+                let convicted: Vec<_> = c
+                    .node_states()
+                    .iter()
+                    .filter(|(id, st)| {
+                        id.node_id != me.node_id
+                            && !live.contains_key(*id)
+                            && heard_lately(&hb, id, st, window)
+                    })
+                    .collect();
+                if stalled || (others(&live) == 0 && convicted.len() >= 2) {
+                    for (id, st) in convicted {
+                        live.insert(id.clone(), st.clone());
                     }
                 }
                 live
@@ -360,18 +380,19 @@ impl Gossip {
     }
 }
 
-/// A node that is not live but has not said goodbye either, and whose
-/// heartbeat advanced within `SUSPECT_WINDOW`: convicted a moment ago.
+/// A node that has not said goodbye, and whose heartbeat advanced within
+/// `window`: if it is not live, it was convicted a moment ago.
 fn heard_lately(
     hb: &HashMap<(String, u64), (u64, Instant)>,
     id: &ChitchatId,
     st: &NodeState,
+    window: Duration,
 ) -> bool {
     st.get(VTEP_KEY).is_some()
         && st.get(LEAVING_KEY).is_none()
         && hb
             .get(&(id.node_id.to_string(), id.generation_id))
-            .is_some_and(|(_, at)| at.elapsed() < SUSPECT_WINDOW)
+            .is_some_and(|(_, at)| at.elapsed() < window)
 }
 
 /// The other nodes of `live`, the newest generation of each (a restarted
