@@ -50,10 +50,16 @@ pub struct ClusterCa {
     cluster_id: String,
 }
 
-fn ca_params(cluster_id: &str) -> Result<CertificateParams> {
+/// A root's subject: CN swarm-ca, O the cluster; a rotated root also has
+/// an OU of its own, so two roots of one cluster never share a name (a
+/// node tells which root signed its certificate by the issuer name).
+fn ca_params(cluster_id: &str, unit: Option<&str>) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new())?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "swarm-ca");
+    if let Some(u) = unit {
+        dn.push(DnType::OrganizationalUnitName, u);
+    }
     dn.push(DnType::OrganizationName, cluster_id);
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -68,13 +74,35 @@ fn ca_params(cluster_id: &str) -> Result<CertificateParams> {
 impl ClusterCa {
     pub fn generate(cluster_id: &str) -> Result<Self> {
         let key = KeyPair::generate()?;
-        let cert = ca_params(cluster_id)?.self_signed(&key)?;
+        let cert = ca_params(cluster_id, None)?.self_signed(&key)?;
         Ok(Self {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             cert_der: cert.der().to_vec(),
             cluster_id: cluster_id.to_string(),
         })
+    }
+
+    /// The next root of a CA rotation, and its cross-signed twin: the new
+    /// root's name and key certified by this (old) root. A certificate of
+    /// the new root, presented with the twin, chains to the old root too,
+    /// so nodes that trust only the old root accept it while the swarm
+    /// moves over (swarmkit's way).
+    pub fn rotated(&self) -> Result<(ClusterCa, String)> {
+        let key = KeyPair::generate()?;
+        let unit = format!("swarm-ca-{:08x}", rand::rng().random::<u32>());
+        let params = ca_params(&self.cluster_id, Some(&unit))?;
+        let cert = params.self_signed(&key)?;
+        let old_key = KeyPair::from_pem(&self.key_pem)?;
+        let old = Issuer::from_ca_cert_pem(&self.cert_pem, &old_key)?;
+        let cross = params.signed_by(&key, &old)?;
+        let new = Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            cluster_id: self.cluster_id.clone(),
+        };
+        Ok((new, cross.pem()))
     }
 
     pub fn from_pem(cluster_id: &str, cert_pem: &str, key_pem: &str) -> Result<Self> {
@@ -138,8 +166,7 @@ impl ClusterCa {
         validity: Duration,
     ) -> Result<String> {
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
-        let ca_params = ca_params(&self.cluster_id)?;
-        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &ca_key)?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_id);
@@ -204,6 +231,39 @@ pub fn role_of_ou(ou: &str) -> Option<Role> {
         "swarm-worker" => Some(Role::Worker),
         _ => None,
     }
+}
+
+/// The subject name of a PEM certificate (the first of a bundle).
+pub fn subject_of_pem(cert_pem: &str) -> Result<String> {
+    let der = pem_der(cert_pem)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    Ok(cert.subject().to_string())
+}
+
+/// The issuer name of a PEM certificate (the first of a chain): which
+/// root signed a node's certificate.
+pub fn issuer_of_pem(cert_pem: &str) -> Result<String> {
+    let der = pem_der(cert_pem)?;
+    issuer_of_der(&der)
+}
+
+pub fn issuer_of_der(der: &[u8]) -> Result<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    Ok(cert.issuer().to_string())
+}
+
+/// The digest of every certificate of a PEM bundle (a joining node looks
+/// for its token's among the roots a manager trusts).
+pub fn digests_of_bundle(pem: &str) -> Result<Vec<String>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|c| {
+            c.map(|d| digest_of_der(&d))
+                .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))
+        })
+        .collect()
 }
 
 /// The digest of a PEM certificate (what a joining node compares with its

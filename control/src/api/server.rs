@@ -48,6 +48,8 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/swarm/leave", axum::routing::post(swarm_leave))
         .route("/v1/swarm", get(swarm_inspect))
         .route("/v1/swarm/update", axum::routing::post(swarm_update))
+        .route("/v1/swarm/ca", get(swarm_ca))
+        .route("/v1/swarm/ca/rotate", axum::routing::post(swarm_ca_rotate))
         .route("/v1/debug/raft", get(raft_debug))
         .route("/v1/debug/dns", get(dns_debug))
         .route("/v1/debug/lb", get(lb_debug))
@@ -240,6 +242,14 @@ async fn swarm_update(State(a): Shared, b: Result<Json<SwarmUpdate>, JsonRejecti
         Ok(req) => reply(a.swarm_update(req).await),
         Err(e) => err(e),
     }
+}
+
+async fn swarm_ca(State(a): Shared) -> Response {
+    reply(a.swarm_ca().await)
+}
+
+async fn swarm_ca_rotate(State(a): Shared) -> Response {
+    reply(a.swarm_ca_rotate().await)
 }
 
 async fn raft_debug(State(a): Shared) -> Response {

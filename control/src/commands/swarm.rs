@@ -1,4 +1,4 @@
-//! `shoal swarm init|join|join-token|leave|update|inspect`.
+//! `shoal swarm init|join|join-token|leave|update|inspect|ca`.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::api::client::Client;
 use crate::api::socket_path;
 use crate::wire::{
-    JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmJoinReply, SwarmLeave, SwarmUpdate,
-    SwarmView,
+    CaView, JoinTokenReply, SwarmInit, SwarmInitReply, SwarmJoin, SwarmJoinReply, SwarmLeave,
+    SwarmUpdate, SwarmView,
 };
 
 #[derive(Args, Debug)]
@@ -58,6 +58,19 @@ pub enum SwarmCmd {
     },
     /// Show the swarm's settings (JSON).
     Inspect,
+    /// Show the root CA certificate, or rotate it: a new root signs every
+    /// node's certificate, then the old one is dropped and the join
+    /// tokens change.
+    Ca {
+        #[arg(long)]
+        rotate: bool,
+        /// Start the rotation and return at once.
+        #[arg(short, long)]
+        detach: bool,
+        /// Print no progress (the root certificate only).
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Join the swarm of the manager at ADDR:2377 (the token decides the role).
     Join {
         #[arg(long)]
@@ -106,6 +119,7 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&[v])?);
                 Ok(())
             }
+            SwarmCmd::Ca { rotate, detach, quiet } => ca(&client, rotate, detach, quiet).await,
             SwarmCmd::Join { token, remote } => {
                 let r: SwarmJoinReply = client.post("/v1/swarm/join", &SwarmJoin { token, remote }).await?;
                 println!("This node joined a swarm as a {}.", r.role.as_str());
@@ -139,4 +153,40 @@ pub fn run(a: SwarmArgs) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// `swarm ca [--rotate]`: as Docker, progress lines while the nodes move to
+/// the new root, then the root certificate.
+async fn ca(client: &Client, rotate: bool, detach: bool, quiet: bool) -> anyhow::Result<()> {
+    let mut v: CaView = if rotate {
+        client.post("/v1/swarm/ca/rotate", &()).await?
+    } else {
+        client.get("/v1/swarm/ca").await?
+    };
+    let mut said = None;
+    while let Some(p) = v.rotation.as_ref().filter(|_| !detach) {
+        let now = (p.rotated, p.total, p.waiting.clone());
+        if !quiet && said.as_ref() != Some(&now) {
+            let waiting = match p.waiting.as_slice() {
+                [] => String::new(),
+                w => format!(" (waiting for {})", w.join(", ")),
+            };
+            println!(
+                "rotated TLS certificates: {}/{} nodes{waiting}",
+                p.rotated, p.total
+            );
+            said = Some(now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        v = client.get("/v1/swarm/ca").await?;
+    }
+    if rotate && !detach && !quiet {
+        // The last nodes may have moved over between two looks.
+        if let Some((_, total, _)) = said.filter(|(d, t, _)| d < t) {
+            println!("rotated TLS certificates: {total}/{total} nodes");
+        }
+        println!("rotated CA certificates: the new root is the swarm's only root; the join tokens changed");
+    }
+    print!("{}", v.root_pem);
+    Ok(())
 }

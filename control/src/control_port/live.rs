@@ -206,3 +206,7 @@ impl ClientCertVerifier for NotRevoked {
 #[cfg(test)]
 #[path = "live_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "rotation_tests.rs"]
+mod rotation_tests;

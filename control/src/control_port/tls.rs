@@ -50,6 +50,9 @@ fn provider() -> Arc<CryptoProvider> {
 pub struct PeerId {
     pub node_id: String,
     pub role: Role,
+    /// The name of the root that signed it (during a CA rotation the
+    /// leader counts the nodes on the new root by it).
+    pub issuer: String,
 }
 
 /// Reads the node id (CN) and role (OU) out of a certificate the handshake
@@ -62,15 +65,30 @@ pub fn peer_id(der: &[u8]) -> Option<PeerId> {
     Some(PeerId {
         node_id: cn.to_string(),
         role: role_of_ou(ou)?,
+        issuer: cert.issuer().to_string(),
     })
 }
 
 /// A node's TLS identity: its certificate and key, and the cluster CA.
+/// During a CA rotation `ca_pem` holds both roots, and `cert_pem` a
+/// certificate of the new root followed by the new root cross-signed by
+/// the old one (so nodes still on the old root alone accept it).
 #[derive(Clone)]
 pub struct Identity {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+/// Every certificate of a PEM bundle, in order.
+fn certs_of(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(what, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem(what, "no certificate".into()));
+    }
+    Ok(certs)
 }
 
 impl Identity {
@@ -119,23 +137,22 @@ impl Identity {
     }
 
     fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
-        let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
-            .map_err(|e| TlsError::Pem("CA certificate", e.to_string()))?;
         let mut roots = RootCertStore::empty();
-        roots.add(ca)?;
+        for ca in certs_of(&self.ca_pem, "CA certificate")? {
+            roots.add(ca)?;
+        }
         Ok(Arc::new(roots))
     }
 
-    /// The chain presented: the node certificate, then the CA (so a joining
-    /// node can pin the CA by digest during the handshake).
+    /// The chain presented: the node certificate (and the cross-signed
+    /// root, mid-rotation), then the roots (so a joining node can pin the
+    /// CA by digest during the handshake).
     fn chain(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-        let cert = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
-            .map_err(|e| TlsError::Pem("node certificate", e.to_string()))?;
-        let ca = CertificateDer::from_pem_slice(self.ca_pem.as_bytes())
-            .map_err(|e| TlsError::Pem("CA certificate", e.to_string()))?;
+        let mut chain = certs_of(&self.cert_pem, "node certificate")?;
+        chain.extend(certs_of(&self.ca_pem, "CA certificate")?);
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
             .map_err(|e| TlsError::Pem("node key", e.to_string()))?;
-        Ok((vec![cert, ca], key))
+        Ok((chain, key))
     }
 
     /// The cluster CA's client verifier: a certificate of another CA (or
@@ -245,7 +262,14 @@ impl ServerCertVerifier for PinnedCa {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
-        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+        // The rest may hold the cross-signed root: mid-rotation a manager's
+        // certificate of the new root reaches a token's old root through it.
+        let rest: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| digest_of_der(c) != self.digest)
+            .cloned()
+            .collect();
+        inner.verify_server_cert(end_entity, &rest, server_name, ocsp, now)
     }
 
     fn verify_tls12_signature(
@@ -312,7 +336,8 @@ mod tests {
             me,
             PeerId {
                 node_id: "abc".into(),
-                role: Role::Worker
+                role: Role::Worker,
+                issuer: "CN=swarm-ca, O=c1".into(),
             }
         );
         let m = identity(&ca, "def", Role::Manager);

@@ -46,6 +46,7 @@ pub fn run(nodes: usize, tasks: u64, max_per_node: u64) -> SimReport {
         let node = NodeRecord {
             ipsec: Default::default(),
             cert_not_after_ms: None,
+            cert_issuer: None,
             id: format!("node{i:05}"),
             raft_id: None,
             hostname: format!("h{i}"),

@@ -117,6 +117,7 @@ pub async fn execute(
             leaving,
             ipsec,
             cert_not_after_ms,
+            cert_issuer,
         } => {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(m.id) {
@@ -142,12 +143,14 @@ pub async fn execute(
                 };
                 note(raft, cmd, left).await?;
             }
+            let issuer_changed = cert_issuer.is_some() && cert_issuer != node.cert_issuer;
             if let Some(not_after_ms) =
-                cert_not_after_ms.filter(|t| Some(*t) != node.cert_not_after_ms)
+                cert_not_after_ms.filter(|t| Some(*t) != node.cert_not_after_ms || issuer_changed)
             {
                 let cmd = Command::NodeSetCertExpiry {
                     id: node_id.clone(),
                     not_after_ms,
+                    issuer: cert_issuer,
                 };
                 note(raft, cmd, left).await?;
             }
@@ -193,7 +196,7 @@ pub async fn execute(
                     Err(_) => return Err(no_quorum()),
                 }
             }
-            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send), cert_expiry_ms) = {
+            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send), cluster) = {
                 let st = state.read().expect("state lock");
                 let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
                 (
@@ -201,9 +204,14 @@ pub async fn execute(
                     port,
                     st.mesh_config(&node_id),
                     mem.keys.for_session(&st),
-                    st.cluster.as_ref().map(|c| c.cert_expiry_ms),
+                    st.cluster.clone(),
                 )
             };
+            let cert_expiry_ms = cluster.as_ref().map(|c| c.cert_expiry_ms);
+            let ca_pem = cluster.as_ref().map(|c| c.trust_bundle());
+            let signing_ca = cluster
+                .as_ref()
+                .and_then(|c| crate::pki::subject_of_pem(c.signing_ca().0).ok());
             let mem = m.membership_config.membership();
             let managers = mem
                 .voter_ids()
@@ -226,6 +234,8 @@ pub async fn execute(
                     gossip_keys,
                     gossip_send,
                     cert_expiry_ms,
+                    ca_pem,
+                    signing_ca,
                 }),
                 ..Default::default()
             })

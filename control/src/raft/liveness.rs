@@ -2,7 +2,8 @@
 //! (`/swarm/session`, forwarded to the leader) every `HEARTBEAT`; the
 //! leader marks a node `down` in the replicated state when it has not heard
 //! from it for `DOWN_AFTER`, and `ready` again when it returns. A new leader
-//! gives every node a fresh `DOWN_AFTER` before judging it.
+//! gives every node not down a fresh `DOWN_AFTER` before judging it; a
+//! down one stays down until it heartbeats.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -85,12 +86,19 @@ pub async fn watch(
             .map(|n| (n.id.clone(), n.hostname.clone(), n.state))
             .collect();
         for (id, hostname, current) in nodes {
+            // A new leader gives a node it has not heard from yet a fresh
+            // DOWN_AFTER, unless it is down already: it does not come
+            // back up without a heartbeat (one that left never does).
             let seen = if id == self_id {
-                now
+                Some(now)
             } else {
-                mem.live.last(&id).map_or(since, |t| t.max(since))
+                let last = mem.live.last(&id);
+                match current {
+                    NodeState::Down => last,
+                    _ => Some(last.map_or(since, |t| t.max(since))),
+                }
             };
-            let want = if now.duration_since(seen) < DOWN_AFTER {
+            let want = if seen.is_some_and(|t| now.duration_since(t) < DOWN_AFTER) {
                 NodeState::Ready
             } else {
                 NodeState::Down

@@ -146,6 +146,7 @@ impl Manager {
             state.clone(),
             mem.clone(),
         ));
+        let ca_rotations = tokio::spawn(super::ca_rotation::watch(raft.clone(), state.clone()));
         let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = leader_changes.clone();
         let mut rx = raft.metrics();
@@ -170,7 +171,7 @@ impl Manager {
             tls,
             mem,
             leader_changes,
-            tasks: vec![server, watch, rotations, leaders],
+            tasks: vec![server, watch, rotations, ca_rotations, leaders],
         })
     }
 

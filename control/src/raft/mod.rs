@@ -17,6 +17,7 @@
 //!   what applying each kind of command does, and allocation.
 //! - `mesh.rs`: the routing mesh each node is sent, derived from the state.
 
+pub mod ca_rotation;
 pub mod gossip_keys;
 pub mod lb_addrs;
 pub mod leader;

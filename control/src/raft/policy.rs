@@ -100,6 +100,7 @@ mod tests {
                 NodeRecord {
                     ipsec: Default::default(),
                     cert_not_after_ms: None,
+                    cert_issuer: None,
                     id: id.into(),
                     raft_id: None,
                     hostname: id.into(),
@@ -119,6 +120,7 @@ mod tests {
         PeerId {
             node_id: id.into(),
             role,
+            issuer: "CN=swarm-ca, O=c".into(),
         }
     }
 

@@ -14,7 +14,6 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_rustls::rustls::ClientConfig;
 
 use super::TypeConfig;
 use crate::control_port::client::request;
@@ -27,10 +26,13 @@ pub struct Network {
     pub tls: Arc<LiveTls>,
 }
 
+/// One target. The TLS config is taken per request, not kept: openraft
+/// keeps a replication stream's client for as long as it leads, and a
+/// certificate renewed meanwhile (or a CA rotation) must reach it.
 pub struct Conn {
     target: RaftId,
     addr: String,
-    tls: Arc<ClientConfig>,
+    tls: Arc<LiveTls>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -40,7 +42,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Conn {
             target,
             addr: node.addr.clone(),
-            tls: self.tls.client(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -59,7 +61,7 @@ impl Conn {
     {
         let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let (status, bytes) = request(
-            &self.tls,
+            &self.tls.client(),
             &self.addr,
             hyper::Method::POST,
             path,

@@ -324,6 +324,7 @@ mod tests {
         let mut n = NodeRecord {
             ipsec: Default::default(),
             cert_not_after_ms: None,
+            cert_issuer: None,
             id: "x".into(),
             raft_id: None,
             hostname: "n2".into(),

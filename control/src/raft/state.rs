@@ -268,14 +268,26 @@ impl ClusterState {
                 node.version = index;
                 self.put(node)
             }
-            Command::NodeSetCertExpiry { id, not_after_ms } => {
+            Command::NodeSetCertExpiry {
+                id,
+                not_after_ms,
+                issuer,
+            } => {
                 let Some(mut node) = self.nodes.get(&id).cloned() else {
                     return err(WireError::not_found(format!("no such node: {id}")));
                 };
                 node.cert_not_after_ms = Some(not_after_ms);
+                if issuer.is_some() {
+                    node.cert_issuer = issuer;
+                }
                 node.version = index;
                 self.put(node)
             }
+            Command::CaRotate { rotation } => self.ca_rotate(rotation),
+            Command::CaRotateFinish {
+                worker_token,
+                manager_token,
+            } => self.ca_rotate_finish(worker_token, manager_token),
             Command::ClusterSetCertExpiry { ms } => {
                 let Some(mut c) = self.cluster.clone() else {
                     return err(WireError::unavailable("the cluster is not initialised"));
@@ -371,6 +383,7 @@ impl ClusterInfo {
             gossip_key_rotation_ms: crate::wire::DEFAULT_GOSSIP_KEY_ROTATION_MS,
             cert_expiry_ms: crate::wire::DEFAULT_CERT_EXPIRY_MS,
             revoked: Default::default(),
+            ca_rotation: None,
         }
     }
 }
@@ -385,6 +398,7 @@ mod tests {
         NodeRecord {
             ipsec: Default::default(),
             cert_not_after_ms: None,
+            cert_issuer: None,
             id: id.into(),
             raft_id: None,
             hostname: format!("h-{id}"),
@@ -514,6 +528,7 @@ mod tests {
             Command::NodeSetCertExpiry {
                 id: "a".into(),
                 not_after_ms: 99,
+                issuer: None,
             },
         );
         assert!(matches!(r, CommandResult::Node(n) if n.cert_not_after_ms == Some(99)));

@@ -493,6 +493,7 @@ mod tests {
             let node = NodeRecord {
                 ipsec: Default::default(),
                 cert_not_after_ms: None,
+                cert_issuer: None,
                 id: "abc".into(),
                 raft_id: Some(1),
                 hostname: "n1".into(),

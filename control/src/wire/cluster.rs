@@ -63,6 +63,10 @@ pub struct NodeRecord {
     /// heartbeat last said; None: not said yet).
     #[serde(default)]
     pub cert_not_after_ms: Option<u64>,
+    /// The name of the root that signed the certificate it presents (as a
+    /// manager saw it in the handshake; None: not seen yet).
+    #[serde(default)]
+    pub cert_issuer: Option<String>,
     /// Raft log index that last changed this record.
     pub version: u64,
 }
@@ -121,6 +125,39 @@ pub struct ClusterInfo {
     /// (node ids are never reused; one small entry per removal).
     #[serde(default)]
     pub revoked: BTreeMap<String, RevokedNode>,
+    /// A CA rotation under way (`swarm ca --rotate`).
+    #[serde(default)]
+    pub ca_rotation: Option<CaRotation>,
+}
+
+/// The root a CA rotation moves the swarm to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRotation {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// The new root's name and key certified by the old root: presented
+    /// after a new certificate, it chains to the old root too.
+    pub cross_pem: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+}
+
+impl ClusterInfo {
+    /// The root that signs certificates now (PEM cert, key).
+    pub fn signing_ca(&self) -> (&str, &str) {
+        match &self.ca_rotation {
+            Some(r) => (&r.cert_pem, &r.key_pem),
+            None => (&self.ca_cert_pem, &self.ca_key_pem),
+        }
+    }
+
+    /// The roots every node trusts: both while a rotation is under way.
+    pub fn trust_bundle(&self) -> String {
+        match &self.ca_rotation {
+            Some(r) => format!("{}{}", self.ca_cert_pem, r.cert_pem),
+            None => self.ca_cert_pem.clone(),
+        }
+    }
 }
 
 /// A removed node whose certificates no manager accepts any more.
@@ -200,10 +237,24 @@ pub enum Command {
         #[serde(default)]
         now: u64,
     },
-    /// When the certificate a node holds expires, as its heartbeat says.
+    /// When the certificate a node holds expires, as its heartbeat says,
+    /// and which root signed it, as the handshake showed.
     NodeSetCertExpiry {
         id: String,
         not_after_ms: u64,
+        #[serde(default)]
+        issuer: Option<String>,
+    },
+    /// `swarm ca --rotate`: from now on certificates come from `rotation`'s
+    /// root, and every node trusts both roots.
+    CaRotate {
+        rotation: CaRotation,
+    },
+    /// Every node holds a certificate of the new root: it becomes the only
+    /// root, and the join tokens pin it.
+    CaRotateFinish {
+        worker_token: String,
+        manager_token: String,
     },
     /// `swarm update --cert-expiry`: certificates signed from now on.
     ClusterSetCertExpiry {

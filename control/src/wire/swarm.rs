@@ -62,6 +62,26 @@ pub struct SwarmView {
     pub revoked: Vec<String>,
 }
 
+/// `shoal swarm ca`: the swarm's root, and a rotation's progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaView {
+    /// The root join tokens pin (mid-rotation still the old one).
+    pub root_pem: String,
+    #[serde(default)]
+    pub rotation: Option<CaProgress>,
+}
+
+/// How far a CA rotation is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaProgress {
+    pub new_root_pem: String,
+    /// Nodes whose certificate the new root signed, of all nodes.
+    pub rotated: usize,
+    pub total: usize,
+    /// The hostnames of the nodes still on the old root.
+    pub waiting: Vec<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinTokenReply {
     pub role: Role,
@@ -135,6 +155,10 @@ pub struct JoinReply {
     pub node_id: String,
     pub role: Role,
     pub cert_pem: String,
+    /// The roots to trust (two during a CA rotation; None: the one the
+    /// token pins).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
     /// Control addresses of the managers.
     pub managers: Vec<String>,
 }
@@ -142,6 +166,9 @@ pub struct JoinReply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CertReply {
     pub cert_pem: String,
+    /// The roots to trust now (two during a CA rotation).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 /// `/swarm/cert`: a new certificate for the calling node's new key.
@@ -212,6 +239,10 @@ pub enum LeaderOp {
         /// When its certificate expires (ms since the epoch).
         #[serde(default)]
         cert_not_after_ms: Option<u64>,
+        /// Which root signed the certificate it presented to the manager
+        /// that relays this (never the node's own word).
+        #[serde(default)]
+        cert_issuer: Option<String>,
     },
     /// Ask nodes for their tasks' logs: (node id, ask) pairs.
     LogAsk {
@@ -282,6 +313,13 @@ pub struct SessionReply {
     /// --cert-expiry` shortened it).
     #[serde(default)]
     pub cert_expiry_ms: Option<u64>,
+    /// The roots to trust (PEM; two during a CA rotation).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// The name of the root that signs now: a node whose certificate
+    /// another root signed renews at once (a CA rotation).
+    #[serde(default)]
+    pub signing_ca: Option<String>,
 }
 
 fn default_data_path_port() -> u16 {

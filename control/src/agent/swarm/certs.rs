@@ -15,7 +15,7 @@ use super::join::renew_identity;
 use crate::agent::Agent;
 use crate::control_port::client::call;
 use crate::control_port::tls::Identity;
-use crate::pki::validity_of_pem;
+use crate::pki::{issuer_of_pem, validity_of_pem};
 use crate::wire::{CertReply, CertRequest};
 
 /// When this node's certificate expires, and when it renews.
@@ -23,6 +23,8 @@ use crate::wire::{CertReply, CertRequest};
 pub struct CertClock {
     pub not_after: SystemTime,
     pub renew_at: SystemTime,
+    /// The name of the root that signed it (None: unreadable).
+    pub issuer: Option<String>,
 }
 
 impl CertClock {
@@ -38,6 +40,7 @@ impl CertClock {
         Ok(Self {
             not_after,
             renew_at: now + left.mul_f64(at),
+            issuer: issuer_of_pem(&identity.cert_pem).ok(),
         })
     }
 
@@ -57,6 +60,18 @@ impl CertClock {
         let limit = SystemTime::now() + Duration::from_millis(cert_expiry_ms);
         // A certificate signed a moment ago ends a little after `limit`.
         if self.not_after > limit + Duration::from_secs(5) && self.renew_at > SystemTime::now() {
+            self.renew_at = SystemTime::now();
+        }
+    }
+
+    /// Renew now if another root than the one signing now signed this
+    /// certificate (a CA rotation is under way).
+    pub fn follow_root(&mut self, signing: &str) {
+        if self.issuer.as_deref() != Some(signing) && self.renew_at > SystemTime::now() {
+            info!(
+                root = signing,
+                "the swarm's CA is rotating: renewing this node's certificate from the new root"
+            );
             self.renew_at = SystemTime::now();
         }
     }
@@ -93,7 +108,7 @@ impl Agent {
             for addr in &managers {
                 let ttl = Duration::from_secs(5);
                 match call::<_, CertReply>(&client, addr, "/swarm/cert", &req, ttl).await {
-                    Ok(c) => return Ok(c.cert_pem),
+                    Ok(c) => return Ok(c),
                     Err(f) => last = anyhow!("{addr}: {}", f.msg),
                 }
             }
@@ -141,6 +156,7 @@ pub fn clock_or_now(identity: &Identity) -> CertClock {
         CertClock {
             not_after: SystemTime::now(),
             renew_at: SystemTime::now(),
+            issuer: None,
         }
     })
 }

@@ -22,14 +22,14 @@ use crate::agent::Agent;
 use crate::control_port::client::{call, request};
 use crate::control_port::live::LiveTls;
 use crate::control_port::tls::{pinned_client, Identity};
-use crate::pki::{digest_of_pem, ClusterCa, JoinToken};
+use crate::pki::{digests_of_bundle, ClusterCa, JoinToken};
 use crate::raft::manager::to_leader;
 use crate::raft::networks::INGRESS_SUBNET;
 use crate::raft::state::ClusterState;
 use crate::wire::LeaderOp;
 use crate::wire::{AddrPool, NetworkSpec};
 use crate::wire::{Availability, ClusterInfo, Command, CommandResult, NodeRecord, NodeState, Role};
-use crate::wire::{JoinReply, JoinRequest};
+use crate::wire::{CertReply, JoinReply, JoinRequest};
 use crate::wire::{SwarmInit, SwarmInitReply};
 use crate::wire::{DEFAULT_CERT_EXPIRY_MS, REMOVED};
 
@@ -40,38 +40,41 @@ pub fn expect_ok(r: CommandResult) -> Result<()> {
     }
 }
 
-fn cluster_ca(st: &ClusterState) -> Result<ClusterCa> {
+/// A certificate for `node`'s key (its CSR) with the role the state gives it,
+/// from the root that signs now; mid-rotation followed by that root
+/// cross-signed by the old one. Valid for the swarm's `cert_expiry_ms`;
+/// never for a revoked node.
+pub fn sign_for(st: &ClusterState, node: &NodeRecord, csr_pem: &str) -> Result<String> {
     let c = st
         .cluster
         .as_ref()
         .ok_or_else(|| crate::wire_err!(Unavailable, "the swarm is not initialised"))?;
-    ClusterCa::from_pem(&c.cluster_id, &c.ca_cert_pem, &c.ca_key_pem)
-}
-
-/// A certificate for `node`'s key (its CSR) with the role the state gives it.
-/// Valid for the swarm's `cert_expiry_ms`; never for a revoked node.
-pub fn sign_for(st: &ClusterState, node: &NodeRecord, csr_pem: &str) -> Result<String> {
-    let ca = cluster_ca(st)?;
-    let c = st.cluster.as_ref().expect("cluster_ca checked");
     if c.revoked.contains_key(&node.id) {
         crate::fail!(Gone, "node {} {REMOVED}", node.id);
     }
+    let (cert, key) = c.signing_ca();
+    let ca = ClusterCa::from_pem(&c.cluster_id, cert, key)?;
     let validity = Duration::from_millis(c.cert_expiry_ms);
-    ca.sign(csr_pem, &node.id, node.role, node.addr, validity)
+    let leaf = ca.sign(csr_pem, &node.id, node.role, node.addr, validity)?;
+    Ok(match &c.ca_rotation {
+        Some(r) => format!("{leaf}{}", r.cross_pem),
+        None => leaf,
+    })
 }
 
 /// This node's new identity: a key made here, certified through `sign`
-/// (a manager's, from the node's CSR).
+/// (a manager's, from the node's CSR), with the roots the reply names
+/// (else `ca_pem`, the ones it had).
 pub async fn renew_identity<F, Fut>(ca_pem: String, sign: F) -> Result<Identity>
 where
     F: FnOnce(String) -> Fut,
-    Fut: std::future::Future<Output = Result<String>>,
+    Fut: std::future::Future<Output = Result<CertReply>>,
 {
     let (key_pem, csr_pem) = crate::pki::new_key_and_csr()?;
-    let cert_pem = sign(csr_pem).await?;
+    let reply = sign(csr_pem).await?;
     Ok(Identity {
-        ca_pem,
-        cert_pem,
+        ca_pem: reply.ca_pem.unwrap_or(ca_pem),
+        cert_pem: reply.cert_pem,
         key_pem,
     })
 }
@@ -168,6 +171,7 @@ impl Agent {
             gossip_key_rotation_ms: rotation_ms,
             cert_expiry_ms,
             revoked: Default::default(),
+            ca_rotation: None,
         };
         expect_ok(
             manager
@@ -185,6 +189,7 @@ impl Agent {
             state: NodeState::Ready,
             ipsec: self.ipsec.support.clone(),
             cert_not_after_ms: None,
+            cert_issuer: None,
             version: 0,
         };
         expect_ok(manager.write(Command::NodeAdd { node: me }).await?)?;
@@ -233,9 +238,10 @@ impl Agent {
             .cluster
             .as_ref()
             .ok_or_else(|| crate::wire_err!(Unavailable, "the swarm is not initialised"))?;
-        let ca = cluster_ca(&st)?;
+        // The tokens pin the current root (mid-rotation still the old one:
+        // they change when the rotation finishes).
         let presented = JoinToken::parse(&req.token)?;
-        if presented.ca_digest != ca.digest() {
+        if presented.ca_digest != crate::pki::digest_of_pem(&cluster.ca_cert_pem)? {
             crate::fail!(Forbidden, "the join token is for another swarm");
         }
         let role = if presented.secret_matches(&JoinToken::parse(&cluster.worker_token)?) {
@@ -274,6 +280,7 @@ impl Agent {
             // Its first heartbeat says.
             ipsec: Default::default(),
             cert_not_after_ms: None,
+            cert_issuer: None,
             version: 0,
         };
         let cert_pem = sign_for(&st, &node, &req.csr_pem)?;
@@ -283,6 +290,7 @@ impl Agent {
             node_id: node.id,
             role,
             cert_pem,
+            ca_pem: st.cluster.as_ref().map(|c| c.trust_bundle()),
             managers: manager_addrs(&m),
         })
     }
@@ -314,8 +322,10 @@ impl Agent {
         if !status.is_success() {
             crate::fail!(Unavailable, "{remote} is not a swarm manager");
         }
+        // The roots the swarm trusts (two mid-rotation): the token's must
+        // be among them.
         let ca = String::from_utf8_lossy(&ca).into_owned();
-        if digest_of_pem(&ca)? != t.ca_digest {
+        if !digests_of_bundle(&ca)?.contains(&t.ca_digest) {
             crate::fail!(
                 Forbidden,
                 "the manager at {remote} does not hold the CA this token pins; refusing to join"
@@ -343,7 +353,7 @@ impl Agent {
                 e
             })?;
         let identity = Identity {
-            ca_pem: ca,
+            ca_pem: reply.ca_pem.clone().unwrap_or(ca),
             cert_pem: reply.cert_pem.clone(),
             key_pem,
         };

@@ -231,7 +231,7 @@ fn refusal(status: StatusCode, e: anyhow::Error) -> Response {
 
 async fn ca_pem(State(a): State<Arc<Agent>>) -> Response {
     match a.manager().await.ok().and_then(|(m, _)| m.state().cluster) {
-        Some(c) => c.ca_cert_pem.into_response(),
+        Some(c) => c.trust_bundle().into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no swarm here").into_response(),
     }
 }
@@ -266,6 +266,7 @@ async fn session_handler(
                 leaving: r.leaving,
                 ipsec: r.ipsec,
                 cert_not_after_ms: r.cert_not_after_ms,
+                cert_issuer: Some(peer.issuer),
             })
             .await?;
         r.session.context("the leader sent no session")
@@ -294,11 +295,13 @@ async fn cert_handler(
             .nodes
             .get(&peer.node_id)
             .ok_or_else(|| WireError::gone(format!("node {} {REMOVED}", peer.node_id)))?;
-        join::sign_for(&st, node, &req.csr_pem)
+        let cert_pem = join::sign_for(&st, node, &req.csr_pem)?;
+        let ca_pem = st.cluster.as_ref().map(|c| c.trust_bundle());
+        anyhow::Ok((cert_pem, ca_pem))
     }
     .await;
     match res {
-        Ok(cert_pem) => Json(crate::wire::CertReply { cert_pem }).into_response(),
+        Ok((cert_pem, ca_pem)) => Json(crate::wire::CertReply { cert_pem, ca_pem }).into_response(),
         Err(e) => refusal(StatusCode::BAD_REQUEST, e),
     }
 }

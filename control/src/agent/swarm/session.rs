@@ -43,7 +43,7 @@ impl Agent {
     }
 
     async fn session_tick(self: &Arc<Self>) -> Result<()> {
-        let (manager, tls, ms, not_after) = {
+        let (manager, tls, ms, not_after, issuer) = {
             let g = self.swarm.lock().await;
             let Some(s) = g.as_ref() else { return Ok(()) };
             let not_after = Some(s.cert.not_after_ms());
@@ -52,6 +52,7 @@ impl Agent {
                 s.tls.client(),
                 s.membership.clone(),
                 not_after,
+                s.cert.issuer.clone(),
             )
         };
         // A manager asks through its own Raft member; if that fails (a
@@ -67,6 +68,8 @@ impl Agent {
                     leaving: false,
                     ipsec: Some(self.ipsec.support.clone()),
                     cert_not_after_ms: not_after,
+                    // Its own certificate, as it serves it.
+                    cert_issuer: issuer,
                 })
                 .await
                 .map_err(|e| WireError::new(WireError::kind_of(e.as_ref()), format!("{e:#}")))
@@ -198,6 +201,12 @@ impl Agent {
         if let Some(ms) = s.cert_expiry_ms {
             sw.cert.follow_expiry(ms);
         }
+        if let Some(root) = &s.signing_ca {
+            sw.cert.follow_root(root);
+        }
+        if let Some(bundle) = &s.ca_pem {
+            self.follow_roots(sw, bundle)?;
+        }
         let mut managers = s.managers.clone();
         managers.sort_by_key(|a| a != &s.leader);
         if managers != sw.membership.managers {
@@ -223,7 +232,7 @@ impl Agent {
                     )
                     .await
                     .map_err(|f| anyhow!("new certificate: {}", f.msg))?;
-                    Ok(c.cert_pem)
+                    Ok(c)
                 })
                 .await?;
                 let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
@@ -259,9 +268,13 @@ impl Agent {
                 // key is made here either way).
                 let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
                 let st = m.state();
-                let identity =
-                    renew_identity(ca_pem, |csr| async move { sign_for(&st, &s.node, &csr) })
-                        .await?;
+                let identity = renew_identity(ca_pem, |csr| async move {
+                    Ok(CertReply {
+                        cert_pem: sign_for(&st, &s.node, &csr)?,
+                        ca_pem: st.cluster.as_ref().map(|c| c.trust_bundle()),
+                    })
+                })
+                .await?;
                 let _ = m.shutdown().await;
                 let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
                 identity.save(&self.data_dir)?;
@@ -273,6 +286,21 @@ impl Agent {
                 info!("demoted to worker");
             }
         }
+        Ok(())
+    }
+
+    /// Trusts the roots the leader names (both during a CA rotation, the
+    /// new one alone after it) from the next handshake on.
+    fn follow_roots(&self, sw: &mut super::Swarm, bundle: &str) -> Result<()> {
+        let mut identity = Identity::load(&self.data_dir)?;
+        if identity.ca_pem == bundle {
+            return Ok(());
+        }
+        let n = crate::pki::digests_of_bundle(bundle)?.len();
+        identity.ca_pem = bundle.to_string();
+        sw.tls.reload(&identity)?;
+        identity.save(&self.data_dir)?;
+        info!(roots = n, "trusting the swarm's roots as the managers say");
         Ok(())
     }
 
@@ -306,6 +334,7 @@ impl Agent {
             leaving: true,
             ipsec: None,
             cert_not_after_ms: None,
+            cert_issuer: None,
         };
         if let Some(m) = &s.manager {
             if m.leader_op(bye).await.is_ok() {

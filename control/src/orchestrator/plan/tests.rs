@@ -14,6 +14,7 @@ pub(crate) fn cluster(nodes: &[&str]) -> ClusterState {
                 node: NodeRecord {
                     ipsec: Default::default(),
                     cert_not_after_ms: None,
+                    cert_issuer: None,
                     id: format!("id-{n}"),
                     raft_id: None,
                     hostname: n.to_string(),
@@ -265,6 +266,7 @@ fn global_constraints_pending_and_max_per_node() {
             node: NodeRecord {
                 ipsec: Default::default(),
                 cert_not_after_ms: None,
+                cert_issuer: None,
                 id: "id-n4".into(),
                 raft_id: None,
                 hostname: "n4".into(),

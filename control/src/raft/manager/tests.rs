@@ -44,6 +44,7 @@ fn node(id: &str, last: u8) -> Command {
         node: NodeRecord {
             ipsec: Default::default(),
             cert_not_after_ms: None,
+            cert_issuer: None,
             id: id.into(),
             raft_id: None,
             hostname: id.into(),
