@@ -303,21 +303,32 @@ fn a_joined_node_s_private_key_never_leaves_it() {
     nowhere_on_n1(&k2);
     nowhere_on_n1(&k3);
     // A promotion gives n2 a manager certificate for a new key of its own.
-    ok(lab.shoal_on("n1", &["node", "promote", "n2"]));
-    shoal_tests::wait("n2's manager certificate", 30, || {
-        std::fs::read_to_string(dir("n2").join("node.crt")).is_ok_and(|c| {
-            let der: Vec<u8> = {
+    let role_in_cert = |ou: &'static [u8]| {
+        move || {
+            std::fs::read_to_string(dir("n2").join("node.crt")).is_ok_and(|c| {
                 use rustls_pki_types::pem::PemObject;
-                rustls_pki_types::CertificateDer::from_pem_slice(c.as_bytes())
+                let der = rustls_pki_types::CertificateDer::from_pem_slice(c.as_bytes())
                     .map(|d| d.to_vec())
-                    .unwrap_or_default()
-            };
-            der.windows(13).any(|w| w == b"swarm-manager")
-        })
-    });
+                    .unwrap_or_default();
+                der.windows(ou.len()).any(|w| w == ou)
+            })
+        }
+    };
+    ok(lab.shoal_on("n1", &["node", "promote", "n2"]));
+    shoal_tests::wait(
+        "n2's manager certificate",
+        30,
+        role_in_cert(b"swarm-manager"),
+    );
     let k2b = key_lines("n2");
     assert_ne!(k2, k2b, "a new key for the new certificate");
     nowhere_on_n1(&k2b);
     // n2 works as a manager with it (its Raft log now has the state).
     ok(lab.shoal_on("n2", &["node", "ls"]));
+    // A demotion gives it a worker certificate, again for a new key.
+    ok(lab.shoal_on("n1", &["node", "demote", "n2"]));
+    shoal_tests::wait("n2's worker certificate", 30, role_in_cert(b"swarm-worker"));
+    let k2c = key_lines("n2");
+    assert_ne!(k2b, k2c, "a new key for the worker certificate");
+    nowhere_on_n1(&k2c);
 }
