@@ -144,6 +144,8 @@ pub struct Network {
     pub external: Option<External>,
     pub name: Option<String>,
     pub labels: Option<KeyValues>,
+    /// Only `encrypted` (Docker's overlay option) is known.
+    pub driver_opts: Option<BTreeMap<String, Value>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -227,6 +227,7 @@ fn networks(
             },
             Some(_) => return Err(format!("{path}.ipam.config: one subnet per network")),
         };
+        let encrypted = encrypted_opt(&path, n.driver_opts.as_ref())?;
         let cluster_name = n.name.clone().unwrap_or_else(|| scoped(&key));
         let mut labels = label();
         if let Some(kv) = &n.labels {
@@ -240,11 +241,41 @@ fn networks(
             attachable: n.attachable,
             internal: n.internal,
             ingress: false,
-            encrypted: false,
+            encrypted,
             labels,
         }));
     }
     Ok((networks, net_names))
+}
+
+/// `driver_opts: {encrypted: ""}` (or "true"; any value but "false" asks
+/// for it, as Docker reads the option's presence); any other option is
+/// refused by name, as `network create --opt` does.
+fn encrypted_opt(path: &str, opts: Option<&BTreeMap<String, Value>>) -> Result<bool, String> {
+    let mut encrypted = false;
+    for (k, v) in opts.into_iter().flatten() {
+        let v = match v {
+            Value::Null => String::new(),
+            Value::String(s) => s.clone(),
+            Value::Bool(b) => b.to_string(),
+            other => format!("{other:?}"),
+        };
+        match (k.as_str(), v.as_str()) {
+            ("encrypted", "false") => encrypted = false,
+            ("encrypted", "" | "true") => encrypted = true,
+            ("encrypted", v) => {
+                return Err(format!(
+                    "{path}.driver_opts.encrypted: {v:?}: want \"\", true or false"
+                ))
+            }
+            (k, _) => {
+                return Err(format!(
+                    "{path}.driver_opts.{k}: unknown option (Shoal's overlay knows `encrypted`)"
+                ))
+            }
+        }
+    }
+    Ok(encrypted)
 }
 
 /// One compose service as a service spec named `STACK_KEY`.
@@ -498,7 +529,7 @@ services:
     environment: [A=1, B=two]
     deploy: {mode: global, endpoint_mode: dnsrr}
 networks:
-  front: {attachable: true}
+  front: {attachable: true, driver_opts: {encrypted: ""}}
   back: {ipam: {config: [{subnet: 10.50.0.0/24}]}}
   outside: {external: true}
 "#,
@@ -535,6 +566,12 @@ networks:
             })
             .unwrap();
         assert_eq!(back.subnet.unwrap().to_string(), "10.50.0.0/24");
+        assert!(!back.encrypted);
+        let front = s.networks.iter().find_map(|n| match n {
+            StackNetwork::Own(n) if n.name == "app_front" => Some(n),
+            _ => None,
+        });
+        assert!(front.unwrap().encrypted, "driver_opts: {{encrypted: \"\"}}");
         assert!(s
             .networks
             .iter()
@@ -571,6 +608,14 @@ networks:
             (
                 "services: {a: {command: x, deploy: {update_config: {delay: soon}}}}",
                 "services.a.deploy.update_config.delay",
+            ),
+            (
+                "services: {a: {command: x}}\nnetworks: {default: {driver_opts: {mtu: 1400}}}",
+                "networks.default.driver_opts.mtu: unknown option",
+            ),
+            (
+                "services: {a: {command: x}}\nnetworks: {default: {driver_opts: {encrypted: maybe}}}",
+                "networks.default.driver_opts.encrypted",
             ),
         ] {
             let e = stack(text).unwrap_err();
