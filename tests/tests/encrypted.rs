@@ -46,6 +46,73 @@ fn encrypted_networks_are_refused_where_no_kernel_can() {
         text.starts_with("IPsec: unavailable: its kernel lacks xfrm_interface"),
         "{text}"
     );
+
+    // The ingress network replaced, as Docker's `network rm ingress` and
+    // `network create --ingress`: encrypted is refused here; a plain one
+    // carries published ports on every node; one at a time; in use, kept.
+    ok(lab.shoal_on("n1", &["network", "rm", "ingress"]));
+    refused(
+        &lab,
+        "n1",
+        &[
+            "network",
+            "create",
+            "--ingress",
+            "--opt",
+            "encrypted",
+            "ingress",
+        ],
+        "no node of the swarm can carry an encrypted network",
+    );
+    ok(lab.shoal_on("n1", &["network", "create", "--ingress", "mesh2"]));
+    refused(
+        &lab,
+        "n1",
+        &["network", "create", "--ingress", "mesh3"],
+        "an ingress network already exists",
+    );
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--network",
+            "plainnet",
+            "-p",
+            "8080:80",
+            "--constraint",
+            "node.hostname==n2",
+            "--",
+            &bin,
+            "whoami",
+            "--port",
+            "80",
+        ],
+    ));
+    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
+        "lab", "ls", "--name", &lab.name, "--format", "json",
+    ])))
+    .unwrap();
+    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    for n in &lab.info().nodes {
+        let url = format!("http://{}:8080/", n.underlay_ip);
+        wait(&format!("{url} over mesh2"), 60, || {
+            let o = lab.run(&outside, &["curl", "-s", "-m", "5", &url]);
+            String::from_utf8_lossy(&o.stdout).contains("Hostname:")
+        });
+    }
+    refused(
+        &lab,
+        "n1",
+        &["network", "rm", "mesh2"],
+        "network mesh2 is in use by service web",
+    );
+    assert!(lab
+        .node_log("n1")
+        .contains("left the replaced ingress network"));
 }
 
 /// The encrypted suite inside Debian's kernel: this same test binary,
@@ -120,6 +187,20 @@ fn suite() {
     let lab = Lab::up_with(3, 0, "tc", &["--daemon-arg=--gossip-key-rotation=4s"]);
     let info = lab.info();
     let bin = shoal_bin().to_string_lossy().into_owned();
+    // The routing mesh encrypted too: the ingress network replaced by an
+    // encrypted one, as Docker's `network create --ingress --opt encrypted`.
+    ok(lab.shoal_on("n1", &["network", "rm", "ingress"]));
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "network",
+            "create",
+            "--ingress",
+            "--opt",
+            "encrypted",
+            "ingress",
+        ],
+    ));
     ok(lab.shoal_on("n1", &["network", "create", "--opt", "encrypted", "secnet"]));
     ok(lab.shoal_on("n1", &["network", "create", "plainnet"]));
     let inspect = ok(lab.shoal_on("n1", &["network", "inspect", "secnet"]));
@@ -169,6 +250,17 @@ fn suite() {
             .is_some_and(|p| p.len() == 2 && p.iter().all(|x| !x["out_key"].is_null()))
     });
 
+    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
+        "lab", "ls", "--name", &lab.name, "--format", "json",
+    ])))
+    .unwrap();
+    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    let n1_url = format!("http://{}:8080/", info.nodes[0].underlay_ip);
+    wait("the published port on n1 from outside", 60, || {
+        let o = lab.run(&outside, &["curl", "-s", "-m", "5", &n1_url]);
+        String::from_utf8_lossy(&o.stdout).contains("Hostname:")
+    });
+
     // A marker over each network while the wire is captured.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ul.pcap").to_string_lossy().into_owned();
@@ -208,6 +300,13 @@ fn suite() {
             "{ip}: {r:?}"
         );
     }
+    // The published port on n1, which runs no sweb task: n1 forwards over
+    // the (encrypted) ingress network to n2 or n3.
+    for _ in 0..4 {
+        let o = lab.run(&outside, &["curl", "-s", "-m", "5", &n1_url]);
+        let body = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(body.contains("Hostname:"), "{body}");
+    }
     std::thread::sleep(Duration::from_millis(500));
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dump.id() as i32),
@@ -243,18 +342,18 @@ fn suite() {
             .unwrap()
     };
     let (sec_vni, plain_vni) = (vnis("secnet"), vnis("plainnet"));
+    let ingress_vni = vnis("ingress");
     assert!(vxlan.iter().any(|v| v.vni as u64 == plain_vni));
     assert!(
         vxlan.iter().all(|v| v.vni as u64 != sec_vni),
         "a VXLAN frame of the encrypted network in clear"
     );
+    assert!(
+        vxlan.iter().all(|v| v.vni as u64 != ingress_vni),
+        "a VXLAN frame of the encrypted ingress network in clear"
+    );
 
     // The published port of the encrypted network's service, from outside.
-    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
-        "lab", "ls", "--name", &lab.name, "--format", "json",
-    ])))
-    .unwrap();
-    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
     for n in &info.nodes {
         let url = format!("http://{}:8080/", n.underlay_ip);
         wait(&format!("{url} from outside"), 60, || {

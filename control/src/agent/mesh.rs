@@ -272,21 +272,35 @@ impl super::Agent {
 
     /// The leader's mesh configuration, from a heartbeat reply.
     pub async fn set_mesh(&self, m: MeshConfig) -> Result<()> {
+        self.leave_replaced_ingress(m.ingress.as_ref()).await;
         if let Some(net) = &m.ingress {
-            self.join_network(NetworkCreate {
+            let join = || NetworkCreate {
                 name: net.name.clone(),
                 vni: net.vni,
                 subnet: net.subnet.to_string(),
                 gateway: Some(net.gateway),
-                encrypted: false,
-            })
-            .await?;
+                encrypted: net.encrypted,
+            };
+            if let Err(e) = self.join_network(join()).await {
+                if crate::wire::WireError::kind_of(e.as_ref()) != crate::wire::ErrorKind::Conflict {
+                    return Err(e);
+                }
+                // Defined here otherwise: the ingress network was replaced
+                // by one of the same name while this daemon was down.
+                self.leave_ingress(&net.name).await;
+                self.join_network(join()).await?;
+            }
         }
         let mut inner = self.inner.lock().await;
         if let Some(n) = &m.ingress {
             // Replies come back to this node over the ingress network even
-            // when no task of it runs here.
-            inner.maps.add_vni(n.vni, 0)?;
+            // when no task of it runs here (an encrypted one stays
+            // encrypted: never in clear for want of a local task).
+            let flags = match n.encrypted {
+                true => shoal_dataplane::ebpf::VNI_F_ENCRYPTED,
+                false => 0,
+            };
+            inner.maps.add_vni(n.vni, flags)?;
         }
         let mut cfg = inner.maps.config()?;
         let (vni, subnet, prefix) = match &m.ingress {
@@ -310,6 +324,43 @@ impl super::Agent {
             self.changed.notify_one();
         }
         Ok(())
+    }
+
+    /// After `network rm ingress` and `network create --ingress ...`: this
+    /// node leaves the old ingress network, so the new one may reuse the
+    /// name or subnet.
+    async fn leave_replaced_ingress(&self, new: Option<&crate::wire::IngressNet>) {
+        let old = {
+            let inner = self.inner.lock().await;
+            inner.mesh.as_ref().and_then(|m| m.ingress.clone())
+        };
+        if let Some(old) = old.filter(|o| Some(o) != new) {
+            self.leave_ingress(&old.name).await;
+        }
+    }
+
+    /// Drops a former ingress network here: its sandbox, its local
+    /// definition, its VNI.
+    async fn leave_ingress(&self, name: &str) {
+        let Some(old) = self.networks().await.into_iter().find(|n| n.name == name) else {
+            return;
+        };
+        let sandbox = self
+            .endpoints()
+            .await
+            .into_iter()
+            .find(|e| e.name == SANDBOX && e.network == old.name);
+        if sandbox.is_some() {
+            let _ = self.remove_endpoint(SANDBOX).await;
+            let _ = NetNs::delete(&format!("{}{SANDBOX}", self.task_netns_prefix));
+        }
+        if let Err(e) = self.remove_network(&old.name).await {
+            warn!(network = %old.name, "leaving the replaced ingress network: {e:#}");
+        }
+        if let Err(e) = self.inner.lock().await.maps.remove_vni(old.vni) {
+            warn!(vni = old.vni, "leaving the replaced ingress network: {e:#}");
+        }
+        info!(network = %old.name, vni = old.vni, "left the replaced ingress network");
     }
 
     /// The ingress network (name, VNI), if the swarm has one.

@@ -35,6 +35,10 @@ pub enum NetworkCmd {
         attachable: bool,
         #[arg(long)]
         internal: bool,
+        /// The swarm's routing-mesh network, in place of one removed with
+        /// `network rm ingress` (e.g. with `--opt encrypted`).
+        #[arg(long)]
+        ingress: bool,
         #[arg(long = "label")]
         labels: Vec<String>,
         /// Driver options, as Docker's: `encrypted` (IPsec between nodes).
@@ -139,6 +143,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
             gateway,
             attachable,
             internal,
+            ingress,
             labels,
             opts,
             name,
@@ -153,7 +158,7 @@ pub fn run(a: NetworkArgs) -> anyhow::Result<()> {
                 gateway,
                 attachable,
                 internal,
-                ingress: false,
+                ingress,
                 encrypted,
                 labels: parse_labels(&labels)?,
             };

@@ -40,6 +40,7 @@ impl ClusterState {
                 vni: net.vni,
                 subnet: net.subnet,
                 gateway: net.gateway,
+                encrypted: net.spec.encrypted,
             }),
             ports,
             local_addr: self.lb_addr(&net.id, node_id),

@@ -12,6 +12,10 @@ pub struct IngressNet {
     pub vni: u32,
     pub subnet: ipnet::Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// Created with `--ingress --opt encrypted`: published ports' traffic
+    /// crosses the underlay in ESP.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -19,9 +19,6 @@ use crate::wire::{ServiceRecord, ServiceSpec};
 impl Agent {
     pub async fn network_create(&self, spec: NetworkSpec) -> Result<NetworkInspect> {
         let (m, _) = self.manager().await?;
-        if spec.ingress {
-            crate::fail!(Invalid, "the ingress network is created by `swarm init`");
-        }
         if spec.encrypted {
             // Never in clear as a fallback: a network no node can carry
             // is refused, with what the nodes' kernels lack.
@@ -31,11 +28,20 @@ impl Agent {
                 .values()
                 .filter_map(|n| n.ipsec.why_not().map(|w| format!("{}: {w}", n.hostname)))
                 .collect();
+            why.sort();
             if why.len() == st.nodes.len() {
-                why.sort();
                 crate::fail!(
                     Invalid,
                     "no node of the swarm can carry an encrypted network ({})",
+                    why.join("; ")
+                );
+            }
+            // Every node is an entry of the routing mesh: an encrypted
+            // ingress needs them all able to encrypt.
+            if spec.ingress && !why.is_empty() {
+                crate::fail!(
+                    Invalid,
+                    "an encrypted ingress network needs every node able to encrypt ({})",
                     why.join("; ")
                 );
             }
