@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
+#[path = "overlay_profile.rs"]
+mod profile;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -25,8 +27,9 @@ use serde::Serialize;
 #[derive(Parser, Debug)]
 #[command(about = "Shoal overlay vs underlay vs Docker-style kernel overlay")]
 struct Args {
-    /// Alternating rounds; the median of each metric is reported.
-    #[arg(long, default_value_t = 3)]
+    /// Alternating rounds: every round is reported, with Shoal's ratio to
+    /// the kernel overlay in that same round (paired), and the medians.
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
     /// Seconds per throughput run.
     #[arg(long, default_value_t = 5)]
@@ -40,11 +43,16 @@ struct Args {
     /// Path of the shoal binary (default: next to this one).
     #[arg(long)]
     shoal: Option<PathBuf>,
+    /// After the rounds, profile one 1- and one 4-stream run of the kernel
+    /// overlay and of Shoal tc: perf (whole machine, 999 Hz) by CPU, by
+    /// context and by symbol, and the BPF programs' run time and count.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// One path between a client and a server namespace.
 #[derive(Clone, Debug)]
-struct Path {
+pub(crate) struct Path {
     key: &'static str,
     label: &'static str,
     client_ns: String,
@@ -93,12 +101,23 @@ fn main() -> Result<()> {
     let paths = setup(&shoal)?;
 
     let mut samples: Vec<Vec<Metrics>> = vec![vec![]; paths.len()];
+    let mut rounds = vec![];
     for round in 0..args.rounds {
         for (i, p) in paths.iter().enumerate() {
             eprintln!("round {}/{}: {}", round + 1, args.rounds, p.label);
             samples[i].push(measure(p, &args)?);
         }
+        let this: Vec<&Metrics> = samples
+            .iter()
+            .map(|s| s.last().expect("measured"))
+            .collect();
+        rounds.push(round_report(round + 1, &paths, &this));
     }
+    let profiles = if args.profile {
+        profile::run(&paths[1..3])?
+    } else {
+        vec![]
+    };
     let med: Vec<Metrics> = samples.iter().map(|s| median(s)).collect();
     let (ul, kov) = (med[0].clone(), med[1].clone());
     let rows: Vec<Row> = paths
@@ -113,9 +132,16 @@ fn main() -> Result<()> {
         })
         .collect();
     print_table(&rows, &args);
+    let paired = print_rounds(&rounds);
+    for l in &profiles {
+        println!("{l}");
+    }
     let report = serde_json::json!({
         "benchmark": "overlay",
         "rounds": args.rounds,
+        "every_round": rounds,
+        "paired": paired,
+        "profile": profiles,
         "duration_s": args.duration,
         "latency_duration_s": args.latency_duration,
         "note": "throughput ratios: higher is better; latency ratios: lower is better",
@@ -171,6 +197,75 @@ fn print_table(rows: &[Row], args: &Args) {
     println!();
 }
 
+/// One round: every path's figures, and Shoal's ratios to the kernel
+/// overlay measured in that round.
+fn round_report(round: u32, paths: &[Path], m: &[&Metrics]) -> serde_json::Value {
+    let kov = m[1];
+    let mut per_path = serde_json::Map::new();
+    let mut vs_kernel = serde_json::Map::new();
+    for (p, m) in paths.iter().zip(m) {
+        per_path.insert(p.key.into(), serde_json::to_value(m).expect("metrics"));
+        if p.key.starts_with("shoal") {
+            vs_kernel.insert(
+                p.key.into(),
+                serde_json::to_value(ratio(m, kov)).expect("ratio"),
+            );
+        }
+    }
+    serde_json::json!({"round": round, "paths": per_path, "vs_kernel_overlay": vs_kernel})
+}
+
+/// Every round's throughputs and paired ratios; returns the summary: per
+/// Shoal path, the median paired ratio and in how many rounds it was ahead.
+fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
+    println!("every round (Gbit/s 1 stream / 4 streams; Shoal's paired ratio to the kernel overlay of the same round)\n");
+    for r in rounds {
+        let p = &r["paths"];
+        let g = |k: &str, f: &str| p[k][f].as_f64().unwrap_or(0.0);
+        let v = |k: &str, f: &str| r["vs_kernel_overlay"][k][f].as_f64().unwrap_or(0.0);
+        println!(
+            "round {}: underlay {:.2}/{:.2}  kernel ov {:.2}/{:.2}  shoal tc {:.2}/{:.2} ({:.2}x/{:.2}x)  shoal xdp {:.2}/{:.2} ({:.2}x/{:.2}x)",
+            r["round"],
+            g("underlay", "gbps_1"),
+            g("underlay", "gbps_4"),
+            g("kernel_overlay", "gbps_1"),
+            g("kernel_overlay", "gbps_4"),
+            g("shoal_tc", "gbps_1"),
+            g("shoal_tc", "gbps_4"),
+            v("shoal_tc", "gbps_1"),
+            v("shoal_tc", "gbps_4"),
+            g("shoal_xdp", "gbps_1"),
+            g("shoal_xdp", "gbps_4"),
+            v("shoal_xdp", "gbps_1"),
+            v("shoal_xdp", "gbps_4"),
+        );
+    }
+    let mut out = serde_json::Map::new();
+    for key in ["shoal_tc", "shoal_xdp"] {
+        let mut s = serde_json::Map::new();
+        for f in ["gbps_1", "gbps_4"] {
+            let mut v: Vec<f64> = rounds
+                .iter()
+                .filter_map(|r| r["vs_kernel_overlay"][key][f].as_f64())
+                .collect();
+            v.sort_by(|a, b| a.partial_cmp(b).expect("ratios"));
+            let ahead = v.iter().filter(|r| **r > 1.0).count();
+            let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+            println!(
+                "{key} {f}: paired median {median:.2}x the kernel overlay, ahead in {ahead} of {} rounds",
+                v.len()
+            );
+            s.insert(
+                f.into(),
+                serde_json::json!({"median": median, "ahead": ahead, "rounds": v.len()}),
+            );
+        }
+        out.insert(key.into(), s.into());
+    }
+    println!();
+    out.into()
+}
+
 fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
     let r = |a: f64, b: f64| {
         if b > 0.0 {
@@ -203,7 +298,7 @@ fn median(s: &[Metrics]) -> Metrics {
 
 // ---- setup ------------------------------------------------------------------
 
-fn sh(cmd: &str) -> Result<String> {
+pub(crate) fn sh(cmd: &str) -> Result<String> {
     let out = Command::new("sh").args(["-ec", cmd]).output()?;
     if !out.status.success() {
         bail!("`{cmd}` failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -351,7 +446,7 @@ fn measure(p: &Path, a: &Args) -> Result<Metrics> {
     })
 }
 
-fn iperf3(p: &Path, secs: u32, streams: u32) -> Result<f64> {
+pub(crate) fn iperf3(p: &Path, secs: u32, streams: u32) -> Result<f64> {
     sh(&format!(
         "ip netns exec {} iperf3 -s -1 -D -p 5301",
         p.server_ns
