@@ -113,3 +113,36 @@ fn second_agent_on_the_same_data_dir_is_refused() {
     assert!(err.contains("already using data dir"), "{err}");
     assert!(!std::path::Path::new("/sys/fs/bpf/shoal-never").exists());
 }
+
+/// An upgrade whose eBPF object grew a map: as if n2's pins were left by an
+/// older version, its `shoal_config` pinned with a smaller value. The new
+/// daemon replaces that map (it used to fail verification and not start),
+/// says so, and the overlay carries traffic to n2 again.
+#[test]
+fn a_daemon_starts_in_place_over_maps_an_older_version_pinned() {
+    let lab = Lab::up(2, 1, "tc");
+    let info = lab.info();
+    let (a, b) = (&info.endpoints[0], &info.endpoints[1]);
+    shoal_ok(&["lab", "stop", "--name", &lab.name, "n2"]);
+    let pin = format!("/sys/fs/bpf/shoal-lab/{}/n2/shoal_config", lab.name);
+    std::fs::remove_file(&pin).unwrap();
+    let made = Command::new("bpftool")
+        .args([
+            "map", "create", &pin, "type", "array", "key", "4", "value", "8",
+        ])
+        .args(["entries", "1", "name", "shoal_config"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    shoal_ok(&["lab", "start", "--name", &lab.name, "n2"]);
+    let log = lab.node_log("n2");
+    assert!(
+        log.contains("a pinned map changed shape with this version: replaced"),
+        "{log}"
+    );
+    shoal_tests::wait("n1's endpoint reaches n2's", 20, || {
+        lab.run(&a.netns, &["ping", "-c", "1", "-W", "1", &b.ip])
+            .status
+            .success()
+    });
+}

@@ -25,6 +25,7 @@ mod maps;
 mod mesh_tests;
 #[cfg(test)]
 mod mss_tests;
+pub mod pins;
 #[cfg(test)]
 mod resolver_tests;
 #[cfg(test)]
@@ -145,6 +146,14 @@ impl Overlay {
         crate::ensure_bpffs()?;
         std::fs::create_dir_all(pin_dir.join("links"))
             .map_err(|e| Error::io(format!("mkdir {}", pin_dir.display()), e))?;
+        for r in pins::replace_changed(pin_dir, OVERLAY_OBJ)? {
+            tracing::warn!(
+                map = %r.name,
+                was = %r.was,
+                now = %r.now,
+                "a pinned map changed shape with this version: replaced (refilled from the agent's state)"
+            );
+        }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(OVERLAY_OBJ)
