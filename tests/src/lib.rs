@@ -172,6 +172,15 @@ impl Lab {
         lab
     }
 
+    /// The outside client's namespace (`shoal lab ls`'s first client).
+    pub fn outside(&self) -> String {
+        let ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
+            "lab", "ls", "--name", &self.name, "--format", "json",
+        ])))
+        .unwrap();
+        ls["clients"][0]["netns"].as_str().unwrap().to_string()
+    }
+
     pub fn info(&self) -> LabInfo {
         let out = shoal_ok(&["lab", "ls", "--name", &self.name, "--format", "json"]);
         serde_json::from_str(&out).expect("lab ls json")

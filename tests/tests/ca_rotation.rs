@@ -60,11 +60,7 @@ fn a_ca_rotation_under_load_loses_nothing_and_changes_the_tokens() {
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     create_whoami(&lab, "web", &["--replicas", "3", "-p", "8080:80"]);
     wait("3 web tasks", 60, || running(&lab, "n1", "web").len() == 3);
-    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
-        "lab", "ls", "--name", &lab.name, "--format", "json",
-    ])))
-    .unwrap();
-    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    let outside = lab.outside();
     let n4 = lab.info().nodes[3].underlay_ip.to_string();
     let url = format!("http://{n4}:8080/");
     wait("the published port", 60, || {

@@ -92,11 +92,7 @@ fn encrypted_networks_are_refused_where_no_kernel_can() {
             "80",
         ],
     ));
-    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
-        "lab", "ls", "--name", &lab.name, "--format", "json",
-    ])))
-    .unwrap();
-    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    let outside = lab.outside();
     for n in &lab.info().nodes {
         let url = format!("http://{}:8080/", n.underlay_ip);
         wait(&format!("{url} over mesh2"), 60, || {
@@ -250,11 +246,7 @@ fn suite() {
             .is_some_and(|p| p.len() == 2 && p.iter().all(|x| !x["out_key"].is_null()))
     });
 
-    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
-        "lab", "ls", "--name", &lab.name, "--format", "json",
-    ])))
-    .unwrap();
-    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    let outside = lab.outside();
     let n1_url = format!("http://{}:8080/", info.nodes[0].underlay_ip);
     wait("the published port on n1 from outside", 60, || {
         let o = lab.run(&outside, &["curl", "-s", "-m", "5", &n1_url]);

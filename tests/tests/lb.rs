@@ -318,11 +318,7 @@ except socket.timeout:
     wait("the published service", 60, || {
         running(&lab, "n1", "pub").len() == 1
     });
-    let lab_ls: serde_json::Value = serde_json::from_str(&ok(shoal(&[
-        "lab", "ls", "--name", &lab.name, "--format", "json",
-    ])))
-    .unwrap();
-    let outside = lab_ls["clients"][0]["netns"].as_str().unwrap().to_string();
+    let outside = lab.outside();
     for n in &lab.info().nodes {
         let url = format!("http://{}:8080/", n.underlay_ip);
         wait(&format!("{url} from outside"), 60, || {
