@@ -32,7 +32,18 @@ async fn a_drain_waits_for_a_peer_convicted_a_moment_ago_not_for_one_that_left()
     }
     // b falls silent (as if starved or cut off); c says goodbye.
     b.handle.initiate_shutdown().unwrap();
+    let silent = Instant::now();
     c.leave().await;
+    // c is gone at once; b, convicted, keeps its entries for the hold.
+    let t0 = Instant::now();
+    while names(&a).await.0 != ["b"] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            names(&a).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let t0 = Instant::now();
     while !names(&a).await.0.is_empty() {
         assert!(
@@ -42,6 +53,9 @@ async fn a_drain_waits_for_a_peer_convicted_a_moment_ago_not_for_one_that_left()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let held = silent.elapsed();
+    let hold = crate::gossip::HOLD;
+    assert!(held >= hold - Duration::from_millis(300), "{held:?}");
     let (live, waited) = names(&a).await;
     assert!(live.is_empty(), "{live:?}");
     assert_eq!(waited, ["b"], "convicted, not live, but heard of recently");

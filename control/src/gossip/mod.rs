@@ -56,6 +56,12 @@ pub struct GossipConfig {
 /// advanced this recently, is still waited for by a draining task.
 pub const SUSPECT_WINDOW: Duration = Duration::from_secs(15);
 
+/// How long a convicted peer that did not say goodbye keeps its entries,
+/// counted from the last time it was heard (`Gossip::peers`): a dead node
+/// leaves names and VIPs about 2.5 s after it died (the detector convicts
+/// in about 0.8 s; the blinks CI saw ended within 1.5 s of silence).
+pub const HOLD: Duration = Duration::from_millis(2500);
+
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
 type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
 
@@ -240,13 +246,20 @@ impl Gossip {
     /// failure detector *and* the leaving predicate say, newest generation
     /// of each node only (a restarted node's old self may linger a moment).
     ///
-    /// Right after this node itself stalled, also the peers convicted
-    /// while it was not running (`stall.rs`): the silence was its own. And
+    /// Also the peers convicted a moment ago: one is dropped only once it
+    /// has been silent for [`HOLD`] (it said goodbye: at once). Liveness is
+    /// one node's view; a peer starved for a moment (seen in CI under
+    /// emulation: back 0.1-0.7 s after the conviction) would otherwise
+    /// blink out of every VIP, and IPVS, which expires a removed
+    /// backend's connections at once, resets them.
+    ///
+    /// Right after this node itself stalled, every peer convicted while it
+    /// was not running is kept (`stall.rs`): the silence was its own. And
     /// while it hears from no peer at all although two or more spoke within
     /// `stall::GRACE`: every peer going silent in the same instant is far
     /// likelier this node's trouble (starved, or cut off) than theirs, and
     /// dropping every remote backend then only turns a hiccup into refused
-    /// connections. Peers that said goodbye are never kept.
+    /// connections.
     pub async fn peers(&self) -> Vec<PeerState> {
         let me = self.handle.chitchat_id().clone();
         let stalled = self.stalled();
@@ -259,25 +272,26 @@ impl Gossip {
                 let others = |live: &BTreeMap<ChitchatId, NodeState>| {
                     live.keys().filter(|id| id.node_id != me.node_id).count()
                 };
-                let window = if stalled {
-                    SUSPECT_WINDOW
-                } else {
-                    stall::GRACE
+                let convicted = |window: Duration| -> Vec<(ChitchatId, NodeState)> {
+                    c.node_states()
+                        .iter()
+                        .filter(|(id, st)| {
+                            id.node_id != me.node_id
+                                && !live.contains_key(*id)
+                                && heard_lately(&hb, id, st, window)
+                        })
+                        .map(|(id, st)| (id.clone(), st.clone()))
+                        .collect()
                 };
-                let convicted: Vec<_> = c
-                    .node_states()
-                    .iter()
-                    .filter(|(id, st)| {
-                        id.node_id != me.node_id
-                            && !live.contains_key(*id)
-                            && heard_lately(&hb, id, st, window)
-                    })
-                    .collect();
-                if stalled || (others(&live) == 0 && convicted.len() >= 2) {
-                    for (id, st) in convicted {
-                        live.insert(id.clone(), st.clone());
-                    }
-                }
+                let isolated = others(&live) == 0 && convicted(stall::GRACE).len() >= 2;
+                let kept = if stalled {
+                    convicted(SUSPECT_WINDOW)
+                } else if isolated {
+                    convicted(stall::GRACE)
+                } else {
+                    convicted(HOLD)
+                };
+                live.extend(kept);
                 live
             })
             .await;
