@@ -67,6 +67,16 @@ struct Metrics {
     /// sockperf's average latency (half a round trip), microseconds.
     rr_us: f64,
     rr_pinned_us: f64,
+    /// 4 streams with the sender pinned to CPU 0 and the receiver to CPU 1,
+    /// so every path is measured with the same placement.
+    gbps_4_split: f64,
+    /// 4 streams with sender and receiver both on CPU 0: no cross-CPU
+    /// wakeups, so this is the path's own cost per byte.
+    gbps_4_shared: f64,
+    /// Function-call IPIs (almost all remote wakeups of a sleeping
+    /// receiver, `ttwu_queue_wakelist`) per GB moved in the split run; in a
+    /// VM each is an exit taken on the sending CPU with interrupts off.
+    ipis_per_gb_split: f64,
 }
 
 #[derive(Serialize)]
@@ -240,10 +250,33 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
             v("shoal_xdp", "gbps_4"),
         );
     }
+    println!("every round, 4 streams pinned: sender CPU 0 and receiver CPU 1 (split, with wakeup IPIs per GB) / both on CPU 0 (shared)\n");
+    for r in rounds {
+        let p = &r["paths"];
+        let g = |k: &str, f: &str| p[k][f].as_f64().unwrap_or(0.0);
+        let v = |k: &str, f: &str| r["vs_kernel_overlay"][k][f].as_f64().unwrap_or(0.0);
+        let path = |k: &str| {
+            format!(
+                "{:.2}/{:.2} ({:.0} IPIs/GB)",
+                g(k, "gbps_4_split"),
+                g(k, "gbps_4_shared"),
+                g(k, "ipis_per_gb_split")
+            )
+        };
+        println!(
+            "round {}: underlay {}  kernel ov {}  shoal tc {} ({:.2}x/{:.2}x)",
+            r["round"],
+            path("underlay"),
+            path("kernel_overlay"),
+            path("shoal_tc"),
+            v("shoal_tc", "gbps_4_split"),
+            v("shoal_tc", "gbps_4_shared"),
+        );
+    }
     let mut out = serde_json::Map::new();
     for key in ["shoal_tc", "shoal_xdp"] {
         let mut s = serde_json::Map::new();
-        for f in ["gbps_1", "gbps_4"] {
+        for f in ["gbps_1", "gbps_4", "gbps_4_split", "gbps_4_shared"] {
             let mut v: Vec<f64> = rounds
                 .iter()
                 .filter_map(|r| r["vs_kernel_overlay"][key][f].as_f64())
@@ -279,6 +312,9 @@ fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
         gbps_4: r(m.gbps_4, base.gbps_4),
         rr_us: r(m.rr_us, base.rr_us),
         rr_pinned_us: r(m.rr_pinned_us, base.rr_pinned_us),
+        gbps_4_split: r(m.gbps_4_split, base.gbps_4_split),
+        gbps_4_shared: r(m.gbps_4_shared, base.gbps_4_shared),
+        ipis_per_gb_split: r(m.ipis_per_gb_split, base.ipis_per_gb_split),
     }
 }
 
@@ -293,6 +329,9 @@ fn median(s: &[Metrics]) -> Metrics {
         gbps_4: med(|m| m.gbps_4),
         rr_us: med(|m| m.rr_us),
         rr_pinned_us: med(|m| m.rr_pinned_us),
+        gbps_4_split: med(|m| m.gbps_4_split),
+        gbps_4_shared: med(|m| m.gbps_4_shared),
+        ipis_per_gb_split: med(|m| m.ipis_per_gb_split),
     }
 }
 
@@ -438,22 +477,57 @@ fn setup(shoal: &PathBuf) -> Result<Vec<Path>> {
 // ---- measurements -------------------------------------------------------------
 
 fn measure(p: &Path, a: &Args) -> Result<Metrics> {
+    let split_ipis = std::cell::Cell::new(0.0);
     Ok(Metrics {
         gbps_1: iperf3(p, a.duration, 1)?,
         gbps_4: iperf3(p, a.duration, 4)?,
         rr_us: sockperf(p, a.latency_duration, false)?,
         rr_pinned_us: sockperf(p, a.latency_duration, true)?,
+        gbps_4_split: {
+            let before = call_ipis()?;
+            let gbps = iperf3_pinned(p, a.duration, 4, Some((0, 1)))?;
+            let gb = gbps * a.duration as f64 / 8.0;
+            let per_gb = (call_ipis()? - before) as f64 / gb.max(0.001);
+            split_ipis.set(per_gb.round());
+            gbps
+        },
+        gbps_4_shared: iperf3_pinned(p, a.duration, 4, Some((0, 0)))?,
+        ipis_per_gb_split: split_ipis.get(),
     })
 }
 
+/// Function-call IPIs received so far, summed over CPUs (`CAL:` in
+/// /proc/interrupts).
+fn call_ipis() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/interrupts")?;
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("CAL:"))
+        .context("no CAL line in /proc/interrupts")?;
+    Ok(line
+        .split_whitespace()
+        .skip(1)
+        .map_while(|w| w.parse::<u64>().ok())
+        .sum())
+}
+
 pub(crate) fn iperf3(p: &Path, secs: u32, streams: u32) -> Result<f64> {
+    iperf3_pinned(p, secs, streams, None)
+}
+
+/// `pin`: (client CPU, server CPU).
+fn iperf3_pinned(p: &Path, secs: u32, streams: u32, pin: Option<(u32, u32)>) -> Result<f64> {
+    let (cpin, spin) = match pin {
+        Some((c, s)) => (format!("taskset -c {c} "), format!("taskset -c {s} ")),
+        None => (String::new(), String::new()),
+    };
     sh(&format!(
-        "ip netns exec {} iperf3 -s -1 -D -p 5301",
+        "ip netns exec {} {spin}iperf3 -s -1 -D -p 5301",
         p.server_ns
     ))?;
     std::thread::sleep(Duration::from_millis(200));
     let out = sh(&format!(
-        "timeout {} ip netns exec {} iperf3 -c {} -p 5301 -t {secs} -P {streams} -J",
+        "timeout {} ip netns exec {} {cpin}iperf3 -c {} -p 5301 -t {secs} -P {streams} -J",
         secs + 20,
         p.client_ns,
         p.server_ip

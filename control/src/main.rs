@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod asks;
 mod clock;
+mod cni;
 mod commands;
 mod control_port;
 mod gossip;
@@ -45,6 +46,11 @@ fn one_line(rendered: &str) -> String {
 }
 
 fn main() {
+    // Runtimes call CNI plugins by their file name (a link to this binary).
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name() == Some(std::ffi::OsStr::new(cni::PLUGIN_NAME)) {
+        cni::main();
+    }
     let cli = match commands::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

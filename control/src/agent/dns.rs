@@ -8,7 +8,8 @@
 //! - `SERVICE` and each alias: the VIP (vip mode), or the healthy tasks'
 //!   IPs (dnsrr);
 //! - `tasks.SERVICE`, `tasks.ALIAS`: the healthy tasks' IPs;
-//! - the task's name `SERVICE.SLOT.ID` and its hostname (12 id chars): its IP.
+//! - the task's name `SERVICE.SLOT.ID` and its hostname (12 id chars): its IP;
+//! - an attached container's name: its IP.
 //!
 //! A client (a task) sees the names of its own networks, first network
 //! first. PTR: a task's IP -> `TASKNAME.NETWORK`, a VIP -> the service.
@@ -77,11 +78,29 @@ impl View {
     pub fn rebuild<'a>(
         &self,
         recs: impl Iterator<Item = Rec<'a>>,
+        containers: impl Iterator<Item = (u32, Ipv4Addr, &'a str)>,
         local: impl Iterator<Item = (String, u32)>,
     ) {
         let mut s = Snapshot::default();
         for (task, vni) in local {
             s.clients.entry(task).or_default().push(vni);
+        }
+        // Attached containers answer to their names, as on Docker's
+        // attachable networks.
+        for (vni, ip, name) in containers.filter(|c| !c.2.is_empty()) {
+            let v = s
+                .names
+                .entry(vni)
+                .or_default()
+                .entry(name.to_ascii_lowercase())
+                .or_default();
+            if !v.contains(&ip) {
+                v.push(ip);
+            }
+            s.reverse
+                .entry(vni)
+                .or_default()
+                .insert(ip, name.to_string());
         }
         for (vni, ip, r) in recs {
             let names = s.names.entry(vni).or_default();
@@ -263,8 +282,23 @@ mod tests {
                 (4097, Ipv4Addr::new(10, 0, 2, 5), &other),
             ]
             .into_iter(),
-            [("client".to_string(), 4096)].into_iter(),
+            [
+                (4096, Ipv4Addr::new(10, 0, 1, 9), "Box1"),
+                (4097, Ipv4Addr::new(10, 0, 2, 9), "box2"),
+            ]
+            .into_iter(),
+            [
+                ("client".to_string(), 4096),
+                ("container:c1".to_string(), 4096),
+            ]
+            .into_iter(),
         );
+        // Containers: by name on their own network, to tasks and containers.
+        for c in ["client", "container:c1"] {
+            assert_eq!(v.addrs(c, "box1"), Some(vec![Ipv4Addr::new(10, 0, 1, 9)]));
+            assert_eq!(v.addrs(c, "box2"), None);
+            assert_eq!(v.addrs(c, "web"), Some(vec![vip]));
+        }
         assert_eq!(v.addrs("client", "web"), Some(vec![vip]));
         assert_eq!(v.addrs("client", "front"), Some(vec![vip]));
         assert_eq!(

@@ -42,6 +42,7 @@ pub(crate) fn ep_record(e: &Endpoint) -> EpRecord {
         net: e.network.clone(),
         since: e.since,
         svc: e.svc.clone(),
+        container: e.container.as_ref().map(|c| c.name.clone()),
     }
 }
 
@@ -342,6 +343,7 @@ impl Agent {
             svc: req.svc.clone(),
             default_route: req.default_route,
             since: crate::clock::now_ms(),
+            container: req.container.clone(),
         };
         if let Err(e) = self.plumb(&mut inner, &ep).await {
             self.unplumb(&mut inner, &ep).await;
@@ -371,6 +373,15 @@ impl Agent {
         Ok(ep)
     }
 
+    /// The MTU of an endpoint on `net`: ESP takes its room out of an
+    /// encrypted network's packets.
+    pub(super) fn endpoint_mtu(&self, net: &Network) -> u32 {
+        match net.encrypted {
+            true => self.mtu - shoal_dataplane::ipsec::OVERHEAD,
+            false => self.mtu,
+        }
+    }
+
     /// Veth, namespace view, program and map entries of a local endpoint.
     async fn plumb(&self, inner: &mut Inner, ep: &Endpoint) -> Result<()> {
         let net = inner
@@ -383,11 +394,7 @@ impl Agent {
                 format!("endpoint {} names unknown network {}", ep.name, ep.network)
             })?;
         let hooks = inner.overlay.hooks();
-        // ESP takes its room out of an encrypted network's packets.
-        let mtu = match net.encrypted {
-            true => self.mtu - shoal_dataplane::ipsec::OVERHEAD,
-            false => self.mtu,
-        };
+        let mtu = self.endpoint_mtu(&net);
         let p = endpoint::ensure(&self.nl, ep, &net, mtu, hooks).await?;
         inner.overlay.attach_endpoint(&ep.host_if)?;
         let mac = parse_mac(&ep.mac)?;

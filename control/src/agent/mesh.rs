@@ -253,6 +253,7 @@ impl super::Agent {
                         ifname: None,
                         svc: None,
                         default_route: None,
+                        container: None,
                     })
                     .await;
                 match r {

@@ -8,6 +8,8 @@
 //!   programs the difference (`programmer.rs`: remote endpoints).
 //! - `swarm/`: joining, the node session, and the manager's API handlers.
 //! - `tasks/`: running, draining and health-checking tasks.
+//! - `attachments.rs`: containers (CNI, the Docker driver) on attachable
+//!   networks.
 //! - `dns.rs`, `lb/`, `mesh.rs`, `mesh_local.rs`, `flows.rs`, `scrape.rs`:
 //!   the embedded DNS, the VIP balancers, the routing mesh, local relays,
 //!   the flow log and a metrics scrape.
@@ -15,6 +17,7 @@
 //! Stopping the agent detaches nothing: links and maps are pinned, so
 //! traffic keeps flowing and a restarted agent picks up the same state.
 
+pub mod attachments;
 pub mod dns;
 pub mod endpoint;
 pub mod flows;
@@ -136,4 +139,6 @@ pub struct Agent {
     pub gossip_key_rotation: Duration,
     /// `--min-cert-expiry`: the floor of `--cert-expiry` here.
     pub min_cert_expiry: Duration,
+    /// Attachments the managers hold that this node lacks.
+    pub sweep: attachments::Sweep,
 }

@@ -116,13 +116,16 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         lb_mode,
         gossip_key_rotation: cfg.gossip_key_rotation,
         min_cert_expiry: cfg.min_cert_expiry,
+        sweep: Default::default(),
     });
     agent.restore(state).await;
     agent.restore_swarm().await?;
+    agent.restore_attachments().await;
 
     let sync_loop = tokio::spawn(sync::sync_loop(agent.clone()));
     tokio::spawn(agent.clone().tasks_loop());
     tokio::spawn(agent.clone().flows_loop(cfg.bpffs_dir.clone()));
+    tokio::spawn(super::attachments::sweep_loop(agent.clone()));
     Ok(Started {
         agent,
         underlay_dev: ul.dev,

@@ -22,7 +22,8 @@ impl Agent {
     pub async fn resync(&self) -> Result<BTreeSet<String>> {
         let ingress = self.ingress_name().await;
         if self.lb_mode == crate::wire::LbMode::Ipvs {
-            self.sync_lb_endpoints(self.lb_wanted(), ingress.as_deref())
+            let attached = self.endpoints().await;
+            self.sync_lb_endpoints(self.lb_wanted(&attached), ingress.as_deref())
                 .await;
         }
         let host_published = self.host_published(ingress.as_deref());
@@ -139,9 +140,34 @@ impl Agent {
             .collect();
         // Endpoint names end in the attachment index (t<id>-0, -1, ...).
         local.sort();
+        // A container's default-route interface's network first.
+        let mut containers: Vec<(bool, String, u32)> = st
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let c = e.container.as_ref()?;
+                let first = e.default_route != Some(false);
+                Some((!first, super::attachments::dns_client(&c.id), e.vni))
+            })
+            .collect();
+        containers.sort();
+        let names = merged
+            .entries
+            .iter()
+            .filter(|e| e.refused.is_none())
+            .filter_map(|e| Some((e.vni, e.ip, e.container.as_deref()?)))
+            .chain(
+                st.endpoints
+                    .iter()
+                    .filter_map(|e| Some((e.vni, e.ip, e.container.as_ref()?.name.as_str()))),
+            );
         self.dns.view.rebuild(
             task_records(st, merged),
-            local.into_iter().map(|(_, t, v)| (t, v)),
+            names,
+            local
+                .into_iter()
+                .map(|(_, t, v)| (t, v))
+                .chain(containers.into_iter().map(|(_, c, v)| (c, v))),
         );
     }
 

@@ -1,7 +1,8 @@
 //! The daemon's local API: JSON over HTTP/1 on a Unix socket (mode 0600).
-//! The CLI, the lab and, later, a CNI plugin use it; the shapes it carries
+//! The CLI, the lab, the CNI plugin and the Docker driver use it; the shapes it carries
 //! are `crate::wire`'s.
 
+pub mod attachments;
 pub mod client;
 pub mod orchestration;
 pub mod respond;

@@ -60,6 +60,7 @@ pub async fn serve(listener: UnixListener, agent: Arc<Agent>, shutdown: Arc<Noti
         .route("/v1/nodes/{key}", get(node_inspect).delete(node_rm))
         .route("/v1/nodes/{key}/update", axum::routing::post(node_update))
         .merge(super::orchestration::routes())
+        .merge(super::attachments::routes())
         .fallback(|| async { err(WireError::not_found("no such API route")) })
         .with_state(agent);
     if let Err(e) = axum::serve(listener, app)

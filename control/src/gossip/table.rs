@@ -83,8 +83,8 @@ pub struct Remote {
 }
 
 /// One node's claim on an address: (since, where, MAC as published,
-/// service record).
-type Claim = (u64, Remote, String, Option<SvcRecord>);
+/// service record, container name).
+type Claim = (u64, Remote, String, Option<SvcRecord>, Option<String>);
 
 #[derive(Clone, Debug, Default)]
 pub struct Merged {
@@ -138,6 +138,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                     refused: Some(reason.to_string()),
                     svc: None,
                     since: 0,
+                    container: None,
                 });
             };
             let Some((vni, ip)) = parse_ep_key(key) else {
@@ -178,12 +179,13 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                 },
                 rec.mac,
                 rec.svc,
+                rec.container,
             ));
         }
     }
     for ((vni, ip), mut cs) in claims {
         cs.sort_by(|a, b| (a.0, &a.1.node).cmp(&(b.0, &b.1.node)));
-        for (i, (since, r, mac, svc)) in cs.iter().enumerate() {
+        for (i, (since, r, mac, svc, container)) in cs.iter().enumerate() {
             let winner = i == 0;
             if !winner {
                 m.refused
@@ -199,6 +201,7 @@ pub fn merge(local: &LocalView, peers: &[PeerState]) -> Merged {
                 refused: (!winner).then(|| "duplicate_ip".to_string()),
                 svc: svc.clone(),
                 since: *since,
+                container: container.clone(),
             });
         }
         if joined.contains(&vni) {
@@ -234,6 +237,7 @@ mod tests {
             net: "n".into(),
             since,
             svc: None,
+            container: None,
         };
         serde_json::to_string(&r).unwrap()
     }

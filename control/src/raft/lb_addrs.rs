@@ -3,12 +3,14 @@
 //! balances with IPVS, which SNATs balanced connections to it so replies
 //! come back through it (Docker allocates the same per node and network).
 //!
-//! Allocated while a task is assigned to a node, deterministically like
+//! Allocated while a task is assigned to a node (or a container attached
+//! there), deterministically like
 //! every address (the lowest free one); freed with the node or network.
 //! On the ingress network every node has one from the moment it joins (or
 //! the network is made), kept without tasks: its ingress sandbox, from
 //! which local processes reach published ports (`agent/mesh_local.rs`).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use super::state::{put, Change, ClusterState};
@@ -66,6 +68,34 @@ impl ClusterState {
             .values()
             .find(|n| n.spec.ingress)
             .map(|n| n.id.clone())
+    }
+
+    /// Frees the addresses of nodes left with neither a task nor an
+    /// attached container on a network (the ingress network's stay).
+    pub(super) fn prune_lb_addrs(&mut self) -> Vec<Change> {
+        if self.lb_addrs.is_empty() {
+            return vec![];
+        }
+        let ingress = self.ingress_id();
+        let in_use: BTreeSet<(&str, &str)> = self
+            .tasks
+            .values()
+            .filter_map(|t| Some((t, t.node_id.as_deref()?)))
+            .flat_map(|(t, n)| t.networks.iter().map(move |a| (a.network_id.as_str(), n)))
+            .chain(
+                self.attachments
+                    .values()
+                    .map(|a| (a.network_id.as_str(), a.node_id.as_str())),
+            )
+            .collect();
+        let gone: BTreeSet<String> = self
+            .lb_addrs
+            .iter()
+            .filter(|(_, a)| Some(&a.network_id) != ingress.as_ref())
+            .filter(|(_, a)| !in_use.contains(&(a.network_id.as_str(), a.node_id.as_str())))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.drop_lb_addrs(|a| gone.contains(&key(&a.network_id, &a.node_id)))
     }
 
     /// Frees the addresses `keep` rejects.

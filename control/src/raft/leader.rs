@@ -207,6 +207,13 @@ pub async fn execute(
                     st.cluster.clone(),
                 )
             };
+            let attachments = state
+                .read()
+                .expect("state lock")
+                .attachments_of(&node_id)
+                .into_iter()
+                .cloned()
+                .collect();
             let cert_expiry_ms = cluster.as_ref().map(|c| c.cert_expiry_ms);
             let ca_pem = cluster.as_ref().map(|c| c.trust_bundle());
             let signing_ca = cluster
@@ -236,6 +243,7 @@ pub async fn execute(
                     cert_expiry_ms,
                     ca_pem,
                     signing_ca,
+                    attachments,
                 }),
                 ..Default::default()
             })

@@ -15,8 +15,11 @@
 //! - `policy.rs`: who may call what on the control port.
 //! - `networks.rs`, `services.rs`, `tasks.rs`, `updates.rs`: the
 //!   what applying each kind of command does, and allocation.
+//! - `attachments.rs`: containers (CNI, the Docker driver) on attachable
+//!   networks, with addresses from the same allocator.
 //! - `mesh.rs`: the routing mesh each node is sent, derived from the state.
 
+pub mod attachments;
 pub mod ca_rotation;
 pub mod gossip_keys;
 pub mod lb_addrs;

@@ -5,7 +5,7 @@
 //! cluster's pool (or the one asked for, if it overlaps nothing) and the
 //! lowest free VNI from 4096; an address is the lowest free host address,
 //! where "used" is derived from the records that exist (gateway, service
-//! VIPs, task addresses, node balancer addresses). Removing a record frees its addresses; an address
+//! VIPs, task addresses, node balancer addresses, attached containers). Removing a record frees its addresses; an address
 //! is never handed out twice because it is only free when no record holds it.
 
 use std::collections::BTreeSet;
@@ -53,6 +53,12 @@ impl ClusterState {
         }
         used.extend(
             self.lb_addrs
+                .values()
+                .filter(|a| a.network_id == network_id)
+                .map(|a| a.addr),
+        );
+        used.extend(
+            self.attachments
                 .values()
                 .filter(|a| a.network_id == network_id)
                 .map(|a| a.addr),
@@ -205,6 +211,18 @@ impl ClusterState {
                     return err(WireError::conflict(format!(
                         "network {} still has tasks attached",
                         n.spec.name
+                    )));
+                }
+                if let Some(a) = self.attachments.values().find(|a| a.network_id == id) {
+                    return err(WireError::conflict(format!(
+                        "network {} still has containers attached ({} on node {})",
+                        n.spec.name,
+                        if a.name.is_empty() {
+                            &a.container_id
+                        } else {
+                            &a.name
+                        },
+                        a.node_id
                     )));
                 }
                 self.networks.remove(&id);

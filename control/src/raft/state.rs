@@ -69,6 +69,10 @@ pub struct ClusterState {
     /// Balancer addresses by `network_id/node_id` (`lb_addrs.rs`).
     #[serde(default)]
     pub lb_addrs: BTreeMap<String, crate::wire::LbAddr>,
+    /// Containers on attachable networks by `Attachment::key`
+    /// (`attachments.rs`).
+    #[serde(default)]
+    pub attachments: BTreeMap<String, crate::wire::Attachment>,
 }
 
 fn node_key(id: &str) -> String {
@@ -100,6 +104,9 @@ impl ClusterState {
                 st.tasks.insert(id.to_string(), serde_json::from_slice(v)?);
             } else if let Some(id) = k.strip_prefix("lbaddr/") {
                 st.lb_addrs
+                    .insert(id.to_string(), serde_json::from_slice(v)?);
+            } else if let Some(id) = k.strip_prefix("attachment/") {
+                st.attachments
                     .insert(id.to_string(), serde_json::from_slice(v)?);
             }
         }
@@ -146,12 +153,19 @@ impl ClusterState {
                 serde_json::to_vec(a).expect("records serialise"),
             )
         });
+        let attachments = self.attachments.iter().map(|(k, a)| {
+            (
+                format!("attachment/{k}"),
+                serde_json::to_vec(a).expect("records serialise"),
+            )
+        });
         cluster
             .chain(nodes)
             .chain(networks)
             .chain(services)
             .chain(tasks)
             .chain(lb_addrs)
+            .chain(attachments)
             .collect()
     }
 
@@ -320,6 +334,7 @@ impl ClusterState {
                     .collect();
                 changes.extend(self.remove_tasks(&gone));
                 changes.extend(self.drop_lb_addrs(|a| a.node_id == id));
+                changes.extend(self.drop_attachments(|a| a.node_id == id).1);
                 (CommandResult::Node(n), changes)
             }
             Command::GossipKeyRotate { key } => {
@@ -337,6 +352,9 @@ impl ClusterState {
                 c.gossip_keys.truncate(crate::wire::GOSSIP_RING);
                 self.cluster = Some(c.clone());
                 (CommandResult::Ok, vec![put("cluster".into(), &c)])
+            }
+            c @ (Command::AttachmentCreate { .. } | Command::AttachmentRemove { .. }) => {
+                self.apply_attachment(index, c)
             }
             c @ (Command::NetworkCreate { .. } | Command::NetworkRemove { .. }) => {
                 self.apply_network(index, c)

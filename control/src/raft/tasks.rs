@@ -90,24 +90,8 @@ impl ClusterState {
             .filter(|id| self.tasks.remove(*id).is_some())
             .map(|id| Change::Delete(format!("task/{id}")))
             .collect();
-        if !changes.is_empty() && !self.lb_addrs.is_empty() {
-            let ingress = self.ingress_id();
-            let in_use: BTreeSet<(&str, &str)> = self
-                .tasks
-                .values()
-                .filter_map(|t| Some((t, t.node_id.as_deref()?)))
-                .flat_map(|(t, n)| t.networks.iter().map(move |a| (a.network_id.as_str(), n)))
-                .collect();
-            let gone: BTreeSet<String> = self
-                .lb_addrs
-                .iter()
-                .filter(|(_, a)| Some(&a.network_id) != ingress.as_ref())
-                .filter(|(_, a)| !in_use.contains(&(a.network_id.as_str(), a.node_id.as_str())))
-                .map(|(k, _)| k.clone())
-                .collect();
-            changes.extend(self.drop_lb_addrs(|a| {
-                gone.contains(&super::lb_addrs::key(&a.network_id, &a.node_id))
-            }));
+        if !changes.is_empty() {
+            changes.extend(self.prune_lb_addrs());
         }
         changes
     }

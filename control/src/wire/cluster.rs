@@ -272,6 +272,16 @@ pub enum Command {
     NetworkRemove {
         id: String,
     },
+    /// A container on an attachable network (`raft/attachments.rs`).
+    AttachmentCreate {
+        node_id: String,
+        req: AttachRequest,
+        now: u64,
+    },
+    AttachmentRemove {
+        node_id: String,
+        req: DetachRequest,
+    },
     ServiceCreate {
         id: String,
         spec: ServiceSpec,
@@ -334,6 +344,8 @@ pub enum CommandResult {
     Ok,
     Node(NodeRecord),
     Network(NetworkRecord),
+    /// The attachment made, or the ones removed.
+    Attachments(Vec<Attachment>),
     Service(ServiceRecord),
     Error(WireError),
 }

@@ -50,6 +50,9 @@ pub struct TableEntry {
     /// refused entry).
     #[serde(default)]
     pub since: u64,
+    /// For an attached container's endpoint: the container's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 /// The value of an `ep:` key. Small on purpose: one key per endpoint, so a
 /// change costs one key on the wire.
@@ -65,6 +68,10 @@ pub struct EpRecord {
     /// build from (raft holds what should be, gossip spreads what is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub svc: Option<SvcRecord>,
+    /// For an attached container's endpoint (CNI, the Docker driver): its
+    /// name, which the embedded DNS answers on the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// A running task's service record, on one of its networks.

@@ -34,7 +34,7 @@ pub struct NetworkCreate {
     pub encrypted: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EndpointCreate {
     pub network: String,
     /// CIDR with the network's prefix, e.g. 10.0.1.5/24.
@@ -58,6 +58,23 @@ pub struct EndpointCreate {
     /// their address leaves by them.
     #[serde(default)]
     pub default_route: Option<bool>,
+    /// An attached container's endpoint (`agent/attachments.rs`).
+    #[serde(default)]
+    pub container: Option<ContainerRef>,
+}
+
+/// Which container an endpoint attaches, and under which name it answers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ContainerRef {
+    pub id: String,
+    pub name: String,
+    /// The node's balancer address on the network, from the managers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_addr: Option<Ipv4Addr>,
+    /// The namespace's inode when attached: a path that no longer opens,
+    /// or opens another namespace, means the container is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_ino: Option<u64>,
 }
 
 /// A local endpoint.
@@ -86,6 +103,8 @@ pub struct Endpoint {
     pub svc: Option<SvcRecord>,
     #[serde(default)]
     pub default_route: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
 }
 
 fn default_ifname() -> String {
@@ -119,3 +138,45 @@ pub struct AgentState {
 
 /// The file, in the daemon's data dir, that holds `AgentState`.
 pub const STATE_FILE: &str = "agent.json";
+
+/// `POST /v1/attachments`: attach a container's namespace to an attachable
+/// swarm network (what the CNI plugin and the Docker driver ask).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct AttachCreate {
+    /// Network name or id.
+    pub network: String,
+    pub container_id: String,
+    /// Interface name inside the namespace (default eth0).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// The namespace (a path such as /proc/PID/ns/net or /run/netns/X).
+    pub netns: String,
+    /// The container's name, answered by the embedded DNS (default: none).
+    #[serde(default)]
+    pub name: String,
+    /// A wanted address (honoured when free).
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// Whether this interface holds the default route (default: yes).
+    #[serde(default)]
+    pub default_route: Option<bool>,
+}
+
+/// A container attached on this node: what a CNI result or a Docker
+/// driver reply is made of.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttachView {
+    pub container_id: String,
+    pub ifname: String,
+    pub name: String,
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: String,
+    pub mtu: u32,
+    pub netns: String,
+    /// The local endpoint (`endpoint ls`).
+    pub endpoint: String,
+    pub host_if: String,
+}

@@ -320,6 +320,9 @@ pub struct SessionReply {
     /// another root signed renews at once (a CA rotation).
     #[serde(default)]
     pub signing_ca: Option<String>,
+    /// The containers attached on this node, as the managers hold them.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
 }
 
 fn default_data_path_port() -> u16 {

@@ -408,6 +408,7 @@ impl super::super::Agent {
                     ifname: None,
                     svc: None,
                     default_route: None,
+                    container: None,
                 })
                 .await;
             if let Err(e) = r {

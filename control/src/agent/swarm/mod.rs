@@ -7,6 +7,7 @@
 //! 2377); workers only call it. Every change goes through
 //! `Manager::leader_op`, which forwards to the leader when needed.
 
+mod attach;
 mod certs;
 mod docker_views;
 mod flows;
@@ -214,6 +215,9 @@ fn control_router(agent: &Arc<Agent>) -> Router {
         .route("/swarm/join", post(join_handler))
         .route("/swarm/session", post(session_handler))
         .route("/swarm/cert", post(cert_handler))
+        .route("/swarm/attach", post(attach::attach_handler))
+        .route("/swarm/detach", post(attach::detach_handler))
+        .route("/swarm/attachable", post(attach::attachable_handler))
         .with_state(agent.clone())
 }
 

@@ -194,6 +194,10 @@ impl Agent {
             bail!("session reply for another node");
         }
         self.reconcile_tasks(s.assignments.clone());
+        // Not under the swarm lock: giving an address back asks a manager.
+        let me = self.clone();
+        let held = s.attachments.clone();
+        tokio::spawn(async move { me.release_orphans(held).await });
         self.answer_log_asks(&s.log_asks);
         self.flows.answer_asks(&sw.membership.node_id, &s.flow_asks);
         self.set_data_path_port(s.data_path_port).await?;

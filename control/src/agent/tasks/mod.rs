@@ -111,13 +111,19 @@ impl Agent {
 
     /// The networks of the tasks this node runs or is starting, with the
     /// node's balancer address on each (IPVS balancing).
-    pub fn lb_wanted(&self) -> crate::agent::lb::ipvs::Wanted {
+    /// The balancing endpoints (IPVS) this node needs: on the networks of
+    /// its tasks, and of its attached containers (`attached`).
+    pub fn lb_wanted(&self, attached: &[crate::wire::Endpoint]) -> crate::agent::lb::ipvs::Wanted {
         let tasks = self.tasks.tasks.lock().expect("tasks lock");
         tasks
             .values()
             .filter(|l| !l.cleaned)
             .flat_map(|l| l.a.networks.iter())
             .filter_map(|n| Some((n.name.clone(), (n.lb_addr?, n.subnet.prefix_len()))))
+            .chain(attached.iter().filter_map(|e| {
+                let lb = e.container.as_ref()?.lb_addr?;
+                Some((e.network.clone(), (lb, e.prefix_len)))
+            }))
             .collect()
     }
 
@@ -477,6 +483,7 @@ impl Agent {
                         crate::wire::TaskHealth::None
                     },
                 }),
+                container: None,
             })
             .await
             .with_context(|| format!("endpoint on {}", n.name))?;
@@ -533,24 +540,8 @@ impl Agent {
                 warn!("task namespace {ns}: {e}");
             }
         }
-        // A network's balancing endpoint (IPVS) does not keep it joined.
-        let in_use: std::collections::BTreeSet<String> = self
-            .endpoints()
-            .await
-            .into_iter()
-            .filter(|e| !crate::agent::lb::ipvs::is_lb_endpoint(e))
-            .map(|e| e.network)
-            .collect();
-        // The ingress network stays: this node is a mesh entry regardless.
-        let ingress = self.ingress_name().await;
-        for n in &a.networks {
-            if !in_use.contains(&n.name) {
-                self.remove_lb_endpoint(&n.name).await;
-                if Some(&n.name) != ingress.as_ref() {
-                    let _ = self.remove_network(&n.name).await;
-                }
-            }
-        }
+        let nets: Vec<String> = a.networks.iter().map(|n| n.name.clone()).collect();
+        self.leave_unused_networks(&nets).await;
         let _ = std::fs::remove_file(self.data_dir.join("tasks").join(&a.task.id).join("pid"));
         self.set_task(&a.task.id, |l| {
             l.cleaned = true;
