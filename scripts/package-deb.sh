@@ -20,6 +20,13 @@ trap 'rm -rf "$root"' EXIT
 
 install -Dm755 "$bin" "$root/usr/bin/shoal"
 strip "$root/usr/bin/shoal" 2>/dev/null || true
+# The CNI plugin is the binary called shoal-cni, where runtimes look
+# (Debian's plugins are in /usr/lib/cni; containerd's ctr also looks in
+# /opt/cni/bin).
+for d in usr/lib/cni opt/cni/bin; do
+    mkdir -p "$root/$d"
+    ln -s /usr/bin/shoal "$root/$d/shoal-cni"
+done
 install -Dm644 packaging/shoal.service "$root/lib/systemd/system/shoal.service"
 install -Dm644 packaging/shoal.default "$root/etc/default/shoal"
 "$bin" completions bash | install -Dm644 /dev/stdin "$root/usr/share/bash-completion/completions/shoal"
@@ -40,6 +47,7 @@ Maintainer: Shoal developers <shoal@example.org>
 Installed-Size: $size
 Depends: libc6, iproute2
 Recommends: nftables, ipvsadm
+Suggests: podman, containerd, docker.io
 Section: net
 Priority: optional
 Description: Docker Swarm mode networking on an eBPF dataplane

@@ -8,6 +8,7 @@ mod clock;
 mod cni;
 mod commands;
 mod control_port;
+mod docker_driver;
 mod gossip;
 mod lab;
 mod metrics;

@@ -262,3 +262,159 @@ impl Drop for Containerd {
         }
     }
 }
+
+/// dockerd 20.10 "on" a lab node: started in the node's network namespace
+/// (by nsenter: `ip netns exec` would hide the cgroup mounts behind a
+/// fresh /sys), with its own data and exec roots, no bridge, no iptables,
+/// vfs storage, and ulimits within this sandbox's hard limits. It finds
+/// Shoal's driver through /etc/docker/plugins/shoal.spec, which names the
+/// node's `--docker-plugin docker-plugin.sock`; put back as it was on drop.
+pub struct Dockerd {
+    pub dir: tempfile::TempDir,
+    child: Child,
+    spec_before: Option<Vec<u8>>,
+}
+
+pub const DOCKER_SPEC: &str = "/etc/docker/plugins/shoal.spec";
+
+impl Dockerd {
+    pub fn new(lab: &Lab, node: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("dk").tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all("/etc/docker/plugins").unwrap();
+        let spec_before = std::fs::read(DOCKER_SPEC).ok();
+        std::fs::write(
+            DOCKER_SPEC,
+            format!(
+                "unix:///run/shoal/lab/{}/nodes/{node}/docker-plugin.sock\n",
+                lab.name
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}-{node}", lab.name))
+            .arg("/usr/sbin/dockerd")
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args([
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--storage-driver",
+                "vfs",
+                "--exec-opt",
+                "native.cgroupdriver=cgroupfs",
+                "--default-ulimit",
+                "nofile=1024:1024",
+                "--default-ulimit",
+                "nproc=4096:4096",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("dockerd (docker.io)");
+        let dk = Dockerd {
+            dir,
+            child,
+            spec_before,
+        };
+        wait("dockerd answers", 30, || {
+            dk.cmd(&["version"]).status.success()
+        });
+        let root = busybox_rootfs(dk.dir.path());
+        let tarball = dk.dir.path().join("busybox.tar");
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(tar.success());
+        let import = Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(dk.host())
+            .args(["import", tarball.to_str().unwrap(), "busybox"])
+            .output()
+            .unwrap();
+        assert!(import.status.success(), "{}", output_text(&import));
+        dk
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    /// The docker CLI of the package (the same version as the daemon).
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["60", "/usr/bin/docker", "-H", &self.host()])
+            .args(args)
+            .output()
+            .expect("docker")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "docker {}: {}",
+            args.join(" "),
+            output_text(&o)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ps = self.cmd(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+            let _ = self.cmd(&["rm", "-f", id]);
+        }
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = wait_exit(&mut self.child, Duration::from_secs(15));
+        // Its managed containerd and the shims carry its exec root.
+        let exec = self.dir.path().join("exec");
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(exec.display().to_string())
+            .status();
+        std::thread::sleep(Duration::from_millis(300));
+        match &self.spec_before {
+            Some(b) => {
+                let _ = std::fs::write(DOCKER_SPEC, b);
+            }
+            None => {
+                let _ = std::fs::remove_file(DOCKER_SPEC);
+            }
+        }
+    }
+}
+
+/// Waits for a child to exit, killing it after `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> std::io::Result<()> {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill()?;
+    child.wait().map(drop)
+}

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_tests::containers::{node_socket, Containerd, Podman};
+use shoal_tests::containers::{node_socket, Containerd, Dockerd, Podman};
 use shoal_tests::services::{create_whoami, running, task_ns};
 use shoal_tests::{ok, shoal_bin, wait, Lab};
 
@@ -432,6 +432,25 @@ fn the_plugin_answers_every_command_with_the_specs_codes_and_leaves_nothing_behi
     );
     assert_eq!(r.code, 0);
 
+    // Junk on the local API: a clear refusal.
+    for body in ["{not json", r#"{"network":"appnet"}"#] {
+        let o = Command::new("curl")
+            .args([
+                "-s",
+                "--unix-socket",
+                &sock,
+                "-d",
+                body,
+                "-H",
+                "content-type: application/json",
+            ])
+            .arg("http://shoal/v1/attachments")
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["kind"], "invalid", "{v}");
+    }
+
     // Refusals, each with its code and nothing made.
     let before = host_veths(&lab, "n2");
     type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u64);
@@ -482,4 +501,143 @@ fn the_plugin_answers_every_command_with_the_specs_codes_and_leaves_nothing_behi
     wait("n2 serves again", 20, || status("appnet").code == 0);
     std::thread::sleep(Duration::from_millis(100));
     let _ = Command::new("ip").args(["netns", "del", &ns2]).status();
+}
+
+#[test]
+fn dockerd_runs_containers_on_a_shoal_network_through_the_driver() {
+    let lab = Lab::up_with(
+        2,
+        0,
+        "tc",
+        &["--daemon-arg=--docker-plugin=docker-plugin.sock"],
+    );
+    ok(lab.shoal_on("n1", &["network", "create", "--attachable", "appnet"]));
+    let out = create_whoami(&lab, "web", &["--replicas", "2"]);
+    assert!(out.contains("converged"), "{out}");
+    let docker = Dockerd::new(&lab, "n2");
+    let net = [
+        "network",
+        "create",
+        "-d",
+        "shoal",
+        "--ipam-driver",
+        "shoal",
+        "--ipam-opt",
+        "network=appnet",
+        "appnet",
+    ];
+    docker.ok(&net);
+    // Only Shoal's IPAM gives Shoal's addresses.
+    let o = docker.cmd(&["network", "create", "-d", "shoal", "other"]);
+    assert!(!o.status.success());
+    docker.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "appnet",
+        "--dns",
+        "127.0.0.12",
+        "--name",
+        "c1",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let ip = docker
+        .ok(&[
+            "inspect",
+            "c1",
+            "--format",
+            "{{.NetworkSettings.Networks.appnet.IPAddress}}",
+        ])
+        .trim()
+        .to_string();
+    let held: Vec<String> = attachments(&lab, "n2")
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        held,
+        vec![ip.clone()],
+        "the address comes from the managers"
+    );
+    let exec = |script: &str| docker.ok(&["exec", "c1", "sh", "-c", script]);
+    let reach = || {
+        let out = exec("nslookup web; for i in 1 2 3 4 5 6 7 8; do wget -qO- http://web/; done");
+        assert!(looked_up(&out, "web").is_some(), "{out}");
+        let tasks: std::collections::BTreeSet<&str> =
+            out.lines().filter(|l| l.starts_with("Task: ")).collect();
+        assert_eq!(tasks.len(), 2, "{out}");
+    };
+    reach();
+    // A task on the other node reaches the container.
+    let t = running(&lab, "n1", "web")
+        .into_iter()
+        .find(|t| t.node == "n1")
+        .expect("a task on n1");
+    lab.run_ok(&task_ns(&lab, &t), &["ping", "-c", "1", "-W", "2", &ip]);
+
+    // disconnect and connect a running container.
+    docker.ok(&["network", "disconnect", "appnet", "c1"]);
+    assert!(attachments(&lab, "n2").is_empty());
+    wait("c1 leaves n1", 5, || !lab.remote_ips("n1").contains(&ip));
+    docker.ok(&["network", "connect", "appnet", "c1"]);
+    reach();
+
+    // The Shoal daemon restarts: the container keeps its connectivity and
+    // the driver its state (Docker does not replay CreateNetwork).
+    shoal_tests::shoal_ok(&["lab", "restart", "--name", &lab.name, "n2"]);
+    reach();
+    let state: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "/run/shoal/lab/{}/nodes/n2/docker-driver.json",
+            lab.name
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["endpoints"].as_object().unwrap().len(), 1, "{state}");
+    docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "appnet",
+        "--dns",
+        "127.0.0.12",
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://web/",
+    ]);
+
+    // Junk on the plugin socket: an error answer, nothing changed.
+    let plugin = format!("/run/shoal/lab/{}/nodes/n2/docker-plugin.sock", lab.name);
+    for (call, body) in [
+        ("NetworkDriver.Join", "{not json"),
+        (
+            "NetworkDriver.CreateEndpoint",
+            r#"{"NetworkID":"nope","EndpointID":"e"}"#,
+        ),
+        ("IpamDriver.RequestAddress", r#"{"PoolID":"nope"}"#),
+        ("Nonsense.Call", "{}"),
+    ] {
+        let o = Command::new("curl")
+            .args(["-s", "--unix-socket", &plugin, "-d", body])
+            .arg(format!("http://docker/{call}"))
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            v["Err"].as_str().is_some_and(|e| !e.is_empty()),
+            "{call}: {v}"
+        );
+    }
+    reach();
+
+    // Removal gives everything back.
+    docker.ok(&["rm", "-f", "c1"]);
+    assert!(attachments(&lab, "n2").is_empty(), "{}", docker.log());
+    docker.ok(&["network", "rm", "appnet"]);
+    let out = lab.run_ok(&format!("{}-n2", lab.name), &["ip", "-br", "link"]);
+    assert!(!out.lines().any(|l| l.starts_with("shd")), "{out}");
 }

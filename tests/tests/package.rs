@@ -52,8 +52,15 @@ fn the_deb_installs_into_a_clean_root_and_runs() {
         "/usr/share/bash-completion/completions/shoal",
         "/usr/share/man/man1/shoal.1.gz",
         "/usr/share/man/man1/shoal-daemon.1.gz",
+        "/usr/lib/cni/shoal-cni",
+        "/opt/cni/bin/shoal-cni",
     ] {
         assert!(listed.lines().any(|l| l == f), "{f} in {listed}");
+    }
+    // The CNI plugin is the binary by another name.
+    for link in ["usr/lib/cni/shoal-cni", "opt/cni/bin/shoal-cni"] {
+        let to = std::fs::read_link(root.join(link)).unwrap();
+        assert_eq!(to, std::path::Path::new("/usr/bin/shoal"), "{link}");
     }
     let v = run(Command::new(root.join("usr/bin/shoal")).arg("--version"));
     assert!(v.starts_with("shoal "), "{v}");

@@ -32,6 +32,9 @@ pub struct Sweep {
     /// Attachments the managers hold for this node that it does not
     /// have: since when.
     missing: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Attachment ids Docker's IPAM holds (`crate::docker_driver`): here
+    /// even while no container uses them.
+    docker_leases: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The DNS client key of a container (one resolver per namespace, for all
@@ -272,7 +275,7 @@ impl Agent {
 
     /// Networks of `names` that no endpoint of this node uses any more are
     /// left (the ingress network stays: the node is a mesh entry anyway).
-    pub(super) async fn leave_unused_networks(&self, names: &[String]) {
+    pub(crate) async fn leave_unused_networks(&self, names: &[String]) {
         let in_use: std::collections::BTreeSet<String> = self
             .endpoints()
             .await
@@ -294,9 +297,21 @@ impl Agent {
     /// After a restart: the resolver in each attached container again (the
     /// endpoints themselves were restored with the local table).
     pub async fn restore_attachments(&self) {
+        let docker: Vec<String> = self
+            .endpoints()
+            .await
+            .into_iter()
+            .filter(|e| e.external)
+            .map(|e| e.name)
+            .collect();
         for a in self.attachments().await {
             let path = std::path::Path::new(&a.netns);
-            if let Err(e) = self.dns.attach(&dns_client(&a.container_id), path) {
+            let client = dns_client(&a.container_id);
+            let served = match docker.contains(&a.endpoint) {
+                true => self.dns.attach_docker(&client, path),
+                false => self.dns.attach(&client, path),
+            };
+            if let Err(e) = served {
                 warn!(container = %a.container_id, "the container's resolver: {e:#}");
             }
         }
@@ -308,13 +323,21 @@ impl Agent {
     /// itself may live on only through the resolver's sockets in it, which
     /// the detach closes.) Detached here, everywhere.
     pub async fn sweep_vanished(&self) {
-        let inodes: HashMap<String, Option<u64>> = self
-            .endpoints()
-            .await
-            .into_iter()
-            .filter_map(|e| Some((e.name, e.container?.netns_ino)))
+        let eps = self.endpoints().await;
+        let inodes: HashMap<String, Option<u64>> = eps
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.container.as_ref()?.netns_ino)))
+            .collect();
+        // Docker's endpoints end with its Leave, not with their namespace.
+        let docker: Vec<&str> = eps
+            .iter()
+            .filter(|e| e.external)
+            .map(|e| e.name.as_str())
             .collect();
         for a in self.attachments().await {
+            if docker.contains(&a.endpoint.as_str()) {
+                continue;
+            }
             let moved = match inodes.get(&a.endpoint).copied().flatten() {
                 Some(ino) => netns_ino(&a.netns).ok() != Some(ino),
                 None => false,
@@ -339,12 +362,14 @@ impl Agent {
             .into_iter()
             .map(|a| (a.container_id, a.ifname))
             .collect();
+        let leased = self.sweep.docker_leases.lock().expect("sweep lock").clone();
         let now = Instant::now();
         let due: Vec<Attachment> = {
             let mut missing = self.sweep.missing.lock().expect("sweep lock");
             missing.retain(|id, _| held.iter().any(|a| &a.id == id));
             held.into_iter()
                 .filter(|a| !here.contains(&(a.container_id.clone(), a.ifname.clone())))
+                .filter(|a| !leased.contains(&a.container_id))
                 .filter(|a| now - *missing.entry(a.id.clone()).or_insert(now) >= ORPHAN_GRACE)
                 .collect()
         };
@@ -357,6 +382,33 @@ impl Agent {
             if let Err(e) = self.ask_detach(&req).await {
                 warn!(container = %a.container_id, "giving the address back: {e:#}");
             }
+        }
+    }
+}
+
+impl Agent {
+    /// The attachment ids Docker's IPAM holds now.
+    pub fn set_docker_leases(&self, ids: std::collections::BTreeSet<String>) {
+        *self.sweep.docker_leases.lock().expect("sweep lock") = ids;
+    }
+
+    /// Serves the resolver in a Docker sandbox once Docker has made it
+    /// (Join answers before it exists), where Docker's own resolver
+    /// forwards to it (`dns::DOCKER_UPSTREAM`); gives up after 30 s.
+    pub async fn serve_dns_when_ready(&self, id: &str, sandbox: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::path::Path::new(sandbox).exists() {
+            if Instant::now() > deadline {
+                warn!(sandbox, "Docker never made the sandbox: no resolver in it");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(e) = self
+            .dns
+            .attach_docker(&dns_client(id), std::path::Path::new(sandbox))
+        {
+            warn!(sandbox, "the container's resolver: {e:#}");
         }
     }
 }

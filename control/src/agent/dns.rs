@@ -163,7 +163,17 @@ pub struct NodeDns {
     ttl: u32,
     /// Per task: its server and the loopback program in its namespace.
     serving: Mutex<HashMap<String, (Serving, shoal_dataplane::resolver::PortMove)>>,
+    /// Per Docker container: the server its sandbox's own resolver
+    /// forwards to (`DOCKER_UPSTREAM`).
+    docker: Mutex<HashMap<String, Serving>>,
 }
+
+/// Where Docker containers reach the embedded DNS: Docker's resolver owns
+/// 127.0.0.11:53 in its sandboxes (an iptables DNAT ahead of any tc
+/// program) and forwards the names it does not know to the container's
+/// `--dns` servers from inside the sandbox, so `docker run --dns
+/// 127.0.0.12` sends them here.
+pub const DOCKER_UPSTREAM: (std::net::Ipv4Addr, u16) = (std::net::Ipv4Addr::new(127, 0, 0, 12), 53);
 
 impl NodeDns {
     pub fn new(cfg: shoal_dns::Config) -> Self {
@@ -175,6 +185,7 @@ impl NodeDns {
             view,
             ttl,
             serving: Mutex::new(HashMap::new()),
+            docker: Mutex::new(HashMap::new()),
         }
     }
 
@@ -210,6 +221,30 @@ impl NodeDns {
 
     pub fn detach(&self, task_id: &str) {
         self.serving.lock().expect("dns lock").remove(task_id);
+        self.docker.lock().expect("dns lock").remove(task_id);
+    }
+
+    /// Serves a Docker sandbox at `DOCKER_UPSTREAM` (again: a no-op).
+    pub fn attach_docker(&self, client: &str, netns: &Path) -> Result<()> {
+        if self.docker.lock().expect("dns lock").contains_key(client) {
+            return Ok(());
+        }
+        let ns = NetNs::from_file(
+            client,
+            std::fs::File::open(netns).with_context(|| format!("{}", netns.display()))?,
+        );
+        let (udp, tcp) = ns.run(|| -> Result<_> {
+            Ok((
+                std::net::UdpSocket::bind(DOCKER_UPSTREAM)?,
+                std::net::TcpListener::bind(DOCKER_UPSTREAM)?,
+            ))
+        })??;
+        let s = self.server.serve(client, udp, tcp)?;
+        self.docker
+            .lock()
+            .expect("dns lock")
+            .insert(client.to_string(), s);
+        Ok(())
     }
 
     pub fn report(&self, task: Option<&str>) -> DnsReport {

@@ -52,6 +52,9 @@ pub async fn ensure(
         hooks.endpoint == Hook::Xdp,
     );
     let mac = netlink::parse_mac(&ep.mac)?;
+    if ep.external {
+        return ensure_external(nl, ep, mac, mtu).await;
+    }
     let ns_file = open_ns(&ep.netns)?;
     let ns = NetNs::from_file(&ep.netns, ns_file);
     if nl.link_index(&ep.host_if).await?.is_none() {
@@ -94,6 +97,28 @@ pub async fn ensure(
         }
         Ok(())
     })??;
+    Ok(Plumbed {
+        host_ifindex,
+        host_mac,
+    })
+}
+
+/// The host side of an endpoint whose inside a runtime configures (Docker
+/// moves the peer into its sandbox and sets its address and routes): both
+/// ends made here, the peer left for the runtime under `ep.ifname`.
+async fn ensure_external(nl: &Netlink, ep: &Endpoint, mac: Mac, mtu: u32) -> Result<Plumbed> {
+    if nl.link_index(&ep.host_if).await?.is_none() {
+        nl.add_veth(&ep.host_if, &ep.ifname, None, Some(mac), Some(mtu))
+            .await
+            .with_context(|| format!("veth for endpoint {}", ep.name))?;
+        // Up before the runtime moves it: it keeps the state.
+        let peer = nl.require_index(&ep.ifname).await?;
+        nl.set_up(peer).await?;
+    }
+    let host_ifindex = nl.require_index(&ep.host_if).await?;
+    nl.set_mtu(host_ifindex, mtu).await?;
+    nl.set_up(host_ifindex).await?;
+    let host_mac = nl.link_mac(&ep.host_if).await?;
     Ok(Plumbed {
         host_ifindex,
         host_mac,

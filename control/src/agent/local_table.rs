@@ -66,6 +66,12 @@ impl Agent {
         let mut inner = self.inner.lock().await;
         inner.state.networks = st.networks.clone();
         for ep in st.endpoints {
+            // A runtime-moved interface that is gone is not made again: its
+            // container went while the agent was down.
+            if ep.external && matches!(self.nl.link_index(&ep.host_if).await, Ok(None)) {
+                warn!(endpoint = %ep.name, "its container is gone, dropping it");
+                continue;
+            }
             match self.plumb(&mut inner, &ep).await {
                 Ok(()) => inner.state.endpoints.push(ep),
                 Err(e) => warn!(endpoint = %ep.name, "cannot restore endpoint, dropping it: {e:#}"),
@@ -311,6 +317,8 @@ impl Agent {
             crate::fail!(Conflict, "an endpoint named {name} already exists");
         }
         let (netns, owns_netns) = match &req.netns {
+            // Docker's sandbox may not exist yet: it moves the peer later.
+            Some(path) if req.external => (path.clone(), false),
             Some(path) => {
                 std::fs::File::open(path)
                     .map_err(|e| anyhow::anyhow!("cannot open network namespace {path}: {e}"))?;
@@ -344,6 +352,7 @@ impl Agent {
             default_route: req.default_route,
             since: crate::clock::now_ms(),
             container: req.container.clone(),
+            external: req.external,
         };
         if let Err(e) = self.plumb(&mut inner, &ep).await {
             self.unplumb(&mut inner, &ep).await;

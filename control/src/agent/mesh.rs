@@ -253,7 +253,7 @@ impl super::Agent {
                         ifname: None,
                         svc: None,
                         default_route: None,
-                        container: None,
+                        ..Default::default()
                     })
                     .await;
                 match r {

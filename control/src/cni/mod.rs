@@ -272,9 +272,11 @@ impl Cni for ShoalCni {
             ));
         }
         let path = format!("/v1/attachable/{}", c.network);
-        block_on(c.client.get::<()>(&path)).map_err(|e| {
-            Error::PluginNotAvailable(format!("network {}: {}", c.network, e.details()))
-        })
+        block_on(c.client.get::<Value>(&path))
+            .map(drop)
+            .map_err(|e| {
+                Error::PluginNotAvailable(format!("network {}: {}", c.network, e.details()))
+            })
     }
 
     fn gc(&self, args: Args) -> Result<(), Error> {

@@ -113,6 +113,12 @@ pub struct DaemonArgs {
     /// lower only for tests that watch certificates renew.
     #[arg(long, default_value = "1h", value_parser = parse_rotation, hide = true)]
     pub min_cert_expiry: Duration,
+    /// Serve Docker's network and IPAM driver plugin API (`docker network
+    /// create -d shoal --ipam-driver shoal`) on this Unix socket; dockerd
+    /// finds /run/docker/plugins/shoal.sock. A relative path is in
+    /// --data-dir. Off unless given.
+    #[arg(long, value_name = "PATH", env = "SHOAL_DOCKER_PLUGIN")]
+    pub docker_plugin: Option<PathBuf>,
 }
 
 /// Seconds, or a humantime duration (`90s`, `12h`); at least 1 s.
@@ -196,7 +202,8 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
             snapshot_every: a.raft_snapshot_interval,
         },
     };
-    super::runtime()?.block_on(serve(cfg))
+    let docker_plugin = a.docker_plugin.map(|p| cfg.data_dir.join(p));
+    super::runtime()?.block_on(serve(cfg, docker_plugin))
 }
 
 /// Starts the agent and serves it: the local API on its socket (and
@@ -204,7 +211,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
 /// SIGTERM/SIGINT (leaving: peers drop this node's endpoints at once) or
 /// SIGUSR1 (restarting: no goodbye, the next generation takes over the
 /// same endpoints before the failure detector convicts this one).
-async fn serve(cfg: AgentConfig) -> anyhow::Result<()> {
+async fn serve(cfg: AgentConfig, docker_plugin: Option<PathBuf>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let (socket, metrics_addr) = (cfg.socket.clone(), cfg.metrics_addr);
@@ -218,6 +225,14 @@ async fn serve(cfg: AgentConfig) -> anyhow::Result<()> {
     let a = started.agent.clone();
     if let Some(addr) = metrics_addr {
         crate::metrics::serve(a.clone(), addr).await?;
+    }
+    if let Some(path) = docker_plugin.clone() {
+        let a = a.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::docker_driver::serve(&path, a).await {
+                tracing::error!("Docker driver: {e:#}");
+            }
+        });
     }
     let listener = crate::api::server::bind(&socket)?;
     let shutdown = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -254,5 +269,8 @@ async fn serve(cfg: AgentConfig) -> anyhow::Result<()> {
     started.stop(leaving).await;
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&state_path);
+    if let Some(p) = docker_plugin {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
 }

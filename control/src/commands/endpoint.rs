@@ -71,7 +71,7 @@ pub fn run(a: EndpointArgs) -> anyhow::Result<()> {
                             ifname: None,
                             svc: None,
                             default_route: None,
-                            container: None,
+                            ..Default::default()
                         },
                     )
                     .await?;

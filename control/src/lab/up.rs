@@ -296,7 +296,7 @@ async fn create_endpoints(lab: &mut Lab, net: &Network) -> Result<()> {
             ifname: None,
             svc: None,
             default_route: None,
-            container: None,
+            ..Default::default()
         };
         let created: Endpoint = Client::new(&node.socket())
             .post("/v1/endpoints", &req)

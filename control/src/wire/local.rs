@@ -61,6 +61,10 @@ pub struct EndpointCreate {
     /// An attached container's endpoint (`agent/attachments.rs`).
     #[serde(default)]
     pub container: Option<ContainerRef>,
+    /// The runtime configures the inside (Docker's driver): the peer stays
+    /// in the node's namespace, named `ifname`, for the runtime to move.
+    #[serde(default)]
+    pub external: bool,
 }
 
 /// Which container an endpoint attaches, and under which name it answers.
@@ -105,6 +109,9 @@ pub struct Endpoint {
     pub default_route: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// See `EndpointCreate::external`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 fn default_ifname() -> String {

@@ -408,7 +408,7 @@ impl super::super::Agent {
                     ifname: None,
                     svc: None,
                     default_route: None,
-                    container: None,
+                    ..Default::default()
                 })
                 .await;
             if let Err(e) = r {

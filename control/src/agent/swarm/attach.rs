@@ -19,7 +19,7 @@ use crate::control_port::tls::PeerId;
 use crate::raft::manager::Manager;
 use crate::wire::{
     AttachReply, AttachRequest, Attachment, Command, CommandResult, DetachRequest, ErrorKind,
-    WireError,
+    NetworkRecord, WireError,
 };
 
 const CALL_TTL: Duration = Duration::from_secs(5);
@@ -81,17 +81,21 @@ pub(super) async fn attach_handler(
     }
 }
 
-/// Whether `node_id` could attach a container to the network now (the
-/// checks of an attachment, nothing written): CNI's STATUS.
-fn attachable_at(m: &Manager, node_id: &str, network: &str) -> Result<()> {
+/// The network, if `node_id` could attach a container to it now (the
+/// checks of an attachment, nothing written): CNI's STATUS, Docker's pool.
+fn attachable_at(m: &Manager, node_id: &str, network: &str) -> Result<NetworkRecord> {
     let probe = AttachRequest {
         network: network.into(),
         container_id: "status".into(),
         ifname: "eth0".into(),
         ..Default::default()
     };
-    m.state().allocate_attachment(node_id, &probe)?;
-    Ok(())
+    let st = m.state();
+    let a = st.allocate_attachment(node_id, &probe)?;
+    st.networks
+        .get(&a.network_id)
+        .cloned()
+        .context("the network is gone")
 }
 
 pub(super) async fn attachable_handler(
@@ -108,7 +112,7 @@ pub(super) async fn attachable_handler(
     }
     .await;
     match res {
-        Ok(()) => Json(()).into_response(),
+        Ok(n) => Json(n).into_response(),
         Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
@@ -165,8 +169,8 @@ impl Agent {
         .await
     }
 
-    /// Whether a container could be attached to `network` here now.
-    pub(crate) async fn ask_attachable(&self, network: &str) -> Result<()> {
+    /// The network, if a container could be attached to it here now.
+    pub(crate) async fn ask_attachable(&self, network: &str) -> Result<NetworkRecord> {
         let req = AttachRequest {
             network: network.into(),
             ..Default::default()

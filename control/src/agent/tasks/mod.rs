@@ -483,7 +483,7 @@ impl Agent {
                         crate::wire::TaskHealth::None
                     },
                 }),
-                container: None,
+                ..Default::default()
             })
             .await
             .with_context(|| format!("endpoint on {}", n.name))?;
