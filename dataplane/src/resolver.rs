@@ -15,19 +15,27 @@ use crate::Error;
 
 /// The program on one namespace's loopback: dropping this detaches it.
 pub struct PortMove {
-    // Dropped in this order: the attachment, then the object.
     _link: SchedClassifierLink,
-    _ebpf: Ebpf,
 }
 
-/// Loads the program and attaches it to the egress of `lo` in the calling
-/// thread's network namespace (run it inside the task's: `NetNs::run`).
+/// The program, loaded (and verified) once per process: every namespace
+/// attaches the same one, so a new task or container pays only the attach.
+static LOADED: std::sync::Mutex<Option<Ebpf>> = std::sync::Mutex::new(None);
+
+/// Attaches the program to the egress of `lo` in the calling thread's
+/// network namespace (run it inside the task's: `NetNs::run`).
 pub fn attach_here() -> Result<PortMove, Error> {
-    let mut ebpf =
-        Ebpf::load(RESOLVER_OBJ).map_err(|e| Error::program("load resolver object", e))?;
-    let p: &mut SchedClassifier = prog_mut(&mut ebpf, prog::DNS_LO)?;
-    p.load()
-        .map_err(|e| Error::program(format!("load {}", prog::DNS_LO), verifier(e)))?;
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if loaded.is_none() {
+        let mut ebpf =
+            Ebpf::load(RESOLVER_OBJ).map_err(|e| Error::program("load resolver object", e))?;
+        let p: &mut SchedClassifier = prog_mut(&mut ebpf, prog::DNS_LO)?;
+        p.load()
+            .map_err(|e| Error::program(format!("load {}", prog::DNS_LO), verifier(e)))?;
+        *loaded = Some(ebpf);
+    }
+    let ebpf = loaded.as_mut().expect("loaded above");
+    let p: &mut SchedClassifier = prog_mut(ebpf, prog::DNS_LO)?;
     let id = if tcx_supported() {
         p.attach_with_options(
             "lo",
@@ -43,8 +51,5 @@ pub fn attach_here() -> Result<PortMove, Error> {
     let link = p
         .take_link(id)
         .map_err(|e| Error::program("take the resolver link", e))?;
-    Ok(PortMove {
-        _link: link,
-        _ebpf: ebpf,
-    })
+    Ok(PortMove { _link: link })
 }
