@@ -99,7 +99,7 @@ fn latency(shoal_cni: &Path, n: usize, dir: &Path) -> Result<Value> {
     }
     for (step, cmd) in ["ADD", "DEL"].iter().enumerate() {
         for i in 0..n {
-            for p in 0..2 {
+            for (p, times) in t.iter_mut().enumerate() {
                 let id = format!("c{p}x{i}");
                 let path = format!("/run/netns/{}", ns(p, i));
                 let env = [
@@ -112,7 +112,7 @@ fn latency(shoal_cni: &Path, n: usize, dir: &Path) -> Result<Value> {
                     0 => call(shoal_cni, &shoal_path, &env, &shoal_conf)?,
                     _ => call(&bridge, STOCK, &env, &bridge_conf)?,
                 };
-                t[p][step].push(ms);
+                times[step].push(ms);
             }
         }
         eprintln!("{cmd} of {n} containers done with both plugins");
