@@ -144,3 +144,17 @@ pub fn create_whoami(lab: &Lab, name: &str, extra: &[&str]) -> String {
     a.extend_from_slice(&["--", &bin, "whoami", "--port", "80"]);
     ok(lab.shoal_on("n1", &a))
 }
+
+/// A service's VIP on its first network (`service inspect`, without the
+/// prefix length).
+pub fn service_vip(lab: &Lab, name: &str) -> String {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(lab.shoal_on("n1", &["service", "inspect", name]))).unwrap();
+    inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}

@@ -11,28 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shoal_tests::containers::{node_socket, Containerd, Dockerd, Podman};
-use shoal_tests::services::{create_whoami, running, task_ns};
+use shoal_tests::services::{create_whoami, running, service_vip, task_ns};
 use shoal_tests::{ok, shoal_bin, wait, Lab};
 
-/// The container's address on a network, from `debug endpoints`-free
-/// sources: the node's attachments.
-fn attachment_ip(lab: &Lab, node: &str, name: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--unix-socket",
-            &node_socket(lab, node),
-            "http://shoal/v1/attachments",
-        ])
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?
-        .iter()
-        .find(|a| a["name"] == name || a["container_id"] == name)
-        .map(|a| a["ip"].as_str().unwrap().to_string())
-}
-
+/// A node's attached containers (`/v1/attachments`).
 fn attachments(lab: &Lab, node: &str) -> Vec<Value> {
     let out = Command::new("curl")
         .args([
@@ -48,6 +30,14 @@ fn attachments(lab: &Lab, node: &str) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// The address of a container attached on `node`, by name or id.
+fn attachment_ip(lab: &Lab, node: &str, name: &str) -> Option<String> {
+    attachments(lab, node)
+        .iter()
+        .find(|a| a["name"] == name || a["container_id"] == name)
+        .map(|a| a["ip"].as_str().unwrap().to_string())
 }
 
 /// The address `nslookup NAME` answers (busybox's output).
@@ -66,15 +56,7 @@ fn podman_and_ctr_containers_resolve_and_reach_services_and_each_other() {
     let inspect: Value =
         serde_json::from_str(&ok(lab.shoal_on("n1", &["network", "inspect", "appnet"]))).unwrap();
     assert_eq!(inspect[0]["Attachable"], true);
-    let svc: Value =
-        serde_json::from_str(&ok(lab.shoal_on("n1", &["service", "inspect", "web"]))).unwrap();
-    let vip = svc[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let vip = service_vip(&lab, "web");
 
     // podman on n2.
     let podman = Podman::new(&lab, "n2", "appnet");

@@ -160,15 +160,7 @@ fn names_scopes_types_case_ptr_truncation_and_forwarding() {
         v
     };
     let secret = &running(&lab, "n1", "secret")[0];
-    let inspect: serde_json::Value =
-        serde_json::from_str(&ok(lab.shoal_on("n1", &["service", "inspect", "web"]))).unwrap();
-    let vip = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let vip = shoal_tests::services::service_vip(&lab, "web");
 
     wait("every record gossiped", 20, || {
         a_of(&lab, client, "tasks.rr").len() == 3

@@ -61,15 +61,7 @@ fn replicated_service_spreads_reaches_scales_and_cleans_up() {
     assert!(ls.contains("web") && ls.contains("3/3"), "{ls}");
     // Service records in gossip: n1 sees n2's and n3's tasks with their
     // service, task name, slot and the service's VIP.
-    let svc: Value =
-        serde_json::from_str(&ok(lab.shoal_on("n1", &["service", "inspect", "web"]))).unwrap();
-    let vip = svc[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let vip = shoal_tests::services::service_vip(&lab, "web");
     wait("service records gossiped", 10, || {
         let g = lab.debug_json("n1", &["gossip"]);
         let recs: Vec<&Value> = g["table"]

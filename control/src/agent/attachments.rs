@@ -143,13 +143,18 @@ impl Agent {
             name: req.name.clone(),
             ip: req.ip,
         };
+        // Where an attach spends its time, logged with it.
+        let t0 = Instant::now();
         let reply = self.ask_attach(&ask).await?;
+        let managers_ms = t0.elapsed().as_secs_f64() * 1e3;
         let made = self
             .plumb_attachment(&req, &ifname, &reply, netns_ino)
             .await;
         match made {
             Ok(view) => {
-                info!(container = %req.container_id, name = %req.name, ip = %view.ip, network = %view.network, "container attached");
+                let total_ms = t0.elapsed().as_secs_f64() * 1e3;
+                info!(container = %req.container_id, name = %req.name, ip = %view.ip, network = %view.network,
+                    managers_ms = format!("{managers_ms:.1}"), total_ms = format!("{total_ms:.1}"), "container attached");
                 Ok(view)
             }
             Err(e) => {
@@ -209,6 +214,7 @@ impl Agent {
         };
         // The resolver listens on the namespace's loopback, which a runtime
         // brings up (CNI's loopback plugin) but perhaps not yet.
+        let plumbed = Instant::now();
         let served = (|| -> Result<()> {
             let ns = NetNs::from_file(&ep.name, std::fs::File::open(&req.netns)?);
             ns.run(shoal_dataplane::netlink::set_lo_up_blocking)??;
@@ -216,6 +222,7 @@ impl Agent {
             self.dns.attach(&dns_client(&req.container_id), path)
         })()
         .context("the container's resolver at 127.0.0.11");
+        tracing::debug!(container = %req.container_id, resolver_ms = plumbed.elapsed().as_secs_f64() * 1e3, "resolver served");
         if let Err(e) = served {
             let _ = self.remove_endpoint(&ep.name).await;
             self.leave_unused_networks(std::slice::from_ref(&n.spec.name))

@@ -62,23 +62,42 @@ async fn detach_at(m: &Manager, node_id: &str, req: DetachRequest) -> Result<Vec
     }
 }
 
-pub(super) async fn attach_handler(
-    State(a): State<std::sync::Arc<Agent>>,
-    Extension(peer): Extension<PeerId>,
-    req: Option<Json<AttachRequest>>,
-) -> Response {
+/// A node's request, answered by this manager: `f` gets the manager, the
+/// caller's node id (its certificate's) and the request.
+async fn on_behalf<Req, Resp, F, Fut>(
+    a: std::sync::Arc<Agent>,
+    peer: PeerId,
+    req: Option<Json<Req>>,
+    f: F,
+) -> Response
+where
+    Resp: serde::Serialize,
+    F: FnOnce(std::sync::Arc<Manager>, String, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<Resp>>,
+{
     let res = async {
         let Some(Json(req)) = req else {
-            crate::fail!(Invalid, "an attach request is required");
+            crate::fail!(Invalid, "a request body is required");
         };
         let (m, _) = a.manager().await?;
-        attach_at(&m, &peer.node_id, req).await
+        f(m, peer.node_id, req).await
     }
     .await;
     match res {
         Ok(r) => Json(r).into_response(),
         Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, e),
     }
+}
+
+pub(super) async fn attach_handler(
+    State(a): State<std::sync::Arc<Agent>>,
+    Extension(peer): Extension<PeerId>,
+    req: Option<Json<AttachRequest>>,
+) -> Response {
+    on_behalf(a, peer, req, |m, node, req| async move {
+        attach_at(&m, &node, req).await
+    })
+    .await
 }
 
 /// The network, if `node_id` could attach a container to it now (the
@@ -103,18 +122,10 @@ pub(super) async fn attachable_handler(
     Extension(peer): Extension<PeerId>,
     req: Option<Json<AttachRequest>>,
 ) -> Response {
-    let res = async {
-        let Some(Json(req)) = req else {
-            crate::fail!(Invalid, "a network is required");
-        };
-        let (m, _) = a.manager().await?;
-        attachable_at(&m, &peer.node_id, &req.network)
-    }
-    .await;
-    match res {
-        Ok(n) => Json(n).into_response(),
-        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+    on_behalf(a, peer, req, |m, node, req| async move {
+        attachable_at(&m, &node, &req.network)
+    })
+    .await
 }
 
 pub(super) async fn detach_handler(
@@ -122,18 +133,10 @@ pub(super) async fn detach_handler(
     Extension(peer): Extension<PeerId>,
     req: Option<Json<DetachRequest>>,
 ) -> Response {
-    let res = async {
-        let Some(Json(req)) = req else {
-            crate::fail!(Invalid, "a detach request is required");
-        };
-        let (m, _) = a.manager().await?;
-        detach_at(&m, &peer.node_id, req).await
-    }
-    .await;
-    match res {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => refusal(StatusCode::SERVICE_UNAVAILABLE, e),
-    }
+    on_behalf(a, peer, req, |m, node, req| async move {
+        detach_at(&m, &node, req).await
+    })
+    .await
 }
 
 /// Whether trying another manager could help (no answer, or one that
