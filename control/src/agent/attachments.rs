@@ -187,6 +187,20 @@ impl Agent {
         })
         .await
         .with_context(|| format!("joining network {}", n.spec.name))?;
+        // The resolver in the namespace (on its loopback, which a runtime
+        // brings up with CNI's loopback plugin, perhaps not yet) while the
+        // interface is made: each costs a TCX link, and they do not wait
+        // on each other.
+        let resolver = {
+            let me = self.clone();
+            let (id, netns) = (req.container_id.clone(), req.netns.clone());
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let ns = NetNs::from_file(&id, std::fs::File::open(&netns)?);
+                ns.run(shoal_dataplane::netlink::set_lo_up_blocking)??;
+                me.dns
+                    .attach(&dns_client(&id), std::path::Path::new(&netns))
+            })
+        };
         let ep = self
             .create_endpoint(EndpointCreate {
                 network: n.spec.name.clone(),
@@ -204,31 +218,34 @@ impl Agent {
                 ..Default::default()
             })
             .await;
-        let ep = match ep {
-            Ok(ep) => ep,
-            Err(e) => {
+        let served = resolver
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+            .context("the container's resolver at 127.0.0.11");
+        let ep = match (ep, served) {
+            (Ok(ep), Ok(())) => ep,
+            (ep, served) => {
+                if let Ok(ep) = &ep {
+                    let _ = self.remove_endpoint(&ep.name).await;
+                }
+                // Its other interfaces keep the resolver they share.
+                let others = self
+                    .attachments()
+                    .await
+                    .iter()
+                    .any(|a| a.container_id == req.container_id);
+                if !others {
+                    self.dns.detach(&dns_client(&req.container_id));
+                }
                 self.leave_unused_networks(std::slice::from_ref(&n.spec.name))
                     .await;
-                return Err(e);
+                return Err(match (ep, served) {
+                    (Err(e), _) | (_, Err(e)) => e,
+                    (Ok(_), Ok(())) => unreachable!("handled above"),
+                });
             }
         };
-        // The resolver listens on the namespace's loopback, which a runtime
-        // brings up (CNI's loopback plugin) but perhaps not yet.
-        let plumbed = Instant::now();
-        let served = (|| -> Result<()> {
-            let ns = NetNs::from_file(&ep.name, std::fs::File::open(&req.netns)?);
-            ns.run(shoal_dataplane::netlink::set_lo_up_blocking)??;
-            let path = std::path::Path::new(&req.netns);
-            self.dns.attach(&dns_client(&req.container_id), path)
-        })()
-        .context("the container's resolver at 127.0.0.11");
-        tracing::debug!(container = %req.container_id, resolver_ms = plumbed.elapsed().as_secs_f64() * 1e3, "resolver served");
-        if let Err(e) = served {
-            let _ = self.remove_endpoint(&ep.name).await;
-            self.leave_unused_networks(std::slice::from_ref(&n.spec.name))
-                .await;
-            return Err(e);
-        }
         self.changed.notify_one();
         let net = self
             .networks()
