@@ -592,8 +592,12 @@ fn dockerd_runs_containers_on_a_shoal_network_through_the_driver() {
         "http://web/",
     ]);
 
-    // Junk on the plugin socket: an error answer, nothing changed.
+    // Junk on the plugin socket (root's only): an error answer, nothing
+    // changed.
     let plugin = format!("/run/shoal/lab/{}/nodes/n2/docker-plugin.sock", lab.name);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&plugin).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
     for (call, body) in [
         ("NetworkDriver.Join", "{not json"),
         (

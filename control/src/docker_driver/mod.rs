@@ -53,6 +53,9 @@ pub async fn serve(path: &Path, agent: Arc<Agent>) -> Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("Docker plugin socket {}", path.display()))?;
+    // Root's only, like the local API: whoever may call the driver may
+    // take addresses and make interfaces.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let store = Store::new(&agent.data_dir);
     let st = store.load().context("the Docker driver's state")?;
     agent.set_docker_leases(st.leases.values().map(|l| l.id.clone()).collect());
