@@ -56,6 +56,17 @@ fn plugin_dir(dir: &Path) -> PathBuf {
     bin
 }
 
+/// A client's stdout, after asserting it succeeded (its output if not).
+fn succeeded(tool: &str, args: &[&str], o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "{tool} {}: {}",
+        args.join(" "),
+        output_text(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn output_text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -126,14 +137,7 @@ impl Podman {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.cmd(args);
-        assert!(
-            o.status.success(),
-            "podman {}: {}",
-            args.join(" "),
-            output_text(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        succeeded("podman", args, self.cmd(args))
     }
 }
 
@@ -363,14 +367,7 @@ impl Dockerd {
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.cmd(args);
-        assert!(
-            o.status.success(),
-            "docker {}: {}",
-            args.join(" "),
-            output_text(&o)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        succeeded("docker", args, self.cmd(args))
     }
 
     pub fn log(&self) -> String {
