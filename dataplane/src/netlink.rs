@@ -90,6 +90,37 @@ impl Netlink {
         }
     }
 
+    /// The id of the BPF program in the ingress filter of interface
+    /// `index` at priority `prio` (Shoal's slot: `overlay::filter`), if any.
+    pub async fn ingress_bpf_prog(&self, index: u32, prio: u16) -> Result<Option<u32>, Error> {
+        use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcOption};
+        let mut filters = self
+            .handle
+            .traffic_filter(index as i32)
+            .get()
+            .ingress()
+            .execute();
+        while let Some(m) = filters
+            .try_next()
+            .await
+            .map_err(|e| Error::netlink(format!("filters of interface {index}"), e))?
+        {
+            if m.header.info >> 16 != u32::from(prio) {
+                continue;
+            }
+            let opts = m.attributes.iter().filter_map(|a| match a {
+                TcAttribute::Options(o) => Some(o),
+                _ => None,
+            });
+            for o in opts.flatten() {
+                if let TcOption::Bpf(TcFilterBpfOption::ProgId(id)) = o {
+                    return Ok(Some(*id));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>, Error> {
         Ok(self.get_link(name).await?.map(|l| l.header.index))
     }

@@ -4,18 +4,40 @@
 //! task's loopback turns port 53 into that port and back, so the task may
 //! bind port 53 itself (Docker does it with NAT rules per container).
 
-use aya::programs::tc::{self, SchedClassifierLink, TcAttachOptions};
-use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::programs::tc::SchedClassifierLink;
+use aya::programs::{SchedClassifier, TcAttachType};
 use aya::Ebpf;
 pub use shoal_ebpf::RESOLVER_PORT;
 use shoal_ebpf::{prog, RESOLVER_OBJ};
 
-use crate::overlay::{prog_mut, tcx_supported, verifier};
+use crate::overlay::{filter, prog_mut, verifier};
 use crate::Error;
 
-/// The program on one namespace's loopback: dropping this detaches it.
+/// The program on one namespace's loopback, in Shoal's filter slot (a
+/// TCX link would cost each task and container an RCU grace period:
+/// `overlay::filter`): dropping this removes it.
 pub struct PortMove {
-    _link: SchedClassifierLink,
+    link: Option<SchedClassifierLink>,
+    /// The filter is named by interface index, which means something only
+    /// inside its namespace: it is removed from there.
+    netns: Option<std::fs::File>,
+}
+
+impl Drop for PortMove {
+    fn drop(&mut self) {
+        let (Some(link), Some(ns)) = (self.link.take(), self.netns.take()) else {
+            return;
+        };
+        let _ = std::thread::spawn(move || {
+            use std::os::fd::AsFd;
+            match nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET) {
+                Ok(()) => drop(link),
+                // Never remove the filter of another namespace's lo.
+                Err(_) => std::mem::forget(link),
+            }
+        })
+        .join();
+    }
 }
 
 /// The program, loaded (and verified) once per process: every namespace
@@ -36,20 +58,14 @@ pub fn attach_here() -> Result<PortMove, Error> {
     }
     let ebpf = loaded.as_mut().expect("loaded above");
     let p: &mut SchedClassifier = prog_mut(ebpf, prog::DNS_LO)?;
-    let id = if tcx_supported() {
-        p.attach_with_options(
-            "lo",
-            TcAttachType::Egress,
-            TcAttachOptions::TcxOrder(LinkOrder::default()),
-        )
-    } else {
-        // Kernels before 6.6: a clsact filter (the qdisc may be there).
-        let _ = tc::qdisc_add_clsact("lo");
-        p.attach("lo", TcAttachType::Egress)
-    }
-    .map_err(|e| Error::program("attach the resolver program to lo", e))?;
+    let id = filter::attach(p, "lo", TcAttachType::Egress)?;
     let link = p
         .take_link(id)
         .map_err(|e| Error::program("take the resolver link", e))?;
-    Ok(PortMove { _link: link })
+    let netns = std::fs::File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("this thread's network namespace".into(), e))?;
+    Ok(PortMove {
+        link: Some(link),
+        netns: Some(netns),
+    })
 }

@@ -277,6 +277,7 @@ pub struct Dockerd {
     pub dir: tempfile::TempDir,
     child: Child,
     spec_before: Option<Vec<u8>>,
+    socket: String,
 }
 
 pub const DOCKER_SPEC: &str = "/etc/docker/plugins/shoal.spec";
@@ -305,7 +306,7 @@ impl Dockerd {
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
             .arg("-H")
-            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .arg(format!("unix://{}", Self::socket(lab, node)))
             .args([
                 "--bridge",
                 "none",
@@ -328,6 +329,7 @@ impl Dockerd {
             dir,
             child,
             spec_before,
+            socket: Self::socket(lab, node),
         };
         wait("dockerd answers", 30, || {
             dk.cmd(&["version"]).status.success()
@@ -353,8 +355,14 @@ impl Dockerd {
         dk
     }
 
+    /// dockerd's API: in the node's directory, where the lab's daemon
+    /// looks (`--docker-socket docker.sock`) for containers' names.
+    fn socket(lab: &Lab, node: &str) -> String {
+        format!("/run/shoal/lab/{}/nodes/{node}/docker.sock", lab.name)
+    }
+
     fn host(&self) -> String {
-        format!("unix://{}", self.dir.path().join("docker.sock").display())
+        format!("unix://{}", self.socket)
     }
 
     /// The docker CLI of the package (the same version as the daemon).

@@ -491,7 +491,10 @@ fn dockerd_runs_containers_on_a_shoal_network_through_the_driver() {
         2,
         0,
         "tc",
-        &["--daemon-arg=--docker-plugin=docker-plugin.sock"],
+        &[
+            "--daemon-arg=--docker-plugin=docker-plugin.sock",
+            "--daemon-arg=--docker-socket=docker.sock",
+        ],
     );
     ok(lab.shoal_on("n1", &["network", "create", "--attachable", "appnet"]));
     let out = create_whoami(&lab, "web", &["--replicas", "2"]);
@@ -525,15 +528,18 @@ fn dockerd_runs_containers_on_a_shoal_network_through_the_driver() {
         "sleep",
         "600",
     ]);
-    let ip = docker
-        .ok(&[
-            "inspect",
-            "c1",
-            "--format",
-            "{{.NetworkSettings.Networks.appnet.IPAddress}}",
-        ])
-        .trim()
-        .to_string();
+    let ip_of_c1 = || {
+        docker
+            .ok(&[
+                "inspect",
+                "c1",
+                "--format",
+                "{{.NetworkSettings.Networks.appnet.IPAddress}}",
+            ])
+            .trim()
+            .to_string()
+    };
+    let ip = ip_of_c1();
     let held: Vec<String> = attachments(&lab, "n2")
         .iter()
         .map(|a| a["ip"].as_str().unwrap().to_string())
@@ -558,6 +564,17 @@ fn dockerd_runs_containers_on_a_shoal_network_through_the_driver() {
         .find(|t| t.node == "n1")
         .expect("a task on n1");
     lab.run_ok(&task_ns(&lab, &t), &["ping", "-c", "1", "-W", "2", &ip]);
+    // ... and by the container's name, which the driver learns from
+    // dockerd (Docker's plugin protocol does not carry it).
+    let named = || {
+        let ip = ip_of_c1();
+        let took = wait("c1's name in a task's DNS on n1", 10, || {
+            let o = lab.run(&task_ns(&lab, &t), &["nslookup", "c1", "127.0.0.11"]);
+            String::from_utf8_lossy(&o.stdout).contains(ip.as_str())
+        });
+        eprintln!("c1 answered by name on n1 after {took:?}");
+    };
+    named();
 
     // disconnect and connect a running container.
     docker.ok(&["network", "disconnect", "appnet", "c1"]);
@@ -565,6 +582,7 @@ fn dockerd_runs_containers_on_a_shoal_network_through_the_driver() {
     wait("c1 leaves n1", 5, || !lab.remote_ips("n1").contains(&ip));
     docker.ok(&["network", "connect", "appnet", "c1"]);
     reach();
+    named();
 
     // The Shoal daemon restarts: the container keeps its connectivity and
     // the driver its state (Docker does not replay CreateNetwork).

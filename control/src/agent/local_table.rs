@@ -382,6 +382,32 @@ impl Agent {
         Ok(ep)
     }
 
+    /// Names the container behind a local endpoint after the fact (Docker
+    /// tells its driver the name only through its own API): kept, and
+    /// gossiped again so that every node's DNS answers it.
+    pub async fn name_container(&self, endpoint: &str, name: &str) -> Result<()> {
+        valid_name("container", name)?;
+        let mut inner = self.inner.lock().await;
+        let Some(ep) = inner
+            .state
+            .endpoints
+            .iter_mut()
+            .find(|e| e.name == endpoint)
+        else {
+            crate::fail!(NotFound, "no endpoint named {endpoint:?}");
+        };
+        let Some(c) = ep.container.as_mut() else {
+            crate::fail!(Invalid, "endpoint {endpoint} is not a container's");
+        };
+        c.name = name.to_string();
+        let ep = ep.clone();
+        inner.store.save(&inner.state)?;
+        drop(inner);
+        self.gossip.publish(ep.vni, ep.ip, &ep_record(&ep)).await;
+        self.changed.notify_one();
+        Ok(())
+    }
+
     /// The MTU of an endpoint on `net`: ESP takes its room out of an
     /// encrypted network's packets.
     pub(super) fn endpoint_mtu(&self, net: &Network) -> u32 {

@@ -119,6 +119,16 @@ pub struct DaemonArgs {
     /// --data-dir. Off unless given.
     #[arg(long, value_name = "PATH", env = "SHOAL_DOCKER_PLUGIN")]
     pub docker_plugin: Option<PathBuf>,
+    /// dockerd's API socket, where the driver learns containers' names for
+    /// Shoal's DNS (Docker's plugin protocol does not carry them). A
+    /// relative path is in --data-dir.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "SHOAL_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    pub docker_socket: PathBuf,
 }
 
 /// Seconds, or a humantime duration (`90s`, `12h`); at least 1 s.
@@ -202,8 +212,11 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
             snapshot_every: a.raft_snapshot_interval,
         },
     };
-    let docker_plugin = a.docker_plugin.map(|p| cfg.data_dir.join(p));
-    super::runtime()?.block_on(serve(cfg, docker_plugin))
+    // (plugin socket, dockerd's API)
+    let docker = a
+        .docker_plugin
+        .map(|p| (cfg.data_dir.join(p), cfg.data_dir.join(a.docker_socket)));
+    super::runtime()?.block_on(serve(cfg, docker))
 }
 
 /// Starts the agent and serves it: the local API on its socket (and
@@ -211,7 +224,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
 /// SIGTERM/SIGINT (leaving: peers drop this node's endpoints at once) or
 /// SIGUSR1 (restarting: no goodbye, the next generation takes over the
 /// same endpoints before the failure detector convicts this one).
-async fn serve(cfg: AgentConfig, docker_plugin: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(cfg: AgentConfig, docker: Option<(PathBuf, PathBuf)>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let (socket, metrics_addr) = (cfg.socket.clone(), cfg.metrics_addr);
@@ -226,10 +239,10 @@ async fn serve(cfg: AgentConfig, docker_plugin: Option<PathBuf>) -> anyhow::Resu
     if let Some(addr) = metrics_addr {
         crate::metrics::serve(a.clone(), addr).await?;
     }
-    if let Some(path) = docker_plugin.clone() {
+    if let Some((path, api)) = docker.clone() {
         let a = a.clone();
         tokio::spawn(async move {
-            if let Err(e) = crate::docker_driver::serve(&path, a).await {
+            if let Err(e) = crate::docker_driver::serve(&path, api, a).await {
                 tracing::error!("Docker driver: {e:#}");
             }
         });
@@ -269,7 +282,7 @@ async fn serve(cfg: AgentConfig, docker_plugin: Option<PathBuf>) -> anyhow::Resu
     started.stop(leaving).await;
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(&state_path);
-    if let Some(p) = docker_plugin {
+    if let Some((p, _)) = docker {
         let _ = std::fs::remove_file(p);
     }
     Ok(())

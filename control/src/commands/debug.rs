@@ -261,7 +261,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
                 xfrm_ifindex: cfg.xfrm_ifindex,
                 endpoints: endpoint_rows(&t, &maps)?,
                 counters: maps.counters(),
-                programs: overlay::attachments(&t.pins),
+                programs: programs(&t, &maps)?,
             };
             match a.format {
                 Format::Json => print_json(&view),
@@ -304,7 +304,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
             }
         }
         DebugCmd::Programs => {
-            let p = overlay::attachments(&t.pins);
+            let p = programs(&t, &open()?)?;
             match a.format {
                 Format::Json => print_json(&p),
                 Format::Table => {
@@ -427,6 +427,42 @@ fn endpoint_rows(t: &Target, maps: &Maps) -> Result<Vec<EndpointRow>> {
         .collect();
     rows.sort_by_key(|r| (r.vni, u32::from(r.ip)));
     Ok(rows)
+}
+
+/// A node's programs: its pinned links, and its endpoints' filters
+/// (`overlay::filter`), read in the node's namespace.
+fn programs(t: &Target, maps: &Maps) -> Result<Vec<Attachment>> {
+    let mut out = overlay::attachments(&t.pins);
+    let filtered: Vec<(u32, String)> = endpoint_rows(t, maps)?
+        .into_iter()
+        .filter_map(|r| Some((r.ifindex?, r.interface?)))
+        .filter(|(_, name)| {
+            !out.iter()
+                .any(|a| a.role == "ep" && a.hook == "tc" && a.interface == *name)
+        })
+        .collect();
+    let netns = t.netns.clone();
+    let found = super::runtime()?.block_on(async move {
+        let nl = match &netns {
+            Some(ns) => Netlink::connect_in(&NetNs::open(ns)?)?,
+            None => Netlink::connect()?,
+        };
+        let mut found = vec![];
+        for (index, name) in filtered {
+            if let Some(id) = nl.ingress_bpf_prog(index, overlay::filter::PRIO).await? {
+                found.push(Attachment {
+                    role: "ep".into(),
+                    hook: "tc".into(),
+                    interface: name,
+                    prog_id: Some(id),
+                });
+            }
+        }
+        anyhow::Ok(found)
+    })?;
+    out.extend(found);
+    out.sort_by(|a, b| (&a.role, &a.interface, &a.hook).cmp(&(&b.role, &b.interface, &b.hook)));
+    Ok(out)
 }
 
 fn resolve_names(t: &Target, indexes: Vec<u32>) -> Result<Vec<(u32, Option<String>)>> {

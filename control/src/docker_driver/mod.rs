@@ -13,10 +13,11 @@
 //! disk (`state.rs`).
 
 mod ipam;
+mod names;
 mod state;
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -41,12 +42,14 @@ const PLUGIN_JSON: &str = "application/vnd.docker.plugins.v1+json";
 
 pub struct Driver {
     agent: Arc<Agent>,
+    /// dockerd's own API, where containers' names are (`names.rs`).
+    docker_api: PathBuf,
     store: Store,
     state: Mutex<DriverState>,
 }
 
 /// Serves the plugin socket until the daemon stops.
-pub async fn serve(path: &Path, agent: Arc<Agent>) -> Result<()> {
+pub async fn serve(path: &Path, docker_api: PathBuf, agent: Arc<Agent>) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -61,6 +64,7 @@ pub async fn serve(path: &Path, agent: Arc<Agent>) -> Result<()> {
     agent.set_docker_leases(st.leases.values().map(|l| l.id.clone()).collect());
     let driver = Arc::new(Driver {
         agent,
+        docker_api,
         store,
         state: Mutex::new(st),
     });
@@ -358,7 +362,7 @@ impl Driver {
         {
             let mut st = self.state.lock().await;
             if let Some(e) = st.endpoints.get_mut(endpoint_id) {
-                e.joined = Some(name);
+                e.joined = Some(name.clone());
             }
             self.store.save(&st)?;
         }
@@ -366,6 +370,13 @@ impl Driver {
         // interface in.
         let (agent, key, id) = (self.agent.clone(), sandbox_key.to_string(), lease.id);
         tokio::spawn(async move { agent.serve_dns_when_ready(&id, &key).await });
+        tokio::spawn(names::name_when_known(
+            self.agent.clone(),
+            self.docker_api.clone(),
+            ep.network.clone(),
+            endpoint_id.to_string(),
+            name.clone(),
+        ));
         info!(endpoint = %endpoint_id, ip = %ep.addr, network = %net.shoal, "Docker endpoint joined");
         Ok(json!({
             "InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},

@@ -14,6 +14,7 @@ mod decap_tests;
 mod encap_tests;
 #[cfg(test)]
 mod events_tests;
+pub mod filter;
 #[cfg(test)]
 mod flows_tests;
 #[cfg(test)]
@@ -213,13 +214,25 @@ impl Overlay {
 
     /// Attaches ARP/local delivery/encap to an endpoint's host-side veth.
     pub fn attach_endpoint(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach_endpoint_tc(ifname)?;
         match self.hooks.endpoint {
-            Hook::Tc => self.attach_tc(prog::EP_TC, "ep", ifname),
-            Hook::Xdp => {
-                self.attach_tc(prog::EP_TC, "ep", ifname)?;
-                self.attach_xdp(prog::EP_XDP, "ep", ifname)
-            }
+            Hook::Tc => Ok(()),
+            Hook::Xdp => self.attach_xdp(prog::EP_XDP, "ep", ifname),
         }
+    }
+
+    /// An endpoint's tc program sits in a filter (`filter.rs` says why),
+    /// but one that an earlier version attached as a pinned TCX link keeps
+    /// its link: the program is swapped in it.
+    fn attach_endpoint_tc(&mut self, ifname: &str) -> Result<(), Error> {
+        if tcx_supported() && self.link_pin("ep", "tc", ifname).exists() {
+            return self.attach_tc(prog::EP_TC, "ep", ifname);
+        }
+        let p: &mut SchedClassifier = prog_mut(&mut self.ebpf, prog::EP_TC)?;
+        let id = filter::attach(p, ifname, TcAttachType::Ingress)?;
+        // Detached when the interface goes, not when the agent exits.
+        std::mem::forget(p.take_link(id));
+        Ok(())
     }
 
     fn link_pin(&self, role: &str, hook: &str, ifname: &str) -> PathBuf {
