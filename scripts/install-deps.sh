@@ -6,7 +6,8 @@ set -euo pipefail
 
 PKGS=(clang-19 libbpf-dev linux-libc-dev iproute2 iperf3 ethtool tcpdump iputils-ping sockperf procps util-linux curl dnsutils dnsmasq-base dnsperf knot
       qemu-system-x86 busybox-static ipvsadm nftables kmod bpftool
-      podman containernetworking-plugins containerd runc docker.io)
+      podman containernetworking-plugins containerd runc docker.io
+      mmdebstrap e2fsprogs qemu-utils openssh-client)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::Deserialize;
 
 pub mod containers;
+pub mod hosts;
 pub mod pcap;
 pub mod services;
 pub mod vm;

@@ -242,6 +242,29 @@ impl Gossip {
             .await
     }
 
+    /// Handshakes with `ips` (on this node's gossip port: every node of a
+    /// swarm gossips on the same one, 7946 as Docker's) while this node
+    /// knows no live peer: a node that joined a swarm with no `--join` seed,
+    /// as README's install path leaves it, or one that lost every peer,
+    /// finds the cluster through its managers, as Docker's nodes do.
+    pub async fn introduce(&self, ips: &[std::net::IpAddr]) {
+        let me = self.handle.chitchat_id().clone();
+        let alone = self
+            .handle
+            .with_chitchat(|c| c.live_nodes().all(|id| id.node_id == me.node_id))
+            .await;
+        if !alone {
+            return;
+        }
+        let port = me.gossip_advertise_addr.port();
+        for ip in ips {
+            let to = SocketAddr::new(*ip, port);
+            if to != me.gossip_advertise_addr {
+                let _ = self.handle.gossip(to);
+            }
+        }
+    }
+
     /// The other live nodes' states, ready for [`table::merge`]: live as the
     /// failure detector *and* the leaving predicate say, newest generation
     /// of each node only (a restarted node's old self may linger a moment).

@@ -188,6 +188,14 @@ impl Agent {
                 tracing::warn!("IPsec: {e:#}");
             }
         }
+        // A node without gossip peers finds them through its managers.
+        let manager_ips: Vec<std::net::IpAddr> = s
+            .managers
+            .iter()
+            .filter_map(|m| m.parse::<std::net::SocketAddr>().ok())
+            .map(|m| m.ip())
+            .collect();
+        self.gossip.introduce(&manager_ips).await;
         let mut g = self.swarm.lock().await;
         let Some(sw) = g.as_mut() else { return Ok(()) };
         if s.node.id != sw.membership.node_id {
