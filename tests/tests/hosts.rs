@@ -213,4 +213,91 @@ fn three_vms_from_the_deb_under_systemd_form_a_swarm_and_serve() {
             "{vm}: {link}"
         );
     }
+
+    power_off_and_back(&c);
+}
+
+/// The remote endpoints vm1 has programmed: their addresses.
+fn remote_ips(c: &VmCluster) -> BTreeSet<String> {
+    let rows: Value =
+        serde_json::from_str(&c.ok("vm1", &["shoal", "debug", "endpoints", "--format", "json"]))
+            .unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "remote")
+        .map(|r| r["ip"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// vm3 powered off: its tasks run on the others, its endpoints leave vm1's
+/// dataplane; booted again, it rejoins from its disk with no manual step.
+fn power_off_and_back(c: &VmCluster) {
+    c.ok(
+        "vm1",
+        &[
+            "shoal",
+            "service",
+            "create",
+            "--name",
+            "api",
+            "--network",
+            "appnet",
+            "--replicas",
+            "3",
+            "--",
+            "/usr/bin/shoal",
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    shoal_tests::wait("api on every VM", 120, || {
+        let nodes: BTreeSet<String> = running(c, "api").into_iter().map(|(_, n)| n).collect();
+        nodes.len() == 3
+    });
+    let on_vm3 = c.ok(
+        "vm3",
+        &["sh", "-c", "for n in $(ip netns list | grep -o 'shoal-t[a-z0-9]*' | grep -v ingress); do ip -n $n -4 -o addr show eth0; done"],
+    );
+    let vm3_ips: BTreeSet<String> = on_vm3
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|a| a.split('/').next())
+        .map(str::to_string)
+        .collect();
+    assert!(!vm3_ips.is_empty(), "{on_vm3}");
+    assert!(
+        vm3_ips.is_subset(&remote_ips(c)),
+        "vm1 knows vm3's endpoints"
+    );
+
+    let t0 = std::time::Instant::now();
+    c.stop("vm3");
+    let gone = shoal_tests::wait("vm3's endpoints leave vm1", 30, || {
+        remote_ips(c).is_disjoint(&vm3_ips)
+    });
+    shoal_tests::wait("api's 3 tasks on vm1 and vm2", 60, || {
+        let ts = running(c, "api");
+        ts.len() == 3 && ts.iter().all(|(_, n)| n != "vm3")
+    });
+    let moved = t0.elapsed();
+    eprintln!(
+        "vm3 powered off: its endpoints left vm1 after {gone:?}, api ran 3 tasks on vm1 and vm2 after {moved:?} (each measured through ssh, polled)"
+    );
+    assert!(
+        gone <= std::time::Duration::from_secs(5),
+        "vm3's endpoints took {gone:?} to leave vm1"
+    );
+
+    c.start("vm3");
+    let back = shoal_tests::wait("vm3 ready again", 120, || {
+        c.ok("vm1", &["shoal", "node", "ls", "--format", "json"])
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|n| n["Hostname"] == "vm3" && n["Status"] == "Ready")
+    });
+    eprintln!("vm3 booted again: Ready after {back:?} more");
+    let active = c.exec("vm3", &["systemctl", "is-active", "shoal"]);
+    assert!(active.status.success(), "{}", text(&active));
 }
