@@ -49,6 +49,33 @@ fn running(c: &VmCluster, service: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A whoami service on appnet, created on vm1 (`extra` before the `--`).
+fn create_whoami(c: &VmCluster, name: &str, extra: &[&str]) {
+    let mut a = vec![
+        "shoal",
+        "service",
+        "create",
+        "--name",
+        name,
+        "--network",
+        "appnet",
+    ];
+    a.extend_from_slice(extra);
+    a.extend_from_slice(&["--", "/usr/bin/shoal", "whoami", "--port", "80"]);
+    c.ok("vm1", &a);
+}
+
+/// The nodes `node ls` shows Ready (one JSON object a line, as Docker's
+/// `--format '{{json .}}'`).
+fn ready_nodes(c: &VmCluster) -> BTreeSet<String> {
+    c.ok("vm1", &["shoal", "node", "ls", "--format", "json"])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|n| n["Status"] == "Ready")
+        .map(|n| n["Hostname"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 #[test]
 fn three_vms_from_the_deb_under_systemd_form_a_swarm_and_serve() {
     let c = VmCluster::up();
@@ -59,43 +86,25 @@ fn three_vms_from_the_deb_under_systemd_form_a_swarm_and_serve() {
         let active = c.exec(vm, &["systemctl", "is-active", "shoal"]);
         assert!(active.status.success(), "{vm}: {}", text(&active));
     }
-    // One JSON object a line, as Docker's `--format '{{json .}}'`.
-    let nodes = c.ok("vm1", &["shoal", "node", "ls", "--format", "json"]);
-    let ready: BTreeSet<String> = nodes
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|n| n["Status"] == "Ready")
-        .map(|n| n["Hostname"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let ready = ready_nodes(&c);
     assert_eq!(
         ready,
         VMS.iter().map(|s| s.to_string()).collect(),
-        "{nodes}"
+        "ready nodes"
     );
 
     // A 3-replica service with a published port spreads over the VMs.
     c.ok("vm1", &["shoal", "network", "create", "appnet"]);
-    c.ok(
-        "vm1",
+    create_whoami(
+        &c,
+        "web",
         &[
-            "shoal",
-            "service",
-            "create",
-            "--name",
-            "web",
-            "--network",
-            "appnet",
             "--replicas",
             "3",
             "--replicas-max-per-node",
             "1",
             "-p",
             "8080:80",
-            "--",
-            "/usr/bin/shoal",
-            "whoami",
-            "--port",
-            "80",
         ],
     );
     let mut tasks = vec![];
@@ -233,25 +242,7 @@ fn remote_ips(c: &VmCluster) -> BTreeSet<String> {
 /// vm3 powered off: its tasks run on the others, its endpoints leave vm1's
 /// dataplane; booted again, it rejoins from its disk with no manual step.
 fn power_off_and_back(c: &VmCluster) {
-    c.ok(
-        "vm1",
-        &[
-            "shoal",
-            "service",
-            "create",
-            "--name",
-            "api",
-            "--network",
-            "appnet",
-            "--replicas",
-            "3",
-            "--",
-            "/usr/bin/shoal",
-            "whoami",
-            "--port",
-            "80",
-        ],
-    );
+    create_whoami(c, "api", &["--replicas", "3"]);
     shoal_tests::wait("api on every VM", 120, || {
         let nodes: BTreeSet<String> = running(c, "api").into_iter().map(|(_, n)| n).collect();
         nodes.len() == 3
@@ -291,12 +282,7 @@ fn power_off_and_back(c: &VmCluster) {
     );
 
     c.start("vm3");
-    let back = shoal_tests::wait("vm3 ready again", 120, || {
-        c.ok("vm1", &["shoal", "node", "ls", "--format", "json"])
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|n| n["Hostname"] == "vm3" && n["Status"] == "Ready")
-    });
+    let back = shoal_tests::wait("vm3 ready again", 120, || ready_nodes(c).contains("vm3"));
     eprintln!("vm3 booted again: Ready after {back:?} more");
     let active = c.exec("vm3", &["systemctl", "is-active", "shoal"]);
     assert!(active.status.success(), "{}", text(&active));
