@@ -334,13 +334,7 @@ impl Lab {
 
     /// The (VNI, IP) of the remote endpoints in a node's dataplane map.
     pub fn remote_ips(&self, node: &str) -> Vec<String> {
-        let eps = self.debug_json(node, &["endpoints"]);
-        eps.as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["kind"] == "remote")
-            .map(|e| e["ip"].as_str().unwrap().to_string())
-            .collect()
+        remote_ips_in(&self.debug_json(node, &["endpoints"]))
     }
 
     /// Polls until `cond` holds, up to `timeout`; returns how long it took.
@@ -435,4 +429,16 @@ impl Lab {
         assert!(ok.is_some(), "daemon {node} did not come up");
         (child, socket)
     }
+}
+
+/// The addresses of the remote endpoints in `shoal debug endpoints
+/// --format json` (a lab node's or a host's).
+pub fn remote_ips_in(endpoints: &serde_json::Value) -> Vec<String> {
+    endpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "remote")
+        .map(|e| e["ip"].as_str().unwrap().to_string())
+        .collect()
 }

@@ -231,12 +231,7 @@ fn remote_ips(c: &VmCluster) -> BTreeSet<String> {
     let rows: Value =
         serde_json::from_str(&c.ok("vm1", &["shoal", "debug", "endpoints", "--format", "json"]))
             .unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["kind"] == "remote")
-        .map(|r| r["ip"].as_str().unwrap_or_default().to_string())
-        .collect()
+    shoal_tests::remote_ips_in(&rows).into_iter().collect()
 }
 
 /// vm3 powered off: its tasks run on the others, its endpoints leave vm1's
