@@ -228,6 +228,32 @@ impl Lab {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// For a failed test: each node's warnings, errors and liveness
+    /// changes (a node convicted dead replaces its tasks, which a test
+    /// sees only as a task gone), the last 40 per node.
+    fn print_trouble(&self) {
+        let Ok(dir) = std::fs::read_dir(format!("/run/shoal/lab/{}/nodes", self.name)) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for path in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("liveness"))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("{} ({} lines of trouble):", path.display(), lines.len());
+            for l in tail {
+                eprintln!("  {l}");
+            }
+        }
+    }
+
     pub fn debug_json(&self, node: &str, what: &[&str]) -> serde_json::Value {
         let mut args = vec![
             "debug", "--lab", &self.name, "--node", node, "--format", "json",
@@ -262,6 +288,9 @@ impl Drop for LabDown {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_trouble();
+        }
         let out = shoal(&["lab", "down", "--name", &self.name]);
         if !out.status.success() {
             eprintln!(

@@ -580,3 +580,47 @@ fn workers_keep_their_tasks_while_the_managers_are_gone() {
     assert_eq!(ids(&after), ids(&before), "same tasks, none replaced");
     assert_eq!(tasks(&lab, "n1", "web").len(), 2, "no extra tasks");
 }
+
+/// A manager frozen for seconds (a starved VM, SIGSTOP) convicts no node
+/// of its own silence when it thaws: no node goes down, no task is
+/// replaced.
+#[test]
+fn a_frozen_manager_convicts_no_node_when_it_thaws() {
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    create_whoami(
+        &lab,
+        "web",
+        &["--replicas", "2", "--constraint", "node.role==worker"],
+    );
+    let before = running(&lab, "n1", "web");
+    assert_eq!(per_node(&before).len(), 2, "{before:?}");
+    let pid = lab
+        .info()
+        .nodes
+        .iter()
+        .find(|n| n.name == "n1")
+        .unwrap()
+        .pid;
+    let pid = pid.expect("n1's daemon pid").to_string();
+    let signal = |s: &str| {
+        let o = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap();
+        assert!(o.success(), "kill {s} {pid}");
+    };
+    signal("-STOP");
+    std::thread::sleep(Duration::from_secs(5));
+    signal("-CONT");
+    std::thread::sleep(Duration::from_secs(5));
+    let log = lab.node_log("n1");
+    assert!(
+        !log.lines().any(|l| l.contains("node liveness changed")),
+        "{log}"
+    );
+    assert!(log.contains("liveness watch was frozen"), "{log}");
+    let after = running(&lab, "n1", "web");
+    let ids = |ts: &[Task]| ts.iter().map(|t| t.id.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&after), ids(&before), "same tasks, none replaced");
+}

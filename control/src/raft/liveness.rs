@@ -20,6 +20,9 @@ use crate::wire::{Command, NodeState};
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Silence after which the leader marks a node down.
 pub const DOWN_AFTER: Duration = Duration::from_secs(3);
+/// A watch tick this late means the leader itself was frozen (a starved
+/// VM, SIGSTOP): the silence it would judge is partly its own.
+const STALLED: Duration = Duration::from_secs(1);
 
 /// Last heartbeat per node id (leader memory; not replicated).
 #[derive(Default)]
@@ -60,6 +63,43 @@ impl Liveness {
     }
 }
 
+/// Where the leader's judging of silence starts: its first tick as
+/// leader, or the tick after it was itself frozen (a watch tick more than
+/// `STALLED` late). Heartbeats that arrived meanwhile may still wait in its
+/// sockets, so every node gets a fresh DOWN_AFTER, as from a new leader,
+/// rather than being convicted for the leader's own silence.
+struct Grace {
+    since: Option<Instant>,
+    last_tick: Instant,
+}
+
+impl Grace {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: None,
+            last_tick: now,
+        }
+    }
+
+    /// The start of judging at this tick, or `None` while not leading.
+    fn tick(&mut self, now: Instant, leading: bool) -> Option<Instant> {
+        let gap = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        if !leading {
+            self.since = None;
+            return None;
+        }
+        if gap > STALLED && self.since.is_some() {
+            warn!(
+                stalled_ms = gap.as_millis() as u64,
+                "liveness watch was frozen; judging nodes afresh"
+            );
+            self.since = Some(now);
+        }
+        Some(*self.since.get_or_insert(now))
+    }
+}
+
 /// The leader's watch: flips node states on the log as heartbeats stop and
 /// resume. Runs on every manager, acts only while leading.
 pub async fn watch(
@@ -68,16 +108,14 @@ pub async fn watch(
     mem: Arc<super::leader::LeaderMemory>,
     self_id: String,
 ) {
-    let mut leading_since: Option<Instant> = None;
+    let mut grace = Grace::new(Instant::now());
     loop {
         tokio::time::sleep(HEARTBEAT / 2).await;
-        let m = raft.metrics().borrow().clone();
-        if !super::leads_as_voter(&m) {
-            leading_since = None;
-            continue;
-        }
-        let since = *leading_since.get_or_insert_with(Instant::now);
         let now = Instant::now();
+        let m = raft.metrics().borrow().clone();
+        let Some(since) = grace.tick(now, super::leads_as_voter(&m)) else {
+            continue;
+        };
         let nodes: Vec<_> = state
             .read()
             .expect("state lock")
@@ -116,5 +154,28 @@ pub async fn watch(
                 Err(_) => warn!(node = %hostname, "liveness write timed out"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frozen_leader_judges_afresh_and_a_new_one_from_its_first_tick() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut g = Grace::new(t0);
+        assert_eq!(g.tick(t0 + ms(250), false), None);
+        // Leading from this tick on; on-time ticks keep the start.
+        assert_eq!(g.tick(t0 + ms(500), true), Some(t0 + ms(500)));
+        assert_eq!(g.tick(t0 + ms(750), true), Some(t0 + ms(500)));
+        assert_eq!(g.tick(t0 + ms(1700), true), Some(t0 + ms(500)));
+        // Frozen for 5 s: judging starts again after the thaw.
+        assert_eq!(g.tick(t0 + ms(6700), true), Some(t0 + ms(6700)));
+        assert_eq!(g.tick(t0 + ms(6950), true), Some(t0 + ms(6700)));
+        // Leadership lost and won again: a fresh start too.
+        assert_eq!(g.tick(t0 + ms(7200), false), None);
+        assert_eq!(g.tick(t0 + ms(7450), true), Some(t0 + ms(7450)));
     }
 }
