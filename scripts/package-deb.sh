@@ -29,6 +29,7 @@ for d in usr/lib/cni opt/cni/bin; do
 done
 install -Dm644 packaging/shoal.service "$root/lib/systemd/system/shoal.service"
 install -Dm644 packaging/shoal.default "$root/etc/default/shoal"
+install -Dm644 packaging/shoal.modules "$root/usr/lib/modules-load.d/shoal.conf"
 "$bin" completions bash | install -Dm644 /dev/stdin "$root/usr/share/bash-completion/completions/shoal"
 "$bin" completions zsh | install -Dm644 /dev/stdin "$root/usr/share/zsh/vendor-completions/_shoal"
 "$bin" completions fish | install -Dm644 /dev/stdin "$root/usr/share/fish/vendor_completions.d/shoal.fish"
@@ -56,6 +57,7 @@ Description: Docker Swarm mode networking on an eBPF dataplane
  Raft-backed orchestration), a Docker-like CLI, a debug CLI and a lab.
 CONTROL
 echo "/etc/default/shoal" >"$root/DEBIAN/conffiles"
+install -m755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm "$root/DEBIAN/"
 
 mkdir -p target/debian
 out="target/debian/shoal_${version}_amd64.deb"

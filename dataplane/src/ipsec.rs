@@ -226,6 +226,27 @@ pub fn ensure_interface(underlay: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Removes everything of Shoal's from this node's xfrm state (a host
+/// being cleaned, its daemon stopped): the outbound policies, the SAs and
+/// the xfrm interface. What it removed: (policies, SAs, interface).
+pub fn remove_all() -> Result<(usize, usize, bool), Error> {
+    // Without xfrm in the kernel there is nothing of ours to remove.
+    let policies = policies().unwrap_or_default();
+    let states = states().unwrap_or_default();
+    let mut lines: Vec<String> = policies
+        .iter()
+        .map(|(me, peer)| delete_policy_line(*me, *peer))
+        .collect();
+    lines.extend(states.iter().map(|s| delete_sa_line(s.src, s.dst, s.spi)));
+    batch(None, &lines, true)?;
+    let interface = ip(None, &["link", "show", IFNAME]).is_ok();
+    if interface {
+        ip(None, &["link", "del", IFNAME])
+            .map_err(|e| Error::Other(format!("removing {IFNAME}: {e}")))?;
+    }
+    Ok((policies.len(), states.len(), interface))
+}
+
 /// One SA as the kernel reports it (never its key).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaStat {

@@ -145,6 +145,36 @@ impl NetNs {
         std::fs::remove_file(&path).map_err(|e| Error::io(format!("remove {}", path.display()), e))
     }
 
+    /// SIGKILLs every process whose network namespace is one of `names`.
+    pub fn kill_processes_in(names: &[String]) {
+        use std::os::unix::fs::MetadataExt;
+        let inodes: Vec<u64> = names
+            .iter()
+            .filter_map(|n| std::fs::metadata(Self::path_of(n)).ok())
+            .map(|m| m.ino())
+            .collect();
+        if inodes.is_empty() {
+            return;
+        }
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        {
+            let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
+                continue;
+            };
+            if inodes.contains(&meta.ino()) && pid as u32 != std::process::id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+
     /// Names of all namespaces under /run/netns starting with `prefix`.
     pub fn list(prefix: &str) -> Vec<String> {
         let Ok(dir) = std::fs::read_dir(NETNS_RUN_DIR) else {

@@ -67,6 +67,17 @@ impl VmCluster {
         self.script(&args)
     }
 
+    /// Copies a local file to a VM (through ssh's stdin).
+    pub fn put(&self, vm: &str, local: &std::path::Path, remote: &str) {
+        let o = Command::new(script())
+            .args(["exec", vm, "--", "sh", "-c", &format!("cat > {remote}")])
+            .env("SHOAL_VM_CLUSTER_DIR", self.dir.path())
+            .stdin(std::fs::File::open(local).expect("the file to copy"))
+            .output()
+            .expect("scripts/vm-cluster.sh");
+        assert!(o.status.success(), "copy to {vm}: {}", text(&o));
+    }
+
     pub fn ls(&self) -> String {
         text(&self.script(&["ls"]))
     }
@@ -90,6 +101,21 @@ impl VmCluster {
 
 impl Drop for VmCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // For a failed test: what each daemon said about liveness,
+            // restarts, tasks and trouble (the cluster goes down next).
+            for vm in ["vm1", "vm2", "vm3"] {
+                let o = self.exec(
+                    vm,
+                    &[
+                        "sh",
+                        "-c",
+                        "journalctl -u shoal -o cat | grep -E 'WARN|ERROR|liveness|restarting|drained|adopted|task running|stopping' | tail -40",
+                    ],
+                );
+                eprintln!("{vm}'s journal, the trouble:\n{}", text(&o));
+            }
+        }
         let _ = self.script(&["down"]);
     }
 }
@@ -102,3 +128,27 @@ pub fn vm_ip(vm: &str) -> String {
 
 /// The outside client's address on the switch.
 pub const CLIENT_IP: &str = "198.18.10.100";
+
+/// The .deb `vm-cluster.sh up` installed: the newest one packaged.
+pub fn deb() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debian");
+    std::fs::read_dir(&dir)
+        .expect("target/debian")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .expect("a .deb in target/debian")
+}
+
+/// Packets (sent, lost) in `ping -q` output.
+pub fn ping_loss(out: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary in {out:?}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[0] - n[1])
+}

@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
-use shoal_tests::hosts::{text, vm_ip, VmCluster, CLIENT_IP};
+use shoal_tests::hosts::{deb, ping_loss, text, vm_ip, VmCluster, CLIENT_IP};
+use shoal_tests::services::{running as lab_running, task_ns};
+use shoal_tests::{ok, Lab};
 
 const VMS: [&str; 3] = ["vm1", "vm2", "vm3"];
 
@@ -213,6 +215,8 @@ fn three_vms_from_the_deb_under_systemd_form_a_swarm_and_serve() {
     );
     assert!(overlay > 0.0 && underlay > 0.0);
 
+    restarts_under_ping(&c, &ns1, &task2);
+
     // Native XDP on virtio-net: `--accel auto` puts decap there in the
     // driver (`xdp`, not `xdpgeneric`).
     for vm in VMS {
@@ -224,6 +228,221 @@ fn three_vms_from_the_deb_under_systemd_form_a_swarm_and_serve() {
     }
 
     power_off_and_back(&c);
+    upgrade_remove_purge(&c);
+}
+
+/// `systemctl restart shoal` on vm2, then on vm1 (the leader), during a
+/// `ping -i 0.01` from vm1's task to vm2's: no more lost than the same
+/// two restarts (`shoal lab restart`) lose on a namespace lab, and no task
+/// moved (a restart slower than the managers' DOWN_AFTER, as under
+/// emulation, is announced: `liveness::RESTART_GRACE`).
+fn restarts_under_ping(c: &VmCluster, ns1: &str, task2: &str) {
+    let before = running(c, "web");
+    c.ok(
+        "vm1",
+        &[
+            "sh",
+            "-c",
+            &format!("setsid ip netns exec {ns1} ping -q -i 0.01 -w 14 {task2} </dev/null >/tmp/ping.txt 2>&1 &"),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    c.ok("vm2", &["systemctl", "restart", "shoal"]);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    c.ok("vm1", &["systemctl", "restart", "shoal"]);
+    std::thread::sleep(std::time::Duration::from_secs(9));
+    let (sent, lost) = ping_loss(&c.ok("vm1", &["cat", "/tmp/ping.txt"]));
+    let (lab_sent, lab_lost) = lab_restarts_under_ping();
+    eprintln!(
+        "two daemon restarts under ping -i 0.01: VMs (systemctl restart) lost {lost} of {sent}; namespace lab (lab restart) lost {lab_lost} of {lab_sent}"
+    );
+    let ids = |ts: Vec<(String, String)>| ts.into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(ids(running(c, "web")), ids(before), "no task moved");
+    // A ping's worth of slack (10 ms) for the two clocks' phases.
+    assert!(lost <= lab_lost + 1, "VMs lost {lost}, the lab {lab_lost}");
+}
+
+/// The same two restarts on a 2-node namespace lab: (sent, lost).
+fn lab_restarts_under_ping() -> (u64, u64) {
+    let lab = Lab::up_with(2, 0, "tc", &[]);
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    ok(lab.shoal_on(
+        "n1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "pinger",
+            "--network",
+            "appnet",
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--",
+            "sleep",
+            "100000",
+        ],
+    ));
+    let ts = lab_running(&lab, "n1", "pinger");
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    let (from, to) = if ts[0].node == "n1" {
+        (&ts[0], &ts[1])
+    } else {
+        (&ts[1], &ts[0])
+    };
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &task_ns(&lab, from),
+            "ping",
+            "-q",
+            "-i",
+            "0.01",
+            "-w",
+            "14",
+            &to.ip,
+        ])
+        .output();
+    let restarts = std::thread::spawn({
+        let name = lab.name.clone();
+        move || {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            shoal_tests::shoal_ok(&["lab", "restart", "--name", &name, "n2"]);
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            shoal_tests::shoal_ok(&["lab", "restart", "--name", &name, "n1"]);
+        }
+    });
+    let out = ping.expect("ping");
+    restarts.join().unwrap();
+    ping_loss(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The package on vm3: installed again over itself (an upgrade: the
+/// daemon restarts quietly, its task stays), removed (the unit stopped and
+/// gone, `shoal cleanup` leaves no task, namespace, program, filter or
+/// pin; the data stays), purged (the data and configuration gone).
+fn upgrade_remove_purge(c: &VmCluster) {
+    c.ok(
+        "vm1",
+        &[
+            "shoal",
+            "service",
+            "create",
+            "--name",
+            "agent",
+            "--mode",
+            "global",
+            "--network",
+            "appnet",
+            "--",
+            "sleep",
+            "100000",
+        ],
+    );
+    let on_vm3 = || -> Vec<String> {
+        running(c, "agent")
+            .into_iter()
+            .filter(|(_, n)| n == "vm3")
+            .map(|(id, _)| id)
+            .collect()
+    };
+    shoal_tests::wait("agent's task on vm3", 120, || on_vm3().len() == 1);
+    let task = on_vm3().remove(0);
+    c.put("vm3", &deb(), "/tmp/shoal.deb");
+    let t0: f64 = c.ok("vm3", &["date", "+%s.%N"]).trim().parse().unwrap();
+    c.ok("vm3", &["dpkg", "-i", "/tmp/shoal.deb"]);
+    shoal_tests::wait("vm3's unit active after the upgrade", 60, || {
+        c.exec("vm3", &["systemctl", "is-active", "shoal"])
+            .status
+            .success()
+    });
+    // The new daemon took the task's process over. (Whether the managers
+    // keep it is the restart grace's business, tested above: a VM
+    // starved by emulation right after its reboot can miss heartbeats
+    // for seconds on its own.)
+    let adopted = logged_after(
+        c,
+        "vm3",
+        t0,
+        &["task adopted task=agent.", &format!("{task} pid=")],
+    );
+    eprintln!(
+        "the upgrade's new daemon adopted vm3's task {:.1} s after dpkg -i began",
+        adopted - t0
+    );
+
+    let removed = c.ok("vm3", &["dpkg", "-r", "shoal"]);
+    eprintln!("dpkg -r shoal on vm3:\n{removed}");
+    assert!(
+        removed.contains("namespaces: "),
+        "shoal cleanup ran: {removed}"
+    );
+    let left = c.ok(
+        "vm3",
+        &[
+            "sh",
+            "-c",
+            "ls -A /run/netns; ls -A /sys/fs/bpf; tc filter show dev eth0 ingress; \
+             tc qdisc show dev eth0 | grep clsact; ip -d link show eth0 | grep -o ' xdp[a-z]* '; \
+             ls /lib/systemd/system/shoal.service /run/shoal; pgrep -fa 'sleep 10000[0]|shoal whoam[i]'; true",
+        ],
+    );
+    assert_eq!(left.trim(), "", "what the removal left on vm3");
+    c.ok("vm3", &["test", "-d", "/var/lib/shoal"]);
+    c.ok("vm3", &["dpkg", "-P", "shoal"]);
+    c.ok(
+        "vm3",
+        &[
+            "sh",
+            "-c",
+            "! test -e /var/lib/shoal && ! test -e /etc/default/shoal && ! dpkg -s shoal 2>/dev/null",
+        ],
+    );
+}
+
+/// The time of the last reply in `ping -D` output (seconds, vm's clock).
+fn last_reply(out: &str) -> f64 {
+    out.lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .next_back()
+        .unwrap_or_else(|| panic!("no reply in {out:?}"))
+}
+
+/// When `vm`'s journal of the unit first logged a line holding all of
+/// `what` after `after` (seconds, the VM's clock).
+fn logged_after(c: &VmCluster, vm: &str, after: f64, what: &[&str]) -> f64 {
+    let since = format!("@{}", after.floor() as u64);
+    let out = c.ok(
+        vm,
+        &[
+            "journalctl",
+            "-u",
+            "shoal",
+            "-o",
+            "short-unix",
+            "--since",
+            &since,
+        ],
+    );
+    out.lines()
+        .filter(|l| what.iter().all(|w| l.contains(w)))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .find(|t| *t > after)
+        .unwrap_or_else(|| panic!("{vm} never logged {what:?} after {after}: {out}"))
+}
+
+/// `vm`'s clock minus vm1's, and how far off that may be: `date` on vm1,
+/// on `vm`, on vm1 again, through ssh.
+fn clock_offset(c: &VmCluster, vm: &str) -> (f64, f64) {
+    if vm == "vm1" {
+        return (0.0, 0.0);
+    }
+    let now = |v: &str| -> f64 { c.ok(v, &["date", "+%s.%N"]).trim().parse().unwrap() };
+    let (a, t, b) = (now("vm1"), now(vm), now("vm1"));
+    (t - (a + b) / 2.0, (b - a) / 2.0)
 }
 
 /// The remote endpoints vm1 has programmed: their addresses.
@@ -258,24 +477,58 @@ fn power_off_and_back(c: &VmCluster) {
         "vm1 knows vm3's endpoints"
     );
 
-    let t0 = std::time::Instant::now();
+    // Timed from the daemons' own logs: vm3's last ping reply on vm1
+    // (every 50 ms) is the power-off; vm1's journal says when it dropped
+    // vm3's entries and when, as the leader, it called vm3 down; the node
+    // that took vm3's task says when it ran (its clock set against vm1's
+    // through ssh). No polling: under emulation a `shoal` call takes a
+    // second of the VM's one vCPU and would slow what it measures.
+    let before: BTreeSet<String> = running(c, "api").into_iter().map(|(id, _)| id).collect();
+    c.ok(
+        "vm1",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "setsid ping -D -i 0.05 {} </dev/null >/tmp/off-ping.txt 2>&1 &",
+                vm_ip("vm3")
+            ),
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
     c.stop("vm3");
-    let gone = shoal_tests::wait("vm3's endpoints leave vm1", 30, || {
+    shoal_tests::wait("vm3's endpoints leave vm1", 30, || {
         remote_ips(c).is_disjoint(&vm3_ips)
     });
     shoal_tests::wait("api's 3 tasks on vm1 and vm2", 60, || {
         let ts = running(c, "api");
         ts.len() == 3 && ts.iter().all(|(_, n)| n != "vm3")
     });
-    let moved = t0.elapsed();
+    c.ok("vm1", &["sh", "-c", "pkill -x ping; true"]);
+    let off = last_reply(&c.ok("vm1", &["cat", "/tmp/off-ping.txt"]));
+    let gone = logged_after(c, "vm1", off, &["its entries are gone peer=vm3"]) - off;
+    let down = logged_after(
+        c,
+        "vm1",
+        off,
+        &["node liveness changed node=vm3 state=Down"],
+    ) - off;
+    let (id, node) = running(c, "api")
+        .into_iter()
+        .find(|(id, _)| !before.contains(id))
+        .expect("vm3's task, moved");
+    let (offset, error) = clock_offset(c, &node);
+    let ran = logged_after(
+        c,
+        &node,
+        off + offset - 1.0,
+        &["task running task=api.", &format!("{id} pid=")],
+    ) - offset
+        - off;
     eprintln!(
-        "vm3 powered off: its endpoints left vm1 after {gone:?}, api ran 3 tasks on vm1 and vm2 after {moved:?} (each measured through ssh, polled)"
+        "vm3 powered off (its last ping reply on vm1): vm1 dropped its entries after {gone:.2} s, the leader called it down after {down:.2} s, its task ran on {node} after {ran:.2} s (clocks set within {error:.2} s); issue 23 asks 3 s for the endpoints and 5 s for the tasks"
     );
-    assert!(
-        gone <= std::time::Duration::from_secs(5),
-        "vm3's endpoints took {gone:?} to leave vm1"
-    );
-
+    assert!(gone <= 5.0, "vm3's endpoints took {gone:.2} s to leave vm1");
     c.start("vm3");
     let back = shoal_tests::wait("vm3 ready again", 120, || ready_nodes(c).contains("vm3"));
     eprintln!("vm3 booted again: Ready after {back:?} more");

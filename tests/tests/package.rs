@@ -40,7 +40,12 @@ fn the_deb_installs_into_a_clean_root_and_runs() {
     // (so the declared dependencies are not there to satisfy).
     run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
-        .args(["--force-depends", "--force-not-root", "-i"])
+        .args([
+            "--force-depends",
+            "--force-not-root",
+            "--force-script-chrootless",
+            "-i",
+        ])
         .arg(&deb));
     let listed = run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
@@ -49,6 +54,7 @@ fn the_deb_installs_into_a_clean_root_and_runs() {
         "/usr/bin/shoal",
         "/lib/systemd/system/shoal.service",
         "/etc/default/shoal",
+        "/usr/lib/modules-load.d/shoal.conf",
         "/usr/share/bash-completion/completions/shoal",
         "/usr/share/man/man1/shoal.1.gz",
         "/usr/share/man/man1/shoal-daemon.1.gz",

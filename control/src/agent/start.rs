@@ -40,6 +40,10 @@ impl Started {
         self.sync_loop.abort();
         if leaving {
             self.agent.gossip.leave().await;
+        } else {
+            // "Back soon", to the managers and the peers, so a restart
+            // slower than their failure detectors moves nothing.
+            tokio::join!(self.agent.say_restarting(), self.agent.gossip.pause());
         }
     }
 }
@@ -47,6 +51,10 @@ impl Started {
 pub async fn start(cfg: AgentConfig) -> Result<Started> {
     let lock = lock_data_dir(&cfg.data_dir)?;
     claim_socket(&cfg.socket)?;
+    // systemd mounts bpffs at boot; a host booted otherwise may not have.
+    if cfg.bpffs_dir.starts_with("/sys/fs/bpf") {
+        shoal_dataplane::ensure_bpffs()?;
+    }
     let _ = std::fs::remove_file(cfg.data_dir.join(crate::wire::STATE_FILE));
 
     let nl = Netlink::connect()?;

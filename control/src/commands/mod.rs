@@ -1,5 +1,6 @@
 //! The CLI: one file per verb.
 
+pub mod cleanup;
 pub mod daemon;
 pub mod debug;
 pub mod debug_daemon;
@@ -59,6 +60,9 @@ pub enum Cmd {
     Lab(lab::LabCmd),
     /// Look into (and poke) a node's dataplane.
     Debug(debug::DebugArgs),
+    /// Remove what a stopped daemon left on this host (tasks, namespaces,
+    /// programs, xfrm state; --purge: its data too).
+    Cleanup(cleanup::CleanupArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell) for `shoal`.
     Completions { shell: clap_complete::Shell },
@@ -108,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Exec(a) => task::exec(a),
         Cmd::Inspect(a) => task::inspect(a),
         Cmd::Debug(a) => debug::run(a),
+        Cmd::Cleanup(a) => cleanup::run(a),
     }
 }
 

@@ -105,3 +105,48 @@ async fn a_node_that_hears_from_no_peer_keeps_their_entries_for_the_grace() {
         "{after:?}"
     );
 }
+
+/// A peer whose daemon restarts (`Gossip::pause`) keeps its entries for
+/// `RESTART_HOLD` of silence, where one that just went silent keeps them
+/// for `HOLD`; a restarting peer that never comes back goes after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_peer_keeps_its_entries_for_the_restart_hold() {
+    use crate::gossip::{HOLD, RESTART_HOLD};
+    let keys = || GossipKeys::new(false, Some([5; 32]), None);
+    let (a, a_addr) = node("a", None, keys(), 1).await;
+    let (b, _) = node("b", Some(a_addr), keys(), 1).await;
+    let (c, _) = node("c", Some(a_addr), keys(), 1).await;
+    // d stays: a is not cut off, so silence means what it says.
+    let (_d, _) = node("d", Some(a_addr), keys(), 1).await;
+    let t0 = Instant::now();
+    while names(&a).await.0.len() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            names(&a).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let silent = Instant::now();
+    c.handle.initiate_shutdown().unwrap();
+    b.pause().await;
+    tokio::time::sleep((HOLD + Duration::from_millis(2500)).saturating_sub(silent.elapsed())).await;
+    assert_eq!(
+        names(&a).await.0,
+        ["b", "d"],
+        "c gone after the hold, b kept"
+    );
+    while names(&a).await.0 != ["d"] {
+        assert!(
+            silent.elapsed() < RESTART_HOLD + Duration::from_secs(5),
+            "{:?}",
+            names(&a).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        silent.elapsed() >= RESTART_HOLD - Duration::from_millis(500),
+        "{:?}",
+        silent.elapsed()
+    );
+}

@@ -32,7 +32,7 @@ use crate::wire::EpRecord;
 use crate::wire::Member;
 use keys::GossipKeys;
 use sealed::SealedTransport;
-use table::{ep_key, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, VTEP_KEY};
+use table::{ep_key, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, RESTARTING_KEY, VTEP_KEY};
 use transport::WireCounters;
 
 #[derive(Clone, Debug)]
@@ -61,6 +61,13 @@ pub const SUSPECT_WINDOW: Duration = Duration::from_secs(15);
 /// leaves names and VIPs about 2.5 s after it died (the detector convicts
 /// in about 0.8 s; the blinks CI saw ended within 1.5 s of silence).
 pub const HOLD: Duration = Duration::from_millis(2500);
+
+/// How long a peer that said it restarts (`Gossip::pause`) keeps its
+/// entries, counted from the last time it was heard: its next generation
+/// takes them over (a daemon start took 3 s on an emulated VM, well under
+/// a second on real hosts); one that never comes back is dropped then.
+/// The managers give it as long before they call it down (`liveness`).
+pub const RESTART_HOLD: Duration = crate::raft::liveness::RESTART_GRACE;
 
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
 type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
@@ -314,7 +321,13 @@ impl Gossip {
                 } else {
                     convicted(HOLD)
                 };
+                // And a restarting peer, until its next generation is back.
+                let restarting: Vec<_> = convicted(RESTART_HOLD)
+                    .into_iter()
+                    .filter(|(_, st)| st.get(RESTARTING_KEY).is_some())
+                    .collect();
                 live.extend(kept);
+                live.extend(restarting);
                 live
             })
             .await;
@@ -404,6 +417,18 @@ impl Gossip {
     /// Datagrams and messages refused on the wire, by reason.
     pub fn wire_refused(&self) -> Vec<(&'static str, u64)> {
         self.counters.refused()
+    }
+
+    /// Says "back soon" (a daemon restart): peers keep this node's entries
+    /// for `RESTART_HOLD` of silence, not `HOLD`, so a restart slower than
+    /// the failure detector (an emulated VM's) blinks no name or backend
+    /// out. Gossips for a few rounds, then stops.
+    pub async fn pause(&self) {
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(RESTARTING_KEY, "1"))
+            .await;
+        tokio::time::sleep(self.interval * 3).await;
+        let _ = self.handle.initiate_shutdown();
     }
 
     /// Says goodbye: peers drop this node at once instead of waiting for

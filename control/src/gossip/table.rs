@@ -15,6 +15,9 @@ pub const EP_PREFIX: &str = "ep:";
 pub const VTEP_KEY: &str = "vtep";
 /// Set when a node leaves gracefully; others drop it at once.
 pub const LEAVING_KEY: &str = "leaving";
+/// Set when a node's daemon restarts (SIGUSR1, `systemctl restart`):
+/// others keep its entries for `RESTART_HOLD` of silence.
+pub const RESTARTING_KEY: &str = "restarting";
 /// What this node's balancers have applied of another node's endpoint
 /// keys: `applied:NODE` -> the highest `ep:` key version of NODE merged
 /// into its last programming pass (one small key per peer, so a change

@@ -23,7 +23,7 @@ pub fn down(name: &str) -> Result<()> {
     let namespaces = NetNs::list(&format!("{name}-"));
     // Whatever still runs inside the lab (test clients, servers) would keep
     // its namespace alive after the name is gone.
-    kill_processes_in(&namespaces);
+    NetNs::kill_processes_in(&namespaces);
     for ns in namespaces {
         NetNs::delete(&ns)?;
     }
@@ -53,34 +53,4 @@ fn agents_with(marker: &str) -> Vec<u32> {
             args.iter().any(|a| a == "daemon") && args.iter().any(|a| a.starts_with(marker))
         })
         .collect()
-}
-
-/// SIGKILLs every process whose network namespace is one of `names`.
-fn kill_processes_in(names: &[String]) {
-    use std::os::unix::fs::MetadataExt;
-    let inodes: Vec<u64> = names
-        .iter()
-        .filter_map(|n| std::fs::metadata(NetNs::path_of(n)).ok())
-        .map(|m| m.ino())
-        .collect();
-    if inodes.is_empty() {
-        return;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-    {
-        let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) else {
-            continue;
-        };
-        if inodes.contains(&meta.ino()) && pid as u32 != std::process::id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
 }

@@ -115,6 +115,7 @@ pub async fn execute(
             flows,
             gossip_keys,
             leaving,
+            restarting,
             ipsec,
             cert_not_after_ms,
             cert_issuer,
@@ -163,6 +164,9 @@ pub async fn execute(
                     state: crate::wire::NodeState::Down,
                 };
                 note(raft, cmd, left).await?;
+            } else if restarting {
+                tracing::info!(node = %node.hostname, "node restarting: its tasks stay for the restart grace");
+                mem.live.restarting(&node_id);
             } else {
                 mem.live.seen(&node_id);
             }

@@ -20,6 +20,11 @@ use crate::wire::{Command, NodeState};
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Silence after which the leader marks a node down.
 pub const DOWN_AFTER: Duration = Duration::from_secs(3);
+/// How long a node that said it restarts (its daemon's last heartbeat
+/// before a quiet exit: `systemctl restart`, an upgrade) may stay silent
+/// before it is called down: its tasks keep running meanwhile, and are not
+/// moved for a restart.
+pub const RESTART_GRACE: Duration = Duration::from_secs(10);
 /// A watch tick this late means the leader itself was frozen (a starved
 /// VM, SIGSTOP): the silence it would judge is partly its own.
 const STALLED: Duration = Duration::from_secs(1);
@@ -39,10 +44,26 @@ impl Liveness {
         if self.left.lock().expect("liveness lock").contains(node_id) {
             return;
         }
+        // Never earlier than a restart's grace: an ordinary heartbeat of
+        // the exiting daemon may land after the one saying it restarts.
+        let now = Instant::now();
+        let mut seen = self.seen.lock().expect("liveness lock");
+        let t = seen.entry(node_id.to_string()).or_insert(now);
+        *t = (*t).max(now);
+    }
+
+    /// A node that said it restarts: silent for up to `RESTART_GRACE`
+    /// before it is called down.
+    pub fn restarting(&self, node_id: &str) {
+        if self.left.lock().expect("liveness lock").contains(node_id) {
+            return;
+        }
+        // Counted as heard from until DOWN_AFTER before the grace ends.
+        let until = Instant::now() + RESTART_GRACE.saturating_sub(DOWN_AFTER);
         self.seen
             .lock()
             .expect("liveness lock")
-            .insert(node_id.to_string(), Instant::now());
+            .insert(node_id.to_string(), until);
     }
 
     /// A node that said goodbye: no grace period, and no coming back.
@@ -160,6 +181,24 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarting_node_keeps_its_grace_through_a_late_ordinary_heartbeat() {
+        let live = Liveness::default();
+        live.restarting("n2");
+        // The exiting daemon's session tick, after its last word.
+        live.seen("n2");
+        let t = live.last("n2").unwrap();
+        let ahead = t.saturating_duration_since(Instant::now());
+        assert!(
+            ahead > RESTART_GRACE - DOWN_AFTER - Duration::from_secs(1),
+            "{ahead:?}"
+        );
+        // A node that left stays gone.
+        live.forget("n3");
+        live.seen("n3");
+        assert!(live.last("n3").is_none());
+    }
 
     #[test]
     fn a_frozen_leader_judges_afresh_and_a_new_one_from_its_first_tick() {

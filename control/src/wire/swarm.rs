@@ -193,6 +193,9 @@ pub struct SessionRequest {
     /// The last heartbeat of a node leaving the swarm.
     #[serde(default)]
     pub leaving: bool,
+    /// The last heartbeat of a daemon that restarts (`liveness::RESTART_GRACE`).
+    #[serde(default)]
+    pub restarting: bool,
     /// Whether this node can carry encrypted networks.
     #[serde(default)]
     pub ipsec: Option<Ipsec>,
@@ -234,6 +237,9 @@ pub enum LeaderOp {
         /// `swarm leave`: mark the node down and rotate the gossip key now.
         #[serde(default)]
         leaving: bool,
+        /// A daemon restart: wait `liveness::RESTART_GRACE` for it.
+        #[serde(default)]
+        restarting: bool,
         #[serde(default)]
         ipsec: Option<Ipsec>,
         /// When its certificate expires (ms since the epoch).

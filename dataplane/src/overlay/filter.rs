@@ -1,6 +1,7 @@
 //! Programs attached as clsact filters (cls_bpf, direct action) in a slot
 //! of Shoal's own: those on a container's start path, the endpoint's veth
-//! and the resolver on a namespace's loopback.
+//! and the resolver on a namespace's loopback; and the underlay's on
+//! kernels without TCX (before 6.6, e.g. Debian 12's 6.1).
 //!
 //! Why not TCX links, as the underlay has: a TCX attach waits for a normal
 //! RCU grace period (the kernel's `tcx_entry_sync`), 5-30 ms on the
@@ -34,6 +35,42 @@ pub fn attach(
     ifname: &str,
     at: TcAttachType,
 ) -> Result<SchedClassifierLinkId, Error> {
+    Ok(attach_in_slot(p, ifname, at)?.0)
+}
+
+/// As `attach`, for a program that earlier versions attached as a filter
+/// at the default priority (the underlay's on kernels before 6.6): when
+/// the slot was empty (the first attach since boot, or since such an
+/// upgrade), every filter of that program's name goes first, the earlier
+/// version's included, then the program takes the slot. Later restarts
+/// swap it in place, never leaving the interface without it.
+pub fn attach_alone(
+    p: &mut SchedClassifier,
+    name: &str,
+    ifname: &str,
+    at: TcAttachType,
+) -> Result<SchedClassifierLinkId, Error> {
+    let (id, fresh) = attach_in_slot(p, ifname, at)?;
+    if !fresh {
+        return Ok(id);
+    }
+    // The new filter goes too (the program knows it as attached), then
+    // every other of that name (none is the usual answer), then the
+    // program takes the slot again.
+    drop(
+        p.take_link(id)
+            .map_err(|e| Error::program(format!("take the link on {ifname}"), e))?,
+    );
+    let _ = tc::qdisc_detach_program(ifname, at, name);
+    Ok(attach_in_slot(p, ifname, at)?.0)
+}
+
+/// The filter's id, and whether it is new (the slot was empty).
+fn attach_in_slot(
+    p: &mut SchedClassifier,
+    ifname: &str,
+    at: TcAttachType,
+) -> Result<(SchedClassifierLinkId, bool), Error> {
     if let Err(e) = tc::qdisc_add_clsact(ifname) {
         // EEXIST: the qdisc of an earlier run or of someone else, kept.
         if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST)) {
@@ -47,12 +84,14 @@ pub fn attach(
     };
     let added = p.attach_with_options(ifname, at, TcAttachOptions::Netlink(slot));
     match added {
-        Ok(id) => Ok(id),
+        Ok(id) => Ok((id, true)),
         Err(e) if exists(&e) => {
             let link = SchedClassifierLink::attached(ifname, at, PRIO, HANDLE, None)
                 .map_err(|e| Error::io(format!("filter on {ifname}"), e))?;
-            p.attach_to_link(link)
-                .map_err(|e| Error::program(format!("replace the program on {ifname}"), e))
+            let id = p
+                .attach_to_link(link)
+                .map_err(|e| Error::program(format!("replace the program on {ifname}"), e))?;
+            Ok((id, false))
         }
         Err(e) => Err(Error::program(format!("attach to {ifname}"), e)),
     }

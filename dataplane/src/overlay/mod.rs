@@ -16,6 +16,8 @@ mod encap_tests;
 mod events_tests;
 pub mod filter;
 #[cfg(test)]
+mod filter_tests;
+#[cfg(test)]
 mod flows_tests;
 #[cfg(test)]
 mod ipsec_tests;
@@ -35,7 +37,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::{self, SchedClassifierLink, TcAttachOptions};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
@@ -279,23 +281,12 @@ impl Overlay {
         Ok(())
     }
 
-    /// Kernels before 6.6 (no TCX, e.g. Debian 12's 6.1): a clsact filter.
-    /// Filters outlive the agent on their own, so there is no pin; a
-    /// restart replaces the filter, leaving the interface without a
-    /// program for the moment between delete and add.
+    /// Kernels before 6.6 (no TCX, e.g. Debian 12's 6.1): a clsact filter
+    /// in Shoal's slot. Filters outlive the agent on their own, so there
+    /// is no pin; a restart swaps the program in place.
     fn attach_tc_netlink(&mut self, name: &str, ifname: &str) -> Result<(), Error> {
-        if let Err(e) = tc::qdisc_add_clsact(ifname) {
-            // EEXIST: a previous run's qdisc, kept.
-            if !matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST))
-            {
-                return Err(Error::program(format!("clsact on {ifname}"), e));
-            }
-        }
-        let _ = tc::qdisc_detach_program(ifname, TcAttachType::Ingress, name);
         let p: &mut SchedClassifier = prog_mut(&mut self.ebpf, name)?;
-        let id = p
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(|e| Error::program(format!("attach {name} to {ifname}"), e))?;
+        let id = filter::attach_alone(p, name, ifname, TcAttachType::Ingress)?;
         // Detached when the interface goes, not when the agent exits.
         std::mem::forget(p.take_link(id));
         Ok(())
@@ -381,6 +372,19 @@ pub fn remove_pins(pin_dir: &Path) -> Result<(), Error> {
             .map_err(|e| Error::io(format!("remove {}", pin_dir.display()), e))?;
     }
     Ok(())
+}
+
+/// Removes the underlay's tc filters (kernels before 6.6 keep them
+/// without a pin) from every interface of the calling thread's namespace
+/// that has one: the interfaces cleaned.
+pub fn remove_underlay_filters(ifnames: &[String]) -> Vec<String> {
+    ifnames
+        .iter()
+        .filter(|i| {
+            aya::programs::tc::qdisc_detach_program(i, TcAttachType::Ingress, prog::UL_TC).is_ok()
+        })
+        .cloned()
+        .collect()
 }
 
 pub(crate) fn prog_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, Error>

@@ -268,6 +268,7 @@ async fn session_handler(
                 flows: r.flows,
                 gossip_keys: r.gossip_keys,
                 leaving: r.leaving,
+                restarting: r.restarting,
                 ipsec: r.ipsec,
                 cert_not_after_ms: r.cert_not_after_ms,
                 cert_issuer: Some(peer.issuer),

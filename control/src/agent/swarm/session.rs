@@ -66,6 +66,7 @@ impl Agent {
                     flows: self.flows.take_answers(),
                     gossip_keys: self.gossip.keys.report(),
                     leaving: false,
+                    restarting: false,
                     ipsec: Some(self.ipsec.support.clone()),
                     cert_not_after_ms: not_after,
                     // Its own certificate, as it serves it.
@@ -137,6 +138,7 @@ impl Agent {
                     flows: self.flows.take_answers(),
                     gossip_keys: self.gossip.keys.report(),
                     leaving: false,
+                    restarting: false,
                     ipsec: Some(self.ipsec.support.clone()),
                     cert_not_after_ms,
                 };
@@ -336,25 +338,44 @@ impl Agent {
     /// at once and rotates the gossip key, so the key this node holds
     /// stops working within seconds.
     async fn say_goodbye(&self, s: &super::Swarm) {
+        if !self.last_heartbeat(s, true).await {
+            warn!("could not tell the managers this node leaves; they will see it down in 3 s");
+        }
+    }
+
+    /// Before a quiet exit (a restart): tells the managers to wait
+    /// `liveness::RESTART_GRACE` for this node, not to move its tasks.
+    pub async fn say_restarting(&self) {
+        let g = self.swarm.lock().await;
+        let Some(s) = g.as_ref() else { return };
+        if !self.last_heartbeat(s, false).await {
+            warn!("could not tell the managers this node restarts; a slow restart may see its tasks moved");
+        }
+    }
+
+    /// A last heartbeat, leaving or restarting: whether a manager took it.
+    async fn last_heartbeat(&self, s: &super::Swarm, leaving: bool) -> bool {
         let ms = &s.membership;
-        let bye = LeaderOp::Heartbeat {
+        let last = LeaderOp::Heartbeat {
             node_id: ms.node_id.clone(),
             reports: vec![],
             logs: vec![],
             flows: vec![],
             gossip_keys: None,
-            leaving: true,
+            leaving,
+            restarting: !leaving,
             ipsec: None,
             cert_not_after_ms: None,
             cert_issuer: None,
         };
         if let Some(m) = &s.manager {
-            if m.leader_op(bye).await.is_ok() {
-                return;
+            if m.leader_op(last).await.is_ok() {
+                return true;
             }
         }
         let req = SessionRequest {
-            leaving: true,
+            leaving,
+            restarting: !leaving,
             ..Default::default()
         };
         let client = s.tls.client();
@@ -367,10 +388,10 @@ impl Agent {
                 Duration::from_secs(2),
             );
             if r.await.is_ok() {
-                return;
+                return true;
             }
         }
-        warn!("could not tell the managers this node leaves; they will see it down in 3 s");
+        false
     }
 
     /// `swarm leave [--force]`: a manager must be forced (as in Docker); it
