@@ -552,10 +552,9 @@ fn the_swarm_s_data_path_port_is_every_node_s() {
     refused(&lab, "n1", &["swarm", "leave"], "--force");
 }
 
-/// A worker that loses its managers keeps its tasks running, and when the
-/// manager is back nothing is replaced (no duplicates, same tasks).
-#[test]
-fn workers_keep_their_tasks_while_the_managers_are_gone() {
+/// A 3-node lab (n1 the manager) with `web` on its two workers, one task
+/// each: the lab and those tasks.
+fn web_on_the_workers() -> (Lab, Vec<Task>) {
     let lab = Lab::up_with(3, 0, "tc", &[]);
     ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
     create_whoami(
@@ -565,6 +564,14 @@ fn workers_keep_their_tasks_while_the_managers_are_gone() {
     );
     let before = running(&lab, "n1", "web");
     assert_eq!(per_node(&before).len(), 2, "{before:?}");
+    (lab, before)
+}
+
+/// A worker that loses its managers keeps its tasks running, and when the
+/// manager is back nothing is replaced (no duplicates, same tasks).
+#[test]
+fn workers_keep_their_tasks_while_the_managers_are_gone() {
+    let (lab, before) = web_on_the_workers();
     shoal_tests::shoal_ok(&["lab", "kill", "--name", &lab.name, "n1"]);
     std::thread::sleep(Duration::from_secs(5));
     // Still serving each other across nodes without any manager.
@@ -586,15 +593,7 @@ fn workers_keep_their_tasks_while_the_managers_are_gone() {
 /// replaced.
 #[test]
 fn a_frozen_manager_convicts_no_node_when_it_thaws() {
-    let lab = Lab::up_with(3, 0, "tc", &[]);
-    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
-    create_whoami(
-        &lab,
-        "web",
-        &["--replicas", "2", "--constraint", "node.role==worker"],
-    );
-    let before = running(&lab, "n1", "web");
-    assert_eq!(per_node(&before).len(), 2, "{before:?}");
+    let (lab, before) = web_on_the_workers();
     let pid = lab
         .info()
         .nodes

@@ -256,7 +256,7 @@ pub async fn sync_loop(agent: Arc<Agent>) {
             Ok(programmed) => {
                 for gone in live.difference(&now) {
                     if programmed.contains(gone) {
-                        warn!(peer = %gone, "peer convicted by the failure detector, but its entries are kept (until 2.5 s of silence; longer if this node just stalled or hears from no peer at all)");
+                        warn!(peer = %gone, "peer convicted by the failure detector, but its entries are kept (until 2.5 s of silence; 10 s if it said it restarts; longer if this node just stalled or hears from no peer at all)");
                     }
                 }
                 for gone in used.difference(&programmed) {
