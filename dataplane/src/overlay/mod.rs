@@ -9,6 +9,8 @@
 //! ```
 
 #[cfg(test)]
+mod accel_tests;
+#[cfg(test)]
 mod decap_tests;
 #[cfg(test)]
 mod encap_tests;
@@ -197,7 +199,13 @@ impl Overlay {
     /// Attaches decap to the underlay device's ingress.
     pub fn attach_underlay(&mut self, ifname: &str) -> Result<(), Error> {
         match self.hooks.underlay {
-            Hook::Tc => self.attach_tc(prog::UL_TC, "ul", ifname),
+            Hook::Tc => {
+                self.attach_tc(prog::UL_TC, "ul", ifname)?;
+                // An earlier run with XDP (`--accel` changed across a
+                // restart): its pinned link is the only thing holding it.
+                self.drop_stale_xdp("ul", ifname);
+                Ok(())
+            }
             // tc behind XDP finishes what XDP passes (xdp_fast.h).
             Hook::Xdp => {
                 self.attach_tc(prog::UL_TC, "ul", ifname)?;
@@ -218,7 +226,10 @@ impl Overlay {
     pub fn attach_endpoint(&mut self, ifname: &str) -> Result<(), Error> {
         self.attach_endpoint_tc(ifname)?;
         match self.hooks.endpoint {
-            Hook::Tc => Ok(()),
+            Hook::Tc => {
+                self.drop_stale_xdp("ep", ifname);
+                Ok(())
+            }
             Hook::Xdp => self.attach_xdp(prog::EP_XDP, "ep", ifname),
         }
     }
@@ -239,6 +250,18 @@ impl Overlay {
 
     fn link_pin(&self, role: &str, hook: &str, ifname: &str) -> PathBuf {
         link_pin(&self.pin_dir, role, hook, ifname)
+    }
+
+    /// Unpins an XDP link this run's hooks do not want: with no process
+    /// holding it, the kernel detaches it.
+    fn drop_stale_xdp(&self, role: &str, ifname: &str) {
+        let pin = self.link_pin(role, "xdp", ifname);
+        if pin.exists() {
+            match std::fs::remove_file(&pin) {
+                Ok(()) => tracing::info!(%ifname, role, "XDP from an earlier run detached"),
+                Err(e) => tracing::warn!(%ifname, role, "cannot unpin an earlier run's XDP: {e}"),
+            }
+        }
     }
 
     /// Attaches `name` on tc ingress of `ifname` through a pinned TCX link.
