@@ -30,6 +30,7 @@ done
 install -Dm644 packaging/shoal.service "$root/lib/systemd/system/shoal.service"
 install -Dm644 packaging/shoal.default "$root/etc/default/shoal"
 install -Dm644 packaging/shoal.modules "$root/usr/lib/modules-load.d/shoal.conf"
+install -Dm644 packaging/shoal.network "$root/usr/lib/systemd/network/05-shoal.network"
 "$bin" completions bash | install -Dm644 /dev/stdin "$root/usr/share/bash-completion/completions/shoal"
 "$bin" completions zsh | install -Dm644 /dev/stdin "$root/usr/share/zsh/vendor-completions/_shoal"
 "$bin" completions fish | install -Dm644 /dev/stdin "$root/usr/share/fish/vendor_completions.d/shoal.fish"

@@ -120,6 +120,19 @@ fn three_vms_from_the_deb_under_systemd_form_a_swarm_and_serve() {
     });
     assert_eq!(per_node.len(), 3, "one task per VM: {tasks:?}");
 
+    // The image's networkd matches every Ethernet link (`Type=ether`), as
+    // some hosts' do: the package tells it to leave Shoal's veths alone,
+    // or each would get the VM's own address.
+    for vm in VMS {
+        let addrs = c.ok(vm, &["ip", "-br", "-4", "addr"]);
+        let holders: Vec<&str> = addrs
+            .lines()
+            .filter(|l| l.contains(&format!("{}/", vm_ip(vm))))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(holders, ["eth0"], "{vm}: its address on {addrs}");
+    }
+
     // The published port answers on every VM from the outside client,
     // which the task sees as itself.
     for vm in VMS {
@@ -497,6 +510,9 @@ fn power_off_and_back(c: &VmCluster) {
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
     c.stop("vm3");
+    // Hands off while it happens: a `shoal` call here would take the
+    // leader's one vCPU from the work being timed.
+    std::thread::sleep(std::time::Duration::from_secs(8));
     shoal_tests::wait("vm3's endpoints leave vm1", 30, || {
         remote_ips(c).is_disjoint(&vm3_ips)
     });
@@ -507,6 +523,14 @@ fn power_off_and_back(c: &VmCluster) {
     c.ok("vm1", &["sh", "-c", "pkill -x ping; true"]);
     let off = last_reply(&c.ok("vm1", &["cat", "/tmp/off-ping.txt"]));
     let gone = logged_after(c, "vm1", off, &["its entries are gone peer=vm3"]) - off;
+    let (offset2, _) = clock_offset(c, "vm2");
+    let gone2 = logged_after(
+        c,
+        "vm2",
+        off + offset2 - 1.0,
+        &["its entries are gone peer=vm3"],
+    ) - offset2
+        - off;
     let down = logged_after(
         c,
         "vm1",
@@ -526,12 +550,30 @@ fn power_off_and_back(c: &VmCluster) {
     ) - offset
         - off;
     eprintln!(
-        "vm3 powered off (its last ping reply on vm1): vm1 dropped its entries after {gone:.2} s, the leader called it down after {down:.2} s, its task ran on {node} after {ran:.2} s (clocks set within {error:.2} s); issue 23 asks 3 s for the endpoints and 5 s for the tasks"
+        "vm3 powered off (its last ping reply on vm1): vm1 dropped its entries after {gone:.2} s, vm2 after {gone2:.2} s, the leader called it down after {down:.2} s, its task ran on {node} after {ran:.2} s (clocks set within {error:.2} s); issue 23 asks 3 s for the endpoints and 5 s for the tasks"
     );
-    assert!(gone <= 5.0, "vm3's endpoints took {gone:.2} s to leave vm1");
+    // Loose sanity bounds (the figures above are what counts; the
+    // issue's bounds are 3 s and 5 s).
+    assert!(
+        gone.max(gone2) <= 5.0,
+        "vm3's endpoints took {gone:.2} / {gone2:.2} s to leave vm1 / vm2"
+    );
+    assert!(ran <= 10.0, "vm3's task took {ran:.2} s to run elsewhere");
     c.start("vm3");
     let back = shoal_tests::wait("vm3 ready again", 120, || ready_nodes(c).contains("vm3"));
     eprintln!("vm3 booted again: Ready after {back:?} more");
+    // And it stays Ready: no Down/Ready flapping while it settles.
+    let ready_at: f64 = c.ok("vm1", &["date", "+%s.%N"]).trim().parse().unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let flaps = c.ok(
+        "vm1",
+        &[
+            "sh",
+            "-c",
+            &format!("journalctl -u shoal -o cat --since @{ready_at:.0} | grep -c 'node=vm3 state=Down' || true"),
+        ],
+    );
+    assert_eq!(flaps.trim(), "0", "vm3 flapped after its return");
     let active = c.exec("vm3", &["systemctl", "is-active", "shoal"]);
     assert!(active.status.success(), "{}", text(&active));
 }

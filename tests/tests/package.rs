@@ -55,6 +55,7 @@ fn the_deb_installs_into_a_clean_root_and_runs() {
         "/lib/systemd/system/shoal.service",
         "/etc/default/shoal",
         "/usr/lib/modules-load.d/shoal.conf",
+        "/usr/lib/systemd/network/05-shoal.network",
         "/usr/share/bash-completion/completions/shoal",
         "/usr/share/man/man1/shoal.1.gz",
         "/usr/share/man/man1/shoal-daemon.1.gz",

@@ -252,8 +252,13 @@ pub async fn sync_loop(agent: Arc<Agent>) {
             .map(|id| id.node_id.to_string())
             .filter(|n| *n != agent.info.node)
             .collect();
+        // A convicted peer's entries are held until its silence reaches
+        // the hold: look again soon, not at the next 1 s tick (which made
+        // their removal up to a second late).
+        let mut holding = false;
         match agent.resync().await {
             Ok(programmed) => {
+                holding = programmed.iter().any(|p| !now.contains(p));
                 for gone in live.difference(&now) {
                     if programmed.contains(gone) {
                         warn!(peer = %gone, "peer convicted by the failure detector, but its entries are kept (until 2.5 s of silence; 10 s if it said it restarts; longer if this node just stalled or hears from no peer at all)");
@@ -273,7 +278,10 @@ pub async fn sync_loop(agent: Arc<Agent>) {
         tokio::select! {
             r = watcher.changed() => if r.is_err() { return },
             _ = agent.changed.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(if holding { HOLD_RECHECK } else { Duration::from_secs(1) }) => {}
         }
     }
 }
+
+/// How often a held peer's silence is looked at again: a gossip round.
+const HOLD_RECHECK: Duration = Duration::from_millis(200);

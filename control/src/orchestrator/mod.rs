@@ -20,8 +20,14 @@ use crate::wire::CommandResult;
 pub const PASS: Duration = Duration::from_millis(200);
 
 pub async fn run(m: std::sync::Weak<Manager>) {
+    let Some(nodes_changed) = m.upgrade().map(|m| m.nodes_changed()) else {
+        return;
+    };
     loop {
-        tokio::time::sleep(PASS).await;
+        tokio::select! {
+            _ = tokio::time::sleep(PASS) => {}
+            _ = nodes_changed.notified() => {}
+        }
         let Some(m) = m.upgrade() else { return };
         if !m.is_leading() {
             continue;

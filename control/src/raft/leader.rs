@@ -28,6 +28,9 @@ pub struct LeaderMemory {
     pub keys: KeyMemory,
     pub logs: LogDesk,
     pub flows: FlowDesk,
+    /// Liveness changed a node's state: the orchestrator plans at once
+    /// rather than at its next pass (a down node's tasks move sooner).
+    pub nodes_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Runs `op` on this manager, which believes it leads.

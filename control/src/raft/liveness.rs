@@ -28,6 +28,9 @@ pub const RESTART_GRACE: Duration = Duration::from_secs(10);
 /// A watch tick this late means the leader itself was frozen (a starved
 /// VM, SIGSTOP): the silence it would judge is partly its own.
 const STALLED: Duration = Duration::from_secs(1);
+/// How often the leader looks for silent nodes: a small part of
+/// DOWN_AFTER, so a dead node is called down close to it.
+const WATCH_TICK: Duration = Duration::from_millis(100);
 
 /// Last heartbeat per node id (leader memory; not replicated).
 #[derive(Default)]
@@ -131,7 +134,7 @@ pub async fn watch(
 ) {
     let mut grace = Grace::new(Instant::now());
     loop {
-        tokio::time::sleep(HEARTBEAT / 2).await;
+        tokio::time::sleep(WATCH_TICK).await;
         let now = Instant::now();
         let m = raft.metrics().borrow().clone();
         let Some(since) = grace.tick(now, super::leads_as_voter(&m)) else {
@@ -170,7 +173,10 @@ pub async fn watch(
                 state: want,
             };
             match tokio::time::timeout(Duration::from_secs(2), raft.client_write(cmd)).await {
-                Ok(Ok(_)) => info!(node = %hostname, state = ?want, "node liveness changed"),
+                Ok(Ok(_)) => {
+                    info!(node = %hostname, state = ?want, "node liveness changed");
+                    mem.nodes_changed.notify_one();
+                }
                 Ok(Err(e)) => warn!(node = %hostname, "cannot record liveness: {e}"),
                 Err(_) => warn!(node = %hostname, "liveness write timed out"),
             }

@@ -290,6 +290,11 @@ impl Manager {
     }
 
     /// The applied state (may lag the leader by what is not yet applied).
+    /// Notified when liveness changes a node's state.
+    pub fn nodes_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.mem.nodes_changed.clone()
+    }
+
     pub fn state(&self) -> ClusterState {
         self.state.read().expect("state lock").clone()
     }
