@@ -333,6 +333,11 @@ pub fn latency_us(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
     let out = sh(&format!(
         "timeout 30 ip netns exec {ns} sockperf pp --tcp -i {ip} -p {port} -t 3 2>&1"
     ))?;
+    sockperf_avg_us(&out)
+}
+
+/// sockperf's average latency (half a round trip, us) in its output.
+pub fn sockperf_avg_us(out: &str) -> anyhow::Result<f64> {
     let at = out
         .find("avg-latency=")
         .ok_or_else(|| anyhow::anyhow!("sockperf output: {out}"))?

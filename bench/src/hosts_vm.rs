@@ -18,7 +18,6 @@
 //! Under emulation (TCG) only the ratios count. Prints every round, a
 //! table and JSON.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
@@ -32,22 +31,15 @@ use shoal_tests::hosts::{text, vm_ip, VmCluster};
 #[derive(Parser, Debug)]
 #[command(about = "Shoal across VMs vs the VMs' own addresses vs a kernel VXLAN overlay")]
 struct Args {
-    /// Alternating rounds: every round is reported, with Shoal's ratio to
-    /// the kernel overlay in that same round (paired), and the medians.
-    #[arg(long, default_value_t = 3)]
-    rounds: u32,
+    /// Rounds, the report's path and the shoal binary to package.
+    #[command(flatten)]
+    lab: common::LabArgs,
     /// Seconds per throughput run.
     #[arg(long, default_value_t = 5)]
     duration: u32,
     /// Seconds per latency run.
     #[arg(long, default_value_t = 3)]
     latency_duration: u32,
-    /// Also write the report here (and a chart beside it).
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// The shoal binary to package (default: beside this one).
-    #[arg(long)]
-    shoal: Option<PathBuf>,
 }
 
 /// The kernel overlay's VXLAN port: not Shoal's 4789, so Shoal's
@@ -140,16 +132,7 @@ fn sockperf(v: &Vms, p: &Path, secs: u32) -> Result<f64> {
         ),
     );
     let _ = v.sh("vm2", "pkill -x sockperf; true");
-    let out = out?;
-    let at = out
-        .find("avg-latency=")
-        .context("no avg-latency in sockperf's output")?
-        + "avg-latency=".len();
-    let num: String = out[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    Ok(num.parse()?)
+    common::sockperf_avg_us(&out?)
 }
 
 fn measure(v: &Vms, p: &Path, a: &Args) -> Result<Metrics> {
@@ -324,7 +307,7 @@ const KEYS: [(&str, &str); 4] = [
 fn main() -> Result<()> {
     let a = Args::parse();
     // The cluster packages this binary (VmCluster reads SHOAL_BIN).
-    std::env::set_var("SHOAL_BIN", common::shoal_path(a.shoal.clone()));
+    std::env::set_var("SHOAL_BIN", common::shoal_path(a.lab.shoal.clone()));
     eprintln!("booting three VMs (under emulation this takes minutes)");
     let v = Vms(VmCluster::up());
     let kernel = v.sh("vm1", "uname -r")?.trim().to_string();
@@ -363,7 +346,7 @@ fn main() -> Result<()> {
     set_accel(&v, accel, &ns1, &task2)?;
     let mut per: std::collections::BTreeMap<&str, Vec<Metrics>> = Default::default();
     let mut rounds = vec![];
-    for r in 1..=a.rounds {
+    for r in 1..=a.lab.rounds {
         let mut this: Vec<(&str, Metrics)> = vec![];
         let current = shoal(if accel == "tc" {
             "shoal_tc"
@@ -416,7 +399,7 @@ fn main() -> Result<()> {
     );
     println!(
         "\nvm1 -> vm2, {} rounds, medians (Debian {kernel}, {} NIC, TCG: only ratios count)\n",
-        a.rounds,
+        a.lab.rounds,
         driver.trim()
     );
     println!(
@@ -466,7 +449,7 @@ fn main() -> Result<()> {
         "hosts": "3 qemu VMs (TCG, 1 vCPU each) on one bridge, vm1 -> vm2",
         "kernel": kernel,
         "nic_driver": driver.trim(),
-        "rounds_run": a.rounds,
+        "rounds_run": a.lab.rounds,
         "results": rows,
         "rounds": rounds,
     });
@@ -479,5 +462,5 @@ fn main() -> Result<()> {
             ("request/response, us", "rr_us"),
         ],
     );
-    common::emit(&report, a.json.as_deref(), &chart)
+    common::emit(&report, a.lab.json.as_deref(), &chart)
 }

@@ -563,14 +563,5 @@ fn sockperf(p: &Path, secs: u32, pinned: bool) -> Result<f64> {
     ));
     let _ = server.kill();
     let _ = server.wait();
-    let out = out?;
-    let at = out
-        .find("avg-latency=")
-        .context("no avg-latency in sockperf output")?
-        + "avg-latency=".len();
-    let num: String = out[at..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    Ok(num.parse()?)
+    common::sockperf_avg_us(&out?)
 }
