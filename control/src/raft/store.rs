@@ -218,7 +218,60 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<RaftId, Node>,
+    /// Earlier versions kept the data here, as JSON numbers (about four
+    /// bytes per byte); it now has a row of its own, `snapshot_data`.
+    #[serde(default)]
     data: Vec<u8>,
+}
+
+/// Keeps a snapshot: its meta as JSON, its data as the bytes they are.
+fn store_snapshot(
+    m: &mut redb::Table<&str, &[u8]>,
+    meta: &SnapshotMeta<RaftId, Node>,
+    data: &[u8],
+) -> Result<(), SE> {
+    let snap = StoredSnapshot {
+        meta: meta.clone(),
+        data: vec![],
+    };
+    m.insert(
+        "snapshot",
+        serde_json::to_vec(&snap).map_err(sm_wr)?.as_slice(),
+    )
+    .map_err(sm_wr)?;
+    m.insert("snapshot_data", data).map_err(sm_wr)?;
+    Ok(())
+}
+
+/// A snapshot's data: every state row with its JSON value embedded as is,
+/// `[["node/ID",{...}],...]`. Earlier versions wrote each value as an
+/// array of byte numbers (`[123,34,...]`); such data is still read.
+fn encode_rows(rows: &[(String, Vec<u8>)]) -> Result<Vec<u8>, serde_json::Error> {
+    use serde::ser::Error;
+    use serde_json::value::RawValue;
+    let raw = rows
+        .iter()
+        .map(|(k, v)| {
+            let text = std::str::from_utf8(v).map_err(serde_json::Error::custom)?;
+            Ok((k.as_str(), RawValue::from_string(text.to_string())?))
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    serde_json::to_vec(&raw)
+}
+
+fn decode_rows(data: &[u8]) -> Result<Vec<(String, Vec<u8>)>, serde_json::Error> {
+    use serde_json::value::RawValue;
+    // The old layout first: its values are arrays of small numbers, which
+    // the new layout (every value a JSON object) never is, while an old
+    // value would also parse as a raw value.
+    if let Ok(old) = serde_json::from_slice::<Vec<(String, Vec<u8>)>>(data) {
+        return Ok(old);
+    }
+    let rows: Vec<(String, Box<RawValue>)> = serde_json::from_slice(data)?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, v)| (k, v.get().as_bytes().to_vec()))
+        .collect())
 }
 
 /// The applied cluster state: rows in redb, and a copy in memory for reads.
@@ -334,7 +387,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), SE> {
         let data = snapshot.into_inner();
-        let rows: Vec<(String, Vec<u8>)> = serde_json::from_slice(&data).map_err(sm_wr)?;
+        let rows = decode_rows(&data).map_err(sm_wr)?;
         let state = ClusterState::from_rows(rows.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(sm_wr)?;
         let tx = self.db.begin_write().map_err(sm_wr)?;
@@ -359,15 +412,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .as_slice(),
             )
             .map_err(sm_wr)?;
-            let snap = StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            };
-            m.insert(
-                "snapshot",
-                serde_json::to_vec(&snap).map_err(sm_wr)?.as_slice(),
-            )
-            .map_err(sm_wr)?;
+            store_snapshot(&mut m, meta, &data)?;
         }
         tx.commit().map_err(sm_wr)?;
         *self.state.write().expect("state lock") = state;
@@ -376,11 +421,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SE> {
         let rtx = self.db.begin_read().map_err(sm_rd)?;
-        let s: Option<StoredSnapshot> =
-            get_json(&rtx.open_table(SM_META).map_err(sm_rd)?, "snapshot")?;
-        Ok(s.map(|s| Snapshot {
+        let m = rtx.open_table(SM_META).map_err(sm_rd)?;
+        let s: Option<StoredSnapshot> = get_json(&m, "snapshot")?;
+        let Some(s) = s else { return Ok(None) };
+        let data = match m.get("snapshot_data").map_err(sm_rd)? {
+            Some(d) => d.value().to_vec(),
+            None => s.data,
+        };
+        Ok(Some(Snapshot {
             meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+            snapshot: Box::new(Cursor::new(data)),
         }))
     }
 }
@@ -402,7 +452,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             }
             (applied, membership, rows)
         };
-        let data = serde_json::to_vec(&rows).map_err(sm_rd)?;
+        let data = encode_rows(&rows).map_err(sm_rd)?;
         let snapshot_id = format!(
             "{}-{}",
             applied.map(|l| l.index).unwrap_or(0),
@@ -418,17 +468,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         let tx = self.db.begin_write().map_err(sm_wr)?;
         {
-            let snap = StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            };
-            tx.open_table(SM_META)
-                .map_err(sm_wr)?
-                .insert(
-                    "snapshot",
-                    serde_json::to_vec(&snap).map_err(sm_wr)?.as_slice(),
-                )
-                .map_err(sm_wr)?;
+            let mut m = tx.open_table(SM_META).map_err(sm_wr)?;
+            store_snapshot(&mut m, &meta, &data)?;
         }
         tx.commit().map_err(sm_wr)?;
         Ok(Snapshot {
@@ -521,5 +562,27 @@ mod tests {
         );
         let snap = sm.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(1));
+    }
+
+    #[test]
+    fn snapshot_data_embeds_the_rows_json_and_reads_the_old_layout() {
+        let rows: Vec<(String, Vec<u8>)> = (0..100)
+            .map(|i| {
+                let v = format!(r#"{{"id":"t{i}","name":"web.{i}","node":"n1"}}"#);
+                (format!("task/t{i}"), v.into_bytes())
+            })
+            .collect();
+        let raw: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let data = encode_rows(&rows).unwrap();
+        assert!(
+            data.len() < raw + raw / 5,
+            "{} bytes of data for {raw} bytes of rows",
+            data.len()
+        );
+        assert_eq!(decode_rows(&data).unwrap(), rows);
+        // What earlier versions wrote (each value as byte numbers).
+        let old = serde_json::to_vec(&rows).unwrap();
+        assert!(old.len() > 3 * raw);
+        assert_eq!(decode_rows(&old).unwrap(), rows);
     }
 }
