@@ -524,3 +524,39 @@ fn encrypted_networks_tasks_go_only_to_nodes_that_can_encrypt() {
         .collect();
     assert_eq!(nodes.len(), 3);
 }
+
+/// More replicas than the network has addresses: as many tasks as fit,
+/// and then nothing more to propose (a batch refused whole, proposed
+/// again every pass, once filled the Raft log).
+#[test]
+fn replicas_beyond_the_networks_addresses_wait_without_a_refused_batch() {
+    let mut st = cluster(&["n1", "n2"]);
+    st.apply(
+        3,
+        Command::NetworkCreate {
+            id: "small".into(),
+            spec: NetworkSpec {
+                name: "small".into(),
+                subnet: Some("10.9.9.0/28".parse().unwrap()),
+                ..Default::default()
+            },
+            now: 0,
+        },
+    );
+    let mut s = spec("many", Mode::Replicated { replicas: 50 });
+    s.networks[0].target = "small".into();
+    st.apply(
+        4,
+        Command::ServiceCreate {
+            id: "many".into(),
+            spec: s,
+            now: 0,
+        },
+    );
+    settle(&mut st, 0);
+    let n = live(&st, "many").len();
+    assert!(n > 0 && n < 14, "{n} tasks on a /28");
+    assert_eq!(free_addrs(&st, "small"), 0, "every address taken");
+    let mut id = || "x".to_string();
+    assert!(plan(&st, 0, &mut id).is_empty(), "nothing more proposed");
+}
