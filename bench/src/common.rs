@@ -336,6 +336,22 @@ pub fn latency_us(ns: &str, ip: &str, port: u16) -> anyhow::Result<f64> {
     sockperf_avg_us(&out)
 }
 
+/// `a / b` to two decimals (0 when `b` is 0): a ratio in a report.
+pub fn ratio2(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// The median of `f` over `v` (the upper one of an even count).
+pub fn median_by<T>(v: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(f).collect();
+    x.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    x[x.len() / 2]
+}
+
 /// sockperf's average latency (half a round trip, us) in its output.
 pub fn sockperf_avg_us(out: &str) -> anyhow::Result<f64> {
     let at = out

@@ -270,13 +270,7 @@ fn set_accel(v: &Vms, accel: &str, ns1: &str, task2: &str) -> Result<()> {
 }
 
 fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
-    let r = |a: f64, b: f64| {
-        if b > 0.0 {
-            (a / b * 100.0).round() / 100.0
-        } else {
-            0.0
-        }
-    };
+    use common::ratio2 as r;
     Metrics {
         gbps_1: r(m.gbps_1, base.gbps_1),
         gbps_4: r(m.gbps_4, base.gbps_4),
@@ -285,15 +279,11 @@ fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
 }
 
 fn median(v: &[Metrics]) -> Metrics {
-    let med = |f: fn(&Metrics) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-        x[x.len() / 2]
-    };
+    use common::median_by as med;
     Metrics {
-        gbps_1: med(|m| m.gbps_1),
-        gbps_4: med(|m| m.gbps_4),
-        rr_us: med(|m| m.rr_us),
+        gbps_1: med(v, |m| m.gbps_1),
+        gbps_4: med(v, |m| m.gbps_4),
+        rr_us: med(v, |m| m.rr_us),
     }
 }
 

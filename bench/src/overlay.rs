@@ -300,13 +300,7 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
 }
 
 fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
-    let r = |a: f64, b: f64| {
-        if b > 0.0 {
-            (a / b * 100.0).round() / 100.0
-        } else {
-            0.0
-        }
-    };
+    use common::ratio2 as r;
     Metrics {
         gbps_1: r(m.gbps_1, base.gbps_1),
         gbps_4: r(m.gbps_4, base.gbps_4),
@@ -319,19 +313,15 @@ fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
 }
 
 fn median(s: &[Metrics]) -> Metrics {
-    let med = |f: fn(&Metrics) -> f64| {
-        let mut v: Vec<f64> = s.iter().map(f).collect();
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
-    };
+    use common::median_by as med;
     Metrics {
-        gbps_1: med(|m| m.gbps_1),
-        gbps_4: med(|m| m.gbps_4),
-        rr_us: med(|m| m.rr_us),
-        rr_pinned_us: med(|m| m.rr_pinned_us),
-        gbps_4_split: med(|m| m.gbps_4_split),
-        gbps_4_shared: med(|m| m.gbps_4_shared),
-        ipis_per_gb_split: med(|m| m.ipis_per_gb_split),
+        gbps_1: med(s, |m| m.gbps_1),
+        gbps_4: med(s, |m| m.gbps_4),
+        rr_us: med(s, |m| m.rr_us),
+        rr_pinned_us: med(s, |m| m.rr_pinned_us),
+        gbps_4_split: med(s, |m| m.gbps_4_split),
+        gbps_4_shared: med(s, |m| m.gbps_4_shared),
+        ipis_per_gb_split: med(s, |m| m.ipis_per_gb_split),
     }
 }
 
