@@ -84,21 +84,24 @@ fn in_ns(ns: &Option<String>, cmd: &str) -> String {
     }
 }
 
+/// `cmd` on vm1 in the path's client namespace, given `secs` and some.
+fn client(v: &Vms, p: &Path, secs: u32, cmd: &str) -> Result<String> {
+    v.sh(
+        "vm1",
+        &format!("timeout {} {}", secs + 40, in_ns(&p.client_ns, cmd)),
+    )
+}
+
 fn iperf3(v: &Vms, p: &Path, secs: u32, streams: u32) -> Result<f64> {
     v.sh("vm2", &in_ns(&p.server_ns, "iperf3 -s -1 -D -p 5301"))?;
     std::thread::sleep(Duration::from_millis(500));
-    let out = v.sh(
-        "vm1",
+    let out = client(
+        v,
+        p,
+        secs,
         &format!(
-            "timeout {} {}",
-            secs + 40,
-            in_ns(
-                &p.client_ns,
-                &format!(
-                    "iperf3 -c {} -p 5301 -t {secs} -P {streams} -J",
-                    p.server_ip
-                )
-            )
+            "iperf3 -c {} -p 5301 -t {secs} -P {streams} -J",
+            p.server_ip
         ),
     )?;
     let j: Value = serde_json::from_str(&out).context("iperf3 -J")?;
@@ -120,15 +123,13 @@ fn sockperf(v: &Vms, p: &Path, secs: u32) -> Result<f64> {
         ),
     )?;
     std::thread::sleep(Duration::from_secs(1));
-    let out = v.sh(
-        "vm1",
+    let out = client(
+        v,
+        p,
+        secs,
         &format!(
-            "timeout {} {} 2>&1",
-            secs + 40,
-            in_ns(
-                &p.client_ns,
-                &format!("sockperf pp --tcp -i {} -p 11111 -t {secs}", p.server_ip)
-            )
+            "sockperf pp --tcp -i {} -p 11111 -t {secs} 2>&1",
+            p.server_ip
         ),
     );
     let _ = v.sh("vm2", "pkill -x sockperf; true");

@@ -115,7 +115,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             let left = |nid: &String, free: &mut BTreeMap<String, usize>| {
                 *free
                     .entry(nid.clone())
-                    .or_insert_with(|| free_addrs(st, nid))
+                    .or_insert_with(|| st.free_addr_count(nid))
             };
             if s.network_ids.iter().any(|nid| left(nid, &mut free) == 0) {
                 continue;
@@ -190,23 +190,6 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
     }
     cmds.extend(verdicts);
     cmds
-}
-
-/// Addresses a new task can still get on network `nid`, as `TaskCreate`
-/// allocates them: the subnet's hosts that nothing uses.
-fn free_addrs(st: &ClusterState, nid: &str) -> usize {
-    let Some(net) = st.networks.get(nid) else {
-        return 0;
-    };
-    let first = u32::from(net.subnet.network()) + 1;
-    let last = u32::from(net.subnet.broadcast()).saturating_sub(1);
-    let hosts = (last + 1).saturating_sub(first) as usize;
-    let used = st
-        .used_addrs(nid)
-        .iter()
-        .filter(|a| (first..=last).contains(&u32::from(**a)))
-        .count();
-    hosts.saturating_sub(used)
 }
 
 /// A node for a new task of `s`: the fast placer, or the scan when the

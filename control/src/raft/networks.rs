@@ -75,6 +75,25 @@ impl ClusterState {
             .find(|a| !used.contains(a) && !also_used.contains(a))
     }
 
+    /// How many host addresses of the network nothing uses: what task
+    /// allocations can still take (the orchestrator creates no more tasks
+    /// than that, `orchestrator::plan`).
+    pub fn free_addr_count(&self, network_id: &str) -> usize {
+        let Some(n) = self.networks.get(network_id) else {
+            return 0;
+        };
+        let mut hosts = n.subnet.hosts();
+        let Some(first) = hosts.next() else { return 0 };
+        let last = hosts.next_back().unwrap_or(first);
+        let range = u32::from(first)..=u32::from(last);
+        let used = self
+            .used_addrs(network_id)
+            .iter()
+            .filter(|a| range.contains(&u32::from(**a)))
+            .count();
+        (range.end() - range.start() + 1) as usize - used
+    }
+
     /// Allocates a network from `spec`: checks and picks subnet, gateway
     /// and VNI. Err is the refusal's text.
     pub fn allocate_network(

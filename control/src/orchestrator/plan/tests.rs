@@ -556,7 +556,7 @@ fn replicas_beyond_the_networks_addresses_wait_without_a_refused_batch() {
     settle(&mut st, 0);
     let n = live(&st, "many").len();
     assert!(n > 0 && n < 14, "{n} tasks on a /28");
-    assert_eq!(free_addrs(&st, "small"), 0, "every address taken");
+    assert_eq!(st.free_addr_count("small"), 0, "every address taken");
     let mut id = || "x".to_string();
     assert!(plan(&st, 0, &mut id).is_empty(), "nothing more proposed");
 }
