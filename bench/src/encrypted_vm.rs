@@ -11,9 +11,15 @@
 //!       4789 (`rfc4106(gcm(aes))`, xfrm states and policies), as Docker's
 //!       encrypted overlay builds it, its containers at the same MTU,
 //!
-//!   (d) the same reference with GRO off on its vxlan devices: the
-//!       experiment that bounds (b) against (c) (Shoal's decrypted VXLAN
-//!       reaches no UDP tunnel socket, so nothing aggregates its inner TCP),
+//! and three experiments that bound (b) against (c):
+//!
+//!   (d) the reference with GRO off on its vxlan devices (Shoal's decrypted
+//!       VXLAN reaches no UDP tunnel socket, so nothing aggregates its
+//!       inner TCP),
+//!   (e) the reference with ESP in tunnel mode (VTEP to VTEP), as Shoal's,
+//!   (f) Shoal's encrypted network with GRO on its nodes' underlay veths
+//!       and a kernel vxlan device (external) on 4789 in each node, whose
+//!       socket lets GRO aggregate the decrypted VXLAN,
 //!
 //! rounds alternating between paths. Emulated CPUs: only ratios count.
 //! Target: (b) >= 1.0x (c) in throughput. Every round is printed and kept
@@ -40,24 +46,50 @@ struct Args {
     /// single-stream run of (b) and of (c): the top symbols of each.
     #[arg(long)]
     profile: bool,
+    /// With --profile: also the call chains of the busiest symbols.
+    #[arg(long)]
+    callers: bool,
 }
 
-/// The guest's top (command, symbol) pairs while `ns` sends to `ip`
-/// (iperf3, 3 s): the sender's work runs as iperf3, the receiver's mostly
-/// in softirq context (ksoftirqd, swapper).
-fn profile(key: &str, ns: &str, ip: &str) -> Result<Vec<String>> {
+/// The guest's profile while `ns` sends to `ip` (iperf3, 3 s): the run's
+/// throughput and retransmits, then samples by CPU, by command and the top
+/// symbols, so two paths can be compared per byte. The sender's work runs
+/// as iperf3, the receiver's mostly in softirq context (ksoftirqd,
+/// swapper).
+fn profile(key: &str, ns: &str, ip: &str, callers: bool) -> Result<Vec<String>> {
     let data = format!("/tmp/perf-{key}.data");
     let mut rec = Command::new("perf")
-        .args(["record", "-a", "-F", "999", "-o", &data, "--", "sleep", "4"])
+        .args([
+            "record", "-a", "-g", "-F", "999", "-o", &data, "--", "sleep", "4",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    iperf(ns, ip, 5201)?;
+    let v: Value = serde_json::from_str(&sh(&format!(
+        "ip netns exec {ns} iperf3 -c {ip} -p 5201 -t 3 -J"
+    ))?)?;
     rec.wait()?;
-    let out = sh(&format!(
-        "perf report -i {data} --stdio --no-children --sort comm,sym --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30"
-    ))?;
-    Ok(out.lines().map(|l| format!("PROFILE {key}: {l}")).collect())
+    let mut out = vec![format!(
+        "run: {:.3} Gbit/s, {} retransmits",
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e9,
+        v["end"]["sum_sent"]["retransmits"]
+    )];
+    for (sort, limit, lines) in [("cpu", "0", 4), ("comm", "1", 12), ("sym", "0.7", 45)] {
+        let r = sh(&format!(
+            "perf report -i {data} --stdio --no-children -g none --sort {sort} --percent-limit {limit} 2>/dev/null | grep -v '^#' | grep -v '^$' | head -{lines}"
+        ))?;
+        out.extend(r.lines().map(|l| format!("{sort}: {}", l.trim())));
+    }
+    if callers {
+        let r = sh(&format!(
+            "perf report -i {data} --stdio --no-children --sort comm,sym -g caller,0.5,callee,function,percent --percent-limit 0.25 2>/dev/null | grep -v '^#' | grep -v '^$' | awk '/^ *[0-9.]+%/ {{p = ($2 ~ /kworker|ksoftirqd/)}} p' | head -600"
+        ))?;
+        out.extend(r.lines().map(|l| format!("callers: {l}")));
+    }
+    Ok(out.iter().map(|l| format!("PROFILE {key}: {l}")).collect())
 }
 
 const LAB: &str = "benc";
@@ -109,27 +141,47 @@ fn reference() -> Result<()> {
              ip -n {c} link set eth0 mtu {MTU} address {mac} up; ip -n {c} addr add {cip}/24 dev eth0"
         ))?;
     }
-    // Static FDB and neighbour entries, as libnetwork programs them; ESP
-    // in transport mode on the VXLAN port, one SA per direction.
+    let _ = REF_KEYS.set((k12, k21));
+    reference_ipsec("transport")?;
+    // Static FDB and neighbour entries, as libnetwork programs them.
+    for (h, peer, peer_mac, peer_ip) in [
+        ("d1", "198.18.0.102", "02:42:0a:09:00:03", "10.9.0.3"),
+        ("d2", "198.18.0.101", "02:42:0a:09:00:02", "10.9.0.2"),
+    ] {
+        sh(&format!(
+            "bridge -n {LAB}-{h} fdb append {peer_mac} dev vxlan0 dst {peer}
+             ip -n {LAB}-{h}c neigh add {peer_ip} lladdr {peer_mac} dev eth0 nud permanent"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The reference's two SAs' keys (1 -> 2, 2 -> 1), made once.
+static REF_KEYS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// (Re)writes the reference's IPsec: ESP on the VXLAN port, one SA per
+/// direction, in `mode` (Docker's is transport; tunnel is the experiment
+/// that separates ESP's mode from the rest of Shoal's path).
+fn reference_ipsec(mode: &str) -> Result<()> {
+    let (k12, k21) = REF_KEYS.get().context("reference keys")?;
     let a = "198.18.0.101";
     let b = "198.18.0.102";
-    for (h, me, peer, peer_mac, peer_ip) in [
-        ("d1", a, b, "02:42:0a:09:00:03", "10.9.0.3"),
-        ("d2", b, a, "02:42:0a:09:00:02", "10.9.0.2"),
-    ] {
+    for (h, me, peer) in [("d1", a, b), ("d2", b, a)] {
         let sa = |src: &str, dst: &str, spi: u32, key: &str| {
             format!(
-                "xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid 1 mode transport aead rfc4106(gcm(aes)) 0x{key} 128"
+                "xfrm state add src {src} dst {dst} proto esp spi {spi:#x} reqid 1 mode {mode} aead rfc4106(gcm(aes)) 0x{key} 128"
             )
         };
         let pol = |src: &str, dst: &str, dir: &str| {
             format!(
-                "xfrm policy add src {src}/32 dst {dst}/32 proto udp dport 4789 dir {dir} tmpl src {src} dst {dst} proto esp reqid 1 mode transport"
+                "xfrm policy add src {src}/32 dst {dst}/32 proto udp dport 4789 dir {dir} tmpl src {src} dst {dst} proto esp reqid 1 mode {mode}"
             )
         };
         let batch = [
-            sa(a, b, 0x101, &k12),
-            sa(b, a, 0x102, &k21),
+            "xfrm policy flush".to_string(),
+            "xfrm state flush".to_string(),
+            sa(a, b, 0x101, k12),
+            sa(b, a, 0x102, k21),
             pol(me, peer, "out"),
             pol(peer, me, "in"),
         ]
@@ -137,10 +189,6 @@ fn reference() -> Result<()> {
         let mut c = Command::new("ip");
         c.args(["-n", &format!("{LAB}-{h}"), "-batch", "-"]);
         run_with_stdin(&mut c, &batch).with_context(|| format!("reference IPsec on {h}"))?;
-        sh(&format!(
-            "bridge -n {LAB}-{h} fdb append {peer_mac} dev vxlan0 dst {peer}
-             ip -n {LAB}-{h}c neigh add {peer_ip} lladdr {peer_mac} dev eth0 nud permanent"
-        ))?;
     }
     Ok(())
 }
@@ -207,7 +255,7 @@ fn setup(shoal: &Path) -> Result<Vec<(&'static str, &'static str, String, String
         (
             "encrypted",
             "(b) Shoal, encrypted network",
-            ns,
+            ns.clone(),
             addr_on(srv, "secnet").context("server address on secnet")?,
         ),
         (
@@ -224,6 +272,24 @@ fn setup(shoal: &Path) -> Result<Vec<(&'static str, &'static str, String, String
             "(d) = (c) without GRO on its vxlan devices",
             format!("{LAB}-d1c"),
             "10.9.0.3".to_string(),
+        ),
+        // The experiment that separates ESP's mode from the rest of
+        // Shoal's path: the reference with tunnel-mode SAs (VTEP to VTEP),
+        // as Shoal's.
+        (
+            "reference_tunnel",
+            "(e) = (c) with ESP in tunnel mode, as Shoal's",
+            format!("{LAB}-d1c"),
+            "10.9.0.3".to_string(),
+        ),
+        // The experiment that bounds what GRO would give (b): aggregation
+        // of its decrypted VXLAN needs a UDP tunnel socket on 4789 and GRO
+        // on the device it comes back in by (veths have it off).
+        (
+            "encrypted_gro",
+            "(f) = (b) with GRO on its underlay and a vxlan socket",
+            ns.clone(),
+            addr_on(srv, "secnet").context("server address on secnet")?,
         ),
     ];
     // The reference's server: iperf3 and sockperf in its container.
@@ -260,10 +326,22 @@ fn inside(a: &Args) -> Result<Value> {
             if *key == "reference_no_gro" {
                 gro("off")?;
             }
+            if *key == "reference_tunnel" {
+                reference_ipsec("tunnel")?;
+            }
+            if *key == "encrypted_gro" {
+                sh(&format!("for n in n1 n2; do ip -n {LAB}-$n link add shoal-gro type vxlan external dstport 4789; ip -n {LAB}-$n link set shoal-gro up; ip netns exec {LAB}-$n ethtool -K {LAB}-eth0 gro on; done"))?;
+            }
             tput[i].push(iperf(ns, ip, 5201)?);
             lat[i].push(latency_us(ns, ip, 11111)?);
             if *key == "reference_no_gro" {
                 gro("on")?;
+            }
+            if *key == "reference_tunnel" {
+                reference_ipsec("transport")?;
+            }
+            if *key == "encrypted_gro" {
+                sh(&format!("for n in n1 n2; do ip -n {LAB}-$n link del shoal-gro; ip netns exec {LAB}-$n ethtool -K {LAB}-eth0 gro off; done"))?;
             }
             eprintln!(
                 "round {}: {label}: {:.3} Gbit/s, {:.1} us",
@@ -277,9 +355,9 @@ fn inside(a: &Args) -> Result<Value> {
     if a.profile {
         for (key, _, ns, ip) in paths
             .iter()
-            .filter(|p| p.0 == "encrypted" || p.0 == "reference")
+            .filter(|p| ["plain", "encrypted", "reference"].contains(&p.0))
         {
-            for l in profile(key, ns, ip)? {
+            for l in profile(key, ns, ip, a.callers)? {
                 eprintln!("{l}");
                 profiles.push(l);
             }
@@ -322,6 +400,14 @@ fn inside(a: &Args) -> Result<Value> {
             "throughput": med(&tput[e]) / med(&tput[3]),
             "latency": med(&lat[e]) / med(&lat[3]),
         },
+        "encrypted_vs_reference_tunnel": {
+            "throughput": med(&tput[e]) / med(&tput[4]),
+            "latency": med(&lat[e]) / med(&lat[4]),
+        },
+        "encrypted_with_gro_vs_reference": {
+            "throughput": med(&tput[5]) / med(&tput[r]),
+            "latency": med(&lat[5]) / med(&lat[r]),
+        },
         "encrypted_vs_plain": {
             "throughput": med(&tput[e]) / med(&tput[p]),
             "latency": med(&lat[e]) / med(&lat[p]),
@@ -339,9 +425,10 @@ fn in_vm(a: &Args) -> Result<Value> {
         &shoal,
         &format!("modprobe -d {}/root vxlan && ", shoal_tests::vm::VM_DIR),
         &format!(
-            "--inside --rounds {}{}",
+            "--inside --rounds {}{}{}",
             a.lab.rounds,
-            if a.profile { " --profile" } else { "" }
+            if a.profile { " --profile" } else { "" },
+            if a.callers { " --callers" } else { "" }
         ),
         |l| l.starts_with("round ") || l.starts_with("PROFILE "),
     )
@@ -381,6 +468,8 @@ fn print_table(r: &Value) {
     for k in [
         "encrypted_vs_reference",
         "encrypted_vs_reference_without_gro",
+        "encrypted_vs_reference_tunnel",
+        "encrypted_with_gro_vs_reference",
         "encrypted_vs_plain",
     ] {
         println!(
