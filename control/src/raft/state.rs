@@ -8,8 +8,6 @@
 //! changes it returns. Application errors (unknown node, ...) are results,
 //! not storage errors: a refused command must not stop Raft.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::wire::NetworkRecord;
@@ -28,10 +26,16 @@ pub fn new_id() -> String {
         .collect()
 }
 
+/// The state's tables: persistent (structurally shared) ordered maps, so a
+/// clone of the whole state is O(1) and an update O(log n). The state
+/// machine applies each batch to a copy, and the orchestrator plans on
+/// snapshots of it every pass.
+pub type Table<V> = imbl::OrdMap<String, V>;
+
 /// A record by exact id or name, else by unique id prefix (as Docker
 /// resolves names).
-pub fn find_by_key<'a, T>(
-    map: &'a BTreeMap<String, T>,
+pub fn find_by_key<'a, T: Clone>(
+    map: &'a Table<T>,
     key: &str,
     id_name: impl Fn(&T) -> (&String, &String),
 ) -> Option<&'a T> {
@@ -59,20 +63,20 @@ pub enum Change {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
-    pub nodes: BTreeMap<String, NodeRecord>,
+    pub nodes: Table<NodeRecord>,
     #[serde(default)]
-    pub networks: BTreeMap<String, NetworkRecord>,
+    pub networks: Table<NetworkRecord>,
     #[serde(default)]
-    pub services: BTreeMap<String, ServiceRecord>,
+    pub services: Table<ServiceRecord>,
     #[serde(default)]
-    pub tasks: BTreeMap<String, TaskRecord>,
+    pub tasks: Table<TaskRecord>,
     /// Balancer addresses by `network_id/node_id` (`lb_addrs.rs`).
     #[serde(default)]
-    pub lb_addrs: BTreeMap<String, crate::wire::LbAddr>,
+    pub lb_addrs: Table<crate::wire::LbAddr>,
     /// Containers on attachable networks by `Attachment::key`
     /// (`attachments.rs`).
     #[serde(default)]
-    pub attachments: BTreeMap<String, crate::wire::Attachment>,
+    pub attachments: Table<crate::wire::Attachment>,
 }
 
 fn node_key(id: &str) -> String {
@@ -423,7 +427,7 @@ mod tests {
             addr: Ipv4Addr::from(addr),
             role: Role::Worker,
             availability: Availability::Active,
-            labels: BTreeMap::new(),
+            labels: std::collections::BTreeMap::new(),
             state: NodeState::Ready,
             version: 0,
         }

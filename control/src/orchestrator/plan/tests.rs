@@ -210,7 +210,11 @@ fn replicas_spread_scale_and_move_off_dead_and_drained_nodes() {
         .collect();
     st.apply(9, Command::TaskReports { reports, now: 5 });
     settle(&mut st, 5);
-    assert!(st.tasks.is_empty(), "{:?}", st.tasks.keys());
+    assert!(
+        st.tasks.is_empty(),
+        "{:?}",
+        st.tasks.keys().collect::<Vec<_>>()
+    );
     assert_eq!(st.used_addrs("net").len(), 1, "only the gateway is left");
 }
 
