@@ -28,6 +28,12 @@ use crate::wire::{Mode, RestartCondition, ServiceRecord};
 /// Finished tasks kept per slot.
 pub const HISTORY: usize = 5;
 
+/// New tasks per `TaskCreate` (a task is about half a kilobyte of JSON).
+pub const MAX_TASKS_PER_CREATE: usize = 1000;
+
+/// Task ids per `TaskDesired` or `TaskRemove`.
+pub const MAX_IDS_PER_COMMAND: usize = 5000;
+
 /// The commands that bring the state closer to the specs.
 pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> Vec<Command> {
     let mut stop: Vec<String> = vec![];
@@ -174,19 +180,25 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             stop.push(t.id.clone());
         }
     }
+    // Bounded batches: each command is one Raft entry, and an entry must
+    // reach every manager in one AppendEntries body (`raft::RAFT_BODY_LIMIT`
+    // over `max_payload_entries` of them). One TaskCreate of 96,287 tasks
+    // was tens of megabytes, and no follower could take it.
     let mut cmds = vec![];
-    if !stop.is_empty() {
+    for ids in stop.chunks(MAX_IDS_PER_COMMAND) {
         cmds.push(Command::TaskDesired {
-            ids: stop,
+            ids: ids.to_vec(),
             desired: DesiredState::Shutdown,
         });
     }
-    if !create.is_empty() {
-        cmds.push(Command::TaskCreate { tasks: create, now });
+    let mut create = create.into_iter().peekable();
+    while create.peek().is_some() {
+        let tasks: Vec<NewTask> = create.by_ref().take(MAX_TASKS_PER_CREATE).collect();
+        cmds.push(Command::TaskCreate { tasks, now });
     }
     cmds.extend(assign);
-    if !forget.is_empty() {
-        cmds.push(Command::TaskRemove { ids: forget });
+    for ids in forget.chunks(MAX_IDS_PER_COMMAND) {
+        cmds.push(Command::TaskRemove { ids: ids.to_vec() });
     }
     cmds.extend(verdicts);
     cmds

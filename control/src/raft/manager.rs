@@ -80,6 +80,11 @@ pub struct RaftMetricsView {
 pub const HEARTBEAT_MS: u64 = 150;
 pub const ELECTION_TIMEOUT_MS: (u64, u64) = (750, 1000);
 
+/// Entries per AppendEntries: with the orchestrator's bounded batches
+/// (under 1 MiB each) a catching-up follower gets at most this many
+/// megabytes per request, within `rpc_server::RAFT_BODY_LIMIT`.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 32;
+
 fn config(opts: &Options) -> Result<Config> {
     Ok(Config {
         cluster_name: "shoal".into(),
@@ -88,6 +93,7 @@ fn config(opts: &Options) -> Result<Config> {
         election_timeout_max: ELECTION_TIMEOUT_MS.1,
         install_snapshot_timeout: 10_000,
         snapshot_max_chunk_size: 512 * 1024,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every),
         max_in_snapshot_log_to_keep: opts.snapshot_every / 10,
         purge_batch_size: 1,
@@ -122,9 +128,12 @@ impl Manager {
         let mem = Arc::new(LeaderMemory::default());
         let app = rpc_server::router(raft.clone(), state.clone(), mem.clone()).merge(extra);
         let policy_state = state.clone();
+        let policy_raft = raft.clone();
         let authorize: server::Authorize = Arc::new(move |peer, path| {
             let st = policy_state.read().expect("state lock");
-            super::policy::authorize(&st, peer, path)
+            super::policy::authorize_with_membership(&st, peer, path, |ip| {
+                raft_member(&policy_raft, ip)
+            })
         });
         // Removed nodes' certificates fail the handshake here.
         let revoked_state = state.clone();
@@ -405,6 +414,18 @@ impl Manager {
 /// Runs `op` on the leader from a node without a Raft member of its own
 /// (a joining or promoted manager): asks each address until the leader
 /// answers.
+/// Whether a node at `ip` is a voter or learner in `raft`'s membership
+/// (the latest in its log, committed or not).
+fn raft_member(raft: &Raft<TypeConfig>, ip: std::net::Ipv4Addr) -> bool {
+    let m = raft.metrics().borrow().membership_config.clone();
+    let hit = m.membership().nodes().any(|(_, n)| {
+        n.addr
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip() == std::net::IpAddr::V4(ip))
+    });
+    hit
+}
+
 pub async fn to_leader(
     tls: &Arc<ClientConfig>,
     addrs: &[String],

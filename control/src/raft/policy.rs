@@ -84,6 +84,38 @@ pub fn authorize(state: &ClusterState, peer: Option<&PeerId>, path: &str) -> Res
     )
 }
 
+/// `authorize`, for a manager whose applied state may lag its Raft log:
+/// a manager certificate whose node the state still calls a worker is let
+/// through to `/raft/*` while that node's address is in this manager's
+/// Raft membership (`raft_member`), which takes effect as soon as it is in
+/// the log. A manager promoted just before its leader died has the log
+/// that made its peers voters but not yet the state that says so; refusing
+/// their votes left the swarm without a leader for good. A demoted node
+/// leaves the membership, and then it is refused again.
+pub fn authorize_with_membership(
+    state: &ClusterState,
+    peer: Option<&PeerId>,
+    path: &str,
+    raft_member: impl Fn(std::net::Ipv4Addr) -> bool,
+) -> Result<(), Refusal> {
+    let verdict = authorize(state, peer, path);
+    let lagging_manager = path.starts_with("/raft/")
+        && verdict
+            .as_ref()
+            .is_err_and(|r| r.status == StatusCode::FORBIDDEN)
+        && peer.is_some_and(|p| {
+            p.role == Role::Manager
+                && state
+                    .nodes
+                    .get(&p.node_id)
+                    .is_some_and(|n| n.role != Role::Manager && raft_member(n.addr))
+        });
+    if lagging_manager {
+        return Ok(());
+    }
+    verdict
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +199,48 @@ mod tests {
         let r = authorize(&st, Some(&peer("w", Role::Worker)), "/swarm/session").unwrap_err();
         assert_eq!(r.status, StatusCode::GONE);
         assert!(r.msg.contains("revoked"), "{}", r.msg);
+    }
+
+    /// A manager certificate whose node this state still calls a worker
+    /// reaches Raft only while its address is in the Raft membership; a
+    /// revoked one never does, and nothing else changes.
+    #[test]
+    fn raft_membership_lets_a_lagging_manager_speak_raft() {
+        let mut st = state();
+        let member = |ip: std::net::Ipv4Addr| ip == std::net::Ipv4Addr::new(198, 18, 0, 1);
+        let nobody = |_: std::net::Ipv4Addr| false;
+        let w_as_manager = peer("w", Role::Manager);
+        let code =
+            |st: &ClusterState, p: &PeerId, path: &str, m: &dyn Fn(std::net::Ipv4Addr) -> bool| {
+                authorize_with_membership(st, Some(p), path, m)
+                    .err()
+                    .map(|r| r.status)
+            };
+        assert_eq!(code(&st, &w_as_manager, "/raft/vote", &member), None);
+        assert_eq!(
+            code(&st, &w_as_manager, "/raft/vote", &nobody),
+            Some(StatusCode::FORBIDDEN)
+        );
+        // Only Raft's routes, only manager certificates.
+        assert_eq!(
+            code(&st, &w_as_manager, "/nope", &member),
+            Some(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            code(&st, &peer("w", Role::Worker), "/raft/vote", &member),
+            Some(StatusCode::FORBIDDEN)
+        );
+        // Revoked stays revoked.
+        st.cluster.as_mut().unwrap().revoked.insert(
+            "w".into(),
+            crate::wire::RevokedNode {
+                hostname: "w".into(),
+                at_ms: 0,
+            },
+        );
+        assert_eq!(
+            code(&st, &w_as_manager, "/raft/vote", &member),
+            Some(StatusCode::GONE)
+        );
     }
 }

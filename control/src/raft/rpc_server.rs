@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::post;
 use axum::{Json, Router};
 use openraft::error::{InstallSnapshotError, RaftError};
@@ -32,12 +32,19 @@ struct Ctx {
     mem: Arc<LeaderMemory>,
 }
 
+/// The largest request body a manager takes from another: axum's default
+/// (2 MB) refused the AppendEntries that carried a big batch of tasks, and
+/// the follower could never catch up. Only managers, authenticated by
+/// their certificates, reach these routes (the control port's policy).
+pub const RAFT_BODY_LIMIT: usize = 64 << 20;
+
 pub fn router(raft: R, state: Arc<RwLock<ClusterState>>, mem: Arc<LeaderMemory>) -> Router {
     Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/leader", post(leader))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .with_state(Ctx { raft, state, mem })
 }
 

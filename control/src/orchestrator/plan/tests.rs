@@ -564,3 +564,56 @@ fn replicas_beyond_the_networks_addresses_wait_without_a_refused_batch() {
     let mut id = || "x".to_string();
     assert!(plan(&st, 0, &mut id).is_empty(), "nothing more proposed");
 }
+
+/// Thousands of replicas are created in bounded batches, each a Raft entry
+/// every manager can take in one AppendEntries body.
+#[test]
+fn many_replicas_are_created_in_bounded_batches() {
+    let mut st = cluster(&["n1", "n2"]);
+    st.apply(
+        3,
+        Command::NetworkCreate {
+            id: "big".into(),
+            spec: NetworkSpec {
+                name: "big".into(),
+                subnet: Some("10.9.0.0/20".parse().unwrap()),
+                ..Default::default()
+            },
+            now: 0,
+        },
+    );
+    let mut s = spec("many", Mode::Replicated { replicas: 2500 });
+    s.networks[0].target = "big".into();
+    st.apply(
+        4,
+        Command::ServiceCreate {
+            id: "many".into(),
+            spec: s,
+            now: 0,
+        },
+    );
+    let mut n = 0;
+    let mut id = || {
+        n += 1;
+        format!("t{n}")
+    };
+    let cmds = plan(&st, 0, &mut id);
+    let sizes: Vec<usize> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::TaskCreate { tasks, .. } => Some(tasks.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, vec![1000, 1000, 500]);
+    let biggest = cmds
+        .iter()
+        .map(|c| serde_json::to_vec(c).unwrap().len())
+        .max()
+        .unwrap_or(0);
+    assert!(biggest < 1 << 20, "an entry of {biggest} bytes");
+    for c in cmds {
+        st.apply(5, c);
+    }
+    assert_eq!(live(&st, "many").len(), 2500);
+}

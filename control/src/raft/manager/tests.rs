@@ -141,6 +141,45 @@ async fn three_managers_replicate_fail_over_and_recover() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// An entry bigger than axum's default body limit (2 MB) still reaches a
+/// follower: before, the AppendEntries carrying it was refused, and with
+/// two voters nothing could commit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_of_megabytes_replicates() {
+    let base = std::env::temp_dir().join(format!("shoal-mgr-big-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let ca = ClusterCa::generate("c").unwrap();
+    let m1 = start(&ca, 1, &base.join("1")).await;
+    let m2 = start(&ca, 2, &base.join("2")).await;
+    m1.initialize().await.unwrap();
+    until("m1 leads", || m1.leader() == Some(1)).await;
+    m1.leader_op(LeaderOp::AddVoter {
+        raft_id: 2,
+        addr: m2.addr.clone(),
+    })
+    .await
+    .unwrap();
+    let Command::NodeAdd { mut node } = node("big", 7) else {
+        unreachable!()
+    };
+    for i in 0..3000 {
+        node.labels.insert(format!("k{i}"), "v".repeat(1000));
+    }
+    let cmd = Command::NodeAdd { node };
+    assert!(serde_json::to_vec(&cmd).unwrap().len() > (2 << 20) + (512 << 10));
+    assert!(matches!(
+        m1.write(cmd).await.unwrap(),
+        CommandResult::Node(_)
+    ));
+    until("the big entry on m2", || {
+        m2.state().nodes.contains_key("big")
+    })
+    .await;
+    m1.shutdown().await.unwrap();
+    m2.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 /// The control port's mutual TLS: no certificate reaches only the join
 /// routes, another CA's certificate or a wrong pinned digest fails the
 /// handshake, a worker certificate may not speak Raft.
