@@ -7,9 +7,10 @@
 //! - a committed write (a node label) and `node ls`, sent to the leader;
 //! - the leader's memory and its CPU while nothing changes;
 //! - creating the tasks (until `service ps` lists them all);
-//! - promoting each worker until its own state calls it a manager (the
-//!   log or a snapshot replicated and applied), with `node ls` on the
-//!   leader timed meanwhile (the longest answer);
+//! - label writes until the leader's snapshot holds every task and the
+//!   log behind it is compacted, then promoting each worker until its own
+//!   state calls it a manager (the snapshot sent, installed and read),
+//!   with `node ls` on the leader timed throughout (the longest answer);
 //! - the leader killed, until the next one accepts a write.
 
 use std::path::Path;
@@ -193,7 +194,7 @@ fn main() -> Result<()> {
     eprintln!("{} tasks in {created_s:.1} s", a.tasks);
     let after = steady(&shoal, a.writes, "b")?;
 
-    // Promotions, with node ls on the leader timed meanwhile.
+    // node ls on the leader, timed from here to the last promotion.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
         let (shoal, stop) = (shoal.clone(), stop.clone());
@@ -208,13 +209,65 @@ fn main() -> Result<()> {
             worst
         })
     };
+    // A snapshot that holds the tasks: label writes until the leader's
+    // snapshot passes the last task entry, so the log behind it is
+    // compacted and the promotions below must install the snapshot.
+    let raft_n1 = || -> Result<Value> {
+        Ok(serde_json::from_str(&on(
+            &shoal,
+            LAB,
+            "n1",
+            &["debug", "raft", "--format", "json"],
+        )?)?)
+    };
+    let last_task_entry = raft_n1()?["last_log_index"].as_u64().unwrap_or(0);
+    let t = Instant::now();
+    let mut writes = 0u32;
+    let mut worst_write: f64 = 0.0;
+    let snapshot_s = loop {
+        let r = raft_n1()?;
+        if r["snapshot"].as_u64().unwrap_or(0) >= last_task_entry
+            && r["purged"].as_u64().unwrap_or(0) >= last_task_entry.saturating_sub(100)
+        {
+            break t.elapsed().as_secs_f64();
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            bail!("no snapshot past entry {last_task_entry} within 300 s: {r}");
+        }
+        for _ in 0..20 {
+            writes += 1;
+            let label = format!("s{writes}=v");
+            let w = Instant::now();
+            on(
+                &shoal,
+                LAB,
+                "n1",
+                &["node", "update", "--label-add", &label, "n2"],
+            )?;
+            worst_write = worst_write.max(ms(w));
+        }
+    };
+    let snap = raft_n1()?;
+    eprintln!(
+        "snapshot at {} after {writes} writes ({snapshot_s:.1} s), the longest write meanwhile {worst_write:.0} ms",
+        snap["snapshot"]
+    );
+
+    // Promotions: each new manager installs the snapshot.
     let mut promote = vec![];
     for n in ["n2", "n3"] {
         let t = Instant::now();
         on(&shoal, LAB, "n1", &["node", "promote", n])?;
         let s = until_manager(&shoal, n, t)?;
         eprintln!("promote {n}: {s:.2} s");
-        promote.push(json!({"node": n, "s": (s * 100.0).round() / 100.0}));
+        // What it installed: its own snapshot's index.
+        let r: Value =
+            serde_json::from_str(&on(&shoal, LAB, n, &["debug", "raft", "--format", "json"])?)?;
+        promote.push(json!({
+            "node": n,
+            "s": (s * 100.0).round() / 100.0,
+            "its_snapshot": r["snapshot"],
+        }));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let worst_ls = poller.join().map_err(|_| anyhow::anyhow!("poller"))?;
@@ -246,8 +299,15 @@ fn main() -> Result<()> {
         "reference_before_tasks": before,
         "with_tasks": after,
         "create_all_tasks_s": (created_s * 100.0).round() / 100.0,
+        "snapshot": {
+            "last_task_entry": last_task_entry,
+            "label_writes_to_pass_it": writes,
+            "seconds": (snapshot_s * 100.0).round() / 100.0,
+            "longest_label_write_meanwhile_ms": worst_write.round(),
+            "raft": snap,
+        },
         "promote_until_manager": promote,
-        "longest_node_ls_on_leader_during_promotions_ms": worst_ls.round(),
+        "longest_node_ls_on_leader_during_snapshot_and_promotions_ms": worst_ls.round(),
         "leader_killed_until_write_accepted_s": (failover_s * 100.0).round() / 100.0,
     });
     println!("managers with {} pending tasks (3-node lab)", a.tasks);
@@ -284,14 +344,21 @@ fn main() -> Result<()> {
     }
     let promoted: Vec<String> = promote
         .iter()
-        .map(|p| format!("{} {} s", p["node"].as_str().unwrap_or("?"), p["s"]))
+        .map(|p| {
+            format!(
+                "{} {} s (installed snapshot {})",
+                p["node"].as_str().unwrap_or("?"),
+                p["s"],
+                p["its_snapshot"]
+            )
+        })
         .collect();
     println!(
         "tasks created in {created_s:.1} s; promoted until manager: {}",
         promoted.join(", ")
     );
     println!(
-        "longest node ls on the leader meanwhile {worst_ls:.0} ms; leader killed -> write accepted {failover_s:.2} s"
+        "longest node ls on the leader during the snapshot and promotions {worst_ls:.0} ms; leader killed -> write accepted {failover_s:.2} s"
     );
     let chart = common::chart::Chart::new(format!(
         "Managers with {} pending tasks: before (reference) and with them",
