@@ -17,8 +17,12 @@ cd "$(dirname "$0")/.."
 cache_root="${SHOAL_VM_IMAGE_CACHE:-/var/cache/shoal/vm-image}"
 key="$(cat "$0" scripts/vm/* | sha256sum | cut -c1-16)"
 out="$cache_root/$key"
+# Stdout carries only the cache directory (callers capture it): everything
+# the tools below print goes to stderr (mke2fs 1.47 says "Creating regular
+# file" on stdout even with -q).
+exec 3>&1 1>&2
 if [ -f "$out/ready" ]; then
-    echo "$out"
+    echo "$out" >&3
     exit 0
 fi
 
@@ -86,4 +90,4 @@ touch "$work/out/ready"
 mkdir -p "$cache_root"
 rm -rf "$out"
 mv "$work/out" "$out"
-echo "$out"
+echo "$out" >&3
