@@ -579,3 +579,51 @@ pub fn report_from_vm(
         .with_context(|| format!("no report from the VM:\n{}", r.console))?;
     Ok(serde_json::from_str(line)?)
 }
+
+/// A Docker-style kernel overlay on lab `lab`'s underlay bridge: hosts
+/// `LAB-d1`/`-d2` (198.18.0.101/.102), each a bridge with a kernel vxlan
+/// (VNI 5001, `vxlan_mtu`) and a container `LAB-d1c`/`-d2c` (10.9.0.2/.3,
+/// at `container_mtu` if given), with static FDB and neighbour entries as
+/// libnetwork programs them. The overlay and encrypted benchmarks'
+/// reference.
+pub fn kernel_overlay_reference(
+    lab: &str,
+    vxlan_mtu: u32,
+    container_mtu: Option<u32>,
+) -> anyhow::Result<()> {
+    let (ul, br) = (format!("{lab}-ul"), format!("{lab}-br"));
+    let cmtu = container_mtu
+        .map(|m| format!("mtu {m} "))
+        .unwrap_or_default();
+    for (i, host) in ["d1", "d2"].iter().enumerate() {
+        let h = format!("{lab}-{host}");
+        let c = format!("{lab}-{host}c");
+        let ip = format!("198.18.0.{}", 101 + i);
+        let cip = format!("10.9.0.{}", 2 + i);
+        let mac = format!("02:42:0a:09:00:0{}", 2 + i);
+        sh(&format!(
+            "set -e
+             ip netns add {h}; ip netns add {c}
+             ip -n {h} link set lo up; ip -n {c} link set lo up
+             ip -n {ul} link add {lab}-{host}p type veth peer name eth0 netns {h}
+             ip -n {ul} link set {lab}-{host}p master {br} up
+             ip -n {h} link set eth0 up; ip -n {h} addr add {ip}/24 dev eth0
+             ip -n {h} link add br0 type bridge; ip -n {h} link set br0 up
+             ip -n {h} link add vxlan0 type vxlan id 5001 dstport 4789 local {ip} dev eth0 nolearning
+             ip -n {h} link set vxlan0 mtu {vxlan_mtu} master br0 up
+             ip -n {h} link add veth0 mtu {vxlan_mtu} type veth peer name eth0 netns {c}
+             ip -n {h} link set veth0 master br0 up
+             ip -n {c} link set eth0 {cmtu}address {mac} up; ip -n {c} addr add {cip}/24 dev eth0"
+        ))?;
+    }
+    for (h, peer, peer_mac, peer_ip) in [
+        ("d1", "198.18.0.102", "02:42:0a:09:00:03", "10.9.0.3"),
+        ("d2", "198.18.0.101", "02:42:0a:09:00:02", "10.9.0.2"),
+    ] {
+        sh(&format!(
+            "bridge -n {lab}-{h} fdb append {peer_mac} dev vxlan0 dst {peer}
+             ip -n {lab}-{h}c neigh add {peer_ip} lladdr {peer_mac} dev eth0 nud permanent"
+        ))?;
+    }
+    Ok(())
+}

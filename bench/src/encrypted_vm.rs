@@ -112,7 +112,6 @@ fn addr_on(t: &Value, net: &str) -> Option<String> {
 /// The reference on the lab's underlay bridge: hosts `benc-d1`/`-d2`
 /// (198.18.0.101/.102), containers `benc-d1c`/`-d2c` (10.9.0.2/.3).
 fn reference() -> Result<()> {
-    let (ul, br) = (format!("{LAB}-ul"), format!("{LAB}-br"));
     let mut raw = [0u8; 72];
     {
         use std::io::Read;
@@ -120,40 +119,10 @@ fn reference() -> Result<()> {
     }
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let (k12, k21) = (hex(&raw[..36]), hex(&raw[36..]));
-    for (i, host) in ["d1", "d2"].iter().enumerate() {
-        let h = format!("{LAB}-{host}");
-        let c = format!("{LAB}-{host}c");
-        let ip = format!("198.18.0.{}", 101 + i);
-        let cip = format!("10.9.0.{}", 2 + i);
-        let mac = format!("02:42:0a:09:00:0{}", 2 + i);
-        sh(&format!(
-            "set -e
-             ip netns add {h}; ip netns add {c}
-             ip -n {h} link set lo up; ip -n {c} link set lo up
-             ip -n {ul} link add {LAB}-{host}p type veth peer name eth0 netns {h}
-             ip -n {ul} link set {LAB}-{host}p master {br} up
-             ip -n {h} link set eth0 up; ip -n {h} addr add {ip}/24 dev eth0
-             ip -n {h} link add br0 type bridge; ip -n {h} link set br0 up
-             ip -n {h} link add vxlan0 type vxlan id 5001 dstport 4789 local {ip} dev eth0 nolearning
-             ip -n {h} link set vxlan0 mtu {MTU} master br0 up
-             ip -n {h} link add veth0 mtu {MTU} type veth peer name eth0 netns {c}
-             ip -n {h} link set veth0 master br0 up
-             ip -n {c} link set eth0 mtu {MTU} address {mac} up; ip -n {c} addr add {cip}/24 dev eth0"
-        ))?;
-    }
+    common::kernel_overlay_reference(LAB, MTU, Some(MTU))?;
     let _ = REF_KEYS.set((k12, k21));
-    reference_ipsec("transport")?;
-    // Static FDB and neighbour entries, as libnetwork programs them.
-    for (h, peer, peer_mac, peer_ip) in [
-        ("d1", "198.18.0.102", "02:42:0a:09:00:03", "10.9.0.3"),
-        ("d2", "198.18.0.101", "02:42:0a:09:00:02", "10.9.0.2"),
-    ] {
-        sh(&format!(
-            "bridge -n {LAB}-{h} fdb append {peer_mac} dev vxlan0 dst {peer}
-             ip -n {LAB}-{h}c neigh add {peer_ip} lladdr {peer_mac} dev eth0 nud permanent"
-        ))?;
-    }
-    Ok(())
+    // ESP in transport mode on the VXLAN port, one SA per direction.
+    reference_ipsec("transport")
 }
 
 /// The reference's two SAs' keys (1 -> 2, 2 -> 1), made once.

@@ -384,38 +384,9 @@ fn setup(shoal: &PathBuf) -> Result<Vec<Path>> {
             bail!("lab up {lab}: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
-    let ul = format!("{LAB_TC}-ul");
-    let br = format!("{LAB_TC}-br");
-    for (i, host) in ["d1", "d2"].iter().enumerate() {
-        let h = format!("{LAB_TC}-{host}");
-        let c = format!("{LAB_TC}-{host}c");
-        let ip = format!("198.18.0.{}", 101 + i);
-        let cip = format!("10.9.0.{}", 2 + i);
-        let mac = format!("02:42:0a:09:00:0{}", 2 + i);
-        sh(&format!(
-            "ip netns add {h}; ip netns add {c}
-             ip -n {h} link set lo up; ip -n {c} link set lo up
-             ip -n {ul} link add {LAB_TC}-{host}p type veth peer name eth0 netns {h}
-             ip -n {ul} link set {LAB_TC}-{host}p master {br} up
-             ip -n {h} link set eth0 up; ip -n {h} addr add {ip}/24 dev eth0
-             ip -n {h} link add br0 type bridge; ip -n {h} link set br0 up
-             ip -n {h} link add vxlan0 type vxlan id 5001 dstport 4789 local {ip} dev eth0 nolearning
-             ip -n {h} link set vxlan0 mtu 1450 master br0 up
-             ip -n {h} link add veth0 mtu 1450 type veth peer name eth0 netns {c}
-             ip -n {h} link set veth0 master br0 up
-             ip -n {c} link set eth0 address {mac} up; ip -n {c} addr add {cip}/24 dev eth0"
-        ))?;
-    }
-    // Static FDB and neighbour entries, as libnetwork programs them.
-    for (h, peer_host_ip, peer_mac, peer_ip) in [
-        ("d1", "198.18.0.102", "02:42:0a:09:00:03", "10.9.0.3"),
-        ("d2", "198.18.0.101", "02:42:0a:09:00:02", "10.9.0.2"),
-    ] {
-        sh(&format!(
-            "bridge -n {LAB_TC}-{h} fdb append {peer_mac} dev vxlan0 dst {peer_host_ip}
-             ip -n {LAB_TC}-{h}c neigh add {peer_ip} lladdr {peer_mac} dev eth0 nud permanent"
-        ))?;
-    }
+    // The reference: a Docker-style kernel overlay on the tc lab's
+    // underlay, its containers at MTU 1500 over a 1450-byte vxlan.
+    common::kernel_overlay_reference(LAB_TC, 1450, None)?;
     let p = |key, label, c: String, s: String, ip: &str| Path {
         key,
         label,

@@ -411,21 +411,22 @@ impl Manager {
     }
 }
 
-/// Runs `op` on the leader from a node without a Raft member of its own
-/// (a joining or promoted manager): asks each address until the leader
-/// answers.
 /// Whether a node at `ip` is a voter or learner in `raft`'s membership
 /// (the latest in its log, committed or not).
 fn raft_member(raft: &Raft<TypeConfig>, ip: std::net::Ipv4Addr) -> bool {
     let m = raft.metrics().borrow().membership_config.clone();
-    let hit = m.membership().nodes().any(|(_, n)| {
+    // Bound to a name so the iterator's borrow of `m` ends before `m`.
+    let member = m.membership().nodes().any(|(_, n)| {
         n.addr
             .parse::<std::net::SocketAddr>()
             .is_ok_and(|a| a.ip() == std::net::IpAddr::V4(ip))
     });
-    hit
+    member
 }
 
+/// Runs `op` on the leader from a node without a Raft member of its own
+/// (a joining or promoted manager): asks each address until the leader
+/// answers.
 pub async fn to_leader(
     tls: &Arc<ClientConfig>,
     addrs: &[String],
