@@ -7,6 +7,8 @@
  *   shoal_ul_tc   tc ingress of the underlay device: decap and delivery.
  *   shoal_ep_xdp  the same as shoal_ep_tc, for the XDP hook.
  *   shoal_ul_xdp  the same as shoal_ul_tc, for the XDP hook.
+ *   shoal_vx_tc   tc ingress of an encrypted network's vxlan device:
+ *                 what IPsec decrypted, to its endpoint.
  *
  * With XDP the tc programs stay attached behind it: XDP finishes the simple
  * cases and passes what needs NAT state to tc (include/xdp_fast.h).
@@ -152,22 +154,61 @@ static __always_inline int tc_route_out(struct __sk_buff *skb, const struct shoa
 	return bpf_redirect(nh->ifindex, 0);
 }
 
+/* 02:5e and a VTEP: the MAC that stands for a node on an encrypted
+ * network's vxlan device (SHOAL_VTEP_MAC_*). */
+static __always_inline void vtep_mac(__u8 *mac, __be32 vtep)
+{
+	mac[0] = SHOAL_VTEP_MAC_0;
+	mac[1] = SHOAL_VTEP_MAC_1;
+	__builtin_memcpy(mac + 2, &vtep, 4);
+}
+
+/*
+ * An encrypted network's frame for a remote endpoint leaves whole through
+ * the network's kernel vxlan device, addressed to the MAC that stands for
+ * the peer's VTEP (the device's forwarding entry for it) and from this
+ * node's. The device adds the VXLAN headers on cfg->crypt_port; the peer's
+ * outbound policy takes them into its SA (transport-mode ESP), and the
+ * device keeps the route and bundle of each peer cached (so the mark must
+ * be 0), as Docker's encrypted overlay does. A GSO super-packet is
+ * encrypted whole, segmented as it is.
+ */
+static __always_inline int tc_encrypt(struct __sk_buff *skb, const struct shoal_config *cfg,
+				      const struct decision *d)
+{
+	struct vni_value *vv = bpf_map_lookup_elem(&shoal_vnis, &d->vni);
+	void *data, *data_end;
+	struct ethhdr *eth;
+
+	/* Never in clear: no device, no sending. */
+	if (!vv || !vv->crypt_ifindex)
+		return tc_drop(DROP_CANNOT_ENCRYPT);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return tc_drop(DROP_TRUNCATED);
+	vtep_mac(eth->h_dest, d->ep.vtep);
+	vtep_mac(eth->h_source, cfg->vtep_ip);
+	skb->mark = 0;
+	count_stat(STAT_ENCAP);
+	tc_trace(TR_ENCAP);
+	return bpf_redirect(vv->crypt_ifindex, 0);
+}
+
 static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 {
 	struct shoal_config *cfg = get_config();
 	__u32 inner_len = skb->len, reason;
 	__be16 sport;
 	void *data, *data_end;
-	int rc, encrypted;
+	int rc;
 
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
-	/* An encrypted network's frames leave only through IPsec, never in
-	 * clear; ARP cannot take that way (the kernel strips what it takes
-	 * for the link header, which the pushed room is not). */
-	encrypted = vni_encrypted(d->vni);
-	if (encrypted && (!cfg->xfrm_ifindex || d->inner_proto != bpf_htons(ETH_P_IP)))
-		return tc_drop(DROP_CANNOT_ENCRYPT);
+	/* An encrypted network's frames leave only through IPsec. */
+	if (vni_encrypted(d->vni))
+		return tc_encrypt(skb, cfg, d);
 	/* The flow's hash for the outer source port: the one the sending
 	 * socket already set (as the kernel's vxlan uses it), else computed
 	 * (recalc runs the flow dissector, a cost on every packet). */
@@ -203,14 +244,6 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (reason)
 		return tc_drop(reason);
 
-	if (encrypted) {
-		/* The IPsec interface (an L3 device: the kernel takes the
-		 * Ethernet header off) encrypts it for the VTEP by its SA and
-		 * routes the ESP packet out of the underlay. */
-		count_stat(STAT_ENCAP);
-		tc_trace(TR_ENCAP);
-		return bpf_redirect(cfg->xfrm_ifindex, 0);
-	}
 	rc = tc_route_out(skb, cfg, d->ep.vtep, cfg->underlay_ifindex);
 	if (rc != TC_ACT_SHOT) {
 		count_stat(STAT_ENCAP);
@@ -313,6 +346,23 @@ int shoal_ep_tc(struct __sk_buff *skb)
 	}
 }
 
+/* A decapsulated frame (its Ethernet header at 0, addressed to d->ep)
+ * handed to its endpoint; `outer_src` is the VTEP it came from. */
+static __always_inline int tc_deliver(struct __sk_buff *skb, const struct shoal_config *cfg,
+				      const struct decision *d, __be32 outer_src)
+{
+	/* The decrypt mark is the underlay's business, not the endpoint's. */
+	skb->mark = 0;
+	count_stat(STAT_DECAP);
+	count_ep(d->ep.ifindex, skb->len, 1);
+	if (d->inner_proto == bpf_htons(ETH_P_IP)) {
+		if (!mesh_learn(skb, cfg, d->vni, outer_src))
+			lb_reverse(skb, d->vni);
+		return bpf_redirect_peer(d->ep.ifindex, 0);
+	}
+	return bpf_redirect(d->ep.ifindex, 0);
+}
+
 SEC("classifier")
 int shoal_ul_tc(struct __sk_buff *skb)
 {
@@ -336,9 +386,9 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	}
 
 	classify_from_underlay(data, data_end, cfg, &d);
-	/* An encrypted network's frames count only as IPsec decrypted them
-	 * (its SA marked them, then they came back in here). */
-	if (d.encrypted && (skb->mark & SHOAL_DECRYPT_MASK) != SHOAL_DECRYPT_MARK)
+	/* An encrypted network's frames arrive only through IPsec, at its
+	 * vxlan device (shoal_vx_tc): here they are in clear. */
+	if (d.encrypted)
 		return tc_drop(DROP_CLEAR_ON_ENCRYPTED);
 	switch (d.kind) {
 	case D_PASS: {
@@ -417,16 +467,71 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		return tc_drop(DROP_DECAP_FAILED);
 	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
 		return tc_drop(DROP_DECAP_FAILED);
-	/* The decrypt mark is the underlay's business, not the endpoint's. */
-	skb->mark = 0;
-	count_stat(STAT_DECAP);
-	count_ep(d.ep.ifindex, skb->len, 1);
-	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
-		if (!mesh_learn(skb, cfg, d.vni, outer_src))
-			lb_reverse(skb, d.vni);
-		return bpf_redirect_peer(d.ep.ifindex, 0);
+	return tc_deliver(skb, cfg, &d, outer_src);
+}
+
+/*
+ * What IPsec decrypted for an encrypted network: the network's kernel
+ * vxlan device (cfg->crypt_port) took the outer headers off and
+ * aggregated it (GRO). Only a frame the inbound SA marked is delivered;
+ * its source MAC names the node it came from (tc_encrypt).
+ */
+SEC("classifier")
+int shoal_vx_tc(struct __sk_buff *skb)
+{
+	struct shoal_config *cfg = get_config();
+	__u32 ifindex = skb->ifindex;
+	struct iface_value *ifc = bpf_map_lookup_elem(&shoal_ifaces, &ifindex);
+	struct decision d = {};
+	struct ethhdr *eth;
+	void *data, *data_end;
+	__be32 from;
+	__u32 vni;
+
+	if (!cfg || !ifc)
+		return tc_drop(DROP_NOT_CONFIGURED);
+	if ((skb->mark & SHOAL_DECRYPT_MASK) != SHOAL_DECRYPT_MARK)
+		return tc_drop(DROP_CLEAR_ON_ENCRYPTED);
+	vni = ifc->vni;
+	/* The device's network must still be an encrypted one here. */
+	if (!vni_encrypted(vni))
+		return tc_drop(DROP_UNKNOWN_VNI);
+	d.vni = vni;
+	d.encrypted = 1;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + sizeof(struct arp_eth_ipv4) > data_end) {
+		bpf_skb_pull_data(skb, ETH_HLEN + sizeof(struct arp_eth_ipv4));
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
 	}
-	return bpf_redirect(d.ep.ifindex, 0);
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return tc_drop(DROP_TRUNCATED);
+	if (eth->h_source[0] != SHOAL_VTEP_MAC_0 || eth->h_source[1] != SHOAL_VTEP_MAC_1)
+		return tc_drop(DROP_INNER_MALFORMED);
+	__builtin_memcpy(&from, eth->h_source + 2, 4);
+	if (classify_inner(data, data_end, cfg, vni, &d) != D_DECAP) {
+		if (d.reason == DROP_UNKNOWN_INNER_DST) {
+			/* A mesh reply back at the node its flow entered by. */
+			__be32 client = 0, from = 0;
+
+			switch (mesh_reply_in(skb, cfg, &d, &client, &from)) {
+			case MESH_OUT:
+				skb->mark = 0;
+				return tc_mesh_out(skb, client, from);
+			case MESH_DROP:
+				return tc_drop(DROP_DECAP_FAILED);
+			default:
+				break;
+			}
+		}
+		return tc_drop(d.reason);
+	}
+	tc_trace(TR_DECAP);
+	if (bpf_skb_store_bytes(skb, 0, d.ep.mac, ETH_ALEN, 0))
+		return tc_drop(DROP_DECAP_FAILED);
+	return tc_deliver(skb, cfg, &d, from);
 }
 
 /* ---- XDP --------------------------------------------------------------- */

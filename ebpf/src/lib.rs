@@ -14,7 +14,7 @@ pub use layout::{CEnum, CStruct, FieldLayout};
 pub use types::*;
 
 /// The overlay object: `shoal_ep_tc`, `shoal_ul_tc`, `shoal_ep_xdp`,
-/// `shoal_ul_xdp` and the `shoal_*` maps.
+/// `shoal_ul_xdp`, `shoal_vx_tc` and the `shoal_*` maps.
 pub static OVERLAY_OBJ: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.bpf.o"));
 
@@ -34,6 +34,8 @@ pub mod prog {
     pub const UL_TC: &str = "shoal_ul_tc";
     pub const EP_XDP: &str = "shoal_ep_xdp";
     pub const UL_XDP: &str = "shoal_ul_xdp";
+    /// tc ingress of the encrypted networks' vxlan device.
+    pub const VX_TC: &str = "shoal_vx_tc";
     /// In [`super::RESOLVER_OBJ`].
     pub const DNS_LO: &str = "shoal_dns_lo";
 }

@@ -28,6 +28,10 @@ c_consts! {
         /// What the node's inbound IPsec SAs mark decrypted packets with.
         DECRYPT_MARK: u32 = 0xe00,
         DECRYPT_MASK: u32 = 0xf00,
+        /// The first two bytes of the MAC that stands for a node (its
+        /// VTEP in the other four) on an encrypted network's vxlan device.
+        VTEP_MAC_0: u8 = 0x02,
+        VTEP_MAC_1: u8 = 0x5e,
     }
     enum "mesh_port_flags" prefix "" {
         /// A port published in host mode.
@@ -96,6 +100,8 @@ c_struct! {
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
     pub struct VniValue = "vni_value", pod {
         pub flags: u32,
+        /// An encrypted network's vxlan device (0: none yet).
+        pub crypt_ifindex: u32,
     }
 }
 
@@ -114,8 +120,10 @@ c_struct! {
         pub ingress_prefix: u32,
         /// MSS of mesh clients' SYNs that get encapsulated (0: none).
         pub mesh_mss: u32,
-        /// The IPsec interface encrypted networks leave by (0: none).
-        pub xfrm_ifindex: u32,
+        /// The encrypted networks' VXLAN port (network byte order) while
+        /// they have devices: only ever inside ESP.
+        pub crypt_port: u16,
+        pub pad: u16,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Encrypted overlay networks (`network create --opt encrypted`).
 //!
-//! This machine's kernel has no ESP, GCM or xfrm interfaces: here an
+//! This machine's kernel has no ESP or GCM: here an
 //! encrypted network is refused with what the kernels lack, and nothing is
 //! ever sent in clear instead. The rest runs inside Debian's kernel (qemu)
 //! on a 3-node lab: a marker sent over the encrypted network never appears
@@ -24,7 +24,7 @@ fn encrypted_networks_are_refused_where_no_kernel_can() {
         &lab,
         "n1",
         &["network", "create", "--opt", "encrypted", "secnet"],
-        "no node of the swarm can carry an encrypted network (n1: its kernel lacks xfrm_interface",
+        "no node of the swarm can carry an encrypted network (n1: its kernel lacks esp4 (IPsec ESP)",
     );
     let o = lab.shoal_on("n1", &["network", "create", "--opt", "encrypted", "secnet"]);
     assert_eq!(o.status.code(), Some(1));
@@ -38,12 +38,12 @@ fn encrypted_networks_are_refused_where_no_kernel_can() {
     ok(lab.shoal_on("n1", &["network", "create", "plainnet"]));
     let v = lab.debug_json("n2", &["ipsec"]);
     assert_eq!(v["support"]["state"], "missing", "{v}");
-    assert!(v["interface"].is_null(), "{v}");
+    assert_eq!(v["devices"], serde_json::json!([]), "{v}");
     let text = ok(shoal(&[
         "debug", "--lab", &lab.name, "--node", "n1", "ipsec",
     ]));
     assert!(
-        text.starts_with("IPsec: unavailable: its kernel lacks xfrm_interface"),
+        text.starts_with("IPsec: unavailable: its kernel lacks esp4 (IPsec ESP)"),
         "{text}"
     );
 
@@ -324,6 +324,16 @@ fn suite() {
         "the plain network's marker is in the capture"
     );
     assert!(esp >= 8, "{esp} ESP packets");
+    // The encrypted networks' VXLAN port (inside ESP) never in clear.
+    let clear_crypt_port = frames
+        .iter()
+        .filter(|f| f.len() > 38 && f[12..14] == [0x08, 0x00] && f[23] == 17)
+        .filter(|f| {
+            let l4 = 14 + usize::from(f[14] & 0x0f) * 4;
+            f.len() >= l4 + 4 && f[l4 + 2..l4 + 4] == 4790u16.to_be_bytes()
+        })
+        .count();
+    assert_eq!(clear_crypt_port, 0, "UDP 4790 in clear on the underlay");
     let vnis = |net: &str| -> u64 {
         let v: serde_json::Value =
             serde_json::from_str(&ok(lab.shoal_on("n1", &["network", "inspect", net]))).unwrap();
@@ -344,6 +354,15 @@ fn suite() {
         vxlan.iter().all(|v| v.vni as u64 != ingress_vni),
         "a VXLAN frame of the encrypted ingress network in clear"
     );
+    // n1 sends each encrypted network through its own vxlan device.
+    let v = lab.debug_json("n1", &["ipsec"]);
+    for vni in [sec_vni, ingress_vni] {
+        let dev = format!("shoal-x{vni:06x}");
+        assert!(
+            v["devices"].as_array().unwrap().iter().any(|d| d == &dev),
+            "{dev}: {v}"
+        );
+    }
 
     // The published port of the encrypted network's service, from outside.
     for n in &info.nodes {

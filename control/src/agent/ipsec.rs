@@ -97,8 +97,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// What is programmed, as the kernel last listed it.
 #[derive(Default)]
 pub struct Programmed {
-    /// The interface exists and the dataplane sends through it.
+    /// The node is on an encrypted network: SAs and policies are kept.
     up: bool,
+    /// Per encrypted network (VNI) here, its vxlan device.
+    devices: BTreeMap<u32, Device>,
     sas: BTreeSet<SaId>,
     policies: BTreeSet<Ipv4Addr>,
     /// The ring key ids the SAs were made from (for `debug ipsec`).
@@ -107,6 +109,14 @@ pub struct Programmed {
     /// Per peer, what its SAs counted before they were replaced (a
     /// rotation makes new ones): the views and metrics keep counting.
     retired: BTreeMap<Ipv4Addr, Counted>,
+}
+
+/// An encrypted network's vxlan device.
+struct Device {
+    name: String,
+    ifindex: u32,
+    /// The peers it has forwarding entries for.
+    peers: BTreeSet<Ipv4Addr>,
 }
 
 /// Packets out, in, and refused.
@@ -175,22 +185,19 @@ impl super::Agent {
             return Ok(());
         };
         if !p.up {
-            let dev = self.info.underlay_dev.clone();
-            blocking(move || ipsec::ensure_interface(&dev)).await?;
-            let ifindex = self.nl.require_index(ipsec::IFNAME).await?;
-            let mut inner = self.inner.lock().await;
-            let mut cfg = inner.maps.config()?;
-            cfg.xfrm_ifindex = ifindex;
-            inner.maps.set_config(cfg)?;
-            drop(inner);
             self.relist(&mut p).await?;
             p.up = true;
-            info!(ifindex, "IPsec interface up");
+            info!("IPsec up: on an encrypted network");
         }
         let me = self.info.vtep;
         let want = desired(me, &peers, &keys);
         let want_ids: BTreeSet<SaId> = want.iter().map(|s| (s.src, s.dst, s.spi)).collect();
         let want_pol: BTreeSet<Ipv4Addr> = peers.iter().copied().filter(|p| *p != me).collect();
+        // A device forwards only to peers with a policy (else it would
+        // send in clear): departing peers' entries go before their
+        // policies, new peers' come after theirs.
+        let keep: BTreeSet<Ipv4Addr> = want_pol.intersection(&p.policies).copied().collect();
+        self.sync_devices(&mut p, &keep).await?;
         // New SAs first (inbound before outbound, so a peer switching to a
         // new key finds it here), then the policies, then what went.
         let mut add: Vec<&Sa> = want
@@ -217,6 +224,11 @@ impl super::Agent {
         if lines.is_empty() && gone.is_empty() {
             return Ok(());
         }
+        // An outbound policy goes only once no device forwards to its peer.
+        let departing: BTreeSet<Ipv4Addr> = p.policies.difference(&want_pol).copied().collect();
+        if p.devices.values().any(|d| !d.peers.is_disjoint(&departing)) {
+            anyhow::bail!("a device still forwards to a departing peer");
+        }
         // What the SAs about to go counted stays counted.
         if !gone.is_empty() {
             let going: BTreeSet<SaId> = p.sas.difference(&want_ids).copied().collect();
@@ -241,6 +253,8 @@ impl super::Agent {
         })
         .await?;
         self.relist(&mut p).await?;
+        let keep: BTreeSet<Ipv4Addr> = want_pol.intersection(&p.policies).copied().collect();
+        self.sync_devices(&mut p, &keep).await?;
         p.retired.retain(|peer, _| want_pol.contains(peer));
         p.ring = keys.keys.iter().map(|k| k.id).collect();
         p.sending = keys.send;
@@ -260,6 +274,108 @@ impl super::Agent {
         Ok(())
     }
 
+    /// One vxlan device per encrypted network this node is on, each
+    /// forwarding to exactly the peers in `peers`.
+    async fn sync_devices(&self, p: &mut Programmed, peers: &BTreeSet<Ipv4Addr>) -> Result<()> {
+        let vnis: BTreeSet<u32> = {
+            let inner = self.inner.lock().await;
+            inner.maps.encrypted_vnis().into_iter().collect()
+        };
+        let (me, mtu) = (self.info.vtep, self.mtu);
+        let new: Vec<u32> = vnis
+            .iter()
+            .filter(|v| !p.devices.contains_key(v))
+            .copied()
+            .collect();
+        for vni in new {
+            let name = blocking(move || ipsec::ensure_device(vni, me, mtu)).await?;
+            let ifindex = self.nl.require_index(&name).await?;
+            let mut inner = self.inner.lock().await;
+            inner.overlay.attach_crypt(&name)?;
+            let iface = shoal_dataplane::ebpf::IfaceValue {
+                vni,
+                ..Default::default()
+            };
+            inner.maps.set_iface(ifindex, iface)?;
+            drop(inner);
+            // After a restart the device keeps its entries.
+            let n = name.clone();
+            let have = blocking(move || ipsec::fdb_peers(&n)).await;
+            info!(vni, device = %name, ifindex, "IPsec: encrypted network's vxlan device up");
+            let peers = have.into_iter().collect();
+            p.devices.insert(
+                vni,
+                Device {
+                    name,
+                    ifindex,
+                    peers,
+                },
+            );
+        }
+        let gone: Vec<u32> = p
+            .devices
+            .keys()
+            .filter(|v| !vnis.contains(v))
+            .copied()
+            .collect();
+        for vni in gone {
+            let d = p.devices.remove(&vni).expect("listed");
+            self.remove_device(&d).await;
+        }
+        let mut lines = vec![];
+        for d in p.devices.values() {
+            lines.extend(
+                d.peers
+                    .difference(peers)
+                    .map(|peer| ipsec::delete_fdb_line(&d.name, *peer)),
+            );
+            lines.extend(
+                peers
+                    .difference(&d.peers)
+                    .map(|peer| ipsec::add_fdb_line(&d.name, *peer)),
+            );
+        }
+        if !lines.is_empty() {
+            blocking(move || ipsec::bridge_batch(&lines, true)).await?;
+            for d in p.devices.values_mut() {
+                let n = d.name.clone();
+                d.peers = blocking(move || ipsec::fdb_peers(&n))
+                    .await
+                    .into_iter()
+                    .collect();
+            }
+        }
+        // The devices send only once they forward; set every pass (a
+        // network's entry is rewritten when it is joined again).
+        let mut inner = self.inner.lock().await;
+        for (vni, d) in &p.devices {
+            inner.maps.set_vni_device(*vni, d.ifindex)?;
+        }
+        let mut cfg = inner.maps.config()?;
+        let port = match p.devices.is_empty() {
+            true => 0,
+            false => ipsec::PORT.to_be(),
+        };
+        if cfg.crypt_port != port {
+            cfg.crypt_port = port;
+            inner.maps.set_config(cfg)?;
+        }
+        Ok(())
+    }
+
+    /// A device goes, with its map entry and program pins.
+    async fn remove_device(&self, d: &Device) {
+        let mut inner = self.inner.lock().await;
+        let _ = inner.maps.remove_iface(d.ifindex);
+        shoal_dataplane::overlay::detach(inner.overlay.pin_dir(), &d.name);
+        drop(inner);
+        let n = d.name.clone();
+        match blocking(move || ipsec::delete_device(&n)).await {
+            Ok(()) => info!(device = %d.name, "IPsec: vxlan device removed"),
+            Err(e) => warn!("IPsec: {e}"),
+        }
+    }
+
     async fn relist(&self, p: &mut Programmed) -> Result<()> {
         let (sas, policies) = blocking(|| (ipsec::states(), ipsec::policies())).await;
         p.sas = sas
@@ -277,23 +393,26 @@ impl super::Agent {
         Ok(())
     }
 
-    /// No encrypted network here any more: SAs, policies and interface go.
+    /// No encrypted network here any more: devices, then SAs and
+    /// policies go.
     async fn ipsec_down(&self, p: &mut Programmed) {
+        for d in std::mem::take(&mut p.devices).into_values() {
+            self.remove_device(&d).await;
+        }
         let me = self.info.vtep;
         let mut lines: Vec<String> = p
-            .sas
+            .policies
             .iter()
-            .map(|(s, d, spi)| ipsec::delete_sa_line(*s, *d, *spi))
+            .map(|peer| ipsec::delete_policy_line(me, *peer))
             .collect();
         lines.extend(
-            p.policies
+            p.sas
                 .iter()
-                .map(|peer| ipsec::delete_policy_line(me, *peer)),
+                .map(|(s, d, spi)| ipsec::delete_sa_line(*s, *d, *spi)),
         );
-        lines.push(format!("link del {}", ipsec::IFNAME));
         let mut inner = self.inner.lock().await;
         if let Ok(mut cfg) = inner.maps.config() {
-            cfg.xfrm_ifindex = 0;
+            cfg.crypt_port = 0;
             let _ = inner.maps.set_config(cfg);
         }
         drop(inner);
@@ -334,7 +453,7 @@ impl super::Agent {
         }
         IpsecView {
             support: self.ipsec.support.clone(),
-            interface: p.up.then(|| ipsec::IFNAME.to_string()),
+            devices: p.devices.values().map(|d| d.name.clone()).collect(),
             encrypted_vnis,
             ring: p.ring.clone(),
             sending: p.sending,

@@ -78,14 +78,10 @@ pub fn run(a: CleanupArgs) -> Result<()> {
         .filter(|i| drop_empty_clsact(i))
         .collect();
     say("clsact qdiscs", qdiscs.len(), &qdiscs.join(" "));
-    let (policies, sas, interface) = shoal_dataplane::ipsec::remove_all()?;
+    let (policies, sas, devices) = shoal_dataplane::ipsec::remove_all()?;
     say("xfrm policies", policies, "");
     say("xfrm SAs", sas, "");
-    say(
-        "xfrm interface",
-        usize::from(interface),
-        shoal_dataplane::ipsec::IFNAME,
-    );
+    say("encrypted networks' vxlan devices", devices, "");
     let socket = a.socket.exists();
     if socket {
         std::fs::remove_file(&a.socket).with_context(|| a.socket.display().to_string())?;

@@ -193,8 +193,8 @@ struct MapsView {
     vnis: Vec<u32>,
     /// Those of `vnis` that are encrypted (IPsec between nodes).
     encrypted_vnis: Vec<u32>,
-    /// The IPsec interface encrypted networks leave by (0: none).
-    xfrm_ifindex: u32,
+    /// The encrypted networks' VXLAN port inside ESP (0: no device).
+    crypt_port: u16,
     endpoints: Vec<EndpointRow>,
     counters: Counters,
     programs: Vec<Attachment>,
@@ -258,7 +258,7 @@ pub fn run(a: DebugArgs) -> Result<()> {
                 vxlan_port: u16::from_be(cfg.vxlan_port),
                 vnis: maps.vnis(),
                 encrypted_vnis: maps.encrypted_vnis(),
-                xfrm_ifindex: cfg.xfrm_ifindex,
+                crypt_port: u16::from_be(cfg.crypt_port),
                 endpoints: endpoint_rows(&t, &maps)?,
                 counters: maps.counters(),
                 programs: programs(&t, &maps)?,
@@ -271,8 +271,8 @@ pub fn run(a: DebugArgs) -> Result<()> {
                         view.vtep, view.vxlan_port, view.underlay_ifindex
                     );
                     println!(
-                        "VNIs {:?}  encrypted {:?}  IPsec ifindex {}\n",
-                        view.vnis, view.encrypted_vnis, view.xfrm_ifindex
+                        "VNIs {:?}  encrypted {:?}  their port in ESP {}\n",
+                        view.vnis, view.encrypted_vnis, view.crypt_port
                     );
                     print_endpoints(&view.endpoints);
                     println!();

@@ -27,8 +27,12 @@ pub fn run(socket: &Path, format: Format) -> Result<()> {
         Some(w) => println!("IPsec: unavailable: {w}"),
     }
     println!(
-        "interface {}, encrypted networks (VNI) {}, key ring {}, sending with {}",
-        v.interface.as_deref().unwrap_or("-"),
+        "devices {}, encrypted networks (VNI) {}, key ring {}, sending with {}",
+        if v.devices.is_empty() {
+            "-".to_string()
+        } else {
+            v.devices.join(",")
+        },
         list(&v.encrypted_vnis),
         list(&v.ring),
         v.sending.map_or("-".into(), |k| k.to_string())

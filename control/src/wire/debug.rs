@@ -97,8 +97,8 @@ pub struct LocalPort {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IpsecView {
     pub support: Ipsec,
-    /// The xfrm interface, while the node is on an encrypted network.
-    pub interface: Option<String>,
+    /// The encrypted networks' vxlan devices on this node.
+    pub devices: Vec<String>,
     pub encrypted_vnis: Vec<u32>,
     /// The ring key ids the SAs were last made from, and the one sent with.
     pub ring: Vec<u32>,

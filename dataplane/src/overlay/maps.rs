@@ -161,11 +161,33 @@ impl Maps {
         self.ifaces.iter().filter_map(|r| r.ok()).collect()
     }
 
-    /// A network this node is on; `flags`: `VNI_F_*`.
+    /// A network this node is on; `flags`: `VNI_F_*`. An encrypted
+    /// network keeps the vxlan device it has.
     pub fn add_vni(&mut self, vni: u32, flags: u32) -> Result<(), Error> {
+        let crypt_ifindex = match flags & shoal_ebpf::VNI_F_ENCRYPTED {
+            0 => 0,
+            _ => self.vnis.get(&vni, 0).map_or(0, |v| v.crypt_ifindex),
+        };
+        let v = VniValue {
+            flags,
+            crypt_ifindex,
+        };
         self.vnis
-            .insert(vni, VniValue { flags }, 0)
+            .insert(vni, v, 0)
             .map_err(|e| Error::map(format!("write vni {vni}"), e))
+    }
+
+    /// The vxlan device an encrypted network `vni` leaves by (0: none);
+    /// false if this node is not on it.
+    pub fn set_vni_device(&mut self, vni: u32, ifindex: u32) -> Result<bool, Error> {
+        let Ok(mut v) = self.vnis.get(&vni, 0) else {
+            return Ok(false);
+        };
+        v.crypt_ifindex = ifindex;
+        self.vnis
+            .insert(vni, v, 0)
+            .map_err(|e| Error::map(format!("write vni {vni}"), e))?;
+        Ok(true)
     }
 
     pub fn remove_vni(&mut self, vni: u32) -> Result<bool, Error> {

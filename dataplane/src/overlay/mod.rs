@@ -129,7 +129,8 @@ impl std::fmt::Display for Hook {
 /// Where a program is attached, as recorded by its pinned link.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Attachment {
-    /// `ul` (underlay ingress) or `ep` (endpoint host-side veth ingress).
+    /// `ul` (underlay ingress), `ep` (endpoint host-side veth ingress) or
+    /// `vx` (the encrypted networks' vxlan device).
     pub role: String,
     /// `tc` or `xdp`.
     pub hook: String,
@@ -163,7 +164,7 @@ impl Overlay {
             .default_map_pin_directory(pin_dir)
             .load(OVERLAY_OBJ)
             .map_err(|e| Error::program("load overlay object", e))?;
-        for name in [prog::EP_TC, prog::UL_TC] {
+        for name in [prog::EP_TC, prog::UL_TC, prog::VX_TC] {
             let p: &mut SchedClassifier = prog_mut(&mut ebpf, name)?;
             p.load()
                 .map_err(|e| Error::program(format!("load {name}"), verifier(e)))?;
@@ -220,6 +221,13 @@ impl Overlay {
     /// entry is the underlay's fast path).
     pub fn attach_mesh_entry(&mut self, ifname: &str) -> Result<(), Error> {
         self.attach_tc(prog::UL_TC, "ul", ifname)
+    }
+
+    /// Attaches the delivery of what IPsec decrypted to the encrypted
+    /// networks' vxlan device (`crate::ipsec`). tc only: the device is
+    /// not a NIC, and its GRO is the point of it.
+    pub fn attach_crypt(&mut self, ifname: &str) -> Result<(), Error> {
+        self.attach_tc(prog::VX_TC, "vx", ifname)
     }
 
     /// Attaches ARP/local delivery/encap to an endpoint's host-side veth.
@@ -353,7 +361,7 @@ fn link_pin(pin_dir: &Path, role: &str, hook: &str, ifname: &str) -> PathBuf {
 
 /// Detaches whatever Shoal attached to `ifname` (both hooks).
 pub fn detach(pin_dir: &Path, ifname: &str) {
-    for role in ["ul", "ep"] {
+    for role in ["ul", "ep", "vx"] {
         for hook in ["tc", "xdp"] {
             let _ = std::fs::remove_file(link_pin(pin_dir, role, hook, ifname));
         }

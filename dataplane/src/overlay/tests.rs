@@ -174,33 +174,60 @@ pub(super) fn run_marked(
     mark: u32,
     frame: &[u8],
 ) -> (u32, Vec<u8>) {
+    match hook {
+        Hook::Tc => {
+            let name = if ul { prog::UL_TC } else { prog::EP_TC };
+            let (rc, out, _) = run_tc(env, name, ifindex, mark, frame);
+            (rc, out)
+        }
+        Hook::Xdp => run_xdp(env, ul, ifindex, frame),
+    }
+}
+
+/// tc program `name` on `frame` arriving at `ifindex` with `mark`: its
+/// verdict, the frame it left, and the mark it left.
+pub(super) fn run_tc(
+    env: &mut Env,
+    name: &str,
+    ifindex: u32,
+    mark: u32,
+    frame: &[u8],
+) -> (u32, Vec<u8>, u32) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let p: &mut SchedClassifier = env
+        .overlay
+        .ebpf_mut()
+        .program_mut(name)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    // struct __sk_buff: mark at offset 8, ifindex at 40, 192 bytes in all.
+    let mut ctx = [0u8; 192];
+    ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut ctx_out = [0u8; 192];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    opts.ctx_out = Some(&mut ctx_out);
+    let res = p.test_run(opts).unwrap_or_else(|e| {
+        panic!(
+            "tc test_run of {}-byte frame {:02x?}: {e}",
+            frame.len(),
+            &frame[..frame.len().min(20)]
+        )
+    });
+    out.truncate(res.data_size_out as usize);
+    let mark_out = u32::from_ne_bytes(ctx_out[8..12].try_into().unwrap());
+    (res.return_value, out, mark_out)
+}
+
+fn run_xdp(env: &mut Env, ul: bool, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
     let ebpf = env.overlay.ebpf_mut();
-    let res = match hook {
-        Hook::Tc => {
-            let p: &mut SchedClassifier = ebpf
-                .program_mut(if ul { prog::UL_TC } else { prog::EP_TC })
-                .unwrap()
-                .try_into()
-                .unwrap();
-            // struct __sk_buff: mark at offset 8, ifindex at 40, 192
-            // bytes in all.
-            let mut ctx = [0u8; 192];
-            ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
-            ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(frame);
-            opts.data_out = Some(&mut out);
-            opts.ctx_in = Some(&ctx);
-            p.test_run(opts).unwrap_or_else(|e| {
-                panic!(
-                    "tc test_run of {}-byte frame {:02x?}: {e}",
-                    frame.len(),
-                    &frame[..frame.len().min(20)]
-                )
-            })
-        }
-        Hook::Xdp => {
+    let res = {
+        {
             let p: &mut Xdp = ebpf
                 .program_mut(if ul { prog::UL_XDP } else { prog::EP_XDP })
                 .unwrap()

@@ -369,8 +369,10 @@ static __always_inline int mesh_reply_in(struct __sk_buff *skb, const struct sho
 	}
 	if (!rv || rv->entry_vtep != cfg->vtep_ip)
 		return MESH_CONTINUE;
-	if (bpf_skb_adjust_room(skb, -(__s32)d->inner_off, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_FIXED_GSO))
+	/* inner_off 0: the encrypted networks' vxlan device took the outer
+	 * headers off already. */
+	if (d->inner_off && bpf_skb_adjust_room(skb, -(__s32)d->inner_off, BPF_ADJ_ROOM_MAC,
+						BPF_F_ADJ_ROOM_FIXED_GSO))
 		return MESH_DROP;
 	if (icmp ? mesh_icmp_restore(skb, ETH_HLEN, &ip, &in, inports, rv) :
 		   mesh_restore(skb, &ip, ports, rv))

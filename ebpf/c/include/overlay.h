@@ -275,6 +275,49 @@ static __always_inline int classify_from_endpoint(void *data, void *data_end,
 }
 
 /*
+ * The inner frame at `ieth` of network `vni` (d->vni, d->encrypted and
+ * d->inner_off set by the caller): D_DECAP to the local endpoint d->ep,
+ * or D_DROP. Shared by the underlay's decap and the encrypted networks'
+ * vxlan device, where the kernel took the outer headers off.
+ */
+static __always_inline int classify_inner(struct ethhdr *ieth, void *data_end,
+					  const struct shoal_config *cfg, __u32 vni,
+					  struct decision *d)
+{
+	if ((void *)(ieth + 1) > data_end)
+		return drop(d, DROP_TRUNCATED);
+	d->inner_proto = ieth->h_proto;
+	if (ieth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iip = (void *)(ieth + 1);
+
+		if ((void *)(iip + 1) > data_end)
+			return drop(d, DROP_TRUNCATED);
+		if (iip->version != 4 || iip->ihl < 5)
+			return drop(d, DROP_INNER_MALFORMED);
+		/* Off the ingress subnet: a mesh reply back at its entry node
+		 * (the caller's), never an endpoint; spared the lookup. */
+		if (vni == cfg->ingress_vni && cfg->ingress_vni &&
+		    !in_subnet(iip->daddr, cfg->ingress_net, cfg->ingress_prefix))
+			return drop(d, DROP_UNKNOWN_INNER_DST);
+		if (!lookup_ep(d, vni, iip->daddr) || !(d->ep.flags & EP_F_LOCAL))
+			return drop(d, DROP_UNKNOWN_INNER_DST);
+	} else if (ieth->h_proto == bpf_htons(ETH_P_ARP)) {
+		struct arp_eth_ipv4 *arp = (void *)(ieth + 1);
+
+		if ((void *)(arp + 1) > data_end)
+			return drop(d, DROP_TRUNCATED);
+		if (!arp_is_eth_ipv4(arp))
+			return drop(d, DROP_INNER_MALFORMED);
+		if (!lookup_ep(d, vni, arp->tpa) || !(d->ep.flags & EP_F_LOCAL))
+			return drop(d, DROP_UNKNOWN_INNER_DST);
+	} else {
+		return drop(d, DROP_UNSUPPORTED);
+	}
+	d->kind = D_DECAP;
+	return D_DECAP;
+}
+
+/*
  * A frame arriving on the underlay: is it VXLAN for us, and for which local
  * endpoint? Anything that is not addressed to our VTEP's UDP port passes
  * untouched; what is addressed to it but cannot be delivered is dropped with
@@ -307,6 +350,10 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 	udp = (void *)ip + ihl;
 	if ((void *)(udp + 1) > data_end)
 		return D_PASS;
+	/* The encrypted networks' port is only ever inside ESP: in clear
+	 * it is an attempt to skip IPsec. */
+	if (cfg->crypt_port && udp->dest == cfg->crypt_port)
+		return drop(d, DROP_CLEAR_ON_ENCRYPTED);
 	if (udp->dest != cfg->vxlan_port)
 		return D_PASS;
 
@@ -327,37 +374,8 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 		return drop(d, DROP_UNKNOWN_VNI);
 	d->vni = vni;
 	d->encrypted = !!(vv->flags & VNI_F_ENCRYPTED);
-
 	d->inner_off = sizeof(*eth) + ihl + sizeof(*udp) + sizeof(*vx);
-	d->inner_proto = ieth->h_proto;
-	if (ieth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iip = (void *)(ieth + 1);
-
-		if ((void *)(iip + 1) > data_end)
-			return drop(d, DROP_TRUNCATED);
-		if (iip->version != 4 || iip->ihl < 5)
-			return drop(d, DROP_INNER_MALFORMED);
-		/* Off the ingress subnet: a mesh reply back at its entry node
-		 * (the caller's), never an endpoint; spared the lookup. */
-		if (vni == cfg->ingress_vni && cfg->ingress_vni &&
-		    !in_subnet(iip->daddr, cfg->ingress_net, cfg->ingress_prefix))
-			return drop(d, DROP_UNKNOWN_INNER_DST);
-		if (!lookup_ep(d, vni, iip->daddr) || !(d->ep.flags & EP_F_LOCAL))
-			return drop(d, DROP_UNKNOWN_INNER_DST);
-	} else if (ieth->h_proto == bpf_htons(ETH_P_ARP)) {
-		struct arp_eth_ipv4 *arp = (void *)(ieth + 1);
-
-		if ((void *)(arp + 1) > data_end)
-			return drop(d, DROP_TRUNCATED);
-		if (!arp_is_eth_ipv4(arp))
-			return drop(d, DROP_INNER_MALFORMED);
-		if (!lookup_ep(d, vni, arp->tpa) || !(d->ep.flags & EP_F_LOCAL))
-			return drop(d, DROP_UNKNOWN_INNER_DST);
-	} else {
-		return drop(d, DROP_UNSUPPORTED);
-	}
-	d->kind = D_DECAP;
-	return D_DECAP;
+	return classify_inner(ieth, data_end, cfg, vni, d);
 }
 
 /*

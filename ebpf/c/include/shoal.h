@@ -51,22 +51,30 @@ struct iface_value {
 };
 
 enum vni_flags {
-	/* Encrypted between nodes (`--opt encrypted`): encapsulated frames
-	 * leave through the IPsec interface (cfg->xfrm_ifindex), never the
-	 * underlay in clear, and frames from the underlay are accepted only
-	 * as IPsec decrypted them (SHOAL_DECRYPT_MARK). */
+	/* Encrypted between nodes (`--opt encrypted`): frames leave through
+	 * the network's kernel vxlan device (vni_value.crypt_ifindex) on UDP
+	 * cfg->crypt_port, which only the IPsec policies' transport-mode SAs
+	 * carry (ESP), never the underlay in clear; they are taken only from
+	 * that device, as IPsec decrypted them (SHOAL_DECRYPT_MARK). */
 	VNI_F_ENCRYPTED = 1,
 };
 
 /* The mark the node's inbound IPsec SAs put on what they decrypted (their
- * output-mark): nothing on the wire can set it. */
+ * output-mark): nothing on the wire can set it. And the prefix of the MACs
+ * an encrypted network's frames carry between nodes: 02:5e and the VTEP,
+ * the destination's (the vxlan device's forwarding entry for that node)
+ * and the source's (the node it came from, for the receiver). */
 enum shoal_ipsec {
 	SHOAL_DECRYPT_MARK = 0xe00,
 	SHOAL_DECRYPT_MASK = 0xf00,
+	SHOAL_VTEP_MAC_0 = 0x02,
+	SHOAL_VTEP_MAC_1 = 0x5e,
 };
 
 struct vni_value {
-	__u32 flags; /* VNI_F_* */
+	__u32 flags;         /* VNI_F_* */
+	__u32 crypt_ifindex; /* encrypted: the network's vxlan device; 0: none
+			      * yet (its frames for other nodes are dropped) */
 };
 
 /* Node-wide settings, slot 0 of an array. */
@@ -80,8 +88,10 @@ struct shoal_config {
 	__u32 ingress_prefix; /* and prefix length */
 	__u32 mesh_mss;       /* MSS a client's SYN is clamped to when its flow
 			       * is encapsulated (underlay MTU - 90); 0: none */
-	__u32 xfrm_ifindex;   /* the IPsec (xfrm) interface encrypted networks
-			       * leave by; 0: none (their frames are dropped) */
+	__u16 crypt_port;     /* the encrypted networks' VXLAN port, network
+			       * byte order, while they have devices: only
+			       * ever inside ESP, never taken in clear */
+	__u16 pad;
 };
 
 /* ---- VIP load balancing (include/lb.h) ---- */
@@ -187,8 +197,8 @@ enum shoal_drop {
 	DROP_LB_REWRITE,        /* the kernel refused the address rewrite */
 	DROP_MESH_FRAGMENT,     /* a fragment to a published port */
 	DROP_MESH_CT,           /* the mesh conntrack refused an entry */
-	DROP_CLEAR_ON_ENCRYPTED,/* VXLAN of an encrypted network that IPsec did not decrypt */
-	DROP_CANNOT_ENCRYPT,    /* for an encrypted network, but no IPsec here (or ARP) */
+	DROP_CLEAR_ON_ENCRYPTED,/* an encrypted network's VXLAN that IPsec did not decrypt */
+	DROP_CANNOT_ENCRYPT,    /* for an encrypted network, but no IPsec here */
 	DROP_MAX,
 };
 
