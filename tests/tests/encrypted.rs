@@ -425,4 +425,14 @@ fn suite() {
         text.starts_with("IPsec: ready (rfc4106(gcm(aes)))"),
         "{text}"
     );
+
+    // n1's last task on secnet goes: so does its device (the encrypted
+    // ingress network's stays, and with it the SAs).
+    ok(lab.shoal_on("n1", &["service", "rm", "client"]));
+    let ingress_dev = format!("shoal-x{ingress_vni:06x}");
+    wait("n1's secnet device gone", 60, || {
+        let v = lab.debug_json("n1", &["ipsec"]);
+        v["devices"] == serde_json::json!([ingress_dev])
+            && v["peers"].as_array().is_some_and(|p| p.len() == 2)
+    });
 }

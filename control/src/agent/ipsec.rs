@@ -167,9 +167,11 @@ impl super::Agent {
     /// while this node is on an encrypted network; takes them all down
     /// when it no longer is.
     pub async fn sync_ipsec(&self, peers: BTreeSet<Ipv4Addr>) -> Result<()> {
+        // Only while a device holds UDP 4790: the policies take what is
+        // sent from that port, which no other process can then use.
         let on_encrypted = {
             let inner = self.inner.lock().await;
-            inner.state.networks.iter().any(|n| n.encrypted)
+            !inner.maps.encrypted_vnis().is_empty()
         };
         let mut p = self.ipsec.state.lock().await;
         if !on_encrypted {
@@ -393,12 +395,10 @@ impl super::Agent {
         Ok(())
     }
 
-    /// No encrypted network here any more: devices, then SAs and
-    /// policies go.
+    /// No encrypted network here any more: policies and SAs go, then the
+    /// devices (nothing sends into them now: their networks left the
+    /// maps; they hold UDP 4790 until the policies that match it are gone).
     async fn ipsec_down(&self, p: &mut Programmed) {
-        for d in std::mem::take(&mut p.devices).into_values() {
-            self.remove_device(&d).await;
-        }
         let me = self.info.vtep;
         let mut lines: Vec<String> = p
             .policies
@@ -410,15 +410,18 @@ impl super::Agent {
                 .iter()
                 .map(|(s, d, spi)| ipsec::delete_sa_line(*s, *d, *spi)),
         );
+        if let Err(e) = blocking(move || ipsec::batch(None, &lines, true)).await {
+            warn!("IPsec teardown: {e}");
+        }
+        for d in std::mem::take(&mut p.devices).into_values() {
+            self.remove_device(&d).await;
+        }
         let mut inner = self.inner.lock().await;
         if let Ok(mut cfg) = inner.maps.config() {
             cfg.crypt_port = 0;
             let _ = inner.maps.set_config(cfg);
         }
         drop(inner);
-        if let Err(e) = blocking(move || ipsec::batch(None, &lines, true)).await {
-            warn!("IPsec teardown: {e}");
-        }
         *p = Programmed::default();
         info!("IPsec down: no encrypted network on this node");
     }
