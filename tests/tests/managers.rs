@@ -343,6 +343,46 @@ fn promote_demote_drain_leave_rm_and_bad_input() {
 /// leader compacts its log; a manager that was down catches up; a manager
 /// added after compaction can only be brought up to date by installing a
 /// snapshot, and does.
+/// A promotion the leader cannot commit (its managers lost their quorum)
+/// waits with the new member running and its log kept, and completes once
+/// the quorum is back: the member is never wiped and restarted meanwhile
+/// (the leader may already count it as a voter, and a voter that forgets
+/// its log could vote twice in a term).
+#[test]
+fn a_promotion_without_quorum_keeps_its_raft_member_until_it_completes() {
+    let lab = Lab::up_with(3, 0, "tc", &["--managers", "2"]);
+    wait("n1 leads", 30, || {
+        leader(&lab, "n1").as_deref() == Some("n1")
+    });
+    shoal_tests::shoal_ok(&["lab", "stop", "--name", &lab.name, "n3"]);
+    ok(lab.shoal_on("n1", &["node", "promote", "n3"]));
+    // n1 alone of its two managers: nothing commits.
+    shoal_tests::shoal_ok(&["lab", "stop", "--name", &lab.name, "n2"]);
+    shoal_tests::shoal_ok(&["lab", "start", "--name", &lab.name, "n3"]);
+    wait("n3's promotion refused for want of a quorum", 150, || {
+        lab.node_log("n3")
+            .contains("did not add this node to Raft yet")
+    });
+    shoal_tests::shoal_ok(&["lab", "start", "--name", &lab.name, "n2"]);
+    wait("n3 serves node ls", 90, || rows(&lab, "n3").is_some());
+    let log = lab.node_log("n3");
+    assert_eq!(
+        log.matches("promotion: Raft member started").count(),
+        1,
+        "one member for the whole promotion"
+    );
+    assert!(log.contains("promoted to manager"));
+    let r = lab.debug_json("n1", &["raft"]);
+    assert_eq!(r["voters"].as_array().unwrap().len(), 3, "{r}");
+    // And the three agree on a write.
+    assert!(set_label(&lab, "n3", "n2", "after=promotion")
+        .status
+        .success());
+    wait("n2 sees it", 30, || {
+        label(&lab, "n2", "n2", "after").as_deref() == Some("promotion")
+    });
+}
+
 #[test]
 fn managers_compact_the_log_and_catch_up_from_a_snapshot() {
     let lab = Lab::up_with(

@@ -81,6 +81,17 @@ pub struct Swarm {
     cert: certs::CertClock,
     /// Why the managers last refused the certificate (said once).
     cert_refused: Option<String>,
+    /// A promotion the leader has not confirmed yet: its Raft member
+    /// runs (the leader may have made it a voter already) and is kept
+    /// across retries, never wiped, so it cannot forget a term or a vote.
+    promoting: Option<Promoting>,
+}
+
+/// A Raft member started for a promotion, waiting for the leader's AddVoter.
+pub(crate) struct Promoting {
+    raft_id: RaftId,
+    manager: Arc<Manager>,
+    identity: crate::control_port::tls::Identity,
 }
 
 pub use crate::raft::state::new_id;
@@ -146,6 +157,7 @@ impl Agent {
             tls,
             generation,
             cert_refused: None,
+            promoting: None,
         });
         self.spawn_session(generation);
         Ok(())

@@ -227,6 +227,18 @@ impl Agent {
             sw.membership.managers = managers;
             sw.membership.save(&self.data_dir)?;
         }
+        // A promotion in progress that the managers took back (or gave
+        // another Raft id): its member stops, and its log goes.
+        let stale = sw
+            .promoting
+            .as_ref()
+            .is_some_and(|p| s.node.role != Role::Manager || s.node.raft_id != Some(p.raft_id));
+        if stale {
+            let p = sw.promoting.take().expect("checked");
+            let _ = p.manager.shutdown().await;
+            let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+            info!("a promotion in progress was taken back");
+        }
         if s.node.role == sw.membership.role {
             return Ok(());
         }
@@ -234,27 +246,44 @@ impl Agent {
         match s.node.role {
             Role::Manager => {
                 let raft_id = s.node.raft_id.context("promoted without a Raft id")?;
-                let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
-                let (tls, leader) = (sw.tls.client(), s.leader.clone());
-                let identity = renew_identity(ca_pem, |csr_pem| async move {
-                    let c: CertReply = call(
-                        &tls,
-                        &leader,
-                        "/swarm/cert",
-                        &CertRequest { csr_pem },
-                        Duration::from_secs(5),
-                    )
-                    .await
-                    .map_err(|f| anyhow!("new certificate: {}", f.msg))?;
-                    Ok(c)
-                })
-                .await?;
-                let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
-                // The manager certificate from here on (the session too).
-                sw.tls.reload(&identity)?;
-                let m = self
-                    .start_manager(raft_id, &ms.node_id, ms.control_addr, &sw.tls)
-                    .await?;
+                let p = match sw.promoting.take() {
+                    // Retried: the same member, its log kept (the leader
+                    // may have made it a voter already).
+                    Some(p) => p,
+                    None => {
+                        let ca_pem = Identity::load(&self.data_dir)?.ca_pem;
+                        let (tls, leader) = (sw.tls.client(), s.leader.clone());
+                        let identity = renew_identity(ca_pem, |csr_pem| async move {
+                            let c: CertReply = call(
+                                &tls,
+                                &leader,
+                                "/swarm/cert",
+                                &CertRequest { csr_pem },
+                                Duration::from_secs(5),
+                            )
+                            .await
+                            .map_err(|f| anyhow!("new certificate: {}", f.msg))?;
+                            Ok(c)
+                        })
+                        .await?;
+                        // A fresh member: nothing of an earlier one.
+                        let _ = std::fs::remove_dir_all(self.data_dir.join("raft"));
+                        // The manager certificate from here on (the session too).
+                        sw.tls.reload(&identity)?;
+                        let manager = self
+                            .start_manager(raft_id, &ms.node_id, ms.control_addr, &sw.tls)
+                            .await?;
+                        info!(
+                            raft_id,
+                            "promotion: Raft member started, asking the leader to add it"
+                        );
+                        super::Promoting {
+                            raft_id,
+                            manager,
+                            identity,
+                        }
+                    }
+                };
                 let add = LeaderOp::AddVoter {
                     raft_id,
                     addr: ms.control_addr.to_string(),
@@ -262,9 +291,17 @@ impl Agent {
                 if let Err(e) =
                     to_leader(&sw.tls.client(), std::slice::from_ref(&s.leader), &add).await
                 {
-                    let _ = m.shutdown().await;
-                    bail!("promotion: the leader did not add this node to Raft: {e:#}");
+                    sw.promoting = Some(p);
+                    // Said where operators look (session errors are
+                    // debug: a leader away is routine, this is not).
+                    warn!("promotion: the leader did not add this node to Raft yet (retried with the same Raft member): {e:#}");
+                    bail!("promotion pending");
                 }
+                let super::Promoting {
+                    manager: m,
+                    identity,
+                    ..
+                } = p;
                 identity.save(&self.data_dir)?;
                 ms.role = Role::Manager;
                 ms.raft_id = raft_id;
@@ -329,6 +366,9 @@ impl Agent {
             }
             if let Some(m) = s.manager {
                 let _ = m.shutdown().await;
+            }
+            if let Some(p) = s.promoting {
+                let _ = p.manager.shutdown().await;
             }
         }
         self.forget_swarm();
