@@ -36,6 +36,20 @@ pub const MAX_IDS_PER_COMMAND: usize = 5000;
 
 /// The commands that bring the state closer to the specs.
 pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> Vec<Command> {
+    plan_until(st, now, new_id).0
+}
+
+/// [`plan`], and when the same state would next plan something because
+/// time moved (a restart delay ending; while a rolling update runs, its
+/// monitor and delay: at once), or None if only a change of the state
+/// can make it plan more.
+pub fn plan_until(
+    st: &ClusterState,
+    now: u64,
+    new_id: &mut dyn FnMut() -> String,
+) -> (Vec<Command>, Option<u64>) {
+    let mut due: Option<u64> = None;
+    let mut due_at = |t: u64| due = Some(due.map_or(t, |d| d.min(t)));
     let mut stop: Vec<String> = vec![];
     let mut create: Vec<NewTask> = vec![];
     let mut assign: Vec<Command> = vec![];
@@ -58,6 +72,12 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
         let mut occupied: BTreeSet<String> = BTreeSet::new();
         let mut placer: Option<Placer> = None;
         let upd = update::step(st, s, &tasks, &key, now);
+        if s.update_status
+            .as_ref()
+            .is_some_and(|u| u.state.is_active())
+        {
+            due_at(now);
+        }
         verdicts.extend(upd.status);
         for t in tasks.iter().filter(|t| t.desired == DesiredState::Running) {
             if upd.stop.contains(&t.id) {
@@ -109,8 +129,15 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
             if occupied.contains(&k) && !beside {
                 continue;
             }
-            if !beside && !may_restart(s, tasks.iter().copied().filter(|t| key(t) == k), now) {
-                continue;
+            if !beside {
+                match may_restart(s, tasks.iter().copied().filter(|t| key(t) == k), now) {
+                    Restart::Now => {}
+                    Restart::At(t) => {
+                        due_at(t);
+                        continue;
+                    }
+                    Restart::Never => continue,
+                }
             }
             // Only as many new tasks as their networks have addresses:
             // `TaskCreate` refuses a batch it cannot allocate whole, and
@@ -201,7 +228,7 @@ pub fn plan(st: &ClusterState, now: u64, new_id: &mut dyn FnMut() -> String) -> 
         cmds.push(Command::TaskRemove { ids: ids.to_vec() });
     }
     cmds.extend(verdicts);
-    cmds
+    (cmds, due)
 }
 
 /// A node for a new task of `s`: the fast placer, or the scan when the
@@ -220,12 +247,20 @@ fn place(
         .pick()
 }
 
+/// Whether a slot may get a new task.
+enum Restart {
+    Now,
+    /// Once its restart delay has run out.
+    At(u64),
+    Never,
+}
+
 /// Whether a slot whose previous tasks are `history` may get a new one now.
 fn may_restart<'a>(
     s: &ServiceRecord,
     history: impl Iterator<Item = &'a TaskRecord>,
     now: u64,
-) -> bool {
+) -> Restart {
     let ended: Vec<&TaskRecord> = history
         .filter(|t| {
             matches!(
@@ -235,7 +270,7 @@ fn may_restart<'a>(
         })
         .collect();
     let Some(last) = ended.iter().max_by_key(|t| t.state_at) else {
-        return true; // new slot, or the last task was moved: at once
+        return Restart::Now; // new slot, or the last task was moved: at once
     };
     let r = &s.spec.restart;
     let allowed = match r.condition {
@@ -244,9 +279,12 @@ fn may_restart<'a>(
         RestartCondition::Any => true,
     };
     let attempts = ended.len() as u64;
-    allowed
-        && (r.max_attempts == 0 || attempts <= r.max_attempts)
-        && now >= last.state_at + r.delay_ms
+    let at = last.state_at + r.delay_ms;
+    match allowed && (r.max_attempts == 0 || attempts <= r.max_attempts) {
+        false => Restart::Never,
+        true if now >= at => Restart::Now,
+        true => Restart::At(at),
+    }
 }
 
 #[cfg(test)]

@@ -308,6 +308,15 @@ impl Manager {
         self.state.read().expect("state lock").clone()
     }
 
+    /// The index of the last log entry applied to the state (0: none).
+    pub fn applied(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
     /// Leading, and a voter of its own membership.
     pub fn is_leading(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();

@@ -330,6 +330,11 @@ fn restart_policy_delay_and_attempts() {
     fail(&mut st, 100);
     settle(&mut st, 500); // within the delay: no new task
     assert!(live(&st, "crash").is_empty());
+    // And the plan says when time alone will make it plan again: the
+    // leader need not re-plan this unchanged state before then.
+    let (cmds, due) = plan_until(&st, 500, &mut || "x".into());
+    assert!(cmds.is_empty());
+    assert_eq!(due, Some(1100));
     settle(&mut st, 1100);
     assert_eq!(live(&st, "crash").len(), 1);
     fail(&mut st, 1200);
@@ -338,6 +343,8 @@ fn restart_policy_delay_and_attempts() {
     fail(&mut st, 2400);
     settle(&mut st, 9000);
     assert!(live(&st, "crash").is_empty(), "max attempts reached");
+    // Nothing more will ever happen by itself.
+    assert_eq!(plan_until(&st, 9000, &mut || "x".into()), (vec![], None));
 }
 
 #[test]

@@ -142,8 +142,13 @@ fn batches_follow_parallelism_delay_and_monitor_then_rollback_restores() {
         s.update.delay_ms = 1000;
         s.update.monitor_ms = 2000;
     });
+    // While it runs, the leader must keep re-planning as time moves.
+    let due = crate::orchestrator::plan::plan_until(&sim.st, sim.now, &mut || "x".into()).1;
+    assert_eq!(due, Some(sim.now));
     sim.run(20_000);
     assert_eq!(sim.state(), UpdateState::Completed);
+    let due = crate::orchestrator::plan::plan_until(&sim.st, sim.now, &mut || "x".into()).1;
+    assert_eq!(due, None, "completed: nothing more by itself");
     assert_eq!(sim.commands(), vec!["new"; 4]);
     // Two batches of two: the second starts after the first ran for the
     // monitor period, plus the delay.
