@@ -346,6 +346,28 @@ int shoal_ep_tc(struct __sk_buff *skb)
 	}
 }
 
+/* A frame from another node that no local endpoint takes: a mesh reply
+ * back at the node its flow entered by goes on to its client (the decrypt
+ * mark, if any, left behind); anything else is dropped with its reason. */
+static __always_inline int tc_not_local(struct __sk_buff *skb, const struct shoal_config *cfg,
+					struct decision *d)
+{
+	if (d->reason == DROP_UNKNOWN_INNER_DST) {
+		__be32 client = 0, from = 0;
+
+		switch (mesh_reply_in(skb, cfg, d, &client, &from)) {
+		case MESH_OUT:
+			skb->mark = 0;
+			return tc_mesh_out(skb, client, from);
+		case MESH_DROP:
+			return tc_drop(DROP_DECAP_FAILED);
+		default:
+			break;
+		}
+	}
+	return tc_drop(d->reason);
+}
+
 /* A decapsulated frame (its Ethernet header at 0, addressed to d->ep)
  * handed to its endpoint; `outer_src` is the VTEP it came from. */
 static __always_inline int tc_deliver(struct __sk_buff *skb, const struct shoal_config *cfg,
@@ -431,20 +453,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	case D_DECAP:
 		break;
 	default:
-		if (d.reason == DROP_UNKNOWN_INNER_DST) {
-			/* A mesh reply coming back to the node it entered by? */
-			__be32 client = 0, from = 0;
-
-			switch (mesh_reply_in(skb, cfg, &d, &client, &from)) {
-			case MESH_OUT:
-				return tc_mesh_out(skb, client, from);
-			case MESH_DROP:
-				return tc_drop(DROP_DECAP_FAILED);
-			default:
-				break;
-			}
-		}
-		return tc_drop(d.reason);
+		return tc_not_local(skb, cfg, &d);
 	}
 	tc_trace(TR_DECAP);
 	if (bpf_skb_load_bytes(skb, ETH_HLEN + IPV4_SRC, &outer_src, sizeof(outer_src)))
@@ -511,23 +520,8 @@ int shoal_vx_tc(struct __sk_buff *skb)
 	if (eth->h_source[0] != SHOAL_VTEP_MAC_0 || eth->h_source[1] != SHOAL_VTEP_MAC_1)
 		return tc_drop(DROP_INNER_MALFORMED);
 	__builtin_memcpy(&from, eth->h_source + 2, 4);
-	if (classify_inner(data, data_end, cfg, vni, &d) != D_DECAP) {
-		if (d.reason == DROP_UNKNOWN_INNER_DST) {
-			/* A mesh reply back at the node its flow entered by. */
-			__be32 client = 0, from = 0;
-
-			switch (mesh_reply_in(skb, cfg, &d, &client, &from)) {
-			case MESH_OUT:
-				skb->mark = 0;
-				return tc_mesh_out(skb, client, from);
-			case MESH_DROP:
-				return tc_drop(DROP_DECAP_FAILED);
-			default:
-				break;
-			}
-		}
-		return tc_drop(d.reason);
-	}
+	if (classify_inner(data, data_end, cfg, vni, &d) != D_DECAP)
+		return tc_not_local(skb, cfg, &d);
 	tc_trace(TR_DECAP);
 	if (bpf_skb_store_bytes(skb, 0, d.ep.mac, ETH_ALEN, 0))
 		return tc_drop(DROP_DECAP_FAILED);
