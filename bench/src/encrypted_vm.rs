@@ -337,6 +337,16 @@ fn in_vm(a: &Args) -> Result<Value> {
     )
 }
 
+/// A JSON array of numbers as text, `prec` decimals each.
+fn numbers(v: &Value, prec: usize) -> String {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| format!("{:.prec$}", x.as_f64().unwrap_or(0.0)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn print_table(r: &Value) {
     println!(
         "encrypted overlay, kernel {} ({}), {} rounds, MTU {}",
@@ -350,41 +360,24 @@ fn print_table(r: &Value) {
         "path", "Gbit/s", "RR us"
     );
     for row in r["results"].as_array().into_iter().flatten() {
-        let list = |k: &str| {
-            row[k]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|v| format!("{:.3}", v.as_f64().unwrap_or(0.0)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
         println!(
             "{:<50} {:>10.3} {:>10.1}  {} | {}",
             row["label"].as_str().unwrap_or("?"),
             row["gbps_1"].as_f64().unwrap_or(0.0),
             row["rr_us"].as_f64().unwrap_or(0.0),
-            list("gbps_1_rounds"),
-            list("rr_us_rounds")
+            numbers(&row["gbps_1_rounds"], 3),
+            numbers(&row["rr_us_rounds"], 3)
         );
     }
     let p = &r["encrypted_vs_reference_paired"];
-    let list = |k: &str| {
-        p[k].as_array()
-            .into_iter()
-            .flatten()
-            .map(|v| format!("{:.2}", v.as_f64().unwrap_or(0.0)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!(
         "encrypted_vs_reference, paired per round: throughput {:.2}x ({}; ahead in {} of {}), latency {:.2}x ({})",
         p["throughput"].as_f64().unwrap_or(0.0),
-        list("throughput_rounds"),
+        numbers(&p["throughput_rounds"], 2),
         p["rounds_ahead_in_throughput"],
         r["rounds"],
         p["latency"].as_f64().unwrap_or(0.0),
-        list("latency_rounds")
+        numbers(&p["latency_rounds"], 2)
     );
     for k in ["encrypted_vs_reference", "encrypted_vs_plain"] {
         println!(
@@ -418,4 +411,16 @@ fn main() -> Result<()> {
         ],
     );
     common::emit(&report, a.lab.json.as_deref(), &chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_print_with_their_precision() {
+        assert_eq!(numbers(&json!([1.0, 0.9876]), 2), "1.00 0.99");
+        assert_eq!(numbers(&json!([3.5]), 3), "3.500");
+        assert_eq!(numbers(&json!(null), 2), "");
+    }
 }

@@ -187,6 +187,15 @@ impl super::Agent {
             return Ok(());
         };
         if !p.up {
+            // What an earlier version left would sit beside the new SAs.
+            match blocking(ipsec::remove_legacy).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    removed = n,
+                    "IPsec: an earlier version's tunnel-mode SAs, policies and xfrm interface removed"
+                ),
+                Err(e) => warn!("IPsec: removing an earlier version's state: {e}"),
+            }
             self.relist(&mut p).await?;
             p.up = true;
             info!("IPsec up: on an encrypted network");
