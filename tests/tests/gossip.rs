@@ -539,3 +539,123 @@ fn second_daemon_on_the_same_socket_is_refused() {
     assert!(err.contains("already listening"), "{err}");
     assert!(!std::path::Path::new("/sys/fs/bpf/shoal-never").exists());
 }
+
+/// Endpoint gossip is scoped per network (issue 24): a node holds a
+/// network's entries only while it has a task on it, gets them when its
+/// first one starts (in time for the task's first request by name), and
+/// drops them when its last one goes; every node is on the ingress
+/// network.
+#[test]
+fn a_network_s_entries_stay_among_the_nodes_on_it() {
+    use shoal_tests::services::{create_whoami, running, service_vip};
+    use shoal_tests::{ok, shoal, shoal_bin, wait};
+    let lab = Lab::up_with(3, 0, "tc", &[]);
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(lab.shoal_on("n1", &["network", "inspect", "appnet"]))).unwrap();
+    let vni: u64 = inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = create_whoami(
+        &lab,
+        "web",
+        &["--replicas", "2", "--constraint", "node.hostname==n2"],
+    );
+    assert!(out.contains("converged"), "{out}");
+    let vip = service_vip(&lab, "web");
+    // What a node holds of appnet: its instance's members, and entries.
+    let held = |n: &str| -> (Option<Vec<String>>, usize) {
+        let g = lab.debug_json(n, &["gossip"]);
+        let members = g["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["vni"] == vni)
+            .map(|x| {
+                x["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_str().unwrap().to_string())
+                    .collect()
+            });
+        let entries = g["table"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["vni"] == vni)
+            .count();
+        (members, entries)
+    };
+    let on_ingress = |n: &str| {
+        lab.debug_json(n, &["gossip"])["networks"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    wait("n2 alone on appnet", 10, || {
+        held("n2").0 == Some(vec!["n2".to_string()])
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for n in ["n1", "n3"] {
+        assert_eq!(held(n), (None, 0), "{n} holds appnet's gossip");
+        assert_eq!(on_ingress(n), 1, "{n}: only the ingress network");
+    }
+    // A task on n1: n1 joins appnet, and its first request by name works.
+    let bin = shoal_bin().to_string_lossy().into_owned();
+    let out = create_whoami(
+        &lab,
+        "client",
+        &["--replicas", "1", "--constraint", "node.hostname==n1"],
+    );
+    assert!(out.contains("converged"), "{out}");
+    let client = running(&lab, "n1", "client").remove(0);
+    let via_name = || {
+        let o = shoal(&[
+            "lab",
+            "exec",
+            "--name",
+            &lab.name,
+            "n1",
+            "--",
+            &bin,
+            "exec",
+            &client.id,
+            "--",
+            "curl",
+            "-s",
+            "-m",
+            "3",
+            "http://web/",
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let first = via_name();
+    assert!(
+        first.contains("Task: web."),
+        "first request by name: {first:?}"
+    );
+    assert_eq!(
+        held("n1"),
+        (Some(vec!["n1".to_string(), "n2".to_string()]), 2),
+        "n1 holds n2's two tasks"
+    );
+    let n2 = held("n2");
+    assert_eq!(n2.0, Some(vec!["n1".to_string(), "n2".to_string()]));
+    assert_eq!(n2.1, 1, "n2 holds n1's task");
+    assert_eq!(held("n3"), (None, 0), "n3 is not on appnet");
+    let t = lab.run(
+        &shoal_tests::services::task_ns(&lab, &client),
+        &["curl", "-s", "-m", "3", &format!("http://{vip}/")],
+    );
+    assert!(String::from_utf8_lossy(&t.stdout).contains("Task: web."));
+    // Its last task gone, n1 leaves appnet and drops its entries; n2 drops
+    // n1's.
+    ok(lab.shoal_on("n1", &["service", "rm", "client"]));
+    wait("n1 off appnet", 20, || held("n1") == (None, 0));
+    wait("n2 alone on appnet again", 10, || {
+        held("n2") == (Some(vec!["n2".to_string()]), 0)
+    });
+}

@@ -222,7 +222,7 @@ fn a_captured_datagram_replayed_later_changes_nothing() {
     );
     let payloads = gossip_payloads(&pcap::frames(&std::fs::read(&file).unwrap()));
     assert!(payloads.len() >= 5, "captured {} datagrams", payloads.len());
-    assert!(payloads.iter().all(|p| p[0] == 0xc5), "all sealed");
+    assert!(payloads.iter().all(|p| p[0] == 0xc6), "all sealed");
     std::thread::sleep(Duration::from_secs(2));
 
     let before = lab.debug_json("n1", &["gossip"]);

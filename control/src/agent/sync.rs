@@ -56,11 +56,14 @@ impl Agent {
             .map(|(v, _)| *v)
             .chain(local.also_joined.iter().copied())
             .collect();
-        let acks: std::collections::BTreeMap<String, u64> = peers
-            .iter()
-            .filter(|p| !p.stopping_vnis().is_disjoint(&joined))
-            .map(|p| (p.node.clone(), p.ep_version))
-            .collect();
+        let mut acks: BTreeMap<u32, BTreeMap<String, u64>> = BTreeMap::new();
+        for p in &peers {
+            for vni in p.stopping_vnis().intersection(&joined) {
+                if let Some(v) = p.ep_versions.get(vni) {
+                    acks.entry(*vni).or_default().insert(p.node.clone(), *v);
+                }
+            }
+        }
         self.rebuild_dns(&inner.state, &merged);
         let want = super::lb::desired(task_records(&inner.state, &merged), &joined);
         let draining = super::lb::draining(task_records(&inner.state, &merged), &joined);
@@ -117,6 +120,8 @@ impl Agent {
         .await;
         programmer.apply(maps, merged)?;
         drop(inner);
+        // Gossip on exactly the networks this node balances.
+        self.gossip.set_networks(&joined).await;
         // Encrypted networks: SAs with every live peer.
         let vteps = peers.iter().map(|p| p.gossip_ip).collect();
         if let Err(e) = self.sync_ipsec(vteps).await {
@@ -190,6 +195,7 @@ impl Agent {
 
     pub async fn gossip_view(&self) -> GossipView {
         let members = self.gossip.members().await;
+        let networks = self.gossip.networks().await;
         let inner = self.inner.lock().await;
         let mut table = inner.programmer.last.entries.clone();
         for e in &mut table {
@@ -202,6 +208,7 @@ impl Agent {
             refused,
             keys: self.gossip.keys.current().view(),
             traffic: self.gossip.counters.traffic(),
+            networks,
         }
     }
 }
@@ -238,7 +245,7 @@ fn task_records<'a>(
 /// Reprograms on every gossip change, local change, and once a second (the
 /// adoption grace of a restarted agent ends on a timer).
 pub async fn sync_loop(agent: Arc<Agent>) {
-    let mut watcher = agent.gossip.watcher().await;
+    let mut changes = agent.gossip.changes();
     let mut live = BTreeSet::new();
     let mut used = BTreeSet::new();
     loop {
@@ -246,12 +253,7 @@ pub async fn sync_loop(agent: Arc<Agent>) {
         // programs, logged as they change: an operator's first question
         // when names or backends vanish. (They differ for a moment after
         // this node stalled or heard from no peer: `Gossip::peers`.)
-        let now: BTreeSet<String> = watcher
-            .borrow()
-            .keys()
-            .map(|id| id.node_id.to_string())
-            .filter(|n| *n != agent.info.node)
-            .collect();
+        let now = agent.gossip.live_names();
         // A convicted peer's entries are held until its silence reaches
         // the hold: look again soon, not at the next 1 s tick (which made
         // their removal up to a second late).
@@ -276,7 +278,7 @@ pub async fn sync_loop(agent: Arc<Agent>) {
         }
         live = now;
         tokio::select! {
-            r = watcher.changed() => if r.is_err() { return },
+            r = changes.changed() => if r.is_err() { return },
             _ = agent.changed.notified() => {}
             _ = tokio::time::sleep(if holding { HOLD_RECHECK } else { Duration::from_secs(1) }) => {}
         }

@@ -1,23 +1,30 @@
-//! Gossip of endpoint tables on UDP 7946 with chitchat (scuttlebutt
-//! anti-entropy + phi-accrual failure detection).
+//! Gossip on UDP 7946 with chitchat (scuttlebutt anti-entropy +
+//! phi-accrual failure detection), in two layers:
 //!
-//! Each node publishes, as its own chitchat state, its VTEP (`vtep`) and one
-//! key per local endpoint (`ep:VNI:IP` -> MAC and network), so a change costs
-//! one key-version on the wire. A node that leaves gracefully sets `leaving`
-//! and is dropped by every peer at once; a node that dies is dropped when
-//! the failure detector convicts it.
+//! - **membership**, cluster-wide and small: each node's VTEP (`vtep`),
+//!   the networks it is on (`net:VNI`), and `leaving` / `restarting`. A
+//!   node that leaves gracefully sets `leaving` and is dropped by every
+//!   peer at once; one that dies is dropped when the failure detector
+//!   convicts it (`view.rs` says whose entries count, and for how long).
+//! - **one instance per network** (`networks.rs`), among the nodes on it:
+//!   one key per local endpoint (`ep:VNI:IP` -> MAC, network, service
+//!   record), so a change costs one key-version on the wire, and what this
+//!   node has applied of each peer's (`applied:NODE`).
 //!
 //! Every datagram is sealed with the cluster's gossip key (`seal.rs`,
-//! `sealed.rs`; the keys in `keys.rs`), so only swarm members take part.
+//! `sealed.rs`; the keys in `keys.rs`), so only swarm members take part;
+//! all instances share the one socket (`sealed::Hub`).
 
 pub mod keys;
+pub mod networks;
 pub mod seal;
 pub mod sealed;
 pub mod stall;
 pub mod table;
 pub mod transport;
+mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,13 +34,18 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::wire::EpRecord;
-use crate::wire::Member;
 use keys::GossipKeys;
-use sealed::SealedTransport;
-use table::{ep_key, PeerState, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, RESTARTING_KEY, VTEP_KEY};
+use networks::{net_key, Net, Template};
+use sealed::{Hub, SealedTransport};
+use table::{
+    ep_key, parse_ep_key, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, RESTARTING_KEY, VTEP_KEY,
+};
 use transport::WireCounters;
+
+pub use view::PeerAck;
 
 #[derive(Clone, Debug)]
 pub struct GossipConfig {
@@ -69,22 +81,22 @@ pub const HOLD: Duration = Duration::from_millis(2500);
 /// The managers give it as long before they call it down (`liveness`).
 pub const RESTART_HOLD: Duration = crate::raft::liveness::RESTART_GRACE;
 
+/// This node's instance of each network it is on, by VNI.
+type Nets = Arc<tokio::sync::Mutex<BTreeMap<u32, Net>>>;
+
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
 type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
 
-/// A peer as a draining task sees it.
-#[derive(Clone, Debug)]
-pub struct PeerAck {
-    pub node: String,
-    /// What it has applied of this node's endpoint keys (None: it says
-    /// nothing of us).
-    pub applied: Option<u64>,
-    /// The networks it has endpoints on.
-    pub vnis: std::collections::BTreeSet<u32>,
-}
-
 pub struct Gossip {
+    /// Cluster membership: VTEPs, liveness, the networks each node is on.
     handle: ChitchatHandle,
+    /// This node's instance of each network it is on, by VNI.
+    nets: Nets,
+    template: Template,
+    /// Bumped on every change of membership or of a network's table.
+    changes: watch::Receiver<u64>,
+    /// Who membership counts live (names), as the failure detector says.
+    live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
     pub counters: Arc<WireCounters>,
     pub keys: Arc<GossipKeys>,
     interval: Duration,
@@ -96,10 +108,11 @@ pub struct Gossip {
 }
 
 impl Gossip {
+    /// Starts membership and an instance for each network of `initial`
+    /// (this node's `ep:` keys, e.g. those a previous run published).
     pub async fn start(cfg: &GossipConfig, initial: Vec<(String, String)>) -> Result<Self> {
         let counters = Arc::new(WireCounters::default());
-        let mut kv = vec![(VTEP_KEY.to_string(), cfg.advertise.ip().to_string())];
-        kv.extend(initial);
+        let hub = Hub::bind(cfg.listen, cfg.keys.clone(), counters.clone()).await?;
         let config = ChitchatConfig {
             chitchat_id: ChitchatId::new(cfg.node.clone(), cfg.generation, cfg.advertise),
             cluster_id: cfg.cluster_id.clone(),
@@ -124,11 +137,23 @@ impl Gossip {
             protocol_version: chitchat::ProtocolVersion::V1,
         };
         let transport = SealedTransport {
+            hub: hub.clone(),
+            channel: 0,
             cluster_id: cfg.cluster_id.clone(),
-            counters: counters.clone(),
-            keys: cfg.keys.clone(),
         };
+        let kv = vec![(VTEP_KEY.to_string(), cfg.advertise.ip().to_string())];
         let handle = spawn_chitchat(config, kv, &transport).await?;
+        let live = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
+        let (tx, changes) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        {
+            let (mut w, tx) = (live.clone(), tx.clone());
+            tokio::spawn(async move {
+                while w.changed().await.is_ok() {
+                    tx.send_modify(|n| *n += 1);
+                }
+            });
+        }
         let heartbeats = Arc::new(std::sync::Mutex::new(HashMap::new()));
         let stall = Arc::new(std::sync::Mutex::new(stall::StallClock::new(
             cfg.interval,
@@ -140,24 +165,125 @@ impl Gossip {
             stall.clone(),
             cfg.interval,
         ));
-        Ok(Self {
+        let nets: Nets = Default::default();
+        tokio::spawn(prod_loop(
+            nets.clone(),
+            live.clone(),
+            cfg.node.clone(),
+            cfg.interval,
+        ));
+        let g = Self {
             handle,
+            nets,
+            template: Template {
+                node: cfg.node.clone(),
+                advertise: cfg.advertise,
+                listen: cfg.listen,
+                cluster_id: cfg.cluster_id.clone(),
+                interval: cfg.interval,
+                phi_threshold: cfg.phi_threshold,
+                hub,
+                changes: tx,
+            },
+            changes,
+            live,
             counters,
             keys: cfg.keys.clone(),
             interval: cfg.interval,
             heartbeats,
             stall,
-        })
+        };
+        let mut by_net: BTreeMap<u32, Vec<(String, String)>> = BTreeMap::new();
+        for (k, v) in initial {
+            if let Some((vni, _)) = parse_ep_key(&k) {
+                by_net.entry(vni).or_default().push((k, v));
+            }
+        }
+        {
+            let mut nets = g.nets.lock().await;
+            for (vni, kv) in by_net {
+                g.join(&mut nets, vni, kv).await?;
+            }
+        }
+        Ok(g)
     }
 
-    /// Publishes an endpoint record; returns the version it got (what
-    /// another node's `applied:NODE` key must reach to have applied it).
+    /// Starts this node's instance for `vni` and says so in membership.
+    async fn join(
+        &self,
+        nets: &mut BTreeMap<u32, Net>,
+        vni: u32,
+        kv: Vec<(String, String)>,
+    ) -> Result<()> {
+        let seeds: Vec<SocketAddr> = self.listed_on(vni).into_iter().map(|(_, _, a)| a).collect();
+        let net = self.template.spawn(vni, &seeds, kv).await?;
+        let generation = net.generation.to_string();
+        nets.insert(vni, net);
+        self.handle
+            .with_chitchat(|c| c.self_node_state().set(net_key(vni), generation.clone()))
+            .await;
+        Ok(())
+    }
+
+    /// The networks this node is on: its endpoints' and the ingress
+    /// network's (every node of the routing mesh balances to its tasks).
+    /// Joins the new ones, leaves the others, and asks the nodes on each
+    /// for the state it does not hold yet.
+    pub async fn set_networks(&self, joined: &BTreeSet<u32>) {
+        let mut nets = self.nets.lock().await;
+        for vni in joined {
+            if !nets.contains_key(vni) {
+                if let Err(e) = self.join(&mut nets, *vni, vec![]).await {
+                    warn!(vni, "cannot join the network's gossip: {e:#}");
+                }
+            }
+        }
+        let mut gone = vec![];
+        for (vni, net) in nets.iter().filter(|(v, _)| !joined.contains(v)) {
+            // An endpoint published after the caller looked keeps its
+            // network (it is withdrawn before its network is left).
+            let mine = net
+                .handle
+                .with_chitchat(|c| {
+                    c.self_node_state()
+                        .key_values()
+                        .any(|(k, _)| k.starts_with(EP_PREFIX))
+                })
+                .await;
+            if !mine {
+                gone.push(*vni);
+            }
+        }
+        for vni in gone {
+            // Off the list first: from then on peers take none of this
+            // node's entries on it, whatever its instance last said.
+            self.handle
+                .with_chitchat(|c| c.self_node_state().delete(&net_key(vni)))
+                .await;
+            nets.remove(&vni);
+        }
+        for (vni, net) in nets.iter_mut() {
+            net.prod(&self.listed_on(*vni)).await;
+        }
+    }
+
+    /// Publishes an endpoint record on its network (joining it if need
+    /// be); returns the version it got there (what another node's
+    /// `applied:NODE` key on that network must reach to have applied it).
     pub async fn publish(&self, vni: u32, ip: Ipv4Addr, rec: &EpRecord) -> u64 {
         let (k, v) = (
             ep_key(vni, ip),
             serde_json::to_string(rec).expect("record serialises"),
         );
-        self.handle
+        let mut nets = self.nets.lock().await;
+        if !nets.contains_key(&vni) {
+            if let Err(e) = self.join(&mut nets, vni, vec![]).await {
+                warn!(vni, "cannot join the network's gossip: {e:#}");
+                return 0;
+            }
+        }
+        nets[&vni]
+            .handle
             .with_chitchat(|c| {
                 let st = c.self_node_state();
                 st.set(k.clone(), v.clone());
@@ -168,85 +294,61 @@ impl Gossip {
 
     pub async fn withdraw(&self, vni: u32, ip: Ipv4Addr) {
         let k = ep_key(vni, ip);
-        self.handle
-            .with_chitchat(|c| c.self_node_state().delete(&k))
-            .await;
+        if let Some(net) = self.nets.lock().await.get(&vni) {
+            net.handle
+                .with_chitchat(|c| c.self_node_state().delete(&k))
+                .await;
+        }
     }
 
-    /// Fires whenever the set of live nodes or their states change.
-    pub async fn watcher(
-        &self,
-    ) -> watch::Receiver<std::collections::BTreeMap<ChitchatId, NodeState>> {
-        self.handle.with_chitchat(|c| c.live_nodes_watcher()).await
+    /// Fires whenever membership or a network's table changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.clone()
     }
 
-    /// Says what this node's balancers have applied of peers' endpoint
-    /// keys (`applied:NODE` keys): sets those in `updates` that moved,
-    /// drops those of nodes no longer among the `peers`.
+    /// The other nodes the failure detector counts live, by name.
+    pub fn live_names(&self) -> BTreeSet<String> {
+        self.live
+            .borrow()
+            .keys()
+            .map(|id| id.node_id.to_string())
+            .filter(|n| *n != self.template.node)
+            .collect()
+    }
+
+    /// Says, on each network, what this node's balancers have applied of
+    /// peers' endpoint keys there (`applied:NODE` keys): sets those in
+    /// `updates` (VNI -> node -> version) that moved, drops those of nodes
+    /// no longer among the `peers`.
     pub async fn set_applied(
         &self,
-        peers: &std::collections::BTreeSet<String>,
-        updates: &std::collections::BTreeMap<String, u64>,
+        peers: &BTreeSet<String>,
+        updates: &BTreeMap<u32, BTreeMap<String, u64>>,
     ) {
-        self.handle
-            .with_chitchat(|c| {
-                let st = c.self_node_state();
-                let gone: Vec<String> = st
-                    .key_values()
-                    .filter_map(|(k, _)| k.strip_prefix(APPLIED_PREFIX))
-                    .filter(|n| !peers.contains(*n))
-                    .map(|n| format!("{APPLIED_PREFIX}{n}"))
-                    .collect();
-                for k in gone {
-                    st.delete(&k);
-                }
-                for (node, v) in updates {
-                    let (k, v) = (format!("{APPLIED_PREFIX}{node}"), v.to_string());
-                    if st.get(&k) != Some(v.as_str()) {
-                        st.set(k, v);
+        let none = BTreeMap::new();
+        for (vni, net) in self.nets.lock().await.iter() {
+            let updates = updates.get(vni).unwrap_or(&none);
+            net.handle
+                .with_chitchat(|c| {
+                    let st = c.self_node_state();
+                    let gone: Vec<String> = st
+                        .key_values()
+                        .filter_map(|(k, _)| k.strip_prefix(APPLIED_PREFIX))
+                        .filter(|n| !peers.contains(*n))
+                        .map(|n| format!("{APPLIED_PREFIX}{n}"))
+                        .collect();
+                    for k in gone {
+                        st.delete(&k);
                     }
-                }
-            })
-            .await;
-    }
-
-    /// Each peer a draining task waits for: what it has applied of this
-    /// node's endpoint keys, and the networks it balances. Polled while a
-    /// task drains, so it reads the states in place instead of copying them
-    /// as `peers` does.
-    ///
-    /// Not only the live peers: liveness is this node's view, and a node
-    /// starved for a moment (or cut off one way) convicts peers that still
-    /// balance to it. Stopping early then sends their new connections to a
-    /// closed port, so a peer heard from within [`SUSPECT_WINDOW`] that has
-    /// not said goodbye is waited for too (the drain's own bound caps the
-    /// wait on one that really died).
-    pub async fn acks(&self) -> Vec<PeerAck> {
-        let me = self.handle.chitchat_id().node_id.clone();
-        let key = format!("{APPLIED_PREFIX}{me}");
-        let heartbeats = self.heartbeats.clone();
-        self.handle
-            .with_chitchat(|c| {
-                let live = c.live_nodes_watcher();
-                let live = live.borrow();
-                let hb = heartbeats.lock().expect("heartbeat table");
-                let heard = |id: &ChitchatId, st: &NodeState| {
-                    live.contains_key(id) || heard_lately(&hb, id, st, SUSPECT_WINDOW)
-                };
-                let waited = c.node_states().iter().filter(|(id, st)| heard(id, st));
-                newest_peers(waited, &me)
-                    .into_iter()
-                    .map(|(node, (_, st))| PeerAck {
-                        node,
-                        applied: st.get(&key).and_then(|v| v.parse().ok()),
-                        vnis: st
-                            .iter_prefix(EP_PREFIX)
-                            .filter_map(|(k, _)| Some(table::parse_ep_key(k)?.0))
-                            .collect(),
-                    })
-                    .collect()
-            })
-            .await
+                    for (node, v) in updates {
+                        let (k, v) = (format!("{APPLIED_PREFIX}{node}"), v.to_string());
+                        if st.get(&k) != Some(v.as_str()) {
+                            st.set(k, v);
+                        }
+                    }
+                })
+                .await;
+        }
     }
 
     /// Handshakes with `ips` (on this node's gossip port: every node of a
@@ -270,131 +372,6 @@ impl Gossip {
                 let _ = self.handle.gossip(to);
             }
         }
-    }
-
-    /// The other live nodes' states, ready for [`table::merge`]: live as the
-    /// failure detector *and* the leaving predicate say, newest generation
-    /// of each node only (a restarted node's old self may linger a moment).
-    ///
-    /// Also the peers convicted a moment ago: one is dropped only once it
-    /// has been silent for [`HOLD`] (it said goodbye: at once). Liveness is
-    /// one node's view; a peer starved for a moment (seen in CI under
-    /// emulation: back 0.1-0.7 s after the conviction) would otherwise
-    /// blink out of every VIP, and IPVS, which expires a removed
-    /// backend's connections at once, resets them.
-    ///
-    /// Right after this node itself stalled, every peer convicted while it
-    /// was not running is kept (`stall.rs`): the silence was its own. And
-    /// while it hears from no peer at all although two or more spoke within
-    /// `stall::GRACE`: every peer going silent in the same instant is far
-    /// likelier this node's trouble (starved, or cut off) than theirs, and
-    /// dropping every remote backend then only turns a hiccup into refused
-    /// connections.
-    pub async fn peers(&self) -> Vec<PeerState> {
-        let me = self.handle.chitchat_id().clone();
-        let stalled = self.stalled();
-        let heartbeats = self.heartbeats.clone();
-        let live = self
-            .handle
-            .with_chitchat(|c| {
-                let mut live = c.live_nodes_watcher().borrow().clone();
-                let hb = heartbeats.lock().expect("heartbeat table");
-                let others = |live: &BTreeMap<ChitchatId, NodeState>| {
-                    live.keys().filter(|id| id.node_id != me.node_id).count()
-                };
-                let convicted = |window: Duration| -> Vec<(ChitchatId, NodeState)> {
-                    c.node_states()
-                        .iter()
-                        .filter(|(id, st)| {
-                            id.node_id != me.node_id
-                                && !live.contains_key(*id)
-                                && heard_lately(&hb, id, st, window)
-                        })
-                        .map(|(id, st)| (id.clone(), st.clone()))
-                        .collect()
-                };
-                let isolated = others(&live) == 0 && convicted(stall::GRACE).len() >= 2;
-                let kept = if stalled {
-                    convicted(SUSPECT_WINDOW)
-                } else if isolated {
-                    convicted(stall::GRACE)
-                } else {
-                    convicted(HOLD)
-                };
-                // And a restarting peer, until its next generation is back.
-                let restarting: Vec<_> = convicted(RESTART_HOLD)
-                    .into_iter()
-                    .filter(|(_, st)| st.get(RESTARTING_KEY).is_some())
-                    .collect();
-                live.extend(kept);
-                live.extend(restarting);
-                live
-            })
-            .await;
-        newest_peers(live.iter(), &me.node_id)
-            .into_iter()
-            .filter_map(|(node, (id, st))| {
-                let gossip_ip = match id.gossip_advertise_addr.ip() {
-                    std::net::IpAddr::V4(ip) => ip,
-                    std::net::IpAddr::V6(_) => return None,
-                };
-                let kv = st
-                    .key_values()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect();
-                let ep_version = st
-                    .key_values_including_deleted()
-                    .filter(|(k, _)| k.starts_with(EP_PREFIX))
-                    .map(|(_, v)| v.version)
-                    .max()
-                    .unwrap_or(0);
-                Some(PeerState {
-                    node,
-                    gossip_ip,
-                    kv,
-                    ep_version,
-                })
-            })
-            .collect()
-    }
-
-    /// Every node chitchat knows, live or not.
-    pub async fn members(&self) -> Vec<Member> {
-        let me = self.handle.chitchat_id().clone();
-        let mut out = self
-            .handle
-            .with_chitchat(|c| {
-                let live: Vec<ChitchatId> =
-                    c.live_nodes_watcher().borrow().keys().cloned().collect();
-                c.node_states()
-                    .iter()
-                    .map(|(id, st)| Member {
-                        node: id.node_id.to_string(),
-                        generation: id.generation_id,
-                        gossip_addr: id.gossip_advertise_addr,
-                        vtep: st.get(VTEP_KEY).and_then(|v| v.parse().ok()),
-                        heartbeat: st.heartbeat().into(),
-                        heartbeat_age_ms: None,
-                        live: live.contains(id) || *id == me,
-                        is_self: *id == me,
-                        endpoints: st
-                            .key_values()
-                            .filter(|(k, _)| k.starts_with(table::EP_PREFIX))
-                            .count(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .await;
-        let hb = self.heartbeats.lock().expect("heartbeat table");
-        for m in &mut out {
-            if !m.is_self {
-                m.heartbeat_age_ms = hb
-                    .get(&(m.node.clone(), m.generation))
-                    .map(|(_, at)| at.elapsed().as_millis() as u64);
-            }
-        }
-        out.sort_by(|a, b| (&a.node, a.generation).cmp(&(&b.node, b.generation)));
-        out
     }
 
     /// Whether this node stalled just now or within `stall::GRACE`.
@@ -429,6 +406,7 @@ impl Gossip {
             .await;
         tokio::time::sleep(self.interval * 3).await;
         let _ = self.handle.initiate_shutdown();
+        self.nets.lock().await.clear();
     }
 
     /// Says goodbye: peers drop this node at once instead of waiting for
@@ -439,6 +417,7 @@ impl Gossip {
             .await;
         tokio::time::sleep(self.interval * 4).await;
         let _ = self.handle.initiate_shutdown();
+        self.nets.lock().await.clear();
     }
 }
 
@@ -475,6 +454,29 @@ fn newest_peers<'a>(
         }
     }
     newest
+}
+
+/// Asks, every round and whenever membership changes, the nodes listed on
+/// each network for the state this node does not hold yet: a node that
+/// joins a network, or one another node just joined, has that table in
+/// a round or two instead of waiting to be picked at random.
+async fn prod_loop(
+    nets: Nets,
+    mut live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    me: String,
+    interval: Duration,
+) {
+    loop {
+        tokio::select! {
+            r = live.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let mut nets = nets.lock().await;
+        for (vni, net) in nets.iter_mut() {
+            let listed = view::listed_on(&live, &me, *vni);
+            net.prod(&listed).await;
+        }
+    }
 }
 
 /// Notes, once per round, when each node's heartbeat last advanced.

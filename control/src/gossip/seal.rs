@@ -6,8 +6,9 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | magic and version, `0xC5` (chitchat's own datagrams start with `0x53`) |
+//! | 1 | magic and version, `0xC6` (chitchat's own datagrams start with `0x53`) |
 //! | 4 | key id (big endian) |
+//! | 4 | channel: 0 for cluster membership, else the VNI of the network whose endpoint gossip it carries |
 //! | 16 | sender id: random, chosen once per daemon process |
 //! | 8 | counter: per sender, +1 per datagram; the nonce |
 //! | 4 | message id (fragments of one message share it) |
@@ -35,9 +36,10 @@ use lru::LruCache;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::hkdf;
 
-/// First byte of a sealed datagram (format version 1).
-pub const MAGIC: u8 = 0xC5;
-pub const HEADER_LEN: usize = 1 + 4 + 16 + 8 + 4 + 1 + 1;
+/// First byte of a sealed datagram (format version 2: version 1, 0xC5,
+/// had no channel).
+pub const MAGIC: u8 = 0xC6;
+pub const HEADER_LEN: usize = 1 + 4 + 4 + 16 + 8 + 4 + 1 + 1;
 pub const TAG_LEN: usize = 16;
 /// What sealing adds to each datagram.
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
@@ -125,6 +127,7 @@ impl ClusterKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     pub key_id: u32,
+    pub channel: u32,
     pub sender: [u8; 16],
     pub counter: u64,
     pub msg_id: u32,
@@ -136,6 +139,7 @@ impl Header {
     fn write(&self, out: &mut Vec<u8>) {
         out.push(MAGIC);
         out.extend_from_slice(&self.key_id.to_be_bytes());
+        out.extend_from_slice(&self.channel.to_be_bytes());
         out.extend_from_slice(&self.sender);
         out.extend_from_slice(&self.counter.to_be_bytes());
         out.extend_from_slice(&self.msg_id.to_be_bytes());
@@ -151,11 +155,12 @@ impl Header {
         }
         let h = Header {
             key_id: u32::from_be_bytes(d[1..5].try_into().expect("4 bytes")),
-            sender: d[5..21].try_into().expect("16 bytes"),
-            counter: u64::from_be_bytes(d[21..29].try_into().expect("8 bytes")),
-            msg_id: u32::from_be_bytes(d[29..33].try_into().expect("4 bytes")),
-            frag: d[33],
-            frags: d[34],
+            channel: u32::from_be_bytes(d[5..9].try_into().expect("4 bytes")),
+            sender: d[9..25].try_into().expect("16 bytes"),
+            counter: u64::from_be_bytes(d[25..33].try_into().expect("8 bytes")),
+            msg_id: u32::from_be_bytes(d[33..37].try_into().expect("4 bytes")),
+            frag: d[37],
+            frags: d[38],
         };
         if h.frags == 0 || h.frags > MAX_FRAGMENTS || h.frag >= h.frags || h.counter == 0 {
             return Err(Refusal::Malformed);
@@ -212,9 +217,14 @@ impl Sealer {
         self.sender
     }
 
-    /// Seals `plaintext` as one datagram, or as fragments when it would
-    /// not fit one.
-    pub fn seal(&self, key: &ClusterKey, plaintext: &[u8]) -> Result<Vec<Vec<u8>>, TooLarge> {
+    /// Seals `plaintext` for `channel` as one datagram, or as fragments
+    /// when it would not fit one.
+    pub fn seal(
+        &self,
+        key: &ClusterKey,
+        channel: u32,
+        plaintext: &[u8],
+    ) -> Result<Vec<Vec<u8>>, TooLarge> {
         let chunks: Vec<&[u8]> = if plaintext.is_empty() {
             vec![plaintext]
         } else {
@@ -230,6 +240,7 @@ impl Sealer {
         for (i, chunk) in chunks.into_iter().enumerate() {
             let h = Header {
                 key_id: key.id,
+                channel,
                 sender: self.sender,
                 counter: self.counter.fetch_add(1, Ordering::Relaxed),
                 msg_id,
@@ -285,6 +296,7 @@ impl Window {
 
 struct Pending {
     first: Instant,
+    channel: u32,
     parts: Vec<Option<Vec<u8>>>,
 }
 
@@ -312,14 +324,14 @@ impl Opener {
         }
     }
 
-    /// Opens a sealed datagram with a key of `ring`: the whole message,
-    /// None while fragments are missing, or why it was refused.
+    /// Opens a sealed datagram with a key of `ring`: the whole message and
+    /// its channel, None while fragments are missing, or why it was refused.
     pub fn open(
         &mut self,
         ring: &[ClusterKey],
         d: &[u8],
         now: Instant,
-    ) -> Result<Option<Vec<u8>>, Refusal> {
+    ) -> Result<Option<(u32, Vec<u8>)>, Refusal> {
         let h = Header::parse(d)?;
         if ring.is_empty() {
             return Err(Refusal::NoKey);
@@ -348,9 +360,9 @@ impl Opener {
             .get_or_insert_mut(h.sender, Window::default)
             .commit(h.counter);
         if h.frags == 1 {
-            return Ok(Some(body));
+            return Ok(Some((h.channel, body)));
         }
-        Ok(self.reassemble(h, body, now))
+        Ok(self.reassemble(h, body, now).map(|m| (h.channel, m)))
     }
 
     fn reassemble(&mut self, h: Header, part: Vec<u8>, now: Instant) -> Option<Vec<u8>> {
@@ -372,9 +384,10 @@ impl Opener {
         }
         let p = self.pending.entry(id).or_insert_with(|| Pending {
             first: now,
+            channel: h.channel,
             parts: vec![None; h.frags as usize],
         });
-        if p.parts.len() != h.frags as usize {
+        if p.parts.len() != h.frags as usize || p.channel != h.channel {
             // Only a confused sender gets here (the header is sealed).
             self.pending.remove(&id);
             return None;

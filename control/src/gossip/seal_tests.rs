@@ -5,7 +5,7 @@ fn key(id: u32, b: u8) -> ClusterKey {
 }
 
 fn one(s: &Sealer, k: &ClusterKey, msg: &[u8]) -> Vec<u8> {
-    let mut d = s.seal(k, msg).unwrap();
+    let mut d = s.seal(k, 0, msg).unwrap();
     assert_eq!(d.len(), 1);
     d.remove(0)
 }
@@ -25,7 +25,7 @@ fn seal_then_open_round_trips_with_any_key_of_the_ring() {
             assert!(!d.windows(msg.len()).any(|w| w == msg));
         }
         let ring = [k2.clone(), k1.clone()];
-        assert_eq!(o.open(&ring, &d, now), Ok(Some(msg.to_vec())));
+        assert_eq!(o.open(&ring, &d, now), Ok(Some((0, msg.to_vec()))));
     }
 }
 
@@ -81,7 +81,7 @@ fn unknown_key_ids_short_and_foreign_datagrams_are_refused_by_reason() {
     }
     // Fragment fields out of range.
     let mut bad = d.clone();
-    bad[34] = 0;
+    bad[38] = 0;
     assert_eq!(o.open(&[key(7, 1)], &bad, now), Err(Refusal::Malformed));
 }
 
@@ -123,7 +123,7 @@ fn nonces_are_unique_per_sender_and_senders_differ() {
     }
     // Fragments take a counter each, too.
     let big = vec![1u8; MAX_DATAGRAM];
-    for d in s.seal(&k, &big).unwrap() {
+    for d in s.seal(&k, 0, &big).unwrap() {
         assert!(counters.insert(Header::parse(&d).unwrap().counter));
     }
     assert_ne!(Sealer::new().sender(), s.sender());
@@ -135,7 +135,7 @@ fn big_messages_go_as_fragments_and_reassemble() {
     let k = key(1, 1);
     let ring = [k.clone()];
     let big: Vec<u8> = (0..MAX_DATAGRAM).map(|i| (i % 251) as u8).collect();
-    let ds = s.seal(&k, &big).unwrap();
+    let ds = s.seal(&k, 0, &big).unwrap();
     assert_eq!(ds.len(), 2);
     assert!(ds.iter().all(|d| d.len() <= MAX_DATAGRAM));
     let mut o = Opener::new();
@@ -143,14 +143,14 @@ fn big_messages_go_as_fragments_and_reassemble() {
     // Last fragment first.
     assert_eq!(o.open(&ring, &ds[1], now), Ok(None));
     assert_eq!(o.pending(), 1);
-    assert_eq!(o.open(&ring, &ds[0], now), Ok(Some(big.clone())));
+    assert_eq!(o.open(&ring, &ds[0], now), Ok(Some((0, big.clone()))));
     assert_eq!(o.pending(), 0);
     // A message that fits exactly stays one datagram.
     let fits = vec![3u8; MAX_FRAGMENT_PLAINTEXT];
-    assert_eq!(s.seal(&k, &fits).unwrap().len(), 1);
+    assert_eq!(s.seal(&k, 0, &fits).unwrap().len(), 1);
     // Beyond four fragments: refused at the sender.
     assert!(s
-        .seal(&k, &vec![0u8; 4 * MAX_FRAGMENT_PLAINTEXT + 1])
+        .seal(&k, 0, &vec![0u8; 4 * MAX_FRAGMENT_PLAINTEXT + 1])
         .is_err());
 }
 
@@ -162,21 +162,46 @@ fn a_missing_fragment_expires_and_pending_messages_are_bounded() {
     let big = vec![9u8; MAX_DATAGRAM];
     let mut o = Opener::new();
     let t0 = Instant::now();
-    let ds = s.seal(&k, &big).unwrap();
+    let ds = s.seal(&k, 0, &big).unwrap();
     assert_eq!(o.open(&ring, &ds[0], t0), Ok(None));
     assert_eq!(o.pending(), 1);
     // Its other half never comes; 2 s later another message's fragment
     // arrives and the stale one is dropped.
     let later = t0 + REASSEMBLY_TTL + Duration::from_millis(1);
-    let ds2 = s.seal(&k, &big).unwrap();
+    let ds2 = s.seal(&k, 0, &big).unwrap();
     assert_eq!(o.open(&ring, &ds2[0], later), Ok(None));
     assert_eq!((o.pending(), o.expired), (1, 1));
     // The late half of the first message finds nothing to complete.
     assert_eq!(o.open(&ring, &ds[1], later), Ok(None));
     // Many half messages: never more than MAX_PENDING kept.
     for _ in 0..(MAX_PENDING * 2) {
-        let d = s.seal(&k, &big).unwrap();
+        let d = s.seal(&k, 0, &big).unwrap();
         let _ = o.open(&ring, &d[0], later);
     }
     assert!(o.pending() <= MAX_PENDING);
+}
+
+#[test]
+fn the_channel_travels_sealed_with_every_fragment() {
+    let s = Sealer::new();
+    let k = key(1, 1);
+    let ring = [k.clone()];
+    let mut o = Opener::new();
+    let now = Instant::now();
+    let d = s.seal(&k, 4097, b"network gossip").unwrap().remove(0);
+    assert_eq!(Header::parse(&d).unwrap().channel, 4097);
+    assert_eq!(
+        o.open(&ring, &d, now),
+        Ok(Some((4097, b"network gossip".to_vec())))
+    );
+    // Moving a datagram to another channel breaks its seal.
+    let mut moved = s.seal(&k, 4097, b"network gossip").unwrap().remove(0);
+    moved[5..9].copy_from_slice(&4098u32.to_be_bytes());
+    assert_eq!(o.open(&ring, &moved, now), Err(Refusal::OpenFailed));
+    // A fragmented message keeps its channel.
+    let big = vec![3u8; MAX_FRAGMENT_PLAINTEXT + 10];
+    let ds = s.seal(&k, 7, &big).unwrap();
+    assert_eq!(ds.len(), 2);
+    assert_eq!(o.open(&ring, &ds[0], now), Ok(None));
+    assert_eq!(o.open(&ring, &ds[1], now), Ok(Some((7, big))));
 }

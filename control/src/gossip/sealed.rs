@@ -1,22 +1,30 @@
-//! chitchat's transport with every datagram sealed (`seal.rs`).
+//! chitchat's transport with every datagram sealed (`seal.rs`), and the
+//! one socket on 7946 that every chitchat instance of the node shares.
+//!
+//! A node runs several chitchat instances: one for cluster membership
+//! (channel 0) and one per network it is on (channel = the VNI, see
+//! `networks.rs`). They share the gossip port, as Docker's NetworkDB shares
+//! 7946 between its networks: the channel travels in the sealed header,
+//! authenticated with the rest, and the [`Hub`] hands each opened message
+//! to its channel's instance.
 //!
 //! chitchat 0.13 keeps its wire codec crate-private (`ChitchatEnvelope::
 //! serialize`/`deserialize` are `pub(crate)`); only its public
 //! `transport::UdpSocket` turns envelopes into bytes and back. Writing
 //! chitchat's wire format again by hand would be worse (a second codec to
-//! keep in step with every chitchat release), so this transport uses such
-//! a socket, bound to 127.0.0.1:0 in the daemon's own network namespace,
-//! as its codec and owns the real socket on 7946 itself:
+//! keep in step with every chitchat release), so each instance's socket
+//! uses such a socket, bound to 127.0.0.1:0 in the daemon's own network
+//! namespace, as its codec, and the hub owns the real socket on 7946:
 //!
 //! - send: the codec socket sends the envelope to a loopback socket of
 //!   ours (`encoded`), which reads back those exact bytes; they are sealed
-//!   and sent from 7946 to the peer.
-//! - receive: a task reads 7946, opens each datagram, and writes the
-//!   plaintext to the codec socket from a loopback relay socket of its own
-//!   per peer; the codec decodes it, and `recv` returns it with the relay's
-//!   address replaced by the peer's. One relay per peer (not a queue of
-//!   addresses) keeps that mapping right whatever chitchat refuses to
-//!   decode or however the loopback reorders.
+//!   for the instance's channel and sent from 7946 to the peer.
+//! - receive: the hub's task reads 7946, opens each datagram, and writes
+//!   the plaintext to its channel's codec socket from a loopback relay
+//!   socket of its own per peer; the codec decodes it, and `recv` returns
+//!   it with the relay's address replaced by the peer's. One relay per
+//!   peer (not a queue of addresses) keeps that mapping right whatever
+//!   chitchat refuses to decode or however the loopback reorders.
 //!
 //! Refusals are counted by reason and never stop the loop.
 
@@ -42,26 +50,110 @@ use super::transport::WireCounters;
 
 /// chitchat's datagrams start with its magic number, 45139 little-endian.
 const CHITCHAT_MAGIC: [u8; 2] = 45_139u16.to_le_bytes();
+/// First byte of a datagram in clear (`--insecure-gossip`): then the
+/// channel (4 bytes, big endian), then chitchat's bytes.
+pub const CLEAR_MAGIC: u8 = 0xC7;
+const CLEAR_HEADER: usize = 5;
 /// Peers with a relay socket (LRU; a cluster's worth).
 const MAX_RELAYS: usize = 1024;
 
-pub struct SealedTransport {
-    pub cluster_id: String,
-    pub counters: Arc<WireCounters>,
-    pub keys: Arc<GossipKeys>,
-}
-
 /// Relay address -> the peer whose plaintext it carries.
 type RelayMap = Arc<Mutex<HashMap<SocketAddr, SocketAddr>>>;
+/// Channel -> its instance's codec socket.
+type ChannelMap = Arc<Mutex<HashMap<u32, SocketAddr>>>;
+
+/// The gossip port, shared by the node's chitchat instances.
+pub struct Hub {
+    real: Arc<TokioUdp>,
+    /// One per process for every channel: one sender id, one counter, so
+    /// receivers keep one replay window per node, not one per network.
+    sealer: Sealer,
+    keys: Arc<GossipKeys>,
+    counters: Arc<WireCounters>,
+    channels: ChannelMap,
+    relays: RelayMap,
+    receiver: JoinHandle<()>,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+impl Hub {
+    pub async fn bind(
+        addr: SocketAddr,
+        keys: Arc<GossipKeys>,
+        counters: Arc<WireCounters>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let real = Arc::new(
+            TokioUdp::bind(addr)
+                .await
+                .with_context(|| format!("failed to bind to {addr}/UDP for gossip"))?,
+        );
+        let channels: ChannelMap = Default::default();
+        let relays: RelayMap = Default::default();
+        let receiver = tokio::spawn(receive_loop(
+            real.clone(),
+            channels.clone(),
+            relays.clone(),
+            keys.clone(),
+            counters.clone(),
+        ));
+        Ok(Arc::new(Self {
+            real,
+            sealer: Sealer::new(),
+            keys,
+            counters,
+            channels,
+            relays,
+            receiver,
+        }))
+    }
+
+    /// Seals `plain` for `channel` (or frames it in clear, insecure) and
+    /// sends it; nothing leaves a node without a key.
+    async fn send(&self, channel: u32, to: SocketAddr, plain: &[u8]) -> anyhow::Result<usize> {
+        let keys = self.keys.current();
+        let datagrams = match (keys.source, keys.seal_key()) {
+            (Source::None, _) => return Ok(0),
+            (_, Some(k)) => self.sealer.seal(k, channel, plain)?,
+            (_, None) => {
+                let mut d = Vec::with_capacity(plain.len() + CLEAR_HEADER);
+                d.push(CLEAR_MAGIC);
+                d.extend_from_slice(&channel.to_be_bytes());
+                d.extend_from_slice(plain);
+                vec![d]
+            }
+        };
+        let mut sent = 0;
+        for d in &datagrams {
+            sent += self
+                .real
+                .send_to(d, to)
+                .await
+                .context("failed to send chitchat message to peer")?;
+        }
+        let c = &self.counters;
+        c.sent_datagrams
+            .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
+        c.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(sent)
+    }
+}
+
+/// One chitchat instance's transport: its channel on the hub.
+pub struct SealedTransport {
+    pub hub: Arc<Hub>,
+    pub channel: u32,
+    pub cluster_id: String,
+}
 
 #[async_trait]
 impl Transport for SealedTransport {
-    async fn open(&self, bind_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
-        let real = Arc::new(
-            TokioUdp::bind(bind_addr)
-                .await
-                .with_context(|| format!("failed to bind to {bind_addr}/UDP for gossip"))?,
-        );
+    /// `bind_addr` is the hub's: every instance shares its socket.
+    async fn open(&self, _bind_addr: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
         let lo = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let codec = UdpSocket::open(lo)
             .await
@@ -69,49 +161,42 @@ impl Transport for SealedTransport {
         let codec_addr = codec.local_addr()?;
         let encoded = TokioUdp::bind(lo).await?;
         let encoded_addr = encoded.local_addr()?;
-        let relays: RelayMap = Default::default();
-        let receiver = tokio::spawn(receive_loop(
-            real.clone(),
-            codec_addr,
-            relays.clone(),
-            self.keys.clone(),
-            self.counters.clone(),
-        ));
+        self.hub
+            .channels
+            .lock()
+            .expect("channel map")
+            .insert(self.channel, codec_addr);
         Ok(Box::new(SealedSocket {
-            real,
+            hub: self.hub.clone(),
+            channel: self.channel,
             codec,
             codec_addr,
             encoded,
             encoded_addr,
             buf: vec![0; MAX_DATAGRAM + 1],
-            relays,
-            sealer: Sealer::new(),
-            keys: self.keys.clone(),
-            counters: self.counters.clone(),
             cluster_id: self.cluster_id.clone(),
-            receiver,
         }))
     }
 }
 
 struct SealedSocket {
-    real: Arc<TokioUdp>,
+    hub: Arc<Hub>,
+    channel: u32,
     codec: UdpSocket,
     codec_addr: SocketAddr,
     encoded: TokioUdp,
     encoded_addr: SocketAddr,
     buf: Vec<u8>,
-    relays: RelayMap,
-    sealer: Sealer,
-    keys: Arc<GossipKeys>,
-    counters: Arc<WireCounters>,
     cluster_id: String,
-    receiver: JoinHandle<()>,
 }
 
 impl Drop for SealedSocket {
     fn drop(&mut self) {
-        self.receiver.abort();
+        let mut ch = self.hub.channels.lock().expect("channel map");
+        // Unless a newer instance of the channel took it over already.
+        if ch.get(&self.channel) == Some(&self.codec_addr) {
+            ch.remove(&self.channel);
+        }
     }
 }
 
@@ -138,7 +223,7 @@ impl SealedSocket {
 #[async_trait]
 impl Socket for SealedSocket {
     fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.real.local_addr()?)
+        Ok(self.hub.real.local_addr()?)
     }
 
     async fn send(
@@ -146,28 +231,13 @@ impl Socket for SealedSocket {
         to: SocketAddr,
         envelope: ChitchatEnvelope,
     ) -> anyhow::Result<SendOutcome> {
-        let keys = self.keys.current();
-        if keys.source == Source::None {
+        if self.hub.keys.current().source == Source::None {
             // No key, no plaintext allowed: nothing leaves.
             return Ok(SendOutcome { num_bytes_sent: 0 });
         }
         let n = self.encode(envelope).await?;
-        let datagrams = match keys.seal_key() {
-            Some(k) => self.sealer.seal(k, &self.buf[..n])?,
-            None => vec![self.buf[..n].to_vec()],
-        };
-        let mut sent = 0;
-        for d in &datagrams {
-            sent += self
-                .real
-                .send_to(d, to)
-                .await
-                .context("failed to send chitchat message to peer")?;
-        }
-        let c = &self.counters;
-        c.sent_datagrams
-            .fetch_add(datagrams.len() as u64, Ordering::Relaxed);
-        c.sent_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+        let hub = self.hub.clone();
+        let sent = hub.send(self.channel, to, &self.buf[..n]).await?;
         Ok(SendOutcome {
             num_bytes_sent: sent,
         })
@@ -178,6 +248,7 @@ impl Socket for SealedSocket {
         loop {
             let out = self.codec.recv().await?;
             let peer = self
+                .hub
                 .relays
                 .lock()
                 .expect("relay map")
@@ -185,12 +256,13 @@ impl Socket for SealedSocket {
                 .copied();
             let Some(peer) = peer else {
                 // Something else on this host's loopback wrote to the codec.
-                self.counters.refuse(Refusal::Malformed);
+                self.hub.counters.refuse(Refusal::Malformed);
                 continue;
             };
             if let ChitchatMessage::Syn { cluster_id, .. } = &out.envelope.message {
                 if *cluster_id != self.cluster_id {
-                    self.counters
+                    self.hub
+                        .counters
                         .foreign_cluster
                         .fetch_add(1, Ordering::Relaxed);
                     warn!(from = %peer, %cluster_id, "gossip from another cluster refused");
@@ -205,10 +277,10 @@ impl Socket for SealedSocket {
     }
 }
 
-/// Reads 7946 for the socket's life: opens, counts, relays.
+/// Reads 7946 for the hub's life: opens, counts, relays to the channel.
 async fn receive_loop(
     real: Arc<TokioUdp>,
-    codec: SocketAddr,
+    channels: ChannelMap,
     relays: RelayMap,
     keys: Arc<GossipKeys>,
     counters: Arc<WireCounters>,
@@ -233,14 +305,25 @@ async fn receive_loop(
             .fetch_add(n as u64, Ordering::Relaxed);
         let d = &buf[..n];
         let st = keys.current();
+        let clear = d.first() == Some(&CLEAR_MAGIC) && d.len() > CLEAR_HEADER;
         let plain = match (d.first() == Some(&MAGIC), st.source) {
             (true, _) => opener.open(&st.ring, d, Instant::now()),
-            (false, Source::Insecure) => Ok(Some(d.to_vec())),
-            (false, Source::None) if d.starts_with(&CHITCHAT_MAGIC) => Err(Refusal::NoKey),
+            (false, Source::Insecure) if clear => Ok(Some((
+                u32::from_be_bytes(d[1..CLEAR_HEADER].try_into().expect("4 bytes")),
+                d[CLEAR_HEADER..].to_vec(),
+            ))),
+            (false, Source::None) if clear || d.starts_with(&CHITCHAT_MAGIC) => Err(Refusal::NoKey),
             (false, _) => Err(Refusal::Malformed),
         };
         match plain {
-            Ok(Some(p)) => {
+            Ok(Some((channel, p))) => {
+                let codec = channels.lock().expect("channel map").get(&channel).copied();
+                let Some(codec) = codec else {
+                    // A network this node is not on (any more): authentic,
+                    // but nobody here to hear it.
+                    counters.not_joined.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
                 if let Err(e) = relay(&mut socks, &relays, peer, codec, &p) {
                     debug!(%peer, "gossip relay: {e:#}");
                 }

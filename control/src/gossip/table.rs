@@ -46,9 +46,10 @@ pub struct PeerState {
     /// The address it gossips from: its VTEP must be this address.
     pub gossip_ip: Ipv4Addr,
     pub kv: Vec<(String, String)>,
-    /// The highest version among its `ep:` keys, deleted ones included:
-    /// how far into its endpoint changes this state goes.
-    pub ep_version: u64,
+    /// Per network this node is on: the highest version among its `ep:`
+    /// keys there, deleted ones included (how far into its endpoint
+    /// changes on that network this state goes).
+    pub ep_versions: BTreeMap<u32, u64>,
 }
 
 impl PeerState {
@@ -252,7 +253,7 @@ mod tests {
             node: node.into(),
             gossip_ip: Ipv4Addr::from(ip),
             kv,
-            ep_version: 0,
+            ep_versions: Default::default(),
         }
     }
 

@@ -27,6 +27,9 @@ pub struct WireCounters {
     pub open_failed: AtomicU64,
     pub replay: AtomicU64,
     pub malformed: AtomicU64,
+    /// Authentic datagrams for a network this node is not on (it left a
+    /// moment ago, or a peer's view lags): dropped, not refused.
+    pub not_joined: AtomicU64,
     pub sent_datagrams: AtomicU64,
     pub sent_bytes: AtomicU64,
     pub received_datagrams: AtomicU64,
@@ -73,6 +76,7 @@ impl WireCounters {
             sent_bytes: self.sent_bytes.load(Ordering::Relaxed),
             received_datagrams: self.received_datagrams.load(Ordering::Relaxed),
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
+            not_joined: self.not_joined.load(Ordering::Relaxed),
         }
     }
 }

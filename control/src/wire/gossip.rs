@@ -16,6 +16,21 @@ pub struct GossipView {
     pub keys: GossipKeysView,
     #[serde(default)]
     pub traffic: GossipTraffic,
+    /// The networks whose endpoint gossip this node takes part in.
+    #[serde(default)]
+    pub networks: Vec<NetworkGossip>,
+}
+
+/// One network's endpoint gossip as this node holds it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NetworkGossip {
+    pub vni: u32,
+    /// This node's instance for it (new on every join).
+    pub generation: u64,
+    /// The nodes on it whose entries this node holds, itself included.
+    pub members: Vec<String>,
+    /// Their endpoints on it.
+    pub endpoints: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -192,4 +207,7 @@ pub struct GossipTraffic {
     pub sent_bytes: u64,
     pub received_datagrams: u64,
     pub received_bytes: u64,
+    /// Authentic datagrams for a network this node is not on (dropped).
+    #[serde(default)]
+    pub not_joined: u64,
 }

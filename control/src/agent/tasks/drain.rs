@@ -7,7 +7,7 @@
 //! short on a loaded one: a rolling update lost requests on a busy
 //! 2-core machine with 1 s, and once with 2 s.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -27,12 +27,10 @@ pub const MAX: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct Drain {
     pub since: Instant,
-    /// The gossip version of the "stopping" records (0: the task had none
-    /// to publish); None until they are published.
-    pub version: Option<u64>,
-    /// The task's networks: only nodes balancing one of them (with
-    /// endpoints there; every node for the ingress network) are waited for.
-    pub vnis: BTreeSet<u32>,
+    /// The gossip version of the "stopping" records on each of the task's
+    /// networks (empty: the task had none to publish); None until they are
+    /// published.
+    pub version: Option<BTreeMap<u32, u64>>,
 }
 
 /// How a drain ended.
@@ -46,29 +44,33 @@ pub struct Ended {
 }
 
 impl Drain {
-    pub fn new(now: Instant, vnis: BTreeSet<u32>) -> Self {
+    pub fn new(now: Instant) -> Self {
         Self {
             since: now,
             version: None,
-            vnis,
         }
     }
 
     /// Whether the drain is over at `now`, given the peers waited for
-    /// (`Gossip::acks`: the live ones and those convicted a moment ago) and the
-    /// ingress network's VNI (a task on it: every node is a mesh entry).
-    pub fn over(&self, now: Instant, peers: &[PeerAck], ingress: Option<u32>) -> Option<Ended> {
+    /// (`Gossip::acks`: the live ones and those convicted a moment ago).
+    /// A peer is waited for on each of the task's networks it is on (every
+    /// node is on the ingress network: each is a mesh entry); a node on
+    /// none of them holds none of the task's records, so it cannot send to
+    /// it.
+    pub fn over(&self, now: Instant, peers: &[PeerAck]) -> Option<Ended> {
         let waited = now.saturating_duration_since(self.since);
         if waited < MIN {
             return None;
         }
-        let everyone = ingress.is_some_and(|v| self.vnis.contains(&v));
-        let (acked, pending): (Vec<&PeerAck>, Vec<&PeerAck>) = match self.version {
-            Some(0) => (vec![], vec![]),
-            Some(v) => peers
+        let (acked, pending): (Vec<&PeerAck>, Vec<&PeerAck>) = match &self.version {
+            Some(versions) => peers
                 .iter()
-                .filter(|p| everyone || !p.vnis.is_disjoint(&self.vnis))
-                .partition(|p| p.applied.is_some_and(|a| a >= v)),
+                .filter(|p| versions.keys().any(|v| p.vnis.contains(v)))
+                .partition(|p| {
+                    versions.iter().all(|(vni, v)| {
+                        !p.vnis.contains(vni) || p.applied.get(vni).is_some_and(|a| a >= v)
+                    })
+                }),
             // Its records not published yet (or not at all, in time).
             None if waited < MAX => return None,
             None => {
@@ -103,16 +105,15 @@ pub(super) fn begin_stop(l: &mut Local) {
     // "stopping"), SIGTERM once every node has applied that (the deadline
     // moves to SIGTERM + grace then), SIGKILL after the grace period.
     let now = Instant::now();
-    let vnis = l.a.networks.iter().map(|n| n.vni).collect();
-    l.drain = Some(Drain::new(now, vnis));
+    l.drain = Some(Drain::new(now));
     l.stop_deadline = Some(now + MAX + Duration::from_millis(l.a.stop_grace_ms));
 }
 
 /// SIGTERM once the drain is over (and the process exists: a task still
 /// starting gets it when it has started); `peers`: the peers waited for and what
 /// they have applied of this node's endpoint keys.
-pub(super) fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingress: Option<u32>) {
-    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, peers, ingress)) else {
+pub(super) fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck]) {
+    let Some(ended) = l.drain.as_ref().and_then(|d| d.over(now, peers)) else {
         return;
     };
     match (&l.child, l.adopted) {
@@ -137,33 +138,46 @@ pub(super) fn signal_term(l: &mut Local, now: Instant, peers: &[PeerAck], ingres
 mod tests {
     use super::*;
 
-    fn peers(v: &[(&str, Option<u64>, &[u32])]) -> Vec<PeerAck> {
+    /// (node, what it applied per network, the networks it is on).
+    type Peer<'a> = (&'a str, &'a [(u32, u64)], &'a [u32]);
+
+    fn peers(v: &[Peer]) -> Vec<PeerAck> {
         v.iter()
             .map(|(n, a, vnis)| PeerAck {
                 node: n.to_string(),
-                applied: *a,
+                applied: a.iter().copied().collect(),
                 vnis: vnis.iter().copied().collect(),
             })
             .collect()
     }
 
+    fn at(vni: u32, v: u64) -> Option<BTreeMap<u32, u64>> {
+        Some([(vni, v)].into())
+    }
+
     #[test]
     fn a_drain_ends_when_every_node_balancing_its_networks_has_applied_the_stop() {
         let t0 = Instant::now();
-        let mut d = Drain::new(t0, [4097].into());
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let all = peers(&[("n2", Some(7), &[4097]), ("n3", Some(9), &[4097])]);
+        let mut d = Drain::new(t0);
+        let ms = |ms| t0 + Duration::from_millis(ms);
+        let all = peers(&[("n2", &[(4097, 7)], &[4097]), ("n3", &[(4097, 9)], &[4097])]);
         // Not published yet, or too early: wait.
-        assert_eq!(d.over(at(600), &all, None), None);
-        d.version = Some(8);
-        assert_eq!(d.over(at(100), &all, None), None);
+        assert_eq!(d.over(ms(600), &all), None);
+        d.version = at(4097, 8);
+        assert_eq!(d.over(ms(100), &all), None);
         // n2 has applied up to 7 only; a node that says nothing has not.
-        assert_eq!(d.over(at(600), &all, None), None);
-        let silent = peers(&[("n2", Some(8), &[4097]), ("n3", None, &[4097])]);
-        assert_eq!(d.over(at(600), &silent, None), None);
-        let done = peers(&[("n2", Some(8), &[4097]), ("n3", Some(9), &[4097])]);
+        assert_eq!(d.over(ms(600), &all), None);
+        let silent = peers(&[("n2", &[(4097, 8)], &[4097]), ("n3", &[], &[4097])]);
+        assert_eq!(d.over(ms(600), &silent), None);
+        // What a node applied on another network says nothing of this one.
+        let elsewhere = peers(&[
+            ("n2", &[(4097, 8)], &[4097]),
+            ("n3", &[(4098, 9)], &[4097, 4098]),
+        ]);
+        assert_eq!(d.over(ms(600), &elsewhere), None);
+        let done = peers(&[("n2", &[(4097, 8)], &[4097]), ("n3", &[(4097, 9)], &[4097])]);
         assert_eq!(
-            d.over(at(600), &done, None),
+            d.over(ms(600), &done),
             Some(Ended {
                 waited: Duration::from_millis(600),
                 acked: vec!["n2".into(), "n3".into()],
@@ -171,37 +185,36 @@ mod tests {
             })
         );
         // Alone in the cluster: the shortest drain.
-        assert!(d.over(at(500), &[], None).is_some());
+        assert!(d.over(ms(500), &[]).is_some());
     }
 
     #[test]
-    fn only_nodes_balancing_the_task_s_networks_are_waited_for() {
+    fn only_nodes_on_the_task_s_networks_are_waited_for_on_each() {
         let t0 = Instant::now() - MIN;
-        let mut d = Drain::new(t0, [4097, 4000].into());
-        d.version = Some(8);
-        // n3 has no endpoint on the task's networks: it cannot send to it.
-        let p = peers(&[("n2", Some(8), &[4097]), ("n3", None, &[4098])]);
-        assert!(d.over(Instant::now(), &p, None).is_some());
-        // On the ingress network every node is a mesh entry.
-        assert_eq!(d.over(Instant::now(), &p, Some(4000)), None);
-        assert!(d.over(Instant::now(), &p, Some(4099)).is_some());
+        let mut d = Drain::new(t0);
+        d.version = Some([(4097, 8), (4000, 3)].into());
+        // n3 is on neither of the task's networks: it cannot send to it.
+        let p = peers(&[("n2", &[(4097, 8)], &[4097]), ("n3", &[], &[4098])]);
+        assert!(d.over(Instant::now(), &p).is_some());
+        // The ingress network (4000): n3 is on it, so it is waited for there.
+        let p = peers(&[("n2", &[(4097, 8)], &[4097]), ("n3", &[(4000, 2)], &[4000])]);
+        assert_eq!(d.over(Instant::now(), &p), None);
+        let p = peers(&[("n2", &[(4097, 8)], &[4097]), ("n3", &[(4000, 3)], &[4000])]);
+        assert!(d.over(Instant::now(), &p).is_some());
     }
 
     #[test]
     fn a_drain_gives_up_on_nodes_that_never_apply_and_needs_nothing_without_records() {
         let t0 = Instant::now();
-        let mut d = Drain::new(t0, [4097].into());
-        d.version = Some(8);
-        let late = peers(&[("n2", Some(3), &[4097]), ("n3", Some(8), &[4097])]);
+        let mut d = Drain::new(t0);
+        d.version = at(4097, 8);
+        let late = peers(&[("n2", &[(4097, 3)], &[4097]), ("n3", &[(4097, 8)], &[4097])]);
+        assert_eq!(d.over(t0 + MAX - Duration::from_millis(1), &late), None);
         assert_eq!(
-            d.over(t0 + MAX - Duration::from_millis(1), &late, None),
-            None
-        );
-        assert_eq!(
-            d.over(t0 + MAX, &late, None).map(|e| e.pending),
+            d.over(t0 + MAX, &late).map(|e| e.pending),
             Some(vec!["n2".to_string()])
         );
-        d.version = Some(0);
-        assert!(d.over(t0 + MIN, &late, None).is_some());
+        d.version = Some(BTreeMap::new());
+        assert!(d.over(t0 + MIN, &late).is_some());
     }
 }

@@ -92,7 +92,11 @@ impl crate::agent::Agent {
     /// gossips it: DNS (and the load balancer) answer only healthy tasks.
     /// Returns the highest gossip version it published (None: nothing
     /// changed).
-    pub async fn set_task_health(&self, task_id: &str, health: TaskHealth) -> Option<u64> {
+    pub async fn set_task_health(
+        &self,
+        task_id: &str,
+        health: TaskHealth,
+    ) -> Option<std::collections::BTreeMap<u32, u64>> {
         let mut inner = self.inner.lock().await;
         let mut changed = vec![];
         for ep in inner.state.endpoints.iter_mut() {
@@ -115,15 +119,16 @@ impl crate::agent::Agent {
             );
         }
         drop(inner);
-        let mut version = 0;
+        let mut versions = std::collections::BTreeMap::new();
         for ep in changed {
-            version = version.max(
-                self.gossip
-                    .publish(ep.vni, ep.ip, &crate::agent::local_table::ep_record(&ep))
-                    .await,
-            );
+            let v = self
+                .gossip
+                .publish(ep.vni, ep.ip, &crate::agent::local_table::ep_record(&ep))
+                .await;
+            let e = versions.entry(ep.vni).or_insert(v);
+            *e = (*e).max(v);
         }
         self.changed.notify_one();
-        Some(version)
+        Some(versions)
     }
 }

@@ -269,17 +269,14 @@ impl Agent {
                 let tasks = self.tasks.tasks.lock().expect("tasks lock");
                 tasks.values().any(|l| l.drain.is_some())
             };
-            let (peers, ingress) = match draining {
-                true => (
-                    self.gossip.acks().await,
-                    self.ingress().await.map(|(_, vni)| vni),
-                ),
-                false => (vec![], None),
+            let peers = match draining {
+                true => self.gossip.acks().await,
+                false => vec![],
             };
             {
                 let mut tasks = self.tasks.tasks.lock().expect("tasks lock");
                 for l in tasks.values_mut() {
-                    drain::signal_term(l, Instant::now(), &peers, ingress);
+                    drain::signal_term(l, Instant::now(), &peers);
                     if l.stop_deadline.is_some() && !l.stop_announced {
                         l.stop_announced = true;
                         stopping.push(l.a.task.id.clone());
@@ -350,7 +347,7 @@ impl Agent {
                         .await;
                     agent.set_task(&id, |l| {
                         if let Some(d) = l.drain.as_mut() {
-                            d.version = Some(v.unwrap_or(0));
+                            d.version = Some(v.unwrap_or_default());
                         }
                     });
                 });

@@ -1,0 +1,412 @@
+//! Whose gossip counts, read out of membership and the network instances:
+//! the peers whose entries this node programs (`peers`), those a draining
+//! task waits for (`acks`), and what `shoal debug gossip` shows.
+//!
+//! Membership decides who counts and for how long (live, held a moment
+//! after a conviction, a restarting node until its next process is back);
+//! each network instance only supplies the entries of the nodes membership
+//! lists on that network, from the instance generation they list.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chitchat::{ChitchatId, NodeState};
+use tokio::sync::watch;
+
+use super::networks::parse_net_key;
+use super::table::{PeerState, APPLIED_PREFIX, EP_PREFIX, RESTARTING_KEY, VTEP_KEY};
+use super::{heard_lately, newest_peers, stall, Gossip, HOLD, RESTART_HOLD, SUSPECT_WINDOW};
+use crate::wire::{Member, NetworkGossip};
+
+/// A peer as a draining task sees it.
+#[derive(Clone, Debug)]
+pub struct PeerAck {
+    pub node: String,
+    /// Per network: what it has applied of this node's endpoint keys there
+    /// (absent: it says nothing of us there yet).
+    pub applied: BTreeMap<u32, u64>,
+    /// The networks it is on.
+    pub vnis: BTreeSet<u32>,
+}
+
+/// A node membership keeps, and where to read its entries.
+struct Listed {
+    node: String,
+    gossip_addr: SocketAddr,
+    /// Its membership keys (`vtep`, `net:`...).
+    kv: Vec<(String, String)>,
+    /// VNI -> the instance generations to read its entries from: the one
+    /// it lists, then, for a restarted node, the one its previous process
+    /// listed, until the new one's state arrives (a restart hands over
+    /// without a blink, as it did when one instance carried everything).
+    nets: BTreeMap<u32, Vec<u64>>,
+}
+
+/// What a listed node has on one network.
+struct OnNet {
+    eps: Vec<(String, String)>,
+    /// The highest version among its `ep:` keys there, deleted ones too.
+    ep_version: u64,
+    /// Its `applied:ME` there.
+    applied_me: Option<u64>,
+}
+
+fn nets_of(st: &NodeState) -> BTreeMap<u32, u64> {
+    st.key_values()
+        .filter_map(|(k, v)| parse_net_key(k, v))
+        .collect()
+}
+
+/// The chosen nodes (newest generation of each) with their networks; the
+/// previous generation of each (in `all`) supplies fallbacks.
+fn listing(
+    all: &BTreeMap<ChitchatId, NodeState>,
+    chosen: BTreeMap<String, (&ChitchatId, &NodeState)>,
+) -> Vec<Listed> {
+    let mut previous: HashMap<&str, (u64, &NodeState)> = HashMap::new();
+    for (id, st) in all {
+        let Some((cid, _)) = chosen.get(&*id.node_id) else {
+            continue;
+        };
+        if id.generation_id < cid.generation_id {
+            let e = previous
+                .entry(&id.node_id)
+                .or_insert((id.generation_id, st));
+            if id.generation_id > e.0 {
+                *e = (id.generation_id, st);
+            }
+        }
+    }
+    chosen
+        .into_iter()
+        .map(|(node, (id, st))| {
+            let mut l = listed_one(node, id, st);
+            if let Some((_, old)) = previous.get(l.node.as_str()) {
+                for (vni, g) in nets_of(old) {
+                    if let Some(gs) = l.nets.get_mut(&vni).filter(|gs| !gs.contains(&g)) {
+                        gs.push(g);
+                    }
+                }
+            }
+            l
+        })
+        .collect()
+}
+
+/// One membership state as it lists itself (no fallback).
+fn listed_one(node: String, id: &ChitchatId, st: &NodeState) -> Listed {
+    Listed {
+        gossip_addr: id.gossip_advertise_addr,
+        kv: st
+            .key_values()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        nets: nets_of(st).into_iter().map(|(v, g)| (v, vec![g])).collect(),
+        node,
+    }
+}
+
+/// The live nodes but `me` that membership (`live`) lists on `vni`:
+/// (node, instance generation, gossip address).
+pub(super) fn listed_on(
+    live: &watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    me: &str,
+    vni: u32,
+) -> Vec<(String, u64, SocketAddr)> {
+    let live = live.borrow();
+    newest_peers(live.iter(), me)
+        .into_iter()
+        .filter_map(|(node, (id, st))| {
+            let g = nets_of(st).get(&vni).copied()?;
+            Some((node, g, id.gossip_advertise_addr))
+        })
+        .collect()
+}
+
+impl Gossip {
+    /// The live nodes membership lists on `vni`: (node, instance
+    /// generation, gossip address).
+    pub(super) fn listed_on(&self, vni: u32) -> Vec<(String, u64, SocketAddr)> {
+        listed_on(&self.live, &self.template.node, vni)
+    }
+
+    /// What each listed node has on each network this node is on, by
+    /// (index in `listed`, VNI).
+    async fn on_nets(&self, listed: &[Listed]) -> HashMap<(usize, u32), OnNet> {
+        let me = format!("{APPLIED_PREFIX}{}", self.template.node);
+        let nets = self.nets.lock().await;
+        let mut out = HashMap::new();
+        for (vni, net) in nets.iter() {
+            let found = net
+                .handle
+                .with_chitchat(|c| {
+                    let by: HashMap<(&str, u64), &NodeState> = c
+                        .node_states()
+                        .iter()
+                        .map(|(id, st)| ((&*id.node_id, id.generation_id), st))
+                        .collect();
+                    let mut found = vec![];
+                    for (i, l) in listed.iter().enumerate() {
+                        let Some(gens) = l.nets.get(vni) else {
+                            continue;
+                        };
+                        let Some(st) = gens.iter().find_map(|g| by.get(&(l.node.as_str(), *g)))
+                        else {
+                            continue;
+                        };
+                        found.push((
+                            i,
+                            OnNet {
+                                eps: st
+                                    .key_values()
+                                    .filter(|(k, _)| k.starts_with(EP_PREFIX))
+                                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                                    .collect(),
+                                ep_version: st
+                                    .key_values_including_deleted()
+                                    .filter(|(k, _)| k.starts_with(EP_PREFIX))
+                                    .map(|(_, v)| v.version)
+                                    .max()
+                                    .unwrap_or(0),
+                                applied_me: st.get(&me).and_then(|v| v.parse().ok()),
+                            },
+                        ));
+                    }
+                    found
+                })
+                .await;
+            for (i, on) in found {
+                out.insert((i, *vni), on);
+            }
+        }
+        out
+    }
+
+    /// The other nodes whose entries count, ready for [`table::merge`]:
+    /// live as the failure detector *and* the leaving predicate say, newest
+    /// generation of each node only (a restarted node's old self may linger
+    /// a moment), with their entries on the networks this node is on.
+    ///
+    /// Also the peers convicted a moment ago: one is dropped only once it
+    /// has been silent for [`HOLD`] (it said goodbye: at once). Liveness is
+    /// one node's view; a peer starved for a moment (seen in CI under
+    /// emulation: back 0.1-0.7 s after the conviction) would otherwise
+    /// blink out of every VIP, and IPVS, which expires a removed
+    /// backend's connections at once, resets them.
+    ///
+    /// Right after this node itself stalled, every peer convicted while it
+    /// was not running is kept (`stall.rs`): the silence was its own. And
+    /// while it hears from no peer at all although two or more spoke within
+    /// `stall::GRACE`: every peer going silent in the same instant is far
+    /// likelier this node's trouble (starved, or cut off) than theirs, and
+    /// dropping every remote backend then only turns a hiccup into refused
+    /// connections.
+    pub async fn peers(&self) -> Vec<PeerState> {
+        let me = self.handle.chitchat_id().clone();
+        let stalled = self.stalled();
+        let heartbeats = self.heartbeats.clone();
+        let listed = self
+            .handle
+            .with_chitchat(|c| {
+                let mut live = c.live_nodes_watcher().borrow().clone();
+                let hb = heartbeats.lock().expect("heartbeat table");
+                let others = |live: &BTreeMap<ChitchatId, NodeState>| {
+                    live.keys().filter(|id| id.node_id != me.node_id).count()
+                };
+                let convicted = |window: Duration| -> Vec<(ChitchatId, NodeState)> {
+                    c.node_states()
+                        .iter()
+                        .filter(|(id, st)| {
+                            id.node_id != me.node_id
+                                && !live.contains_key(*id)
+                                && heard_lately(&hb, id, st, window)
+                        })
+                        .map(|(id, st)| (id.clone(), st.clone()))
+                        .collect()
+                };
+                let isolated = others(&live) == 0 && convicted(stall::GRACE).len() >= 2;
+                let kept = if stalled {
+                    convicted(SUSPECT_WINDOW)
+                } else if isolated {
+                    convicted(stall::GRACE)
+                } else {
+                    convicted(HOLD)
+                };
+                // And a restarting peer, until its next generation is back.
+                let restarting: Vec<_> = convicted(RESTART_HOLD)
+                    .into_iter()
+                    .filter(|(_, st)| st.get(RESTARTING_KEY).is_some())
+                    .collect();
+                live.extend(kept);
+                live.extend(restarting);
+                listing(c.node_states(), newest_peers(live.iter(), &me.node_id))
+            })
+            .await;
+        let mut on = self.on_nets(&listed).await;
+        listed
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let gossip_ip = match l.gossip_addr.ip() {
+                    std::net::IpAddr::V4(ip) => ip,
+                    std::net::IpAddr::V6(_) => return None,
+                };
+                let mut kv = l.kv;
+                let mut ep_versions = BTreeMap::new();
+                for vni in l.nets.keys() {
+                    if let Some(n) = on.remove(&(i, *vni)) {
+                        kv.extend(n.eps);
+                        ep_versions.insert(*vni, n.ep_version);
+                    }
+                }
+                Some(PeerState {
+                    node: l.node,
+                    gossip_ip,
+                    kv,
+                    ep_versions,
+                })
+            })
+            .collect()
+    }
+
+    /// Each peer a draining task waits for: the networks it is on and what
+    /// it has applied of this node's endpoint keys on each.
+    ///
+    /// Not only the live peers: liveness is this node's view, and a node
+    /// starved for a moment (or cut off one way) convicts peers that still
+    /// balance to it. Stopping early then sends their new connections to a
+    /// closed port, so a peer heard from within [`SUSPECT_WINDOW`] that has
+    /// not said goodbye is waited for too (the drain's own bound caps the
+    /// wait on one that really died).
+    pub async fn acks(&self) -> Vec<PeerAck> {
+        let me = self.handle.chitchat_id().node_id.clone();
+        let heartbeats = self.heartbeats.clone();
+        let listed = self
+            .handle
+            .with_chitchat(|c| {
+                let live = c.live_nodes_watcher();
+                let live = live.borrow();
+                let hb = heartbeats.lock().expect("heartbeat table");
+                let heard = |id: &ChitchatId, st: &NodeState| {
+                    live.contains_key(id) || heard_lately(&hb, id, st, SUSPECT_WINDOW)
+                };
+                let waited = c.node_states().iter().filter(|(id, st)| heard(id, st));
+                listing(c.node_states(), newest_peers(waited, &me))
+            })
+            .await;
+        let on = self.on_nets(&listed).await;
+        listed
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| PeerAck {
+                applied: l
+                    .nets
+                    .keys()
+                    .filter_map(|v| Some((*v, on.get(&(i, *v))?.applied_me?)))
+                    .collect(),
+                vnis: l.nets.keys().copied().collect(),
+                node: l.node,
+            })
+            .collect()
+    }
+
+    /// Every node membership knows, live or not, with the endpoints this
+    /// node holds of it (on the networks it is on itself).
+    pub async fn members(&self) -> Vec<Member> {
+        let me = self.handle.chitchat_id().clone();
+        let (mut out, listed) = self
+            .handle
+            .with_chitchat(|c| {
+                let live: Vec<ChitchatId> =
+                    c.live_nodes_watcher().borrow().keys().cloned().collect();
+                let members: Vec<Member> = c
+                    .node_states()
+                    .iter()
+                    .map(|(id, st)| Member {
+                        node: id.node_id.to_string(),
+                        generation: id.generation_id,
+                        gossip_addr: id.gossip_advertise_addr,
+                        vtep: st.get(VTEP_KEY).and_then(|v| v.parse().ok()),
+                        heartbeat: st.heartbeat().into(),
+                        heartbeat_age_ms: None,
+                        live: live.contains(id) || *id == me,
+                        is_self: *id == me,
+                        endpoints: 0,
+                    })
+                    .collect();
+                // Each generation on its own (no fallbacks): its entries.
+                let each: Vec<Listed> = c
+                    .node_states()
+                    .iter()
+                    .map(|(id, st)| listed_one(id.node_id.to_string(), id, st))
+                    .collect();
+                (members, each)
+            })
+            .await;
+        let on = self.on_nets(&listed).await;
+        let mut counts: HashMap<(String, u64), usize> = HashMap::new();
+        for ((i, _), n) in &on {
+            let m = &out[*i];
+            *counts.entry((m.node.clone(), m.generation)).or_default() += n.eps.len();
+        }
+        let hb = self.heartbeats.lock().expect("heartbeat table");
+        for m in &mut out {
+            m.endpoints = counts
+                .get(&(m.node.clone(), m.generation))
+                .copied()
+                .unwrap_or(0);
+            if !m.is_self {
+                m.heartbeat_age_ms = hb
+                    .get(&(m.node.clone(), m.generation))
+                    .map(|(_, at)| at.elapsed().as_millis() as u64);
+            }
+        }
+        out.sort_by(|a, b| (&a.node, a.generation).cmp(&(&b.node, b.generation)));
+        out
+    }
+
+    /// The networks this node gossips on, with whose entries it holds on
+    /// each (the live peers membership lists there, and itself).
+    pub async fn networks(&self) -> Vec<NetworkGossip> {
+        let me = self.handle.chitchat_id().clone();
+        let listed = self
+            .handle
+            .with_chitchat(|c| {
+                let live = c.live_nodes_watcher().borrow().clone();
+                let mut chosen = newest_peers(live.iter(), &me.node_id);
+                // Itself, to count its own entries.
+                if let Some((id, st)) = c.node_states().get_key_value(&me) {
+                    chosen.insert(me.node_id.to_string(), (id, st));
+                }
+                listing(c.node_states(), chosen)
+            })
+            .await;
+        let on = self.on_nets(&listed).await;
+        let nets = self.nets.lock().await;
+        let mut out: BTreeMap<u32, NetworkGossip> = nets
+            .iter()
+            .map(|(vni, n)| {
+                (
+                    *vni,
+                    NetworkGossip {
+                        vni: *vni,
+                        generation: n.generation,
+                        members: vec![],
+                        endpoints: 0,
+                    },
+                )
+            })
+            .collect();
+        for ((i, vni), n) in on {
+            if let Some(g) = out.get_mut(&vni) {
+                g.members.push(listed[i].node.clone());
+                g.endpoints += n.eps.len();
+            }
+        }
+        for g in out.values_mut() {
+            g.members.sort();
+        }
+        out.into_values().collect()
+    }
+}
