@@ -126,6 +126,21 @@ pub(super) fn gossip(t: &Target, format: Format) -> Result<()> {
         &rows,
     );
     println!();
+    // The networks whose endpoint gossip this node takes part in.
+    let rows: Vec<Vec<String>> = view
+        .networks
+        .iter()
+        .map(|n| {
+            vec![
+                n.vni.to_string(),
+                n.generation.to_string(),
+                n.members.join(","),
+                n.endpoints.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["VNI", "GENERATION", "MEMBERS", "ENDPOINTS"], &rows);
+    println!();
     let rows: Vec<Vec<String>> = view
         .table
         .iter()
