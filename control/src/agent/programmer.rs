@@ -25,30 +25,58 @@ pub struct Programmer {
     pub last: Merged,
     /// Endpoints created after this agent started: how long each took from
     /// its creation on its node to being programmed here.
-    pub propagation: Propagation,
+    pub propagation: Histogram,
+    /// How long each programming pass (`Agent::resync`) took.
+    pub passes: Histogram,
     started_ms: u64,
     seen: BTreeSet<(u32, Ipv4Addr, u64)>,
 }
 
 /// Upper bounds of the propagation buckets, seconds.
 pub const PROPAGATION_BOUNDS: [f64; 10] = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+/// Upper bounds of the programming-pass buckets, seconds.
+pub const PASS_BOUNDS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
-/// Gossip propagation times (creation on another node -> programmed here),
-/// bucketed. Node clocks are compared, so skew between nodes shows in it.
-#[derive(Clone, Debug, Default)]
-pub struct Propagation {
-    pub buckets: [u64; PROPAGATION_BOUNDS.len()],
+/// Durations, bucketed (cumulative buckets are made when exported): gossip
+/// propagation times (creation on another node -> programmed here; node
+/// clocks are compared, so skew between nodes shows in it), and how long
+/// each programming pass took.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    pub bounds: &'static [f64; 10],
+    pub buckets: [u64; 10],
     pub count: u64,
     pub sum_seconds: f64,
+    pub max_seconds: f64,
 }
 
-impl Propagation {
-    fn observe(&mut self, secs: f64) {
-        if let Some(i) = PROPAGATION_BOUNDS.iter().position(|b| secs <= *b) {
+impl Histogram {
+    pub fn new(bounds: &'static [f64; 10]) -> Self {
+        Self {
+            bounds,
+            buckets: [0; 10],
+            count: 0,
+            sum_seconds: 0.0,
+            max_seconds: 0.0,
+        }
+    }
+
+    pub fn observe(&mut self, secs: f64) {
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
             self.buckets[i] += 1;
         }
         self.count += 1;
         self.sum_seconds += secs;
+        self.max_seconds = self.max_seconds.max(secs);
+    }
+
+    pub fn stats(&self) -> shoal_dns::LatencyStats {
+        shoal_dns::LatencyStats {
+            bounds: self.bounds.to_vec(),
+            buckets: self.buckets.to_vec(),
+            count: self.count,
+            sum_seconds: self.sum_seconds,
+        }
     }
 }
 
@@ -69,7 +97,8 @@ impl Programmer {
             refused_seen: BTreeSet::new(),
             refused_total: BTreeMap::new(),
             last: Merged::default(),
-            propagation: Propagation::default(),
+            propagation: Histogram::new(&PROPAGATION_BOUNDS),
+            passes: Histogram::new(&PASS_BOUNDS),
             started_ms: crate::clock::now_ms(),
             seen: BTreeSet::new(),
         }

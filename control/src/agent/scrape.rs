@@ -54,6 +54,7 @@ pub struct Snapshot {
     pub gossip_max_age_s: f64,
     /// Other nodes' new endpoints: creation there -> in this node's table.
     pub gossip_propagation: shoal_dns::LatencyStats,
+    pub programming_passes: shoal_dns::LatencyStats,
     /// Refused gossip by reason: datagrams (sealing, chitchat) and entries
     /// (the merge rules).
     pub gossip_refused: Vec<(String, u64)>,
@@ -134,13 +135,11 @@ impl Agent {
                     .push(("mesh_reverse".into(), rev, MeshMaps::CT_CAPACITY));
             }
         }
-        let prop = self.inner.lock().await.programmer.propagation.clone();
-        s.gossip_propagation = shoal_dns::LatencyStats {
-            bounds: super::programmer::PROPAGATION_BOUNDS.to_vec(),
-            buckets: prop.buckets.to_vec(),
-            count: prop.count,
-            sum_seconds: prop.sum_seconds,
-        };
+        {
+            let inner = self.inner.lock().await;
+            s.gossip_propagation = inner.programmer.propagation.stats();
+            s.programming_passes = inner.programmer.passes.stats();
+        }
         s.gossip_refused = self.gossip_view_refused().await;
         s.gossip_traffic = self.gossip.counters.traffic();
         s.gossip_keys = self.gossip.keys.current().view();

@@ -20,6 +20,7 @@ impl Agent {
     /// Re-merges gossip with the local table and reprograms the difference.
     /// Returns the peers whose entries it programmed.
     pub async fn resync(&self) -> Result<BTreeSet<String>> {
+        let t0 = std::time::Instant::now();
         let ingress = self.ingress_name().await;
         if self.lb_mode == crate::wire::LbMode::Ipvs {
             let attached = self.endpoints().await;
@@ -132,6 +133,18 @@ impl Agent {
         // for it.
         let present: BTreeSet<String> = peers.iter().map(|p| p.node.clone()).collect();
         self.gossip.set_applied(&present, &acks).await;
+        let took = t0.elapsed();
+        let entries = {
+            let mut inner = self.inner.lock().await;
+            inner.programmer.passes.observe(took.as_secs_f64());
+            inner.programmer.last.entries.len()
+        };
+        if took > SLOW_PASS {
+            warn!(
+                took_ms = took.as_millis() as u64,
+                entries, "slow programming pass"
+            );
+        }
         Ok(present)
     }
 
@@ -284,6 +297,10 @@ pub async fn sync_loop(agent: Arc<Agent>) {
         }
     }
 }
+
+/// A programming pass slower than this is logged: names, backends and
+/// remote endpoints lag by as much.
+const SLOW_PASS: Duration = Duration::from_secs(1);
 
 /// How often a held peer's silence is looked at again: a gossip round.
 const HOLD_RECHECK: Duration = Duration::from_millis(200);

@@ -1,4 +1,4 @@
-//! `shoal lab up|down|ls|exec|restart`.
+//! `shoal lab up|down|ls|exec|check|kill|stop|start|restart|peers`.
 
 use clap::{Args, Subcommand};
 
@@ -87,6 +87,10 @@ pub enum LabCmd {
         lab: LabName,
         node: String,
     },
+    /// Simulated gossip peers publishing a big endpoint table (the
+    /// daemon's own gossip code), to measure daemons at size; run inside a
+    /// namespace on the lab's underlay holding their addresses.
+    Peers(lab::peers::PeersArgs),
 }
 
 pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
@@ -112,6 +116,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             Ok(())
         }
         LabCmd::Down { lab } => lab::down(&lab.name),
+        LabCmd::Peers(a) => lab::peers::run(a),
         LabCmd::Ls { lab, format } => {
             let lab = Lab::load(&lab.name)?;
             match format {

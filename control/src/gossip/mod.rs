@@ -123,6 +123,10 @@ impl Gossip {
                 phi_threshold: cfg.phi_threshold,
                 initial_interval: cfg.interval,
                 dead_node_grace_period: Duration::from_secs(3600),
+                // Heartbeat intervals kept per peer (phi uses their mean):
+                // 100 is 20 s of history at 200 ms rounds. chitchat's 1000
+                // cost 8 KB per peer, 19 MB at Swarm2000's 2,384 nodes.
+                sampling_window_size: 100,
                 ..Default::default()
             },
             marked_for_deletion_grace_period: Duration::from_secs(3600),

@@ -5,6 +5,7 @@
 
 mod daemon;
 mod down;
+pub mod peers;
 mod swarm;
 mod up;
 

@@ -231,6 +231,13 @@ impl Collector for Snapshot {
         )?;
         family(
             e,
+            "shoal_programming_pass",
+            "How long each programming pass took: gossip merged with the local table, remote endpoints, DNS, balancers and the mesh reprogrammed.",
+            Some(&Unit::Seconds),
+            [(labels(&[]), ConstHistogram::of(&self.programming_passes))],
+        )?;
+        family(
+            e,
             "shoal_control_handshakes_refused",
             "Control-port (2377) TLS handshakes a manager refused, by reason: expired, revoked (a removed node), unknown_ca, bad_certificate, malformed (not TLS), timeout.",
             None,

@@ -31,7 +31,8 @@
 #include "l4.h"
 
 #define SHOAL_MAX_SERVICES 4096
-#define SHOAL_MAX_BACKENDS 65536
+/* Every task behind a VIP is a backend: Swarm2000 ran 96,287. */
+#define SHOAL_MAX_BACKENDS 131072
 #define SHOAL_CT_MAX 262144
 
 /* shoal_services is declared in overlay.h (the ARP responder needs it). */

@@ -11,7 +11,9 @@
 #include <bpf/bpf_helpers.h>
 #include "shoal.h"
 
-#define SHOAL_MAX_ENDPOINTS 65536
+/* Swarm2000 ran 96,287 containers: a node on one network spanning all of
+ * them holds each as a remote endpoint. */
+#define SHOAL_MAX_ENDPOINTS 131072
 #define SHOAL_MAX_IFACES 4096
 #define SHOAL_MAX_VNIS 4096
 
