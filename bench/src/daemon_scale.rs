@@ -501,52 +501,49 @@ fn measure(a: &Args, shoal: &Path, lab: &Value, net: &Net, size: u32) -> Result<
 }
 
 fn print_report(r: &Value) {
-    let rows: [(&str, &dyn Fn(&Value) -> f64); 12] = [
-        ("whole table programmed after peers ready, s", &|v| {
-            v["programmed_all_after_ready_s"].as_f64().unwrap_or(0.0)
-        }),
-        ("n1 RSS with the table, MB", &|v| {
-            v["n1_rss_mb"].as_f64().unwrap_or(0.0)
-        }),
-        ("n1 idle CPU with the table, cores", &|v| {
-            v["n1_idle_cores"].as_f64().unwrap_or(0.0)
-        }),
-        ("n1 programming passes per second, idle", &|v| {
-            v["n1_passes_per_s_idle"].as_f64().unwrap_or(0.0)
-        }),
-        ("n1 programming pass, mean ms, idle", &|v| {
-            v["n1_pass_mean_ms_idle"].as_f64().unwrap_or(0.0)
-        }),
-        ("dig a service name, median ms", &|v| {
-            v["dns_dig_ms"]["median_ms"].as_f64().unwrap_or(0.0)
-        }),
-        ("debug gossip (json), median ms", &|v| {
-            v["commands"]["debug gossip (json)"]["ms"]["median_ms"]
-                .as_f64()
-                .unwrap_or(0.0)
-        }),
-        ("debug endpoints (json), median ms", &|v| {
-            v["commands"]["debug endpoints (json)"]["ms"]["median_ms"]
-                .as_f64()
-                .unwrap_or(0.0)
-        }),
-        ("endpoint ls, median ms", &|v| {
-            v["commands"]["endpoint ls"]["ms"]["median_ms"]
-                .as_f64()
-                .unwrap_or(0.0)
-        }),
-        ("one endpoint added -> programmed, median ms", &|v| {
-            v["add_to_programmed_ms"]["median_ms"]
-                .as_f64()
-                .unwrap_or(0.0)
-        }),
-        ("one endpoint removed -> gone, median ms", &|v| {
-            v["remove_to_gone_ms"]["median_ms"].as_f64().unwrap_or(0.0)
-        }),
-        ("peers' goodbye -> table gone, s", &|v| {
-            v["goodbye_to_table_gone_s"].as_f64().unwrap_or(0.0)
-        }),
+    // (label, JSON pointer into each size's report)
+    let rows = [
+        (
+            "whole table programmed after peers ready, s",
+            "/programmed_all_after_ready_s",
+        ),
+        ("n1 RSS with the table, MB", "/n1_rss_mb"),
+        ("n1 idle CPU with the table, cores", "/n1_idle_cores"),
+        (
+            "n1 programming passes per second, idle",
+            "/n1_passes_per_s_idle",
+        ),
+        (
+            "n1 programming pass, mean ms, idle",
+            "/n1_pass_mean_ms_idle",
+        ),
+        ("dig a service name, median ms", "/dns_dig_ms/median_ms"),
+        (
+            "debug gossip (json), median ms",
+            "/commands/debug gossip (json)/ms/median_ms",
+        ),
+        (
+            "debug endpoints (json), median ms",
+            "/commands/debug endpoints (json)/ms/median_ms",
+        ),
+        (
+            "endpoint ls, median ms",
+            "/commands/endpoint ls/ms/median_ms",
+        ),
+        (
+            "one endpoint added -> programmed, median ms",
+            "/add_to_programmed_ms/median_ms",
+        ),
+        (
+            "one endpoint removed -> gone, median ms",
+            "/remove_to_gone_ms/median_ms",
+        ),
+        (
+            "peers' goodbye -> table gone, s",
+            "/goodbye_to_table_gone_s",
+        ),
     ];
+    let f = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_f64).unwrap_or(0.0);
     let (big, small) = (&r["swarm2000"], &r["reference"]);
     println!(
         "\nA real daemon (lab n1) fed {} endpoints by {} simulated peers vs {} (reference), same run\n",
@@ -556,8 +553,8 @@ fn print_report(r: &Value) {
         "{:<48} {:>12} {:>12} {:>8}",
         "", "reference", "swarm2000", "ratio"
     );
-    for (label, f) in rows {
-        let (s, b) = (f(small), f(big));
+    for (label, ptr) in rows {
+        let (s, b) = (f(small, ptr), f(big, ptr));
         println!(
             "{label:<48} {s:>12.2} {b:>12.2} {:>8.2}",
             common::ratio2(b, s)

@@ -88,15 +88,12 @@ impl View {
         // Attached containers answer to their names, as on Docker's
         // attachable networks.
         for (vni, ip, name) in containers.filter(|c| !c.2.is_empty()) {
-            let v = s
-                .names
+            s.names
                 .entry(vni)
                 .or_default()
                 .entry(name.to_ascii_lowercase())
-                .or_default();
-            if !v.contains(&ip) {
-                v.push(ip);
-            }
+                .or_default()
+                .push(ip);
             s.reverse
                 .entry(vni)
                 .or_default()
@@ -105,12 +102,7 @@ impl View {
         for (vni, ip, r) in recs {
             let names = s.names.entry(vni).or_default();
             let healthy = r.health.serves();
-            let mut put = |n: String, ip: Ipv4Addr| {
-                let v = names.entry(n).or_default();
-                if !v.contains(&ip) {
-                    v.push(ip);
-                }
-            };
+            let mut put = |n: String, ip: Ipv4Addr| names.entry(n).or_default().push(ip);
             put(r.task.to_ascii_lowercase(), ip);
             put(
                 r.task_id[..r.task_id.len().min(12)].to_ascii_lowercase(),
@@ -135,6 +127,13 @@ impl View {
             if let Some(vip) = r.vip {
                 rev.insert(vip, r.service.clone());
             }
+        }
+        // Each address once per name (answers are shuffled, so order is
+        // free): deduplicated here, not by a scan per insert, which made a
+        // name with N addresses (tasks.NAME of a big service) cost N².
+        for v in s.names.values_mut().flat_map(|n| n.values_mut()) {
+            v.sort_unstable();
+            v.dedup();
         }
         self.snap.store(Arc::new(s));
     }

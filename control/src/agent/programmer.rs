@@ -48,6 +48,7 @@ pub struct Histogram {
     pub count: u64,
     pub sum_seconds: f64,
     pub max_seconds: f64,
+    pub last_seconds: f64,
 }
 
 impl Histogram {
@@ -58,6 +59,7 @@ impl Histogram {
             count: 0,
             sum_seconds: 0.0,
             max_seconds: 0.0,
+            last_seconds: 0.0,
         }
     }
 
@@ -68,6 +70,7 @@ impl Histogram {
         self.count += 1;
         self.sum_seconds += secs;
         self.max_seconds = self.max_seconds.max(secs);
+        self.last_seconds = secs;
     }
 
     pub fn stats(&self) -> shoal_dns::LatencyStats {

@@ -147,9 +147,19 @@ impl Template {
         let handle = spawn_chitchat(config, kv, &transport).await?;
         let mut w = handle.with_chitchat(|c| c.live_nodes_watcher()).await;
         let changes = self.changes.clone();
+        let chitchat = handle.chitchat();
         let watch = tokio::spawn(async move {
+            // chitchat's watcher also fires when a member's liveness here
+            // flaps, which says nothing (membership decides who counts):
+            // only a change of some state's version is passed on, so a
+            // big table is not reprogrammed for nothing.
+            let mut seen = 0u64;
             while w.changed().await.is_ok() {
-                changes.send_modify(|n| *n += 1);
+                let now = versions(&*chitchat.lock().await);
+                if now != seen {
+                    seen = now;
+                    changes.send_modify(|n| *n += 1);
+                }
             }
         });
         Ok(Net {
@@ -159,6 +169,17 @@ impl Template {
             watch,
         })
     }
+}
+
+/// A fingerprint of every state's (node, generation, max version): it
+/// moves when any key is set or deleted, not when liveness does.
+fn versions(c: &chitchat::Chitchat) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (id, st) in c.node_states() {
+        (&*id.node_id, id.generation_id, st.max_version()).hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Net {

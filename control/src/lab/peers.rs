@@ -76,6 +76,13 @@ fn vip_of(subnet: Ipv4Net, s: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.broadcast()) - 1 - s)
 }
 
+/// A 25-character id as Docker's look: distinct in its first 12, which
+/// DNS answers as a task's short id.
+fn id_of(n: u64) -> String {
+    let h = n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("{h:016x}{:09x}", h >> 28)
+}
+
 fn record(a: &PeersArgs, k: u32) -> EpRecord {
     let ip = addr_of(a.subnet, k);
     let o = ip.octets();
@@ -86,9 +93,9 @@ fn record(a: &PeersArgs, k: u32) -> EpRecord {
         net: a.network.clone(),
         since: crate::clock::now_ms(),
         svc: Some(SvcRecord {
-            service_id: format!("{s:025}"),
+            service_id: id_of(u64::from(s) | 1 << 40),
             service: format!("svc{s}"),
-            task_id: format!("{k:025}"),
+            task_id: id_of(u64::from(k)),
             task: format!("svc{s}.{slot}"),
             slot: slot as u64,
             network: a.network.clone(),
@@ -227,5 +234,13 @@ mod tests {
         assert_eq!(vip_of(subnet, 0), Ipv4Addr::new(10, 65, 255, 254));
         let last = addr_of(subnet, 96_286);
         assert!(subnet.contains(&last) && last < vip_of(subnet, 999));
+    }
+
+    #[test]
+    fn ids_look_like_docker_s_and_differ_in_their_short_form() {
+        let short: std::collections::BTreeSet<String> =
+            (0..100_000).map(|k| id_of(k)[..12].to_string()).collect();
+        assert_eq!(short.len(), 100_000);
+        assert_eq!(id_of(7).len(), 25);
     }
 }
