@@ -17,7 +17,10 @@
 //! full table is extrapolated from the measured bytes per key.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: simulated under `--simulated-time`, the real one otherwise.
+use tokio::time::Instant;
 
 use anyhow::{bail, Result};
 use chitchat::transport::ChannelTransport;
@@ -37,6 +40,15 @@ struct Args {
     /// Give up on a size after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_s: u64,
+    /// Run on tokio's paused clock, on one thread: time stands still while
+    /// the nodes compute and jumps to the next timer when all are idle, so
+    /// rounds last exactly `--interval-ms` however many nodes share this
+    /// machine (chitchat's timers and failure detector use tokio's clock).
+    #[arg(long)]
+    simulated_time: bool,
+    /// Seconds of steady gossip (converged, nothing changing) measured.
+    #[arg(long, default_value_t = 10)]
+    steady_s: u64,
 }
 
 fn ep(node: usize, k: usize) -> (String, String) {
@@ -82,6 +94,7 @@ async fn run(
     e: usize,
     interval: Duration,
     timeout: Duration,
+    steady: Duration,
 ) -> Result<serde_json::Value> {
     let transport = ChannelTransport::with_mtu(65_507);
     let mut nodes = Vec::with_capacity(n);
@@ -141,6 +154,12 @@ async fn run(
     let b2 = transport.statistics().num_bytes_total;
     tokio::time::sleep(change).await;
     let idle_bytes = transport.statistics().num_bytes_total - b2;
+    // Steady state: converged, nothing changing (heartbeats and digests:
+    // what every node pays every round, whatever its table).
+    let (b3, t3) = (transport.statistics().num_bytes_total, Instant::now());
+    tokio::time::sleep(steady).await;
+    let steady_bytes = transport.statistics().num_bytes_total - b3;
+    let steady_secs = t3.elapsed().as_secs_f64();
     let key_bytes = k.len() + v.len();
     // A naive design pushes the changed node's whole table to every node.
     let full_push = (e + 1) * (key_bytes + 8);
@@ -160,14 +179,29 @@ async fn run(
         "change_rounds": (change.as_secs_f64() / interval.as_secs_f64() * 10.0).round() / 10.0,
         "change_bytes_per_node": ((change_bytes as f64 - idle_bytes as f64).max(0.0) / n as f64).round(),
         "idle_bytes_per_node_per_s": (idle_bytes as f64 / n as f64 / change.as_secs_f64()).round(),
+        "steady_bytes_per_node_per_s": (steady_bytes as f64 / n as f64 / steady_secs).round(),
         "reference_full_push_bytes_per_node": full_push,
         "state_per_node_bytes_at_96287_endpoints": 96287 * (key_bytes + 8),
     }))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let a = Args::parse();
+    let rt = if a.simulated_time {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(simulate(a))
+}
+
+async fn simulate(a: Args) -> Result<()> {
     let mut rows = vec![];
     for &n in &a.nodes {
         eprintln!("simulating {n} nodes x {} endpoints ...", a.endpoints);
@@ -176,6 +210,7 @@ async fn main() -> Result<()> {
             a.endpoints,
             Duration::from_millis(a.interval_ms),
             Duration::from_secs(a.timeout_s),
+            Duration::from_secs(a.steady_s),
         )
         .await
         {
@@ -191,7 +226,7 @@ async fn main() -> Result<()> {
         a.interval_ms
     );
     println!(
-        "{:>6} {:>9} {:>10} {:>8} {:>14} {:>9} {:>8} {:>14} {:>14}",
+        "{:>6} {:>9} {:>10} {:>8} {:>14} {:>9} {:>8} {:>14} {:>14} {:>16}",
         "nodes",
         "endpoints",
         "converge s",
@@ -200,12 +235,13 @@ async fn main() -> Result<()> {
         "change s",
         "rounds",
         "B/node change",
-        "ref full push"
+        "ref full push",
+        "B/node/s steady"
     );
     for r in &rows {
         let c = |k: &str| r[k].to_string();
         println!(
-            "{:>6} {:>9} {:>10} {:>8} {:>14} {:>9} {:>8} {:>14} {:>14}",
+            "{:>6} {:>9} {:>10} {:>8} {:>14} {:>9} {:>8} {:>14} {:>14} {:>16}",
             c("nodes"),
             c("endpoints_total"),
             c("converge_s"),
@@ -214,7 +250,8 @@ async fn main() -> Result<()> {
             c("change_s"),
             c("change_rounds"),
             c("change_bytes_per_node"),
-            c("reference_full_push_bytes_per_node")
+            c("reference_full_push_bytes_per_node"),
+            c("steady_bytes_per_node_per_s")
         );
     }
     println!(
