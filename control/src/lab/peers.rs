@@ -236,6 +236,31 @@ mod tests {
         assert!(subnet.contains(&last) && last < vip_of(subnet, 999));
     }
 
+    fn args(peers: u32, endpoints: u32, subnet: &str) -> PeersArgs {
+        PeersArgs {
+            peers,
+            first_addr: "198.18.0.101".parse().unwrap(),
+            endpoints,
+            services: 10,
+            network: "n".into(),
+            vni: 4097,
+            subnet: subnet.parse().unwrap(),
+            join: "198.18.0.1:7946".into(),
+            cluster_id: "c".into(),
+            gossip_key_file: Some("/nonexistent/key".into()),
+            gossip_keys_of: None,
+            gossip_interval_ms: 200,
+        }
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_clear_error_before_anything_starts() {
+        let err = |a| format!("{:#}", run(a).unwrap_err());
+        assert!(err(args(0, 10, "10.0.0.0/24")).contains("at least 1"));
+        assert!(err(args(2, 300, "10.0.0.0/24")).contains("do not fit"));
+        assert!(err(args(2, 10, "10.0.0.0/24")).contains("gossip key file"));
+    }
+
     #[test]
     fn ids_look_like_docker_s_and_differ_in_their_short_form() {
         let short: std::collections::BTreeSet<String> =
