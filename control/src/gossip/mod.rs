@@ -229,18 +229,27 @@ impl Gossip {
         Ok(())
     }
 
+    /// This node's instance for `vni`, started if need be (None: it could
+    /// not be, logged).
+    async fn joined<'a>(&self, nets: &'a mut BTreeMap<u32, Net>, vni: u32) -> Option<&'a Net> {
+        if !nets.contains_key(&vni) {
+            if let Err(e) = self.join(nets, vni, vec![]).await {
+                warn!(vni, "cannot join the network's gossip: {e:#}");
+                return None;
+            }
+        }
+        nets.get(&vni)
+    }
+
     /// The networks this node is on: its endpoints' and the ingress
     /// network's (every node of the routing mesh balances to its tasks).
-    /// Joins the new ones, leaves the others, and asks the nodes on each
-    /// for the state it does not hold yet.
+    /// Joins the new ones (seeded with the nodes membership lists there;
+    /// `prod_loop` asks them for their state every round) and leaves the
+    /// others.
     pub async fn set_networks(&self, joined: &BTreeSet<u32>) {
         let mut nets = self.nets.lock().await;
         for vni in joined {
-            if !nets.contains_key(vni) {
-                if let Err(e) = self.join(&mut nets, *vni, vec![]).await {
-                    warn!(vni, "cannot join the network's gossip: {e:#}");
-                }
-            }
+            self.joined(&mut nets, *vni).await;
         }
         let mut gone = vec![];
         for (vni, net) in nets.iter().filter(|(v, _)| !joined.contains(v)) {
@@ -266,9 +275,6 @@ impl Gossip {
                 .await;
             nets.remove(&vni);
         }
-        for (vni, net) in nets.iter_mut() {
-            net.prod(&self.listed_on(*vni)).await;
-        }
     }
 
     /// Publishes an endpoint record on its network (joining it if need
@@ -280,14 +286,10 @@ impl Gossip {
             serde_json::to_string(rec).expect("record serialises"),
         );
         let mut nets = self.nets.lock().await;
-        if !nets.contains_key(&vni) {
-            if let Err(e) = self.join(&mut nets, vni, vec![]).await {
-                warn!(vni, "cannot join the network's gossip: {e:#}");
-                return 0;
-            }
-        }
-        nets[&vni]
-            .handle
+        let Some(net) = self.joined(&mut nets, vni).await else {
+            return 0;
+        };
+        net.handle
             .with_chitchat(|c| {
                 let st = c.self_node_state();
                 st.set(k.clone(), v.clone());
