@@ -91,6 +91,10 @@ pub enum LabCmd {
     /// daemon's own gossip code), to measure daemons at size; run inside a
     /// namespace on the lab's underlay holding their addresses.
     Peers(lab::peers::PeersArgs),
+    /// Simulate the gossip at Swarm2000's size in one process, on
+    /// simulated time (membership, per-network tables, a change, a killed
+    /// node); `gossip-sim-bench` prints it beside its reference.
+    Sim(lab::sim::SimArgs),
 }
 
 pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
@@ -117,6 +121,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
         }
         LabCmd::Down { lab } => lab::down(&lab.name),
         LabCmd::Peers(a) => lab::peers::run(a),
+        LabCmd::Sim(a) => lab::sim::run(a),
         LabCmd::Ls { lab, format } => {
             let lab = Lab::load(&lab.name)?;
             match format {

@@ -1,26 +1,33 @@
-//! Gossip on UDP 7946 with chitchat (scuttlebutt anti-entropy +
-//! phi-accrual failure detection), in two layers:
+//! Gossip on UDP 7946, in two layers:
 //!
-//! - **membership**, cluster-wide and small: each node's VTEP (`vtep`),
-//!   the networks it is on (`net:VNI`), and `leaving` / `restarting`. A
-//!   node that leaves gracefully sets `leaving` and is dropped by every
-//!   peer at once; one that dies is dropped when the failure detector
-//!   convicts it (`view.rs` says whose entries count, and for how long).
-//! - **one instance per network** (`networks.rs`), among the nodes on it:
-//!   one key per local endpoint (`ep:VNI:IP` -> MAC, network, service
-//!   record), so a change costs one key-version on the wire, and what this
-//!   node has applied of each peer's (`applied:NODE`).
+//! - **membership**, cluster-wide and small, on chitchat (scuttlebutt
+//!   anti-entropy + phi-accrual failure detection): each node's VTEP
+//!   (`vtep`), the networks it is on (`net:VNI`, `networks.rs`), and
+//!   `leaving` / `restarting`. A node that leaves gracefully sets
+//!   `leaving` and is dropped by every peer at once; one that dies is
+//!   dropped when the failure detector convicts it (`view.rs` says whose
+//!   entries count, and for how long). `swim.rs` holds the SWIM
+//!   membership built for Swarm2000's size, which only `shoal lab sim`
+//!   runs so far.
+//! - **the tables of the networks it is on** (`netdb`, driven by
+//!   `tables.rs`), among the nodes on each: one record per local endpoint
+//!   (MAC, network, service record), and what this node has applied of
+//!   each peer's records there (the drain waits on it), spread by rumors
+//!   and repaired by bucketed anti-entropy.
 //!
 //! Every datagram is sealed with the cluster's gossip key (`seal.rs`,
 //! `sealed.rs`; the keys in `keys.rs`), so only swarm members take part;
-//! all instances share the one socket (`sealed::Hub`).
+//! both layers share the one socket (`sealed::Hub`).
 
 pub mod keys;
+pub mod netdb;
 pub mod networks;
 pub mod seal;
 pub mod sealed;
 pub mod stall;
+pub mod swim;
 pub mod table;
+mod tables;
 pub mod transport;
 mod view;
 
@@ -34,15 +41,14 @@ use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
 use tokio::sync::watch;
-use tracing::warn;
 
 use crate::wire::EpRecord;
 use keys::GossipKeys;
-use networks::{net_key, Net, Template};
+use netdb::{Key, NetDb, Origin};
+use networks::{net_key, next_generation};
 use sealed::{Hub, SealedTransport};
-use table::{
-    ep_key, parse_ep_key, APPLIED_PREFIX, EP_PREFIX, LEAVING_KEY, RESTARTING_KEY, VTEP_KEY,
-};
+use table::{parse_ep_key, LEAVING_KEY, RESTARTING_KEY, VTEP_KEY};
+use tables::Tables;
 use transport::WireCounters;
 
 pub use view::PeerAck;
@@ -81,18 +87,16 @@ pub const HOLD: Duration = Duration::from_millis(2500);
 /// The managers give it as long before they call it down (`liveness`).
 pub const RESTART_HOLD: Duration = crate::raft::liveness::RESTART_GRACE;
 
-/// This node's instance of each network it is on, by VNI.
-type Nets = Arc<tokio::sync::Mutex<BTreeMap<u32, Net>>>;
-
 /// (node, generation) -> (last heartbeat seen, when it last advanced).
 type HeartbeatTable = Arc<std::sync::Mutex<HashMap<(String, u64), (u64, Instant)>>>;
 
 pub struct Gossip {
     /// Cluster membership: VTEPs, liveness, the networks each node is on.
     handle: ChitchatHandle,
-    /// This node's instance of each network it is on, by VNI.
-    nets: Nets,
-    template: Template,
+    /// The tables of the networks this node is on (`netdb`).
+    tables: Tables,
+    node: String,
+    advertise: SocketAddr,
     /// Bumped on every change of membership or of a network's table.
     changes: watch::Receiver<u64>,
     /// Who membership counts live (names), as the failure detector says.
@@ -169,26 +173,31 @@ impl Gossip {
             stall.clone(),
             cfg.interval,
         ));
-        let nets: Nets = Default::default();
-        tokio::spawn(prod_loop(
-            nets.clone(),
-            live.clone(),
-            cfg.node.clone(),
+        let std::net::IpAddr::V4(addr) = cfg.advertise.ip() else {
+            anyhow::bail!("gossip needs an IPv4 address, not {}", cfg.advertise);
+        };
+        let db = NetDb::new(
+            Origin {
+                addr,
+                generation: cfg.generation,
+            },
+            netdb::Config::default(),
+            u64::from_le_bytes(seal::random_bytes::<8>()),
+        );
+        let tables = Tables::start(
+            db,
+            hub,
+            cfg.advertise.port(),
             cfg.interval,
-        ));
+            tx,
+            handle.chitchat(),
+            cfg.node.clone(),
+        );
         let g = Self {
             handle,
-            nets,
-            template: Template {
-                node: cfg.node.clone(),
-                advertise: cfg.advertise,
-                listen: cfg.listen,
-                cluster_id: cfg.cluster_id.clone(),
-                interval: cfg.interval,
-                phi_threshold: cfg.phi_threshold,
-                hub,
-                changes: tx,
-            },
+            tables,
+            node: cfg.node.clone(),
+            advertise: cfg.advertise,
             changes,
             live,
             counters,
@@ -203,108 +212,100 @@ impl Gossip {
                 by_net.entry(vni).or_default().push((k, v));
             }
         }
-        {
-            let mut nets = g.nets.lock().await;
-            for (vni, kv) in by_net {
-                g.join(&mut nets, vni, kv).await?;
+        for (vni, kv) in by_net {
+            g.join(vni).await;
+            let mut db = g.tables.db.lock().expect("tables");
+            for (k, v) in kv {
+                if let Some((_, ip)) = parse_ep_key(&k) {
+                    db.set(
+                        vni,
+                        Key::Ep(ip),
+                        Some(Arc::from(v.as_bytes())),
+                        crate::clock::now_ms(),
+                    );
+                }
             }
         }
         Ok(g)
     }
 
-    /// Starts this node's instance for `vni` and says so in membership.
-    async fn join(
-        &self,
-        nets: &mut BTreeMap<u32, Net>,
-        vni: u32,
-        kv: Vec<(String, String)>,
-    ) -> Result<()> {
-        let seeds: Vec<SocketAddr> = self.listed_on(vni).into_iter().map(|(_, _, a)| a).collect();
-        let net = self.template.spawn(vni, &seeds, kv).await?;
-        let generation = net.generation.to_string();
-        nets.insert(vni, net);
+    /// Joins `vni`'s table under a new generation and says so in
+    /// membership; the next rounds' syncs bring the table.
+    async fn join(&self, vni: u32) {
+        let generation = next_generation();
+        self.tables
+            .db
+            .lock()
+            .expect("tables")
+            .join_as(vni, generation);
         self.handle
-            .with_chitchat(|c| c.self_node_state().set(net_key(vni), generation.clone()))
+            .with_chitchat(|c| {
+                c.self_node_state()
+                    .set(net_key(vni), generation.to_string())
+            })
             .await;
-        Ok(())
     }
 
-    /// This node's instance for `vni`, started if need be (None: it could
-    /// not be, logged).
-    async fn joined<'a>(&self, nets: &'a mut BTreeMap<u32, Net>, vni: u32) -> Option<&'a Net> {
-        if !nets.contains_key(&vni) {
-            if let Err(e) = self.join(nets, vni, vec![]).await {
-                warn!(vni, "cannot join the network's gossip: {e:#}");
-                return None;
-            }
+    /// Joins `vni` unless this node is on it already.
+    async fn joined(&self, vni: u32) {
+        let on = self.tables.db.lock().expect("tables").me_on(vni).is_some();
+        if !on {
+            self.join(vni).await;
         }
-        nets.get(&vni)
     }
 
     /// The networks this node is on: its endpoints' and the ingress
     /// network's (every node of the routing mesh balances to its tasks).
-    /// Joins the new ones (seeded with the nodes membership lists there;
-    /// `prod_loop` asks them for their state every round) and leaves the
-    /// others.
+    /// Joins the new ones (the next rounds' syncs bring their tables) and
+    /// leaves the others.
     pub async fn set_networks(&self, joined: &BTreeSet<u32>) {
-        let mut nets = self.nets.lock().await;
         for vni in joined {
-            self.joined(&mut nets, *vni).await;
+            self.joined(*vni).await;
         }
-        let mut gone = vec![];
-        for (vni, net) in nets.iter().filter(|(v, _)| !joined.contains(v)) {
-            // An endpoint published after the caller looked keeps its
-            // network (it is withdrawn before its network is left).
-            let mine = net
-                .handle
-                .with_chitchat(|c| {
-                    c.self_node_state()
-                        .key_values()
-                        .any(|(k, _)| k.starts_with(EP_PREFIX))
+        let gone: Vec<u32> = {
+            let db = self.tables.db.lock().expect("tables");
+            db.networks()
+                .filter(|v| !joined.contains(v))
+                // An endpoint published after the caller looked keeps its
+                // network (it is withdrawn before its network is left).
+                .filter(|&v| {
+                    let me = db.me_on(v).expect("on it");
+                    !db.view(v, &me)
+                        .is_some_and(|o| o.live().any(|r| matches!(r.key, Key::Ep(_))))
                 })
-                .await;
-            if !mine {
-                gone.push(*vni);
-            }
-        }
+                .collect()
+        };
         for vni in gone {
             // Off the list first: from then on peers take none of this
-            // node's entries on it, whatever its instance last said.
+            // node's entries on it, whatever its table last said.
             self.handle
                 .with_chitchat(|c| c.self_node_state().delete(&net_key(vni)))
                 .await;
-            nets.remove(&vni);
+            self.tables.db.lock().expect("tables").leave(vni);
         }
     }
 
     /// Publishes an endpoint record on its network (joining it if need
     /// be); returns the version it got there (what another node's
-    /// `applied:NODE` key on that network must reach to have applied it).
+    /// applied record of this node on that network must reach to have
+    /// applied it).
     pub async fn publish(&self, vni: u32, ip: Ipv4Addr, rec: &EpRecord) -> u64 {
-        let (k, v) = (
-            ep_key(vni, ip),
-            serde_json::to_string(rec).expect("record serialises"),
-        );
-        let mut nets = self.nets.lock().await;
-        let Some(net) = self.joined(&mut nets, vni).await else {
-            return 0;
-        };
-        net.handle
-            .with_chitchat(|c| {
-                let st = c.self_node_state();
-                st.set(k.clone(), v.clone());
-                st.get_versioned(&k).map(|v| v.version).unwrap_or(0)
-            })
-            .await
+        let v = serde_json::to_vec(rec).expect("record serialises");
+        self.joined(vni).await;
+        self.tables
+            .db
+            .lock()
+            .expect("tables")
+            .set(vni, Key::Ep(ip), Some(Arc::from(v)), crate::clock::now_ms())
+            .unwrap_or(0)
     }
 
     pub async fn withdraw(&self, vni: u32, ip: Ipv4Addr) {
-        let k = ep_key(vni, ip);
-        if let Some(net) = self.nets.lock().await.get(&vni) {
-            net.handle
-                .with_chitchat(|c| c.self_node_state().delete(&k))
-                .await;
-        }
+        self.tables
+            .db
+            .lock()
+            .expect("tables")
+            .set(vni, Key::Ep(ip), None, crate::clock::now_ms());
     }
 
     /// Fires whenever membership or a network's table changes.
@@ -318,7 +319,7 @@ impl Gossip {
             .borrow()
             .keys()
             .map(|id| id.node_id.to_string())
-            .filter(|n| *n != self.template.node)
+            .filter(|n| *n != self.node)
             .collect()
     }
 
@@ -331,29 +332,47 @@ impl Gossip {
         peers: &BTreeSet<String>,
         updates: &BTreeMap<u32, BTreeMap<String, u64>>,
     ) {
+        // Records name a node by its gossip address.
+        let addrs: BTreeMap<String, Ipv4Addr> = self
+            .handle
+            .with_chitchat(|c| {
+                newest_peers(c.node_states().iter(), &self.node)
+                    .into_iter()
+                    .filter_map(|(n, (id, _))| match id.gossip_advertise_addr.ip() {
+                        std::net::IpAddr::V4(ip) => Some((n, ip)),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect()
+            })
+            .await;
+        let keep: BTreeSet<Ipv4Addr> = peers.iter().filter_map(|p| addrs.get(p)).copied().collect();
         let none = BTreeMap::new();
-        for (vni, net) in self.nets.lock().await.iter() {
-            let updates = updates.get(vni).unwrap_or(&none);
-            net.handle
-                .with_chitchat(|c| {
-                    let st = c.self_node_state();
-                    let gone: Vec<String> = st
-                        .key_values()
-                        .filter_map(|(k, _)| k.strip_prefix(APPLIED_PREFIX))
-                        .filter(|n| !peers.contains(*n))
-                        .map(|n| format!("{APPLIED_PREFIX}{n}"))
-                        .collect();
-                    for k in gone {
-                        st.delete(&k);
-                    }
-                    for (node, v) in updates {
-                        let (k, v) = (format!("{APPLIED_PREFIX}{node}"), v.to_string());
-                        if st.get(&k) != Some(v.as_str()) {
-                            st.set(k, v);
-                        }
-                    }
+        let now = crate::clock::now_ms();
+        let mut db = self.tables.db.lock().expect("tables");
+        let vnis: Vec<u32> = db.networks().collect();
+        for vni in vnis {
+            let me = db.me_on(vni).expect("on it");
+            let held: BTreeMap<Ipv4Addr, Vec<u8>> = db
+                .view(vni, &me)
+                .map(|o| {
+                    o.live()
+                        .filter_map(|r| match r.key {
+                            Key::Applied(a) => Some((a, r.value.as_deref()?.to_vec())),
+                            Key::Ep(_) => None,
+                        })
+                        .collect()
                 })
-                .await;
+                .unwrap_or_default();
+            for a in held.keys().filter(|a| !keep.contains(a)) {
+                db.set(vni, Key::Applied(*a), None, now);
+            }
+            for (node, v) in updates.get(&vni).unwrap_or(&none) {
+                let Some(a) = addrs.get(node) else { continue };
+                let v = v.to_string().into_bytes();
+                if held.get(a) != Some(&v) {
+                    db.set(vni, Key::Applied(*a), Some(Arc::from(v)), now);
+                }
+            }
         }
     }
 
@@ -412,7 +431,7 @@ impl Gossip {
             .await;
         tokio::time::sleep(self.interval * 3).await;
         let _ = self.handle.initiate_shutdown();
-        self.nets.lock().await.clear();
+        self.tables.stop();
     }
 
     /// Says goodbye: peers drop this node at once instead of waiting for
@@ -423,7 +442,7 @@ impl Gossip {
             .await;
         tokio::time::sleep(self.interval * 4).await;
         let _ = self.handle.initiate_shutdown();
-        self.nets.lock().await.clear();
+        self.tables.stop();
     }
 }
 
@@ -460,29 +479,6 @@ fn newest_peers<'a>(
         }
     }
     newest
-}
-
-/// Asks, every round and whenever membership changes, the nodes listed on
-/// each network for the state this node does not hold yet: a node that
-/// joins a network, or one another node just joined, has that table in
-/// a round or two instead of waiting to be picked at random.
-async fn prod_loop(
-    nets: Nets,
-    mut live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
-    me: String,
-    interval: Duration,
-) {
-    loop {
-        tokio::select! {
-            r = live.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let mut nets = nets.lock().await;
-        for (vni, net) in nets.iter_mut() {
-            let listed = view::listed_on(&live, &me, *vni);
-            net.prod(&listed).await;
-        }
-    }
 }
 
 /// Notes, once per round, when each node's heartbeat last advanced.

@@ -57,6 +57,15 @@ const CLEAR_HEADER: usize = 5;
 /// Peers with a relay socket (LRU; a cluster's worth).
 const MAX_RELAYS: usize = 1024;
 
+/// The channel of the per-network table gossip (`netdb`): its messages
+/// name their network themselves. VNIs are 24-bit, so it is never one.
+pub const TABLES_CHANNEL: u32 = u32::MAX;
+/// Table messages waiting for the table gossip's task.
+const TABLES_QUEUE: usize = 1024;
+
+/// Where opened table messages go: (peer, plaintext).
+pub type TablesSink = Arc<Mutex<Option<tokio::sync::mpsc::Sender<(SocketAddr, Vec<u8>)>>>>;
+
 /// Relay address -> the peer whose plaintext it carries.
 type RelayMap = Arc<Mutex<HashMap<SocketAddr, SocketAddr>>>;
 /// Channel -> its instance's codec socket.
@@ -72,6 +81,7 @@ pub struct Hub {
     counters: Arc<WireCounters>,
     channels: ChannelMap,
     relays: RelayMap,
+    tables: TablesSink,
     receiver: JoinHandle<()>,
 }
 
@@ -94,10 +104,12 @@ impl Hub {
         );
         let channels: ChannelMap = Default::default();
         let relays: RelayMap = Default::default();
+        let tables: TablesSink = Default::default();
         let receiver = tokio::spawn(receive_loop(
             real.clone(),
             channels.clone(),
             relays.clone(),
+            tables.clone(),
             keys.clone(),
             counters.clone(),
         ));
@@ -108,8 +120,25 @@ impl Hub {
             counters,
             channels,
             relays,
+            tables,
             receiver,
         }))
+    }
+
+    pub fn counters(&self) -> &WireCounters {
+        &self.counters
+    }
+
+    /// The table gossip's messages from now on (one receiver at a time).
+    pub fn tables(&self) -> tokio::sync::mpsc::Receiver<(SocketAddr, Vec<u8>)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(TABLES_QUEUE);
+        *self.tables.lock().expect("tables sink") = Some(tx);
+        rx
+    }
+
+    /// Seals and sends one table gossip message.
+    pub async fn send_table(&self, to: SocketAddr, plain: &[u8]) -> anyhow::Result<usize> {
+        self.send(TABLES_CHANNEL, to, plain).await
     }
 
     /// Seals `plain` for `channel` (or frames it in clear, insecure) and
@@ -282,6 +311,7 @@ async fn receive_loop(
     real: Arc<TokioUdp>,
     channels: ChannelMap,
     relays: RelayMap,
+    tables: TablesSink,
     keys: Arc<GossipKeys>,
     counters: Arc<WireCounters>,
 ) {
@@ -316,6 +346,20 @@ async fn receive_loop(
             (false, _) => Err(Refusal::Malformed),
         };
         match plain {
+            Ok(Some((TABLES_CHANNEL, p))) => {
+                let sink = tables.lock().expect("tables sink").clone();
+                match sink {
+                    // Full: dropped, as UDP may (anti-entropy repairs it).
+                    Some(tx) => {
+                        if tx.try_send((peer, p)).is_err() {
+                            counters.not_joined.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    None => {
+                        counters.not_joined.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
             Ok(Some((channel, p))) => {
                 let codec = channels.lock().expect("channel map").get(&channel).copied();
                 let Some(codec) = codec else {

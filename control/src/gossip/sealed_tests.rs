@@ -25,7 +25,16 @@ pub(in crate::gossip) async fn node(
     keys: GossipKeys,
     kv: usize,
 ) -> (Gossip, SocketAddr) {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    // Every node of a swarm gossips on the same port (the tables address
+    // peers by IP): one port for the process, a loopback address each.
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let addr: SocketAddr = (
+        [127, 1, (n / 250) as u8, (n % 250) as u8 + 1],
+        *PORT.get_or_init(free_port),
+    )
+        .into();
     let cfg = GossipConfig {
         node: name.into(),
         generation: 1,

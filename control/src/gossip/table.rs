@@ -18,12 +18,6 @@ pub const LEAVING_KEY: &str = "leaving";
 /// Set when a node's daemon restarts (SIGUSR1, `systemctl restart`):
 /// others keep its entries for `RESTART_HOLD` of silence.
 pub const RESTARTING_KEY: &str = "restarting";
-/// What this node's balancers have applied of another node's endpoint
-/// keys: `applied:NODE` -> the highest `ep:` key version of NODE merged
-/// into its last programming pass (one small key per peer, so a change
-/// costs one key on the wire). A node stopping a task waits until every
-/// other node has applied the "stopping" record (`agent::tasks::drain`).
-pub const APPLIED_PREFIX: &str = "applied:";
 
 pub fn ep_key(vni: u32, ip: Ipv4Addr) -> String {
     format!("{EP_PREFIX}{vni}:{ip}")
@@ -54,7 +48,7 @@ pub struct PeerState {
 
 impl PeerState {
     /// The networks on which it has a task stopping: a node that balances
-    /// one of them acknowledges applying this state (`APPLIED_PREFIX`).
+    /// one of them acknowledges applying this state (`netdb::Key::Applied`).
     pub fn stopping_vnis(&self) -> BTreeSet<u32> {
         self.kv
             .iter()

@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chitchat::{ChitchatId, NodeState};
-use tokio::sync::watch;
 
+use super::netdb::{Key, Origin};
 use super::networks::parse_net_key;
-use super::table::{PeerState, APPLIED_PREFIX, EP_PREFIX, RESTARTING_KEY, VTEP_KEY};
+use super::table::{ep_key, PeerState, LEAVING_KEY, RESTARTING_KEY, VTEP_KEY};
+use super::tables::Membership;
 use super::{heard_lately, newest_peers, stall, Gossip, HOLD, RESTART_HOLD, SUSPECT_WINDOW};
 use crate::wire::{Member, NetworkGossip};
 
@@ -107,77 +108,72 @@ fn listed_one(node: String, id: &ChitchatId, st: &NodeState) -> Listed {
     }
 }
 
-/// The live nodes but `me` that membership (`live`) lists on `vni`:
-/// (node, instance generation, gossip address).
-pub(super) fn listed_on(
-    live: &watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
-    me: &str,
-    vni: u32,
-) -> Vec<(String, u64, SocketAddr)> {
-    let live = live.borrow();
-    newest_peers(live.iter(), me)
-        .into_iter()
-        .filter_map(|(node, (id, st))| {
-            let g = nets_of(st).get(&vni).copied()?;
-            Some((node, g, id.gossip_advertise_addr))
-        })
-        .collect()
+/// Per network, the nodes whose records the tables keep (every node
+/// membership holds that lists the network and has not said goodbye: the
+/// views above decide whose entries count, and for how long) and those of
+/// them live to gossip with.
+pub(super) fn membership(c: &chitchat::Chitchat, me: &str) -> Membership {
+    let live: BTreeSet<&ChitchatId> = c.live_nodes().collect();
+    let mut out = Membership::new();
+    for (id, st) in c.node_states() {
+        let std::net::IpAddr::V4(addr) = id.gossip_advertise_addr.ip() else {
+            continue;
+        };
+        if &*id.node_id == me || st.get(LEAVING_KEY).is_some() {
+            continue;
+        }
+        for (vni, generation) in nets_of(st) {
+            let e = out.entry(vni).or_default();
+            e.0.push(Origin { addr, generation });
+            if live.contains(id) {
+                e.1.push(addr);
+            }
+        }
+    }
+    out
 }
 
 impl Gossip {
-    /// The live nodes membership lists on `vni`: (node, instance
-    /// generation, gossip address).
-    pub(super) fn listed_on(&self, vni: u32) -> Vec<(String, u64, SocketAddr)> {
-        listed_on(&self.live, &self.template.node, vni)
-    }
-
     /// What each listed node has on each network this node is on, by
     /// (index in `listed`, VNI).
     async fn on_nets(&self, listed: &[Listed]) -> HashMap<(usize, u32), OnNet> {
-        let me = format!("{APPLIED_PREFIX}{}", self.template.node);
-        let nets = self.nets.lock().await;
+        let me = match self.advertise.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => return HashMap::new(),
+        };
+        let db = self.tables.db.lock().expect("tables");
         let mut out = HashMap::new();
-        for (vni, net) in nets.iter() {
-            let found = net
-                .handle
-                .with_chitchat(|c| {
-                    let by: HashMap<(&str, u64), &NodeState> = c
-                        .node_states()
-                        .iter()
-                        .map(|(id, st)| ((&*id.node_id, id.generation_id), st))
-                        .collect();
-                    let mut found = vec![];
-                    for (i, l) in listed.iter().enumerate() {
-                        let Some(gens) = l.nets.get(vni) else {
-                            continue;
-                        };
-                        let Some(st) = gens.iter().find_map(|g| by.get(&(l.node.as_str(), *g)))
-                        else {
-                            continue;
-                        };
-                        found.push((
-                            i,
-                            OnNet {
-                                eps: st
-                                    .key_values()
-                                    .filter(|(k, _)| k.starts_with(EP_PREFIX))
-                                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                                    .collect(),
-                                ep_version: st
-                                    .key_values_including_deleted()
-                                    .filter(|(k, _)| k.starts_with(EP_PREFIX))
-                                    .map(|(_, v)| v.version)
-                                    .max()
-                                    .unwrap_or(0),
-                                applied_me: st.get(&me).and_then(|v| v.parse().ok()),
-                            },
-                        ));
+        for vni in db.networks() {
+            for (i, l) in listed.iter().enumerate() {
+                let (Some(gens), std::net::IpAddr::V4(addr)) =
+                    (l.nets.get(&vni), l.gossip_addr.ip())
+                else {
+                    continue;
+                };
+                let Some(view) = gens
+                    .iter()
+                    .find_map(|&generation| db.view(vni, &Origin { addr, generation }))
+                else {
+                    continue;
+                };
+                let mut eps = vec![];
+                let mut applied_me = None;
+                for r in view.live() {
+                    let v = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default());
+                    match r.key {
+                        Key::Ep(ip) => eps.push((ep_key(vni, ip), v.into_owned())),
+                        Key::Applied(of) if of == me => applied_me = v.parse().ok(),
+                        Key::Applied(_) => {}
                     }
-                    found
-                })
-                .await;
-            for (i, on) in found {
-                out.insert((i, *vni), on);
+                }
+                out.insert(
+                    (i, vni),
+                    OnNet {
+                        eps,
+                        ep_version: view.watermark,
+                        applied_me,
+                    },
+                );
             }
         }
         out
@@ -383,21 +379,23 @@ impl Gossip {
             })
             .await;
         let on = self.on_nets(&listed).await;
-        let nets = self.nets.lock().await;
-        let mut out: BTreeMap<u32, NetworkGossip> = nets
-            .iter()
-            .map(|(vni, n)| {
-                (
-                    *vni,
-                    NetworkGossip {
-                        vni: *vni,
-                        generation: n.generation,
-                        members: vec![],
-                        endpoints: 0,
-                    },
-                )
-            })
-            .collect();
+        let mut out: BTreeMap<u32, NetworkGossip> = {
+            let db = self.tables.db.lock().expect("tables");
+            db.networks()
+                .filter_map(|vni| {
+                    let me = db.me_on(vni)?;
+                    Some((
+                        vni,
+                        NetworkGossip {
+                            vni,
+                            generation: me.generation,
+                            members: vec![],
+                            endpoints: 0,
+                        },
+                    ))
+                })
+                .collect()
+        };
         for ((i, vni), n) in on {
             if let Some(g) = out.get_mut(&vni) {
                 g.members.push(listed[i].node.clone());

@@ -6,6 +6,7 @@
 mod daemon;
 mod down;
 pub mod peers;
+pub mod sim;
 mod swarm;
 mod up;
 

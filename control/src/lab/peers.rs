@@ -68,7 +68,7 @@ pub struct PeersArgs {
 /// The k-th endpoint's address: from the subnet's third address up (the
 /// daemons' own endpoints use the first ones); the VIPs count down from
 /// the top of the subnet.
-fn addr_of(subnet: Ipv4Net, k: u32) -> Ipv4Addr {
+pub fn addr_of(subnet: Ipv4Net, k: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()) + 16 + k)
 }
 
@@ -84,13 +84,19 @@ fn id_of(n: u64) -> String {
 }
 
 fn record(a: &PeersArgs, k: u32) -> EpRecord {
-    let ip = addr_of(a.subnet, k);
+    synthetic_record(a.subnet, &a.network, a.services, k)
+}
+
+/// The k-th endpoint of a synthetic table: a task of one of `services`
+/// services (round robin), each with a VIP, shaped as the daemon's own.
+pub fn synthetic_record(subnet: Ipv4Net, network: &str, services: u32, k: u32) -> EpRecord {
+    let ip = addr_of(subnet, k);
     let o = ip.octets();
-    let s = k % a.services;
-    let slot = k / a.services + 1;
+    let s = k % services;
+    let slot = k / services + 1;
     EpRecord {
         mac: format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
-        net: a.network.clone(),
+        net: network.to_string(),
         since: crate::clock::now_ms(),
         svc: Some(SvcRecord {
             service_id: id_of(u64::from(s) | 1 << 40),
@@ -98,8 +104,8 @@ fn record(a: &PeersArgs, k: u32) -> EpRecord {
             task_id: id_of(u64::from(k)),
             task: format!("svc{s}.{slot}"),
             slot: slot as u64,
-            network: a.network.clone(),
-            vip: Some(vip_of(a.subnet, s)),
+            network: network.to_string(),
+            vip: Some(vip_of(subnet, s)),
             aliases: vec![],
             health: TaskHealth::None,
         }),

@@ -1,8 +1,9 @@
 //! The drain before a stopping task's SIGTERM. The task is first taken
 //! out of DNS and the balancers (its records gossiped as "stopping"); it
 //! gets SIGTERM once every other live node balancing its networks says, in
-//! its `applied:NODE` gossip key, that it has applied that record, so no
-//! node still sends it new connections when it closes its port. A fixed wait
+//! its applied record on that network's table (`gossip::netdb`), that it
+//! has applied that record, so no node still sends it new connections when
+//! it closes its port. A fixed wait
 //! (Docker's way, and ours before) is too long on a quiet cluster and too
 //! short on a loaded one: a rolling update lost requests on a busy
 //! 2-core machine with 1 s, and once with 2 s.

@@ -25,31 +25,6 @@ use tokio::time::Instant;
 use anyhow::{bail, Result};
 use chitchat::transport::ChannelTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
-use clap::Parser;
-
-#[derive(Parser, Debug)]
-struct Args {
-    /// Cluster sizes to simulate.
-    #[arg(long, value_delimiter = ',', default_value = "100,500")]
-    nodes: Vec<usize>,
-    /// Endpoints published by each node.
-    #[arg(long, default_value_t = 40)]
-    endpoints: usize,
-    #[arg(long, default_value_t = 500)]
-    interval_ms: u64,
-    /// Give up on a size after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout_s: u64,
-    /// Run on tokio's paused clock, on one thread: time stands still while
-    /// the nodes compute and jumps to the next timer when all are idle, so
-    /// rounds last exactly `--interval-ms` however many nodes share this
-    /// machine (chitchat's timers and failure detector use tokio's clock).
-    #[arg(long)]
-    simulated_time: bool,
-    /// Seconds of steady gossip (converged, nothing changing) measured.
-    #[arg(long, default_value_t = 10)]
-    steady_s: u64,
-}
 
 fn ep(node: usize, k: usize) -> (String, String) {
     let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 + (node as u32) * 64 + k as u32 + 2);
@@ -89,7 +64,7 @@ async fn converged(nodes: &[ChitchatHandle], want_keys: usize, n: usize, sample:
     true
 }
 
-async fn run(
+pub async fn run(
     n: usize,
     e: usize,
     interval: Duration,
@@ -183,80 +158,4 @@ async fn run(
         "reference_full_push_bytes_per_node": full_push,
         "state_per_node_bytes_at_96287_endpoints": 96287 * (key_bytes + 8),
     }))
-}
-
-fn main() -> Result<()> {
-    let a = Args::parse();
-    let rt = if a.simulated_time {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-    };
-    rt.block_on(simulate(a))
-}
-
-async fn simulate(a: Args) -> Result<()> {
-    let mut rows = vec![];
-    for &n in &a.nodes {
-        eprintln!("simulating {n} nodes x {} endpoints ...", a.endpoints);
-        match run(
-            n,
-            a.endpoints,
-            Duration::from_millis(a.interval_ms),
-            Duration::from_secs(a.timeout_s),
-            Duration::from_secs(a.steady_s),
-        )
-        .await
-        {
-            Ok(r) => {
-                eprintln!("{r}");
-                rows.push(r)
-            }
-            Err(e) => eprintln!("{n} nodes: {e:#}"),
-        }
-    }
-    println!(
-        "\nGossip simulation (chitchat, channel transport, {} ms rounds)\n",
-        a.interval_ms
-    );
-    println!(
-        "{:>6} {:>9} {:>10} {:>8} {:>14} {:>9} {:>8} {:>14} {:>14} {:>16}",
-        "nodes",
-        "endpoints",
-        "converge s",
-        "rounds",
-        "B/node/s conv",
-        "change s",
-        "rounds",
-        "B/node change",
-        "ref full push",
-        "B/node/s steady"
-    );
-    for r in &rows {
-        let c = |k: &str| r[k].to_string();
-        println!(
-            "{:>6} {:>9} {:>10} {:>8} {:>14} {:>9} {:>8} {:>14} {:>14} {:>16}",
-            c("nodes"),
-            c("endpoints_total"),
-            c("converge_s"),
-            c("converge_rounds"),
-            c("converge_bytes_per_node_per_s"),
-            c("change_s"),
-            c("change_rounds"),
-            c("change_bytes_per_node"),
-            c("reference_full_push_bytes_per_node"),
-            c("steady_bytes_per_node_per_s")
-        );
-    }
-    println!(
-        "\n{}",
-        serde_json::json!({"benchmark": "gossip_sim", "results": rows})
-    );
-    Ok(())
 }

@@ -1,0 +1,144 @@
+//! The daemon's per-network tables: `netdb` driven over the gossip port.
+//!
+//! One task owns the rounds: every interval it hands `netdb` the nodes
+//! membership lists on each network (whose records count, and which of
+//! them are live to gossip with), ticks it and sends what comes out; every
+//! table message the hub opens is handled as it arrives. The state sits
+//! behind a plain mutex, held only for those calls and for the agent's
+//! reads and writes (`Gossip::publish`, `peers`...).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use super::netdb::{Msg, NetDb, Origin, Outgoing, Plain};
+use super::sealed::Hub;
+
+/// Per network: the origins whose records count, and the live ones.
+pub(super) type Membership = BTreeMap<u32, (Vec<Origin>, Vec<Ipv4Addr>)>;
+
+pub(super) struct Tables {
+    pub db: Arc<Mutex<NetDb>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Tables {
+    /// Starts the rounds. Membership (`chitchat`, where this node is `me`)
+    /// is read every round; `port` is the gossip port every node of the
+    /// swarm uses (7946, as Docker's).
+    pub fn start(
+        db: NetDb,
+        hub: Arc<Hub>,
+        port: u16,
+        interval: Duration,
+        changes: Arc<watch::Sender<u64>>,
+        chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+        me: String,
+    ) -> Self {
+        let db = Arc::new(Mutex::new(db));
+        let rx = hub.tables();
+        let task = tokio::spawn(run(
+            Rounds {
+                db: db.clone(),
+                hub,
+                port,
+                interval,
+                changes,
+                chitchat,
+                me,
+            },
+            rx,
+        ));
+        Tables { db, task }
+    }
+
+    /// Stops gossiping and drops every table (goodbye, restart).
+    pub fn stop(&self) {
+        self.task.abort();
+        let mut db = self.db.lock().expect("tables");
+        let vnis: Vec<u32> = db.networks().collect();
+        for vni in vnis {
+            db.leave(vni);
+        }
+    }
+}
+
+async fn send(hub: &Hub, port: u16, out: Vec<Outgoing>) {
+    for o in out {
+        let to = SocketAddr::from((o.to, port));
+        if let Err(e) = hub.send_table(to, &o.msg.encode()).await {
+            debug!(%to, "table gossip send: {e:#}");
+        }
+    }
+}
+
+/// What the rounds' task works with.
+struct Rounds {
+    db: Arc<Mutex<NetDb>>,
+    hub: Arc<Hub>,
+    port: u16,
+    interval: Duration,
+    changes: Arc<watch::Sender<u64>>,
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    me: String,
+}
+
+async fn run(r: Rounds, mut rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>) {
+    let Rounds {
+        db,
+        hub,
+        port,
+        interval,
+        changes,
+        chitchat,
+        me,
+    } = r;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = 0u64;
+    loop {
+        let mut out = Vec::new();
+        tokio::select! {
+            m = rx.recv() => {
+                let Some((peer, bytes)) = m else { return };
+                let std::net::IpAddr::V4(from) = peer.ip() else { continue };
+                match Msg::decode(&bytes) {
+                    Ok(msg) => db.lock().expect("tables").handle(from, msg, &mut Plain, &mut out),
+                    Err(e) => {
+                        hub.counters().refuse(super::seal::Refusal::Malformed);
+                        debug!(%peer, "table gossip: {e}");
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let listed: Membership = super::view::membership(&*chitchat.lock().await, &me);
+                let mut d = db.lock().expect("tables");
+                let vnis: Vec<u32> = d.networks().collect();
+                for vni in vnis {
+                    let (m, live) = listed.get(&vni).cloned().unwrap_or_default();
+                    d.set_members(vni, m);
+                    d.set_live(vni, live);
+                }
+                d.tick(&mut out);
+                d.collect(crate::clock::now_ms());
+            }
+        }
+        let now = db.lock().expect("tables").changes;
+        if now != seen {
+            seen = now;
+            changes.send_modify(|n| *n += 1);
+        }
+        send(&hub, port, out).await;
+    }
+}
