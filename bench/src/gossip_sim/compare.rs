@@ -112,8 +112,8 @@ pub fn run(a: &Args) -> Result<()> {
         println!(
             "{:<12} {:>6} {:>7} {:>9.0} {:>9} {:>16} {:>11} {:>11} {:>10.1} {:>9.2} {:>8.0}",
             r["shape"].as_str().unwrap_or("?"),
-            r["nodes"],
-            r["records"],
+            r["nodes"].as_u64().unwrap_or(0),
+            r["records"].as_u64().unwrap_or(0),
             f(r, "cold_rounds"),
             kb(f(&r["cold_table_bytes_per_node_s"], "mean")
                 + f(&r["cold_membership_bytes_per_node_s"], "mean")),
@@ -138,12 +138,12 @@ pub fn run(a: &Args) -> Result<()> {
     );
     for r in &refs {
         println!(
-            "{:>6} {:>7} {:>9} {:>9} {:>13} {:>11}",
-            r["nodes"],
-            r["endpoints_total"],
-            r["converge_rounds"],
+            "{:>6} {:>7} {:>9.1} {:>9} {:>13.1} {:>11}",
+            r["nodes"].as_u64().unwrap_or(0),
+            r["endpoints_total"].as_u64().unwrap_or(0),
+            f(r, "converge_rounds"),
             kb(f(r, "converge_bytes_per_node_per_s")),
-            r["change_rounds"],
+            f(r, "change_rounds"),
             kb(f(r, "steady_bytes_per_node_per_s")),
         );
     }

@@ -130,3 +130,54 @@ async fn only_holders_of_the_key_gossip_and_refusals_are_counted() {
     assert_eq!(e.counters.sent_datagrams.load(Ordering::Relaxed), 0);
     assert!(e.members().await.len() == 1, "{:?}", e.members().await);
 }
+
+/// A key holder's table messages are still judged by what they say: bytes
+/// that are no netdb message, and records from a node membership does not
+/// list on the network, are refused and counted, and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_holder_s_bad_table_messages_are_refused_and_counted() {
+    use crate::gossip::netdb::{Key, Msg, Origin, Update, WireRec};
+    use crate::gossip::sealed::TABLES_CHANNEL;
+    let k = [9u8; 32];
+    let keys = GossipKeys::new(false, Some(k), None);
+    let (a, a_addr) = node("a", None, GossipKeys::new(false, Some(k), None), 2).await;
+    let count = |r: &str| {
+        a.wire_refused()
+            .into_iter()
+            .find(|(n, _)| *n == r)
+            .map_or(0, |(_, n)| n)
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sealer = crate::gossip::seal::Sealer::new();
+    let state = keys.current();
+    let key = state.seal_key().unwrap();
+    let forged = Msg::Rumors {
+        vni: 4000,
+        updates: vec![Update {
+            origin: Origin {
+                addr: "127.9.9.9".parse().unwrap(),
+                generation: 1,
+            },
+            rec: WireRec {
+                key: Key::Ep("10.0.0.99".parse().unwrap()),
+                version: 1,
+                value: Some(b"{}".to_vec()),
+            },
+        }],
+    };
+    for plain in [vec![0xff; 40], forged.encode()] {
+        for d in sealer.seal(key, TABLES_CHANNEL, &plain).unwrap() {
+            sock.send_to(&d, a_addr).unwrap();
+        }
+    }
+    let t0 = Instant::now();
+    while count("table_malformed") == 0 || count("table_not_member") == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            a.wire_refused()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.peers().await.is_empty(), "nothing was taken");
+}

@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::netdb::{Msg, NetDb, Origin, Outgoing, Plain};
+use super::netdb::{Counters, Msg, NetDb, Origin, Outgoing, Plain};
 use super::sealed::Hub;
+use super::transport::WireCounters;
 
 /// Per network: the origins whose records count, and the live ones.
 pub(super) type Membership = BTreeMap<u32, (Vec<Origin>, Vec<Ipv4Addr>)>;
@@ -74,6 +75,23 @@ impl Tables {
     }
 }
 
+/// Passes what netdb dropped or refused on to the wire counters that
+/// `debug gossip` and `/metrics` show.
+fn count(w: &WireCounters, before: &Counters, now: &Counters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    w.not_joined
+        .fetch_add(now.not_joined - before.not_joined, Relaxed);
+    let refused = [
+        now.not_member - before.not_member,
+        now.about_self - before.about_self,
+        now.unknown_origin - before.unknown_origin,
+        now.bad_buckets - before.bad_buckets,
+    ];
+    for (c, n) in w.table_refused.iter().zip(refused) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
 async fn send(hub: &Hub, port: u16, out: Vec<Outgoing>) {
     for o in out {
         let to = SocketAddr::from((o.to, port));
@@ -114,9 +132,15 @@ async fn run(r: Rounds, mut rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>) {
                 let Some((peer, bytes)) = m else { return };
                 let std::net::IpAddr::V4(from) = peer.ip() else { continue };
                 match Msg::decode(&bytes) {
-                    Ok(msg) => db.lock().expect("tables").handle(from, msg, &mut Plain, &mut out),
+                    Ok(msg) => {
+                        let mut d = db.lock().expect("tables");
+                        let before = d.counters.clone();
+                        d.handle(from, msg, &mut Plain, &mut out);
+                        count(hub.counters(), &before, &d.counters);
+                    }
                     Err(e) => {
-                        hub.counters().refuse(super::seal::Refusal::Malformed);
+                        hub.counters().table_refused[4]
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         debug!(%peer, "table gossip: {e}");
                     }
                 }

@@ -34,7 +34,20 @@ pub struct WireCounters {
     pub sent_bytes: AtomicU64,
     pub received_datagrams: AtomicU64,
     pub received_bytes: AtomicU64,
+    /// Table gossip (`netdb`) refused by what it said: from a node not on
+    /// the network, about this node's own records, about an origin not on
+    /// the network, with nonsense buckets, or no netdb message at all.
+    pub table_refused: [AtomicU64; 5],
 }
+
+/// The reasons of `WireCounters::table_refused`, in order.
+pub const TABLE_REFUSALS: [&str; 5] = [
+    "table_not_member",
+    "table_about_self",
+    "table_unknown_origin",
+    "table_bad_buckets",
+    "table_malformed",
+];
 
 impl WireCounters {
     fn of(&self, r: Refusal) -> &AtomicU64 {
@@ -67,6 +80,9 @@ impl WireCounters {
             "malformed_packets",
             MALFORMED_PACKETS.load(Ordering::Relaxed),
         ));
+        for (r, c) in TABLE_REFUSALS.iter().zip(&self.table_refused) {
+            v.push((r, c.load(Ordering::Relaxed)));
+        }
         v
     }
 

@@ -112,7 +112,8 @@ impl Values for Plain {
 pub struct Counters {
     pub not_joined: u64,
     pub not_member: u64,
-    /// Records about this node's own origin sent by someone else.
+    /// Deltas about this node's own origin sent by someone else (a rumor
+    /// of its own passed back is normal, not counted here).
     pub about_self: u64,
     /// Records of an origin that is not on the network (or not any more).
     pub unknown_origin: u64,
@@ -378,6 +379,13 @@ impl NetDb {
             if targets.is_empty() {
                 continue;
             }
+            if t.rumors.len() > self.cfg.max_rumors {
+                // A bulk publish (a restart's whole table) queues more than
+                // the cap: the most-sent go, anti-entropy carries them.
+                t.rumors.sort_by_key(|r| r.sent);
+                self.counters.rumors_dropped += (t.rumors.len() - self.cfg.max_rumors) as u64;
+                t.rumors.truncate(self.cfg.max_rumors);
+            }
             if !t.rumors.is_empty() {
                 let limit = (self.cfg.rumor_mult * ((t.members.len() + 2) as f64).log10())
                     .ceil()
@@ -457,7 +465,8 @@ impl NetDb {
             Msg::Rumors { updates, .. } => {
                 for u in updates {
                     if u.origin.addr == me.addr {
-                        self.counters.about_self += 1;
+                        // Our own change passed back: rumors do that.
+                        self.counters.rumors_old += 1;
                         continue;
                     }
                     if !t.is_member(&u.origin) {

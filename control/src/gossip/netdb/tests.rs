@@ -216,7 +216,20 @@ fn strangers_and_claims_about_oneself_are_refused() {
     };
     d.handle(stranger, forged(origin(1)), &mut Plain, &mut out);
     assert_eq!(d.counters.not_member, 1);
+    // Its own rumor passed back is normal; a delta about itself is not.
     d.handle(origin(1).addr, forged(me), &mut Plain, &mut out);
+    assert_eq!(d.counters.about_self, 0);
+    let about_me = Msg::Delta {
+        vni: VNI,
+        origins: vec![OriginDelta {
+            origin: me,
+            reset: true,
+            gc_floor: 0,
+            upto: 99,
+            recs: vec![],
+        }],
+    };
+    d.handle(origin(1).addr, about_me, &mut Plain, &mut out);
     assert_eq!(d.counters.about_self, 1);
     let old_gen = Origin {
         generation: 6,
