@@ -473,11 +473,7 @@ impl NetDb {
                         self.counters.unknown_origin += 1;
                         continue;
                     }
-                    let rec = Rec {
-                        key: u.rec.key,
-                        version: u.rec.version,
-                        value: u.rec.value.map(|b| values.value(b)),
-                    };
+                    let rec = into_rec(u.rec, values);
                     let view = t.views.entry(u.origin).or_default();
                     let new = view.apply(rec.clone());
                     view.saw(rec.version);
@@ -586,15 +582,7 @@ impl NetDb {
                         continue;
                     }
                     self.counters.delta_records += d.recs.len() as u64;
-                    let recs: Vec<Rec> = d
-                        .recs
-                        .into_iter()
-                        .map(|r| Rec {
-                            key: r.key,
-                            version: r.version,
-                            value: r.value.map(|b| values.value(b)),
-                        })
-                        .collect();
+                    let recs: Vec<Rec> = d.recs.into_iter().map(|r| into_rec(r, values)).collect();
                     let view = t.views.entry(d.origin).or_default();
                     if d.reset {
                         self.counters.resets += 1;
@@ -630,6 +618,14 @@ impl NetDb {
                     + t.rumors.capacity() * std::mem::size_of::<Rumor>()
             })
             .sum()
+    }
+}
+
+fn into_rec(r: WireRec, values: &mut impl Values) -> Rec {
+    Rec {
+        key: r.key,
+        version: r.version,
+        value: r.value.map(|b| values.value(b)),
     }
 }
 

@@ -364,13 +364,23 @@ pub fn simulate(a: &SimArgs) -> Result<Report> {
     })
 }
 
+/// "tables (max busiest), membership" in KB/s.
+fn traffic(tables: &Rate, membership: &Rate) -> String {
+    let kb = |x: f64| format!("{:.1} KB/s", x / 1000.0);
+    format!(
+        "{} (max {}), {}",
+        kb(tables.mean),
+        kb(tables.max),
+        kb(membership.mean)
+    )
+}
+
 pub fn run(a: SimArgs) -> Result<()> {
     let report = simulate(&a)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let kb = |x: f64| format!("{:.1} KB/s", x / 1000.0);
     let rows = [
         ("shape", format!("{:?}", report.shape)),
         (
@@ -389,20 +399,16 @@ pub fn run(a: SimArgs) -> Result<()> {
         ),
         (
             "cold start: tables, membership per node",
-            format!(
-                "{} (max {}), {}",
-                kb(report.cold_table_bytes_per_node_s.mean),
-                kb(report.cold_table_bytes_per_node_s.max),
-                kb(report.cold_membership_bytes_per_node_s.mean)
+            traffic(
+                &report.cold_table_bytes_per_node_s,
+                &report.cold_membership_bytes_per_node_s,
             ),
         ),
         (
             "steady: tables, membership per node",
-            format!(
-                "{} (max {}), {}",
-                kb(report.steady_table_bytes_per_node_s.mean),
-                kb(report.steady_table_bytes_per_node_s.max),
-                kb(report.steady_membership_bytes_per_node_s.mean)
+            traffic(
+                &report.steady_table_bytes_per_node_s,
+                &report.steady_membership_bytes_per_node_s,
             ),
         ),
         (
