@@ -112,7 +112,7 @@ pub struct Gossip {
 }
 
 impl Gossip {
-    /// Starts membership and an instance for each network of `initial`
+    /// Starts membership and the table of each network of `initial`
     /// (this node's `ep:` keys, e.g. those a previous run published).
     pub async fn start(cfg: &GossipConfig, initial: Vec<(String, String)>) -> Result<Self> {
         let counters = Arc::new(WireCounters::default());

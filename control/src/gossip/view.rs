@@ -1,11 +1,11 @@
-//! Whose gossip counts, read out of membership and the network instances:
+//! Whose gossip counts, read out of membership and the network tables:
 //! the peers whose entries this node programs (`peers`), those a draining
 //! task waits for (`acks`), and what `shoal debug gossip` shows.
 //!
 //! Membership decides who counts and for how long (live, held a moment
 //! after a conviction, a restarting node until its next process is back);
-//! each network instance only supplies the entries of the nodes membership
-//! lists on that network, from the instance generation they list.
+//! each network's table (`netdb`) only supplies the entries of the nodes
+//! membership lists on that network, from the table generation they list.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ struct Listed {
     gossip_addr: SocketAddr,
     /// Its membership keys (`vtep`, `net:`...).
     kv: Vec<(String, String)>,
-    /// VNI -> the instance generations to read its entries from: the one
+    /// VNI -> the table generations to read its entries from: the one
     /// it lists, then, for a restarted node, the one its previous process
     /// listed, until the new one's state arrives (a restart hands over
     /// without a blink, as it did when one instance carried everything).

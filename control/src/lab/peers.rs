@@ -1,6 +1,6 @@
 //! `shoal lab peers`: simulated gossip peers for measuring a real daemon
 //! at size. Each peer is the daemon's own gossip (`gossip::Gossip`: the
-//! sealed transport, membership, the network's instance) on its own
+//! sealed transport, membership, the network's table) on its own
 //! address, publishing its share of a network's endpoints as tasks of
 //! services, so the daemons they reach hold a table as big as asked
 //! (Swarm2000: 96,287 endpoints) without a namespace per endpoint.
