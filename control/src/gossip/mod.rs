@@ -184,15 +184,15 @@ impl Gossip {
             netdb::Config::default(),
             u64::from_le_bytes(seal::random_bytes::<8>()),
         );
-        let tables = Tables::start(
-            db,
+        let tables = Tables::start(tables::Rounds {
+            db: Arc::new(std::sync::Mutex::new(db)),
             hub,
-            cfg.advertise.port(),
-            cfg.interval,
-            tx,
-            handle.chitchat(),
-            cfg.node.clone(),
-        );
+            port: cfg.advertise.port(),
+            interval: cfg.interval,
+            changes: tx,
+            chitchat: handle.chitchat(),
+            me: cfg.node.clone(),
+        });
         let g = Self {
             handle,
             tables,

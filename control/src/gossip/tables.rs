@@ -35,32 +35,12 @@ impl Drop for Tables {
 }
 
 impl Tables {
-    /// Starts the rounds. Membership (`chitchat`, where this node is `me`)
-    /// is read every round; `port` is the gossip port every node of the
-    /// swarm uses (7946, as Docker's).
-    pub fn start(
-        db: NetDb,
-        hub: Arc<Hub>,
-        port: u16,
-        interval: Duration,
-        changes: Arc<watch::Sender<u64>>,
-        chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
-        me: String,
-    ) -> Self {
-        let db = Arc::new(Mutex::new(db));
-        let rx = hub.tables();
-        let task = tokio::spawn(run(
-            Rounds {
-                db: db.clone(),
-                hub,
-                port,
-                interval,
-                changes,
-                chitchat,
-                me,
-            },
-            rx,
-        ));
+    /// Starts the rounds (the table messages the hub opens from now on
+    /// come to them).
+    pub fn start(r: Rounds) -> Self {
+        let db = r.db.clone();
+        let rx = r.hub.tables();
+        let task = tokio::spawn(run(r, rx));
         Tables { db, task }
     }
 
@@ -101,15 +81,17 @@ async fn send(hub: &Hub, port: u16, out: Vec<Outgoing>) {
     }
 }
 
-/// What the rounds' task works with.
-struct Rounds {
-    db: Arc<Mutex<NetDb>>,
-    hub: Arc<Hub>,
-    port: u16,
-    interval: Duration,
-    changes: Arc<watch::Sender<u64>>,
-    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
-    me: String,
+/// What the rounds' task works with. Membership (`chitchat`, where this
+/// node is `me`) is read every round; `port` is the gossip port every node
+/// of the swarm uses (7946, as Docker's).
+pub(super) struct Rounds {
+    pub db: Arc<Mutex<NetDb>>,
+    pub hub: Arc<Hub>,
+    pub port: u16,
+    pub interval: Duration,
+    pub changes: Arc<watch::Sender<u64>>,
+    pub chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    pub me: String,
 }
 
 async fn run(r: Rounds, mut rx: mpsc::Receiver<(SocketAddr, Vec<u8>)>) {

@@ -197,6 +197,24 @@ impl Table {
         self.members.binary_search(o).is_ok()
     }
 
+    /// Whether records of `o` may be taken: not this node's own (a rumor
+    /// of its own passed back is normal, `own_is_normal`; anything else
+    /// about itself is refused) and of an origin on the network.
+    fn admits(&self, o: &Origin, own_is_normal: bool, c: &mut Counters) -> bool {
+        if o.addr == self.me.addr {
+            match own_is_normal {
+                true => c.rumors_old += 1,
+                false => c.about_self += 1,
+            }
+            return false;
+        }
+        if !self.is_member(o) {
+            c.unknown_origin += 1;
+            return false;
+        }
+        true
+    }
+
     fn targets(&self) -> Vec<Origin> {
         match &self.live {
             None => self.members.clone(),
@@ -456,7 +474,6 @@ impl NetDb {
             self.counters.not_joined += 1;
             return;
         };
-        let me = t.me;
         if !t.members.iter().any(|m| m.addr == from) {
             self.counters.not_member += 1;
             return;
@@ -464,13 +481,8 @@ impl NetDb {
         match msg {
             Msg::Rumors { updates, .. } => {
                 for u in updates {
-                    if u.origin.addr == me.addr {
-                        // Our own change passed back: rumors do that.
-                        self.counters.rumors_old += 1;
-                        continue;
-                    }
-                    if !t.is_member(&u.origin) {
-                        self.counters.unknown_origin += 1;
+                    // Our own change passed back is normal for rumors.
+                    if !t.admits(&u.origin, true, &mut self.counters) {
                         continue;
                     }
                     let rec = into_rec(u.rec, values);
@@ -573,12 +585,7 @@ impl NetDb {
             }
             Msg::Delta { origins, .. } => {
                 for d in origins {
-                    if d.origin.addr == me.addr {
-                        self.counters.about_self += 1;
-                        continue;
-                    }
-                    if !t.is_member(&d.origin) {
-                        self.counters.unknown_origin += 1;
+                    if !t.admits(&d.origin, false, &mut self.counters) {
                         continue;
                     }
                     self.counters.delta_records += d.recs.len() as u64;
