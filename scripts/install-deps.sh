@@ -9,15 +9,26 @@ PKGS=(clang-19 libbpf-dev linux-libc-dev iproute2 iperf3 ethtool tcpdump iputils
       podman containernetworking-plugins containerd runc docker.io
       mmdebstrap e2fsprogs qemu-utils openssh-client)
 
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+find_missing() {
+    missing=()
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+}
+find_missing
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A package from another suite (a backported qemu-utils, say) can be
+    # removed to satisfy one we asked for: a second pass puts Debian's own
+    # version back.
+    find_missing
+    if ((${#missing[@]})); then
+        echo "installing again (apt removed them): ${missing[*]}" >&2
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
 fi
 
 # bpffs for pinned maps and links.
