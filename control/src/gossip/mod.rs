@@ -22,6 +22,7 @@
 pub mod keys;
 pub mod netdb;
 pub mod networks;
+pub mod roster;
 pub mod seal;
 pub mod sealed;
 pub mod stall;
@@ -358,7 +359,7 @@ impl Gossip {
                     o.live()
                         .filter_map(|r| match r.key {
                             Key::Applied(a) => Some((a, r.value.as_deref()?.to_vec())),
-                            Key::Ep(_) => None,
+                            Key::Ep(_) | Key::Node => None,
                         })
                         .collect()
                 })

@@ -163,7 +163,7 @@ impl Gossip {
                     match r.key {
                         Key::Ep(ip) => eps.push((ep_key(vni, ip), v.into_owned())),
                         Key::Applied(of) if of == me => applied_me = v.parse().ok(),
-                        Key::Applied(_) => {}
+                        Key::Applied(_) | Key::Node => {}
                     }
                 }
                 out.insert(

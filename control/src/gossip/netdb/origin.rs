@@ -34,6 +34,8 @@ pub enum Key {
     /// What the origin has applied of another node's records
     /// (the daemon's `applied:NODE`).
     Applied(Ipv4Addr),
+    /// The origin's node record, in the cluster table (`roster.rs`).
+    Node,
 }
 
 /// A record's value: shared, because the same bytes sit in the table, in
