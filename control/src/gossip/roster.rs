@@ -116,6 +116,8 @@ pub struct Roster {
     sized_for: usize,
     /// Moves whenever membership changes.
     pub changes: u64,
+    /// Liveness changes since the caller last took them (`take_events`).
+    events: Vec<(Origin, Liveness)>,
     /// Records that did not decode.
     pub bad_records: u64,
     /// Decoded records, by (origin, version): a round reads every member's
@@ -139,6 +141,7 @@ impl Roster {
             forget_after_ms: 60_000,
             sized_for: 1,
             changes: 0,
+            events: Vec::new(),
             bad_records: 0,
             cache: HashMap::new(),
         };
@@ -154,7 +157,9 @@ impl Roster {
         &self.record
     }
 
-    /// Forgets down members after this long (default 60 s).
+    /// Forgets down members after this long (default 60 s; tests shorten
+    /// it).
+    #[cfg(test)]
     pub fn forget_after(&mut self, d: Duration) {
         self.forget_after_ms = d.as_millis() as u64;
     }
@@ -252,12 +257,39 @@ impl Roster {
             k.liveness = liveness;
             k.since_ms = now_ms;
             self.changes += 1;
+            self.events.push((m, liveness));
         }
     }
 
-    /// Every member known, alive or down a while ago.
-    pub fn members(&self) -> impl Iterator<Item = (&Origin, &Known)> {
-        self.known.iter()
+    /// Members that came up or went down since the last call.
+    pub fn take_events(&mut self) -> Vec<(Origin, Liveness)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// A cluster that has been up a while (the simulation's start):
+    /// `members` alive, as if announced and gossiped long ago.
+    pub fn assume_alive(
+        &mut self,
+        members: impl IntoIterator<Item = Origin>,
+        now_ms: u64,
+        io: &mut Io,
+    ) {
+        let me = self.me.addr;
+        let ms: Vec<Origin> = members.into_iter().filter(|o| o.addr != me).collect();
+        let alive = ms
+            .iter()
+            .map(|o| foca::Member::new(*o, 0, foca::State::Alive));
+        // An error is an oversized update, which a bare identity is not.
+        let _ = self.swim.apply_many(alive, false, &mut *io);
+        io.notes.clear();
+        for o in ms {
+            self.mark(o, Liveness::Alive, now_ms);
+        }
+        self.events.clear();
+    }
+
+    pub fn liveness(&self, o: &Origin) -> Option<Liveness> {
+        self.known.get(o).map(|k| k.liveness)
     }
 
     pub fn alive(&self) -> impl Iterator<Item = &Origin> {
@@ -304,10 +336,9 @@ impl Roster {
         }
         let size = self.known.len() + 1;
         // Retransmissions grow with log10 of the size: refit on a 2x change.
-        if size > self.sized_for * 2 || size * 2 < self.sized_for {
-            if self.swim.set_config(swim::config(size)).is_ok() {
-                self.sized_for = size;
-            }
+        let refit = size > self.sized_for * 2 || size * 2 < self.sized_for;
+        if refit && self.swim.set_config(swim::config(size)).is_ok() {
+            self.sized_for = size;
         }
         db.set_members(CLUSTER, self.known.keys().copied());
         db.set_live(CLUSTER, self.alive().map(|o| o.addr));

@@ -265,12 +265,9 @@ fn a_killed_node_is_down_everywhere_within_3_s_and_forgotten_later() {
     w.nodes[4].up = false;
     let victim = w.nodes[4].roster.me();
     let took = w.until(3_000, |w| {
-        (0..10).filter(|&i| i != 4).all(|i| {
-            w.nodes[i]
-                .roster
-                .members()
-                .any(|(o, k)| *o == victim && k.liveness == Liveness::Down)
-        })
+        (0..10)
+            .filter(|&i| i != 4)
+            .all(|i| w.nodes[i].roster.liveness(&victim) == Some(Liveness::Down))
     });
     eprintln!("n4 down everywhere after {took:?} ms");
     assert!(took.is_some(), "n4 not down everywhere within 3 s");
@@ -280,7 +277,7 @@ fn a_killed_node_is_down_everywhere_within_3_s_and_forgotten_later() {
     assert!(!nets[&NET].1.contains(&addr(4)));
     assert_eq!(w.eps(0), 10);
     w.run_for(21_000);
-    assert!(!w.nodes[0].roster.members().any(|(o, _)| *o == victim));
+    assert_eq!(w.nodes[0].roster.liveness(&victim), None);
     assert_eq!(w.eps(0), 9);
 }
 

@@ -156,6 +156,8 @@ struct Table {
     deaths: VecDeque<(u64, u64)>,
     /// Rounds since the table last changed here.
     quiet: u32,
+    /// Changes to what this table holds, ever.
+    changed: u64,
 }
 
 pub struct NetDb {
@@ -193,6 +195,12 @@ fn entry_hash(o: &Origin, watermark: u64) -> u64 {
 }
 
 impl Table {
+    /// What it holds changed: busy again (not quiet), and counted.
+    fn touched(&mut self) {
+        self.quiet = 0;
+        self.changed += 1;
+    }
+
     fn is_member(&self, o: &Origin) -> bool {
         self.members.binary_search(o).is_ok()
     }
@@ -291,6 +299,11 @@ impl NetDb {
         t.views.entry(me).or_default();
     }
 
+    /// Moves whenever what `vni`'s table holds changes (None: not on it).
+    pub fn table_changes(&self, vni: u32) -> Option<u64> {
+        self.nets.get(&vni).map(|t| t.changed)
+    }
+
     /// This node's origin on `vni`.
     pub fn me_on(&self, vni: u32) -> Option<Origin> {
         self.nets.get(&vni).map(|t| t.me)
@@ -318,7 +331,7 @@ impl NetDb {
         t.views.retain(|o, _| keep.contains(o));
         if t.views.len() != before {
             self.changes += 1;
-            t.quiet = 0;
+            t.touched();
         }
         t.rumors.retain(|r| keep.contains(&r.origin));
     }
@@ -357,7 +370,7 @@ impl NetDb {
         own.apply(rec.clone());
         own.saw(version);
         self.changes += 1;
-        t.quiet = 0;
+        t.touched();
         if rec.value.is_none() {
             t.deaths.push_back((version, now_ms));
         }
@@ -491,7 +504,7 @@ impl NetDb {
                     view.saw(rec.version);
                     if new {
                         self.changes += 1;
-                        t.quiet = 0;
+                        t.touched();
                         self.counters.rumors_new += 1;
                         t.rumors.push(Rumor {
                             origin: u.origin,
@@ -595,7 +608,7 @@ impl NetDb {
                         self.counters.resets += 1;
                         view.reset(recs, d.upto, d.gc_floor);
                         self.changes += 1;
-                        t.quiet = 0;
+                        t.touched();
                     } else {
                         view.raise_gc_floor(d.gc_floor);
                         let mut new = false;
@@ -605,7 +618,7 @@ impl NetDb {
                         view.complete_to(d.upto);
                         if new {
                             self.changes += 1;
-                            t.quiet = 0;
+                            t.touched();
                         }
                     }
                 }
@@ -615,8 +628,13 @@ impl NetDb {
 
     /// Heap bytes of the tables, record payloads counted in full.
     pub fn heap_bytes(&self) -> usize {
+        self.nets.keys().map(|v| self.heap_bytes_of(*v)).sum()
+    }
+
+    /// Heap bytes of `vni`'s table.
+    pub fn heap_bytes_of(&self, vni: u32) -> usize {
         self.nets
-            .values()
+            .get(&vni)
             .map(|t| {
                 t.members.capacity() * std::mem::size_of::<Origin>()
                     + t.views.capacity()
@@ -624,7 +642,7 @@ impl NetDb {
                     + t.views.values().map(OriginView::heap_bytes).sum::<usize>()
                     + t.rumors.capacity() * std::mem::size_of::<Rumor>()
             })
-            .sum()
+            .unwrap_or(0)
     }
 }
 

@@ -1,8 +1,9 @@
 //! A discrete-event network of simulated nodes, each running the real
-//! membership (foca, `gossip::swim`) and the real table gossip
-//! (`gossip::netdb`): every message is encoded, counted with the sealed
-//! transport's overhead, delivered after a LAN's latency and decoded.
-//! Time is simulated, so 2,384 nodes keep 200 ms rounds on two cores.
+//! membership (`gossip::roster`: foca's SWIM and the cluster table of node
+//! records) and the real table gossip (`gossip::netdb`): every message is
+//! encoded, counted with the sealed transport's overhead, delivered after
+//! a LAN's latency and decoded. Time is simulated, so 2,384 nodes keep
+//! 200 ms rounds on two cores.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
@@ -10,16 +11,16 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use foca::{Foca, Member, NoCustomBroadcast, OwnedNotification, PostcardCodec, State, Timer};
+use foca::Timer;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::shape::NetSpec;
-use crate::gossip::netdb::{self, Msg, NetDb, Origin, Outgoing, Value, Values};
+use crate::gossip::netdb::{
+    self, Key, Msg, NetDb, Origin, OriginDelta, Outgoing, Value, Values, WireRec,
+};
+use crate::gossip::roster::{Io, Liveness, NodeRecord, Roster, CLUSTER};
 use crate::gossip::seal::{MAX_FRAGMENT_PLAINTEXT, OVERHEAD};
-use crate::gossip::swim;
-
-pub type Swim = Foca<Origin, PostcardCodec, SmallRng, NoCustomBroadcast>;
 
 pub const MEMBERSHIP: usize = 0;
 pub const TABLES: usize = 1;
@@ -93,33 +94,15 @@ impl Ord for Item {
     }
 }
 
-#[derive(Default)]
-struct Rt {
-    out: Vec<(Origin, Vec<u8>)>,
-    timers: Vec<(Timer<Origin>, Duration)>,
-    notes: Vec<OwnedNotification<Origin>>,
-}
-
-impl foca::Runtime<Origin> for Rt {
-    fn notify(&mut self, n: foca::Notification<'_, Origin>) {
-        self.notes.push(n.to_owned());
-    }
-    fn send_to(&mut self, to: Origin, data: &[u8]) {
-        self.out.push((to, data.to_vec()));
-    }
-    fn submit_after(&mut self, ev: Timer<Origin>, after: Duration) {
-        self.timers.push((ev, after));
-    }
-}
-
 pub struct Node {
-    pub swim: Swim,
+    pub roster: Roster,
     pub db: NetDb,
     pub alive: bool,
     /// Networks (indexes into the specs) this node is on.
     pub nets: Vec<usize>,
-    /// Members its SWIM has declared down.
-    pub down: HashSet<Origin>,
+    /// (roster changes, cluster table changes) when the networks' members
+    /// were last read from the records.
+    read_at: (u64, u64),
 }
 
 pub struct Sim {
@@ -146,29 +129,52 @@ fn datagrams(len: usize) -> usize {
 
 impl Sim {
     pub fn new(specs: Vec<NetSpec>, n: usize, interval: Duration, seed: u64) -> Sim {
-        let mut nodes: Vec<Node> = (0..n)
-            .map(|i| Node {
-                swim: Foca::new(
-                    origin(i),
-                    swim::config(n),
-                    SmallRng::seed_from_u64(seed ^ (i as u64) << 1),
-                    PostcardCodec,
-                ),
-                db: NetDb::new(origin(i), netdb::Config::default(), seed ^ (i as u64) << 2),
-                alive: true,
-                nets: Vec::new(),
-                down: HashSet::new(),
-            })
-            .collect();
+        let mut on: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (s, spec) in specs.iter().enumerate() {
             for &i in &spec.nodes {
-                nodes[i].nets.push(s);
-                nodes[i].db.join(spec.vni);
-                nodes[i]
-                    .db
-                    .set_members(spec.vni, spec.nodes.iter().map(|&j| origin(j)));
+                on[i].push(s);
             }
         }
+        let mut nodes: Vec<Node> = on
+            .into_iter()
+            .enumerate()
+            .map(|(i, nets)| {
+                let mut db =
+                    NetDb::new(origin(i), netdb::Config::default(), seed ^ (i as u64) << 2);
+                for &s in &nets {
+                    db.join(specs[s].vni);
+                }
+                let record = NodeRecord {
+                    name: format!("node-{i:04}"),
+                    vtep: Some(addr(i)),
+                    nets: nets.iter().map(|&s| (specs[s].vni, 1)).collect(),
+                    ..NodeRecord::default()
+                };
+                let roster = Roster::new(origin(i), record, &mut db, 0, seed ^ (i as u64) << 1);
+                Node {
+                    roster,
+                    db,
+                    alive: true,
+                    nets,
+                    read_at: (u64::MAX, u64::MAX),
+                }
+            })
+            .collect();
+        // Every node's record, as a cluster up a while holds them all
+        // (through the real merge: one delta per node).
+        let recs: Vec<(Origin, WireRec)> = nodes
+            .iter_mut()
+            .enumerate()
+            .map(|(i, node)| {
+                let o = origin(i);
+                let r = node
+                    .db
+                    .view(CLUSTER, &o)
+                    .and_then(|v| v.get(&Key::Node))
+                    .expect("its own record");
+                (o, WireRec::from_rec(r))
+            })
+            .collect();
         let mut sim = Sim {
             now: 0,
             seq: 0,
@@ -184,19 +190,32 @@ impl Sim {
             decode_errors: 0,
         };
         // Membership as a cluster that has been up a while: every node
-        // knows every other alive (cold membership is not what is
-        // measured here; the tables are).
+        // knows every other alive and holds its record (cold membership
+        // is not what is measured here; the tables are).
         for i in 0..n {
-            let mut rt = Rt::default();
-            let members = (0..n)
-                .filter(|&j| j != i)
-                .map(|j| Member::new(origin(j), 0, State::Alive));
-            sim.nodes[i]
-                .swim
-                .apply_many(members, false, &mut rt)
-                .expect("preloading membership");
-            rt.notes.clear();
-            sim.drain(i, rt);
+            let mut io = Io::default();
+            let node = &mut sim.nodes[i];
+            node.roster.assume_alive((0..n).map(origin), 0, &mut io);
+            node.roster.round(&mut node.db, 0);
+            let origins = recs
+                .iter()
+                .filter(|(o, _)| o.addr != addr(i))
+                .map(|(o, r)| OriginDelta {
+                    origin: *o,
+                    reset: false,
+                    gc_floor: 0,
+                    upto: r.version,
+                    recs: vec![r.clone()],
+                })
+                .collect();
+            let from = addr((i + 1) % n);
+            let mut out = Vec::new();
+            let msg = Msg::Delta {
+                vni: CLUSTER,
+                origins,
+            };
+            node.db.handle(from, msg, &mut sim.values, &mut out);
+            sim.drain(i, io);
             let first = sim.rng.random_range(0..sim.interval_us);
             sim.push(first, Ev::Tick(i));
         }
@@ -216,49 +235,50 @@ impl Sim {
         self.rng.random_range(500..1500)
     }
 
-    fn drain(&mut self, i: usize, rt: Rt) {
-        for (to, data) in rt.out {
+    fn drain(&mut self, i: usize, io: Io) {
+        for (to, data) in io.send {
             self.bytes[i][MEMBERSHIP] += (data.len() + OVERHEAD) as u64;
             self.datagrams[i][MEMBERSHIP] += 1;
             let l = self.latency();
             self.push(
                 l,
                 Ev::Swim {
-                    to: index(to.addr),
+                    to: index(to),
                     data,
                 },
             );
         }
-        for (t, after) in rt.timers {
+        for (t, after) in io.timers {
             self.push(after.as_micros() as u64, Ev::Timer(i, t));
         }
-        for note in rt.notes {
-            match note {
-                OwnedNotification::MemberDown(m) => {
-                    self.downs.push((i, index(m.addr), self.now));
-                    self.nodes[i].down.insert(m);
-                    self.refresh_members(i);
-                }
-                OwnedNotification::MemberUp(m) if self.nodes[i].down.remove(&m) => {
-                    self.refresh_members(i);
-                }
-                _ => {}
+        for (m, liveness) in self.nodes[i].roster.take_events() {
+            if liveness == Liveness::Down {
+                self.downs.push((i, index(m.addr), self.now));
             }
         }
     }
 
-    /// Membership decides whose records count: a member declared down
-    /// leaves every network's table at once.
-    fn refresh_members(&mut self, i: usize) {
+    /// The networks' members, read from the node records whenever
+    /// membership or the cluster table moved. The daemon keeps a member
+    /// declared down a moment (`Gossip::peers` decides); here it leaves
+    /// every network's table at once, which is what is measured.
+    fn read_members(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        let now = (
+            node.roster.changes,
+            node.db.table_changes(CLUSTER).unwrap_or(0),
+        );
+        if now == node.read_at {
+            return;
+        }
+        node.read_at = now;
+        let mut nets = node.roster.networks(&node.db);
         for &s in &node.nets {
-            let spec = &self.specs[s];
-            let members = spec
-                .nodes
-                .iter()
-                .map(|&j| origin(j))
-                .filter(|o| !node.down.contains(o));
-            node.db.set_members(spec.vni, members);
+            let vni = self.specs[s].vni;
+            let (members, live) = nets.remove(&vni).unwrap_or_default();
+            let alive: HashSet<Ipv4Addr> = live.iter().copied().collect();
+            node.db
+                .set_members(vni, members.into_iter().filter(|o| alive.contains(&o.addr)));
         }
     }
 
@@ -266,8 +286,14 @@ impl Sim {
         let from = addr(i);
         for o in out {
             let data = o.msg.encode();
-            self.bytes[i][TABLES] += (data.len() + OVERHEAD * datagrams(data.len())) as u64;
-            self.datagrams[i][TABLES] += datagrams(data.len()) as u64;
+            // The cluster table is membership's.
+            let layer = if o.msg.vni() == CLUSTER {
+                MEMBERSHIP
+            } else {
+                TABLES
+            };
+            self.bytes[i][layer] += (data.len() + OVERHEAD * datagrams(data.len())) as u64;
+            self.datagrams[i][layer] += datagrams(data.len()) as u64;
             let l = self.latency();
             self.push(
                 l,
@@ -293,18 +319,23 @@ impl Sim {
                     if !self.nodes[i].alive {
                         continue;
                     }
-                    let mut rt = Rt::default();
-                    // An error is a timer of an identity since renewed.
-                    let _ = self.nodes[i].swim.handle_timer(t, &mut rt);
-                    self.drain(i, rt);
+                    let mut io = Io::default();
+                    let now_ms = self.now / 1000;
+                    let node = &mut self.nodes[i];
+                    node.roster.handle_timer(t, &mut node.db, now_ms, &mut io);
+                    self.drain(i, io);
                 }
                 Ev::Tick(i) => {
                     if !self.nodes[i].alive {
                         continue;
                     }
+                    let now_ms = self.now / 1000;
+                    let node = &mut self.nodes[i];
+                    node.roster.round(&mut node.db, now_ms);
+                    self.read_members(i);
                     let mut out = Vec::new();
                     self.nodes[i].db.tick(&mut out);
-                    self.nodes[i].db.collect(self.now / 1000);
+                    self.nodes[i].db.collect(now_ms);
                     self.send_tables(i, out);
                     let iv = self.interval_us;
                     self.push(iv, Ev::Tick(i));
@@ -313,11 +344,17 @@ impl Sim {
                     if !self.nodes[to].alive {
                         continue;
                     }
-                    let mut rt = Rt::default();
-                    if self.nodes[to].swim.handle_data(&data, &mut rt).is_err() {
+                    let mut io = Io::default();
+                    let now_ms = self.now / 1000;
+                    let node = &mut self.nodes[to];
+                    if node
+                        .roster
+                        .handle_data(&data, &mut node.db, now_ms, &mut io)
+                        .is_err()
+                    {
                         self.decode_errors += 1;
                     }
-                    self.drain(to, rt);
+                    self.drain(to, io);
                 }
                 Ev::Table { to, from, data } => {
                     if !self.nodes[to].alive {
@@ -347,6 +384,71 @@ impl Sim {
         let v = self.values.value(value);
         let now_ms = self.now / 1000;
         self.nodes[i].db.set(vni, key, Some(v), now_ms)
+    }
+
+    /// Node `i` says goodbye, as `Gossip::leave` does: its record says
+    /// `leaving` (the tables drop it at once), and SWIM hears it left.
+    pub fn goodbye(&mut self, i: usize) {
+        let now_ms = self.now / 1000;
+        let mut io = Io::default();
+        let node = &mut self.nodes[i];
+        node.roster
+            .update(&mut node.db, now_ms, |r| r.leaving = true);
+        node.roster.leave(&mut io);
+        self.drain(i, io);
+    }
+
+    /// Node `i` restarts: a new process (the next generation) that knows
+    /// nobody, holds only its own records (republished on the same
+    /// networks) and announces itself to node `seed`, as a daemon started
+    /// with `--join` does.
+    pub fn restart(&mut self, i: usize, seed: usize, seed_rng: u64) -> Origin {
+        let now_ms = self.now / 1000;
+        let old = &self.nodes[i];
+        let me = Origin {
+            addr: addr(i),
+            generation: old.roster.me().generation + 1,
+        };
+        let mine: Vec<(u32, Vec<(Key, Value)>)> = old
+            .nets
+            .iter()
+            .map(|&s| {
+                let vni = self.specs[s].vni;
+                let own = old.db.me_on(vni).expect("on its networks");
+                let recs = old
+                    .db
+                    .view(vni, &own)
+                    .map(|v| {
+                        v.live()
+                            .filter_map(|r| Some((r.key, r.value.clone()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (vni, recs)
+            })
+            .collect();
+        let mut db = NetDb::new(me, netdb::Config::default(), seed_rng);
+        for (vni, recs) in &mine {
+            db.join(*vni);
+            for (k, v) in recs {
+                db.set(*vni, *k, Some(v.clone()), now_ms);
+            }
+        }
+        let mut record = old.roster.record().clone();
+        record.nets = mine.iter().map(|(v, _)| (*v, me.generation)).collect();
+        let roster = Roster::new(me, record, &mut db, now_ms, seed_rng);
+        let nets = old.nets.clone();
+        self.nodes[i] = Node {
+            roster,
+            db,
+            alive: true,
+            nets,
+            read_at: (u64::MAX, u64::MAX),
+        };
+        let mut io = Io::default();
+        self.nodes[i].roster.announce(addr(seed), &mut io);
+        self.drain(i, io);
+        me
     }
 
     pub fn rng(&mut self) -> &mut SmallRng {

@@ -22,7 +22,7 @@ use ipnet::Ipv4Net;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::gossip::netdb::Key;
+use crate::gossip::netdb::{Key, Origin};
 use engine::{origin, Sim, MEMBERSHIP, TABLES};
 pub use shape::Shape;
 
@@ -87,6 +87,13 @@ pub struct Report {
     pub killed_detected_p50_s: f64,
     pub killed_detected_everywhere_s: f64,
     pub killed_records_gone_everywhere_s: f64,
+    /// A node that said goodbye: until no node holds its records.
+    pub goodbye_gone_everywhere_s: f64,
+    /// A restarted node (its next process, announced to one seed): until
+    /// every node knows it alive with its record, and until it holds its
+    /// networks' tables.
+    pub restart_known_everywhere_s: f64,
+    pub restart_tables_pulled_s: f64,
     /// Alive nodes declared down by someone, over the whole run.
     pub false_downs: usize,
     pub table_bytes_per_node: Rate,
@@ -231,9 +238,16 @@ pub fn simulate(a: &SimArgs) -> Result<Report> {
         .map(|(x, y)| x[0] + x[1] - y[0] - y[1])
         .sum();
     let steady_datagrams = dgs as f64 / a.nodes as f64 / a.steady_s as f64;
-    let table_mem: Vec<f64> = sim.nodes.iter().map(|n| n.db.heap_bytes() as f64).collect();
-    let membership_mem = sim.nodes[0].swim.iter_membership_state().len()
-        * std::mem::size_of::<foca::Member<crate::gossip::netdb::Origin>>();
+    let cluster = crate::gossip::roster::CLUSTER;
+    let table_mem: Vec<f64> = sim
+        .nodes
+        .iter()
+        .map(|n| (n.db.heap_bytes() - n.db.heap_bytes_of(cluster)) as f64)
+        .collect();
+    // foca's members and the cluster table of node records.
+    let membership_mem = sim.nodes[0].roster.swim_members()
+        * std::mem::size_of::<foca::Member<crate::gossip::netdb::Origin>>()
+        + sim.nodes[0].db.heap_bytes_of(cluster);
 
     // Single changes: a random node adds an endpoint on one of its networks.
     let mut change_rounds = Vec::new();
@@ -287,6 +301,7 @@ pub fn simulate(a: &SimArgs) -> Result<Report> {
     let victim = sim.rng().random_range(0..a.nodes);
     sim.nodes[victim].alive = false;
     let t0 = sim.now;
+    let kill_t0 = t0;
     let vo = origin(victim);
     let mut gone_at = None;
     let mut r = 0u64;
@@ -328,6 +343,70 @@ pub fn simulate(a: &SimArgs) -> Result<Report> {
         .filter(|&&(_, m, at)| !(m == victim && at >= t0))
         .count();
 
+    // A node says goodbye: every other node drops its records from every
+    // network.
+    let alive_pick = |sim: &mut Sim, not: &[usize]| loop {
+        let i = sim.rng().random_range(0..a.nodes);
+        if sim.nodes[i].alive && !not.contains(&i) {
+            break i;
+        }
+    };
+    let leaver = alive_pick(&mut sim, &[victim]);
+    let theirs: Vec<(u32, Origin)> = sim.nodes[leaver]
+        .nets
+        .iter()
+        .filter_map(|&s| {
+            let vni = sim.specs[s].vni;
+            Some((vni, sim.nodes[leaver].db.me_on(vni)?))
+        })
+        .collect();
+    sim.goodbye(leaver);
+    let g0 = sim.now;
+    let mut goodbye_at = None;
+    for r in 1..=50u64 {
+        sim.run_to(g0 + r * round);
+        let holds = sim.nodes.iter().enumerate().any(|(i, n)| {
+            i != leaver && n.alive && theirs.iter().any(|(vni, o)| n.db.view(*vni, o).is_some())
+        });
+        if !holds {
+            goodbye_at = Some(sim.now);
+            break;
+        }
+    }
+    sim.nodes[leaver].alive = false;
+
+    // A node restarts: its next process knows only a seed and its own
+    // records; every other node learns it (and its record), and it pulls
+    // its networks' tables.
+    let restarted = alive_pick(&mut sim, &[victim, leaver]);
+    let seed = alive_pick(&mut sim, &[victim, leaver, restarted]);
+    let new = sim.restart(restarted, seed, a.seed ^ 0x5eed);
+    let t0 = sim.now;
+    let (mut known_at, mut pulled_at) = (None, None);
+    let mut pending: Vec<usize> = (0..a.nodes)
+        .filter(|&i| i != restarted && sim.nodes[i].alive)
+        .collect();
+    for r in 1..=150u64 {
+        sim.run_to(t0 + r * round);
+        pending.retain(|&i| {
+            let n = &mut sim.nodes[i];
+            !(n.roster.liveness(&new) == Some(crate::gossip::roster::Liveness::Alive)
+                && n.roster.record_of(&n.db, &new).is_some())
+        });
+        if pending.is_empty() && known_at.is_none() {
+            known_at = Some(sim.now);
+        }
+        if pulled_at.is_none() && pulled(&sim, restarted) {
+            pulled_at = Some(sim.now);
+        }
+        if known_at.is_some() && pulled_at.is_some() {
+            break;
+        }
+    }
+    let since = |t: Option<u64>| t.map_or(f64::INFINITY, |t| (t - t0) as f64 / 1e6);
+    let (restart_known_everywhere_s, restart_tables_pulled_s) = (since(known_at), since(pulled_at));
+    let goodbye_gone_everywhere_s = goodbye_at.map_or(f64::INFINITY, |g| (g - g0) as f64 / 1e6);
+
     let r = |x: f64| x / (round as f64 / 1e6);
     Ok(Report {
         shape: a.shape,
@@ -351,7 +430,11 @@ pub fn simulate(a: &SimArgs) -> Result<Report> {
         change_arrival_p99: pct(&arrivals, 0.99),
         killed_detected_p50_s: pct(&detect, 0.5),
         killed_detected_everywhere_s: everywhere,
-        killed_records_gone_everywhere_s: gone_at.map_or(f64::INFINITY, |g| (g - t0) as f64 / 1e6),
+        killed_records_gone_everywhere_s: gone_at
+            .map_or(f64::INFINITY, |g| (g - kill_t0) as f64 / 1e6),
+        goodbye_gone_everywhere_s,
+        restart_known_everywhere_s,
+        restart_tables_pulled_s,
         false_downs,
         table_bytes_per_node: Rate {
             mean: table_mem.iter().sum::<f64>() / table_mem.len() as f64,
@@ -361,6 +444,25 @@ pub fn simulate(a: &SimArgs) -> Result<Report> {
         process_rss_bytes: rss(),
         decode_errors: sim.decode_errors,
         wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Whether the restarted node `i` holds, on each of its networks, every
+/// live member's records up to that member's own watermark.
+fn pulled(sim: &Sim, i: usize) -> bool {
+    sim.nodes[i].nets.iter().all(|&s| {
+        let vni = sim.specs[s].vni;
+        sim.specs[s].nodes.iter().all(|&j| {
+            let n = &sim.nodes[j];
+            if j == i || !n.alive {
+                return true;
+            }
+            let Some(o) = n.db.me_on(vni) else {
+                return true;
+            };
+            let want = n.db.view(vni, &o).map_or(0, |v| v.watermark);
+            sim.nodes[i].db.view(vni, &o).map_or(0, |v| v.watermark) >= want
+        })
     })
 }
 
@@ -426,6 +528,17 @@ pub fn run(a: SimArgs) -> Result<()> {
             ),
         ),
         (
+            "goodbye: records gone everywhere, s",
+            format!("{:.2}", report.goodbye_gone_everywhere_s),
+        ),
+        (
+            "restart: known everywhere, tables pulled, s",
+            format!(
+                "{:.2}, {:.2}",
+                report.restart_known_everywhere_s, report.restart_tables_pulled_s
+            ),
+        ),
+        (
             "tables per node, MB (max)",
             format!(
                 "{:.1} ({:.1})",
@@ -475,6 +588,9 @@ mod tests {
             assert!(r.change_rounds_max <= 12.0, "{msg}");
             assert!(r.killed_detected_everywhere_s < 3.0, "{msg}");
             assert!(r.killed_records_gone_everywhere_s < 3.0, "{msg}");
+            assert!(r.goodbye_gone_everywhere_s < 2.0, "{msg}");
+            assert!(r.restart_known_everywhere_s < 3.0, "{msg}");
+            assert!(r.restart_tables_pulled_s < 5.0, "{msg}");
             assert_eq!((r.false_downs, r.decode_errors), (0, 0), "{msg}");
             let steady =
                 r.steady_table_bytes_per_node_s.max + r.steady_membership_bytes_per_node_s.max;
