@@ -88,7 +88,6 @@ fn main() {
                     .with_writer(std::io::stderr)
                     .with_filter(filter),
             )
-            .with(gossip::transport::MalformedCounter)
             .init();
     }
     if let Err(e) = commands::run(cli) {

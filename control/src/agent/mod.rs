@@ -65,7 +65,6 @@ pub struct AgentConfig {
     pub accel: Accel,
     pub vxlan_port: u16,
     pub gossip_interval: Duration,
-    pub phi_threshold: f64,
     /// Manager control plane port (Docker's 2377).
     pub control_port: u16,
     pub raft: crate::raft::manager::Options,

@@ -55,7 +55,7 @@ pub struct Snapshot {
     /// Other nodes' new endpoints: creation there -> in this node's table.
     pub gossip_propagation: shoal_dns::LatencyStats,
     pub programming_passes: shoal_dns::LatencyStats,
-    /// Refused gossip by reason: datagrams (sealing, chitchat) and entries
+    /// Refused gossip by reason: datagrams (sealing, SWIM, tables) and entries
     /// (the merge rules).
     pub gossip_refused: Vec<(String, u64)>,
     /// Refused control-port handshakes by reason (a manager's).
@@ -153,7 +153,7 @@ impl Agent {
         s.gossip_max_age_s = members
             .iter()
             .filter(|m| m.live && !m.is_self)
-            .filter_map(|m| m.heartbeat_age_ms)
+            .filter_map(|m| m.heard_ms_ago)
             .max()
             .unwrap_or(0) as f64
             / 1e3;

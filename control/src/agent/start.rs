@@ -71,7 +71,6 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         seeds: cfg.join.clone(),
         cluster_id: cfg.cluster_id.clone(),
         interval: cfg.gossip_interval,
-        phi_threshold: cfg.phi_threshold,
         keys,
     };
     let gossip = Gossip::start(&gossip_cfg, super::local_table::records(&state)).await?;

@@ -53,10 +53,6 @@ pub struct DaemonArgs {
     /// Gossip round interval in milliseconds.
     #[arg(long, default_value_t = 200)]
     pub gossip_interval_ms: u64,
-    /// Failure detector's phi threshold: lower convicts dead nodes sooner
-    /// (about threshold x interval x 2.3; 5 x 200 ms -> ~2.3 s).
-    #[arg(long, default_value_t = 5.0)]
-    pub phi_threshold: f64,
     /// Manager control plane port (Raft between managers).
     #[arg(long, default_value_t = 2377)]
     pub control_port: u16,
@@ -194,7 +190,6 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<()> {
         accel: a.accel,
         vxlan_port: a.data_path_port,
         gossip_interval: Duration::from_millis(a.gossip_interval_ms),
-        phi_threshold: a.phi_threshold,
         control_port: a.control_port,
         task_netns_prefix: a.task_netns_prefix,
         dns_upstreams,

@@ -105,8 +105,7 @@ pub(super) fn gossip(t: &Target, format: Format) -> Result<()> {
                 m.generation.to_string(),
                 m.gossip_addr.to_string(),
                 if m.live { "live".into() } else { "dead".into() },
-                m.heartbeat.to_string(),
-                m.heartbeat_age_ms
+                m.heard_ms_ago
                     .map(|a| format!("{a} ms"))
                     .unwrap_or_else(|| "-".into()),
                 m.endpoints.to_string(),
@@ -119,8 +118,7 @@ pub(super) fn gossip(t: &Target, format: Format) -> Result<()> {
             "GENERATION",
             "GOSSIP ADDR",
             "STATE",
-            "HEARTBEAT",
-            "AGE",
+            "LAST HEARD",
             "ENDPOINTS",
         ],
         &rows,

@@ -1,4 +1,4 @@
-//! Who a draining task waits for: a peer the failure detector convicted a
+//! Who a draining task waits for: a peer SWIM declared down a
 //! moment ago is still waited for (liveness is one node's view, and the
 //! convicted peer may still balance to it); one that said goodbye is not.
 //! And right after this node stalled, such a peer keeps its entries.
@@ -31,7 +31,7 @@ async fn a_drain_waits_for_a_peer_convicted_a_moment_ago_not_for_one_that_left()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // b falls silent (as if starved or cut off); c says goodbye.
-    b.handle.initiate_shutdown().unwrap();
+    b.silence();
     let silent = Instant::now();
     c.leave().await;
     // c is gone at once; b, convicted, keeps its entries for the hold.
@@ -83,8 +83,8 @@ async fn a_node_that_hears_from_no_peer_keeps_their_entries_for_the_grace() {
         check();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    b.handle.initiate_shutdown().unwrap();
-    c.handle.initiate_shutdown().unwrap();
+    b.silence();
+    c.silence();
     let silent = Instant::now();
     let check = within("the failure detector convicts both", 20);
     while !a.live_names().is_empty() {
@@ -127,7 +127,7 @@ async fn a_restarting_peer_keeps_its_entries_for_the_restart_hold() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let silent = Instant::now();
-    c.handle.initiate_shutdown().unwrap();
+    c.silence();
     b.pause().await;
     tokio::time::sleep((HOLD + Duration::from_millis(2500)).saturating_sub(silent.elapsed())).await;
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Endpoint gossip scoped per network, on real chitchat instances over the
+//! Endpoint gossip scoped per network, on real gossip over the
 //! sealed transport: a node holds only the tables of networks it is on,
 //! gets one when it joins, drops it when it leaves, and a node's entries
 //! leave every network when it leaves one or dies.

@@ -114,6 +114,12 @@ pub struct Roster {
     forget_after_ms: u64,
     /// The cluster size foca's settings were made for.
     sized_for: usize,
+    /// Members forgotten, and when (ms): their records, still held
+    /// elsewhere a moment, do not bring them back.
+    forgotten: BTreeMap<Origin, u64>,
+    /// The cluster table's change count when its members were last
+    /// learned from it.
+    learned_at: Option<u64>,
     /// Moves whenever membership changes.
     pub changes: u64,
     /// Liveness changes since the caller last took them (`take_events`).
@@ -140,6 +146,8 @@ impl Roster {
             known: BTreeMap::new(),
             forget_after_ms: 60_000,
             sized_for: 1,
+            forgotten: BTreeMap::new(),
+            learned_at: None,
             changes: 0,
             events: Vec::new(),
             bad_records: 0,
@@ -166,6 +174,7 @@ impl Roster {
 
     fn publish(&mut self, db: &mut NetDb, now_ms: u64) {
         db.join_as(CLUSTER, self.me.generation);
+        db.set_open(CLUSTER);
         let v = self.record.encode();
         db.set(CLUSTER, Key::Node, Some(Arc::from(v)), now_ms);
     }
@@ -220,6 +229,7 @@ impl Roster {
 
     /// Acts on what foca noticed.
     fn absorb(&mut self, db: &mut NetDb, now_ms: u64, io: &mut Io) {
+        let before = self.changes;
         for n in std::mem::take(&mut io.notes) {
             use foca::OwnedNotification as N;
             match n {
@@ -243,6 +253,17 @@ impl Roster {
                 _ => {}
             }
         }
+        // At once, not at the next round: a new member's first table
+        // messages are on their way.
+        if self.changes != before {
+            self.list_members(db);
+        }
+    }
+
+    /// Tells the cluster table who its members are.
+    fn list_members(&self, db: &mut NetDb) {
+        db.set_members(CLUSTER, self.known.keys().copied());
+        db.set_live(CLUSTER, self.alive().map(|o| o.addr));
     }
 
     fn mark(&mut self, m: Origin, liveness: Liveness, now_ms: u64) {
@@ -288,6 +309,11 @@ impl Roster {
         self.events.clear();
     }
 
+    /// Every member known, alive or down a while ago.
+    pub fn members(&self) -> impl Iterator<Item = (&Origin, &Known)> {
+        self.known.iter()
+    }
+
     pub fn liveness(&self, o: &Origin) -> Option<Liveness> {
         self.known.get(o).map(|k| k.liveness)
     }
@@ -320,28 +346,89 @@ impl Roster {
         r
     }
 
-    /// Once a round, before `db.tick`: forgets members down long enough,
-    /// resizes foca's settings to the cluster, and tells the cluster
-    /// table who its members are.
-    pub fn round(&mut self, db: &mut NetDb, now_ms: u64) {
+    /// Once a round, before `db.tick`: learns members from the cluster
+    /// table, forgets members down long enough, resizes foca's settings to
+    /// the cluster, and tells the cluster table who its members are.
+    ///
+    /// SWIM alone tells a joining node only the members its seed's answer
+    /// holds (a datagram's worth); the rest would trickle in. The cluster
+    /// table brings every member's record by anti-entropy within a few
+    /// rounds, and each one learned that way is handed to SWIM, which
+    /// probes it from then on (memberlist's push-pull, in effect).
+    pub fn round(&mut self, db: &mut NetDb, now_ms: u64, io: &mut Io) {
         let forget = self.forget_after_ms;
-        let before = self.known.len();
-        self.known.retain(|_, k| {
-            k.liveness == Liveness::Alive || now_ms.saturating_sub(k.since_ms) < forget
-        });
-        if self.known.len() != before {
-            self.changes += 1;
-            let known = &self.known;
-            self.cache.retain(|o, _| known.contains_key(o));
+        let gone: Vec<Origin> = self
+            .known
+            .iter()
+            .filter(|(_, k)| {
+                k.liveness == Liveness::Down && now_ms.saturating_sub(k.since_ms) >= forget
+            })
+            .map(|(o, _)| *o)
+            .collect();
+        for o in &gone {
+            self.known.remove(o);
+            self.cache.remove(o);
+            self.forgotten.insert(*o, now_ms);
+            db.forget(CLUSTER, o);
         }
+        if !gone.is_empty() {
+            self.changes += 1;
+        }
+        // Long enough for every node to have forgotten it too.
+        let expired: Vec<Origin> = self
+            .forgotten
+            .iter()
+            .filter(|(_, at)| now_ms.saturating_sub(**at) >= 10 * forget.max(1))
+            .map(|(o, _)| *o)
+            .collect();
+        for o in expired {
+            self.forgotten.remove(&o);
+            db.forget(CLUSTER, &o);
+        }
+        self.learn(db, now_ms, io);
         let size = self.known.len() + 1;
         // Retransmissions grow with log10 of the size: refit on a 2x change.
         let refit = size > self.sized_for * 2 || size * 2 < self.sized_for;
         if refit && self.swim.set_config(swim::config(size)).is_ok() {
             self.sized_for = size;
         }
-        db.set_members(CLUSTER, self.known.keys().copied());
-        db.set_live(CLUSTER, self.alive().map(|o| o.addr));
+        self.list_members(db);
+    }
+
+    /// Hands SWIM the members the cluster table has records of and SWIM
+    /// has not told of (whenever the table moved).
+    fn learn(&mut self, db: &mut NetDb, now_ms: u64, io: &mut Io) {
+        let at = db.table_changes(CLUSTER);
+        if at == self.learned_at {
+            return;
+        }
+        self.learned_at = at;
+        let me = self.me.addr;
+        let new: Vec<Origin> = db
+            .origins_of(CLUSTER)
+            .filter(|o| {
+                o.addr != me && !self.known.contains_key(o) && !self.forgotten.contains_key(o)
+            })
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let alive = new
+            .iter()
+            .map(|o| foca::Member::new(*o, 0, foca::State::Alive));
+        // Not re-broadcast: every member has these records already. An
+        // error is an oversized update, which a bare identity is not.
+        let _ = self.swim.apply_many(alive, false, &mut *io);
+        self.absorb(db, now_ms, io);
+        // One foca already holds as down, or a previous process of an
+        // address it holds a newer one of: not a member. Its record stays
+        // (so this table hashes as its peers' do) until it is let go.
+        for o in new {
+            if !self.known.contains_key(&o) {
+                self.forgotten.insert(o, now_ms);
+            }
+        }
     }
 
     /// Per network: whose records count (every known member whose record

@@ -130,8 +130,11 @@ impl World {
                     self.send_tables(i, out);
                 }
                 Ev::Round(i) if self.nodes[i].up => {
+                    let mut io = Io::default();
                     let n = &mut self.nodes[i];
-                    n.roster.round(&mut n.db, now);
+                    n.roster.round(&mut n.db, now, &mut io);
+                    self.drain(i, io);
+                    let n = &mut self.nodes[i];
                     let nets = n.roster.networks(&n.db);
                     let joined: Vec<u32> = n.db.networks().filter(|v| *v != CLUSTER).collect();
                     for vni in joined {

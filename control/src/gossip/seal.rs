@@ -1,14 +1,14 @@
 //! Sealed gossip datagrams: AES-256-GCM (ring) under a cluster gossip key.
 //!
-//! A sealed datagram is a clear header, then the chitchat datagram
-//! encrypted, then the 16-byte tag; the header is the AAD, so none of it
+//! A sealed datagram is a clear header, then the gossip message (or a
+//! fragment of it) encrypted, then the 16-byte tag; the header is the AAD, so none of it
 //! can be changed either:
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | magic and version, `0xC6` (chitchat's own datagrams start with `0x53`) |
+//! | 1 | magic and version, `0xC6` |
 //! | 4 | key id (big endian) |
-//! | 4 | channel: 0 for cluster membership, else the VNI of the network whose endpoint gossip it carries |
+//! | 4 | channel: 0 for membership (SWIM), `u32::MAX` for the network tables (`netdb`) |
 //! | 16 | sender id: random, chosen once per daemon process |
 //! | 8 | counter: per sender, +1 per datagram; the nonce |
 //! | 4 | message id (fragments of one message share it) |
@@ -22,8 +22,8 @@
 //! sender id (the last `MAX_SENDERS` senders, LRU), which refuses replays
 //! and accepts reordering inside the window.
 //!
-//! chitchat fills datagrams up to 65,507 bytes (the most UDP carries), so
-//! sealing would overflow them: a message that does not fit is split into
+//! A table delta can be up to 240 KB, more than UDP carries (65,507
+//! bytes): a message that does not fit one datagram is split into
 //! sealed fragments, which the receiver reassembles (at most
 //! `MAX_PENDING` messages in flight, each for `REASSEMBLY_TTL`).
 
@@ -43,10 +43,11 @@ pub const HEADER_LEN: usize = 1 + 4 + 4 + 16 + 8 + 4 + 1 + 1;
 pub const TAG_LEN: usize = 16;
 /// What sealing adds to each datagram.
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
-/// The largest UDP payload over IPv4, what chitchat fills datagrams to.
+/// The largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
 pub const MAX_FRAGMENT_PLAINTEXT: usize = MAX_DATAGRAM - OVERHEAD;
-/// chitchat's largest datagram takes 2; more is never sent.
+/// The largest table message (`netdb::MAX_MESSAGE`) takes 4; more is
+/// never sent.
 pub const MAX_FRAGMENTS: u8 = 4;
 pub const REPLAY_WINDOW: u64 = 64;
 /// Senders whose replay window is kept (processes seen, LRU).

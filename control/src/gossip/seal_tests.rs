@@ -74,7 +74,7 @@ fn unknown_key_ids_short_and_foreign_datagrams_are_refused_by_reason() {
         vec![],
         vec![MAGIC],
         vec![MAGIC; OVERHEAD - 1],
-        // chitchat's own magic: plaintext gossip.
+        // Another magic: plaintext of some other protocol.
         [&[0x53, 0xb0][..], &[0; 60]].concat(),
     ] {
         assert_eq!(o.open(&[key(7, 1)], &junk, now), Err(Refusal::Malformed));

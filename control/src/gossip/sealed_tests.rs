@@ -1,4 +1,4 @@
-//! Real chitchat over the sealing transport on 127.0.0.1: members with the
+//! Real gossip (SWIM and the tables) over the sealing transport on 127.0.0.1: members with the
 //! key converge (states bigger than a datagram included, so fragments
 //! travel), a node with another key, one in clear and one without a key
 //! never get in, and each refusal is counted by its reason.
@@ -43,10 +43,9 @@ pub(in crate::gossip) async fn node(
         seeds: seed.iter().map(|s| s.to_string()).collect(),
         cluster_id: "c".into(),
         interval: Duration::from_millis(50),
-        phi_threshold: 8.0,
         keys: Arc::new(keys),
     };
-    // Random values (chitchat compresses): 3000 keys outgrow a datagram.
+    // Random values: 3000 records outgrow a datagram (deltas go as fragments).
     let initial = (0..kv)
         .map(|i| {
             let noise: String = crate::gossip::seal::random_bytes::<32>()

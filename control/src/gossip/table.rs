@@ -33,7 +33,7 @@ pub fn parse_ep_key(key: &str) -> Option<(u32, Ipv4Addr)> {
     Some((vni, ip.parse().ok()?))
 }
 
-/// One other node's gossip state, as chitchat holds it.
+/// One other node's gossip state: its record and its entries.
 #[derive(Clone, Debug)]
 pub struct PeerState {
     pub node: String,

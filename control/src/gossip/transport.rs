@@ -1,22 +1,15 @@
 //! What the gossip transport counts: refused datagrams by reason, and
-//! traffic. chitchat only logs what it refuses; operators need numbers.
-//!
-//! chitchat keeps its wire codec private, so datagrams that open (or, with
-//! `--insecure-gossip`, arrive in clear) but do not decode are counted
-//! from the warning its UDP socket logs for each one (a tracing layer, see
-//! [`MalformedCounter`]); foreign-cluster messages are counted by the
-//! sealing transport (`sealed.rs`), on the decoded envelope, before
-//! chitchat answers them with BadCluster.
+//! traffic; operators need numbers, not log lines. Membership messages
+//! that open (or, with `--insecure-gossip`, arrive in clear) but do not
+//! decode are `malformed_packets`; a swarm's other cluster tag is
+//! `foreign_cluster` (`sealed.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::Context;
 
 use super::seal::Refusal;
 use crate::wire::GossipTraffic;
 
-/// Datagrams on the gossip port that are not chitchat messages.
+/// Membership datagrams that opened but are no SWIM message.
 pub static MALFORMED_PACKETS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Default)]
@@ -66,7 +59,7 @@ impl WireCounters {
         self.of(r).fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Every reason with its count, chitchat's `malformed_packets` too.
+    /// Every reason with its count.
     pub fn refused(&self) -> Vec<(&'static str, u64)> {
         let mut v: Vec<(&'static str, u64)> = Refusal::ALL
             .iter()
@@ -93,31 +86,6 @@ impl WireCounters {
             received_datagrams: self.received_datagrams.load(Ordering::Relaxed),
             received_bytes: self.received_bytes.load(Ordering::Relaxed),
             not_joined: self.not_joined.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Counts chitchat's "invalid-chitchat-payload" warnings (one per refused
-/// datagram) whatever the log level.
-pub struct MalformedCounter;
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MalformedCounter {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
-        if !event.metadata().target().starts_with("chitchat") {
-            return;
-        }
-        struct Msg(bool);
-        impl Visit for Msg {
-            fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
-                if f.name() == "message" && format!("{v:?}").contains("invalid-chitchat-payload") {
-                    self.0 = true;
-                }
-            }
-        }
-        let mut m = Msg(false);
-        event.record(&mut m);
-        if m.0 {
-            MALFORMED_PACKETS.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

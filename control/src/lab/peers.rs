@@ -158,7 +158,6 @@ async fn serve(a: PeersArgs, keys: Arc<GossipKeys>) -> Result<()> {
             seeds: vec![a.join.clone()],
             cluster_id: a.cluster_id.clone(),
             interval: Duration::from_millis(a.gossip_interval_ms),
-            phi_threshold: 5.0,
             keys: keys.clone(),
         };
         let initial = (i..a.endpoints)

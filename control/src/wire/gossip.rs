@@ -39,9 +39,9 @@ pub struct Member {
     pub generation: u64,
     pub gossip_addr: SocketAddr,
     pub vtep: Option<Ipv4Addr>,
-    pub heartbeat: u64,
-    /// Milliseconds since this node last heard a newer heartbeat.
-    pub heartbeat_age_ms: Option<u64>,
+    /// Milliseconds since this node last heard from it (any authentic
+    /// gossip datagram).
+    pub heard_ms_ago: Option<u64>,
     pub live: bool,
     pub is_self: bool,
     pub endpoints: usize,

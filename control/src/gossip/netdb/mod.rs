@@ -158,6 +158,10 @@ struct Table {
     quiet: u32,
     /// Changes to what this table holds, ever.
     changed: u64,
+    /// Takes records of any origin a member sends, not only of members
+    /// (the cluster table: a joining node learns the members from it);
+    /// origins leave only when the caller forgets them.
+    open: bool,
 }
 
 pub struct NetDb {
@@ -216,11 +220,20 @@ impl Table {
             }
             return false;
         }
-        if !self.is_member(o) {
+        if !self.open && !self.is_member(o) {
             c.unknown_origin += 1;
             return false;
         }
         true
+    }
+
+    /// Entries a peer's digest may list: one per member and itself, or,
+    /// in an open table, whatever fits a message.
+    fn entries_cap(&self) -> usize {
+        match self.open {
+            false => self.members.len() + 1,
+            true => MAX_MESSAGE / 16,
+        }
     }
 
     fn targets(&self) -> Vec<Origin> {
@@ -239,8 +252,19 @@ impl Table {
         self.views.get(o).map_or(0, |v| v.watermark)
     }
 
-    fn origins(&self) -> impl Iterator<Item = &Origin> {
-        std::iter::once(&self.me).chain(self.members.iter())
+    fn origins(&self) -> Box<dyn Iterator<Item = &Origin> + '_> {
+        let listed = std::iter::once(&self.me).chain(self.members.iter());
+        match self.open {
+            false => Box::new(listed),
+            // Members and whoever else has records here.
+            true => Box::new(
+                listed.chain(
+                    self.views
+                        .keys()
+                        .filter(|o| **o != self.me && !self.is_member(o)),
+                ),
+            ),
+        }
     }
 
     fn buckets(&self, nb: usize) -> Vec<u64> {
@@ -326,6 +350,9 @@ impl NetDb {
         m.sort();
         m.dedup();
         t.members = m;
+        if t.open {
+            return;
+        }
         let keep: HashSet<Origin> = t.members.iter().copied().chain([me]).collect();
         let before = t.views.len();
         t.views.retain(|o, _| keep.contains(o));
@@ -334,6 +361,30 @@ impl NetDb {
             t.touched();
         }
         t.rumors.retain(|r| keep.contains(&r.origin));
+    }
+
+    /// Makes `vni`'s table open (see `Table::open`).
+    pub fn set_open(&mut self, vni: u32) {
+        if let Some(t) = self.nets.get_mut(&vni) {
+            t.open = true;
+        }
+    }
+
+    /// Drops `origin`'s records from `vni`'s table (an open table's way
+    /// to let an origin go).
+    pub fn forget(&mut self, vni: u32, origin: &Origin) {
+        if let Some(t) = self.nets.get_mut(&vni) {
+            if t.views.remove(origin).is_some() {
+                self.changes += 1;
+                t.touched();
+            }
+            t.rumors.retain(|r| r.origin != *origin);
+        }
+    }
+
+    /// The origins `vni`'s table holds records of.
+    pub fn origins_of(&self, vni: u32) -> impl Iterator<Item = &Origin> {
+        self.nets.get(&vni).into_iter().flat_map(|t| t.views.keys())
     }
 
     /// Of the members of `vni`, those to gossip with.
@@ -483,14 +534,26 @@ impl NetDb {
         out: &mut Vec<Outgoing>,
     ) {
         let vni = msg.vni();
-        let Some(t) = self.nets.get_mut(&vni) else {
-            self.counters.not_joined += 1;
-            return;
-        };
-        if !t.members.iter().any(|m| m.addr == from) {
-            self.counters.not_member += 1;
-            return;
+        let listed = |t: &Table| t.members.iter().any(|m| m.addr == from);
+        match self.nets.get(&vni) {
+            None => {
+                self.counters.not_joined += 1;
+                return;
+            }
+            // A node another table lists (the cluster table lists every
+            // member): this node's view of the network lags, or the
+            // sender's does. Dropped, not refused.
+            Some(t) if !listed(t) && self.nets.values().any(listed) => {
+                self.counters.not_joined += 1;
+                return;
+            }
+            Some(t) if !listed(t) => {
+                self.counters.not_member += 1;
+                return;
+            }
+            Some(_) => {}
         }
+        let t = self.nets.get_mut(&vni).expect("just found");
         match msg {
             Msg::Rumors { updates, .. } => {
                 for u in updates {
@@ -563,7 +626,7 @@ impl NetDb {
                 }
                 let set: HashSet<u16> = buckets.iter().copied().collect();
                 let theirs: HashMap<Origin, u64> =
-                    entries.into_iter().take(t.members.len() + 1).collect();
+                    entries.into_iter().take(t.entries_cap()).collect();
                 let mut wants = Vec::new();
                 let mut behind = false;
                 for o in t.origins() {
@@ -579,6 +642,15 @@ impl NetDb {
                     if their > mine {
                         behind = true;
                     }
+                }
+                // An open table lacking an origin the peer has is behind
+                // too (a joining node learning the cluster table).
+                if t.open
+                    && theirs
+                        .iter()
+                        .any(|(o, w)| *w > 0 && o.addr != t.me.addr && !t.views.contains_key(o))
+                {
+                    behind = true;
                 }
                 for msg in deltas(t, vni, wants, &self.cfg, &mut self.rng, &mut self.counters) {
                     out.push(Outgoing { to: from, msg });

@@ -196,7 +196,7 @@ impl Sim {
             let mut io = Io::default();
             let node = &mut sim.nodes[i];
             node.roster.assume_alive((0..n).map(origin), 0, &mut io);
-            node.roster.round(&mut node.db, 0);
+            node.roster.round(&mut node.db, 0, &mut io);
             let origins = recs
                 .iter()
                 .filter(|(o, _)| o.addr != addr(i))
@@ -331,7 +331,9 @@ impl Sim {
                     }
                     let now_ms = self.now / 1000;
                     let node = &mut self.nodes[i];
-                    node.roster.round(&mut node.db, now_ms);
+                    let mut io = Io::default();
+                    node.roster.round(&mut node.db, now_ms, &mut io);
+                    self.drain(i, io);
                     self.read_members(i);
                     let mut out = Vec::new();
                     self.nodes[i].db.tick(&mut out);
