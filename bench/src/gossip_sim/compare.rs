@@ -95,7 +95,7 @@ pub fn run(a: &Args) -> Result<()> {
         a.interval_ms
     );
     println!(
-        "{:<12} {:>6} {:>7} {:>9} {:>9} {:>16} {:>11} {:>11} {:>10} {:>9} {:>8}",
+        "{:<12} {:>6} {:>7} {:>9} {:>9} {:>16} {:>11} {:>11} {:>10} {:>9} {:>7} {:>14} {:>8}",
         "shape",
         "nodes",
         "records",
@@ -106,11 +106,13 @@ pub fn run(a: &Args) -> Result<()> {
         "(tables)",
         "table MB",
         "down s",
+        "bye s",
+        "restart s/pull",
         "wall s"
     );
     for r in &rows {
         println!(
-            "{:<12} {:>6} {:>7} {:>9.0} {:>9} {:>16} {:>11} {:>11} {:>10.1} {:>9.2} {:>8.0}",
+            "{:<12} {:>6} {:>7} {:>9.0} {:>9} {:>16} {:>11} {:>11} {:>10.1} {:>9.2} {:>7.2} {:>14} {:>8.0}",
             r["shape"].as_str().unwrap_or("?"),
             r["nodes"].as_u64().unwrap_or(0),
             r["records"].as_u64().unwrap_or(0),
@@ -128,6 +130,12 @@ pub fn run(a: &Args) -> Result<()> {
             kb(f(&r["steady_table_bytes_per_node_s"], "mean")),
             f(&r["table_bytes_per_node"], "max") / 1e6,
             f(r, "killed_detected_everywhere_s"),
+            f(r, "goodbye_gone_everywhere_s"),
+            format!(
+                "{:.2}/{:.2}",
+                f(r, "restart_known_everywhere_s"),
+                f(r, "restart_tables_pulled_s")
+            ),
             f(r, "wall_s"),
         );
     }

@@ -1,11 +1,11 @@
 //! Whether this node itself just stalled. A daemon that did not run for a
-//! couple of seconds (a starved or paused VM, a loaded host) wakes to find
-//! no fresh heartbeat from anyone, and the failure detector convicts every
-//! peer at once: all names and backends would vanish until the next
-//! gossip round brings them back (a client got "connection refused" from
-//! a VIP that had lost every backend for 0.6 s that way, under emulation).
-//! The silence was ours, not theirs, so for a grace period after a stall
-//! the peers it convicted keep their entries.
+//! couple of seconds (a starved or paused VM, a loaded host) wakes to
+//! find its probes unanswered in time, and its failure detector declares
+//! peers down: all names and backends would vanish until the next gossip
+//! rounds bring them back (a client got "connection refused" from a VIP
+//! that had lost every backend for 0.6 s that way, under emulation). The
+//! silence was ours, not theirs, so for a grace period after a stall the
+//! peers declared down keep their entries.
 
 use std::time::{Duration, Instant};
 

@@ -1,15 +1,18 @@
-//! `shoal lab sim`: the gossip design for Swarm2000's size (SWIM
-//! membership from foca, per-network table gossip from `gossip::netdb`),
-//! simulated at full size: 2,384 nodes and 96,287 endpoints in one
-//! process, on simulated time. `gossip-sim-bench` runs it beside the
-//! whole-cluster replication it replaces and prints both.
+//! `shoal lab sim`: the daemon's gossip (membership from
+//! `gossip::roster`: SWIM and the cluster table of node records; the
+//! per-network tables from `gossip::netdb`), simulated at full size: 2,384
+//! nodes and 96,287 endpoints in one process, on simulated time.
+//! `gossip-sim-bench` runs it beside the whole-cluster replication it
+//! replaced and prints both.
 //!
 //! Phases, each measured: a cold start (every node has only its own
 //! records; rounds until every node on a network holds all of its
 //! records), steady gossip (nothing changes), single changes (rounds until
-//! every node on the network has one new endpoint), and a killed node
-//! (time until every other node has declared it down and dropped its
-//! records).
+//! every node on the network has one new endpoint), a killed node (time
+//! until every other node has declared it down and dropped its records),
+//! a goodbye (until no node holds the leaver's records), and a restart
+//! announced to one seed (until every node knows the new process with its
+//! record, and until it holds its networks' tables).
 
 mod engine;
 mod shape;
