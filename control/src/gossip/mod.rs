@@ -155,13 +155,14 @@ impl Gossip {
             cfg.interval,
             Instant::now(),
         )));
+        let seeds = seed_ips(&cfg.seeds);
         let rounds = Rounds::start(Setup {
             state,
             hub,
             port: cfg.advertise.port(),
             interval: cfg.interval,
             changes: Arc::new(tx),
-            seeds: seed_ips(&cfg.seeds),
+            seeds: seeds.clone(),
             stall: stall.clone(),
         });
         let g = Self {
@@ -195,7 +196,6 @@ impl Gossip {
             }
         }
         // The seeds: the task asks them again while this node is alone.
-        let seeds = seed_ips(&cfg.seeds);
         g.rounds.swim(|r, io| {
             for s in &seeds {
                 r.announce(*s, io);

@@ -270,15 +270,19 @@ impl Roster {
         if m.addr == self.me.addr {
             return;
         }
-        let k = self.known.entry(m).or_insert(Known {
+        let now = Known {
             liveness,
             since_ms: now_ms,
-        });
-        if k.liveness != liveness || k.since_ms == now_ms {
-            k.liveness = liveness;
-            k.since_ms = now_ms;
-            self.changes += 1;
-            self.events.push((m, liveness));
+        };
+        match self.known.insert(m, now) {
+            // Told again what it knew: keep when that began.
+            Some(was) if was.liveness == liveness => {
+                self.known.insert(m, was);
+            }
+            _ => {
+                self.changes += 1;
+                self.events.push((m, liveness));
+            }
         }
     }
 

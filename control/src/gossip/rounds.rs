@@ -239,8 +239,9 @@ async fn run(s: Setup, mut io_rx: mpsc::UnboundedReceiver<Io>) {
             let mut st = state.lock().expect("gossip state");
             for (m, l) in st.roster.take_events() {
                 match l {
+                    // A joining node learns thousands at once: not each at info.
                     Liveness::Alive => {
-                        info!(member = %m.addr, generation = m.generation, "gossip member up")
+                        debug!(member = %m.addr, generation = m.generation, "gossip member up")
                     }
                     Liveness::Down => {
                         info!(member = %m.addr, generation = m.generation, "gossip member down")
