@@ -10,6 +10,7 @@ mod commands;
 mod control_port;
 mod docker_driver;
 mod gossip;
+mod heavy;
 mod lab;
 mod metrics;
 mod orchestrator;

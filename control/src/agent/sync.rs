@@ -14,6 +14,7 @@ use super::lb::Balancer;
 use super::store::State;
 use super::{Agent, Inner};
 use crate::gossip::table::{self, LocalView};
+use crate::heavy::heavy;
 use crate::wire::GossipView;
 
 impl Agent {
@@ -46,28 +47,33 @@ impl Agent {
                 .map(|n| n.vni)
                 .collect(),
         };
-        let merged = table::merge(&local, &peers);
-        // The networks this node balances: its endpoints' and the ingress
-        // network's (every node is an entry of the routing mesh, whether
-        // or not it runs a task). Acknowledged after programming: the
-        // peers stopping a task on one of them.
-        let joined: std::collections::BTreeSet<u32> = local
-            .endpoints
-            .iter()
-            .map(|(v, _)| *v)
-            .chain(local.also_joined.iter().copied())
-            .collect();
-        let mut acks: BTreeMap<u32, BTreeMap<String, u64>> = BTreeMap::new();
-        for p in &peers {
-            for vni in p.stopping_vnis().intersection(&joined) {
-                if let Some(v) = p.ep_versions.get(vni) {
-                    acks.entry(*vni).or_default().insert(p.node.clone(), *v);
+        // The table's whole size, every pass: off the async workers, so
+        // gossip, DNS and the API keep answering meanwhile.
+        let (merged, joined, acks, want, draining) = heavy(|| {
+            let merged = table::merge(&local, &peers);
+            // The networks this node balances: its endpoints' and the ingress
+            // network's (every node is an entry of the routing mesh, whether
+            // or not it runs a task). Acknowledged after programming: the
+            // peers stopping a task on one of them.
+            let joined: std::collections::BTreeSet<u32> = local
+                .endpoints
+                .iter()
+                .map(|(v, _)| *v)
+                .chain(local.also_joined.iter().copied())
+                .collect();
+            let mut acks: BTreeMap<u32, BTreeMap<String, u64>> = BTreeMap::new();
+            for p in &peers {
+                for vni in p.stopping_vnis().intersection(&joined) {
+                    if let Some(v) = p.ep_versions.get(vni) {
+                        acks.entry(*vni).or_default().insert(p.node.clone(), *v);
+                    }
                 }
             }
-        }
-        self.rebuild_dns(&inner.state, &merged);
-        let want = super::lb::desired(task_records(&inner.state, &merged), &joined);
-        let draining = super::lb::draining(task_records(&inner.state, &merged), &joined);
+            self.rebuild_dns(&inner.state, &merged);
+            let want = super::lb::desired(task_records(&inner.state, &merged), &joined);
+            let draining = super::lb::draining(task_records(&inner.state, &merged), &joined);
+            (merged, joined, acks, want, draining)
+        });
         let Inner {
             mesh,
             mesh_maps,
@@ -119,7 +125,7 @@ impl Agent {
             },
         )
         .await;
-        programmer.apply(maps, merged)?;
+        heavy(|| programmer.apply(maps, merged))?;
         drop(inner);
         // Gossip on exactly the networks this node balances.
         self.gossip.set_networks(&joined).await;

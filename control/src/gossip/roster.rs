@@ -244,7 +244,7 @@ impl Roster {
                 // The cluster declared this node down and foca rejoined
                 // it under the next generation: its record follows.
                 N::Rejoin(id) => {
-                    db.leave(CLUSTER);
+                    db.rejoin_as(CLUSTER, id.generation);
                     self.me = id;
                     self.cache.clear();
                     self.publish(db, now_ms);

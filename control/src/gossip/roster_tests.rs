@@ -23,6 +23,9 @@ struct Node {
     roster: Roster,
     db: NetDb,
     up: bool,
+    /// Stalled (not running) until then: its events wait, as a stopped
+    /// process's datagrams and timers do.
+    stalled_until: u64,
 }
 
 struct World {
@@ -56,6 +59,7 @@ fn node(i: usize, generation: u64, now: u64) -> Node {
         roster,
         db,
         up: true,
+        stalled_until: 0,
     }
 }
 
@@ -110,6 +114,12 @@ impl World {
             let ((at, _), ev) = e.remove_entry();
             self.now = at;
             let now = self.now;
+            let (Ev::Timer(i, _) | Ev::Round(i) | Ev::Swim(i, _) | Ev::Table(i, _, _)) = &ev;
+            let until = self.nodes[*i].stalled_until;
+            if until > now {
+                self.push(until - now, ev);
+                continue;
+            }
             match ev {
                 Ev::Timer(i, t) if self.nodes[i].up => {
                     let mut io = Io::default();
@@ -328,6 +338,44 @@ fn a_restarted_node_is_a_new_member_and_its_previous_process_goes_down() {
         n.roster.record_of(&n.db, &new).map(|r| r.name.clone()),
         Some("n3".into())
     );
+}
+
+#[test]
+fn a_node_that_stalled_and_was_declared_down_keeps_its_peers_and_their_tables() {
+    let mut w = World::new(8);
+    w.run_for(3_000);
+    for i in 0..8 {
+        w.join_net(i);
+    }
+    w.run_for(3_000);
+    assert!((0..8).all(|i| w.eps(i) == 8));
+    let old = w.nodes[5].roster.me();
+    // Not running for 3 s: its peers declare it down meanwhile.
+    w.nodes[5].stalled_until = w.now + 3_000;
+    let took = w.until(3_000, |w| {
+        (0..8)
+            .filter(|&i| i != 5)
+            .all(|i| w.nodes[i].roster.liveness(&old) == Some(Liveness::Down))
+    });
+    assert!(took.is_some(), "n5 was not declared down");
+    w.run_for(3_000 - took.unwrap_or(0));
+    // Back: SWIM renews its identity; its peers' records, and their
+    // tables, stay with it throughout (it once dropped the membership
+    // table there: every peer vanished until the table was pulled again,
+    // and a programming pass meanwhile dropped all their endpoints).
+    let (mut fewest, mut fewest_names) = (usize::MAX, usize::MAX);
+    let took = w.until(5_000, |w| {
+        fewest = fewest.min(w.eps(5));
+        fewest_names = fewest_names.min(w.names(5).len());
+        let me = w.nodes[5].roster.me();
+        me != old
+            && (0..8)
+                .filter(|&i| i != 5)
+                .all(|i| w.nodes[i].roster.alive().any(|o| *o == me))
+    });
+    assert!(took.is_some(), "n5 is not back everywhere");
+    assert_eq!(fewest, 8, "n5 lost endpoints while it came back");
+    assert_eq!(fewest_names, 7, "n5 lost members while it came back");
 }
 
 #[test]

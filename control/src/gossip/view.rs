@@ -248,6 +248,10 @@ impl Gossip {
     /// than theirs, and dropping every remote backend then only turns a
     /// hiccup into refused connections.
     pub async fn peers(&self) -> Vec<PeerState> {
+        crate::heavy::heavy(|| self.peers_now())
+    }
+
+    fn peers_now(&self) -> Vec<PeerState> {
         let stalled = self.stalled();
         let mut st = self.rounds.state.lock().expect("gossip state");
         let all = snapshot(&mut st, self.advertise.port());

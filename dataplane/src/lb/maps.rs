@@ -2,7 +2,7 @@
 //! services by (VNI, VIP), their Maglev tables and live backends, and the
 //! two conntrack tables.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap as StdHashMap};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -22,6 +22,13 @@ pub struct LbMaps {
     backends: HashMap<MapData, BackendKey, u32>,
     ct: HashMap<MapData, CtKey, CtValue>,
     rct: HashMap<MapData, CtKey, CtValue>,
+    /// Each service's backends as the backends map holds them, read from
+    /// the map once (a restarted agent adopts what its predecessor
+    /// programmed) and kept beside it since: finding a service's stale
+    /// backends by walking the whole map was one syscall per backend of
+    /// every service, for every service programmed (minutes at 96,287
+    /// backends).
+    installed: Option<StdHashMap<(u32, u32), BTreeSet<u32>>>,
 }
 
 /// A service as the datapath holds it.
@@ -71,6 +78,19 @@ impl LbMaps {
                 .map_err(|e| Error::map("map shoal_ct", e))?,
             rct: HashMap::try_from(Map::LruHashMap(hash(map::RCT)?))
                 .map_err(|e| Error::map("map shoal_rct", e))?,
+            installed: None,
+        })
+    }
+
+    /// The backends map by service, read once.
+    fn installed(&mut self) -> &mut StdHashMap<(u32, u32), BTreeSet<u32>> {
+        let backends = &self.backends;
+        self.installed.get_or_insert_with(|| {
+            let mut by: StdHashMap<(u32, u32), BTreeSet<u32>> = StdHashMap::new();
+            for k in backends.keys().filter_map(|k| k.ok()) {
+                by.entry((k.vni, k.vip)).or_default().insert(k.ip);
+            }
+            by
         })
     }
 
@@ -118,14 +138,17 @@ impl LbMaps {
                 0,
             )
             .map_err(|e| Error::map("service insert", e))?;
-        let stale: Vec<BackendKey> = self
-            .backends
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.vni == vni && k.vip == ip_key(vip) && !set.contains(&key_ip(k.ip)))
-            .collect();
-        for k in stale {
-            let _ = self.backends.remove(&k);
+        let now: BTreeSet<u32> = list.iter().map(|b| ip_key(*b)).collect();
+        let was = self
+            .installed()
+            .insert((vni, ip_key(vip)), now.clone())
+            .unwrap_or_default();
+        for ip in was.difference(&now) {
+            let _ = self.backends.remove(&BackendKey {
+                vni,
+                vip: ip_key(vip),
+                ip: *ip,
+            });
         }
         Ok(())
     }
@@ -137,14 +160,16 @@ impl LbMaps {
         };
         let _ = self.services.remove(&key);
         let _ = self.maglev.remove(&key);
-        let gone: Vec<BackendKey> = self
-            .backends
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.vni == vni && k.vip == ip_key(vip))
-            .collect();
-        for k in gone {
-            let _ = self.backends.remove(&k);
+        let gone = self
+            .installed()
+            .remove(&(vni, ip_key(vip)))
+            .unwrap_or_default();
+        for ip in gone {
+            let _ = self.backends.remove(&BackendKey {
+                vni,
+                vip: ip_key(vip),
+                ip,
+            });
         }
         let counted: Vec<BackendKey> = self
             .stats
@@ -157,7 +182,20 @@ impl LbMaps {
         }
     }
 
-    /// Packets and bytes each service sent each backend (summed over CPUs).
+    /// The live backends of a service, as the map holds them.
+    #[cfg(test)]
+    pub(crate) fn backends_of(&self, vni: u32, vip: Ipv4Addr) -> Vec<Ipv4Addr> {
+        let mut out: Vec<Ipv4Addr> = self
+            .backends
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.vni == vni && k.vip == ip_key(vip))
+            .map(|k| key_ip(k.ip))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Size of each conntrack table (`SHOAL_CT_MAX` in lb.h).
     pub const CT_CAPACITY: u64 = 262_144;
 
@@ -169,6 +207,7 @@ impl LbMaps {
         )
     }
 
+    /// Packets and bytes each service sent each backend (summed over CPUs).
     pub fn counters(&self) -> Vec<LbCounter> {
         let mut out: Vec<LbCounter> = self
             .stats

@@ -226,8 +226,15 @@ fn vip_flows_go_to_a_backend_and_replies_come_back_from_the_vip() {
         lb.set_service(VNI, VIP, &[EP_B, EP_R], 251).unwrap();
         let svc = lb.services().into_iter().find(|s| s.vip == VIP).unwrap();
         assert_eq!(svc.backends.iter().map(|b| b.1).sum::<u32>(), 251);
-        lb.remove_service(VNI, VIP);
+        assert_eq!(lb.backends_of(VNI, VIP), vec![EP_B, EP_R]);
+        // A restarted agent's maps (read from the pinned map, not from
+        // what this one wrote): a backend gone since is removed.
+        let mut next = LbMaps::open(&env.pins).unwrap();
+        next.set_service(VNI, VIP, &[EP_R], 251).unwrap();
+        assert_eq!(lb.backends_of(VNI, VIP), vec![EP_R]);
+        next.remove_service(VNI, VIP);
         assert!(lb.services().iter().all(|s| s.vip != VIP));
+        assert!(lb.backends_of(VNI, VIP).is_empty());
     });
 }
 

@@ -70,6 +70,6 @@ impl LbProgrammer {
 impl super::Balancer for LbProgrammer {
     async fn apply(&mut self, want: &Desired, ctx: super::Ctx<'_>) {
         let want = super::settle(want, &self.programmed, ctx.adopting);
-        self.program(&want)
+        crate::heavy::heavy(|| self.program(&want))
     }
 }

@@ -323,6 +323,30 @@ impl NetDb {
         t.views.entry(me).or_default();
     }
 
+    /// Joins `vni` again under `generation`, keeping the other origins'
+    /// records: this node's own start afresh (the membership table after
+    /// SWIM renewed this node's identity; dropping the whole table there
+    /// dropped every peer with it, and every network's table with them).
+    pub fn rejoin_as(&mut self, vni: u32, generation: u64) {
+        let Some(t) = self.nets.get_mut(&vni) else {
+            return self.join_as(vni, generation);
+        };
+        let old = t.me;
+        if old.generation == generation {
+            return;
+        }
+        t.me = Origin {
+            addr: old.addr,
+            generation,
+        };
+        t.views.remove(&old);
+        t.rumors.retain(|r| r.origin != old);
+        t.deaths.clear();
+        t.views.entry(t.me).or_default();
+        self.changes += 1;
+        t.touched();
+    }
+
     /// Moves whenever what `vni`'s table holds changes (None: not on it).
     pub fn table_changes(&self, vni: u32) -> Option<u64> {
         self.nets.get(&vni).map(|t| t.changed)
