@@ -70,6 +70,26 @@ impl Drop for Hub {
     }
 }
 
+/// What the gossip socket can hold unread: a table delta of up to
+/// `netdb::MAX_MESSAGE` (260 KB) arrives as some 190 fragments at once,
+/// and with Linux's default (212 KB, of which each 1.4 KB datagram takes
+/// about 2.3 KB) a receiver a moment late lost some of them every time,
+/// so a big origin's records never arrived (seen as a unit test that
+/// stalled at 39 of 3,000 records under load). memberlist sets 2 MB for the
+/// same reason; this holds several such deltas.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Sets it; as root past `net.core.rmem_max` (the daemon runs as root),
+/// else up to that cap. Best effort: gossip still works without it.
+fn big_receive_buffer(sock: &TokioUdp) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if setsockopt(sock, sockopt::RcvBufForce, &RECEIVE_BUFFER).is_err() {
+        if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &RECEIVE_BUFFER) {
+            tracing::warn!("gossip socket: receive buffer left at the default: {e}");
+        }
+    }
+}
+
 impl Hub {
     pub async fn bind(
         addr: SocketAddr,
@@ -82,6 +102,7 @@ impl Hub {
                 .await
                 .with_context(|| format!("failed to bind to {addr}/UDP for gossip"))?,
         );
+        big_receive_buffer(&real);
         let tag = cluster_tag(cluster_id);
         let membership: Sink = Default::default();
         let tables: Sink = Default::default();

@@ -180,3 +180,25 @@ async fn a_key_holder_s_bad_table_messages_are_refused_and_counted() {
     }
     assert!(a.peers().await.is_empty(), "nothing was taken");
 }
+
+/// The gossip socket holds several of the largest table deltas unread (a
+/// receiver a moment late lost fragments of one every time with Linux's
+/// default buffer).
+#[tokio::test]
+async fn the_gossip_socket_holds_several_of_the_largest_deltas() {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let hub = super::Hub::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        "c",
+        Arc::new(GossipKeys::new(false, Some([1; 32]), None)),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let held = getsockopt(&*hub.real, sockopt::RcvBuf).unwrap();
+    // Linux reports twice what was set (its bookkeeping share).
+    assert!(
+        held >= 4 * crate::gossip::netdb::MAX_MESSAGE,
+        "receive buffer {held} bytes"
+    );
+}

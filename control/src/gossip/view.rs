@@ -311,6 +311,10 @@ impl Gossip {
     /// [`SUSPECT_WINDOW`] that has not said goodbye is waited for too (the
     /// drain's own bound caps the wait on one that really died).
     pub async fn acks(&self) -> Vec<PeerAck> {
+        crate::heavy::heavy(|| self.acks_now())
+    }
+
+    fn acks_now(&self) -> Vec<PeerAck> {
         let mut st = self.rounds.state.lock().expect("gossip state");
         let all = snapshot(&mut st, self.advertise.port());
         let waited = all
@@ -336,6 +340,10 @@ impl Gossip {
     /// Every node membership knows, live or not, with the endpoints this
     /// node holds of it (on the networks it is on itself).
     pub async fn members(&self) -> Vec<Member> {
+        crate::heavy::heavy(|| self.members_now())
+    }
+
+    fn members_now(&self) -> Vec<Member> {
         let mut st = self.rounds.state.lock().expect("gossip state");
         let all = snapshot(&mut st, self.advertise.port());
         // Each generation on its own (no fallbacks): its entries.
@@ -366,6 +374,10 @@ impl Gossip {
     /// The networks this node gossips on, with whose entries it holds on
     /// each (the live peers whose records list it, and itself).
     pub async fn networks(&self) -> Vec<NetworkGossip> {
+        crate::heavy::heavy(|| self.networks_now())
+    }
+
+    fn networks_now(&self) -> Vec<NetworkGossip> {
         let mut st = self.rounds.state.lock().expect("gossip state");
         let all = snapshot(&mut st, self.advertise.port());
         let mut chosen = newest(all.iter().filter(|n| n.live && !n.is_self), &self.node);
