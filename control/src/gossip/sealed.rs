@@ -71,12 +71,12 @@ impl Drop for Hub {
 }
 
 /// What the gossip socket can hold unread: a table delta of up to
-/// `netdb::MAX_MESSAGE` (260 KB) arrives as some 190 fragments at once,
-/// and with Linux's default (212 KB, of which each 1.4 KB datagram takes
-/// about 2.3 KB) a receiver a moment late lost some of them every time,
-/// so a big origin's records never arrived (seen as a unit test that
-/// stalled at 39 of 3,000 records under load). memberlist sets 2 MB for the
-/// same reason; this holds several such deltas.
+/// `netdb::MAX_MESSAGE` (260 KB) arrives as 4 sealed fragments of up to
+/// 64 KB at once, and Linux's default buffer (212 KB) holds 3 of them: a
+/// receiver a moment late lost the last one, so the whole delta, every
+/// time, and a big origin's records never arrived (seen as a unit test
+/// stalled at 39 of 3,000 records under load). memberlist sets 2 MB for
+/// the same reason; this holds several such deltas.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Sets it; as root past `net.core.rmem_max` (the daemon runs as root),
