@@ -142,6 +142,13 @@ fn main() -> Result<()> {
         })
         .collect();
     print_table(&rows, &args);
+    // The kernel overlay's bridge runs iptables on bridged frames when
+    // this is 1 (br_netfilter, as dockerd sets it): a cost the reference
+    // pays and Shoal's path does not. Recorded so runs compare.
+    let bridge_nf = sh("sysctl -n net.bridge.bridge-nf-call-iptables")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "absent (no br_netfilter)".into());
+    println!("net.bridge.bridge-nf-call-iptables: {bridge_nf}");
     let paired = print_rounds(&rounds);
     for l in &profiles {
         println!("{l}");
@@ -153,6 +160,7 @@ fn main() -> Result<()> {
         "paired": paired,
         "profile": profiles,
         "duration_s": args.duration,
+        "bridge_nf_call_iptables": bridge_nf,
         "latency_duration_s": args.latency_duration,
         "note": "throughput ratios: higher is better; latency ratios: lower is better",
         "results": rows,
