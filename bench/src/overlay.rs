@@ -31,6 +31,13 @@ struct Args {
     /// the kernel overlay in that same round (paired), and the medians.
     #[arg(long, default_value_t = 5)]
     rounds: u32,
+    /// Set net.bridge.bridge-nf-call-iptables to this (0 or 1) in the
+    /// bench's namespaces that hold a bridge (the underlay's, the kernel
+    /// overlay's hosts). A new namespace gets 1 once br_netfilter is
+    /// loaded (dockerd loads it), and the kernel overlay's bridge then
+    /// runs iptables on every frame; default: as the kernel gives.
+    #[arg(long)]
+    bridge_nf_call_iptables: Option<u8>,
     /// Seconds per throughput run.
     #[arg(long, default_value_t = 5)]
     duration: u32,
@@ -108,7 +115,7 @@ fn main() -> Result<()> {
         shoal: shoal.clone(),
     };
     cleanup(&shoal);
-    let paths = setup(&shoal)?;
+    let (paths, bridge_nf) = setup(&shoal, args.bridge_nf_call_iptables)?;
 
     let mut samples: Vec<Vec<Metrics>> = vec![vec![]; paths.len()];
     let mut rounds = vec![];
@@ -143,12 +150,9 @@ fn main() -> Result<()> {
         .collect();
     print_table(&rows, &args);
     // The kernel overlay's bridge runs iptables on bridged frames when
-    // this is 1 (br_netfilter, as dockerd sets it): a cost the reference
-    // pays and Shoal's path does not. Recorded so runs compare.
-    let bridge_nf = sh("sysctl -n net.bridge.bridge-nf-call-iptables")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "absent (no br_netfilter)".into());
-    println!("net.bridge.bridge-nf-call-iptables: {bridge_nf}");
+    // this is 1: a cost the reference pays and Shoal's path does not.
+    // Recorded so runs compare.
+    println!("net.bridge.bridge-nf-call-iptables in the kernel overlay's hosts: {bridge_nf}");
     let paired = print_rounds(&rounds);
     for l in &profiles {
         println!("{l}");
@@ -372,7 +376,9 @@ fn cleanup(shoal: &PathBuf) {
 /// hosts (`bnt-d1`, `bnt-d2`) that carry the underlay and the Docker-style
 /// kernel overlay references. Everything is named `bnt-`/`bnx-` so
 /// `shoal lab down` removes it.
-fn setup(shoal: &PathBuf) -> Result<Vec<Path>> {
+/// The labs and the reference; the paths, and the kernel overlay's
+/// `bridge-nf-call-iptables` as set.
+fn setup(shoal: &PathBuf, bridge_nf: Option<u8>) -> Result<(Vec<Path>, String)> {
     for (lab, accel) in [(LAB_TC, "tc"), (LAB_XDP, "xdp")] {
         let out = Command::new(shoal)
             .args([
@@ -395,6 +401,27 @@ fn setup(shoal: &PathBuf) -> Result<Vec<Path>> {
     // The reference: a Docker-style kernel overlay on the tc lab's
     // underlay, its containers at MTU 1500 over a 1450-byte vxlan.
     common::kernel_overlay_reference(LAB_TC, 1450, None)?;
+    let bridged = [
+        format!("{LAB_TC}-ul"),
+        format!("{LAB_TC}-d1"),
+        format!("{LAB_TC}-d2"),
+    ];
+    if let Some(v) = bridge_nf {
+        if v > 1 {
+            bail!("--bridge-nf-call-iptables takes 0 or 1");
+        }
+        for ns in &bridged {
+            sh(&format!(
+                "ip netns exec {ns} sysctl -qw net.bridge.bridge-nf-call-iptables={v}"
+            ))?;
+        }
+    }
+    // What the kernel overlay's bridge does, as measured.
+    let bridge_nf_now = sh(&format!(
+        "ip netns exec {LAB_TC}-d1 sysctl -n net.bridge.bridge-nf-call-iptables"
+    ))
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "absent (no br_netfilter)".into());
     let p = |key, label, c: String, s: String, ip: &str| Path {
         key,
         label,
@@ -440,7 +467,7 @@ fn setup(shoal: &PathBuf) -> Result<Vec<Path>> {
         ))
         .with_context(|| format!("{} does not work", p.label))?;
     }
-    Ok(paths)
+    Ok((paths, bridge_nf_now))
 }
 
 // ---- measurements -------------------------------------------------------------
