@@ -36,7 +36,7 @@ struct Args {
     /// overlay's hosts). A new namespace gets 1 once br_netfilter is
     /// loaded (dockerd loads it), and the kernel overlay's bridge then
     /// runs iptables on every frame; default: as the kernel gives.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
     bridge_nf_call_iptables: Option<u8>,
     /// Seconds per throughput run.
     #[arg(long, default_value_t = 5)]
@@ -401,16 +401,8 @@ fn setup(shoal: &PathBuf, bridge_nf: Option<u8>) -> Result<(Vec<Path>, String)> 
     // The reference: a Docker-style kernel overlay on the tc lab's
     // underlay, its containers at MTU 1500 over a 1450-byte vxlan.
     common::kernel_overlay_reference(LAB_TC, 1450, None)?;
-    let bridged = [
-        format!("{LAB_TC}-ul"),
-        format!("{LAB_TC}-d1"),
-        format!("{LAB_TC}-d2"),
-    ];
     if let Some(v) = bridge_nf {
-        if v > 1 {
-            bail!("--bridge-nf-call-iptables takes 0 or 1");
-        }
-        for ns in &bridged {
+        for ns in ["ul", "d1", "d2"].map(|n| format!("{LAB_TC}-{n}")) {
             sh(&format!(
                 "ip netns exec {ns} sysctl -qw net.bridge.bridge-nf-call-iptables={v}"
             ))?;

@@ -176,6 +176,19 @@ impl World {
         None
     }
 
+    /// `n` nodes that found each other, each then on NET with one
+    /// endpoint, every record everywhere.
+    fn on_net(n: usize) -> World {
+        let mut w = World::new(n);
+        w.run_for(3_000);
+        for i in 0..n {
+            w.join_net(i);
+        }
+        w.run_for(3_000);
+        assert!((0..n).all(|i| w.eps(i) == n));
+        w
+    }
+
     /// Node `i` joins NET and publishes an endpoint there.
     fn join_net(&mut self, i: usize) {
         let now = self.now;
@@ -265,16 +278,10 @@ fn a_network_s_members_are_read_from_the_records_and_only_they_hold_its_table() 
 
 #[test]
 fn a_killed_node_is_down_everywhere_within_3_s_and_forgotten_later() {
-    let mut w = World::new(10);
+    let mut w = World::on_net(10);
     for i in 0..10 {
         w.nodes[i].roster.forget_after(Duration::from_secs(20));
     }
-    w.run_for(3_000);
-    for i in 0..10 {
-        w.join_net(i);
-    }
-    w.run_for(3_000);
-    assert!((0..10).all(|i| w.eps(i) == 10));
     w.nodes[4].up = false;
     let victim = w.nodes[4].roster.me();
     let took = w.until(3_000, |w| {
@@ -296,12 +303,7 @@ fn a_killed_node_is_down_everywhere_within_3_s_and_forgotten_later() {
 
 #[test]
 fn a_goodbye_takes_the_node_off_every_network_at_once() {
-    let mut w = World::new(8);
-    w.run_for(3_000);
-    for i in 0..8 {
-        w.join_net(i);
-    }
-    w.run_for(3_000);
+    let mut w = World::on_net(8);
     let now = w.now;
     let n = &mut w.nodes[2];
     n.roster.update(&mut n.db, now, |r| r.leaving = true);
@@ -342,13 +344,7 @@ fn a_restarted_node_is_a_new_member_and_its_previous_process_goes_down() {
 
 #[test]
 fn a_node_that_stalled_and_was_declared_down_keeps_its_peers_and_their_tables() {
-    let mut w = World::new(8);
-    w.run_for(3_000);
-    for i in 0..8 {
-        w.join_net(i);
-    }
-    w.run_for(3_000);
-    assert!((0..8).all(|i| w.eps(i) == 8));
+    let mut w = World::on_net(8);
     let old = w.nodes[5].roster.me();
     // Not running for 3 s: its peers declare it down meanwhile.
     w.nodes[5].stalled_until = w.now + 3_000;

@@ -143,14 +143,18 @@ impl LbMaps {
             .installed()
             .insert((vni, ip_key(vip)), now.clone())
             .unwrap_or_default();
-        for ip in was.difference(&now) {
+        self.drop_backends(vni, vip, was.difference(&now).copied());
+        Ok(())
+    }
+
+    fn drop_backends(&mut self, vni: u32, vip: Ipv4Addr, ips: impl IntoIterator<Item = u32>) {
+        for ip in ips {
             let _ = self.backends.remove(&BackendKey {
                 vni,
                 vip: ip_key(vip),
-                ip: *ip,
+                ip,
             });
         }
-        Ok(())
     }
 
     pub fn remove_service(&mut self, vni: u32, vip: Ipv4Addr) {
@@ -164,13 +168,7 @@ impl LbMaps {
             .installed()
             .remove(&(vni, ip_key(vip)))
             .unwrap_or_default();
-        for ip in gone {
-            let _ = self.backends.remove(&BackendKey {
-                vni,
-                vip: ip_key(vip),
-                ip,
-            });
-        }
+        self.drop_backends(vni, vip, gone);
         let counted: Vec<BackendKey> = self
             .stats
             .keys()
