@@ -84,6 +84,13 @@ struct Metrics {
     /// receiver, `ttwu_queue_wakelist`) per GB moved in the split run; in a
     /// VM each is an exit taken on the sending CPU with interrupts off.
     ipis_per_gb_split: f64,
+    /// Segments the senders retransmitted per GB in the unpinned 4-stream
+    /// run. On veths a flow's packets enter the backlog of whichever CPU
+    /// sends them (the sending thread's, or the one that took an ACK), so
+    /// the two CPUs deliver them out of order and TCP retransmits
+    /// spuriously; the price of spreading the path over both CPUs, and
+    /// what makes 4-stream figures spread between runs.
+    retrans_per_gb_4: f64,
 }
 
 #[derive(Serialize)]
@@ -285,7 +292,56 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
             v("shoal_tc", "gbps_4_shared"),
         );
     }
+    println!("\nevery round, 4 streams unpinned: segments retransmitted per GB (reordering across the two CPUs' backlogs)\n");
+    for r in rounds {
+        let p = &r["paths"];
+        let g = |k: &str| p[k]["retrans_per_gb_4"].as_f64().unwrap_or(0.0);
+        println!(
+            "round {}: underlay {:.0}  kernel ov {:.0}  shoal tc {:.0}  shoal xdp {:.0}",
+            r["round"],
+            g("underlay"),
+            g("kernel_overlay"),
+            g("shoal_tc"),
+            g("shoal_xdp"),
+        );
+    }
+    // Latency moves with the machine from round to round, underlay too:
+    // what the overlay adds is judged per round, not medians apart.
+    println!("\nevery round, request/response pinned to CPU 0: half round trip, us (what each adds to the underlay of the same round)\n");
+    let mut added: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for r in rounds {
+        let p = &r["paths"];
+        let g = |k: &str| p[k]["rr_pinned_us"].as_f64().unwrap_or(0.0);
+        let ul = g("underlay");
+        for k in ["kernel_overlay", "shoal_tc", "shoal_xdp"] {
+            added.entry(k).or_default().push(g(k) - ul);
+        }
+        println!(
+            "round {}: underlay {:.2}  kernel ov {:.2} (+{:.2})  shoal tc {:.2} (+{:.2})  shoal xdp {:.2} (+{:.2})",
+            r["round"],
+            ul,
+            g("kernel_overlay"),
+            g("kernel_overlay") - ul,
+            g("shoal_tc"),
+            g("shoal_tc") - ul,
+            g("shoal_xdp"),
+            g("shoal_xdp") - ul,
+        );
+    }
+    let mut rr_added = serde_json::Map::new();
+    for (k, mut v) in added {
+        v.sort_by(|a, b| a.partial_cmp(b).expect("latencies"));
+        let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+        println!(
+            "{k}: adds a median {median:.2} us to the underlay's pinned half round trip (paired)"
+        );
+        rr_added.insert(
+            k.into(),
+            serde_json::json!((median * 100.0).round() / 100.0),
+        );
+    }
     let mut out = serde_json::Map::new();
+    out.insert("rr_pinned_added_us".into(), rr_added.into());
     for key in ["shoal_tc", "shoal_xdp"] {
         let mut s = serde_json::Map::new();
         for f in ["gbps_1", "gbps_4", "gbps_4_split", "gbps_4_shared"] {
@@ -321,6 +377,7 @@ fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
         gbps_4_split: r(m.gbps_4_split, base.gbps_4_split),
         gbps_4_shared: r(m.gbps_4_shared, base.gbps_4_shared),
         ipis_per_gb_split: r(m.ipis_per_gb_split, base.ipis_per_gb_split),
+        retrans_per_gb_4: r(m.retrans_per_gb_4, base.retrans_per_gb_4),
     }
 }
 
@@ -334,6 +391,7 @@ fn median(s: &[Metrics]) -> Metrics {
         gbps_4_split: med(s, |m| m.gbps_4_split),
         gbps_4_shared: med(s, |m| m.gbps_4_shared),
         ipis_per_gb_split: med(s, |m| m.ipis_per_gb_split),
+        retrans_per_gb_4: med(s, |m| m.retrans_per_gb_4),
     }
 }
 
@@ -466,9 +524,14 @@ fn setup(shoal: &PathBuf, bridge_nf: Option<u8>) -> Result<(Vec<Path>, String)> 
 
 fn measure(p: &Path, a: &Args) -> Result<Metrics> {
     let split_ipis = std::cell::Cell::new(0.0);
+    let retrans_4 = std::cell::Cell::new(0.0);
     Ok(Metrics {
         gbps_1: iperf3(p, a.duration, 1)?,
-        gbps_4: iperf3(p, a.duration, 4)?,
+        gbps_4: {
+            let (gbps, retrans) = iperf3_retrans(p, a.duration, 4, None)?;
+            retrans_4.set((retrans as f64 / (gbps * a.duration as f64 / 8.0).max(0.001)).round());
+            gbps
+        },
         rr_us: sockperf(p, a.latency_duration, false)?,
         rr_pinned_us: sockperf(p, a.latency_duration, true)?,
         gbps_4_split: {
@@ -481,6 +544,7 @@ fn measure(p: &Path, a: &Args) -> Result<Metrics> {
         },
         gbps_4_shared: iperf3_pinned(p, a.duration, 4, Some((0, 0)))?,
         ipis_per_gb_split: split_ipis.get(),
+        retrans_per_gb_4: retrans_4.get(),
     })
 }
 
@@ -505,6 +569,16 @@ pub(crate) fn iperf3(p: &Path, secs: u32, streams: u32) -> Result<f64> {
 
 /// `pin`: (client CPU, server CPU).
 fn iperf3_pinned(p: &Path, secs: u32, streams: u32, pin: Option<(u32, u32)>) -> Result<f64> {
+    Ok(iperf3_retrans(p, secs, streams, pin)?.0)
+}
+
+/// Gbit/s received, and the segments the senders retransmitted.
+fn iperf3_retrans(
+    p: &Path,
+    secs: u32,
+    streams: u32,
+    pin: Option<(u32, u32)>,
+) -> Result<(f64, u64)> {
     let (cpin, spin) = match pin {
         Some((c, s)) => (format!("taskset -c {c} "), format!("taskset -c {s} ")),
         None => (String::new(), String::new()),
@@ -524,7 +598,8 @@ fn iperf3_pinned(p: &Path, secs: u32, streams: u32, pin: Option<(u32, u32)>) -> 
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .context("iperf3 report")?;
-    Ok((bps / 1e7).round() / 100.0)
+    let retrans = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    Ok(((bps / 1e7).round() / 100.0, retrans))
 }
 
 /// TCP ping-pong; `pinned` runs client and server on CPU 0, where the

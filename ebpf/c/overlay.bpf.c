@@ -280,6 +280,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	if (data + ETH_HLEN + sizeof(struct arp_eth_ipv4) > data_end) {
+		count_stat(STAT_HEAD_PULL);
 		bpf_skb_pull_data(skb, ETH_HLEN + sizeof(struct arp_eth_ipv4));
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
@@ -385,6 +386,23 @@ static __always_inline int tc_deliver(struct __sk_buff *skb, const struct shoal_
 	return bpf_redirect(d->ep.ifindex, 0);
 }
 
+/* How much of an underlay frame classify_from_underlay reads: up to the
+ * inner IPv4 header or ARP body of a UDP datagram, the outer IPv4 header of
+ * anything else (the mesh reads the rest with load_bytes). Not more: a GSO
+ * packet's head holds only its headers, and pulling payload into it costs
+ * a new head and a copy on every packet. */
+static __always_inline __u32 ul_linear_need(void *data, void *data_end)
+{
+	struct iphdr *ip = data + ETH_HLEN;
+
+	if ((void *)(ip + 1) > data_end)
+		return UL_PULL_LEN;
+	if (ip->protocol != IPPROTO_UDP)
+		return ETH_HLEN + sizeof(*ip);
+	return ETH_HLEN + ip->ihl * 4 + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + ETH_HLEN +
+	       sizeof(struct arp_eth_ipv4);
+}
+
 SEC("classifier")
 int shoal_ul_tc(struct __sk_buff *skb)
 {
@@ -394,6 +412,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	void *data, *data_end;
 	__be32 outer_src = 0;
 	__u64 flags;
+	__u32 need;
 
 	if (!cfg) {
 		count_stat(STAT_PASS_UNDERLAY);
@@ -401,8 +420,10 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	}
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	if (data + UL_PULL_LEN > data_end) {
-		bpf_skb_pull_data(skb, skb->len < UL_PULL_LEN ? skb->len : UL_PULL_LEN);
+	need = ul_linear_need(data, data_end);
+	if (data + need > data_end) {
+		count_stat(STAT_HEAD_PULL);
+		bpf_skb_pull_data(skb, skb->len < need ? skb->len : need);
 		data = (void *)(long)skb->data;
 		data_end = (void *)(long)skb->data_end;
 	}

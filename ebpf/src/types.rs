@@ -408,5 +408,6 @@ counters! {
         MeshEntry = "mesh_entry",
         MeshReply = "mesh_reply",
         XdpToTc = "xdp_to_tc",
+        HeadPull = "head_pull",
     }
 }

@@ -38,9 +38,10 @@ struct arp_eth_ipv4 {
 	__be32 tpa;
 } __attribute__((packed));
 
-/* How much of an underlay frame the tc hook makes linear: outer headers,
- * VXLAN, inner Ethernet and an inner IPv4 header or ARP body. */
-#define UL_PULL_LEN 128
+/* The most of an underlay frame the tc hook makes linear: outer headers
+ * (with options), VXLAN, inner Ethernet and an inner ARP body (longer than
+ * an inner IPv4 header). */
+#define UL_PULL_LEN (ETH_HLEN + 60 + 8 + 8 + ETH_HLEN + 28)
 
 enum decision_kind {
 	D_PASS = 0, /* hand the frame to the kernel untouched */

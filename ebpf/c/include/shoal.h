@@ -216,6 +216,8 @@ enum shoal_stat {
 	STAT_MESH_ENTRY,   /* client packets to a published port sent to a backend */
 	STAT_MESH_REPLY,   /* backend replies given the published address back */
 	STAT_XDP_TO_TC,    /* frames XDP left to tc (NAT state needed, see xdp_fast.h) */
+	STAT_HEAD_PULL,    /* tc frames whose headers had to be made linear (a copy,
+			    * often a new head): should stay near 0 for bulk TCP */
 	STAT_MAX,
 };
 
