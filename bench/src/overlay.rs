@@ -229,9 +229,10 @@ fn print_table(rows: &[Row], args: &Args) {
 /// One round: every path's figures, and Shoal's ratios to the kernel
 /// overlay measured in that round.
 fn round_report(round: u32, paths: &[Path], m: &[&Metrics]) -> serde_json::Value {
-    let kov = m[1];
+    let (ul, kov) = (m[0], m[1]);
     let mut per_path = serde_json::Map::new();
     let mut vs_kernel = serde_json::Map::new();
+    let mut vs_underlay = serde_json::Map::new();
     for (p, m) in paths.iter().zip(m) {
         per_path.insert(p.key.into(), serde_json::to_value(m).expect("metrics"));
         if p.key.starts_with("shoal") {
@@ -239,9 +240,13 @@ fn round_report(round: u32, paths: &[Path], m: &[&Metrics]) -> serde_json::Value
                 p.key.into(),
                 serde_json::to_value(ratio(m, kov)).expect("ratio"),
             );
+            vs_underlay.insert(
+                p.key.into(),
+                serde_json::to_value(ratio(m, ul)).expect("ratio"),
+            );
         }
     }
-    serde_json::json!({"round": round, "paths": per_path, "vs_kernel_overlay": vs_kernel})
+    serde_json::json!({"round": round, "paths": per_path, "vs_kernel_overlay": vs_kernel, "vs_underlay": vs_underlay})
 }
 
 /// Every round's throughputs and paired ratios; returns the summary: per
@@ -342,6 +347,20 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
     }
     let mut out = serde_json::Map::new();
     out.insert("rr_pinned_added_us".into(), rr_added.into());
+    // The underlay moves between rounds as much as any path: Shoal's
+    // share of it is taken per round too.
+    let mut to_underlay = serde_json::Map::new();
+    for key in ["shoal_tc", "shoal_xdp"] {
+        let mut v: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r["vs_underlay"][key]["gbps_1"].as_f64())
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).expect("ratios"));
+        let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+        println!("{key} gbps_1: paired median {median:.2}x the underlay, rounds {v:?}");
+        to_underlay.insert(key.into(), serde_json::json!(median));
+    }
+    out.insert("gbps_1_vs_underlay".into(), to_underlay.into());
     for key in ["shoal_tc", "shoal_xdp"] {
         let mut s = serde_json::Map::new();
         for f in ["gbps_1", "gbps_4", "gbps_4_split", "gbps_4_shared"] {
