@@ -334,9 +334,8 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
         );
     }
     let mut rr_added = serde_json::Map::new();
-    for (k, mut v) in added {
-        v.sort_by(|a, b| a.partial_cmp(b).expect("latencies"));
-        let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    for (k, v) in added {
+        let median = paired_median(&v);
         println!(
             "{k}: adds a median {median:.2} us to the underlay's pinned half round trip (paired)"
         );
@@ -351,12 +350,11 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
     // share of it is taken per round too.
     let mut to_underlay = serde_json::Map::new();
     for key in ["shoal_tc", "shoal_xdp"] {
-        let mut v: Vec<f64> = rounds
+        let v: Vec<f64> = rounds
             .iter()
             .filter_map(|r| r["vs_underlay"][key]["gbps_1"].as_f64())
             .collect();
-        v.sort_by(|a, b| a.partial_cmp(b).expect("ratios"));
-        let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+        let median = paired_median(&v);
         println!("{key} gbps_1: paired median {median:.2}x the underlay, rounds {v:?}");
         to_underlay.insert(key.into(), serde_json::json!(median));
     }
@@ -364,13 +362,12 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
     for key in ["shoal_tc", "shoal_xdp"] {
         let mut s = serde_json::Map::new();
         for f in ["gbps_1", "gbps_4", "gbps_4_split", "gbps_4_shared"] {
-            let mut v: Vec<f64> = rounds
+            let v: Vec<f64> = rounds
                 .iter()
                 .filter_map(|r| r["vs_kernel_overlay"][key][f].as_f64())
                 .collect();
-            v.sort_by(|a, b| a.partial_cmp(b).expect("ratios"));
             let ahead = v.iter().filter(|r| **r > 1.0).count();
-            let median = v.get(v.len() / 2).copied().unwrap_or(0.0);
+            let median = paired_median(&v);
             println!(
                 "{key} {f}: paired median {median:.2}x the kernel overlay, ahead in {ahead} of {} rounds",
                 v.len()
@@ -384,6 +381,14 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
     }
     println!();
     out.into()
+}
+
+/// The median of per-round figures (0 when there are none).
+fn paired_median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    common::median_by(v, |x| *x)
 }
 
 fn ratio(m: &Metrics, base: &Metrics) -> Metrics {
