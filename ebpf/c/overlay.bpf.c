@@ -196,7 +196,9 @@ static __always_inline int tc_encrypt(struct __sk_buff *skb, const struct shoal_
 	return bpf_redirect(vv->crypt_ifindex, 0);
 }
 
-static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
+/* `from`: the local endpoint that sent the frame, if one did. */
+static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d,
+				    const struct iface_value *from)
 {
 	struct shoal_config *cfg = get_config();
 	__u32 inner_len = skb->len, reason;
@@ -207,7 +209,7 @@ static __always_inline int tc_encap(struct __sk_buff *skb, struct decision *d)
 	if (!cfg)
 		return tc_drop(DROP_NOT_CONFIGURED);
 	/* An encrypted network's frames leave only through IPsec. */
-	if (vni_encrypted(d->vni))
+	if (sender_vni_encrypted(from, d->vni))
 		return tc_encrypt(skb, cfg, d);
 	/* The flow's hash for the outer source port: the one the sending
 	 * socket already set (as the kernel's vxlan uses it), else computed
@@ -272,6 +274,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 	struct iface_value *ifc = bpf_map_lookup_elem(&shoal_ifaces, &ifindex);
 	struct decision d = {};
 	void *data, *data_end;
+	int kind;
 
 	if (!ifc)
 		return tc_drop(DROP_NOT_CONFIGURED);
@@ -286,9 +289,11 @@ int shoal_ep_tc(struct __sk_buff *skb)
 		data_end = (void *)(long)skb->data_end;
 	}
 
-	/* A VIP: pick the backend and rewrite the destination first; the
-	 * frame then goes where the backend is, like any other. */
-	if (data + ETH_HLEN <= data_end && ((struct ethhdr *)data)->h_proto == bpf_htons(ETH_P_IP)) {
+	kind = classify_from_endpoint(data, data_end, ifc, &d);
+	if (kind == D_DROP && d.reason == DROP_UNKNOWN_ENDPOINT) {
+		/* No endpoint has the address: a VIP? Pick the backend, rewrite
+		 * the destination, and the frame goes where the backend is,
+		 * like any other. */
 		__u32 reason = 0;
 
 		switch (lb_from_endpoint(skb, ifc, &reason)) {
@@ -296,14 +301,21 @@ int shoal_ep_tc(struct __sk_buff *skb)
 			return bpf_redirect(ifindex, 0);
 		case LB_DROP:
 			return tc_drop(reason);
+		case LB_CONTINUE:
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+			__builtin_memset(&d, 0, sizeof(d));
+			kind = classify_from_endpoint(data, data_end, ifc, &d);
+			break;
 		default:
 			break;
 		}
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+	} else if ((kind == D_LOCAL || kind == D_REMOTE) && d.inner_proto == bpf_htons(ETH_P_IP)) {
+		/* Straight to an endpoint: no VIP to look up. */
+		lb_direct(skb, ifc->vni);
 	}
 
-	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
+	switch (kind) {
 	case D_ARP_REPLY:
 		count_stat(STAT_ARP_REPLY);
 		return bpf_redirect(ifindex, 0);
@@ -320,7 +332,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
-		return tc_encap(skb, &d);
+		return tc_encap(skb, &d, ifc);
 	case D_PASS: {
 		/* Off the subnet: a backend's reply to a mesh client? */
 		struct shoal_config *cfg = get_config();
@@ -332,7 +344,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 			case MESH_OUT:
 				return tc_mesh_out(skb, client, from);
 			case MESH_REMOTE:
-				return tc_encap(skb, &d);
+				return tc_encap(skb, &d, NULL);
 			case MESH_DROP:
 				return tc_drop(reason);
 			default:
@@ -451,7 +463,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		}
 		case MESH_REMOTE:
 			tc_trace(TR_MESH_ENTRY);
-			return tc_encap(skb, &d);
+			return tc_encap(skb, &d, NULL);
 		case MESH_TOO_BIG: {
 			__be32 client = 0;
 
@@ -644,7 +656,7 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 	}
 	case D_REMOTE:
 		/* Encrypted: only tc can hand it to IPsec. */
-		if (vni_encrypted(d.vni))
+		if (sender_vni_encrypted(ifc, d.vni))
 			return xdp_to_tc();
 		count_ep(ifindex, data_end - data, 0);
 		return xdp_encap(ctx, &d);

@@ -19,6 +19,14 @@ c_consts! {
         EP_F_REMOTE: u16 = 2,
         /// A static peer (`shoal debug peer add`): gossip never removes it.
         EP_F_STATIC: u16 = 4,
+        /// Local, on a network known not to be encrypted: decap skips the
+        /// network's entry (without it, that entry decides).
+        EP_F_CLEAR: u16 = 8,
+    }
+    enum "iface_flags" prefix "" {
+        /// The endpoint's network is known not to be encrypted: encap skips
+        /// the network's entry (without it, that entry decides).
+        IFACE_F_CLEAR: u32 = 1,
     }
     enum "vni_flags" prefix "" {
         /// An encrypted network (`--opt encrypted`).
@@ -92,6 +100,8 @@ c_struct! {
         pub prefix_len: u32,
         pub mac: [u8; 6],
         pub host_mac: [u8; 6],
+        /// `IFACE_F_*`.
+        pub flags: u32,
     }
 }
 

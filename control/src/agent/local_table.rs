@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_LOCAL};
+use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_CLEAR, EP_F_LOCAL, IFACE_F_CLEAR};
 use shoal_dataplane::netlink::{format_mac, mac_from_ip, parse_mac};
 use shoal_dataplane::netns::NetNs;
 use shoal_dataplane::overlay::{self, ip_key};
@@ -433,6 +433,12 @@ impl Agent {
         let p = endpoint::ensure(&self.nl, ep, &net, mtu, hooks).await?;
         inner.overlay.attach_endpoint(&ep.host_if)?;
         let mac = parse_mac(&ep.mac)?;
+        // A clear network says so in both entries, so its frames skip the
+        // network's entry on the way out and in; an encrypted one's never do.
+        let (iface_flags, ep_flags) = match net.encrypted {
+            true => (0, EP_F_LOCAL),
+            false => (IFACE_F_CLEAR, EP_F_LOCAL | EP_F_CLEAR),
+        };
         inner.maps.set_iface(
             p.host_ifindex,
             IfaceValue {
@@ -442,6 +448,7 @@ impl Agent {
                 prefix_len: net.subnet.prefix_len() as u32,
                 mac,
                 host_mac: p.host_mac,
+                flags: iface_flags,
             },
         )?;
         inner.maps.upsert_endpoint(
@@ -451,7 +458,7 @@ impl Agent {
                 ifindex: p.host_ifindex,
                 vtep: 0,
                 mac,
-                flags: EP_F_LOCAL,
+                flags: ep_flags,
             },
         )?;
         let flags = match net.encrypted {

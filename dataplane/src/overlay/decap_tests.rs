@@ -160,3 +160,46 @@ pub(super) fn decap_drops_and_counts_malformed_vxlan() {
         }
     });
 }
+
+/// A local endpoint the agent marked clear (`EP_F_CLEAR`) takes its frames
+/// without a look at the network's entry; an unmarked one answers to that
+/// entry, so a network this node does not know refuses them (fail closed).
+#[test]
+pub(super) fn decap_skips_the_network_s_entry_only_for_endpoints_marked_clear() {
+    with_env(|env| {
+        let inner = ep_frame(EP_R, MAC_R, EP_A, MAC_A, 64);
+        let f = vxlan_frame(0x08, VNI, LOCAL_VTEP, 4789, 0, &inner);
+        // The network's entry gone, the marked endpoint still takes it:
+        // the entry was not read.
+        assert!(env.maps.remove_vni(VNI).unwrap());
+        for h in HOOKS {
+            assert_eq!(
+                run(env, h, true, env.ul_ifindex, &f).0,
+                verdict_redirect(h),
+                "{h:?}"
+            );
+        }
+        // Unmarked, the missing entry decides: an unknown network.
+        let mut v = env.maps.endpoint(VNI, EP_A).unwrap();
+        v.flags &= !shoal_ebpf::EP_F_CLEAR;
+        env.maps.upsert_endpoint(VNI, EP_A, v).unwrap();
+        for h in HOOKS {
+            let before = drops(env, DropReason::UnknownVni);
+            assert_eq!(
+                run(env, h, true, env.ul_ifindex, &f).0,
+                verdict_drop(h),
+                "{h:?}"
+            );
+            assert_eq!(drops(env, DropReason::UnknownVni), before + 1, "{h:?}");
+        }
+        // With the entry back (a plain network), unmarked is delivered too.
+        env.maps.add_vni(VNI, 0).unwrap();
+        for h in HOOKS {
+            assert_eq!(
+                run(env, h, true, env.ul_ifindex, &f).0,
+                verdict_redirect(h),
+                "{h:?}"
+            );
+        }
+    });
+}

@@ -4,7 +4,9 @@
 //! as IPsec decrypted them; the harness is in `tests.rs`. End to end
 //! (ESP on the wire) in the VM: `tests/encrypted.rs`.
 
-use shoal_ebpf::{prog, DropReason, IfaceValue, Stat, DECRYPT_MARK, VNI_F_ENCRYPTED};
+use shoal_ebpf::{
+    prog, DropReason, IfaceValue, Stat, DECRYPT_MARK, EP_F_CLEAR, IFACE_F_CLEAR, VNI_F_ENCRYPTED,
+};
 
 use super::tests::*;
 use super::Hook;
@@ -15,6 +17,16 @@ const PORT: u16 = 4790;
 /// known to the vx program (as the agent registers it).
 fn encrypt(env: &mut Env, dev: u32) {
     env.maps.add_vni(VNI, VNI_F_ENCRYPTED).unwrap();
+    // The agent never marks an encrypted network's endpoints clear.
+    for (ifindex, mut v) in env.maps.ifaces() {
+        v.flags &= !IFACE_F_CLEAR;
+        env.maps.set_iface(ifindex, v).unwrap();
+    }
+    for ip in [EP_A, EP_B] {
+        let mut v = env.maps.endpoint(VNI, ip).unwrap();
+        v.flags &= !EP_F_CLEAR;
+        env.maps.upsert_endpoint(VNI, ip, v).unwrap();
+    }
     env.maps.set_vni_device(VNI, dev).unwrap();
     let mut cfg = env.maps.config().unwrap();
     cfg.crypt_port = if dev == 0 { 0 } else { PORT.to_be() };
@@ -146,5 +158,28 @@ fn clear_frames_of_an_encrypted_network_are_refused_everywhere() {
                 "{h:?}"
             );
         }
+    });
+}
+
+/// What the encap reads for an endpoint's network: its own entry's mark
+/// when the agent set one (`IFACE_F_CLEAR`, only ever for plain networks:
+/// `local_table::plumb`), else the network's entry. Unmarked entries of an
+/// encrypted network never leave in clear.
+#[test]
+fn encap_reads_the_endpoint_s_clear_mark_before_the_network_s_entry() {
+    with_env(|env| {
+        let inner = ep_frame(EP_A, MAC_A, EP_R, MAC_R, 100);
+        // Marked clear (as the env marks its plain network), the network's
+        // entry is not read: VXLAN on the underlay.
+        env.maps.add_vni(VNI, VNI_F_ENCRYPTED).unwrap();
+        let (rc, out) = run(env, Hook::Tc, false, env.epa_ifindex, &inner);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(out.len(), inner.len() + 50, "encapsulated");
+        // Unmarked, the entry decides: encrypted, and no device yet.
+        encrypt(env, 0);
+        let before = drops(env, DropReason::CannotEncrypt);
+        let (rc, _) = run(env, Hook::Tc, false, env.epa_ifindex, &inner);
+        assert_eq!(rc, TC_ACT_SHOT);
+        assert_eq!(drops(env, DropReason::CannotEncrypt), before + 1);
     });
 }

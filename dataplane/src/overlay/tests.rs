@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
-use shoal_ebpf::{prog, Config, DropReason, EpValue, IfaceValue, EP_F_LOCAL, EP_F_REMOTE};
+use shoal_ebpf::{
+    prog, Config, DropReason, EpValue, IfaceValue, EP_F_CLEAR, EP_F_LOCAL, EP_F_REMOTE,
+    IFACE_F_CLEAR,
+};
 
 use super::{Accel, Hook, Maps, Overlay};
 use crate::netlink::{Mac, Netlink};
@@ -112,6 +115,8 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
                 prefix_len: 24,
                 mac,
                 host_mac: epa_host_mac,
+                // A plain network, marked so as the agent marks it.
+                flags: IFACE_F_CLEAR,
             };
             maps.set_iface(epa, iface(EP_A, MAC_A)).unwrap();
             maps.set_iface(epb, iface(EP_B, MAC_B)).unwrap();
@@ -119,7 +124,7 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
                 ifindex,
                 vtep: 0,
                 mac,
-                flags: EP_F_LOCAL,
+                flags: EP_F_LOCAL | EP_F_CLEAR,
             };
             maps.upsert_endpoint(VNI, EP_A, local(epa, MAC_A)).unwrap();
             maps.upsert_endpoint(VNI, EP_B, local(epb, MAC_B)).unwrap();

@@ -27,6 +27,7 @@ struct shoal_btf_types {
 	enum mesh_port_flags mesh_port_flags;
 	enum shoal_sizes sizes;
 	enum vni_flags vni_flags;
+	enum iface_flags iface_flags;
 	enum shoal_ipsec ipsec;
 };
 

@@ -88,9 +88,10 @@ struct icmp_echo_hdr {
 #define ICMP_CSUM offsetof(struct icmp_echo_hdr, checksum)
 
 enum lb_verdict {
-	LB_CONTINUE = 0, /* not for a VIP, or rewritten: carry on */
-	LB_ECHO_REPLY,   /* an echo request to a VIP, turned into the reply */
-	LB_DROP,         /* drop, with a reason */
+	LB_NOT_VIP = 0, /* not for a VIP: untouched */
+	LB_CONTINUE,    /* for a VIP, rewritten (or left): classify it again */
+	LB_ECHO_REPLY,  /* an echo request to a VIP, turned into the reply */
+	LB_DROP,        /* drop, with a reason */
 };
 
 /* Per service and backend: packets and bytes sent there (`debug lb`). */
@@ -247,6 +248,18 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 	bpf_map_delete_elem(&shoal_rct, &ck);
 }
 
+/* A frame from a local endpoint straight to another endpoint's address
+ * (never a VIP's, which come from the same pool): only a stale reverse
+ * entry on its ports may have to go. */
+static __always_inline void lb_direct(struct __sk_buff *skb, __u32 vni)
+{
+	struct iphdr ip;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ihl < 5)
+		return;
+	forget_stale_reverse(skb, vni, &ip, ETH_HLEN + ip.ihl * 4);
+}
+
 /* What a VIP balances: whole TCP and UDP datagrams (a fragment carries no
  * ports to balance by, a later one none at all). */
 static __always_inline __u32 lb_vip_refuses(const struct iphdr *ip)
@@ -355,9 +368,10 @@ static __always_inline __u32 lb_dnat(struct __sk_buff *skb, __u32 vni, const str
 }
 
 /*
- * A frame from a local endpoint on network `vni`: if it goes to a VIP,
- * pick the backend (conntrack, else Maglev) and rewrite the destination.
- * LB_DROP with *reason set when it cannot.
+ * A frame from a local endpoint on network `vni` to an address of its
+ * subnet that no endpoint has: if it is a VIP, pick the backend (conntrack,
+ * else Maglev) and rewrite the destination. LB_DROP with *reason set when
+ * it cannot.
  */
 static __always_inline int lb_from_endpoint(struct __sk_buff *skb, const struct iface_value *ifc,
 					    __u32 *reason)
@@ -371,18 +385,15 @@ static __always_inline int lb_from_endpoint(struct __sk_buff *skb, const struct 
 	int l4;
 
 	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
-		return LB_CONTINUE;
-	/* VIPs and backends are addresses of the subnet: a packet leaving
-	 * it (a mesh reply, the outside world) is spared the lookups. */
+		return LB_NOT_VIP;
+	/* VIPs are addresses of the subnet. */
 	if (!in_subnet(ip.daddr, ifc->ip, ifc->prefix_len))
-		return LB_CONTINUE;
+		return LB_NOT_VIP;
 	sk.vip = ip.daddr;
 	svc = bpf_map_lookup_elem(&shoal_services, &sk);
+	if (!svc)
+		return LB_NOT_VIP;
 	l4 = ETH_HLEN + ip.ihl * 4;
-	if (!svc) {
-		forget_stale_reverse(skb, sk.vni, &ip, l4);
-		return LB_CONTINUE;
-	}
 	if (ip.protocol == IPPROTO_ICMP)
 		return lb_echo_reply(skb, &ip, l4);
 	*reason = lb_vip_refuses(&ip);

@@ -186,6 +186,16 @@ static __always_inline int vni_encrypted(__u32 vni)
 	return v && (v->flags & VNI_F_ENCRYPTED);
 }
 
+/* Frames of network `vni` sent by the endpoint `from` (or by none) must go
+ * through IPsec. The endpoint's entry answers when the agent marked its
+ * network clear; otherwise the network's entry does (fail closed). */
+static __always_inline int sender_vni_encrypted(const struct iface_value *from, __u32 vni)
+{
+	if (from && from->vni == vni && (from->flags & IFACE_F_CLEAR))
+		return 0;
+	return vni_encrypted(vni);
+}
+
 static __always_inline int lookup_ep(struct decision *d, __u32 vni, __be32 ip)
 {
 	struct ep_key key = { .vni = vni, .ip = ip };
@@ -276,8 +286,8 @@ static __always_inline int classify_from_endpoint(void *data, void *data_end,
 }
 
 /*
- * The inner frame at `ieth` of network `vni` (d->vni, d->encrypted and
- * d->inner_off set by the caller): D_DECAP to the local endpoint d->ep,
+ * The inner frame at `ieth` of network `vni` (d->vni and d->inner_off set
+ * by the caller): D_DECAP to the local endpoint d->ep,
  * or D_DROP. Shared by the underlay's decap and the encrypted networks'
  * vxlan device, where the kernel took the outer headers off.
  */
@@ -370,13 +380,21 @@ static __always_inline int classify_from_underlay(void *data, void *data_end,
 	if (!(vx->flags & VXLAN_FLAG_I))
 		return drop(d, DROP_BAD_VXLAN_FLAGS);
 	vni = bpf_ntohl(vx->vni_reserved) >> 8;
+	d->vni = vni;
+	d->inner_off = sizeof(*eth) + ihl + sizeof(*udp) + sizeof(*vx);
+	/* A frame for a local endpoint the agent marked clear: its network is
+	 * known and not encrypted, nothing more to look up. */
+	if (classify_inner(ieth, data_end, cfg, vni, d) == D_DECAP &&
+	    (d->ep.flags & EP_F_CLEAR))
+		return D_DECAP;
+	/* Anything else answers to the network's entry: an unknown network
+	 * outranks what classify_inner found, and an encrypted one's frames
+	 * must not arrive here in clear (the caller drops them). */
 	vv = bpf_map_lookup_elem(&shoal_vnis, &vni);
 	if (!vv)
 		return drop(d, DROP_UNKNOWN_VNI);
-	d->vni = vni;
 	d->encrypted = !!(vv->flags & VNI_F_ENCRYPTED);
-	d->inner_off = sizeof(*eth) + ihl + sizeof(*udp) + sizeof(*vx);
-	return classify_inner(ieth, data_end, cfg, vni, d);
+	return d->kind;
 }
 
 /*

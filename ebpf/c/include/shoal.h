@@ -24,6 +24,11 @@ enum ep_flags {
 	EP_F_LOCAL = 1,  /* lives on this node, behind ifindex */
 	EP_F_REMOTE = 2, /* lives behind the VTEP vtep */
 	EP_F_STATIC = 4, /* a static peer (shoal debug peer add): gossip leaves it alone */
+	/* Local, on a network the agent knows is not encrypted: decap needs
+	 * no look at the network's entry. Without it (an entry written before
+	 * the flag existed, or by anything else) the network's entry decides:
+	 * the fast path fails closed. */
+	EP_F_CLEAR = 8,
 };
 
 /* An endpoint as the dataplane sees it: (VNI, overlay IPv4) -> where it is. */
@@ -48,6 +53,14 @@ struct iface_value {
 	__u32 prefix_len;
 	__u8 mac[6];      /* the endpoint's MAC */
 	__u8 host_mac[6]; /* the host-side veth's MAC (answers ARP for the gateway) */
+	__u32 flags;      /* IFACE_F_* */
+};
+
+enum iface_flags {
+	/* The endpoint's network is known not to be encrypted: encap needs
+	 * no look at the network's entry (the same fail-closed rule as
+	 * EP_F_CLEAR). */
+	IFACE_F_CLEAR = 1,
 };
 
 enum vni_flags {
