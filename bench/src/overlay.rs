@@ -7,6 +7,9 @@
 //!       bridge + kernel vxlan device + static FDB and neighbour entries,
 //!   (c) Shoal with tc hooks (`shoal lab up --accel tc`),
 //!   (d) Shoal with XDP hooks (`shoal lab up --accel xdp`),
+//!   (e) the bound: Shoal's topology carrying the least eBPF overlay there
+//!       is (`bench/bpf/bound.bpf.c`, encap/decap with its addresses
+//!       compiled in, no lookups; `overlay_bound.rs`),
 //!
 //! all in one run, rounds alternating between paths so drift on a shared
 //! machine hits every path alike. Prints a table and JSON with the ratios to
@@ -16,6 +19,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+#[path = "overlay_bound.rs"]
+mod bound;
 mod common;
 #[path = "overlay_profile.rs"]
 mod profile;
@@ -230,12 +235,20 @@ fn print_table(rows: &[Row], args: &Args) {
 /// overlay measured in that round.
 fn round_report(round: u32, paths: &[Path], m: &[&Metrics]) -> serde_json::Value {
     let (ul, kov) = (m[0], m[1]);
+    let bound = paths.iter().position(|p| p.key == "bound").map(|i| m[i]);
     let mut per_path = serde_json::Map::new();
     let mut vs_kernel = serde_json::Map::new();
     let mut vs_underlay = serde_json::Map::new();
+    let mut vs_bound = serde_json::Map::new();
     for (p, m) in paths.iter().zip(m) {
         per_path.insert(p.key.into(), serde_json::to_value(m).expect("metrics"));
-        if p.key.starts_with("shoal") {
+        if let (Some(b), true) = (bound, p.key.starts_with("shoal")) {
+            vs_bound.insert(
+                p.key.into(),
+                serde_json::to_value(ratio(m, b)).expect("ratio"),
+            );
+        }
+        if p.key.starts_with("shoal") || p.key == "bound" {
             vs_kernel.insert(
                 p.key.into(),
                 serde_json::to_value(ratio(m, kov)).expect("ratio"),
@@ -246,7 +259,7 @@ fn round_report(round: u32, paths: &[Path], m: &[&Metrics]) -> serde_json::Value
             );
         }
     }
-    serde_json::json!({"round": round, "paths": per_path, "vs_kernel_overlay": vs_kernel, "vs_underlay": vs_underlay})
+    serde_json::json!({"round": round, "paths": per_path, "vs_kernel_overlay": vs_kernel, "vs_underlay": vs_underlay, "vs_bound": vs_bound})
 }
 
 /// Every round's throughputs and paired ratios; returns the summary: per
@@ -318,11 +331,11 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
         let p = &r["paths"];
         let g = |k: &str| p[k]["rr_pinned_us"].as_f64().unwrap_or(0.0);
         let ul = g("underlay");
-        for k in ["kernel_overlay", "shoal_tc", "shoal_xdp"] {
+        for k in ["kernel_overlay", "shoal_tc", "shoal_xdp", "bound"] {
             added.entry(k).or_default().push(g(k) - ul);
         }
         println!(
-            "round {}: underlay {:.2}  kernel ov {:.2} (+{:.2})  shoal tc {:.2} (+{:.2})  shoal xdp {:.2} (+{:.2})",
+            "round {}: underlay {:.2}  kernel ov {:.2} (+{:.2})  shoal tc {:.2} (+{:.2})  shoal xdp {:.2} (+{:.2})  bound {:.2} (+{:.2})",
             r["round"],
             ul,
             g("kernel_overlay"),
@@ -331,6 +344,8 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
             g("shoal_tc") - ul,
             g("shoal_xdp"),
             g("shoal_xdp") - ul,
+            g("bound"),
+            g("bound") - ul,
         );
     }
     let mut rr_added = serde_json::Map::new();
@@ -349,7 +364,7 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
     // The underlay moves between rounds as much as any path: Shoal's
     // share of it is taken per round too.
     let mut to_underlay = serde_json::Map::new();
-    for key in ["shoal_tc", "shoal_xdp"] {
+    for key in ["shoal_tc", "shoal_xdp", "bound"] {
         let v: Vec<f64> = rounds
             .iter()
             .filter_map(|r| r["vs_underlay"][key]["gbps_1"].as_f64())
@@ -359,6 +374,7 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
         to_underlay.insert(key.into(), serde_json::json!(median));
     }
     out.insert("gbps_1_vs_underlay".into(), to_underlay.into());
+    out.insert("shoal_tc_vs_bound".into(), print_vs_bound(rounds));
     for key in ["shoal_tc", "shoal_xdp"] {
         let mut s = serde_json::Map::new();
         for f in ["gbps_1", "gbps_4", "gbps_4_split", "gbps_4_shared"] {
@@ -381,6 +397,37 @@ fn print_rounds(rounds: &[serde_json::Value]) -> serde_json::Value {
     }
     println!();
     out.into()
+}
+
+/// Shoal tc against the bound of the same round: what its own logic costs,
+/// apart from what the topology costs any eBPF overlay.
+fn print_vs_bound(rounds: &[serde_json::Value]) -> serde_json::Value {
+    println!("\nevery round, Shoal tc against the bound (bare encap/decap on the same topology), paired\n");
+    for r in rounds {
+        let v = |f: &str| r["vs_bound"]["shoal_tc"][f].as_f64().unwrap_or(0.0);
+        let g = |k: &str, f: &str| r["paths"][k][f].as_f64().unwrap_or(0.0);
+        println!(
+            "round {}: bound {:.2}/{:.2} Gbit/s ({:.2}x the underlay at 1 stream)  shoal tc {:.2}x/{:.2}x the bound, RR pinned {:+.2} us over it",
+            r["round"],
+            g("bound", "gbps_1"),
+            g("bound", "gbps_4"),
+            r["vs_underlay"]["bound"]["gbps_1"].as_f64().unwrap_or(0.0),
+            v("gbps_1"),
+            v("gbps_4"),
+            g("shoal_tc", "rr_pinned_us") - g("bound", "rr_pinned_us"),
+        );
+    }
+    let mut s = serde_json::Map::new();
+    for f in ["gbps_1", "gbps_4"] {
+        let v: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r["vs_bound"]["shoal_tc"][f].as_f64())
+            .collect();
+        let median = paired_median(&v);
+        println!("shoal_tc {f}: paired median {median:.2}x the bound, rounds {v:?}");
+        s.insert(f.into(), serde_json::json!(median));
+    }
+    s.into()
 }
 
 /// The median of per-round figures (0 when there are none).
@@ -483,6 +530,7 @@ fn setup(shoal: &PathBuf, bridge_nf: Option<u8>) -> Result<(Vec<Path>, String)> 
     // The reference: a Docker-style kernel overlay on the tc lab's
     // underlay, its containers at MTU 1500 over a 1450-byte vxlan.
     common::kernel_overlay_reference(LAB_TC, 1450, None)?;
+    bound::setup(LAB_TC)?;
     if let Some(v) = bridge_nf {
         for ns in ["ul", "d1", "d2"].map(|n| format!("{LAB_TC}-{n}")) {
             sh(&format!(
@@ -531,6 +579,13 @@ fn setup(shoal: &PathBuf, bridge_nf: Option<u8>) -> Result<(Vec<Path>, String)> 
             format!("{LAB_XDP}-n1-e1"),
             format!("{LAB_XDP}-n2-e1"),
             "10.0.1.3",
+        ),
+        p(
+            "bound",
+            "(e) bound: bare tc encap/decap",
+            format!("{LAB_TC}-{}", bound::CLIENT_NS),
+            format!("{LAB_TC}-{}", bound::SERVER_NS),
+            bound::SERVER_IP,
         ),
     ];
     // Every path must work before anything is measured.
