@@ -311,8 +311,13 @@ int shoal_ep_tc(struct __sk_buff *skb)
 			break;
 		}
 	} else if ((kind == D_LOCAL || kind == D_REMOTE) && d.inner_proto == bpf_htons(ETH_P_IP)) {
-		/* Straight to an endpoint: no VIP to look up. */
-		lb_direct(skb, ifc->vni);
+		/* Straight to an endpoint's address, never a VIP's (they come
+		 * from the same pool): only a stale reverse entry on its ports
+		 * may have to go. classify_from_endpoint checked the header. */
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) <= data_end)
+			forget_stale_reverse(skb, ifc->vni, ip, ETH_HLEN + ip->ihl * 4);
 	}
 
 	switch (kind) {

@@ -248,18 +248,6 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 	bpf_map_delete_elem(&shoal_rct, &ck);
 }
 
-/* A frame from a local endpoint straight to another endpoint's address
- * (never a VIP's, which come from the same pool): only a stale reverse
- * entry on its ports may have to go. */
-static __always_inline void lb_direct(struct __sk_buff *skb, __u32 vni)
-{
-	struct iphdr ip;
-
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.ihl < 5)
-		return;
-	forget_stale_reverse(skb, vni, &ip, ETH_HLEN + ip.ihl * 4);
-}
-
 /* What a VIP balances: whole TCP and UDP datagrams (a fragment carries no
  * ports to balance by, a later one none at all). */
 static __always_inline __u32 lb_vip_refuses(const struct iphdr *ip)
