@@ -170,6 +170,42 @@ print(d.decode())
     )
 }
 
+/// n3 frozen until n1 calls it down and drops its SAs, then thawed: when
+/// n1 has SAs with it again, its counters went on from where they were
+/// (a liveness blip must not zero a peer's counts, nor the metrics).
+fn a_peer_s_flap_keeps_its_counts(lab: &Lab) {
+    let n3 = lab.info().nodes.remove(2);
+    let counts = || -> Option<(u64, u64)> {
+        let v = lab.debug_json("n1", &["ipsec"]);
+        let peers = v["peers"].as_array()?.clone();
+        let p = peers
+            .iter()
+            .find(|p| p["peer"] == n3.underlay_ip.as_str())?;
+        p["out_key"].as_u64()?;
+        Some((p["out_packets"].as_u64()?, p["in_packets"].as_u64()?))
+    };
+    let before = counts().expect("n1's SAs with n3");
+    let pid = n3.pid.expect("n3's daemon pid").to_string();
+    let signal = |s: &str| {
+        let o = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap();
+        assert!(o.success(), "kill {s} {pid}");
+    };
+    signal("-STOP");
+    let gone = lab.wait_for(Duration::from_secs(60), || counts().is_none());
+    signal("-CONT");
+    assert!(gone.is_some(), "n1 kept n3's SAs while n3 was frozen");
+    wait("n1's SAs with n3 again", 120, || counts().is_some());
+    let after = counts().unwrap();
+    eprintln!("n3 frozen, called down and back: n1's counts for it {before:?} -> {after:?}");
+    assert!(
+        after.0 >= before.0 && after.1 >= before.1,
+        "n3's counts went back: {before:?} -> {after:?}"
+    );
+}
+
 /// Frames of a capture that are IPv4 with protocol `proto`.
 fn ip_proto(frames: &[Vec<u8>], proto: u8) -> usize {
     frames
@@ -425,6 +461,7 @@ fn suite() {
         text.starts_with("IPsec: ready (rfc4106(gcm(aes)))"),
         "{text}"
     );
+    a_peer_s_flap_keeps_its_counts(&lab);
 
     // n1's last task on secnet goes: so does its device (the encrypted
     // ingress network's stays, and with it the SAs).

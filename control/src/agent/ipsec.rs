@@ -107,7 +107,8 @@ pub struct Programmed {
     ring: Vec<u32>,
     sending: Option<u32>,
     /// Per peer, what its SAs counted before they were replaced (a
-    /// rotation makes new ones): the views and metrics keep counting.
+    /// rotation makes new ones, a peer's departure removes them): the views
+    /// and metrics keep counting.
     retired: BTreeMap<Ipv4Addr, Counted>,
 }
 
@@ -266,7 +267,9 @@ impl super::Agent {
         self.relist(&mut p).await?;
         let keep: BTreeSet<Ipv4Addr> = want_pol.intersection(&p.policies).copied().collect();
         self.sync_devices(&mut p, &keep).await?;
-        p.retired.retain(|peer, _| want_pol.contains(peer));
+        // A departed peer's counts stay: a peer that flaps Down and back
+        // (a liveness blip) keeps counting from where it was, as a metric
+        // must. One small entry per node ever peered with.
         p.ring = keys.keys.iter().map(|k| k.id).collect();
         p.sending = keys.send;
         let missing = want_ids.difference(&p.sas).count();
