@@ -2,6 +2,7 @@
 //! torn down when the test ends, pass or fail; helpers to run the real
 //! `shoal` binary and real clients (ping, iperf3, tcpdump) inside it.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -228,9 +229,10 @@ impl Lab {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    /// For a failed test: each node's warnings, errors and liveness
-    /// changes (a node convicted dead replaces its tasks, which a test
-    /// sees only as a task gone), the last 40 per node.
+    /// For a failed test: each node's warnings, errors, liveness changes
+    /// (a node convicted dead replaces its tasks, which a test sees only as
+    /// a task gone) and balancer changes (a VIP's backends), the last 40
+    /// per node.
     fn print_trouble(&self) {
         let Ok(dir) = std::fs::read_dir(format!("/run/shoal/lab/{}/nodes", self.name)) else {
             return;
@@ -244,7 +246,12 @@ impl Lab {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let lines: Vec<&str> = text
                 .lines()
-                .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("liveness"))
+                .filter(|l| {
+                    l.contains(" WARN ")
+                        || l.contains(" ERROR ")
+                        || l.contains("liveness")
+                        || l.contains("balanced")
+                })
                 .collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
             eprintln!("{} ({} lines of trouble):", path.display(), lines.len());
@@ -260,6 +267,18 @@ impl Lab {
         ];
         args.extend_from_slice(what);
         serde_json::from_str(&shoal_ok(&args)).expect("debug json")
+    }
+
+    /// A node's drop counters by reason, those above zero.
+    pub fn drops(&self, node: &str) -> BTreeMap<String, u64> {
+        let c = self.debug_json(node, &["drops"]);
+        c["drops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_u64()?)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// A forwarding or drop counter of a node.
