@@ -1,5 +1,6 @@
 //! `overlay-bench --profile`: where the time goes on each path, for one
-//! 1-stream and one 4-stream run of the kernel overlay and of Shoal tc:
+//! 1-stream and one 4-stream run of the kernel overlay, Shoal tc and the
+//! bound (what Shoal's programs cost beyond bare encap/decap):
 //! perf samples of the whole machine (999 Hz) by CPU and command (swapper
 //! is idle; softirq work shows under the command it interrupted or
 //! ksoftirqd), the top symbols, and the BPF programs' run count and time
