@@ -67,7 +67,11 @@ static __always_inline int fib_to_vtep(void *ctx, const struct shoal_config *cfg
 /* Every tc drop site has its packet in `skb`: counted, and reported to a
  * listening monitor (events.h). */
 #define tc_drop(reason) tc_drop_ev(skb, reason)
-#define tc_trace(point) ev_tc(skb, EV_TRACE, point)
+#define tc_trace(point)                            \
+	do {                                       \
+		if (ev_tracing())                  \
+			ev_tc(skb, EV_TRACE, point); \
+	} while (0)
 
 static __always_inline int tc_drop_ev(struct __sk_buff *skb, __u32 reason)
 {
@@ -494,11 +498,15 @@ int shoal_ul_tc(struct __sk_buff *skb)
 		return tc_not_local(skb, cfg, &d);
 	}
 	tc_trace(TR_DECAP);
-	if (bpf_skb_load_bytes(skb, ETH_HLEN + IPV4_SRC, &outer_src, sizeof(outer_src)))
+	/* The outer source and the inner Ethernet header, read in place
+	 * (classification found both in the head) before the room goes. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN + sizeof(struct iphdr) > data_end || d.inner_off > UL_PULL_LEN ||
+	    data + d.inner_off + sizeof(inner) > data_end)
 		return tc_drop(DROP_TRUNCATED);
-
-	if (d.inner_off > UL_PULL_LEN || bpf_skb_load_bytes(skb, d.inner_off, &inner, sizeof(inner)))
-		return tc_drop(DROP_TRUNCATED);
+	outer_src = ((struct iphdr *)(data + ETH_HLEN))->saddr;
+	__builtin_memcpy(&inner, data + d.inner_off, sizeof(inner));
 	mac_copy(inner.h_dest, d.ep.mac);
 	/* IPv4 inside: tell the kernel the tunnel is gone (clears the UDP
 	 * tunnel GSO type and resets skb->protocol); ARP is re-parsed by the
@@ -512,8 +520,12 @@ int shoal_ul_tc(struct __sk_buff *skb)
 	    bpf_skb_adjust_room(skb, -(__s32)d.inner_off, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO))
 		return tc_drop(DROP_DECAP_FAILED);
-	if (bpf_skb_store_bytes(skb, 0, &inner, sizeof(inner), 0))
+	/* The outer Ethernet header stayed at 0: it becomes the inner one. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	if (data + sizeof(inner) > data_end)
 		return tc_drop(DROP_DECAP_FAILED);
+	__builtin_memcpy(data, &inner, sizeof(inner));
 	return tc_deliver(skb, cfg, &d, outer_src);
 }
 
@@ -569,7 +581,11 @@ int shoal_vx_tc(struct __sk_buff *skb)
 /* ---- XDP --------------------------------------------------------------- */
 
 #define xdp_drop(reason) xdp_drop_ev(ctx, reason)
-#define xdp_trace(point) ev_xdp(ctx, EV_TRACE, point)
+#define xdp_trace(point)                             \
+	do {                                         \
+		if (ev_tracing())                    \
+			ev_xdp(ctx, EV_TRACE, point); \
+	} while (0)
 
 static __always_inline int xdp_drop_ev(struct xdp_md *ctx, __u32 reason)
 {

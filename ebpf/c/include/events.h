@@ -5,8 +5,8 @@
  * entry and reply), through a ring buffer.
  *
  * Off unless someone listens: every drop and trace point first reads one
- * word of `shoal_monitor` (set by the monitor while it runs), so the fast
- * path pays one array lookup. Traces can be sampled (1 in trace_every).
+ * word of `shoal_monitor` (set by the monitor while it runs; a trace point
+ * inline, before any call), so the fast path pays one array lookup. Traces can be sampled (1 in trace_every).
  * Drops also go to the flow log (flows.h) while the agent keeps one.
  */
 #ifndef SHOAL_EVENTS_H
@@ -148,6 +148,17 @@ static __always_inline void ev_emit(void *ctx, int xdp, __u16 kind, __u16 code, 
 
 		bpf_ringbuf_output(&shoal_flows, &f, sizeof(f), 0);
 	}
+}
+
+/* Whether anyone listens for traces: read inline at every trace point
+ * (an array lookup the verifier inlines), so a forwarded packet makes no
+ * call into the event code while no monitor runs. */
+static __always_inline int ev_tracing(void)
+{
+	__u32 zero = 0;
+	struct monitor_cfg *m = bpf_map_lookup_elem(&shoal_monitor, &zero);
+
+	return m && (m->flags & MON_TRACES);
 }
 
 /* One copy of the event code per hook, called (not inlined) from every

@@ -232,13 +232,12 @@ static __always_inline void forget_stale_reverse(struct __sk_buff *skb, __u32 vn
 		struct tcphdr tcp;
 
 		/* The header up to its flags. */
-		if (bpf_skb_load_bytes(skb, l4, &tcp, offsetof(struct tcphdr, window)) ||
-		    !tcp.syn || tcp.ack)
+		if (skb_copy(skb, l4, &tcp, offsetof(struct tcphdr, window)) || !tcp.syn || tcp.ack)
 			return; /* not a SYN, or a SYN-ACK */
 	} else if (ip->protocol != IPPROTO_UDP) {
 		return;
 	}
-	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+	if (skb_copy(skb, l4, ports, sizeof(ports)))
 		return;
 	ct_key_set(&ck, vni, ip->daddr, ip->saddr, ports[1], ports[0], ip->protocol);
 	/* UDP has no start of flow: every direct datagram looks (a lookup is
@@ -465,7 +464,7 @@ static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
 	__be16 ports[2];
 	int l4;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
+	if (skb_copy(skb, ETH_HLEN, &ip, sizeof(ip)) || ip.version != 4 || ip.ihl < 5)
 		return;
 	if (ip.frag_off & bpf_htons(IP_OFFSET))
 		return;
@@ -476,7 +475,7 @@ static __always_inline void lb_reverse(struct __sk_buff *skb, __u32 vni)
 	}
 	if (ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP)
 		return;
-	if (bpf_skb_load_bytes(skb, l4, ports, sizeof(ports)))
+	if (skb_copy(skb, l4, ports, sizeof(ports)))
 		return;
 	ct_key_set(&ck, vni, ip.saddr, ip.daddr, ports[0], ports[1], ip.protocol);
 	cv = bpf_map_lookup_elem(&shoal_rct, &ck);

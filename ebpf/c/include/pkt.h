@@ -64,4 +64,24 @@ static __always_inline int pkt_load(void *ctx, int xdp, __u32 off, void *to, __u
 	return bpf_skb_load_bytes(ctx, off, to, len);
 }
 
+/* Past this offset skb_copy leaves the reading to the helper (a bound the
+ * verifier needs for a variable offset into the packet). */
+#define SKB_COPY_MAX_OFF 256
+
+/* `len` bytes at `off` of a tc packet: copied straight from its head when
+ * the head holds them (a frame's headers, always, once encap or decap
+ * has seen it), else through bpf_skb_load_bytes. The helper call is what
+ * a hot path saves. `len` must be a constant. */
+static __always_inline int skb_copy(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (off <= SKB_COPY_MAX_OFF && data + off + len <= data_end) {
+		__builtin_memcpy(to, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 #endif
