@@ -336,7 +336,8 @@ int shoal_ep_tc(struct __sk_buff *skb)
 		mac_copy(eth->h_dest, d.ep.mac);
 		count_stat(STAT_LOCAL);
 		tc_trace(TR_LOCAL);
-		lb_reverse(skb, d.vni);
+		if (d.ep.flags & EP_F_VIP_CLIENT)
+			lb_reverse(skb, d.vni);
 		count_ep(d.ep.ifindex, skb->len, 1);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
@@ -400,7 +401,7 @@ static __always_inline int tc_deliver(struct __sk_buff *skb, const struct shoal_
 	count_stat(STAT_DECAP);
 	count_ep(d->ep.ifindex, skb->len, 1);
 	if (d->inner_proto == bpf_htons(ETH_P_IP)) {
-		if (!mesh_learn(skb, cfg, d->vni, outer_src))
+		if (!mesh_learn(skb, cfg, d->vni, outer_src) && (d->ep.flags & EP_F_VIP_CLIENT))
 			lb_reverse(skb, d->vni);
 		return bpf_redirect_peer(d->ep.ifindex, 0);
 	}
@@ -657,7 +658,7 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 	if (!ifc || !cfg)
 		return xdp_drop(DROP_NOT_CONFIGURED);
 	if ((void *)(eth + 1) <= data_end && eth->h_proto == bpf_htons(ETH_P_IP) &&
-	    xdp_needs_tc(cfg, ifc->vni, (void *)(eth + 1), data_end, 1))
+	    xdp_needs_tc(cfg, ifc->vni, (void *)(eth + 1), data_end, 1, 1))
 		return xdp_to_tc();
 	switch (classify_from_endpoint(data, data_end, ifc, &d)) {
 	case D_ARP_REPLY:
@@ -764,7 +765,8 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 	if (d.inner_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *iip = inner_ip(data, data_end);
 
-		if (!iip || xdp_needs_tc(cfg, d.vni, iip, data_end, 0))
+		if (!iip || xdp_needs_tc(cfg, d.vni, iip, data_end, 0,
+					 d.ep.flags & EP_F_VIP_CLIENT))
 			return xdp_to_tc();
 	}
 	xdp_trace(TR_DECAP);

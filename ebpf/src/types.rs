@@ -22,6 +22,10 @@ c_consts! {
         /// Local, on a network known not to be encrypted: decap skips the
         /// network's entry (without it, that entry decides).
         EP_F_CLEAR: u16 = 8,
+        /// Local, and has opened a flow through a VIP (the balancer sets
+        /// it, the agent keeps it): only its deliveries look for a VIP's
+        /// reverse entry.
+        EP_F_VIP_CLIENT: u16 = 16,
     }
     enum "iface_flags" prefix "" {
         /// The endpoint's network is known not to be encrypted: encap skips

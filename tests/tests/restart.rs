@@ -1,11 +1,12 @@
 //! Restart safety: the dataplane is pinned, so stopping and restarting a
-//! node agent in the middle of a transfer keeps it flowing, re-creates no
-//! veth and loses no map entry.
+//! node agent in the middle of a transfer keeps it flowing (also one
+//! through a VIP), re-creates no veth and loses no map entry.
 
 use std::process::Command;
 use std::time::Duration;
 
-use shoal_tests::{shoal_ok, Lab};
+use shoal_tests::services::{running, service_vip, task_ns};
+use shoal_tests::{ok, shoal_ok, wait, Lab};
 
 fn host_ifindexes(lab: &Lab, node: &str) -> Vec<(String, u64)> {
     let eps = lab.debug_json(node, &["endpoints"]);
@@ -23,6 +24,61 @@ fn host_ifindexes(lab: &Lab, node: &str) -> Vec<(String, u64)> {
         .collect();
     v.sort();
     v
+}
+
+/// A flow through a VIP across a restart of its client's agent: the
+/// replies keep the VIP as their source, because the re-plumbed entry
+/// keeps the balancer's mark (EP_F_VIP_CLIENT) that sends deliveries to
+/// the reverse entry. Without it the client's TCP would reset the flow.
+#[test]
+fn a_vip_flow_keeps_its_replies_across_the_client_agent_s_restart() {
+    let lab = Lab::up(2, 0, "tc");
+    ok(lab.shoal_on("n1", &["network", "create", "appnet"]));
+    let service = |name: &str, node: &str, cmd: &[&str]| {
+        let constraint = format!("node.hostname=={node}");
+        let mut a = vec!["service", "create", "--name", name, "--network", "appnet"];
+        a.extend(["--constraint", &constraint, "--"]);
+        a.extend_from_slice(cmd);
+        ok(lab.shoal_on("n1", &a));
+    };
+    service("perf", "n2", &["iperf3", "-s", "-p", "5201"]);
+    service("client", "n1", &["sleep", "100000"]);
+    wait("perf and client running", 60, || {
+        running(&lab, "n1", "perf").len() == 1 && running(&lab, "n1", "client").len() == 1
+    });
+    let client = task_ns(&lab, &running(&lab, "n1", "client")[0]);
+    let vip = service_vip(&lab, "perf");
+    wait("perf answering at its VIP", 30, || {
+        lab.run(&client, &["iperf3", "-c", &vip, "-t", "1"])
+            .status
+            .success()
+    });
+    // A broken flow leaves iperf3 spinning on its control connection:
+    // bounded, it fails instead.
+    let iperf = Command::new("timeout")
+        .args([
+            "30", "ip", "netns", "exec", &client, "iperf3", "-c", &vip, "-t", "6",
+        ])
+        .args(["-i", "0.5", "-J"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    shoal_ok(&["lab", "restart", "--name", &lab.name, "n1"]);
+    let out = iperf.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "iperf3 through the VIP failed across the restart: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stalled = r["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["sum"]["bytes"].as_u64().unwrap_or(0) == 0)
+        .count();
+    assert!(stalled <= 1, "stalled for {stalled} half-second intervals");
 }
 
 #[test]

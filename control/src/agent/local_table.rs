@@ -6,7 +6,9 @@
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result};
-use shoal_dataplane::ebpf::{EpValue, IfaceValue, EP_F_CLEAR, EP_F_LOCAL, IFACE_F_CLEAR};
+use shoal_dataplane::ebpf::{
+    EpValue, IfaceValue, EP_F_CLEAR, EP_F_LOCAL, EP_F_VIP_CLIENT, IFACE_F_CLEAR,
+};
 use shoal_dataplane::netlink::{format_mac, mac_from_ip, parse_mac};
 use shoal_dataplane::netns::NetNs;
 use shoal_dataplane::overlay::{self, ip_key};
@@ -430,6 +432,7 @@ impl Agent {
             })?;
         let hooks = inner.overlay.hooks();
         let mtu = self.endpoint_mtu(&net);
+        let veth_existed = self.nl.link_index(&ep.host_if).await?.is_some();
         let p = endpoint::ensure(&self.nl, ep, &net, mtu, hooks).await?;
         inner.overlay.attach_endpoint(&ep.host_if)?;
         let mac = parse_mac(&ep.mac)?;
@@ -439,6 +442,8 @@ impl Agent {
             true => (0, EP_F_LOCAL),
             false => (IFACE_F_CLEAR, EP_F_LOCAL | EP_F_CLEAR),
         };
+        let ep_flags =
+            ep_flags | vip_client_mark(inner.maps.endpoint(net.vni, ep.ip), veth_existed);
         inner.maps.set_iface(
             p.host_ifindex,
             IfaceValue {
@@ -490,5 +495,46 @@ impl Agent {
         if let Err(e) = endpoint::remove(&self.nl, ep).await {
             warn!(endpoint = %ep.name, "cleanup: {e:#}");
         }
+    }
+}
+
+/// The balancer's mark (`EP_F_VIP_CLIENT`: the endpoint opened a flow
+/// through a VIP, so deliveries to it look for VIP replies) for an entry
+/// about to be written. A re-plumbed endpoint (a restarted agent) keeps
+/// its entry's mark, or the replies of its open VIP flows would lose their
+/// VIP; one whose veth outlived its entry (a map an upgrade made anew) may
+/// have such flows and is marked; a new one is not, until it opens one.
+fn vip_client_mark(old: Option<EpValue>, veth_existed: bool) -> u16 {
+    match old {
+        Some(v) if v.flags & EP_F_LOCAL != 0 => v.flags & EP_F_VIP_CLIENT,
+        _ if veth_existed => EP_F_VIP_CLIENT,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(flags: u16) -> Option<EpValue> {
+        Some(EpValue {
+            ifindex: 7,
+            vtep: 0,
+            mac: [2, 0, 0, 0, 0, 7],
+            flags,
+        })
+    }
+
+    #[test]
+    fn a_re_plumbed_endpoint_keeps_the_balancer_s_mark_and_a_new_one_has_none() {
+        let marked = EP_F_LOCAL | EP_F_CLEAR | EP_F_VIP_CLIENT;
+        assert_eq!(vip_client_mark(entry(marked), true), EP_F_VIP_CLIENT);
+        assert_eq!(vip_client_mark(entry(EP_F_LOCAL), true), 0);
+        // Its entry gone with a remade map, its veth (and flows) still there.
+        assert_eq!(vip_client_mark(None, true), EP_F_VIP_CLIENT);
+        assert_eq!(vip_client_mark(None, false), 0);
+        // Another node's entry for the address is not this endpoint's.
+        let remote = shoal_dataplane::ebpf::EP_F_REMOTE | EP_F_VIP_CLIENT;
+        assert_eq!(vip_client_mark(entry(remote), false), 0);
     }
 }

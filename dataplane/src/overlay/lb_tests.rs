@@ -262,6 +262,52 @@ fn a_task_reaches_itself_through_its_vip() {
     });
 }
 
+/// Only an endpoint that opened a flow through a VIP (`EP_F_VIP_CLIENT`,
+/// set by the balancer) has its deliveries looked up for a VIP's reply:
+/// the others' frames go through untouched, even with a reverse entry
+/// there, and a new VIP flow marks the client again.
+#[test]
+fn only_a_vip_s_client_has_its_deliveries_reverse_translated() {
+    with_env(|env| {
+        let mut lb = LbMaps::open(&env.pins).unwrap();
+        lb.set_service(VNI, VIP, &[EP_B], 251).unwrap();
+        let host = env.epa_host_mac;
+        let marked = |env: &Env, ip| {
+            env.maps.endpoint(VNI, ip).unwrap().flags & shoal_ebpf::EP_F_VIP_CLIENT != 0
+        };
+        assert!(!marked(env, EP_A) && !marked(env, EP_B));
+
+        let f = frame(EP_A, VIP, 6, &tcp(EP_A, VIP, 40000, 80), host);
+        assert_eq!(
+            run(env, Hook::Tc, false, env.epa_ifindex, &f).0,
+            TC_ACT_REDIRECT
+        );
+        assert!(marked(env, EP_A), "the client is marked");
+        assert!(!marked(env, EP_B), "the backend is not");
+        let mut r = eth(MAC_A, MAC_B, 0x0800);
+        r.extend(ipv4(EP_B, EP_A, 6, 0, &[], &tcp(EP_B, EP_A, 80, 40000)));
+        let (_, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+        assert_eq!(addrs(&out), (VIP, EP_A));
+
+        // The mark gone (an entry written without it): the reply is
+        // delivered as sent, the reverse entry never asked.
+        let mut v = env.maps.endpoint(VNI, EP_A).unwrap();
+        v.flags &= !shoal_ebpf::EP_F_VIP_CLIENT;
+        env.maps.upsert_endpoint(VNI, EP_A, v).unwrap();
+        let (rc, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+        assert_eq!(rc, TC_ACT_REDIRECT);
+        assert_eq!(addrs(&out), (EP_B, EP_A));
+
+        // A new flow through the VIP marks it again, and the first flow's
+        // replies get the VIP back.
+        let f = frame(EP_A, VIP, 6, &tcp(EP_A, VIP, 40001, 80), host);
+        run(env, Hook::Tc, false, env.epa_ifindex, &f);
+        assert!(marked(env, EP_A));
+        let (_, out) = run(env, Hook::Tc, false, env.epb_ifindex, &r);
+        assert_eq!(addrs(&out), (VIP, EP_A));
+    });
+}
+
 /// `--accel xdp`: the endpoint's XDP program leaves everything that needs
 /// the balancer's state to tc behind it, untouched (a VIP destination, a
 /// reply that gets the VIP back, a direct flow on an old VIP flow's ports,

@@ -298,8 +298,22 @@ static __always_inline __be32 lb_ct_backend(const struct ct_key *ck, const struc
 	return cv.backend;
 }
 
+/* The client's own entry marked: from now on its deliveries look for VIP
+ * replies (EP_F_VIP_CLIENT). Written in place, and only once: an entry is
+ * rewritten by the agent only when it plumbs the endpoint, which keeps
+ * the mark. */
+static __always_inline void lb_mark_client(__u32 vni, __be32 client)
+{
+	struct ep_key k = { .vni = vni, .ip = client };
+	struct ep_value *ep = bpf_map_lookup_elem(&shoal_endpoints, &k);
+
+	if (ep && !(ep->flags & EP_F_VIP_CLIENT))
+		ep->flags |= EP_F_VIP_CLIENT;
+}
+
 /* A new flow to a VIP: its backend by the Maglev table into *backend, its
- * conntrack entries both ways, and a record in the flow log. */
+ * conntrack entries both ways, its client marked, and a record in the flow
+ * log. */
 static __always_inline __u32 lb_new_flow(struct __sk_buff *skb, const struct svc_value *svc,
 					 const struct svc_key *sk, const struct ct_key *ck,
 					 const struct iphdr *ip, const __be16 *ports,
@@ -314,6 +328,7 @@ static __always_inline __u32 lb_new_flow(struct __sk_buff *skb, const struct svc
 	bpf_map_update_elem(&shoal_ct, ck, &cv, BPF_ANY);
 	lb_reply_key(&rk, ck->vni, cv.backend, ip, ports);
 	bpf_map_update_elem(&shoal_rct, &rk, &cv, BPF_ANY);
+	lb_mark_client(ck->vni, ip->saddr);
 	{
 		struct shoal_flow f = {
 			.ifindex = skb->ifindex,

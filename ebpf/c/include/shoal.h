@@ -29,6 +29,11 @@ enum ep_flags {
 	 * the flag existed, or by anything else) the network's entry decides:
 	 * the fast path fails closed. */
 	EP_F_CLEAR = 8,
+	/* Local, and has opened a flow through a VIP: set by the balancer
+	 * (lb_new_flow), kept by the agent when it rewrites the entry. Only a
+	 * frame delivered to such an endpoint can be a VIP's reply, so only
+	 * those look for a reverse entry (lb_reverse). */
+	EP_F_VIP_CLIENT = 16,
 };
 
 /* An endpoint as the dataplane sees it: (VNI, overlay IPv4) -> where it is. */

@@ -35,9 +35,11 @@
  * `vni`: must tc see it? `ep`: sent by a local endpoint (a VIP may be its
  * destination, a direct flow may need a stale reverse entry dropped);
  * otherwise it is being delivered (reverse NAT, mesh learning).
+ * `vip_client`: its destination may be a VIP's client (EP_F_VIP_CLIENT;
+ * 1 when not known yet), so it may be a VIP's reply.
  */
 static __always_inline int xdp_needs_tc(const struct shoal_config *cfg, __u32 vni,
-					struct iphdr *ip, void *data_end, int ep)
+					struct iphdr *ip, void *data_end, int ep, int vip_client)
 {
 	struct ct_key ck = {};
 	__be16 *ports;
@@ -59,7 +61,7 @@ static __always_inline int xdp_needs_tc(const struct shoal_config *cfg, __u32 vn
 		return 1;
 	/* A reply of a flow through a VIP (lb_reverse). */
 	ct_key_set(&ck, vni, ip->saddr, ip->daddr, ports[0], ports[1], ip->protocol);
-	if (bpf_map_lookup_elem(&shoal_rct, &ck))
+	if (vip_client && bpf_map_lookup_elem(&shoal_rct, &ck))
 		return 1;
 	if (ep) {
 		/* A direct flow on the ports of an old VIP flow
