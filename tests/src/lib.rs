@@ -189,6 +189,19 @@ impl Lab {
         serde_json::from_str(&out).expect("lab ls json")
     }
 
+    /// A node daemon's process, frozen (`freeze(true)`, SIGSTOP: a starved
+    /// host) or thawed. Its pid is read while it still answers.
+    pub fn daemon(&self, node: &str) -> Daemon {
+        let pid = self
+            .info()
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.pid)
+            .unwrap_or_else(|| panic!("{node}'s daemon pid"));
+        Daemon { pid }
+    }
+
     /// Runs a command in a lab namespace (`ip netns exec`), killed after
     /// 60 s so a hung client cannot hang the suite.
     pub fn run(&self, netns: &str, cmd: &[&str]) -> Output {
@@ -292,6 +305,21 @@ impl Lab {
             }
         }
         panic!("no counter {name}")
+    }
+}
+
+/// A lab node's daemon process (`Lab::daemon`).
+pub struct Daemon {
+    pid: u32,
+}
+
+impl Daemon {
+    /// SIGSTOP (true) or SIGCONT (false).
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let pid = self.pid.to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {sig} {pid}");
     }
 }
 

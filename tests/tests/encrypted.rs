@@ -185,17 +185,10 @@ fn a_peer_s_flap_keeps_its_counts(lab: &Lab) {
         Some((p["out_packets"].as_u64()?, p["in_packets"].as_u64()?))
     };
     let before = counts().expect("n1's SAs with n3");
-    let pid = n3.pid.expect("n3's daemon pid").to_string();
-    let signal = |s: &str| {
-        let o = std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .unwrap();
-        assert!(o.success(), "kill {s} {pid}");
-    };
-    signal("-STOP");
+    let daemon = lab.daemon("n3");
+    daemon.freeze(true);
     let gone = lab.wait_for(Duration::from_secs(60), || counts().is_none());
-    signal("-CONT");
+    daemon.freeze(false);
     assert!(gone.is_some(), "n1 kept n3's SAs while n3 was frozen");
     wait("n1's SAs with n3 again", 120, || counts().is_some());
     let after = counts().unwrap();

@@ -26,6 +26,28 @@ fn host_ifindexes(lab: &Lab, node: &str) -> Vec<(String, u64)> {
     v
 }
 
+/// A finished `iperf3 -J` client that must have succeeded: how many of its
+/// intervals moved nothing, and the bytes received.
+fn stalled_intervals(client: std::process::Child, what: &str) -> (usize, u64) {
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "iperf3 ({what}) failed across the restart: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stalled = r["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["sum"]["bytes"].as_u64().unwrap_or(0) == 0)
+        .count();
+    (
+        stalled,
+        r["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0),
+    )
+}
+
 /// A flow through a VIP across a restart of its client's agent: the
 /// replies keep the VIP as their source, because the re-plumbed entry
 /// keeps the balancer's mark (EP_F_VIP_CLIENT) that sends deliveries to
@@ -65,19 +87,7 @@ fn a_vip_flow_keeps_its_replies_across_the_client_agent_s_restart() {
         .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     shoal_ok(&["lab", "restart", "--name", &lab.name, "n1"]);
-    let out = iperf.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "iperf3 through the VIP failed across the restart: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stalled = r["intervals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["sum"]["bytes"].as_u64().unwrap_or(0) == 0)
-        .count();
+    let (stalled, _) = stalled_intervals(iperf, "through the VIP");
     assert!(stalled <= 1, "stalled for {stalled} half-second intervals");
 }
 
@@ -108,23 +118,12 @@ fn agent_restart_during_iperf3_keeps_the_flow() {
     for node in ["n1", "n2"] {
         shoal_ok(&["lab", "restart", "--name", &lab.name, node]);
     }
-    let out = client.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "iperf3 failed across the restart: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let intervals = r["intervals"].as_array().unwrap();
-    let stalled = intervals
-        .iter()
-        .filter(|i| i["sum"]["bytes"].as_u64().unwrap_or(0) == 0)
-        .count();
+    let (stalled, received) = stalled_intervals(client, "direct");
     assert!(
         stalled <= 1,
         "flow stalled for {stalled} half-second intervals"
     );
-    assert!(r["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
+    assert!(received > 0);
 
     // Nothing re-created, nothing lost, agents back.
     assert_eq!(

@@ -594,24 +594,10 @@ fn workers_keep_their_tasks_while_the_managers_are_gone() {
 #[test]
 fn a_frozen_manager_convicts_no_node_when_it_thaws() {
     let (lab, before) = web_on_the_workers();
-    let pid = lab
-        .info()
-        .nodes
-        .iter()
-        .find(|n| n.name == "n1")
-        .unwrap()
-        .pid;
-    let pid = pid.expect("n1's daemon pid").to_string();
-    let signal = |s: &str| {
-        let o = std::process::Command::new("kill")
-            .args([s, &pid])
-            .status()
-            .unwrap();
-        assert!(o.success(), "kill {s} {pid}");
-    };
-    signal("-STOP");
+    let n1 = lab.daemon("n1");
+    n1.freeze(true);
     std::thread::sleep(Duration::from_secs(5));
-    signal("-CONT");
+    n1.freeze(false);
     std::thread::sleep(Duration::from_secs(5));
     let log = lab.node_log("n1");
     assert!(
