@@ -177,8 +177,8 @@ fn a_peer_s_flap_keeps_its_counts(lab: &Lab) {
     let n3 = lab.info().nodes.remove(2);
     let counts = || -> Option<(u64, u64)> {
         let v = lab.debug_json("n1", &["ipsec"]);
-        let peers = v["peers"].as_array()?.clone();
-        let p = peers
+        let p = v["peers"]
+            .as_array()?
             .iter()
             .find(|p| p["peer"] == n3.underlay_ip.as_str())?;
         p["out_key"].as_u64()?;

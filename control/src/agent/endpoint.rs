@@ -16,6 +16,8 @@ use crate::wire::{Endpoint, Network};
 pub struct Plumbed {
     pub host_ifindex: u32,
     pub host_mac: Mac,
+    /// The veth was there already (a restarted agent re-plumbing it).
+    pub existed: bool,
 }
 
 /// Host-side veth name: stable per endpoint (like Docker's vethXXXXXXX).
@@ -57,7 +59,8 @@ pub async fn ensure(
     }
     let ns_file = open_ns(&ep.netns)?;
     let ns = NetNs::from_file(&ep.netns, ns_file);
-    if nl.link_index(&ep.host_if).await?.is_none() {
+    let existed = nl.link_index(&ep.host_if).await?.is_some();
+    if !existed {
         nl.add_veth(&ep.host_if, &ep.ifname, Some(&ns), Some(mac), Some(mtu))
             .await
             .with_context(|| format!("veth for endpoint {}", ep.name))?;
@@ -100,6 +103,7 @@ pub async fn ensure(
     Ok(Plumbed {
         host_ifindex,
         host_mac,
+        existed,
     })
 }
 
@@ -107,7 +111,8 @@ pub async fn ensure(
 /// moves the peer into its sandbox and sets its address and routes): both
 /// ends made here, the peer left for the runtime under `ep.ifname`.
 async fn ensure_external(nl: &Netlink, ep: &Endpoint, mac: Mac, mtu: u32) -> Result<Plumbed> {
-    if nl.link_index(&ep.host_if).await?.is_none() {
+    let existed = nl.link_index(&ep.host_if).await?.is_some();
+    if !existed {
         nl.add_veth(&ep.host_if, &ep.ifname, None, Some(mac), Some(mtu))
             .await
             .with_context(|| format!("veth for endpoint {}", ep.name))?;
@@ -122,6 +127,7 @@ async fn ensure_external(nl: &Netlink, ep: &Endpoint, mac: Mac, mtu: u32) -> Res
     Ok(Plumbed {
         host_ifindex,
         host_mac,
+        existed,
     })
 }
 

@@ -432,7 +432,6 @@ impl Agent {
             })?;
         let hooks = inner.overlay.hooks();
         let mtu = self.endpoint_mtu(&net);
-        let veth_existed = self.nl.link_index(&ep.host_if).await?.is_some();
         let p = endpoint::ensure(&self.nl, ep, &net, mtu, hooks).await?;
         inner.overlay.attach_endpoint(&ep.host_if)?;
         let mac = parse_mac(&ep.mac)?;
@@ -442,8 +441,7 @@ impl Agent {
             true => (0, EP_F_LOCAL),
             false => (IFACE_F_CLEAR, EP_F_LOCAL | EP_F_CLEAR),
         };
-        let ep_flags =
-            ep_flags | vip_client_mark(inner.maps.endpoint(net.vni, ep.ip), veth_existed);
+        let ep_flags = ep_flags | vip_client_mark(inner.maps.endpoint(net.vni, ep.ip), p.existed);
         inner.maps.set_iface(
             p.host_ifindex,
             IfaceValue {

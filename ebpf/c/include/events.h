@@ -6,7 +6,8 @@
  *
  * Off unless someone listens: every drop and trace point first reads one
  * word of `shoal_monitor` (set by the monitor while it runs; a trace point
- * inline, before any call), so the fast path pays one array lookup. Traces can be sampled (1 in trace_every).
+ * inline, before any call), so the fast path pays one array lookup.
+ * Traces can be sampled (1 in trace_every).
  * Drops also go to the flow log (flows.h) while the agent keeps one.
  */
 #ifndef SHOAL_EVENTS_H
