@@ -110,7 +110,7 @@ impl Drop for VmCluster {
                     &[
                         "sh",
                         "-c",
-                        "journalctl -u shoal -o cat | grep -E 'WARN|ERROR|liveness|restarting|drained|adopted|task running|stopping' | tail -40",
+                        "journalctl -u shoal -o cat | grep -E 'WARN|ERROR|liveness|restarting|drained|adopted|task running|stopping|peer live|gossip member' | tail -40",
                     ],
                 );
                 eprintln!("{vm}'s journal, the trouble:\n{}", text(&o));

@@ -58,6 +58,7 @@ pub struct LabNode {
     pub netns: String,
     pub underlay_ip: String,
     pub underlay_dev: String,
+    pub data_dir: std::path::PathBuf,
     pub pid: Option<u32>,
 }
 

@@ -72,6 +72,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Started> {
         cluster_id: cfg.cluster_id.clone(),
         interval: cfg.gossip_interval,
         keys,
+        peers_file: Some(cfg.data_dir.join(crate::wire::GOSSIP_PEERS_FILE)),
     };
     let gossip = Gossip::start(&gossip_cfg, super::local_table::records(&state)).await?;
     // Keep what a previous run programmed until gossip had time to confirm it.

@@ -34,6 +34,10 @@ pub enum LabCmd {
         /// e.g. --daemon-arg=--raft-snapshot-interval=20.
         #[arg(long = "daemon-arg", allow_hyphen_values = true)]
         daemon_args: Vec<String>,
+        /// Start the daemons with no `--join` seed, as a .deb install runs
+        /// them: gossip finds its peers through the swarm's managers.
+        #[arg(long)]
+        no_join: bool,
     },
     /// Remove the lab: agents, pins, namespaces, state.
     Down {
@@ -106,6 +110,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
             accel,
             managers,
             daemon_args,
+            no_join,
         } => {
             let opts = UpOptions {
                 name: lab.name,
@@ -114,6 +119,7 @@ pub fn run(cmd: LabCmd) -> anyhow::Result<()> {
                 accel,
                 managers,
                 daemon_args,
+                no_join,
             };
             let lab = super::runtime()?.block_on(lab::up(opts))?;
             print_summary(&lab);

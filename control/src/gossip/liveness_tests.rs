@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::gossip::keys::GossipKeys;
-use crate::gossip::sealed::tests::node;
+use crate::gossip::sealed::tests::{next_addr, node, sees, start};
 use crate::gossip::Gossip;
 
 async fn names(g: &Gossip) -> (Vec<String>, Vec<String>) {
@@ -148,4 +148,59 @@ async fn a_restarting_peer_keeps_its_entries_for_the_restart_hold() {
         "{:?}",
         silent.elapsed()
     );
+}
+
+/// A restart slower than the failure detector, with no seed (a swarm's
+/// only manager, installed without `--join`): its peers convicted the old
+/// process, and SWIM addresses a member by process, so they would never
+/// ask the new one in (CI saw a VM's manager cut off for good). The new
+/// process asks the members it remembers (`remembered.rs`) and is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_without_a_seed_asks_the_members_it_remembers() {
+    let keys = || GossipKeys::new(false, Some([6; 32]), None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gossip-peers.json");
+    let a_addr = next_addr();
+    let a = start("a", a_addr, 1, None, keys(), 1, Some(file.clone()))
+        .await
+        .unwrap();
+    let (b, _) = node("b", Some(a_addr), keys(), 1).await;
+    let (c, _) = node("c", Some(a_addr), keys(), 1).await;
+    let t0 = Instant::now();
+    while names(&a).await.0.len() < 2 || !file.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            names(&a).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.pause().await;
+    drop(a);
+    // Both convict it: from then on they send it nothing.
+    let t0 = Instant::now();
+    while b.live_names().contains("a") || c.live_names().contains("a") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "a never convicted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same address, a new process (its socket frees as the old
+    // tasks wind down).
+    let t0 = Instant::now();
+    let a = loop {
+        match start("a", a_addr, 2, None, keys(), 1, Some(file.clone())).await {
+            Ok(g) => break g,
+            Err(e) => assert!(t0.elapsed() < Duration::from_secs(5), "{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let back = Instant::now();
+    while !(sees(&b, "a", 1).await && sees(&c, "a", 1).await && sees(&a, "b", 1).await) {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "the new process is not back in: b sees {:?}, it sees {:?}",
+            b.members().await,
+            a.members().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -22,6 +22,7 @@
 pub mod keys;
 pub mod netdb;
 pub mod networks;
+mod remembered;
 pub mod roster;
 mod rounds;
 pub mod seal;
@@ -44,6 +45,7 @@ use crate::wire::EpRecord;
 use keys::GossipKeys;
 use netdb::{Key, NetDb, Origin};
 use networks::next_generation;
+use remembered::Remembered;
 use roster::{NodeRecord, Roster};
 use rounds::{Rounds, Setup, Shared};
 use sealed::Hub;
@@ -64,6 +66,9 @@ pub struct GossipConfig {
     pub interval: Duration,
     /// What datagrams are sealed and opened with.
     pub keys: Arc<GossipKeys>,
+    /// Where the members last gossiped with are kept (`remembered.rs`):
+    /// a restart asks them in when it has no seed.
+    pub peers_file: Option<std::path::PathBuf>,
 }
 
 /// How long a peer SWIM declared down, but heard from this recently, is
@@ -156,13 +161,16 @@ impl Gossip {
             Instant::now(),
         )));
         let seeds = seed_ips(&cfg.seeds);
+        let remembered = Remembered::load(cfg.peers_file.clone());
+        let asked: Vec<Ipv4Addr> = seeds.iter().copied().chain(remembered.sample()).collect();
         let rounds = Rounds::start(Setup {
             state,
             hub,
             port: cfg.advertise.port(),
             interval: cfg.interval,
             changes: Arc::new(tx),
-            seeds: seeds.clone(),
+            seeds,
+            remembered,
             stall: stall.clone(),
         });
         let g = Self {
@@ -195,9 +203,10 @@ impl Gossip {
                 }
             }
         }
-        // The seeds: the task asks them again while this node is alone.
+        // The seeds and some remembered members: the task asks them again
+        // while this node is alone.
         g.rounds.swim(|r, io| {
-            for s in &seeds {
+            for s in &asked {
                 r.announce(*s, io);
             }
         });
@@ -358,8 +367,8 @@ impl Gossip {
     /// gossips on the same one, 7946 as Docker's) to let this node in
     /// while it knows no live peer: a node that joined a swarm with no
     /// `--join` seed, as README's install path leaves it, or one that lost
-    /// every peer, finds the cluster through its managers, as Docker's
-    /// nodes do.
+    /// every peer, finds the cluster through its managers (and the nodes
+    /// they name), as Docker's nodes do.
     pub async fn introduce(&self, ips: &[std::net::IpAddr]) {
         let v4: Vec<Ipv4Addr> = ips
             .iter()

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::netdb::{Counters, Msg, NetDb, Origin, Outgoing, Plain};
+use super::remembered::{self, Remembered};
 use super::roster::{Io, Liveness, Roster, CLUSTER};
 use super::sealed::Hub;
 use super::stall::{self, StallClock};
@@ -60,6 +61,8 @@ pub(super) struct Setup {
     pub changes: Arc<watch::Sender<u64>>,
     /// Asked to let this node in while it knows no live member.
     pub seeds: Vec<Ipv4Addr>,
+    /// So are some of the members it last knew; kept up to date.
+    pub remembered: Remembered,
     pub stall: Arc<Mutex<StallClock>>,
 }
 
@@ -149,6 +152,7 @@ async fn run(s: Setup, mut io_rx: mpsc::UnboundedReceiver<Io>) {
         interval,
         changes,
         seeds,
+        mut remembered,
         stall,
     } = s;
     let mut tables_rx = hub.tables();
@@ -216,14 +220,19 @@ async fn run(s: Setup, mut io_rx: mpsc::UnboundedReceiver<Io>) {
                 let now_ms = crate::clock::now_ms();
                 let mut st = state.lock().expect("gossip state");
                 let Shared { roster, db, .. } = &mut *st;
-                // Alone: ask the seeds again, every second (one may have
-                // been down, or this node was cut off).
+                // Alone: ask the seeds and some members it last knew
+                // again, every second (one may have been down, or this
+                // node was cut off).
                 if roster.alive().next().is_none() && rounds % 5 == 1 {
-                    for s in &seeds {
+                    for s in seeds.iter().chain(&remembered.sample()) {
                         roster.announce(*s, &mut io);
                     }
                 }
                 roster.round(db, now_ms, &mut io);
+                let live = roster.alive().map(|o| o.addr).collect();
+                if let Some((path, bytes)) = remembered.due(live, Instant::now()) {
+                    tokio::task::spawn_blocking(move || remembered::write(&path, &bytes));
+                }
                 let mut nets = roster.networks(db);
                 let vnis: Vec<u32> = db.networks().filter(|v| *v != CLUSTER).collect();
                 for vni in vnis {

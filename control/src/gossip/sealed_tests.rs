@@ -25,25 +25,47 @@ pub(in crate::gossip) async fn node(
     keys: GossipKeys,
     kv: usize,
 ) -> (Gossip, SocketAddr) {
-    // Every node of a swarm gossips on the same port (the tables address
-    // peers by IP): one port for the process, a loopback address each.
+    let addr = next_addr();
+    let g = start(name, addr, 1, seed, keys, kv, None).await.unwrap();
+    (g, addr)
+}
+
+/// A loopback address of its own on the one gossip port of this process
+/// (every node of a swarm gossips on the same port: the tables address
+/// peers by IP).
+pub(in crate::gossip) fn next_addr() -> SocketAddr {
     static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let addr: SocketAddr = (
+    (
         [127, 1, (n / 250) as u8, (n % 250) as u8 + 1],
         *PORT.get_or_init(free_port),
     )
-        .into();
+        .into()
+}
+
+/// A node process at `addr` (a restart: the same address, a later
+/// generation) with `kv` endpoint records, remembering its members in
+/// `peers_file`.
+pub(in crate::gossip) async fn start(
+    name: &str,
+    addr: SocketAddr,
+    generation: u64,
+    seed: Option<SocketAddr>,
+    keys: GossipKeys,
+    kv: usize,
+    peers_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<Gossip> {
     let cfg = GossipConfig {
         node: name.into(),
-        generation: 1,
+        generation,
         advertise: addr,
         listen: addr,
         seeds: seed.iter().map(|s| s.to_string()).collect(),
         cluster_id: "c".into(),
         interval: Duration::from_millis(50),
         keys: Arc::new(keys),
+        peers_file,
     };
     // Random values: 3000 records outgrow a datagram (deltas go as fragments).
     let initial = (0..kv)
@@ -58,10 +80,10 @@ pub(in crate::gossip) async fn node(
             )
         })
         .collect();
-    (Gossip::start(&cfg, initial).await.unwrap(), addr)
+    Gossip::start(&cfg, initial).await
 }
 
-async fn sees(g: &Gossip, name: &str, endpoints: usize) -> bool {
+pub(in crate::gossip) async fn sees(g: &Gossip, name: &str, endpoints: usize) -> bool {
     g.members()
         .await
         .iter()

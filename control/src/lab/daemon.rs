@@ -62,7 +62,6 @@ pub fn start_node(lab: &Lab, node: &LabNode) -> Result<u32> {
         .arg(node.socket())
         .args(["--cluster-id", &lab.name])
         .args(["--gossip-interval-ms", &GOSSIP_INTERVAL_MS.to_string()])
-        .arg("--join")
         .args(seeds(lab, node))
         .args(["--accel", &lab.accel])
         .arg("--task-netns-prefix")
@@ -153,18 +152,20 @@ pub(super) fn stop_pid(pid: u32, sig: Signal) {
     }
 }
 
-/// Every node joins through the first node; the first through the second.
+/// `--join SEED`: every node joins through the first node, the first
+/// through the second; none with `no_join`.
 fn seeds(lab: &Lab, node: &LabNode) -> Vec<String> {
+    if lab.no_join {
+        return vec![];
+    }
     let others: Vec<&LabNode> = lab.nodes.iter().filter(|n| n.name != node.name).collect();
     let seed = if node.name == lab.nodes[0].name {
         others.first()
     } else {
         Some(&&lab.nodes[0])
     };
-    match seed {
-        Some(s) => vec![format!("{}:7946", s.underlay_ip)],
-        None => vec![format!("{}:7946", node.underlay_ip)],
-    }
+    let seed = seed.map_or(node.underlay_ip, |s| s.underlay_ip);
+    vec!["--join".into(), format!("{seed}:7946")]
 }
 
 pub fn restart_node(lab: &Lab, name: &str) -> Result<u32> {

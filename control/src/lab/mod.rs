@@ -43,6 +43,10 @@ pub struct Lab {
     /// restarts).
     #[serde(default)]
     pub daemon_args: Vec<String>,
+    /// The daemons start with no `--join` seed, as a .deb install runs
+    /// them: gossip finds its peers through the swarm's managers.
+    #[serde(default)]
+    pub no_join: bool,
     /// Hosts on the underlay that are no cluster node (`client`): where
     /// users and tests try published ports from outside the cluster.
     #[serde(default)]

@@ -159,6 +159,7 @@ async fn serve(a: PeersArgs, keys: Arc<GossipKeys>) -> Result<()> {
             cluster_id: a.cluster_id.clone(),
             interval: Duration::from_millis(a.gossip_interval_ms),
             keys: keys.clone(),
+            peers_file: None,
         };
         let initial = (i..a.endpoints)
             .step_by(a.peers as usize)

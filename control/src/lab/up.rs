@@ -26,6 +26,8 @@ pub struct UpOptions {
     /// Swarm managers among the nodes (the first M; 0: no swarm).
     pub managers: u32,
     pub daemon_args: Vec<String>,
+    /// No `--join` seed for any daemon (needs a swarm).
+    pub no_join: bool,
 }
 
 /// The lab's own overlay network for its static endpoints (n1-e1, ...),
@@ -56,6 +58,9 @@ pub async fn up(opts: UpOptions) -> Result<Lab> {
     }
     if opts.managers > opts.nodes {
         bail!("--managers must be at most --nodes");
+    }
+    if opts.no_join && opts.managers == 0 {
+        bail!("--no-join needs a swarm (--managers 1 or more): without seeds, only the managers bring the nodes' gossip together");
     }
     if opts.nodes * opts.endpoints > 250 {
         bail!("--nodes x --endpoints must be at most 250 (one /24 overlay)");
@@ -99,6 +104,7 @@ async fn build(opts: &UpOptions) -> Result<Lab> {
         endpoints: vec![],
         managers: opts.managers,
         daemon_args: opts.daemon_args.clone(),
+        no_join: opts.no_join,
         clients: vec![],
         gossip_key_file: None,
     };

@@ -203,7 +203,7 @@ pub async fn execute(
                     Err(_) => return Err(no_quorum()),
                 }
             }
-            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send), cluster) = {
+            let (assignments, data_path_port, mesh, (gossip_keys, gossip_send), cluster, hint) = {
                 let st = state.read().expect("state lock");
                 let port = st.cluster.as_ref().map_or(4789, |c| c.data_path_port);
                 (
@@ -212,6 +212,7 @@ pub async fn execute(
                     st.mesh_config(&node_id),
                     mem.keys.for_session(&st),
                     st.cluster.clone(),
+                    st.gossip_hint(&node_id),
                 )
             };
             let attachments = state
@@ -240,6 +241,7 @@ pub async fn execute(
                     node,
                     managers,
                     leader,
+                    gossip_hint: hint,
                     assignments,
                     log_asks,
                     flow_asks,

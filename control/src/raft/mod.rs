@@ -21,6 +21,7 @@
 
 pub mod attachments;
 pub mod ca_rotation;
+pub mod gossip_hint;
 pub mod gossip_keys;
 pub mod lb_addrs;
 pub mod leader;

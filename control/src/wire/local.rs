@@ -146,6 +146,10 @@ pub struct AgentState {
 /// The file, in the daemon's data dir, that holds `AgentState`.
 pub const STATE_FILE: &str = "agent.json";
 
+/// The file, in the daemon's data dir, that holds the gossip members it
+/// last knew (`gossip/remembered.rs`).
+pub const GOSSIP_PEERS_FILE: &str = "gossip-peers.json";
+
 /// `POST /v1/attachments`: attach a container's namespace to an attachable
 /// swarm network (what the CNI plugin and the Docker driver ask).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

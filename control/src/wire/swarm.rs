@@ -292,6 +292,10 @@ pub struct SessionReply {
     /// Control addresses of the managers (voters).
     pub managers: Vec<String>,
     pub leader: String,
+    /// A few other Ready nodes' addresses: with the managers', where a
+    /// node with no gossip peer asks in (`raft/gossip_hint.rs`).
+    #[serde(default)]
+    pub gossip_hint: Vec<std::net::Ipv4Addr>,
     /// The tasks this node should run or stop.
     #[serde(default)]
     pub assignments: Vec<Assignment>,

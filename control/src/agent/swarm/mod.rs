@@ -165,9 +165,10 @@ impl Agent {
 
     /// Forgets the swarm on this node's disk (membership, certificates,
     /// Raft store, gossip keys: gossip falls back to the key file, or to
-    /// plaintext if allowed, or stops).
+    /// plaintext if allowed, or stops; the members it remembered).
     fn forget_swarm(&self) {
         self.gossip.keys.clear_swarm();
+        let _ = std::fs::remove_file(self.data_dir.join(crate::wire::GOSSIP_PEERS_FILE));
         SwarmKeys::remove(&self.data_dir);
         let _ = std::fs::remove_file(Membership::path(&self.data_dir));
         Identity::remove(&self.data_dir);

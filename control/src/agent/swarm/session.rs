@@ -190,14 +190,16 @@ impl Agent {
                 tracing::warn!("IPsec: {e:#}");
             }
         }
-        // A node without gossip peers finds them through its managers.
-        let manager_ips: Vec<std::net::IpAddr> = s
+        // A node without gossip peers finds them through its managers
+        // and the few other nodes they name.
+        let ask: Vec<std::net::IpAddr> = s
             .managers
             .iter()
             .filter_map(|m| m.parse::<std::net::SocketAddr>().ok())
             .map(|m| m.ip())
+            .chain(s.gossip_hint.iter().map(|&ip| ip.into()))
             .collect();
-        self.gossip.introduce(&manager_ips).await;
+        self.gossip.introduce(&ask).await;
         let mut g = self.swarm.lock().await;
         let Some(sw) = g.as_mut() else { return Ok(()) };
         if s.node.id != sw.membership.node_id {
