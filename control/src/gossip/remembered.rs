@@ -37,6 +37,9 @@ pub struct Remembered {
     path: Option<PathBuf>,
     peers: BTreeSet<Ipv4Addr>,
     saved_at: Option<Instant>,
+    /// Membership's change count when the live members were last read
+    /// (a 2,000-member set is not rebuilt every round for nothing).
+    looked_at: Option<u64>,
 }
 
 impl Remembered {
@@ -48,6 +51,7 @@ impl Remembered {
             path,
             peers,
             saved_at: None,
+            looked_at: None,
         }
     }
 
@@ -59,17 +63,26 @@ impl Remembered {
             .choose_multiple(&mut rand::rng(), ASK_AT_ONCE)
     }
 
-    /// The bytes to write for these live members, if they should be
-    /// written now (a change, not empty, `SAVE_EVERY` since the last).
-    pub fn due(&mut self, live: BTreeSet<Ipv4Addr>, now: Instant) -> Option<(PathBuf, Vec<u8>)> {
+    /// The bytes to write for the live members, if they should be written
+    /// now: membership moved (`changes`), `SAVE_EVERY` since the last
+    /// write, and `live()` is a new set, not empty.
+    pub fn due(
+        &mut self,
+        changes: u64,
+        live: impl FnOnce() -> BTreeSet<Ipv4Addr>,
+        now: Instant,
+    ) -> Option<(PathBuf, Vec<u8>)> {
         let path = self.path.clone()?;
-        if live.is_empty() || live == self.peers {
+        if self.looked_at == Some(changes)
+            || self
+                .saved_at
+                .is_some_and(|at| now.duration_since(at) < SAVE_EVERY)
+        {
             return None;
         }
-        if self
-            .saved_at
-            .is_some_and(|at| now.duration_since(at) < SAVE_EVERY)
-        {
+        self.looked_at = Some(changes);
+        let live = live();
+        if live.is_empty() || live == self.peers {
             return None;
         }
         self.saved_at = Some(now);
@@ -121,22 +134,22 @@ mod tests {
         let path = dir.path().join("gossip-peers.json");
         let mut r = Remembered::load(Some(path.clone()));
         assert!(r.sample().is_empty(), "nothing on disk yet");
+        let two = || set(&[[198, 18, 0, 2], [198, 18, 0, 3]]);
         let t0 = Instant::now();
-        let (p, bytes) = r.due(set(&[[198, 18, 0, 2], [198, 18, 0, 3]]), t0).unwrap();
+        let (p, bytes) = r.due(1, two, t0).unwrap();
         write(&p, &bytes);
-        // Too soon, the same set, or nobody live: nothing written.
-        assert!(r
-            .due(set(&[[198, 18, 0, 2]]), t0 + Duration::from_secs(1))
-            .is_none());
+        // Too soon, membership unchanged, the same set, or nobody live:
+        // nothing written.
+        let soon = t0 + Duration::from_secs(1);
+        assert!(r.due(2, || set(&[[198, 18, 0, 2]]), soon).is_none());
         let later = t0 + SAVE_EVERY;
-        assert!(r
-            .due(set(&[[198, 18, 0, 2], [198, 18, 0, 3]]), later)
-            .is_none());
-        assert!(r.due(BTreeSet::new(), later).is_none());
+        assert!(r.due(2, two, later).is_none());
+        assert!(r.due(2, || set(&[[198, 18, 0, 4]]), later).is_none());
+        assert!(r.due(3, BTreeSet::new, later).is_none());
         // A restart reads what was written.
         let again = Remembered::load(Some(path.clone()));
-        assert_eq!(again.peers, set(&[[198, 18, 0, 2], [198, 18, 0, 3]]));
-        let (_, bytes) = r.due(set(&[[198, 18, 0, 4]]), later).unwrap();
+        assert_eq!(again.peers, two());
+        let (_, bytes) = r.due(4, || set(&[[198, 18, 0, 4]]), later).unwrap();
         write(&path, &bytes);
         assert_eq!(
             Remembered::load(Some(path)).sample(),
@@ -156,11 +169,13 @@ mod tests {
             .map(|i| Ipv4Addr::from(0xC612_0000 + i))
             .collect();
         let mut r = Remembered::load(Some(path.clone()));
-        let (_, bytes) = r.due(many.clone(), Instant::now()).unwrap();
+        let (_, bytes) = r.due(1, || many.clone(), Instant::now()).unwrap();
         write(&path, &bytes);
         let s = Remembered::load(Some(path)).sample();
         assert_eq!(s.len(), ASK_AT_ONCE);
         assert!(s.iter().all(|a| many.contains(a)));
-        assert!(Remembered::load(None).due(many, Instant::now()).is_none());
+        assert!(Remembered::load(None)
+            .due(1, || many, Instant::now())
+            .is_none());
     }
 }

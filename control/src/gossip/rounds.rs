@@ -229,8 +229,8 @@ async fn run(s: Setup, mut io_rx: mpsc::UnboundedReceiver<Io>) {
                     }
                 }
                 roster.round(db, now_ms, &mut io);
-                let live = roster.alive().map(|o| o.addr).collect();
-                if let Some((path, bytes)) = remembered.due(live, Instant::now()) {
+                let live = || roster.alive().map(|o| o.addr).collect();
+                if let Some((path, bytes)) = remembered.due(roster.changes, live, Instant::now()) {
                     tokio::task::spawn_blocking(move || remembered::write(&path, &bytes));
                 }
                 let mut nets = roster.networks(db);
