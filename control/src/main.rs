@@ -9,6 +9,7 @@ mod cni;
 mod commands;
 mod control_port;
 mod docker_driver;
+mod files;
 mod gossip;
 mod heavy;
 mod lab;

@@ -36,9 +36,6 @@ impl Store {
     }
 
     pub fn save(&self, st: &State) -> Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path).with_context(|| format!("write {}", self.path.display()))
+        crate::files::write_atomic(&self.path, &serde_json::to_vec_pretty(st)?)
     }
 }

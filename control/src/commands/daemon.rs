@@ -259,9 +259,7 @@ async fn serve(cfg: AgentConfig, docker: Option<(PathBuf, PathBuf)>) -> anyhow::
         hooks: started.hooks,
         bpffs_dir,
     };
-    let tmp = state_path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&st)?)?;
-    std::fs::rename(&tmp, &state_path)?;
+    crate::files::write_atomic(&state_path, &serde_json::to_vec_pretty(&st)?)?;
     tracing::info!(socket = %socket.display(), gossip = %a.info.gossip_addr, "serving");
 
     let mut term = signal(SignalKind::terminate())?;

@@ -75,10 +75,7 @@ impl Store {
     /// Written to a temporary file and renamed: a crash leaves the old
     /// state or the new, never half of one.
     pub fn save(&self, st: &DriverState) -> Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(st)?)?;
-        std::fs::rename(&tmp, &self.path)?;
-        Ok(())
+        crate::files::write_atomic(&self.path, &serde_json::to_vec_pretty(st)?)
     }
 }
 

@@ -111,12 +111,10 @@ fn read(path: &Path) -> BTreeSet<Ipv4Addr> {
 }
 
 /// Writes `bytes` whole or not at all (a crash mid-write leaves the last
-/// good list).
+/// good list); a failure only costs the next restart its hint.
 pub fn write(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    let r = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = r {
-        warn!(path = %path.display(), "cannot remember the gossip peers: {e}");
+    if let Err(e) = crate::files::write_atomic(path, bytes) {
+        warn!("cannot remember the gossip peers: {e:#}");
     }
 }
 

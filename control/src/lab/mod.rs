@@ -132,7 +132,7 @@ impl Lab {
 
     pub fn save(&self) -> Result<()> {
         std::fs::create_dir_all(Self::state_dir(&self.name))?;
-        write_atomic(
+        crate::files::write_atomic(
             &Self::lab_path(&self.name),
             &serde_json::to_vec_pretty(self)?,
         )
@@ -181,13 +181,6 @@ pub fn validate_name(name: &str) -> Result<()> {
     {
         bail!("invalid lab name {name:?}: use 1-6 lowercase letters or digits");
     }
-    Ok(())
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
     Ok(())
 }
 

@@ -60,11 +60,7 @@ impl Membership {
     }
 
     fn save(&self, data_dir: &Path) -> Result<()> {
-        let path = Self::path(data_dir);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(())
+        crate::files::write_atomic(&Self::path(data_dir), &serde_json::to_vec_pretty(self)?)
     }
 }
 
