@@ -585,7 +585,8 @@ pub fn report_from_vm(
 /// (VNI 5001, `vxlan_mtu`) and a container `LAB-d1c`/`-d2c` (10.9.0.2/.3,
 /// at `container_mtu` if given), with static FDB and neighbour entries as
 /// libnetwork programs them. The overlay and encrypted benchmarks'
-/// reference.
+/// reference. Its bridge ports have GRO on, as the lab's node ports do
+/// (`shoal lab up`), so every path crosses the same kind of underlay hop.
 pub fn kernel_overlay_reference(
     lab: &str,
     vxlan_mtu: u32,
@@ -607,6 +608,7 @@ pub fn kernel_overlay_reference(
              ip -n {h} link set lo up; ip -n {c} link set lo up
              ip -n {ul} link add {lab}-{host}p type veth peer name eth0 netns {h}
              ip -n {ul} link set {lab}-{host}p master {br} up
+             ip netns exec {ul} ethtool -K {lab}-{host}p gro on
              ip -n {h} link set eth0 up; ip -n {h} addr add {ip}/24 dev eth0
              ip -n {h} link add br0 type bridge; ip -n {h} link set br0 up
              ip -n {h} link add vxlan0 type vxlan id 5001 dstport 4789 local {ip} dev eth0 nolearning

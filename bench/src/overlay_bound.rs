@@ -35,6 +35,7 @@ pub(crate) fn setup(lab: &str) -> Result<()> {
              ip -n {h} link set lo up; ip -n {e} link set lo up
              ip -n {ul} link add {lab}-b{i}p type veth peer name eth0 netns {h}
              ip -n {ul} link set {lab}-b{i}p master {br} up
+             ip netns exec {ul} ethtool -K {lab}-b{i}p gro on
              ip -n {h} link set eth0 address 02:42:c6:12:00:{mac:02x} up
              ip -n {h} addr add 198.18.0.{ip}/24 dev eth0
              ip -n {h} link add ep mtu 1450 type veth peer name eth0 netns {e}
