@@ -282,7 +282,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 
 	if (!ifc)
 		return tc_drop(DROP_NOT_CONFIGURED);
-	count_ep(ifindex, skb->len, 0);
+	count_ep(ifc->slot, skb->len, 0);
 	/* Headers up to an ARP body or an IPv4 header must be linear. */
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
@@ -338,7 +338,7 @@ int shoal_ep_tc(struct __sk_buff *skb)
 		tc_trace(TR_LOCAL);
 		if (d.ep.flags & EP_F_VIP_CLIENT)
 			lb_reverse(skb, d.vni);
-		count_ep(d.ep.ifindex, skb->len, 1);
+		count_ep(d.ep.slot, skb->len, 1);
 		return bpf_redirect_peer(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
@@ -399,7 +399,7 @@ static __always_inline int tc_deliver(struct __sk_buff *skb, const struct shoal_
 	/* The decrypt mark is the underlay's business, not the endpoint's. */
 	skb->mark = 0;
 	count_stat(STAT_DECAP);
-	count_ep(d->ep.ifindex, skb->len, 1);
+	count_ep(d->ep.slot, skb->len, 1);
 	if (d->inner_proto == bpf_htons(ETH_P_IP)) {
 		if (!mesh_learn(skb, cfg, d->vni, outer_src) && (d->ep.flags & EP_F_VIP_CLIENT))
 			lb_reverse(skb, d->vni);
@@ -468,7 +468,7 @@ int shoal_ul_tc(struct __sk_buff *skb)
 			mac_copy(mac, d.ep.mac);
 			if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0))
 				return tc_drop(DROP_LB_REWRITE);
-			count_ep(d.ep.ifindex, skb->len, 1);
+			count_ep(d.ep.slot, skb->len, 1);
 			return bpf_redirect_peer(d.ep.ifindex, 0);
 		}
 		case MESH_REMOTE:
@@ -672,15 +672,15 @@ int shoal_ep_xdp(struct xdp_md *ctx)
 		mac_copy(eth->h_dest, d.ep.mac);
 		count_stat(STAT_LOCAL);
 		xdp_trace(TR_LOCAL);
-		count_ep(ifindex, data_end - data, 0);
-		count_ep(d.ep.ifindex, data_end - data, 1);
+		count_ep(ifc->slot, data_end - data, 0);
+		count_ep(d.ep.slot, data_end - data, 1);
 		return bpf_redirect(d.ep.ifindex, 0);
 	}
 	case D_REMOTE:
 		/* Encrypted: only tc can hand it to IPsec. */
 		if (sender_vni_encrypted(ifc, d.vni))
 			return xdp_to_tc();
-		count_ep(ifindex, data_end - data, 0);
+		count_ep(ifc->slot, data_end - data, 0);
 		return xdp_encap(ctx, &d);
 	case D_PASS:
 		/* Off the subnet (a mesh reply, or the kernel's): tc decides. */
@@ -738,7 +738,7 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 			if ((void *)(eth + 1) > data_end)
 				return xdp_drop(DROP_TRUNCATED);
 			mac_copy(eth->h_dest, d.ep.mac);
-			count_ep(d.ep.ifindex, data_end - data, 1);
+			count_ep(d.ep.slot, data_end - data, 1);
 			xdp_trace(TR_MESH_ENTRY);
 			return bpf_redirect(d.ep.ifindex, 0);
 		case MESH_REMOTE:
@@ -779,7 +779,7 @@ int shoal_ul_xdp(struct xdp_md *ctx)
 		return xdp_drop(DROP_TRUNCATED);
 	mac_copy(eth->h_dest, d.ep.mac);
 	count_stat(STAT_DECAP);
-	count_ep(d.ep.ifindex, data_end - data, 1);
+	count_ep(d.ep.slot, data_end - data, 1);
 	return bpf_redirect(d.ep.ifindex, 0);
 }
 

@@ -380,14 +380,14 @@ fn the_checks_report_a_difference_by_name() {
     let btf = Btf::overlay();
     let mut m = mirror::<EpValue>();
     m.fields.pop();
-    m.size -= 2;
+    m.size -= 4;
     let p = struct_problems(&btf, &m);
     assert!(
         p.iter()
-            .any(|l| l.contains("struct ep_value: field `flags`")),
+            .any(|l| l.contains("struct ep_value: field `slot`")),
         "{p:?}"
     );
-    assert!(p.iter().any(|l| l.contains("16 bytes in C")), "{p:?}");
+    assert!(p.iter().any(|l| l.contains("20 bytes in C")), "{p:?}");
     let mut e = DropReason::c_enum();
     e.values.pop();
     let p = enum_problems(&btf, &e);

@@ -91,6 +91,8 @@ c_struct! {
         pub vtep: u32,
         pub mac: [u8; 6],
         pub flags: u16,
+        /// A local endpoint's slot in `shoal_ep_traffic`; 0 counts nothing.
+        pub slot: u32,
     }
 }
 
@@ -106,6 +108,8 @@ c_struct! {
         pub host_mac: [u8; 6],
         /// `IFACE_F_*`.
         pub flags: u32,
+        /// Its slot in `shoal_ep_traffic`, as in its `EpValue`.
+        pub slot: u32,
     }
 }
 

@@ -442,6 +442,7 @@ impl Agent {
             false => (IFACE_F_CLEAR, EP_F_LOCAL | EP_F_CLEAR),
         };
         let ep_flags = ep_flags | vip_client_mark(inner.maps.endpoint(net.vni, ep.ip), p.existed);
+        let slot = inner.maps.traffic_slot(p.host_ifindex)?;
         inner.maps.set_iface(
             p.host_ifindex,
             IfaceValue {
@@ -452,6 +453,7 @@ impl Agent {
                 mac,
                 host_mac: p.host_mac,
                 flags: iface_flags,
+                slot,
             },
         )?;
         inner.maps.upsert_endpoint(
@@ -462,6 +464,7 @@ impl Agent {
                 vtep: 0,
                 mac,
                 flags: ep_flags,
+                slot,
             },
         )?;
         let flags = match net.encrypted {
@@ -476,7 +479,6 @@ impl Agent {
     async fn unplumb(&self, inner: &mut Inner, ep: &Endpoint) {
         if let Ok(Some(idx)) = self.nl.link_index(&ep.host_if).await {
             let _ = inner.maps.remove_iface(idx);
-            inner.maps.forget_endpoint_traffic(idx);
         }
         if inner
             .maps
@@ -520,6 +522,7 @@ mod tests {
             vtep: 0,
             mac: [2, 0, 0, 0, 0, 7],
             flags,
+            slot: 1,
         })
     }
 

@@ -198,5 +198,6 @@ fn value(r: &Remote) -> EpValue {
         vtep: ip_key(r.vtep),
         mac: r.mac,
         flags: EP_F_REMOTE,
+        slot: 0,
     }
 }

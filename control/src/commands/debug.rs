@@ -348,6 +348,7 @@ fn peer(t: &Target, cmd: &PeerCmd, format: Format, mut maps: Maps) -> Result<()>
                     vtep: ip_key(*vtep),
                     mac,
                     flags: EP_F_REMOTE | EP_F_STATIC,
+                    slot: 0,
                 },
             )?;
             maps.add_vni(*vni, 0)?;

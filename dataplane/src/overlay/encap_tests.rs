@@ -149,6 +149,45 @@ pub(super) fn same_node_traffic_goes_endpoint_to_endpoint() {
     });
 }
 
+/// Each local endpoint's packets and bytes land in its own slot: what it
+/// sent, what was delivered to it; a freed slot comes back zeroed.
+#[test]
+pub(super) fn each_endpoint_s_traffic_is_counted_in_its_slot() {
+    with_env(|env| {
+        let (a, b) = (env.epa_ifindex, env.epb_ifindex);
+        let local = ep_frame(EP_A, MAC_A, EP_B, [0xee; 6], 64);
+        let remote = ep_frame(EP_A, MAC_A, EP_R, [0xee; 6], 100);
+        for h in HOOKS {
+            assert_eq!(run(env, h, false, a, &local).0, verdict_redirect(h));
+            assert_eq!(run(env, h, false, a, &remote).0, verdict_redirect(h));
+        }
+        let t = env.maps.endpoint_traffic();
+        let n = HOOKS.len() as u64;
+        let (ta, tb) = (t[&a], t[&b]);
+        assert_eq!((ta.tx_packets, ta.rx_packets), (2 * n, 0), "{ta:?}");
+        assert_eq!(ta.tx_bytes, n * (local.len() + remote.len()) as u64);
+        assert_eq!((tb.tx_packets, tb.rx_packets), (0, n), "{tb:?}");
+        assert_eq!(tb.rx_bytes, n * local.len() as u64);
+
+        // An endpoint that holds a slot keeps it; B's, once B is gone,
+        // goes to the next endpoint with nothing counted in it.
+        let slot_b = env.maps.iface(b).unwrap().slot;
+        assert_eq!(env.maps.traffic_slot(b).unwrap(), slot_b);
+        assert_ne!(env.maps.iface(a).unwrap().slot, slot_b);
+        env.maps.remove_iface(b).unwrap();
+        let next = env.maps.traffic_slot(4242).unwrap();
+        assert_eq!(next, slot_b, "the lowest free slot");
+        let v = shoal_ebpf::IfaceValue {
+            slot: next,
+            ..Default::default()
+        };
+        env.maps.set_iface(4242, v).unwrap();
+        let t = env.maps.endpoint_traffic();
+        assert_eq!(t[&4242], shoal_ebpf::EpTraffic::default());
+        assert_ne!(env.maps.traffic_slot(4243).unwrap(), next);
+    });
+}
+
 #[test]
 pub(super) fn arp_is_answered_without_a_bridge() {
     with_env(|env| {

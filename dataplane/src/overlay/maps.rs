@@ -5,7 +5,9 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use std::collections::BTreeSet;
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use serde::{Deserialize, Serialize};
 use shoal_ebpf::{map, Config, DropReason, EpKey, EpTraffic, EpValue, IfaceValue, Stat, VniValue};
 
@@ -19,7 +21,10 @@ pub struct Maps {
     config: Array<MapData, Config>,
     drops: PerCpuArray<MapData, u64>,
     stats: PerCpuArray<MapData, u64>,
-    ep_traffic: PerCpuHashMap<MapData, u32, EpTraffic>,
+    ep_traffic: PerCpuArray<MapData, EpTraffic>,
+    /// The `ep_traffic` slots the iface entries hold: read from the map on
+    /// the first allocation, then kept here (one scan, not one per endpoint).
+    slots_used: Option<BTreeSet<u32>>,
 }
 
 macro_rules! typed {
@@ -85,7 +90,8 @@ impl Maps {
             config: typed!(Array, dir, map::CONFIG),
             drops: typed!(PerCpuArray, dir, map::DROPS),
             stats: typed!(PerCpuArray, dir, map::STATS),
-            ep_traffic: typed!(PerCpuHashMap, dir, map::EP_TRAFFIC),
+            ep_traffic: typed!(PerCpuArray, dir, map::EP_TRAFFIC),
+            slots_used: None,
         })
     }
 
@@ -149,12 +155,26 @@ impl Maps {
     pub fn set_iface(&mut self, ifindex: u32, v: IfaceValue) -> Result<(), Error> {
         self.ifaces
             .insert(ifindex, v, 0)
-            .map_err(|e| Error::map(format!("write iface {ifindex}"), e))
+            .map_err(|e| Error::map(format!("write iface {ifindex}"), e))?;
+        if let (Some(used), true) = (self.slots_used.as_mut(), v.slot != 0) {
+            used.insert(v.slot);
+        }
+        Ok(())
     }
 
+    /// Removes the entry and frees its traffic slot.
     pub fn remove_iface(&mut self, ifindex: u32) -> Result<bool, Error> {
-        removed(self.ifaces.remove(&ifindex))
-            .map_err(|e| Error::map(format!("remove iface {ifindex}"), e))
+        let slot = self.ifaces.get(&ifindex, 0).map_or(0, |v| v.slot);
+        let gone = removed(self.ifaces.remove(&ifindex))
+            .map_err(|e| Error::map(format!("remove iface {ifindex}"), e))?;
+        if let Some(used) = self.slots_used.as_mut() {
+            used.remove(&slot);
+        }
+        Ok(gone)
+    }
+
+    pub fn iface(&self, ifindex: u32) -> Option<IfaceValue> {
+        self.ifaces.get(&ifindex, 0).ok()
     }
 
     pub fn ifaces(&self) -> Vec<(u32, IfaceValue)> {
@@ -213,28 +233,55 @@ impl Maps {
         v
     }
 
-    /// Each endpoint's traffic (by its host-side veth's ifindex), summed
-    /// over CPUs.
-    pub fn endpoint_traffic(&self) -> std::collections::HashMap<u32, EpTraffic> {
+    /// The traffic slot of the local endpoint behind `ifindex`: the one
+    /// its entry already holds (a restarted agent goes on counting where it
+    /// was), else the lowest free one, its counters zeroed (a slot outlives
+    /// the endpoint that had it). The caller writes it into the endpoint's
+    /// iface and ep entries.
+    pub fn traffic_slot(&mut self, ifindex: u32) -> Result<u32, Error> {
+        if let Some(v) = self.iface(ifindex).filter(|v| v.slot != 0) {
+            return Ok(v.slot);
+        }
+        let used = match self.slots_used.take() {
+            Some(u) => u,
+            None => self.ifaces().into_iter().map(|(_, v)| v.slot).collect(),
+        };
+        let slots = self.ep_traffic.len();
+        let free = (1..slots).find(|s| !used.contains(s));
+        let used = self.slots_used.insert(used);
+        let Some(slot) = free else {
+            return Err(Error::Other(format!(
+                "every one of the {slots} endpoint traffic slots is taken"
+            )));
+        };
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::io(what.to_string(), e))?;
+        let zero = PerCpuValues::try_from(vec![EpTraffic::default(); cpus])
+            .map_err(|e| Error::io("per-CPU zero".to_string(), e))?;
         self.ep_traffic
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, per_cpu)| {
-                let mut t = EpTraffic::default();
-                for v in per_cpu.iter() {
-                    t.tx_packets += v.tx_packets;
-                    t.tx_bytes += v.tx_bytes;
-                    t.rx_packets += v.rx_packets;
-                    t.rx_bytes += v.rx_bytes;
-                }
-                (k, t)
-            })
-            .collect()
+            .set(slot, zero, 0)
+            .map_err(|e| Error::map(format!("zero traffic slot {slot}"), e))?;
+        used.insert(slot);
+        Ok(slot)
     }
 
-    /// Drops a gone endpoint's counters (its ifindex may come back).
-    pub fn forget_endpoint_traffic(&mut self, ifindex: u32) {
-        let _ = removed(self.ep_traffic.remove(&ifindex));
+    /// Each local endpoint's traffic (by its host-side veth's ifindex),
+    /// summed over CPUs.
+    pub fn endpoint_traffic(&self) -> std::collections::HashMap<u32, EpTraffic> {
+        self.ifaces()
+            .into_iter()
+            .filter(|(_, v)| v.slot != 0)
+            .filter_map(|(ifindex, v)| {
+                let per_cpu = self.ep_traffic.get(&v.slot, 0).ok()?;
+                let mut t = EpTraffic::default();
+                for c in per_cpu.iter() {
+                    t.tx_packets += c.tx_packets;
+                    t.tx_bytes += c.tx_bytes;
+                    t.rx_packets += c.rx_packets;
+                    t.rx_bytes += c.rx_bytes;
+                }
+                Some((ifindex, t))
+            })
+            .collect()
     }
 
     pub fn counters(&self) -> Counters {

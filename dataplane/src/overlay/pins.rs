@@ -1,7 +1,9 @@
 //! Pinned maps across upgrades. aya reuses a map pinned by name whatever
 //! its shape, so a newer object whose map grew (a bigger value, more
 //! entries) would be verified against the old map and refused: the new
-//! daemon could not start on a node an older one had run on. Before
+//! daemon could not start on a node an older one had run on. One whose
+//! type changed (a hash become an array of the same sizes) would even be
+//! accepted, and read by the agent as what it no longer is. Before
 //! loading, each pinned map is compared with the object's definition; one
 //! whose shape changed is unpinned, so the load creates it anew. Programs
 //! still attached keep the old map until theirs are replaced, and the
@@ -22,8 +24,17 @@ pub struct Replaced {
     pub now: String,
 }
 
-fn shape(key: u32, value: u32, entries: u32, flags: u32) -> String {
-    format!("key {key} B, value {value} B, {entries} entries, flags {flags:#x}")
+fn shape(kind: String, key: u32, value: u32, entries: u32, flags: u32) -> String {
+    format!("{kind}, key {key} B, value {value} B, {entries} entries, flags {flags:#x}")
+}
+
+/// The object's map type by aya's name for it (as `MapInfo` reports the
+/// pinned one's).
+fn kind(t: u32) -> String {
+    aya_obj::generated::bpf_map_type::try_from(t)
+        .ok()
+        .and_then(|t| aya::maps::MapType::try_from(t).ok())
+        .map_or_else(|| format!("type {t}"), |t| format!("{t:?}"))
 }
 
 /// Unpins every map of `obj` pinned in `pin_dir` with another shape.
@@ -43,6 +54,7 @@ pub fn replace_changed(pin_dir: &Path, obj: &[u8]) -> Result<Vec<Replaced>, Erro
             continue;
         }
         let now = shape(
+            kind(def.map_type()),
             def.key_size(),
             def.value_size(),
             def.max_entries(),
@@ -55,7 +67,10 @@ pub fn replace_changed(pin_dir: &Path, obj: &[u8]) -> Result<Vec<Replaced>, Erro
                     0 => 0,
                     _ => i.max_entries(),
                 };
-                shape(i.key_size(), i.value_size(), entries, i.map_flags())
+                let kind = i
+                    .map_type()
+                    .map_or_else(|e| format!("type unknown ({e})"), |t| format!("{t:?}"));
+                shape(kind, i.key_size(), i.value_size(), entries, i.map_flags())
             }
             Err(e) => format!("unreadable ({e})"),
         };
@@ -87,9 +102,12 @@ mod tests {
         }
     }
 
-    /// As an older daemon left it: `shoal_config` pinned with a smaller
-    /// value. The load replaces it (it used to fail verification), and a
-    /// second load, finding every shape right, replaces nothing.
+    /// As an older daemon left them: `shoal_config` pinned with a smaller
+    /// value, `shoal_ep_traffic` a per-CPU hash of the same sizes as the
+    /// array it now is. The load replaces both (the first used to fail
+    /// verification, the second to load and then fail to open as an
+    /// array), and a second load, finding every shape right, replaces
+    /// nothing.
     #[test]
     fn a_map_pinned_by_an_older_version_with_another_shape_is_replaced() {
         crate::ensure_bpffs().unwrap();
@@ -108,6 +126,15 @@ mod tests {
             .expect("bpftool (the test command installs it)");
         assert!(made.success());
         assert_eq!(aya::maps::MapInfo::from_pin(&pin).unwrap().value_size(), 8);
+        let traffic = dir.0.join("shoal_ep_traffic");
+        let made = std::process::Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(&traffic)
+            .args(["type", "percpu_hash", "key", "4", "value", "32"])
+            .args(["entries", "4096", "name", "shoal_ep_traffic"])
+            .status()
+            .unwrap();
+        assert!(made.success());
 
         let overlay = Overlay::load(&dir.0, Accel::Tc.hooks(true)).unwrap();
         let want = std::mem::size_of::<shoal_ebpf::Config>() as u32;
@@ -115,6 +142,8 @@ mod tests {
             aya::maps::MapInfo::from_pin(&pin).unwrap().value_size(),
             want
         );
+        let kind = aya::maps::MapInfo::from_pin(&traffic).unwrap().map_type();
+        assert_eq!(kind.unwrap(), aya::maps::MapType::PerCpuArray);
         overlay.maps().unwrap().config().unwrap();
         drop(overlay);
         assert_eq!(

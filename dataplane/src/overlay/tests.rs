@@ -108,7 +108,12 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
             .unwrap();
             maps.add_vni(VNI, 0).unwrap();
             let epa_host_mac = nl.link_mac("epa").await.unwrap();
-            let iface = |ip: Ipv4Addr, mac: Mac| IfaceValue {
+            // Traffic slots handed out as the agent does.
+            let (slot_a, slot_b) = (
+                maps.traffic_slot(epa).unwrap(),
+                maps.traffic_slot(epb).unwrap(),
+            );
+            let iface = |ip: Ipv4Addr, mac: Mac, slot| IfaceValue {
                 vni: VNI,
                 ip: super::ip_key(ip),
                 gateway: super::ip_key(GW),
@@ -117,17 +122,21 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
                 host_mac: epa_host_mac,
                 // A plain network, marked so as the agent marks it.
                 flags: IFACE_F_CLEAR,
+                slot,
             };
-            maps.set_iface(epa, iface(EP_A, MAC_A)).unwrap();
-            maps.set_iface(epb, iface(EP_B, MAC_B)).unwrap();
-            let local = |ifindex, mac| EpValue {
+            maps.set_iface(epa, iface(EP_A, MAC_A, slot_a)).unwrap();
+            maps.set_iface(epb, iface(EP_B, MAC_B, slot_b)).unwrap();
+            let local = |ifindex, mac, slot| EpValue {
                 ifindex,
                 vtep: 0,
                 mac,
                 flags: EP_F_LOCAL | EP_F_CLEAR,
+                slot,
             };
-            maps.upsert_endpoint(VNI, EP_A, local(epa, MAC_A)).unwrap();
-            maps.upsert_endpoint(VNI, EP_B, local(epb, MAC_B)).unwrap();
+            maps.upsert_endpoint(VNI, EP_A, local(epa, MAC_A, slot_a))
+                .unwrap();
+            maps.upsert_endpoint(VNI, EP_B, local(epb, MAC_B, slot_b))
+                .unwrap();
             maps.upsert_endpoint(
                 VNI,
                 EP_R,
@@ -136,6 +145,7 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
                     vtep: super::ip_key(REMOTE_VTEP),
                     mac: MAC_R,
                     flags: EP_F_REMOTE,
+                    slot: 0,
                 },
             )
             .unwrap();

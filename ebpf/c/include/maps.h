@@ -65,8 +65,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_stats SEC(".maps");
 
-/* What one local endpoint (its host-side veth's ifindex) sent and what was
- * delivered to it, for metrics. */
+/* What one local endpoint sent and what was delivered to it, for
+ * metrics, in the slot the agent gave it (ep_value.slot, iface_value.slot).
+ * An array, not a hash keyed by ifindex: the verifier inlines an array
+ * lookup, where a hash lookup hashed and walked a bucket twice a packet. */
 struct ep_traffic {
 	__u64 tx_packets;
 	__u64 tx_bytes;
@@ -75,27 +77,24 @@ struct ep_traffic {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 4096);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SHOAL_MAX_IFACES);
 	__type(key, __u32);
 	__type(value, struct ep_traffic);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } shoal_ep_traffic SEC(".maps");
 
-/* rx: delivered to the endpoint behind `ifindex`; else sent by it. Only
- * for configured endpoints (the callers know them). */
-static __always_inline void count_ep(__u32 ifindex, __u32 len, int rx)
+/* rx: delivered to the endpoint counted in `slot`; else sent by it. Slot 0
+ * counts nothing (a remote endpoint, a VIP the host side holds). */
+static __always_inline void count_ep(__u32 slot, __u32 len, int rx)
 {
-	struct ep_traffic *t = bpf_map_lookup_elem(&shoal_ep_traffic, &ifindex);
+	struct ep_traffic *t;
 
-	if (!t) {
-		struct ep_traffic zero = {};
-
-		bpf_map_update_elem(&shoal_ep_traffic, &ifindex, &zero, BPF_NOEXIST);
-		t = bpf_map_lookup_elem(&shoal_ep_traffic, &ifindex);
-		if (!t)
-			return;
-	}
+	if (!slot)
+		return;
+	t = bpf_map_lookup_elem(&shoal_ep_traffic, &slot);
+	if (!t)
+		return;
 	if (rx) {
 		t->rx_packets++;
 		t->rx_bytes += len;

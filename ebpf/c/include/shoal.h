@@ -47,6 +47,7 @@ struct ep_value {
 	__u32 vtep;    /* remote VTEP IPv4, network byte order, for remote ones */
 	__u8 mac[6];   /* the endpoint's own MAC */
 	__u16 flags;   /* EP_F_* */
+	__u32 slot;    /* a local endpoint's traffic counters (shoal_ep_traffic); 0: none */
 };
 
 /* A local endpoint, keyed by the ifindex of its host-side veth: what the
@@ -59,6 +60,7 @@ struct iface_value {
 	__u8 mac[6];      /* the endpoint's MAC */
 	__u8 host_mac[6]; /* the host-side veth's MAC (answers ARP for the gateway) */
 	__u32 flags;      /* IFACE_F_* */
+	__u32 slot;       /* its traffic counters, as in its ep_value */
 };
 
 enum iface_flags {

@@ -260,6 +260,8 @@ impl LbNs {
                     vtep: 0,
                     mac,
                     flags: EP_F_LOCAL,
+                    // The host side holds the VIP: no endpoint's traffic.
+                    slot: 0,
                 },
             )?;
         }
