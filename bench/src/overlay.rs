@@ -12,7 +12,8 @@
 //!       compiled in, no lookups; `overlay_bound.rs`),
 //!
 //! all in one run, rounds alternating between paths so drift on a shared
-//! machine hits every path alike. Prints a table and JSON with the ratios to
+//! machine hits every path alike (each round starting one path later, so
+//! no path always follows the same one). Prints a table and JSON with the ratios to
 //! (a) and (b). Needs root, iperf3, sockperf, iproute2.
 
 use std::path::PathBuf;
@@ -141,7 +142,15 @@ fn main() -> Result<()> {
     let mut samples: Vec<Vec<Metrics>> = vec![vec![]; paths.len()];
     let mut rounds = vec![];
     for round in 0..args.rounds {
-        for (i, p) in paths.iter().enumerate() {
+        // Each round starts one path later: a path measured right after
+        // another inherits the machine that one left (the XDP path's
+        // retransmits, a warm or cold cache), and with a fixed order
+        // that bias would fall on the same path every round.
+        let order: Vec<usize> = (0..paths.len())
+            .map(|k| (k + round as usize) % paths.len())
+            .collect();
+        for &i in &order {
+            let p = &paths[i];
             eprintln!("round {}/{}: {}", round + 1, args.rounds, p.label);
             samples[i].push(measure(p, &args)?);
         }
@@ -149,7 +158,9 @@ fn main() -> Result<()> {
             .iter()
             .map(|s| s.last().expect("measured"))
             .collect();
-        rounds.push(round_report(round + 1, &paths, &this));
+        let mut r = round_report(round + 1, &paths, &this);
+        r["order"] = order.iter().map(|&i| paths[i].key).collect();
+        rounds.push(r);
     }
     let profiles = if args.profile {
         let profiled: Vec<Path> = paths
