@@ -442,7 +442,7 @@ impl Agent {
             false => (IFACE_F_CLEAR, EP_F_LOCAL | EP_F_CLEAR),
         };
         let ep_flags = ep_flags | vip_client_mark(inner.maps.endpoint(net.vni, ep.ip), p.existed);
-        let slot = inner.maps.traffic_slot(p.host_ifindex)?;
+        let slot = inner.maps.traffic_slot(p.host_ifindex, !p.existed)?;
         inner.maps.set_iface(
             p.host_ifindex,
             IfaceValue {

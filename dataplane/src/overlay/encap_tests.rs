@@ -150,7 +150,8 @@ pub(super) fn same_node_traffic_goes_endpoint_to_endpoint() {
 }
 
 /// Each local endpoint's packets and bytes land in its own slot: what it
-/// sent, what was delivered to it; a freed slot comes back zeroed.
+/// sent, what was delivered to it; a slot taken over or freed and handed
+/// out again comes back zeroed.
 #[test]
 pub(super) fn each_endpoint_s_traffic_is_counted_in_its_slot() {
     with_env(|env| {
@@ -169,13 +170,25 @@ pub(super) fn each_endpoint_s_traffic_is_counted_in_its_slot() {
         assert_eq!((tb.tx_packets, tb.rx_packets), (0, n), "{tb:?}");
         assert_eq!(tb.rx_bytes, n * local.len() as u64);
 
-        // An endpoint that holds a slot keeps it; B's, once B is gone,
-        // goes to the next endpoint with nothing counted in it.
-        let slot_b = env.maps.iface(b).unwrap().slot;
-        assert_eq!(env.maps.traffic_slot(b).unwrap(), slot_b);
-        assert_ne!(env.maps.iface(a).unwrap().slot, slot_b);
+        // An endpoint that holds a slot keeps it, counts and all (a
+        // restarted agent); a new endpoint on a gone one's ifindex takes
+        // its slot, zeroed.
+        let (slot_a, slot_b) = (
+            env.maps.iface(a).unwrap().slot,
+            env.maps.iface(b).unwrap().slot,
+        );
+        assert_ne!(slot_a, slot_b);
+        assert_eq!(env.maps.traffic_slot(b, false).unwrap(), slot_b);
+        assert_eq!(env.maps.endpoint_traffic()[&b], tb);
+        assert_eq!(env.maps.traffic_slot(a, true).unwrap(), slot_a);
+        assert_eq!(
+            env.maps.endpoint_traffic()[&a],
+            shoal_ebpf::EpTraffic::default()
+        );
+        // B's slot, once B is gone, goes to the next endpoint with nothing
+        // counted in it.
         env.maps.remove_iface(b).unwrap();
-        let next = env.maps.traffic_slot(4242).unwrap();
+        let next = env.maps.traffic_slot(4242, true).unwrap();
         assert_eq!(next, slot_b, "the lowest free slot");
         let v = shoal_ebpf::IfaceValue {
             slot: next,
@@ -184,7 +197,7 @@ pub(super) fn each_endpoint_s_traffic_is_counted_in_its_slot() {
         env.maps.set_iface(4242, v).unwrap();
         let t = env.maps.endpoint_traffic();
         assert_eq!(t[&4242], shoal_ebpf::EpTraffic::default());
-        assert_ne!(env.maps.traffic_slot(4243).unwrap(), next);
+        assert_ne!(env.maps.traffic_slot(4243, true).unwrap(), next);
     });
 }
 

@@ -233,35 +233,44 @@ impl Maps {
         v
     }
 
-    /// The traffic slot of the local endpoint behind `ifindex`: the one
-    /// its entry already holds (a restarted agent goes on counting where it
-    /// was), else the lowest free one, its counters zeroed (a slot outlives
-    /// the endpoint that had it). The caller writes it into the endpoint's
+    /// The traffic slot of the local endpoint behind `ifindex`. An
+    /// endpoint whose entry already holds one keeps it: a restarted agent
+    /// goes on counting where it was. A `fresh` endpoint (its veth just
+    /// made) whose ifindex still has a gone endpoint's entry (its veth
+    /// vanished before the agent could remove it) takes that slot over,
+    /// zeroed. Otherwise the lowest free slot, zeroed: a slot outlives the
+    /// endpoint that had it. The caller writes it into the endpoint's
     /// iface and ep entries.
-    pub fn traffic_slot(&mut self, ifindex: u32) -> Result<u32, Error> {
+    pub fn traffic_slot(&mut self, ifindex: u32, fresh: bool) -> Result<u32, Error> {
         if let Some(v) = self.iface(ifindex).filter(|v| v.slot != 0) {
+            if fresh {
+                self.zero_traffic(v.slot)?;
+            }
             return Ok(v.slot);
         }
-        let used = match self.slots_used.take() {
-            Some(u) => u,
-            None => self.ifaces().into_iter().map(|(_, v)| v.slot).collect(),
-        };
+        if self.slots_used.is_none() {
+            let used = self.ifaces().into_iter().map(|(_, v)| v.slot).collect();
+            self.slots_used = Some(used);
+        }
         let slots = self.ep_traffic.len();
-        let free = (1..slots).find(|s| !used.contains(s));
-        let used = self.slots_used.insert(used);
-        let Some(slot) = free else {
-            return Err(Error::Other(format!(
+        let used = self.slots_used.as_ref().expect("loaded above");
+        let slot = (1..slots).find(|s| !used.contains(s)).ok_or_else(|| {
+            Error::Other(format!(
                 "every one of the {slots} endpoint traffic slots is taken"
-            )));
-        };
+            ))
+        })?;
+        self.zero_traffic(slot)?;
+        self.slots_used.as_mut().expect("loaded above").insert(slot);
+        Ok(slot)
+    }
+
+    fn zero_traffic(&mut self, slot: u32) -> Result<(), Error> {
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| Error::io(what.to_string(), e))?;
         let zero = PerCpuValues::try_from(vec![EpTraffic::default(); cpus])
             .map_err(|e| Error::io("per-CPU zero".to_string(), e))?;
         self.ep_traffic
             .set(slot, zero, 0)
-            .map_err(|e| Error::map(format!("zero traffic slot {slot}"), e))?;
-        used.insert(slot);
-        Ok(slot)
+            .map_err(|e| Error::map(format!("zero traffic slot {slot}"), e))
     }
 
     /// Each local endpoint's traffic (by its host-side veth's ifindex),

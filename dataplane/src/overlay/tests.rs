@@ -110,8 +110,8 @@ pub(super) fn with_env(f: impl FnOnce(&mut Env) + Send + 'static) {
             let epa_host_mac = nl.link_mac("epa").await.unwrap();
             // Traffic slots handed out as the agent does.
             let (slot_a, slot_b) = (
-                maps.traffic_slot(epa).unwrap(),
-                maps.traffic_slot(epb).unwrap(),
+                maps.traffic_slot(epa, true).unwrap(),
+                maps.traffic_slot(epb, true).unwrap(),
             );
             let iface = |ip: Ipv4Addr, mac: Mac, slot| IfaceValue {
                 vni: VNI,
